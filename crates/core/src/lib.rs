@@ -1,0 +1,20 @@
+//! peerchat-core: the sans-IO heart of peerchat. No sockets, no clocks, no
+//! files: inputs go in (`handle_*`, with `now` passed in), actions come out
+//! (`poll_action`), so every rule here is unit-tested deterministically.
+//!
+//! # Layout
+//! - [`name`]: who may call themselves what (1–32 chars, case-insensitive).
+//! - [`text`]: message size limits (1..=65,536 bytes of UTF-8).
+//! - [`lease`]: registration lifetimes, renew intervals, backoff.
+//! - [`paths`]: default socket and data-dir locations.
+//! - [`session`]: the conversation state machine (connect, duplex messages,
+//!   receipts, goodbye, link loss) with its outbox and inbox.
+
+pub mod lease;
+pub mod name;
+pub mod paths;
+pub mod session;
+pub mod text;
+
+pub use name::{Name, NameError};
+pub use text::{MAX_TEXT_BYTES, TextError, check_text};
