@@ -21,9 +21,7 @@ pub struct Lease {
 impl Lease {
     /// A lease granted (or renewed) at `now` for `ttl`.
     pub fn new(now: Instant, ttl: Duration) -> Lease {
-        Lease {
-            expires_at: now + ttl,
-        }
+        Lease { expires_at: now + ttl }
     }
 
     /// True once the lease has run out.
@@ -46,11 +44,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
+        Backoff { initial, max, next: initial }
     }
 
     /// The delay before the next attempt; doubles each call up to `max`.
@@ -80,14 +74,8 @@ mod tests {
 
     #[test]
     fn renews_three_times_per_lease() {
-        assert_eq!(
-            renew_interval(Duration::from_secs(15)),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            renew_interval(Duration::from_secs(3)),
-            Duration::from_secs(1)
-        );
+        assert_eq!(renew_interval(Duration::from_secs(15)), Duration::from_secs(5));
+        assert_eq!(renew_interval(Duration::from_secs(3)), Duration::from_secs(1));
         assert_eq!(renew_interval(Duration::ZERO), Duration::from_millis(100));
     }
 

@@ -18,9 +18,7 @@ pub fn default_socket(runtime_dir: Option<&Path>, uid: u32) -> PathBuf {
 pub fn default_data_dir(data_dir: Option<&Path>, uid: u32, name_key: &str) -> PathBuf {
     match data_dir {
         Some(dir) => dir.join("peerchat").join(name_key),
-        None => PathBuf::from(format!("/tmp/peerchat-{uid}"))
-            .join("data")
-            .join(name_key),
+        None => PathBuf::from(format!("/tmp/peerchat-{uid}")).join("data").join(name_key),
     }
 }
 
@@ -34,10 +32,7 @@ mod tests {
             default_socket(Some(Path::new("/run/user/1000")), 1000),
             Path::new("/run/user/1000/peerchat/peerd.sock")
         );
-        assert_eq!(
-            default_socket(None, 1000),
-            Path::new("/tmp/peerchat-1000/peerd.sock")
-        );
+        assert_eq!(default_socket(None, 1000), Path::new("/tmp/peerchat-1000/peerd.sock"));
     }
 
     #[test]

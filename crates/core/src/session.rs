@@ -32,6 +32,14 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// (they stay in the history file) so an unwatched daemon stays bounded.
 pub const MAX_UNDISPLAYED_BYTES: usize = 16 * 1024 * 1024;
 
+/// And by count, for many tiny messages.
+pub const MAX_UNDISPLAYED_MESSAGES: usize = 100_000;
+
+/// How many of our messages may wait for `delivered` at once; `send`
+/// refuses more, which is the back-pressure that keeps a stalled peer from
+/// making us buffer without end.
+pub const MAX_UNACKED: usize = 10_000;
+
 /// How many delivered-but-not-yet-displayed ids of ours are remembered, so
 /// that a `displayed` receipt is believed only for a message we sent.
 pub const MAX_AWAITING_DISPLAY: usize = 65_536;
@@ -105,47 +113,20 @@ pub enum MessageState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A message, when it was sent or received.
-    Message {
-        peer: Name,
-        direction: Direction,
-        message: Message,
-        state: MessageState,
-    },
+    Message { peer: Name, direction: Direction, message: Message, state: MessageState },
     /// A later change of a stored message's state.
-    State {
-        peer: Name,
-        id: String,
-        state: MessageState,
-    },
+    State { peer: Name, id: String, state: MessageState },
 }
 
 /// Things the user (watch and chat clients) is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Message {
-        from: Name,
-        message: Message,
-    },
-    Receipt {
-        peer: Name,
-        id: String,
-        kind: ReceiptKind,
-    },
-    Connected {
-        peer: Name,
-    },
-    Disconnected {
-        peer: Name,
-        reason: String,
-    },
-    Failed {
-        peer: Name,
-        id: String,
-        reason: String,
-    },
-    Pong {
-        nonce: u64,
-    },
+    Message { from: Name, message: Message },
+    Receipt { peer: Name, id: String, kind: ReceiptKind },
+    Connected { peer: Name },
+    Disconnected { peer: Name, reason: String },
+    Failed { peer: Name, id: String, reason: String },
+    Pong { nonce: u64 },
 }
 
 /// What the directory should say about us.
@@ -215,6 +196,8 @@ pub enum SendError {
     Closing { peer: Name },
     #[error(transparent)]
     Text(#[from] TextError),
+    #[error("too many messages in flight ({0} unacknowledged)")]
+    TooManyInFlight(usize),
 }
 
 /// Refusal of `disconnect`.
@@ -397,9 +380,7 @@ impl Session {
                 return Err(ConnectError::AlreadyConnecting { peer: peer.clone() });
             }
             State::Connected(c) => {
-                return Err(ConnectError::AlreadyConnected {
-                    peer: c.peer.clone(),
-                });
+                return Err(ConnectError::AlreadyConnected { peer: c.peer.clone() });
             }
         }
         let link = self.new_link();
@@ -434,9 +415,7 @@ impl Session {
             return Err(AcceptError::Yourself);
         }
         if !matches!(self.state, State::Idle) {
-            return Err(AcceptError::Busy {
-                me: self.me.clone(),
-            });
+            return Err(AcceptError::Busy { me: self.me.clone() });
         }
         let link = self.new_link();
         self.start(Conversation::new(peer, link, Role::Callee));
@@ -450,16 +429,12 @@ impl Session {
             return Err(SendError::NotConnected);
         };
         if c.sent_goodbye || c.got_goodbye {
-            return Err(SendError::Closing {
-                peer: c.peer.clone(),
-            });
+            return Err(SendError::Closing { peer: c.peer.clone() });
         }
-        let message = Message {
-            id: id.clone(),
-            text,
-            sent_at_ms: now_ms,
-            seq: c.next_seq,
-        };
+        if c.unacked.len() >= MAX_UNACKED {
+            return Err(SendError::TooManyInFlight(c.unacked.len()));
+        }
+        let message = Message { id: id.clone(), text, sent_at_ms: now_ms, seq: c.next_seq };
         c.next_seq += 1;
         c.unacked.push_back(id.clone());
         c.unacked_set.insert(id);
@@ -470,10 +445,7 @@ impl Session {
             message: message.clone(),
             state: MessageState::Sent,
         }));
-        self.push(Action::Transmit {
-            link,
-            frame: Frame::Message(message),
-        });
+        self.push(Action::Transmit { link, frame: Frame::Message(message) });
         Ok(())
     }
 
@@ -483,10 +455,7 @@ impl Session {
             return Err(SendError::NotConnected);
         };
         let link = c.link;
-        self.push(Action::Transmit {
-            link,
-            frame: Frame::Ping(nonce),
-        });
+        self.push(Action::Transmit { link, frame: Frame::Ping(nonce) });
         Ok(())
     }
 
@@ -546,10 +515,7 @@ impl Session {
         if let (Some((_, link)), false) = (current, ids_for_peer.is_empty()) {
             self.push(Action::Transmit {
                 link,
-                frame: Frame::Receipt {
-                    ids: ids_for_peer,
-                    kind: ReceiptKind::Displayed,
-                },
+                frame: Frame::Receipt { ids: ids_for_peer, kind: ReceiptKind::Displayed },
             });
         }
     }
@@ -572,10 +538,7 @@ impl Session {
             Frame::Message(message) => self.on_message(message),
             Frame::Receipt { ids, kind } => self.on_receipt(ids, kind),
             Frame::Goodbye { .. } => self.on_goodbye(now),
-            Frame::Ping(nonce) => self.push(Action::Transmit {
-                link,
-                frame: Frame::Pong(nonce),
-            }),
+            Frame::Ping(nonce) => self.push(Action::Transmit { link, frame: Frame::Pong(nonce) }),
             Frame::Pong(nonce) => self.push(Action::Emit(Event::Pong { nonce })),
         }
     }
@@ -603,10 +566,7 @@ impl Session {
                 self.finish(reason, "the conversation ended before it was delivered");
             }
             LinkDown::EndOfStream => {
-                self.finish(
-                    "link lost: the stream ended without a goodbye".into(),
-                    "link lost",
-                );
+                self.finish("link lost: the stream ended without a goodbye".into(), "link lost");
             }
             LinkDown::Error(e) => {
                 let reason = format!("link lost: {e}");
@@ -660,10 +620,7 @@ impl Session {
             // Already stored and acknowledged; acknowledge again, show once.
             self.push(Action::Transmit {
                 link,
-                frame: Frame::Receipt {
-                    ids: vec![message.id],
-                    kind: ReceiptKind::Delivered,
-                },
+                frame: Frame::Receipt { ids: vec![message.id], kind: ReceiptKind::Delivered },
             });
             return;
         }
@@ -677,17 +634,13 @@ impl Session {
         }));
         self.push(Action::Transmit {
             link,
-            frame: Frame::Receipt {
-                ids: vec![message.id.clone()],
-                kind: ReceiptKind::Delivered,
-            },
+            frame: Frame::Receipt { ids: vec![message.id.clone()], kind: ReceiptKind::Delivered },
         });
         self.undisplayed_bytes += message.text.len();
-        self.undisplayed.push_back(Undisplayed {
-            from: from.clone(),
-            message: message.clone(),
-        });
-        while self.undisplayed_bytes > MAX_UNDISPLAYED_BYTES {
+        self.undisplayed.push_back(Undisplayed { from: from.clone(), message: message.clone() });
+        while self.undisplayed_bytes > MAX_UNDISPLAYED_BYTES
+            || self.undisplayed.len() > MAX_UNDISPLAYED_MESSAGES
+        {
             match self.undisplayed.pop_front() {
                 Some(old) => self.undisplayed_bytes -= old.message.text.len(),
                 None => break,
@@ -737,16 +690,8 @@ impl Session {
             ReceiptKind::Displayed => MessageState::Displayed,
         };
         for id in accepted {
-            self.push(Action::Persist(Record::State {
-                peer: peer.clone(),
-                id: id.clone(),
-                state,
-            }));
-            self.push(Action::Emit(Event::Receipt {
-                peer: peer.clone(),
-                id,
-                kind,
-            }));
+            self.push(Action::Persist(Record::State { peer: peer.clone(), id: id.clone(), state }));
+            self.push(Action::Emit(Event::Receipt { peer: peer.clone(), id, kind }));
         }
     }
 
@@ -776,12 +721,7 @@ impl Session {
         c.close_deadline = Some(now + CLOSE_TIMEOUT);
         let link = c.link;
         let close = c.got_goodbye && c.role == Role::Dialer;
-        self.push(Action::Transmit {
-            link,
-            frame: Frame::Goodbye {
-                reason: reason.to_owned(),
-            },
-        });
+        self.push(Action::Transmit { link, frame: Frame::Goodbye { reason: reason.to_owned() } });
         if close {
             self.push(Action::CloseSend { link });
         }
@@ -813,10 +753,7 @@ impl Session {
                 reason: failed_reason.to_owned(),
             }));
         }
-        self.push(Action::Emit(Event::Disconnected {
-            peer: c.peer.clone(),
-            reason,
-        }));
+        self.push(Action::Emit(Event::Disconnected { peer: c.peer.clone(), reason }));
         self.push(Action::Presence(Presence::Available));
         self.last_peer = Some(c.peer);
     }

@@ -68,11 +68,7 @@ impl Pair {
     fn send(&mut self, from_alice: bool, text: &str) -> String {
         self.next_id += 1;
         let id = format!("m{}", self.next_id);
-        let s = if from_alice {
-            &mut self.alice
-        } else {
-            &mut self.bob
-        };
+        let s = if from_alice { &mut self.alice } else { &mut self.bob };
         s.send(id.clone(), text.to_owned(), 0).expect("send");
         id
     }
@@ -136,8 +132,7 @@ impl Pair {
         self.a.outbound.clear();
         self.b.outbound.clear();
         if let Some(l) = self.a_link {
-            self.alice
-                .handle_link_down(l, LinkDown::Error(reason.into()));
+            self.alice.handle_link_down(l, LinkDown::Error(reason.into()));
         }
         if let Some(l) = self.b_link {
             self.bob.handle_link_down(l, LinkDown::Error(reason.into()));
@@ -194,12 +189,7 @@ fn connect_makes_both_busy_and_tells_both_users() {
     assert_eq!(p.a.presence, [Presence::Busy]);
     assert_eq!(p.b.presence, [Presence::Busy]);
     assert_eq!(p.a.events, [Event::Connected { peer: name("Bob") }]);
-    assert_eq!(
-        p.b.events,
-        [Event::Connected {
-            peer: name("alice")
-        }]
-    );
+    assert_eq!(p.b.events, [Event::Connected { peer: name("alice") }]);
     // The name shows as the callee registered it.
     assert_eq!(p.alice.peer().map(Name::as_str), Some("Bob"));
 }
@@ -208,30 +198,14 @@ fn connect_makes_both_busy_and_tells_both_users() {
 fn refusals_name_their_cause() {
     let mut p = Pair::connected();
     assert_eq!(p.alice.connect(name("ALICE")), Err(ConnectError::Yourself));
-    assert!(matches!(
-        p.alice.connect(name("carol")),
-        Err(ConnectError::AlreadyConnected { .. })
-    ));
-    let busy = p
-        .bob
-        .handle_hello(name("carol"))
-        .expect_err("bob is in a conversation");
+    assert!(matches!(p.alice.connect(name("carol")), Err(ConnectError::AlreadyConnected { .. })));
+    let busy = p.bob.handle_hello(name("carol")).expect_err("bob is in a conversation");
     assert!(busy.to_string().contains("busy"), "{busy}");
     let mut lone = Session::new(name("dave"));
-    let err = lone
-        .send("x".into(), "hi".into(), 0)
-        .expect_err("no conversation");
+    let err = lone.send("x".into(), "hi".into(), 0).expect_err("no conversation");
     assert!(err.to_string().contains("not connected"));
-    assert!(
-        lone.disconnect(p.now)
-            .expect_err("none")
-            .to_string()
-            .contains("not connected")
-    );
-    let err = p
-        .alice
-        .send("x".into(), String::new(), 0)
-        .expect_err("empty");
+    assert!(lone.disconnect(p.now).expect_err("none").to_string().contains("not connected"));
+    let err = p.alice.send("x".into(), String::new(), 0).expect_err("empty");
     assert!(err.to_string().contains("empty"));
     p.drive();
 }
@@ -241,10 +215,7 @@ fn a_dialing_session_is_busy_too_and_can_be_cancelled() {
     let mut s = Session::new(name("alice"));
     let link = s.connect(name("bob")).expect("dial");
     assert_eq!(s.phase(), Phase::Connecting);
-    assert!(matches!(
-        s.handle_hello(name("carol")),
-        Err(AcceptError::Busy { .. })
-    ));
+    assert!(matches!(s.handle_hello(name("carol")), Err(AcceptError::Busy { .. })));
     assert_eq!(s.disconnect(Instant::now()), Ok(name("bob")));
     assert_eq!(s.phase(), Phase::Idle);
     // The dial completing late is hung up, not adopted.
@@ -288,23 +259,10 @@ fn delivered_receipt_follows_the_store() {
     let mut p = Pair::connected();
     let id = p.send(true, "hi");
     p.drive();
-    let stored =
-        p.b.log
-            .iter()
-            .position(|l| l.starts_with("persist") && l.contains("\"hi\""));
-    let acked =
-        p.b.log
-            .iter()
-            .position(|l| l.contains("Receipt") && l.contains("Delivered"));
-    assert!(
-        stored.expect("stored") < acked.expect("acked"),
-        "{:?}",
-        p.b.log
-    );
-    assert_eq!(
-        receipts(&p.a, ReceiptKind::Delivered),
-        std::slice::from_ref(&id)
-    );
+    let stored = p.b.log.iter().position(|l| l.starts_with("persist") && l.contains("\"hi\""));
+    let acked = p.b.log.iter().position(|l| l.contains("Receipt") && l.contains("Delivered"));
+    assert!(stored.expect("stored") < acked.expect("acked"), "{:?}", p.b.log);
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered), std::slice::from_ref(&id));
     assert!(p.a.stored.contains(&Record::State {
         peer: name("bob"),
         id,
@@ -323,10 +281,7 @@ fn displayed_waits_for_a_display_client() {
     assert_eq!(waiting, ["one", "two"]);
     p.bob.handle_displayed(std::slice::from_ref(&first));
     p.drive();
-    assert_eq!(
-        receipts(&p.a, ReceiptKind::Displayed),
-        std::slice::from_ref(&first)
-    );
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), std::slice::from_ref(&first));
     // Showing it again does not send a second receipt.
     p.bob.handle_displayed(&[first.clone(), second.clone()]);
     p.bob.handle_displayed(&[first, second.clone()]);
@@ -338,14 +293,10 @@ fn displayed_waits_for_a_display_client() {
 #[test]
 fn receipts_for_unknown_ids_are_ignored() {
     let mut p = Pair::connected();
-    p.b.outbound.push_back(Frame::Receipt {
-        ids: vec!["forged".into()],
-        kind: ReceiptKind::Delivered,
-    });
-    p.b.outbound.push_back(Frame::Receipt {
-        ids: vec!["forged".into()],
-        kind: ReceiptKind::Displayed,
-    });
+    p.b.outbound
+        .push_back(Frame::Receipt { ids: vec!["forged".into()], kind: ReceiptKind::Delivered });
+    p.b.outbound
+        .push_back(Frame::Receipt { ids: vec!["forged".into()], kind: ReceiptKind::Displayed });
     p.drive();
     assert!(receipts(&p.a, ReceiptKind::Delivered).is_empty());
     assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty());
@@ -358,15 +309,10 @@ fn a_replayed_message_is_acknowledged_but_not_shown_twice() {
     Pair::drain(&mut p.alice, &mut p.a);
     let frame = p.a.outbound.front().cloned();
     p.drive();
-    p.a.outbound
-        .push_back(frame.expect("the message was on the wire"));
+    p.a.outbound.push_back(frame.expect("the message was on the wire"));
     p.drive();
     assert_eq!(messages(&p.b), ["once"]);
-    let stored_in =
-        p.b.stored
-            .iter()
-            .filter(|r| matches!(r, Record::Message { .. }))
-            .count();
+    let stored_in = p.b.stored.iter().filter(|r| matches!(r, Record::Message { .. })).count();
     assert_eq!(stored_in, 1);
 }
 
@@ -437,15 +383,7 @@ fn a_lost_link_fails_every_unacknowledged_message() {
     let failed_stored =
         p.a.stored
             .iter()
-            .filter(|r| {
-                matches!(
-                    r,
-                    Record::State {
-                        state: MessageState::Failed,
-                        ..
-                    }
-                )
-            })
+            .filter(|r| matches!(r, Record::State { state: MessageState::Failed, .. }))
             .count();
     assert_eq!(failed_stored, 2);
 }
@@ -456,10 +394,7 @@ fn end_of_stream_without_goodbye_is_a_lost_link() {
     let link = p.b_link.expect("linked");
     p.bob.handle_link_down(link, LinkDown::EndOfStream);
     p.drive();
-    assert_eq!(
-        disconnected(&p.b),
-        ["link lost: the stream ended without a goodbye"]
-    );
+    assert_eq!(disconnected(&p.b), ["link lost: the stream ended without a goodbye"]);
 }
 
 #[test]
@@ -486,16 +421,10 @@ fn events_of_an_old_link_are_ignored() {
     let old = p.a_link.expect("had a link");
     let new = p.alice.connect(name("bob")).expect("free again");
     p.alice.handle_dialed(new, name("bob"));
-    p.alice
-        .handle_link_down(old, LinkDown::Error("late".into()));
+    p.alice.handle_link_down(old, LinkDown::Error("late".into()));
     p.alice.handle_frame(
         old,
-        Frame::Message(Message {
-            id: "x".into(),
-            text: "ghost".into(),
-            sent_at_ms: 0,
-            seq: 1,
-        }),
+        Frame::Message(Message { id: "x".into(), text: "ghost".into(), sent_at_ms: 0, seq: 1 }),
         p.now,
     );
     assert_eq!(p.alice.phase(), Phase::Connected);

@@ -1,0 +1,155 @@
+//! What a control request can fail with, and the one place each failure
+//! becomes a gRPC `Status`. The messages carry the words of SPEC §2 that
+//! scripts match on; the table test below pins them.
+
+use peerchat_core::session::{ConnectError, DisconnectError, SendError};
+use peerchat_core::{NameError, TextError};
+use tonic::{Code, Status};
+
+/// Failures of control requests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ControlError {
+    #[error("{0} is not online")]
+    NotOnline(String),
+    #[error("{name} is not online: it is listed at {address} but does not answer ({why})")]
+    Unreachable { name: String, address: String, why: String },
+    #[error("{0} is busy in another conversation")]
+    Busy(String),
+    #[error("already connected to {0}; disconnect first")]
+    AlreadyConnected(String),
+    #[error("already connecting to {0}; wait for it or disconnect first")]
+    AlreadyConnecting(String),
+    #[error("you cannot connect to yourself")]
+    Yourself,
+    #[error("not connected: {0}")]
+    NotConnected(String),
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    #[error("timed out after {after:?} waiting for message {id} to be {what} (it may still be)")]
+    TimedOut { id: String, what: &'static str, after: std::time::Duration },
+    #[error("message {id} failed: {reason}")]
+    Failed { id: String, reason: String },
+    #[error("the directory is unreachable: {0}")]
+    DirectoryUnreachable(String),
+    #[error("{name} refused the conversation: {why}")]
+    Refused { name: String, why: String },
+    #[error("too many messages waiting for receipts ({0}); wait for some to be delivered")]
+    TooManyInFlight(usize),
+    #[error("peerd is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ConnectError> for ControlError {
+    fn from(e: ConnectError) -> ControlError {
+        match e {
+            ConnectError::Yourself => ControlError::Yourself,
+            ConnectError::AlreadyConnected { peer } => {
+                ControlError::AlreadyConnected(peer.to_string())
+            }
+            ConnectError::AlreadyConnecting { peer } => {
+                ControlError::AlreadyConnecting(peer.to_string())
+            }
+        }
+    }
+}
+
+impl From<SendError> for ControlError {
+    fn from(e: SendError) -> ControlError {
+        match e {
+            SendError::Text(t) => ControlError::Text(t),
+            SendError::TooManyInFlight(n) => ControlError::TooManyInFlight(n),
+            SendError::NotConnected => ControlError::NotConnected("connect to a peer first".into()),
+            SendError::Closing { peer } => {
+                ControlError::NotConnected(format!("the conversation with {peer} is ending"))
+            }
+        }
+    }
+}
+
+impl From<DisconnectError> for ControlError {
+    fn from(_: DisconnectError) -> ControlError {
+        ControlError::NotConnected("there is no conversation to end".into())
+    }
+}
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Status {
+        let code = match &e {
+            ControlError::NotOnline(_) | ControlError::Unreachable { .. } => Code::NotFound,
+            ControlError::Busy(_)
+            | ControlError::AlreadyConnected(_)
+            | ControlError::AlreadyConnecting(_)
+            | ControlError::NotConnected(_) => Code::FailedPrecondition,
+            ControlError::Yourself | ControlError::Text(_) | ControlError::InvalidName(_) => {
+                Code::InvalidArgument
+            }
+            ControlError::TimedOut { .. } => Code::DeadlineExceeded,
+            ControlError::Failed { .. } | ControlError::Refused { .. } => Code::Aborted,
+            ControlError::DirectoryUnreachable(_) | ControlError::ShuttingDown => Code::Unavailable,
+            ControlError::TooManyInFlight(_) => Code::ResourceExhausted,
+            ControlError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §2: the words scripts rely on, and the codes other clients see.
+    #[test]
+    fn every_spec_error_carries_its_words() {
+        let table: Vec<(ControlError, Code, &str)> = vec![
+            (ControlError::NotOnline("bob".into()), Code::NotFound, "not online"),
+            (
+                ControlError::Unreachable {
+                    name: "bob".into(),
+                    address: "1.2.3.4:5".into(),
+                    why: "refused".into(),
+                },
+                Code::NotFound,
+                "not online",
+            ),
+            (ControlError::Busy("bob".into()), Code::FailedPrecondition, "busy"),
+            (
+                ControlError::AlreadyConnected("bob".into()),
+                Code::FailedPrecondition,
+                "already connected",
+            ),
+            (ControlError::Yourself, Code::InvalidArgument, "yourself"),
+            (SendError::NotConnected.into(), Code::FailedPrecondition, "not connected"),
+            (DisconnectError::NotConnected.into(), Code::FailedPrecondition, "not connected"),
+            (
+                ControlError::Text(TextError::TooLong { len: 70_000 }),
+                Code::InvalidArgument,
+                "too long",
+            ),
+            (
+                ControlError::Text(TextError::TooLong { len: 70_000 }),
+                Code::InvalidArgument,
+                "65536",
+            ),
+            (ControlError::Text(TextError::Empty), Code::InvalidArgument, "empty"),
+            (ControlError::InvalidName(NameError::Empty), Code::InvalidArgument, "invalid name"),
+            (
+                ControlError::TimedOut {
+                    id: "x".into(),
+                    what: "delivered",
+                    after: std::time::Duration::from_secs(10),
+                },
+                Code::DeadlineExceeded,
+                "timed out",
+            ),
+        ];
+        for (err, code, words) in table {
+            let status = Status::from(err.clone());
+            assert_eq!(status.code(), code, "{err}");
+            assert!(status.message().contains(words), "{:?} lacks {words:?}", status.message());
+        }
+    }
+}

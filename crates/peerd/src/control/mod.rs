@@ -1,0 +1,281 @@
+//! The control service chatctl talks to over the Unix socket. Each handler
+//! turns a request into a driver [`Input`] (or a directory call) and the
+//! answer into a response; [`error`] is where failures become statuses.
+
+pub(crate) mod error;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use peerchat::v1 as pb;
+use peerchat_core::session::{Direction, Presence};
+use peerchat_core::{Name, check_text};
+use tokio::sync::{oneshot, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::driver::{DriverTx, Input, SessionStatus, Wait, wire_state};
+use crate::history;
+use crate::presence::{DIRECTORY_CALL_TIMEOUT, DirectoryState};
+use error::ControlError;
+
+/// How long `send` waits for a receipt when the client gives no timeout.
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `send` timeout a client may ask for.
+const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a connect may take, all steps together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `disconnect` waits for the directory to hear we are available.
+const PRESENCE_WAIT: Duration = Duration::from_secs(2);
+/// History entries one request may ask for.
+const MAX_HISTORY: usize = 10_000;
+/// Ids one MarkDisplayed may carry.
+const MAX_DISPLAYED_IDS: usize = 10_000;
+
+/// The daemon's facts that do not change while it runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) name: Name,
+    pub(crate) listen: String,
+    pub(crate) directory: String,
+    pub(crate) data_dir: PathBuf,
+}
+
+/// The `Control` service.
+#[derive(Debug, Clone)]
+pub(crate) struct ControlService {
+    pub(crate) me: Identity,
+    pub(crate) driver: DriverTx,
+    pub(crate) directory: pb::directory_client::DirectoryClient<Channel>,
+    pub(crate) directory_state: watch::Receiver<DirectoryState>,
+    pub(crate) published: watch::Receiver<Option<Presence>>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl ControlService {
+    /// Sends `input` to the driver and waits for its answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Input,
+    ) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.driver.send(make(tx)).await.map_err(|_| ControlError::ShuttingDown)?;
+        rx.await.map_err(|_| ControlError::ShuttingDown)
+    }
+
+    async fn session(&self) -> Result<SessionStatus, ControlError> {
+        self.ask(|reply| Input::Status { reply }).await
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    type WatchStream = EventStream;
+
+    async fn get_status(
+        &self,
+        _: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let s = self.session().await?;
+        let dir = self.directory_state.borrow().clone();
+        let advertise = match &dir {
+            DirectoryState::Registered { address } => address.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::GetStatusResponse {
+            name: self.me.name.to_string(),
+            listen: self.me.listen.clone(),
+            advertise,
+            directory: self.me.directory.clone(),
+            directory_state: dir.word().to_owned(),
+            peer: s.peer.map(|p| p.to_string()).unwrap_or_default(),
+            conversation: s.phase.as_str().to_owned(),
+            pid: std::process::id(),
+            unacknowledged: u32::try_from(s.unacknowledged).unwrap_or(u32::MAX),
+            data_dir: self.me.data_dir.display().to_string(),
+        }))
+    }
+
+    async fn list_peers(
+        &self,
+        request: Request<pb::ListPeersRequest>,
+    ) -> Result<Response<pb::ListPeersResponse>, Status> {
+        let req = request.into_inner();
+        let list = pb::ListRequest { page_size: req.page_size, page_token: req.page_token };
+        let mut directory = self.directory.clone();
+        let resp = match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, directory.list(list)).await {
+            Err(_) => {
+                return Err(ControlError::DirectoryUnreachable("no answer in time".into()).into());
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => return Err(s),
+            Ok(Err(s)) => {
+                return Err(ControlError::DirectoryUnreachable(s.message().to_owned()).into());
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        Ok(Response::new(pb::ListPeersResponse {
+            peers: resp.peers,
+            next_page_token: resp.next_page_token,
+            you: self.me.name.to_string(),
+        }))
+    }
+
+    async fn open_conversation(
+        &self,
+        request: Request<pb::OpenConversationRequest>,
+    ) -> Result<Response<pb::OpenConversationResponse>, Status> {
+        let name = Name::parse(&request.into_inner().name).map_err(ControlError::from)?;
+        let asked = self.ask(|reply| Input::Connect { name: name.clone(), reply });
+        let peer = match tokio::time::timeout(CONNECT_TIMEOUT, asked).await {
+            Ok(r) => r??,
+            Err(_) => {
+                return Err(ControlError::Refused {
+                    name: name.to_string(),
+                    why: "timed out".into(),
+                }
+                .into());
+            }
+        };
+        Ok(Response::new(pb::OpenConversationResponse { peer: peer.to_string() }))
+    }
+
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let req = request.into_inner();
+        check_text(&req.text).map_err(ControlError::from)?;
+        let wait = match pb::WaitFor::try_from(req.wait) {
+            Ok(pb::WaitFor::None) => None,
+            Ok(pb::WaitFor::Displayed) => Some(Wait::Displayed),
+            _ => Some(Wait::Delivered),
+        };
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_SEND_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)).min(MAX_SEND_TIMEOUT),
+        };
+        let (outcome_tx, outcome_rx) = oneshot::channel();
+        let text = req.text;
+        let id = self
+            .ask(|accepted| Input::Send { text, accepted, wait: wait.map(|w| (w, outcome_tx)) })
+            .await??;
+        let Some(w) = wait else {
+            return Ok(Response::new(pb::SendResponse {
+                id,
+                state: pb::MessageState::Sent as i32,
+            }));
+        };
+        let state = match tokio::time::timeout(timeout, outcome_rx).await {
+            Ok(Ok(outcome)) => outcome?,
+            Ok(Err(_)) => return Err(ControlError::ShuttingDown.into()),
+            Err(_) => {
+                return Err(ControlError::TimedOut {
+                    id,
+                    what: match w {
+                        Wait::Delivered => "delivered",
+                        Wait::Displayed => "displayed",
+                    },
+                    after: timeout,
+                }
+                .into());
+            }
+        };
+        Ok(Response::new(pb::SendResponse { id, state: wire_state(state) as i32 }))
+    }
+
+    async fn close_conversation(
+        &self,
+        _: Request<pb::CloseConversationRequest>,
+    ) -> Result<Response<pb::CloseConversationResponse>, Status> {
+        let peer = self.ask(|reply| Input::Disconnect { reply }).await??;
+        // So that a `list` right after shows us available.
+        let mut published = self.published.clone();
+        let _ = tokio::time::timeout(
+            PRESENCE_WAIT,
+            published.wait_for(|p| *p == Some(Presence::Available)),
+        )
+        .await;
+        Ok(Response::new(pb::CloseConversationResponse { peer: peer.to_string() }))
+    }
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let display = request.into_inner().display;
+        let rx = self.ask(|reply| Input::Watch { display, reply }).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn mark_displayed(
+        &self,
+        request: Request<pb::MarkDisplayedRequest>,
+    ) -> Result<Response<pb::MarkDisplayedResponse>, Status> {
+        let ids = request.into_inner().ids;
+        if ids.len() > MAX_DISPLAYED_IDS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_DISPLAYED_IDS} ids per request"
+            )));
+        }
+        self.driver.send(Input::Displayed { ids }).await.map_err(|_| ControlError::ShuttingDown)?;
+        Ok(Response::new(pb::MarkDisplayedResponse {}))
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let req = request.into_inner();
+        let peer = if req.peer.is_empty() {
+            self.session().await?.last_peer.ok_or_else(|| {
+                ControlError::NotConnected("no conversation yet; name a peer: history NAME".into())
+            })?
+        } else {
+            Name::parse(&req.peer).map_err(ControlError::from)?
+        };
+        let limit = match req.limit {
+            0 => 50,
+            n => (n as usize).min(MAX_HISTORY),
+        };
+        let dir = self.me.data_dir.clone();
+        let who = peer.clone();
+        let entries = tokio::task::spawn_blocking(move || history::read(&dir, &who, limit))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let entries = entries
+            .into_iter()
+            .map(|e| pb::HistoryEntry {
+                id: e.id,
+                direction: match e.direction {
+                    Direction::In => pb::Direction::In,
+                    Direction::Out => pb::Direction::Out,
+                } as i32,
+                peer: e.peer,
+                text: e.text,
+                at_ms: e.at_ms,
+                state: wire_state(e.state) as i32,
+            })
+            .collect();
+        Ok(Response::new(pb::GetHistoryResponse { peer: peer.to_string(), entries }))
+    }
+
+    async fn stop(
+        &self,
+        _: Request<pb::StopRequest>,
+    ) -> Result<Response<pb::StopResponse>, Status> {
+        tracing::info!("stop requested over the control socket");
+        // Graceful shutdown lets this answer go out before the server stops.
+        self.shutdown.cancel();
+        Ok(Response::new(pb::StopResponse {
+            name: self.me.name.to_string(),
+            pid: std::process::id(),
+        }))
+    }
+}

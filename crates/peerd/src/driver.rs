@@ -1,0 +1,574 @@
+//! The driver: the one task that owns the conversation [`Session`], the
+//! history writer and the links, and runs the session's actions.
+//!
+//! Everything that changes the conversation arrives here as an [`Input`]
+//! on one channel (control requests, inbound hellos, dial results, frames,
+//! link ends), so the session needs no locks. After each batch of inputs
+//! the driver drains the session's actions: all `Persist`s of the batch are
+//! written with one write (group commit), *then* the transmits, events and
+//! presence changes follow in order. That order is what makes `delivered`
+//! mean "stored".
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use peerchat::v1 as pb;
+use peerchat_core::Name;
+use peerchat_core::session::{
+    AcceptError, Action, Event, Frame, LinkDown, LinkId, MessageState, Phase, Presence,
+    ReceiptKind, Session,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::control::error::ControlError;
+use crate::history::History;
+use crate::link::{self, dial::Dialer, frames};
+
+/// Inputs queued towards the driver at most.
+pub(crate) const INPUT_QUEUE: usize = 4096;
+/// Events queued towards one watch client before it counts as stuck.
+const WATCH_QUEUE: usize = 8192;
+/// Inputs handled per batch before actions are run.
+const BATCH: usize = 512;
+
+/// A channel to the driver.
+pub(crate) type DriverTx = mpsc::Sender<Input>;
+
+/// What to wait for after a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Delivered,
+    Displayed,
+}
+
+/// The state `status` reports.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionStatus {
+    pub(crate) peer: Option<Name>,
+    pub(crate) phase: Phase,
+    pub(crate) unacknowledged: usize,
+    pub(crate) last_peer: Option<Name>,
+}
+
+/// A sent message's final fate, for `send --wait`.
+pub(crate) type Outcome = Result<MessageState, ControlError>;
+
+/// Everything the driver reacts to.
+#[derive(Debug)]
+pub(crate) enum Input {
+    Connect {
+        name: Name,
+        reply: oneshot::Sender<Result<Name, ControlError>>,
+    },
+    Send {
+        text: String,
+        /// Answered with the new message's id at once.
+        accepted: oneshot::Sender<Result<String, ControlError>>,
+        /// Answered when the receipt waited for arrives (or never comes).
+        wait: Option<(Wait, oneshot::Sender<Outcome>)>,
+    },
+    Disconnect {
+        reply: oneshot::Sender<Result<Name, ControlError>>,
+    },
+    Status {
+        reply: oneshot::Sender<SessionStatus>,
+    },
+    Watch {
+        display: bool,
+        reply: oneshot::Sender<mpsc::Receiver<Result<pb::Event, Status>>>,
+    },
+    Displayed {
+        ids: Vec<String>,
+    },
+    /// A dialer said hello on an inbound stream.
+    Hello {
+        peer: Name,
+        out: mpsc::Sender<pb::Frame>,
+        reader: AbortHandle,
+        reply: oneshot::Sender<Result<(LinkId, Name), AcceptError>>,
+    },
+    /// Our dial finished its handshake (or failed).
+    Dialed {
+        link: LinkId,
+        result: Result<(Name, mpsc::Sender<pb::Frame>), ControlError>,
+    },
+    Frame {
+        link: LinkId,
+        frame: Frame,
+    },
+    LinkDown {
+        link: LinkId,
+        why: LinkDown,
+    },
+}
+
+/// One open link: where its frames go, and the task reading it.
+#[derive(Debug)]
+struct LinkEntry {
+    /// `None` once our half is closed.
+    out: Option<mpsc::Sender<pb::Frame>>,
+    reader: Option<AbortHandle>,
+}
+
+impl Drop for LinkEntry {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reader {
+            r.abort();
+        }
+    }
+}
+
+struct Watcher {
+    tx: mpsc::Sender<Result<pb::Event, Status>>,
+}
+
+/// The driver's state. Built by `run`, consumed by [`Driver::run`].
+pub(crate) struct Driver {
+    session: Session,
+    history: History,
+    rx: mpsc::Receiver<Input>,
+    tx: DriverTx,
+    dialer: Dialer,
+    links: HashMap<LinkId, LinkEntry>,
+    watchers: Vec<Watcher>,
+    pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
+    pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
+    waiters: HashMap<String, (Wait, oneshot::Sender<Outcome>)>,
+    presence: watch::Sender<Presence>,
+    /// Links found dead while running actions, handled after them.
+    broken: Vec<(LinkId, String)>,
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("me", self.session.me()).finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    pub(crate) fn new(
+        me: Name,
+        history: History,
+        rx: mpsc::Receiver<Input>,
+        tx: DriverTx,
+        dialer: Dialer,
+        presence: watch::Sender<Presence>,
+    ) -> Driver {
+        Driver {
+            session: Session::new(me),
+            history,
+            rx,
+            tx,
+            dialer,
+            links: HashMap::new(),
+            watchers: Vec::new(),
+            pending_connect: None,
+            pending_disconnect: Vec::new(),
+            waiters: HashMap::new(),
+            presence,
+            broken: Vec::new(),
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until `shutdown`, then says goodbye to the peer and waits (a
+    /// bounded time) for the conversation to close before returning.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let mut give_up_at: Option<tokio::time::Instant> = None;
+        loop {
+            let timer = self.session.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !self.shutting_down => {
+                    self.shutting_down = true;
+                    self.session.shutdown(Instant::now());
+                    give_up_at = Some(tokio::time::Instant::now() + link::CLOSE_GRACE);
+                }
+                input = self.rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                    let mut n = 1;
+                    while n < BATCH {
+                        match self.rx.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                }
+                _ = sleep_until(timer), if timer.is_some() => {
+                    self.session.handle_timeout(Instant::now());
+                }
+                _ = sleep_until(give_up_at), if give_up_at.is_some() => break,
+            }
+            self.run_actions();
+            if self.shutting_down && self.session.phase() == Phase::Idle {
+                break;
+            }
+        }
+        self.run_actions();
+        // Everything still open ends here: links, watch streams, waiters.
+        self.links.clear();
+        self.watchers.clear();
+        for (_, (_, tx)) in self.waiters.drain() {
+            let _ = tx.send(Err(ControlError::ShuttingDown));
+        }
+        tracing::debug!("driver stopped");
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Connect { name, reply } => self.on_connect(name, reply),
+            Input::Send { text, accepted, wait } => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                match self.session.send(id.clone(), text, now_ms()) {
+                    Ok(()) => {
+                        if let Some(w) = wait {
+                            self.waiters.insert(id.clone(), w);
+                        }
+                        let _ = accepted.send(Ok(id));
+                    }
+                    Err(e) => {
+                        let _ = accepted.send(Err(e.into()));
+                    }
+                }
+            }
+            Input::Disconnect { reply } => match self.session.disconnect(Instant::now()) {
+                Ok(peer) => {
+                    if self.session.phase() == Phase::Idle {
+                        // A dial was cancelled: nothing to wait for.
+                        if let Some((_, tx)) = self.pending_connect.take() {
+                            let _ = tx.send(Err(ControlError::Refused {
+                                name: peer.to_string(),
+                                why: "cancelled by disconnect".into(),
+                            }));
+                        }
+                        let _ = reply.send(Ok(peer));
+                    } else {
+                        self.pending_disconnect.push(reply);
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Input::Status { reply } => {
+                let _ = reply.send(SessionStatus {
+                    peer: self.session.peer().cloned(),
+                    phase: self.session.phase(),
+                    unacknowledged: self.session.unacknowledged(),
+                    last_peer: self.session.current_or_last_peer().cloned(),
+                });
+            }
+            Input::Watch { display, reply } => self.on_watch(display, reply),
+            Input::Displayed { ids } => self.session.handle_displayed(&ids),
+            Input::Hello { peer, out, reader, reply } => {
+                if self.shutting_down {
+                    let _ = reply.send(Err(AcceptError::Busy { me: self.session.me().clone() }));
+                    return;
+                }
+                match self.session.handle_hello(peer) {
+                    Ok(link) => {
+                        let welcome = pb::Frame {
+                            kind: Some(pb::frame::Kind::Welcome(pb::Welcome {
+                                name: self.session.me().to_string(),
+                            })),
+                        };
+                        // The queue is new and empty: this cannot be full.
+                        let _ = out.try_send(welcome);
+                        self.links.insert(link, LinkEntry { out: Some(out), reader: Some(reader) });
+                        let _ = reply.send(Ok((link, self.session.me().clone())));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Input::Dialed { link, result } => self.on_dialed(link, result),
+            Input::Frame { link, frame } => self.session.handle_frame(link, frame, Instant::now()),
+            Input::LinkDown { link, why } => {
+                self.session.handle_link_down(link, why);
+                self.broken.push((link, String::new()));
+            }
+        }
+    }
+
+    fn on_connect(&mut self, name: Name, reply: oneshot::Sender<Result<Name, ControlError>>) {
+        if self.shutting_down {
+            let _ = reply.send(Err(ControlError::ShuttingDown));
+            return;
+        }
+        let link = match self.session.connect(name.clone()) {
+            Ok(link) => link,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let task = tokio::spawn(self.dialer.clone().dial(
+            link,
+            name,
+            self.session.me().clone(),
+            self.tx.clone(),
+        ));
+        self.links.insert(link, LinkEntry { out: None, reader: Some(task.abort_handle()) });
+        self.pending_connect = Some((link, reply));
+    }
+
+    fn on_dialed(
+        &mut self,
+        link: LinkId,
+        result: Result<(Name, mpsc::Sender<pb::Frame>), ControlError>,
+    ) {
+        let reply = match self.pending_connect.take() {
+            Some((l, tx)) if l == link => Some(tx),
+            other => {
+                self.pending_connect = other;
+                None
+            }
+        };
+        match result {
+            Ok((peer, out)) => {
+                if let Some(entry) = self.links.get_mut(&link) {
+                    entry.out = Some(out);
+                }
+                self.session.handle_dialed(link, peer.clone());
+                if let Some(tx) = reply {
+                    let _ = tx.send(Ok(peer));
+                }
+            }
+            Err(e) => {
+                self.session.handle_dial_failed(link);
+                self.links.remove(&link);
+                if let Some(tx) = reply {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+    }
+
+    fn on_watch(
+        &mut self,
+        display: bool,
+        reply: oneshot::Sender<mpsc::Receiver<Result<pb::Event, Status>>>,
+    ) {
+        let backlog: Vec<pb::Event> = if display {
+            self.session
+                .undisplayed()
+                .map(|(from, m)| {
+                    event(pb::event::Kind::Message(pb::MessageEvent {
+                        id: m.id.clone(),
+                        from: from.to_string(),
+                        text: m.text.clone(),
+                        at_ms: m.sent_at_ms,
+                    }))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE + backlog.len());
+        for ev in backlog {
+            let _ = tx.try_send(Ok(ev));
+        }
+        if reply.send(rx).is_ok() {
+            self.watchers.push(Watcher { tx });
+        }
+    }
+
+    /// Drains the session's actions: persists first (one write), then the
+    /// rest in order. Repeats while handling a broken link makes more.
+    fn run_actions(&mut self) {
+        loop {
+            let actions: Vec<Action> = std::iter::from_fn(|| self.session.poll_action()).collect();
+            if actions.is_empty() && self.broken.is_empty() {
+                return;
+            }
+            for a in &actions {
+                if let Action::Persist(record) = a {
+                    self.history.append(record);
+                }
+            }
+            if let Err(e) = self.history.flush() {
+                // Acknowledging what we could not store would be a lie:
+                // end the link instead, so the sender reports failures.
+                tracing::error!(error = %e, "cannot write history");
+                if let Some(link) = self.session.link() {
+                    self.links.remove(&link);
+                    self.session.handle_link_down(link, LinkDown::Error(format!("{e}")));
+                }
+                continue;
+            }
+            let mut receipts: Option<(LinkId, ReceiptKind, Vec<String>)> = None;
+            for a in actions {
+                // Receipts of one kind in a row travel as one frame.
+                if let Action::Transmit { link, frame: Frame::Receipt { ids, kind } } = &a {
+                    match &mut receipts {
+                        Some((l, k, acc)) if l == link && k == kind => {
+                            acc.extend(ids.iter().cloned());
+                            continue;
+                        }
+                        _ => {
+                            self.flush_receipts(receipts.take());
+                            receipts = Some((*link, *kind, ids.clone()));
+                            continue;
+                        }
+                    }
+                }
+                self.flush_receipts(receipts.take());
+                self.execute(a);
+            }
+            self.flush_receipts(receipts.take());
+            for (link, why) in std::mem::take(&mut self.broken) {
+                if !why.is_empty() {
+                    self.session.handle_link_down(link, LinkDown::Error(why));
+                }
+                self.links.remove(&link);
+            }
+        }
+    }
+
+    fn flush_receipts(&mut self, batch: Option<(LinkId, ReceiptKind, Vec<String>)>) {
+        if let Some((link, kind, ids)) = batch {
+            for chunk in ids.chunks(frames::MAX_RECEIPT_IDS) {
+                self.transmit(link, Frame::Receipt { ids: chunk.to_vec(), kind });
+            }
+        }
+    }
+
+    fn transmit(&mut self, link: LinkId, frame: Frame) {
+        let Some(out) = self.links.get(&link).and_then(|e| e.out.as_ref()) else {
+            return;
+        };
+        match out.try_send(frames::to_wire(frame)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.broken.push((link, "the peer is not reading (send queue full)".into()));
+                if let Some(e) = self.links.get_mut(&link) {
+                    e.out = None;
+                }
+            }
+            // The stream is gone; its reader reports why.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::Persist(_) => {}
+            Action::Transmit { link, frame } => self.transmit(link, frame),
+            Action::CloseSend { link } => {
+                if let Some(e) = self.links.get_mut(&link) {
+                    e.out = None;
+                }
+            }
+            Action::DropLink { link } => {
+                self.links.remove(&link);
+            }
+            Action::Presence(p) => {
+                self.presence.send_replace(p);
+            }
+            Action::Emit(ev) => self.emit(ev),
+        }
+    }
+
+    fn emit(&mut self, ev: Event) {
+        let wire = match ev {
+            Event::Message { from, message } => pb::event::Kind::Message(pb::MessageEvent {
+                id: message.id,
+                from: from.to_string(),
+                text: message.text,
+                at_ms: message.sent_at_ms,
+            }),
+            Event::Receipt { peer, id, kind } => {
+                let state = match kind {
+                    ReceiptKind::Delivered => MessageState::Delivered,
+                    ReceiptKind::Displayed => MessageState::Displayed,
+                };
+                let satisfied = match self.waiters.get(&id) {
+                    Some((Wait::Delivered, _)) => true,
+                    Some((Wait::Displayed, _)) => kind == ReceiptKind::Displayed,
+                    None => false,
+                };
+                if satisfied && let Some((_, tx)) = self.waiters.remove(&id) {
+                    let _ = tx.send(Ok(state));
+                }
+                pb::event::Kind::Receipt(pb::ReceiptEvent {
+                    id,
+                    state: wire_state(state) as i32,
+                    peer: peer.to_string(),
+                })
+            }
+            Event::Failed { peer, id, reason } => {
+                if let Some((_, tx)) = self.waiters.remove(&id) {
+                    let _ = tx
+                        .send(Err(ControlError::Failed { id: id.clone(), reason: reason.clone() }));
+                }
+                pb::event::Kind::Failed(pb::FailedEvent { id, reason, peer: peer.to_string() })
+            }
+            Event::Connected { peer } => {
+                pb::event::Kind::Connected(pb::ConnectedEvent { peer: peer.to_string() })
+            }
+            Event::Disconnected { peer, reason } => {
+                for tx in self.pending_disconnect.drain(..) {
+                    let _ = tx.send(Ok(peer.clone()));
+                }
+                // Waiting for `displayed` of a delivered message: the
+                // receipt can no longer come.
+                for (id, (_, tx)) in self.waiters.drain() {
+                    let _ = tx.send(Err(ControlError::Failed {
+                        id,
+                        reason: format!(
+                            "the conversation ended before it was displayed ({reason})"
+                        ),
+                    }));
+                }
+                pb::event::Kind::Disconnected(pb::DisconnectedEvent {
+                    peer: peer.to_string(),
+                    reason,
+                })
+            }
+            Event::Pong { .. } => return,
+        };
+        let ev = event(wire);
+        self.watchers.retain(|w| {
+            if w.tx.capacity() <= 1 {
+                // Stuck client: tell it why (the last slot is for that) and
+                // let it go; its unshown messages wait for the next one.
+                let _ = w.tx.try_send(Err(Status::resource_exhausted(
+                    "watch fell behind; attach again to see what was missed",
+                )));
+                return false;
+            }
+            w.tx.try_send(Ok(ev.clone())).is_ok()
+        });
+    }
+}
+
+fn event(kind: pb::event::Kind) -> pb::Event {
+    pb::Event { kind: Some(kind) }
+}
+
+pub(crate) fn wire_state(s: MessageState) -> pb::MessageState {
+    match s {
+        MessageState::Sent => pb::MessageState::Sent,
+        MessageState::Delivered => pb::MessageState::Delivered,
+        MessageState::Displayed => pb::MessageState::Displayed,
+        MessageState::Failed => pb::MessageState::Failed,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,329 @@
+//! Conversation history: one append-only JSON-lines file per peer in
+//! `<data-dir>/history/<name>.jsonl`.
+//!
+//! The driver appends records as the session asks and writes them with one
+//! `write` per batch (group commit) *before* it transmits the receipts that
+//! depend on them: once `write` returns the bytes are in the kernel, so a
+//! `delivered` message survives a crash (kill -9) of the daemon. (They are
+//! not fsynced: a power cut can lose the last moments; see the README.)
+//!
+//! Reading folds the lines: a message line, then state lines that upgrade
+//! it. A torn last line (a crash mid-write) or any line that does not parse
+//! is skipped, so a damaged file never stops the daemon.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use peerchat_core::Name;
+#[cfg(test)]
+use peerchat_core::session::Message;
+use peerchat_core::session::{Direction, MessageState, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// One stored line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Line {
+    Message {
+        id: String,
+        dir: Dir,
+        peer: String,
+        text: String,
+        at: i64,
+        #[serde(default)]
+        seq: u64,
+        state: State,
+    },
+    State {
+        id: String,
+        state: State,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Dir {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum State {
+    Sent,
+    Delivered,
+    Displayed,
+    Failed,
+}
+
+impl From<MessageState> for State {
+    fn from(s: MessageState) -> State {
+        match s {
+            MessageState::Sent => State::Sent,
+            MessageState::Delivered => State::Delivered,
+            MessageState::Displayed => State::Displayed,
+            MessageState::Failed => State::Failed,
+        }
+    }
+}
+
+impl From<State> for MessageState {
+    fn from(s: State) -> MessageState {
+        match s {
+            State::Sent => MessageState::Sent,
+            State::Delivered => MessageState::Delivered,
+            State::Displayed => MessageState::Displayed,
+            State::Failed => MessageState::Failed,
+        }
+    }
+}
+
+/// A message as `history` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    pub(crate) direction: Direction,
+    pub(crate) peer: String,
+    pub(crate) text: String,
+    pub(crate) at_ms: i64,
+    pub(crate) state: MessageState,
+}
+
+/// The writer side, owned by the driver.
+#[derive(Debug)]
+pub(crate) struct History {
+    dir: PathBuf,
+    files: HashMap<String, File>,
+    /// Lines waiting for the next flush, per peer key.
+    pending: HashMap<String, Vec<u8>>,
+}
+
+impl History {
+    /// Opens (creating) `<data_dir>/history`.
+    pub(crate) fn open(data_dir: &Path) -> Result<History, Error> {
+        let dir = data_dir.join("history");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(&dir, "creating the history folder", e))?;
+        Ok(History { dir, files: HashMap::new(), pending: HashMap::new() })
+    }
+
+    /// The file of `peer`'s conversation. Names are safe file names by
+    /// construction (see `peerchat_core::name`).
+    pub(crate) fn path_of(dir: &Path, peer: &Name) -> PathBuf {
+        dir.join("history").join(format!("{}.jsonl", peer.key()))
+    }
+
+    /// Queues a record for the next [`History::flush`].
+    pub(crate) fn append(&mut self, record: &Record) {
+        let (peer, line) = match record {
+            Record::Message { peer, direction, message, state } => (
+                peer,
+                Line::Message {
+                    id: message.id.clone(),
+                    dir: match direction {
+                        Direction::In => Dir::In,
+                        Direction::Out => Dir::Out,
+                    },
+                    peer: peer.to_string(),
+                    text: message.text.clone(),
+                    at: message.sent_at_ms,
+                    seq: message.seq,
+                    state: (*state).into(),
+                },
+            ),
+            Record::State { peer, id, state } => {
+                (peer, Line::State { id: id.clone(), state: (*state).into() })
+            }
+        };
+        let buf = self.pending.entry(peer.key()).or_default();
+        // Serialising these plain structs cannot fail.
+        if serde_json::to_writer(&mut *buf, &line).is_ok() {
+            buf.push(b'\n');
+        }
+    }
+
+    /// Writes everything queued: one write per peer file.
+    pub(crate) fn flush(&mut self) -> Result<(), Error> {
+        for (key, buf) in self.pending.iter_mut() {
+            if buf.is_empty() {
+                continue;
+            }
+            let path = self.dir.join(format!("{key}.jsonl"));
+            let file = match self.files.get_mut(key) {
+                Some(f) => f,
+                None => {
+                    let f = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| Error::io(&path, "opening a history file", e))?;
+                    self.files.entry(key.clone()).or_insert(f)
+                }
+            };
+            file.write_all(buf).map_err(|e| Error::io(&path, "appending to a history file", e))?;
+            buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Reads the newest `limit` messages of the conversation with `peer`,
+/// oldest first. A missing file is an empty history.
+pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Vec<Entry>, Error> {
+    let path = History::path_of(data_dir, peer);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, "reading a history file", e)),
+    };
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.map_err(|e| Error::io(&path, "reading a history file", e))?;
+        let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+            continue;
+        };
+        match line {
+            Line::Message { id, dir, peer, text, at, state, .. } => {
+                if index.contains_key(&id) {
+                    continue;
+                }
+                index.insert(id.clone(), entries.len());
+                entries.push(Entry {
+                    id,
+                    direction: match dir {
+                        Dir::In => Direction::In,
+                        Dir::Out => Direction::Out,
+                    },
+                    peer,
+                    text,
+                    at_ms: at,
+                    state: state.into(),
+                });
+            }
+            Line::State { id, state } => {
+                if let Some(&i) = index.get(&id) {
+                    let e = &mut entries[i];
+                    e.state = upgrade(e.state, state.into());
+                }
+            }
+        }
+    }
+    let skip = entries.len().saturating_sub(limit);
+    Ok(entries.split_off(skip))
+}
+
+/// States only move forward: sent → delivered → displayed, and failed only
+/// replaces sent (a receipt that comes late still wins over failed).
+fn upgrade(old: MessageState, new: MessageState) -> MessageState {
+    match (old, new) {
+        (MessageState::Sent, n) => n,
+        (MessageState::Failed, MessageState::Delivered | MessageState::Displayed) => new,
+        (MessageState::Delivered, MessageState::Displayed) => new,
+        (o, _) => o,
+    }
+}
+
+/// Convenience for tests and the sans-IO types.
+#[cfg(test)]
+fn message(id: &str, text: &str) -> Message {
+    Message { id: id.into(), text: text.into(), sent_at_ms: 1_700_000_000_000, seq: 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).expect("valid")
+    }
+
+    fn tmp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "peerd-history-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        dir
+    }
+
+    #[test]
+    fn appends_fold_into_entries_with_their_latest_state() {
+        let dir = tmp();
+        let mut h = History::open(&dir).expect("open");
+        let bob = name("Bob");
+        h.append(&Record::Message {
+            peer: bob.clone(),
+            direction: Direction::Out,
+            message: message("a", "hi"),
+            state: MessageState::Sent,
+        });
+        h.append(&Record::Message {
+            peer: bob.clone(),
+            direction: Direction::In,
+            message: message("b", "hello"),
+            state: MessageState::Delivered,
+        });
+        h.flush().expect("flush");
+        h.append(&Record::State {
+            peer: bob.clone(),
+            id: "a".into(),
+            state: MessageState::Delivered,
+        });
+        h.append(&Record::State {
+            peer: bob.clone(),
+            id: "a".into(),
+            state: MessageState::Displayed,
+        });
+        h.append(&Record::State {
+            peer: bob.clone(),
+            id: "a".into(),
+            state: MessageState::Delivered,
+        });
+        h.flush().expect("flush");
+        let got = read(&dir, &name("bob"), 50).expect("read");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].text, "hi");
+        assert_eq!(got[0].state, MessageState::Displayed);
+        assert_eq!(got[0].peer, "Bob");
+        assert_eq!(got[1].direction, Direction::In);
+        let newest = read(&dir, &bob, 1).expect("read");
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].id, "b");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_torn_or_foreign_line_is_skipped() {
+        let dir = tmp();
+        let mut h = History::open(&dir).expect("open");
+        let bob = name("bob");
+        h.append(&Record::Message {
+            peer: bob.clone(),
+            direction: Direction::In,
+            message: message("a", "kept"),
+            state: MessageState::Delivered,
+        });
+        h.flush().expect("flush");
+        let path = History::path_of(&dir, &bob);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("reopen");
+        f.write_all(b"garbage\n{\"kind\":\"message\",\"id\":\"x\",\"te").expect("write");
+        assert_eq!(read(&dir, &bob, 50).expect("read").len(), 1);
+        assert!(read(&dir, &name("nobody"), 50).expect("missing is empty").is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn states_only_move_forward() {
+        use MessageState::*;
+        assert_eq!(upgrade(Sent, Failed), Failed);
+        assert_eq!(upgrade(Failed, Delivered), Delivered);
+        assert_eq!(upgrade(Displayed, Delivered), Displayed);
+        assert_eq!(upgrade(Delivered, Failed), Delivered);
+    }
+}

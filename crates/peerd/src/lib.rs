@@ -1,0 +1,238 @@
+//! peerd: one long-lived daemon per user. It owns the user's listening
+//! socket, keeps the user registered in the directory, and holds one
+//! conversation at a time over a duplex gRPC stream to another peerd.
+//!
+//! # Layout
+//! - [`run`]: wires the parts together and owns shutdown.
+//! - `driver`: the one task that owns the conversation session (from
+//!   `peerchat-core`), the history writer and the links.
+//! - `link`: the peer-to-peer `Chat` stream — dialing, accepting, frame
+//!   checks, the bounded accept loop.
+//! - `presence`: registration, heartbeats and status in the directory.
+//! - `control`: the `Control` service chatctl uses; `control_socket`: its
+//!   Unix socket file.
+//! - `history`: the per-peer history files.
+//! - `identity`: the secret that lets a restarted daemon reclaim its name.
+//! - [`launch`] and [`stop`]: `peerd start` (detaching) and `peerd stop`.
+//!
+//! # Shutdown
+//! One `CancellationToken` reaches every task. On cancellation the driver
+//! says goodbye to the peer and waits (bounded) for the close, the presence
+//! task unregisters, the servers finish their streams, and the socket file
+//! is removed.
+
+pub mod cli;
+pub mod config;
+mod control;
+mod control_socket;
+mod driver;
+pub mod error;
+mod history;
+mod identity;
+pub mod launch;
+mod link;
+mod presence;
+pub mod stop;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use peerchat::v1 as pb;
+use peerchat_core::session::Presence;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Endpoint, Server};
+
+pub use config::Config;
+pub use error::Error;
+
+use crate::control::{ControlService, Identity};
+use crate::driver::{Driver, INPUT_QUEUE};
+use crate::link::accept::ChatService;
+use crate::link::dial::Dialer;
+use crate::presence::{DirectoryState, FirstAttempt, PresenceTask};
+
+/// Largest control request: a maximal message plus room; larger ones get
+/// tonic's RESOURCE_EXHAUSTED before any handler runs.
+const MAX_CONTROL_REQUEST: usize = 1024 * 1024;
+/// How long the servers may take to finish after the driver is done.
+const SERVER_GRACE: Duration = Duration::from_secs(3);
+
+/// What a started daemon reports once it is ready.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub pid: u32,
+    /// False when the directory could not be reached at start (peerd keeps
+    /// trying in the background).
+    pub registered: bool,
+    pub directory_error: Option<String>,
+}
+
+impl Ready {
+    /// The readiness line on stdout, which scripts and tests wait for.
+    pub fn line(&self) -> String {
+        format!("peerd {} listening on {} (pid {})", self.name, self.listen, self.pid)
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `ready` is called once
+/// the control socket answers and the first registration attempt is done.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(Ready),
+) -> Result<(), Error> {
+    // Our own token, so that a failed start can stop what it started.
+    let token = shutdown.child_token();
+    identity::ensure_private_dir(&config.data_dir)?;
+    let owner_token = identity::owner_token(&config.data_dir)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.listen, source })?;
+    let listen =
+        listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
+    let (control_listener, socket_file) = control_socket::bind(&config.socket)?;
+    let history = history::History::open(&config.data_dir)?;
+
+    let channel = Endpoint::from_shared(config.directory.clone())
+        .map_err(|e| Error::Usage(format!("--directory {}: {e}", config.directory)))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(presence::DIRECTORY_CALL_TIMEOUT)
+        .connect_lazy();
+    let directory = pb::directory_client::DirectoryClient::new(channel);
+
+    let (wanted_tx, wanted_rx) = watch::channel(Presence::Available);
+    let (published_tx, published_rx) = watch::channel(None);
+    let (state_tx, state_rx) = watch::channel(DirectoryState::Registering);
+    let (first_tx, first_rx) = oneshot::channel();
+    let presence = tokio::spawn(
+        PresenceTask {
+            client: directory.clone(),
+            name: config.name.to_string(),
+            owner_token,
+            advertise: config.advertise,
+            port: listen.port(),
+            wanted: wanted_rx,
+            published: published_tx,
+            state: state_tx,
+            first: Some(first_tx),
+        }
+        .run(token.clone()),
+    );
+
+    let (driver_tx, driver_rx) = mpsc::channel(INPUT_QUEUE);
+    let driver = Driver::new(
+        config.name.clone(),
+        history,
+        driver_rx,
+        driver_tx.clone(),
+        Dialer { directory: directory.clone() },
+        wanted_tx,
+    );
+    let driver = tokio::spawn(driver.run(token.clone()));
+
+    let chat = ChatService::new(driver_tx.clone(), config.name.clone());
+    let chat_server = Server::builder()
+        .http2_keepalive_interval(Some(link::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(link::KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(8))
+        .add_service(
+            pb::chat_server::ChatServer::new(chat)
+                .max_decoding_message_size(link::MAX_FRAME_BYTES)
+                .max_encoding_message_size(link::MAX_FRAME_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            link::incoming::incoming(listener, link::MAX_CONNECTIONS, token.clone()),
+            wait_for_driver(token.clone()),
+        );
+    let chat_server = tokio::spawn(chat_server);
+
+    let control = ControlService {
+        me: Identity {
+            name: config.name.clone(),
+            listen: listen.to_string(),
+            directory: config.directory.clone(),
+            data_dir: config.data_dir.clone(),
+        },
+        driver: driver_tx,
+        directory,
+        directory_state: state_rx,
+        published: published_rx,
+        shutdown: token.clone(),
+    };
+    let control_server = Server::builder()
+        .add_service(
+            pb::control_server::ControlServer::new(control)
+                .max_decoding_message_size(MAX_CONTROL_REQUEST)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(control_listener),
+            wait_for_driver(token.clone()),
+        );
+    let control_server = tokio::spawn(control_server);
+
+    let started = tokio::select! {
+        first = first_rx => first.ok(),
+        _ = token.cancelled() => None,
+    };
+    let outcome = match started {
+        Some(FirstAttempt::Taken) => Err(Error::Taken(config.name.to_string())),
+        Some(FirstAttempt::Registered) => {
+            ready(Ready {
+                name: config.name.to_string(),
+                listen,
+                pid: std::process::id(),
+                registered: true,
+                directory_error: None,
+            });
+            Ok(())
+        }
+        Some(FirstAttempt::Unreachable(why)) => {
+            ready(Ready {
+                name: config.name.to_string(),
+                listen,
+                pid: std::process::id(),
+                registered: false,
+                directory_error: Some(why),
+            });
+            Ok(())
+        }
+        // Cancelled before the first attempt finished.
+        None => Ok(()),
+    };
+    if outcome.is_ok() {
+        token.cancelled().await;
+    }
+    token.cancel();
+    tracing::info!("shutting down");
+
+    let grace = link::CLOSE_GRACE + Duration::from_secs(1);
+    if tokio::time::timeout(grace, driver).await.is_err() {
+        tracing::warn!("the driver did not stop in time");
+    }
+    let _ =
+        tokio::time::timeout(presence::DIRECTORY_CALL_TIMEOUT + Duration::from_secs(1), presence)
+            .await;
+    for (name, server) in [("chat", chat_server), ("control", control_server)] {
+        match tokio::time::timeout(SERVER_GRACE, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(server = name, error = %e, "server error"),
+            Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server task failed"),
+            Err(_) => tracing::warn!(server = name, "server did not stop in time"),
+        }
+    }
+    drop(socket_file);
+    tracing::info!("stopped");
+    outcome
+}
+
+/// The servers stop once shutdown starts; their streams end when the driver
+/// drops them, which it does after saying goodbye.
+async fn wait_for_driver(token: CancellationToken) {
+    token.cancelled().await;
+}

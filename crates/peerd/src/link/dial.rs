@@ -1,0 +1,163 @@
+//! The dialing side of a link: look the peer up, connect, say hello, wait
+//! for welcome, then read its frames into the driver until the link ends.
+
+use std::time::Duration;
+
+use peerchat::v1 as pb;
+use peerchat_core::Name;
+use peerchat_core::session::{LinkDown, LinkId};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Streaming};
+
+use super::{
+    HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, SEND_QUEUE,
+};
+use crate::control::error::ControlError;
+use crate::driver::{DriverTx, Input};
+use crate::link::frames;
+use crate::presence::DIRECTORY_CALL_TIMEOUT;
+
+/// How long connecting to a peer's address may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Dials peers; cheap to clone (the directory channel is shared).
+#[derive(Debug, Clone)]
+pub(crate) struct Dialer {
+    pub(crate) directory: pb::directory_client::DirectoryClient<Channel>,
+}
+
+impl Dialer {
+    /// Dials `name` for the driver's `link`, reports the outcome as
+    /// `Input::Dialed`, then reads the link until it ends.
+    pub(crate) async fn dial(self, link: LinkId, name: Name, me: Name, driver: DriverTx) {
+        match self.handshake(&name, &me).await {
+            Ok((peer, out, inbound)) => {
+                if driver.send(Input::Dialed { link, result: Ok((peer, out)) }).await.is_ok() {
+                    read_frames(link, inbound, driver).await;
+                }
+            }
+            Err(e) => {
+                tracing::info!(peer = %name, error = %e, "dial failed");
+                let _ = driver.send(Input::Dialed { link, result: Err(e) }).await;
+            }
+        }
+    }
+
+    async fn handshake(
+        mut self,
+        name: &Name,
+        me: &Name,
+    ) -> Result<(Name, mpsc::Sender<pb::Frame>, Streaming<pb::Frame>), ControlError> {
+        let lookup = pb::LookupRequest { name: name.to_string() };
+        let peer = match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, self.directory.lookup(lookup))
+            .await
+        {
+            Err(_) => return Err(ControlError::DirectoryUnreachable("no answer in time".into())),
+            Ok(Err(s)) if s.code() == Code::NotFound => {
+                return Err(ControlError::NotOnline(name.to_string()));
+            }
+            Ok(Err(s)) => return Err(ControlError::DirectoryUnreachable(s.message().to_owned())),
+            Ok(Ok(resp)) => {
+                resp.into_inner().peer.ok_or_else(|| ControlError::NotOnline(name.to_string()))?
+            }
+        };
+        if peer.status == pb::PeerStatus::Busy as i32 {
+            return Err(ControlError::Busy(peer.name));
+        }
+        let address = peer.address;
+        let unreachable = |why: String| ControlError::Unreachable {
+            name: name.to_string(),
+            address: address.clone(),
+            why,
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| unreachable(format!("bad address: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect().await.map_err(|e| unreachable(error_chain(&e)))?;
+        let mut client = pb::chat_client::ChatClient::new(channel)
+            .max_decoding_message_size(MAX_FRAME_BYTES)
+            .max_encoding_message_size(MAX_FRAME_BYTES);
+        let (out, rx) = mpsc::channel(SEND_QUEUE);
+        let hello = pb::Hello {
+            name: me.to_string(),
+            to: name.to_string(),
+            version: super::PROTOCOL_VERSION,
+        };
+        // The queue is new and empty: this cannot fail.
+        let _ = out.try_send(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) });
+        let refused = |why: String| ControlError::Refused { name: name.to_string(), why };
+        let response =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.converse(ReceiverStream::new(rx)))
+                .await
+            {
+                Err(_) => return Err(refused("no answer to hello in time".into())),
+                Ok(Err(s)) if s.message().contains("busy") => {
+                    return Err(ControlError::Busy(name.to_string()));
+                }
+                Ok(Err(s)) => return Err(refused(s.message().to_owned())),
+                Ok(Ok(r)) => r,
+            };
+        let mut inbound = response.into_inner();
+        let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
+            Err(_) => return Err(refused("no welcome in time".into())),
+            Ok(Err(s)) if s.message().contains("busy") => {
+                return Err(ControlError::Busy(name.to_string()));
+            }
+            Ok(Err(s)) => return Err(refused(s.message().to_owned())),
+            Ok(Ok(None)) => return Err(refused("the stream ended before welcome".into())),
+            Ok(Ok(Some(f))) => f,
+        };
+        let Some(pb::frame::Kind::Welcome(welcome)) = welcome.kind else {
+            return Err(refused("the first frame was not a welcome".into()));
+        };
+        let callee = Name::parse(&welcome.name).map_err(|e| refused(e.to_string()))?;
+        if callee != *name {
+            return Err(refused(format!("the peer at {address} is {callee}, not {name}")));
+        }
+        Ok((callee, out, inbound))
+    }
+}
+
+/// Feeds a link's frames to the driver until the link ends, then says how
+/// it ended. Shared by both ends of a link.
+pub(crate) async fn read_frames(link: LinkId, mut inbound: Streaming<pb::Frame>, driver: DriverTx) {
+    let why = loop {
+        match inbound.message().await {
+            Ok(Some(frame)) => match frames::from_wire(frame) {
+                Ok(frame) => {
+                    if driver.send(Input::Frame { link, frame }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(v) => break LinkDown::Error(v.to_string()),
+            },
+            Ok(None) => break LinkDown::EndOfStream,
+            Err(status) => break LinkDown::Error(describe(&status)),
+        }
+    };
+    let _ = driver.send(Input::LinkDown { link, why }).await;
+}
+
+/// A human reason for a stream error.
+fn describe(status: &tonic::Status) -> String {
+    let msg = status.message();
+    if msg.is_empty() { format!("{:?}", status.code()) } else { msg.to_owned() }
+}
+
+/// The error and its causes on one line ("transport error: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

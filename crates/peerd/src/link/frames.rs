@@ -1,0 +1,168 @@
+//! Converting frames between the wire (`pb::Frame`) and the core's types.
+//! Everything from a peer is untrusted: a frame that breaks the rules is a
+//! protocol violation that ends the link, never a panic.
+
+use peerchat::v1 as pb;
+use peerchat_core::check_text;
+use peerchat_core::session::{Frame, MAX_ID_LEN, Message, ReceiptKind};
+
+/// The most ids one receipt frame may carry.
+pub(crate) const MAX_RECEIPT_IDS: usize = 4096;
+
+/// Why a frame from a peer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol violation: {0}")]
+pub(crate) struct Violation(pub(crate) String);
+
+fn violation(s: impl Into<String>) -> Violation {
+    Violation(s.into())
+}
+
+fn check_id(id: &str) -> Result<(), Violation> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(violation(format!(
+            "message id of {} bytes (1 to {MAX_ID_LEN} allowed)",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A frame from the peer, after the handshake.
+pub(crate) fn from_wire(frame: pb::Frame) -> Result<Frame, Violation> {
+    use pb::frame::Kind;
+    match frame.kind {
+        Some(Kind::Message(m)) => {
+            check_id(&m.id)?;
+            check_text(&m.text).map_err(|e| violation(e.to_string()))?;
+            if m.seq == 0 {
+                return Err(violation("message without a sequence number"));
+            }
+            Ok(Frame::Message(Message {
+                id: m.id,
+                text: m.text,
+                sent_at_ms: m.sent_at_ms,
+                seq: m.seq,
+            }))
+        }
+        Some(Kind::Receipt(r)) => {
+            if r.ids.is_empty() || r.ids.len() > MAX_RECEIPT_IDS {
+                return Err(violation(format!("receipt with {} ids", r.ids.len())));
+            }
+            for id in &r.ids {
+                check_id(id)?;
+            }
+            let kind = match pb::ReceiptState::try_from(r.state) {
+                Ok(pb::ReceiptState::Delivered) => ReceiptKind::Delivered,
+                Ok(pb::ReceiptState::Displayed) => ReceiptKind::Displayed,
+                _ => return Err(violation(format!("unknown receipt state {}", r.state))),
+            };
+            Ok(Frame::Receipt { ids: r.ids, kind })
+        }
+        Some(Kind::Goodbye(g)) => {
+            let mut reason = g.reason;
+            truncate(&mut reason, 256);
+            Ok(Frame::Goodbye { reason })
+        }
+        Some(Kind::Ping(p)) => Ok(Frame::Ping(p.nonce)),
+        Some(Kind::Pong(p)) => Ok(Frame::Pong(p.nonce)),
+        Some(Kind::Hello(_)) | Some(Kind::Welcome(_)) => {
+            Err(violation("handshake frame after the handshake"))
+        }
+        None => Err(violation("empty frame")),
+    }
+}
+
+/// A frame of ours for the wire.
+pub(crate) fn to_wire(frame: Frame) -> pb::Frame {
+    use pb::frame::Kind;
+    let kind = match frame {
+        Frame::Message(m) => Kind::Message(pb::ChatMessage {
+            id: m.id,
+            text: m.text,
+            sent_at_ms: m.sent_at_ms,
+            seq: m.seq,
+        }),
+        Frame::Receipt { ids, kind } => Kind::Receipt(pb::Receipt {
+            ids,
+            state: match kind {
+                ReceiptKind::Delivered => pb::ReceiptState::Delivered,
+                ReceiptKind::Displayed => pb::ReceiptState::Displayed,
+            } as i32,
+        }),
+        Frame::Goodbye { reason } => Kind::Goodbye(pb::Goodbye { reason }),
+        Frame::Ping(nonce) => Kind::Ping(pb::Ping { nonce }),
+        Frame::Pong(nonce) => Kind::Pong(pb::Pong { nonce }),
+    };
+    pb::Frame { kind: Some(kind) }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::frame::Kind;
+
+    fn msg(id: &str, text: &str, seq: u64) -> pb::Frame {
+        pb::Frame {
+            kind: Some(Kind::Message(pb::ChatMessage {
+                id: id.into(),
+                text: text.into(),
+                sent_at_ms: 0,
+                seq,
+            })),
+        }
+    }
+
+    #[test]
+    fn round_trips_every_frame() {
+        let frames = [
+            Frame::Message(Message { id: "a".into(), text: "hi".into(), sent_at_ms: 5, seq: 1 }),
+            Frame::Receipt { ids: vec!["a".into(), "b".into()], kind: ReceiptKind::Displayed },
+            Frame::Goodbye { reason: "bye".into() },
+            Frame::Ping(7),
+            Frame::Pong(8),
+        ];
+        for f in frames {
+            assert_eq!(from_wire(to_wire(f.clone())), Ok(f));
+        }
+    }
+
+    #[test]
+    fn refuses_frames_that_break_the_rules() {
+        let bad = [
+            pb::Frame { kind: None },
+            msg("", "x", 1),
+            msg(&"i".repeat(65), "x", 1),
+            msg("a", "", 1),
+            msg("a", &"x".repeat(65_537), 1),
+            msg("a", "x", 0),
+            pb::Frame { kind: Some(Kind::Receipt(pb::Receipt { ids: vec![], state: 1 })) },
+            pb::Frame {
+                kind: Some(Kind::Receipt(pb::Receipt { ids: vec!["a".into()], state: 9 })),
+            },
+            pb::Frame { kind: Some(Kind::Hello(pb::Hello::default())) },
+        ];
+        for f in bad {
+            let err = from_wire(f.clone()).expect_err("must be refused");
+            assert!(err.to_string().starts_with("protocol violation"), "{f:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn truncates_on_a_char_boundary() {
+        let mut s = "ééé".to_string();
+        truncate(&mut s, 3);
+        assert_eq!(s, "é");
+    }
+}

@@ -1,0 +1,41 @@
+//! The peer-to-peer link: one `Chat.Converse` bidirectional stream per
+//! conversation, dialed by [`dial`] or accepted by [`accept`], with frames
+//! checked and converted by [`frames`] on the way in.
+//!
+//! Both ends configure HTTP/2 keepalive (ping every second, two seconds to
+//! answer), so a peer that vanishes without a goodbye is noticed within
+//! five seconds; the explicit Goodbye frame is what tells a clean end from
+//! a lost link (tonic reports a server-side keepalive timeout as a plain
+//! end of stream).
+
+pub(crate) mod accept;
+pub(crate) mod dial;
+pub(crate) mod frames;
+pub(crate) mod incoming;
+
+use std::time::Duration;
+
+use peerchat_core::MAX_TEXT_BYTES;
+
+/// HTTP/2 keepalive ping interval on both ends of the link.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a keepalive ping may go unanswered before the link is dead.
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the Hello/Welcome exchange may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame accepted from a peer: one maximal message plus its id and
+/// framing (not tonic's 4 MiB default).
+pub(crate) const MAX_FRAME_BYTES: usize = MAX_TEXT_BYTES + 1024;
+/// Frames queued towards one peer. A peer that lets this many pile up is
+/// not reading, and the link is dropped rather than buffering without end.
+pub(crate) const SEND_QUEUE: usize = 65_536;
+/// Inbound dials being handshaken at once; more are refused at once.
+pub(crate) const MAX_PENDING_DIALS: usize = 4;
+/// TCP connections on the peer port at once.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// Version of the chat protocol in Hello.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// How long shutdown waits for a goodbye to complete before dropping the
+/// link: the session's own close timeout plus a little.
+pub(crate) const CLOSE_GRACE: Duration =
+    peerchat_core::session::CLOSE_TIMEOUT.saturating_add(Duration::from_millis(500));

@@ -1,0 +1,106 @@
+//! `peerd start` / `peerd stop`. The work is in the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use peerchat_peerd::cli::{Cli, Command, StartArgs};
+use peerchat_peerd::{Config, Error, launch};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Start(args) => start(&args),
+        Command::Stop(args) => {
+            let socket = peerchat_peerd::config::socket_path(args.socket.as_deref());
+            match runtime().and_then(|rt| rt.block_on(peerchat_peerd::stop::stop(&socket))) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, false),
+            }
+        }
+    }
+}
+
+fn start(args: &StartArgs) -> ExitCode {
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e @ Error::Usage(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => return fail(&e, false),
+    };
+    if !args.foreground {
+        return match launch::detach(&config) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, false),
+        };
+    }
+    let detached = std::env::var_os(launch::DETACHED_ENV).is_some();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(!detached)
+        .init();
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let token = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(token.clone()));
+            peerchat_peerd::run(config, token, |ready| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", ready.line());
+                let _ = out.flush();
+                if let Some(why) = &ready.directory_error {
+                    tracing::warn!(%why, "the directory is unreachable; will keep trying");
+                }
+            })
+            .await
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, detached),
+    }
+}
+
+fn fail(e: &Error, detached: bool) -> ExitCode {
+    eprintln!("error: {e}");
+    if detached {
+        // The launching `peerd start` reads our stdout, not the log.
+        println!("error: {e}");
+    }
+    ExitCode::FAILURE
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))
+}
+
+/// SIGINT and SIGTERM both mean a clean shutdown.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT"),
+        _ = term.recv() => tracing::info!("SIGTERM"),
+    }
+    token.cancel();
+}

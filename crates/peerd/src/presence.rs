@@ -1,0 +1,196 @@
+//! Keeping this peer registered in the directory.
+//!
+//! One task owns the registration: it registers, renews the lease every
+//! ttl/3, pushes a status change (busy/available) at once, re-registers
+//! with backoff when the directory goes away and comes back, and
+//! unregisters on shutdown. Nobody else talks to the directory about us, so
+//! there is one place where our presence can be wrong.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use peerchat::v1 as pb;
+use peerchat_core::lease::{Backoff, renew_interval};
+use peerchat_core::session::Presence;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// How long one directory call may take.
+pub(crate) const DIRECTORY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the directory sees us, for `chatctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DirectoryState {
+    Registering,
+    Registered { address: String },
+    Unreachable { why: String },
+    Taken,
+}
+
+impl DirectoryState {
+    pub(crate) fn word(&self) -> &'static str {
+        match self {
+            DirectoryState::Registering => "registering",
+            DirectoryState::Registered { .. } => "registered",
+            DirectoryState::Unreachable { .. } => "unreachable",
+            DirectoryState::Taken => "taken",
+        }
+    }
+}
+
+/// The result of the first registration attempt, for readiness.
+#[derive(Debug)]
+pub(crate) enum FirstAttempt {
+    Registered,
+    Unreachable(String),
+    Taken,
+}
+
+/// What the presence task needs.
+#[derive(Debug)]
+pub(crate) struct PresenceTask {
+    pub(crate) client: pb::directory_client::DirectoryClient<Channel>,
+    pub(crate) name: String,
+    pub(crate) owner_token: Vec<u8>,
+    pub(crate) advertise: Option<SocketAddr>,
+    pub(crate) port: u16,
+    /// What we want the directory to say (from the driver).
+    pub(crate) wanted: watch::Receiver<Presence>,
+    /// What the directory last accepted, for callers that wait for it.
+    pub(crate) published: watch::Sender<Option<Presence>>,
+    pub(crate) state: watch::Sender<DirectoryState>,
+    pub(crate) first: Option<oneshot::Sender<FirstAttempt>>,
+}
+
+struct Lease {
+    token: String,
+    ttl: Duration,
+    address: String,
+}
+
+impl PresenceTask {
+    /// Runs until `shutdown`, then unregisters.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let mut lease: Option<Lease> = None;
+        loop {
+            let status = *self.wanted.borrow_and_update();
+            let outcome = match &lease {
+                None => self.register(status).await.map(|l| {
+                    lease = Some(l);
+                }),
+                Some(l) => self.heartbeat(l, status).await,
+            };
+            let wait = match outcome {
+                Ok(()) => {
+                    backoff.reset();
+                    self.published.send_replace(Some(status));
+                    lease.as_ref().map_or(Duration::from_secs(1), |l| renew_interval(l.ttl))
+                }
+                Err(Failure::LeaseGone) => {
+                    tracing::info!("the directory forgot our lease; registering again");
+                    lease = None;
+                    continue;
+                }
+                Err(Failure::Taken) => {
+                    tracing::warn!(name = %self.name, "name taken by another live peer");
+                    self.state.send_replace(DirectoryState::Taken);
+                    self.report_first(FirstAttempt::Taken);
+                    backoff.next_delay()
+                }
+                Err(Failure::Unreachable(why)) => {
+                    tracing::warn!(%why, "directory unreachable");
+                    self.state.send_replace(DirectoryState::Unreachable { why: why.clone() });
+                    self.report_first(FirstAttempt::Unreachable(why));
+                    backoff.next_delay()
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+                changed = self.wanted.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(l) = lease {
+            let req = pb::UnregisterRequest { name: self.name.clone(), lease: l.token };
+            match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, self.client.unregister(req)).await {
+                Ok(Ok(_)) => tracing::info!("unregistered from the directory"),
+                Ok(Err(e)) => tracing::warn!(error = %e.message(), "unregister failed"),
+                Err(_) => tracing::warn!("unregister timed out"),
+            }
+        }
+    }
+
+    fn report_first(&mut self, outcome: FirstAttempt) {
+        if let Some(tx) = self.first.take() {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    async fn register(&mut self, status: Presence) -> Result<Lease, Failure> {
+        let req = pb::RegisterRequest {
+            name: self.name.clone(),
+            advertise: self.advertise.map(|a| a.to_string()).unwrap_or_default(),
+            port: u32::from(self.port),
+            status: wire_status(status) as i32,
+            owner_token: self.owner_token.clone(),
+        };
+        let resp = call(self.client.register(req)).await?;
+        tracing::info!(address = %resp.address, ttl = resp.ttl_seconds, "registered in the directory");
+        self.state.send_replace(DirectoryState::Registered { address: resp.address.clone() });
+        self.report_first(FirstAttempt::Registered);
+        Ok(Lease {
+            token: resp.lease,
+            ttl: Duration::from_secs(u64::from(resp.ttl_seconds.max(1))),
+            address: resp.address,
+        })
+    }
+
+    async fn heartbeat(&mut self, lease: &Lease, status: Presence) -> Result<(), Failure> {
+        let req = pb::HeartbeatRequest {
+            name: self.name.clone(),
+            lease: lease.token.clone(),
+            status: wire_status(status) as i32,
+        };
+        call(self.client.heartbeat(req)).await?;
+        // Back from an outage with the lease intact.
+        if !matches!(*self.state.borrow(), DirectoryState::Registered { .. }) {
+            tracing::info!("the directory is reachable again");
+            self.state.send_replace(DirectoryState::Registered { address: lease.address.clone() });
+        }
+        Ok(())
+    }
+}
+
+enum Failure {
+    LeaseGone,
+    Taken,
+    Unreachable(String),
+}
+
+async fn call<T>(
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, fut).await {
+        Err(_) => Err(Failure::Unreachable("the directory did not answer in time".into())),
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(match status.code() {
+            Code::NotFound => Failure::LeaseGone,
+            Code::AlreadyExists => Failure::Taken,
+            _ => Failure::Unreachable(status.message().to_owned()),
+        }),
+    }
+}
+
+pub(crate) fn wire_status(p: Presence) -> pb::PeerStatus {
+    match p {
+        Presence::Available => pb::PeerStatus::Available,
+        Presence::Busy => pb::PeerStatus::Busy,
+    }
+}
