@@ -144,10 +144,18 @@ pub(crate) async fn read_frames(link: LinkId, mut inbound: Streaming<pb::Frame>,
     let _ = driver.send(Input::LinkDown { link, why }).await;
 }
 
-/// A human reason for a stream error.
+/// A human reason for a stream error. Transport failures (reset, keepalive
+/// timeout, the peer's process gone) all surface as h2 errors; say so
+/// plainly and keep the detail.
 fn describe(status: &tonic::Status) -> String {
     let msg = status.message();
-    if msg.is_empty() { format!("{:?}", status.code()) } else { msg.to_owned() }
+    if msg.contains("h2 protocol error") || msg.contains("transport error") {
+        format!("the connection to the peer broke ({msg})")
+    } else if msg.is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        msg.to_owned()
+    }
 }
 
 /// The error and its causes on one line ("transport error: connection refused").

@@ -1,0 +1,164 @@
+//! The command line (SPEC §2), declared with clap.
+//!
+//! `--socket` and `--json` are global: they are accepted before or after the
+//! subcommand. Usage errors exit 2 (clap's default).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Drive the local peerchat daemon (peerd).
+#[derive(Debug, Parser)]
+#[command(name = "chatctl", version, about, long_about = None)]
+pub struct Cli {
+    /// The control socket of peerd [default: $XDG_RUNTIME_DIR/peerchat/peerd.sock,
+    /// or /tmp/peerchat-$UID/peerd.sock]
+    #[arg(long, global = true, env = "PEERCHAT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One chatctl command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Who is online (from the directory, via peerd)
+    List,
+    /// Open a conversation with NAME
+    Connect {
+        /// The peer to talk to
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Send a message in the current conversation
+    Send(SendArgs),
+    /// End the current conversation
+    Disconnect,
+    /// This daemon: name, addresses, directory state, current peer
+    Status,
+    /// Stream events (messages, receipts, connects, disconnects) until interrupted
+    Watch,
+    /// The stored conversation with NAME (default: the current or last peer)
+    History {
+        /// The peer whose conversation to show
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Show the newest N entries [default: 50]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: Option<u32>,
+    },
+    /// Interactive: connect if NAME is given, type a line + Enter to send;
+    /// /list, /connect NAME, /disconnect, /quit
+    Chat {
+        /// The peer to connect to first
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+/// `chatctl send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The message; the words are joined with single spaces
+    /// (use `--` before a message that starts with `-`)
+    // Flags may follow the words (`send hi --wait none`), so words that
+    // look like flags need `--` first; negative numbers need nothing.
+    #[arg(value_name = "TEXT", required = true, num_args = 1.., allow_negative_numbers = true)]
+    pub text: Vec<String>,
+    /// What to wait for before returning
+    #[arg(long, value_enum, default_value_t = Wait::Delivered, value_name = "WHAT")]
+    pub wait: Wait,
+    /// How long to wait, in seconds
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+/// How far `send` waits for its message to get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Wait {
+    /// The peer's daemon stored the message
+    Delivered,
+    /// The peer's user was shown the message
+    Displayed,
+    /// Return once peerd accepted the message
+    None,
+}
+
+/// The longest `--timeout`: a day (it travels as u32 milliseconds).
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Parses `--timeout`: positive seconds, fractions allowed.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+        return Err(format!("must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("chatctl").chain(args.iter().copied()))
+    }
+
+    fn send_args(args: &[&str]) -> SendArgs {
+        match parse(args).map(|cli| cli.command) {
+            Ok(Command::Send(send)) => send,
+            other => panic!("not a send: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn send_takes_words_flags_and_hyphens() {
+        let send = send_args(&["send", "hello", "world"]);
+        assert_eq!(send.text, ["hello", "world"]);
+        assert_eq!(send.wait, Wait::Delivered);
+        assert_eq!(send.timeout, Duration::from_secs(10));
+
+        let send = send_args(&["send", "hi", "--wait", "none", "--timeout", "2.5"]);
+        assert_eq!(send.text, ["hi"]);
+        assert_eq!(send.wait, Wait::None);
+        assert_eq!(send.timeout, Duration::from_millis(2500));
+
+        let send = send_args(&["send", "--wait=displayed", "--", "-x", "--y"]);
+        assert_eq!(send.text, ["-x", "--y"]);
+        assert_eq!(send.wait, Wait::Displayed);
+
+        let send = send_args(&["send", "-5", "degrees"]);
+        assert_eq!(send.text, ["-5", "degrees"]);
+
+        assert!(parse(&["send"]).is_err());
+        assert!(parse(&["send", "x", "--timeout", "0"]).is_err());
+        assert!(parse(&["send", "x", "--wait", "forever"]).is_err());
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let cli = parse(&["--json", "status", "--socket", "/s"]).expect("parses");
+        assert!(cli.json);
+        assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+        let cli = parse(&["list", "--json"]).expect("parses");
+        assert!(cli.json);
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let err = parse(&["bogus"]).expect_err("unknown command");
+        assert_eq!(err.exit_code(), 2);
+        let err = parse(&["history", "--limit", "0"]).expect_err("limit 0");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

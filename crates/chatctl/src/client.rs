@@ -1,0 +1,104 @@
+//! The connection to peerd: gRPC over its Unix control socket.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use peerchat::v1 as pb;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::Error;
+
+/// A Control client on an open channel. Cheap to clone (one connection).
+pub(crate) type Control = pb::control_client::ControlClient<Channel>;
+
+/// Big enough for a full page of history (10,000 messages of 64 KiB would
+/// not fit, but the daemon pages by count and typical messages are short).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long an ordinary request may take before we give up on peerd.
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `connect` may take: peerd looks the name up and dials the peer.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The socket to use when `--socket`/`PEERCHAT_SOCKET` is not given: the
+/// same rule peerd applies (both ask `dirs` for the runtime dir).
+pub(crate) fn default_socket() -> PathBuf {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    peerchat_core::paths::default_socket(dirs::runtime_dir().as_deref(), uid)
+}
+
+/// Connects to peerd at `path`. A missing socket or nobody listening is
+/// [`Error::NotRunning`].
+pub(crate) async fn connect(path: &Path) -> Result<Control, Error> {
+    let target = path.to_owned();
+    // The URI is required by the API but unused: the connector ignores it.
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let target = target.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(target).await?;
+                Ok::<_, io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|err| connect_error(path, &err))?;
+    Ok(pb::control_client::ControlClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Classifies a failed connect by the I/O error underneath it.
+fn connect_error(path: &Path, err: &(dyn std::error::Error + 'static)) -> Error {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(io_err) = e.downcast_ref::<io::Error>() {
+            if io_err.kind() == io::ErrorKind::PermissionDenied {
+                return Error::Connect {
+                    path: path.to_owned(),
+                    source: io::Error::new(io_err.kind(), io_err.to_string()),
+                };
+            }
+            break;
+        }
+        source = e.source();
+    }
+    Error::NotRunning { path: path.to_owned() }
+}
+
+/// Runs one request with a time limit, unwrapping its answer.
+pub(crate) async fn call<T>(
+    action: &'static str,
+    limit: Duration,
+    request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(Error::Status(status)),
+        Err(_) => Err(Error::NoAnswer { action, secs: limit.as_secs() }),
+    }
+}
+
+/// Every peer online: pages through ListPeers. Returns the peers and this
+/// daemon's own name.
+pub(crate) async fn list_all(client: &mut Control) -> Result<(Vec<pb::Peer>, String), Error> {
+    let mut peers = Vec::new();
+    let mut you = String::new();
+    let mut token = String::new();
+    loop {
+        let request = pb::ListPeersRequest { page_size: 1000, page_token: token.clone() };
+        let page = call("list the peers", ANSWER_TIMEOUT, client.list_peers(request)).await?;
+        peers.extend(page.peers);
+        if !page.you.is_empty() {
+            you = page.you;
+        }
+        // A token that does not move would loop forever.
+        if page.next_page_token.is_empty() || page.next_page_token == token {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok((peers, you))
+}

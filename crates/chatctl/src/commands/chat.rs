@@ -1,0 +1,425 @@
+//! `chatctl chat [NAME]`: the interactive mode, which also works with piped
+//! stdin (`printf 'hi\nthere\n' | chatctl chat bob`).
+//!
+//! One task runs a loop over three inputs: events from a display Watch
+//! (printed, then reported with MarkDisplayed), lines from stdin (read on
+//! their own thread: a blocking read must never hold up the runtime or the
+//! exit), and Ctrl-C/SIGTERM. Lines are messages (Send, wait none) or
+//! `/commands`. On `/quit` or end of input it keeps showing events until
+//! every message sent from this session is delivered or failed (at most
+//! [`DRAIN_TIMEOUT`]), so that piped input is not cut off in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead, IsTerminal};
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Local;
+use pb::event::Kind;
+use peerchat::v1 as pb;
+use peerchat_core::{Name, check_text};
+use tokio::sync::mpsc;
+use tonic::codec::Streaming;
+
+use crate::client::{self, ANSWER_TIMEOUT, Control};
+use crate::commands::{connect, disconnect, status};
+use crate::error::Error;
+use crate::marker::Marker;
+use crate::{format, output, signals};
+
+/// The longest wait for receipts after the last line.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+const HELP: &str = "\
+type a line and press Enter to send it; a line starting with // sends it with one / less
+  /list            who is online
+  /connect NAME    open a conversation with NAME
+  /disconnect      end the current conversation
+  /status          this daemon's status
+  /quit            leave (also Ctrl-D); waits briefly for receipts of what you sent
+marks: ✓ delivered, ✓✓ displayed, ✗ failed";
+
+pub(crate) async fn run(socket: &Path, json: bool, name: Option<&str>) -> Result<(), Error> {
+    let name = name.map(Name::parse).transpose()?;
+    let mut client = client::connect(socket).await?;
+    // Watch first, so that nothing that happens from here on is missed.
+    let request = pb::WatchRequest { display: true };
+    let mut events = client::call("start watching", ANSWER_TIMEOUT, client.watch(request)).await?;
+    let mut chat = Chat::new(client, json);
+    let interactive = io::stdin().is_terminal() && !json;
+    chat.start(name.as_ref(), interactive).await?;
+
+    let interrupted = signals::interrupted();
+    tokio::pin!(interrupted);
+    let result = chat.converse(&mut events, &mut interrupted).await;
+    let result = match result {
+        Ok(Flow::Quit) => chat.drain(&mut events, &mut interrupted).await,
+        Ok(Flow::Interrupted) => Ok(()),
+        Ok(Flow::Continue) => Ok(()),
+        Err(err) => Err(err),
+    };
+    chat.marker.finish().await;
+    result
+}
+
+/// What the loop does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Quit,
+    Interrupted,
+}
+
+/// The state of one chat session.
+#[derive(Debug)]
+struct Chat {
+    client: Control,
+    json: bool,
+    marker: Marker,
+    /// Ids of messages sent from this session not yet delivered or failed.
+    unconfirmed: HashSet<String>,
+    /// Texts of messages sent from this session, to label their receipts;
+    /// dropped once displayed or failed.
+    texts: HashMap<String, String>,
+    /// A `connected`/`disconnected` this session printed itself on its
+    /// request's answer; the daemon's matching event is then not repeated.
+    announced_connect: Option<String>,
+    announced_disconnect: Option<String>,
+}
+
+impl Chat {
+    fn new(client: Control, json: bool) -> Chat {
+        Chat {
+            marker: Marker::spawn(client.clone()),
+            client,
+            json,
+            unconfirmed: HashSet::new(),
+            texts: HashMap::new(),
+            announced_connect: None,
+            announced_disconnect: None,
+        }
+    }
+
+    /// Connects to `name` (unless already talking to it) and, for a person
+    /// at a terminal, says where things stand. A failed connect ends chat.
+    async fn start(&mut self, name: Option<&Name>, interactive: bool) -> Result<(), Error> {
+        let current = if name.is_some() || interactive {
+            status::get(&mut self.client).await?.peer
+        } else {
+            String::new()
+        };
+        match name {
+            Some(name) if !name.matches(&current) => {
+                let peer = connect::open(&mut self.client, name).await?;
+                self.announce_connected(peer)?;
+            }
+            _ if interactive && !current.is_empty() => {
+                output::line(&format!("* talking to {current}"))?
+            }
+            _ if interactive => {
+                output::line("* not in a conversation: /connect NAME to start one")?
+            }
+            _ => {}
+        }
+        if interactive {
+            output::line("* type a message and press Enter; /help for commands")?;
+        }
+        Ok(())
+    }
+
+    /// The interactive phase: until `/quit`, end of input, or a signal.
+    async fn converse(
+        &mut self,
+        events: &mut Streaming<pb::Event>,
+        interrupted: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Flow, Error> {
+        let mut lines = stdin_lines()?;
+        let stdout_closed = output::closed();
+        tokio::pin!(stdout_closed);
+        loop {
+            tokio::select! {
+                () = &mut *interrupted => return Ok(Flow::Interrupted),
+                () = &mut stdout_closed => return Ok(Flow::Interrupted),
+                event = events.message() => self.on_event(event)?,
+                line = lines.recv() => match line {
+                    Some(Ok(line)) => {
+                        if self.on_line(&line).await? == Flow::Quit {
+                            return Ok(Flow::Quit);
+                        }
+                    }
+                    Some(Err(err)) => return Err(Error::Stdin(err)),
+                    None => return Ok(Flow::Quit),
+                },
+            }
+        }
+    }
+
+    /// After the last line: keep showing events until every message sent
+    /// from here is confirmed one way or the other, or time is up.
+    async fn drain(
+        &mut self,
+        events: &mut Streaming<pb::Event>,
+        interrupted: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<(), Error> {
+        let deadline = tokio::time::sleep(DRAIN_TIMEOUT);
+        tokio::pin!(deadline);
+        while !self.unconfirmed.is_empty() {
+            tokio::select! {
+                () = &mut *interrupted => return Ok(()),
+                () = &mut deadline => {
+                    let n = self.unconfirmed.len();
+                    output::note(&format!(
+                        "warning: {n} message(s) not confirmed within {} s; peerd keeps trying",
+                        DRAIN_TIMEOUT.as_secs()
+                    ));
+                    return Ok(());
+                }
+                event = events.message() => self.on_event(event)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One item from the Watch stream: show it; its end is peerd's end.
+    fn on_event(&mut self, event: Result<Option<pb::Event>, tonic::Status>) -> Result<(), Error> {
+        match event {
+            Ok(Some(event)) => self.show(&event),
+            Ok(None) => Err(Error::Stopped { detail: None }),
+            Err(status) => Err(Error::from_stream(status)),
+        }
+    }
+
+    fn show(&mut self, event: &pb::Event) -> Result<(), Error> {
+        let already_shown = match &event.kind {
+            Some(Kind::Connected(c)) => take_if_same(&mut self.announced_connect, &c.peer),
+            Some(Kind::Disconnected(d)) => {
+                self.announced_connect = None;
+                take_if_same(&mut self.announced_disconnect, &d.peer)
+            }
+            _ => false,
+        };
+        if already_shown {
+            return Ok(());
+        }
+        if self.json {
+            if let Some(value) = format::event_json(event) {
+                output::json(&value)?;
+            }
+        } else {
+            let label = |id: &str| self.texts.get(id).map(|text| format::snippet(text));
+            if let Some(text) = format::event_text(event, &Local::now(), &label) {
+                output::line(&text)?;
+            }
+        }
+        match &event.kind {
+            Some(Kind::Message(m)) => self.marker.shown(m.id.clone()),
+            Some(Kind::Receipt(r)) => {
+                self.unconfirmed.remove(&r.id);
+                if r.state() == pb::MessageState::Displayed {
+                    self.texts.remove(&r.id);
+                }
+            }
+            Some(Kind::Failed(f)) => {
+                self.unconfirmed.remove(&f.id);
+                self.texts.remove(&f.id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One line of input. Only output failures are errors here; a refused
+    /// request is a note and the chat goes on.
+    async fn on_line(&mut self, line: &str) -> Result<Flow, Error> {
+        if line.trim().is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let Some(command) = line.strip_prefix('/') else {
+            return self.send(line).await;
+        };
+        if command.starts_with('/') {
+            return self.send(command).await;
+        }
+        let mut words = command.split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let args: Vec<&str> = words.collect();
+        let outcome = match (verb, args.as_slice()) {
+            ("quit" | "exit", []) => return Ok(Flow::Quit),
+            ("help", _) => output::line(HELP),
+            ("list", []) => self.list().await,
+            ("status", []) => self.status().await,
+            ("connect", [name]) => self.connect(name).await,
+            ("disconnect", []) => self.disconnect().await,
+            ("connect", _) => noted("usage: /connect NAME"),
+            ("quit" | "exit" | "list" | "status" | "disconnect", _) => {
+                noted(&format!("usage: /{verb} (no arguments)"))
+            }
+            _ => noted(&format!("unknown command /{verb} (try /help)")),
+        };
+        note_failure(outcome)?;
+        Ok(Flow::Continue)
+    }
+
+    async fn send(&mut self, text: &str) -> Result<Flow, Error> {
+        let outcome = async {
+            check_text(text)?;
+            let request = pb::SendRequest {
+                text: text.to_owned(),
+                wait: pb::WaitFor::None as i32,
+                timeout_ms: 0,
+            };
+            let response =
+                client::call("take the message", ANSWER_TIMEOUT, self.client.send(request)).await?;
+            let now = Local::now();
+            if self.json {
+                output::json(&format::sent_json(&response.id, text, now.timestamp_millis()))?;
+            } else {
+                output::line(&format::sent_text(text, &now))?;
+            }
+            if response.state() != pb::MessageState::Delivered
+                && response.state() != pb::MessageState::Displayed
+            {
+                self.unconfirmed.insert(response.id.clone());
+            }
+            self.texts.insert(response.id, text.to_owned());
+            Ok(())
+        }
+        .await;
+        note_failure(outcome)?;
+        Ok(Flow::Continue)
+    }
+
+    async fn list(&mut self) -> Result<(), Error> {
+        let (peers, you) = client::list_all(&mut self.client).await?;
+        output::either(
+            self.json,
+            || format::list_json(&peers, &you),
+            || format::list_text(&peers, &you),
+        )
+    }
+
+    async fn status(&mut self) -> Result<(), Error> {
+        let status = status::get(&mut self.client).await?;
+        output::either(self.json, || format::status_json(&status), || format::status_text(&status))
+    }
+
+    async fn connect(&mut self, name: &str) -> Result<(), Error> {
+        let name = Name::parse(name)?;
+        let peer = connect::open(&mut self.client, &name).await?;
+        self.announce_connected(peer)
+    }
+
+    async fn disconnect(&mut self) -> Result<(), Error> {
+        let peer = disconnect::close(&mut self.client).await?;
+        let event = pb::Event {
+            kind: Some(Kind::Disconnected(pb::DisconnectedEvent {
+                peer: peer.clone(),
+                reason: String::new(),
+            })),
+        };
+        self.announced_connect = None;
+        self.print_event(&event)?;
+        self.announced_disconnect = Some(peer);
+        Ok(())
+    }
+
+    /// Shows that our own request connected us, before the daemon's event.
+    fn announce_connected(&mut self, peer: String) -> Result<(), Error> {
+        let event =
+            pb::Event { kind: Some(Kind::Connected(pb::ConnectedEvent { peer: peer.clone() })) };
+        self.print_event(&event)?;
+        self.announced_connect = Some(peer);
+        Ok(())
+    }
+
+    fn print_event(&self, event: &pb::Event) -> Result<(), Error> {
+        if self.json {
+            format::event_json(event).map_or(Ok(()), |value| output::json(&value))
+        } else {
+            format::event_text(event, &Local::now(), &|_| None)
+                .map_or(Ok(()), |text| output::line(&text))
+        }
+    }
+}
+
+/// Clears `slot` and returns true when it holds `peer`.
+fn take_if_same(slot: &mut Option<String>, peer: &str) -> bool {
+    if slot.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(peer)) {
+        *slot = None;
+        true
+    } else {
+        false
+    }
+}
+
+/// Prints a note for the user on stderr.
+fn noted(text: &str) -> Result<(), Error> {
+    output::note(text);
+    Ok(())
+}
+
+/// In chat a failed request is a note on stderr; only a broken stdout ends it.
+fn note_failure(outcome: Result<(), Error>) -> Result<(), Error> {
+    match outcome {
+        Err(err @ Error::Stdout(_)) => Err(err),
+        Err(err) => {
+            output::note(&format!("error: {err}"));
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Lines of stdin, read on a thread of their own. Line ends (`\n`, `\r\n`)
+/// are stripped; invalid UTF-8 is replaced rather than fatal.
+fn stdin_lines() -> Result<mpsc::Receiver<io::Result<String>>, Error> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut input = io::stdin().lock();
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let line = match input.read_until(b'\n', &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => Ok(strip_line_end(&buf)),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => Err(err),
+                };
+                let failed = line.is_err();
+                if tx.blocking_send(line).is_err() || failed {
+                    break;
+                }
+            }
+        })
+        .map_err(Error::Start)?;
+    Ok(rx)
+}
+
+fn strip_line_end(buf: &[u8]) -> String {
+    let line = buf.strip_suffix(b"\n").unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_ends_are_stripped() {
+        assert_eq!(strip_line_end(b"hi\n"), "hi");
+        assert_eq!(strip_line_end(b"hi\r\n"), "hi");
+        assert_eq!(strip_line_end(b"last"), "last");
+        assert_eq!(strip_line_end(b"\xffx\n"), "\u{fffd}x");
+    }
+
+    #[test]
+    fn announced_events_are_matched_case_insensitively_once() {
+        let mut slot = Some("Bob".to_owned());
+        assert!(!take_if_same(&mut slot, "carol"));
+        assert!(take_if_same(&mut slot, "bob"));
+        assert!(!take_if_same(&mut slot, "bob"));
+    }
+}

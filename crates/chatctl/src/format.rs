@@ -1,0 +1,625 @@
+//! Rendering answers and events, for people and for scripts. Pure: no I/O,
+//! the clock and time zone are passed in, so every shape is unit-tested.
+//!
+//! JSON field names and values are the SPEC's (§2); human output uses local
+//! time and receipt marks: `✓` delivered, `✓✓` displayed, `✗` failed.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use pb::event::Kind;
+use peerchat::v1 as pb;
+use serde_json::{Value, json};
+
+/// Joins `send`'s words with single spaces.
+pub(crate) fn join_text(words: &[String]) -> String {
+    words.join(" ")
+}
+
+/// The SPEC's name of a message state.
+pub(crate) fn state_name(state: pb::MessageState) -> &'static str {
+    match state {
+        pb::MessageState::Sent => "sent",
+        pb::MessageState::Delivered => "delivered",
+        pb::MessageState::Displayed => "displayed",
+        pb::MessageState::Failed => "failed",
+        pb::MessageState::Unspecified => "unknown",
+    }
+}
+
+/// The receipt mark shown after a message of ours.
+pub(crate) fn state_mark(state: pb::MessageState) -> &'static str {
+    match state {
+        pb::MessageState::Delivered => "✓",
+        pb::MessageState::Displayed => "✓✓",
+        pb::MessageState::Failed => "✗",
+        pb::MessageState::Sent | pb::MessageState::Unspecified => "",
+    }
+}
+
+fn peer_status_name(status: pb::PeerStatus) -> &'static str {
+    match status {
+        pb::PeerStatus::Available => "available",
+        pb::PeerStatus::Busy => "busy",
+        pb::PeerStatus::Unspecified => "unknown",
+    }
+}
+
+fn utc(at_ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at_ms).unwrap_or_default()
+}
+
+/// A timestamp for JSON: RFC 3339, UTC, milliseconds
+/// (`2026-11-25T10:19:00.123Z`).
+pub(crate) fn rfc3339(at_ms: i64) -> String {
+    utc(at_ms).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `[HH:MM:SS]` for live events.
+fn clock<Tz: TimeZone>(at: &DateTime<Tz>) -> String
+where
+    Tz::Offset: Display,
+{
+    at.format("[%H:%M:%S]").to_string()
+}
+
+/// `[YYYY-MM-DD HH:MM:SS]` for history.
+fn stamp<Tz: TimeZone>(at: &DateTime<Tz>) -> String
+where
+    Tz::Offset: Display,
+{
+    at.format("[%Y-%m-%d %H:%M:%S]").to_string()
+}
+
+/// Text from the network, made safe for a terminal: control characters
+/// other than newline and tab are shown escaped, never executed.
+pub(crate) fn clean(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A short quoted reminder of a message: its first line, at most 40 chars.
+pub(crate) fn snippet(text: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    let first = clean(text.lines().next().unwrap_or_default()).into_owned();
+    let more = text.lines().nth(1).is_some() || first.chars().count() > MAX_CHARS;
+    let mut short: String = first.chars().take(MAX_CHARS).collect();
+    if more {
+        short.push('…');
+    }
+    format!("\"{short}\"")
+}
+
+// ---- list ----
+
+fn is_you(peer: &pb::Peer, you: &str) -> bool {
+    !you.is_empty() && peer.name.eq_ignore_ascii_case(you)
+}
+
+/// `list --json`: `[{"name","address","status","you"}]`.
+pub(crate) fn list_json(peers: &[pb::Peer], you: &str) -> Value {
+    peers
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "address": p.address,
+                "status": peer_status_name(p.status()),
+                "you": is_you(p, you),
+            })
+        })
+        .collect()
+}
+
+/// `list`: aligned NAME, ADDRESS, STATUS columns, `(you)` after your name.
+pub(crate) fn list_text(peers: &[pb::Peer], you: &str) -> String {
+    if peers.is_empty() {
+        return "nobody is online".to_owned();
+    }
+    let rows: Vec<[String; 3]> = peers
+        .iter()
+        .map(|p| {
+            let name = if is_you(p, you) { format!("{} (you)", p.name) } else { p.name.clone() };
+            [name, p.address.clone(), peer_status_name(p.status()).to_owned()]
+        })
+        .collect();
+    let header = ["NAME".to_owned(), "ADDRESS".to_owned(), "STATUS".to_owned()];
+    let width = |col: usize| {
+        rows.iter()
+            .chain(std::iter::once(&header))
+            .map(|r| r[col].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1) = (width(0), width(1));
+    let mut lines: Vec<String> = std::iter::once(&header)
+        .chain(&rows)
+        .map(|[name, address, status]| format!("{name:<w0$}  {address:<w1$}  {status}"))
+        .collect();
+    if peers.iter().all(|p| is_you(p, you)) {
+        lines.push("nobody else is online".to_owned());
+    }
+    lines.join("\n")
+}
+
+// ---- status ----
+
+/// `status --json`; an empty `peer` becomes `null`.
+pub(crate) fn status_json(s: &pb::GetStatusResponse) -> Value {
+    json!({
+        "name": s.name,
+        "listen": s.listen,
+        "advertise": s.advertise,
+        "directory": s.directory,
+        "directory_state": s.directory_state,
+        "peer": if s.peer.is_empty() { Value::Null } else { Value::from(s.peer.as_str()) },
+        "conversation": s.conversation,
+        "pid": s.pid,
+        "unacknowledged": s.unacknowledged,
+        "data_dir": s.data_dir,
+    })
+}
+
+/// `status`: aligned `key: value` lines.
+pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
+    let or = |value: &str, missing: &str| {
+        if value.is_empty() { missing.to_owned() } else { value.to_owned() }
+    };
+    let rows = [
+        ("name", or(&s.name, "-")),
+        ("pid", s.pid.to_string()),
+        ("listen", or(&s.listen, "-")),
+        ("advertise", or(&s.advertise, "(not registered)")),
+        ("directory", or(&s.directory, "-")),
+        ("directory state", or(&s.directory_state, "-")),
+        ("conversation", or(&s.conversation, "-")),
+        ("peer", or(&s.peer, "(none)")),
+        ("unacknowledged", s.unacknowledged.to_string()),
+        ("data dir", or(&s.data_dir, "-")),
+    ];
+    let width = rows.iter().map(|(key, _)| key.len() + 1).max().unwrap_or(0);
+    rows.iter()
+        .map(|(key, value)| format!("{:<width$} {value}", format!("{key}:")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---- connect, disconnect, send ----
+
+/// `connect --json` and `disconnect --json`: `{"peer"}`.
+pub(crate) fn peer_json(peer: &str) -> Value {
+    json!({ "peer": peer })
+}
+
+/// `send --json`: `{"id","state"}`.
+pub(crate) fn send_json(r: &pb::SendResponse) -> Value {
+    json!({ "id": r.id, "state": state_name(r.state()) })
+}
+
+/// `send`: `delivered <id>`.
+pub(crate) fn send_text(r: &pb::SendResponse) -> String {
+    format!("{} {}", state_name(r.state()), r.id)
+}
+
+// ---- history ----
+
+fn direction_name(d: pb::Direction) -> &'static str {
+    match d {
+        pb::Direction::In => "in",
+        pb::Direction::Out => "out",
+        pb::Direction::Unspecified => "unknown",
+    }
+}
+
+/// `history --json`: `[{"id","direction","peer","text","at","state"}]`,
+/// in the daemon's order (oldest first).
+pub(crate) fn history_json(entries: &[pb::HistoryEntry]) -> Value {
+    entries
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "direction": direction_name(e.direction()),
+                "peer": e.peer,
+                "text": e.text,
+                "at": rfc3339(e.at_ms),
+                "state": state_name(e.state()),
+            })
+        })
+        .collect()
+}
+
+/// `history`: one line per message, local date and time, marks on ours.
+pub(crate) fn history_text<Tz: TimeZone>(h: &pb::GetHistoryResponse, tz: &Tz) -> String
+where
+    Tz::Offset: Display,
+{
+    if h.entries.is_empty() {
+        return if h.peer.is_empty() {
+            "no conversations yet".to_owned()
+        } else {
+            format!("no messages with {}", h.peer)
+        };
+    }
+    h.entries
+        .iter()
+        .map(|e| {
+            let at = stamp(&utc(e.at_ms).with_timezone(tz));
+            let text = clean(&e.text);
+            match e.direction() {
+                pb::Direction::Out => {
+                    let mark = state_mark(e.state());
+                    let sep = if mark.is_empty() { "" } else { " " };
+                    format!("{at} you → {}: {text}{sep}{mark}", e.peer)
+                }
+                _ => format!("{at} {}: {text}", e.peer),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---- events (watch, chat) ----
+
+/// One `watch --json` line; `None` for an event kind this build does not know.
+pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
+    Some(match event.kind.as_ref()? {
+        Kind::Message(m) => json!({
+            "event": "message", "id": m.id, "from": m.from, "text": m.text, "at": rfc3339(m.at_ms),
+        }),
+        Kind::Receipt(r) => json!({
+            "event": "receipt", "id": r.id, "state": state_name(r.state()), "peer": r.peer,
+        }),
+        Kind::Connected(c) => json!({ "event": "connected", "peer": c.peer }),
+        Kind::Disconnected(d) => {
+            json!({ "event": "disconnected", "peer": d.peer, "reason": d.reason })
+        }
+        Kind::Failed(f) => {
+            json!({ "event": "failed", "id": f.id, "reason": f.reason, "peer": f.peer })
+        }
+    })
+}
+
+/// One event for people. Messages carry their own time; other events are
+/// stamped `now`. `label` names a message of ours (chat passes a snippet
+/// of its text; the id is used otherwise).
+pub(crate) fn event_text<Tz: TimeZone>(
+    event: &pb::Event,
+    now: &DateTime<Tz>,
+    label: &dyn Fn(&str) -> Option<String>,
+) -> Option<String>
+where
+    Tz::Offset: Display,
+{
+    let name = |id: &str| label(id).unwrap_or_else(|| id.to_owned());
+    let at = clock(now);
+    Some(match event.kind.as_ref()? {
+        Kind::Message(m) => {
+            let at = clock(&utc(m.at_ms).with_timezone(&now.timezone()));
+            format!("{at} {}: {}", m.from, clean(&m.text))
+        }
+        Kind::Receipt(r) => {
+            let state = r.state();
+            format!("{at} {} {} {}", state_mark(state), state_name(state), name(&r.id))
+        }
+        Kind::Connected(c) => format!("{at} * connected to {}", c.peer),
+        Kind::Disconnected(d) if d.reason.is_empty() => {
+            format!("{at} * disconnected from {}", d.peer)
+        }
+        Kind::Disconnected(d) => {
+            format!("{at} * disconnected from {} ({})", d.peer, clean(&d.reason))
+        }
+        Kind::Failed(f) if f.reason.is_empty() => format!("{at} ✗ message {} failed", name(&f.id)),
+        Kind::Failed(f) => format!("{at} ✗ message {} failed: {}", name(&f.id), clean(&f.reason)),
+    })
+}
+
+/// The echo of a line sent from `chat`.
+pub(crate) fn sent_text<Tz: TimeZone>(text: &str, now: &DateTime<Tz>) -> String
+where
+    Tz::Offset: Display,
+{
+    format!("{} you: {}", clock(now), clean(text))
+}
+
+/// The JSON echo of a line sent from `chat` (an extra event kind).
+pub(crate) fn sent_json(id: &str, text: &str, at_ms: i64) -> Value {
+    json!({ "event": "sent", "id": id, "text": text, "at": rfc3339(at_ms) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::FixedOffset;
+
+    const AT: i64 = 1_795_601_940_123; // 2026-11-25T10:19:00.123Z
+
+    fn peer(name: &str, address: &str, status: pb::PeerStatus) -> pb::Peer {
+        pb::Peer { name: name.into(), address: address.into(), status: status as i32 }
+    }
+
+    fn event(kind: Kind) -> pb::Event {
+        pb::Event { kind: Some(kind) }
+    }
+
+    fn now() -> DateTime<Utc> {
+        utc(AT + 2000)
+    }
+
+    fn no_label(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn text_words_join_with_single_spaces() {
+        let words = ["hello".to_owned(), "-x".to_owned(), "".to_owned(), "world".to_owned()];
+        assert_eq!(join_text(&words[..2]), "hello -x");
+        assert_eq!(join_text(&words), "hello -x  world");
+        assert_eq!(join_text(&[]), "");
+    }
+
+    #[test]
+    fn timestamps_are_utc_rfc3339_with_millis() {
+        assert_eq!(rfc3339(AT), "2026-11-25T10:19:00.123Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn list_json_has_the_spec_fields() {
+        let peers = [
+            peer("Alice", "10.0.0.5:4000", pb::PeerStatus::Available),
+            peer("bob", "10.0.0.6:4001", pb::PeerStatus::Busy),
+        ];
+        assert_eq!(
+            list_json(&peers, "alice"),
+            json!([
+                {"name": "Alice", "address": "10.0.0.5:4000", "status": "available", "you": true},
+                {"name": "bob", "address": "10.0.0.6:4001", "status": "busy", "you": false},
+            ])
+        );
+        assert_eq!(list_json(&[], "alice"), json!([]));
+    }
+
+    #[test]
+    fn list_text_aligns_columns_and_marks_you() {
+        let peers = [
+            peer("alice", "10.0.0.5:4000", pb::PeerStatus::Available),
+            peer("bob", "192.168.100.200:40000", pb::PeerStatus::Busy),
+        ];
+        assert_eq!(
+            list_text(&peers, "ALICE"),
+            "NAME         ADDRESS                STATUS\n\
+             alice (you)  10.0.0.5:4000          available\n\
+             bob          192.168.100.200:40000  busy"
+        );
+    }
+
+    #[test]
+    fn list_text_says_when_nobody_else_is_online() {
+        assert_eq!(list_text(&[], "alice"), "nobody is online");
+        let alone = [peer("alice", "1.2.3.4:5", pb::PeerStatus::Available)];
+        assert_eq!(
+            list_text(&alone, "alice"),
+            "NAME         ADDRESS    STATUS\nalice (you)  1.2.3.4:5  available\nnobody else is online"
+        );
+    }
+
+    fn status(peer: &str) -> pb::GetStatusResponse {
+        pb::GetStatusResponse {
+            name: "alice".into(),
+            listen: "0.0.0.0:4000".into(),
+            advertise: "10.0.0.5:4000".into(),
+            directory: "http://127.0.0.1:7300".into(),
+            directory_state: "registered".into(),
+            peer: peer.into(),
+            conversation: if peer.is_empty() { "idle" } else { "connected" }.into(),
+            pid: 42,
+            unacknowledged: 1,
+            data_dir: "/d".into(),
+        }
+    }
+
+    #[test]
+    fn status_json_has_the_spec_fields_and_null_peer() {
+        assert_eq!(
+            status_json(&status("")),
+            json!({
+                "name": "alice", "listen": "0.0.0.0:4000", "advertise": "10.0.0.5:4000",
+                "directory": "http://127.0.0.1:7300", "directory_state": "registered", "peer": null,
+                "conversation": "idle", "pid": 42, "unacknowledged": 1, "data_dir": "/d",
+            })
+        );
+        assert_eq!(status_json(&status("bob"))["peer"], json!("bob"));
+    }
+
+    #[test]
+    fn status_text_is_aligned_key_value_lines() {
+        assert_eq!(
+            status_text(&status("")),
+            "name:            alice\n\
+             pid:             42\n\
+             listen:          0.0.0.0:4000\n\
+             advertise:       10.0.0.5:4000\n\
+             directory:       http://127.0.0.1:7300\n\
+             directory state: registered\n\
+             conversation:    idle\n\
+             peer:            (none)\n\
+             unacknowledged:  1\n\
+             data dir:        /d"
+        );
+    }
+
+    #[test]
+    fn send_and_peer_shapes() {
+        let r = pb::SendResponse { id: "m1".into(), state: pb::MessageState::Delivered as i32 };
+        assert_eq!(send_json(&r), json!({"id": "m1", "state": "delivered"}));
+        assert_eq!(send_text(&r), "delivered m1");
+        let r = pb::SendResponse { id: "m2".into(), state: pb::MessageState::Sent as i32 };
+        assert_eq!(send_json(&r), json!({"id": "m2", "state": "sent"}));
+        assert_eq!(peer_json("bob"), json!({"peer": "bob"}));
+    }
+
+    fn entry(
+        id: &str,
+        direction: pb::Direction,
+        text: &str,
+        state: pb::MessageState,
+    ) -> pb::HistoryEntry {
+        pb::HistoryEntry {
+            id: id.into(),
+            direction: direction as i32,
+            peer: "bob".into(),
+            text: text.into(),
+            at_ms: AT,
+            state: state as i32,
+        }
+    }
+
+    #[test]
+    fn history_json_has_the_spec_fields() {
+        let entries = [
+            entry("a", pb::Direction::Out, "hi", pb::MessageState::Displayed),
+            entry("b", pb::Direction::In, "yo", pb::MessageState::Delivered),
+        ];
+        assert_eq!(
+            history_json(&entries),
+            json!([
+                {"id": "a", "direction": "out", "peer": "bob", "text": "hi", "at": "2026-11-25T10:19:00.123Z", "state": "displayed"},
+                {"id": "b", "direction": "in", "peer": "bob", "text": "yo", "at": "2026-11-25T10:19:00.123Z", "state": "delivered"},
+            ])
+        );
+    }
+
+    #[test]
+    fn history_text_uses_local_time_and_marks() {
+        let tz = FixedOffset::east_opt(2 * 3600).expect("valid offset");
+        let h = pb::GetHistoryResponse {
+            peer: "bob".into(),
+            entries: vec![
+                entry("a", pb::Direction::Out, "hi", pb::MessageState::Displayed),
+                entry("b", pb::Direction::In, "yo\u{1b}[2J", pb::MessageState::Delivered),
+                entry("c", pb::Direction::Out, "lost", pb::MessageState::Failed),
+                entry("d", pb::Direction::Out, "pending", pb::MessageState::Sent),
+            ],
+        };
+        assert_eq!(
+            history_text(&h, &tz),
+            "[2026-11-25 12:19:00] you → bob: hi ✓✓\n\
+             [2026-11-25 12:19:00] bob: yo\\u{1b}[2J\n\
+             [2026-11-25 12:19:00] you → bob: lost ✗\n\
+             [2026-11-25 12:19:00] you → bob: pending"
+        );
+        let empty = pb::GetHistoryResponse { peer: "bob".into(), entries: vec![] };
+        assert_eq!(history_text(&empty, &tz), "no messages with bob");
+    }
+
+    fn all_events() -> Vec<pb::Event> {
+        vec![
+            event(Kind::Message(pb::MessageEvent {
+                id: "m".into(),
+                from: "bob".into(),
+                text: "hi".into(),
+                at_ms: AT,
+            })),
+            event(Kind::Receipt(pb::ReceiptEvent {
+                id: "o".into(),
+                state: pb::MessageState::Delivered as i32,
+                peer: "bob".into(),
+            })),
+            event(Kind::Receipt(pb::ReceiptEvent {
+                id: "o".into(),
+                state: pb::MessageState::Displayed as i32,
+                peer: "bob".into(),
+            })),
+            event(Kind::Connected(pb::ConnectedEvent { peer: "bob".into() })),
+            event(Kind::Disconnected(pb::DisconnectedEvent {
+                peer: "bob".into(),
+                reason: "bob left".into(),
+            })),
+            event(Kind::Failed(pb::FailedEvent {
+                id: "o".into(),
+                reason: "link lost".into(),
+                peer: "bob".into(),
+            })),
+        ]
+    }
+
+    #[test]
+    fn event_json_has_the_spec_fields() {
+        let lines: Vec<Value> = all_events().iter().filter_map(event_json).collect();
+        assert_eq!(
+            lines,
+            [
+                json!({"event": "message", "id": "m", "from": "bob", "text": "hi", "at": "2026-11-25T10:19:00.123Z"}),
+                json!({"event": "receipt", "id": "o", "state": "delivered", "peer": "bob"}),
+                json!({"event": "receipt", "id": "o", "state": "displayed", "peer": "bob"}),
+                json!({"event": "connected", "peer": "bob"}),
+                json!({"event": "disconnected", "peer": "bob", "reason": "bob left"}),
+                json!({"event": "failed", "id": "o", "reason": "link lost", "peer": "bob"}),
+            ]
+        );
+        assert_eq!(event_json(&pb::Event { kind: None }), None);
+        // One line each: serde_json's compact form never breaks lines.
+        let text = event_json(&all_events()[0]).map(|v| v.to_string()).unwrap_or_default();
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn event_text_for_people() {
+        let lines: Vec<String> =
+            all_events().iter().filter_map(|e| event_text(e, &now(), &no_label)).collect();
+        assert_eq!(
+            lines,
+            [
+                "[10:19:00] bob: hi",
+                "[10:19:02] ✓ delivered o",
+                "[10:19:02] ✓✓ displayed o",
+                "[10:19:02] * connected to bob",
+                "[10:19:02] * disconnected from bob (bob left)",
+                "[10:19:02] ✗ message o failed: link lost",
+            ]
+        );
+        let label = |id: &str| (id == "o").then(|| snippet("hello there"));
+        let receipt = &all_events()[1];
+        assert_eq!(
+            event_text(receipt, &now(), &label).as_deref(),
+            Some("[10:19:02] ✓ delivered \"hello there\"")
+        );
+        let quiet = event(Kind::Disconnected(pb::DisconnectedEvent {
+            peer: "bob".into(),
+            reason: String::new(),
+        }));
+        assert_eq!(
+            event_text(&quiet, &now(), &no_label).as_deref(),
+            Some("[10:19:02] * disconnected from bob")
+        );
+    }
+
+    #[test]
+    fn chat_echo_shapes() {
+        assert_eq!(sent_text("hi", &now()), "[10:19:02] you: hi");
+        assert_eq!(
+            sent_json("m", "hi", AT),
+            json!({"event": "sent", "id": "m", "text": "hi", "at": "2026-11-25T10:19:00.123Z"})
+        );
+    }
+
+    #[test]
+    fn snippets_are_short_and_safe() {
+        assert_eq!(snippet("hi"), "\"hi\"");
+        assert_eq!(snippet("one\ntwo"), "\"one…\"");
+        assert_eq!(snippet(&"x".repeat(50)), format!("\"{}…\"", "x".repeat(40)));
+        assert_eq!(clean("a\u{7}b\tc"), "a\\u{7}b\tc");
+    }
+}

@@ -1,0 +1,81 @@
+//! chatctl: the command-line client of peerd. It drives the local daemon
+//! over the Control gRPC service on its Unix socket and never talks to the
+//! directory or to other peers itself.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap), exactly as SPEC §2 has it.
+//! - `client`: connecting to the socket, time limits, paging helpers.
+//! - `commands`: one module per command (`list`, `connect`, `send`,
+//!   `disconnect`, `status`, `watch`, `history`, `chat`).
+//! - `format`: pure rendering of answers and events, human and JSON.
+//! - `output`: writing lines to stdout without panicking on a closed pipe.
+//! - `marker`: reporting shown messages (MarkDisplayed) off the display path.
+//! - `signals`: Ctrl-C / SIGTERM for the long-running commands.
+//! - [`error`]: the one-line `error:` messages and exit statuses.
+//!
+//! Exit status: 0 success, 1 the operation failed, 2 usage error.
+
+pub mod cli;
+mod client;
+mod commands;
+pub mod error;
+mod format;
+mod marker;
+mod output;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use cli::{Cli, Command};
+pub use error::Error;
+
+/// Runs one chatctl command to completion.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let socket = cli
+        .socket
+        .filter(|path| !path.as_os_str().is_empty())
+        .unwrap_or_else(client::default_socket);
+    let json = cli.json;
+    match &cli.command {
+        Command::List => commands::list::run(&socket, json).await,
+        Command::Connect { name } => commands::connect::run(&socket, json, name).await,
+        Command::Send(args) => commands::send::run(&socket, json, args).await,
+        Command::Disconnect => commands::disconnect::run(&socket, json).await,
+        Command::Status => commands::status::run(&socket, json).await,
+        Command::Watch => commands::watch::run(&socket, json).await,
+        Command::History { name, limit } => {
+            commands::history::run(&socket, json, name.as_deref(), *limit).await
+        }
+        Command::Chat { name } => commands::chat::run(&socket, json, name.as_deref()).await,
+    }
+}
+
+/// The whole program: parses the command line, runs the command on a
+/// single-threaded runtime (fast to start), and turns the outcome into an
+/// exit status and at most one `error:` line on stderr.
+pub fn main_entry() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version come this way too, with status 0.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&Error::Start(err)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &Error) -> ExitCode {
+    output::note(&format!("error: {err}"));
+    ExitCode::from(err.exit_code())
+}

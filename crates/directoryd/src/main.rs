@@ -1,0 +1,78 @@
+//! `directoryd`: parses flags, sets up logging and signals, and runs the
+//! library until SIGINT or SIGTERM.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use peerchat_directoryd::cli::Cli;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let shutdown = CancellationToken::new();
+    // Installed before the readiness line, so that a signal sent as soon as
+    // the line appears is a clean shutdown rather than a kill.
+    if let Err(err) = cancel_on_signal(shutdown.clone()) {
+        eprintln!("error: cannot install signal handlers: {err}");
+        return ExitCode::FAILURE;
+    }
+
+    let config = cli.config();
+    let listener = match peerchat_directoryd::bind(&config).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => announce(&format!("directoryd listening on {addr}")),
+        Err(err) => {
+            eprintln!("error: cannot read the bound address: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+
+    match peerchat_directoryd::run(config, listener, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the readiness line. A launcher that closed our stdout does not
+/// stop the directory, so a failed write is only logged.
+fn announce(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        tracing::warn!(%err, "cannot print the readiness line");
+    }
+}
+
+fn cancel_on_signal(shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = which, "stopping");
+        shutdown.cancel();
+    });
+    Ok(())
+}

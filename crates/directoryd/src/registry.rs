@@ -1,0 +1,428 @@
+//! The registry: who is online, as an in-memory map of leases.
+//!
+//! Pure state, no I/O and no clock: every operation takes `now`, so the
+//! rules (case-insensitive uniqueness, owner-token takeover, expiry exactly
+//! at the TTL, pagination) are unit-tested deterministically. The service
+//! owns one `Registry` behind a mutex and maps [`RegistryError`] to gRPC
+//! codes.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use peerchat_core::Name;
+use peerchat_core::lease::Lease;
+
+/// What a peer says about itself to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presence {
+    Available,
+    Busy,
+}
+
+/// A claim on a name, already validated by the service.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    pub(crate) name: Name,
+    /// `host:port` to list.
+    pub(crate) address: String,
+    pub(crate) presence: Presence,
+    pub(crate) owner_token: Vec<u8>,
+    /// Chosen by the caller so that the registry needs no randomness.
+    pub(crate) lease_token: String,
+}
+
+/// One peer as others see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listing {
+    /// As registered (original case).
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) presence: Presence,
+}
+
+/// One page of [`Registry::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Page {
+    pub(crate) peers: Vec<Listing>,
+    /// The key to continue after; `None` on the last page.
+    pub(crate) next: Option<String>,
+}
+
+/// Why a registry operation was refused. The messages carry the words the
+/// SPEC promises to scripts (`taken`, `not online`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RegistryError {
+    #[error("name {name} is taken by another live peer")]
+    Taken { name: String },
+    #[error("no registration for {name} with that lease; register again")]
+    UnknownLease { name: String },
+    #[error("{name} is held with a different lease")]
+    WrongLease { name: String },
+    #[error("{name} is not online")]
+    NotOnline { name: String },
+}
+
+#[derive(Debug)]
+struct Entry {
+    listing: Listing,
+    owner_token: Vec<u8>,
+    lease_token: String,
+    lease: Lease,
+}
+
+/// Every live (and not yet reaped) registration, keyed by case-folded name
+/// so that uniqueness is case-insensitive and listing is ordered.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    ttl: Duration,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Registry {
+    pub(crate) fn new(ttl: Duration) -> Registry {
+        Registry { ttl, entries: BTreeMap::new() }
+    }
+
+    /// Grants `claim.name` to the claimant, replacing an expired registration
+    /// or a live one that presents the same owner token (a restarted daemon
+    /// gets its name back without waiting out its old lease).
+    pub(crate) fn register(&mut self, claim: Claim, now: Instant) -> Result<(), RegistryError> {
+        let key = claim.name.key();
+        if let Some(held) = self.entries.get(&key)
+            && !held.lease.expired(now)
+            && !constant_time_eq(&held.owner_token, &claim.owner_token)
+        {
+            return Err(RegistryError::Taken { name: claim.name.as_str().to_owned() });
+        }
+        let entry = Entry {
+            listing: Listing {
+                name: claim.name.as_str().to_owned(),
+                address: claim.address,
+                presence: claim.presence,
+            },
+            owner_token: claim.owner_token,
+            lease_token: claim.lease_token,
+            lease: Lease::new(now, self.ttl),
+        };
+        self.entries.insert(key, entry);
+        Ok(())
+    }
+
+    /// Renews the lease `lease_token` on `name` and records its presence.
+    pub(crate) fn heartbeat(
+        &mut self,
+        name: &Name,
+        lease_token: &str,
+        presence: Presence,
+        now: Instant,
+    ) -> Result<(), RegistryError> {
+        let unknown = || RegistryError::UnknownLease { name: name.as_str().to_owned() };
+        let entry = self.entries.get_mut(&name.key()).ok_or_else(unknown)?;
+        if entry.lease.expired(now)
+            || !constant_time_eq(entry.lease_token.as_bytes(), lease_token.as_bytes())
+        {
+            return Err(unknown());
+        }
+        entry.lease = Lease::new(now, self.ttl);
+        entry.listing.presence = presence;
+        Ok(())
+    }
+
+    /// Releases `name`. Releasing a name nobody holds succeeds, so that a
+    /// retried or late unregister is harmless; a live registration under a
+    /// different lease (someone took over) is left alone.
+    pub(crate) fn unregister(
+        &mut self,
+        name: &Name,
+        lease_token: &str,
+        now: Instant,
+    ) -> Result<(), RegistryError> {
+        let key = name.key();
+        let Some(entry) = self.entries.get(&key) else {
+            return Ok(());
+        };
+        if !entry.lease.expired(now)
+            && !constant_time_eq(entry.lease_token.as_bytes(), lease_token.as_bytes())
+        {
+            return Err(RegistryError::WrongLease { name: name.as_str().to_owned() });
+        }
+        self.entries.remove(&key);
+        Ok(())
+    }
+
+    pub(crate) fn lookup(&self, name: &Name, now: Instant) -> Result<Listing, RegistryError> {
+        match self.entries.get(&name.key()) {
+            Some(entry) if !entry.lease.expired(now) => Ok(entry.listing.clone()),
+            _ => Err(RegistryError::NotOnline { name: name.as_str().to_owned() }),
+        }
+    }
+
+    /// Up to `limit` live peers whose key sorts after `after`, in key order.
+    pub(crate) fn list(&self, after: Option<&str>, limit: usize, now: Instant) -> Page {
+        let lower = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let mut live = self
+            .entries
+            .range::<str, _>((lower, Bound::Unbounded))
+            .filter(|(_, entry)| !entry.lease.expired(now));
+        let mut peers = Vec::with_capacity(limit.min(self.entries.len()));
+        let mut last_key = None;
+        for (key, entry) in live.by_ref().take(limit) {
+            peers.push(entry.listing.clone());
+            last_key = Some(key);
+        }
+        // Peek one further so that the last page says it is the last.
+        let next = match live.next() {
+            Some(_) => last_key.cloned(),
+            None => None,
+        };
+        Page { peers, next }
+    }
+
+    /// Drops every expired registration, so that peers that died without
+    /// unregistering do not hold memory. Returns how many went.
+    pub(crate) fn reap(&mut self, now: Instant) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, entry| !entry.lease.expired(now));
+        before - self.entries.len()
+    }
+
+    /// Registrations held, live or not yet reaped.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Compares secrets without leaking, through timing, how long a prefix
+/// matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(15);
+    const OWNER_A: &[u8] = b"owner-token-aaaaaaaa";
+    const OWNER_B: &[u8] = b"owner-token-bbbbbbbb";
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    fn claim(n: &str, owner: &[u8], lease: &str, address: &str) -> Claim {
+        Claim {
+            name: name(n),
+            address: address.to_owned(),
+            presence: Presence::Available,
+            owner_token: owner.to_vec(),
+            lease_token: lease.to_owned(),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_case_insensitively() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("Bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let err = reg.register(claim("bOB", OWNER_B, "l2", "10.0.0.2:2"), t0).unwrap_err();
+        assert_eq!(err, RegistryError::Taken { name: "bOB".into() });
+        assert!(err.to_string().contains("taken"));
+        let bob = reg.lookup(&name("BOB"), t0).unwrap();
+        assert_eq!(bob.name, "Bob", "listed with the case it registered with");
+        assert_eq!(bob.address, "10.0.0.1:1");
+    }
+
+    #[test]
+    fn same_owner_token_takes_over_a_live_name() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("bob", OWNER_A, "old", "10.0.0.1:1"), t0).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        reg.register(claim("Bob", OWNER_A, "new", "10.0.0.9:9"), t1).unwrap();
+        let bob = reg.lookup(&name("bob"), t1).unwrap();
+        assert_eq!((bob.name.as_str(), bob.address.as_str()), ("Bob", "10.0.0.9:9"));
+        // The crashed daemon's lease is dead; the new one lives.
+        assert!(matches!(
+            reg.heartbeat(&name("bob"), "old", Presence::Available, t1),
+            Err(RegistryError::UnknownLease { .. })
+        ));
+        reg.heartbeat(&name("bob"), "new", Presence::Available, t1).unwrap();
+        assert_eq!(reg.len(), 1);
+    }
+
+    #[test]
+    fn expired_registration_frees_the_name_exactly_at_ttl() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let just_before = t0 + TTL - Duration::from_millis(1);
+        assert!(reg.lookup(&name("bob"), just_before).is_ok());
+        assert_eq!(reg.list(None, 10, just_before).peers.len(), 1);
+        assert!(reg.register(claim("bob", OWNER_B, "l2", "x:1"), just_before).is_err());
+
+        let at_ttl = t0 + TTL;
+        let err = reg.lookup(&name("bob"), at_ttl).unwrap_err();
+        assert!(err.to_string().contains("not online"));
+        assert!(reg.list(None, 10, at_ttl).peers.is_empty());
+        assert!(matches!(
+            reg.heartbeat(&name("bob"), "l1", Presence::Available, at_ttl),
+            Err(RegistryError::UnknownLease { .. })
+        ));
+        reg.register(claim("bob", OWNER_B, "l2", "10.0.0.2:2"), at_ttl).unwrap();
+        assert_eq!(reg.lookup(&name("bob"), at_ttl).unwrap().address, "10.0.0.2:2");
+    }
+
+    #[test]
+    fn heartbeat_renews_the_lease() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let mut now = t0;
+        for _ in 0..5 {
+            now += Duration::from_secs(10);
+            reg.heartbeat(&name("BOB"), "l1", Presence::Available, now).unwrap();
+        }
+        assert!(now > t0 + TTL);
+        assert!(reg.lookup(&name("bob"), now + TTL - Duration::from_millis(1)).is_ok());
+        assert!(reg.lookup(&name("bob"), now + TTL).is_err());
+    }
+
+    #[test]
+    fn heartbeat_with_a_wrong_lease_or_unknown_name_is_refused() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let err = reg.heartbeat(&name("bob"), "nope", Presence::Busy, t0).unwrap_err();
+        assert!(err.to_string().contains("register again"));
+        assert!(reg.heartbeat(&name("alice"), "l1", Presence::Busy, t0).is_err());
+        assert_eq!(reg.lookup(&name("bob"), t0).unwrap().presence, Presence::Available);
+    }
+
+    #[test]
+    fn heartbeat_changes_status() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        reg.heartbeat(&name("bob"), "l1", Presence::Busy, t0).unwrap();
+        assert_eq!(reg.lookup(&name("bob"), t0).unwrap().presence, Presence::Busy);
+        assert_eq!(reg.list(None, 10, t0).peers[0].presence, Presence::Busy);
+        reg.heartbeat(&name("bob"), "l1", Presence::Available, t0).unwrap();
+        assert_eq!(reg.lookup(&name("bob"), t0).unwrap().presence, Presence::Available);
+    }
+
+    #[test]
+    fn unregister_needs_the_lease_and_is_idempotent() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        assert_eq!(
+            reg.unregister(&name("bob"), "other", t0),
+            Err(RegistryError::WrongLease { name: "bob".into() })
+        );
+        assert!(reg.lookup(&name("bob"), t0).is_ok());
+        reg.unregister(&name("Bob"), "l1", t0).unwrap();
+        assert!(reg.lookup(&name("bob"), t0).is_err());
+        reg.unregister(&name("bob"), "l1", t0).unwrap();
+        // The name is free at once for anyone.
+        reg.register(claim("bob", OWNER_B, "l2", "10.0.0.2:2"), t0).unwrap();
+    }
+
+    #[test]
+    fn pagination_returns_every_peer_once_in_order() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        let total = 2_500;
+        // Insert in an order unrelated to the sort order, in mixed case.
+        for i in (0..total).rev() {
+            let n = if i % 2 == 0 { format!("Peer{i:05}") } else { format!("peer{i:05}") };
+            reg.register(claim(&n, OWNER_A, &format!("l{i}"), "10.0.0.1:1"), t0).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = reg.list(token.as_deref(), 1000, t0);
+            pages += 1;
+            assert!(page.peers.len() <= 1000);
+            seen.extend(page.peers.into_iter().map(|p| p.name.to_ascii_lowercase()));
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        let expected: Vec<String> = (0..total).map(|i| format!("peer{i:05}")).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn a_page_deep_in_100k_peers_starts_right_after_its_token() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        for i in 0..100_000 {
+            let n = format!("p{i:06}");
+            reg.register(claim(&n, OWNER_A, &n, "10.0.0.1:1"), t0).unwrap();
+        }
+        let page = reg.list(Some("p099000"), 1000, t0);
+        assert_eq!(page.peers.len(), 999);
+        assert_eq!(page.peers[0].name, "p099001");
+        assert_eq!(page.next, None);
+        assert_eq!(reg.reap(t0 + TTL), 100_000);
+    }
+
+    #[test]
+    fn an_exactly_full_last_page_says_it_is_the_last() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        for n in ["a", "b", "c", "d"] {
+            reg.register(claim(n, OWNER_A, n, "10.0.0.1:1"), t0).unwrap();
+        }
+        let first = reg.list(None, 2, t0);
+        assert_eq!(first.next.as_deref(), Some("b"));
+        let second = reg.list(Some("b"), 2, t0);
+        assert_eq!(second.peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["c", "d"]);
+        assert_eq!(second.next, None);
+    }
+
+    #[test]
+    fn listing_skips_expired_peers() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("a", OWNER_A, "a", "10.0.0.1:1"), t0).unwrap();
+        reg.register(claim("b", OWNER_A, "b", "10.0.0.1:1"), t0 + Duration::from_secs(5)).unwrap();
+        reg.register(claim("c", OWNER_A, "c", "10.0.0.1:1"), t0).unwrap();
+        let later = t0 + TTL;
+        let page = reg.list(None, 1, later);
+        assert_eq!(page.peers[0].name, "b");
+        assert_eq!(page.next, None, "the expired c does not make another page");
+    }
+
+    #[test]
+    fn reaping_drops_only_expired_entries() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL);
+        reg.register(claim("old", OWNER_A, "1", "10.0.0.1:1"), t0).unwrap();
+        reg.register(claim("new", OWNER_A, "2", "10.0.0.1:1"), t0 + Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(reg.reap(t0 + TTL - Duration::from_millis(1)), 0);
+        assert_eq!(reg.reap(t0 + TTL), 1);
+        assert_eq!(reg.len(), 1);
+        assert!(reg.lookup(&name("new"), t0 + TTL).is_ok());
+    }
+
+    #[test]
+    fn secrets_compare_by_content_and_length() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
