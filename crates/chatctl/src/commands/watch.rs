@@ -18,6 +18,10 @@ pub(crate) async fn run(socket: &Path, json: bool) -> Result<(), Error> {
     let mut client = client::connect(socket).await?;
     let request = pb::WatchRequest { display: true };
     let mut events = client::call("start watching", ANSWER_TIMEOUT, client.watch(request)).await?;
+    // The daemon answers Watch only once this client is subscribed, so from
+    // here on no event is missed: say so (on stderr, which scripts and the
+    // tests use as the readiness line).
+    output::note(&format!("watching peerd at {} (Ctrl-C to stop)", socket.display()));
     let marker = Marker::spawn(client);
     let result = tokio::select! {
         result = show_all(&mut events, json, &marker) => result,

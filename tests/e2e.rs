@@ -1,0 +1,887 @@
+//! Black-box end-to-end tests of peerchat: the real `directoryd`, `peerd`
+//! and `chatctl` binaries, driven as a user and a script would, against the
+//! contract in SPEC.md. Each test owns its directory (on 127.0.0.1:0), its
+//! peers, temp dirs and processes, so the tests run in parallel.
+//!
+//! Events are awaited through `chatctl --json watch` (never a sleep); state
+//! that can only be polled (the directory's list, a daemon's status) is
+//! awaited with `eventually`, with a deadline.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use support::daemons::{assert_exit, chatctl, error_line, parse_peerd_ready, peerd_start_detached};
+use support::watch::ev;
+use support::{Directory, EVENT_TIMEOUT, Peer, eventually, pid_is_gone, short_tempdir};
+
+/// The directory's default lease: long enough that no test sees a live
+/// registration expire.
+const TTL: u32 = 15;
+
+// ---------------------------------------------------------------- helpers
+
+fn entry<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|p| p["name"] == name)
+}
+
+fn names(list: &[Value]) -> HashSet<String> {
+    list.iter().map(|p| p["name"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// `from` connects to `to`; asserts the SPEC's `{"peer": NAME}`.
+fn connect(from: &Peer, to: &Peer) {
+    let out = from.ctl_json(&["connect", to.name()]);
+    assert_eq!(out["peer"], to.name(), "connect printed {out}");
+}
+
+/// `chatctl --json send TEXT...`, returning `(id, state)`.
+fn send(from: &Peer, words: &[&str]) -> (String, String) {
+    let mut args = vec!["send"];
+    args.extend_from_slice(words);
+    let out = from.ctl_json(&args);
+    let id = out["id"].as_str().unwrap_or_else(|| panic!("send printed no id: {out}")).to_owned();
+    assert!(!id.is_empty(), "send printed an empty id: {out}");
+    let state = out["state"].as_str().unwrap_or_default().to_owned();
+    (id, state)
+}
+
+/// `chatctl --json history NAME --limit N` as an array.
+fn history(of: &Peer, peer: &str, limit: u32) -> Vec<Value> {
+    match of.ctl_json(&["history", peer, "--limit", &limit.to_string()]) {
+        Value::Array(entries) => entries,
+        other => panic!("history printed {other}, not an array"),
+    }
+}
+
+fn assert_contains(line: &str, words: &str) {
+    assert!(line.contains(words), "expected the error line to contain {words:?}: {line}");
+}
+
+/// RFC 3339, e.g. `2025-01-02T03:04:05.678Z` or `...+01:00`.
+fn assert_rfc3339(at: &Value) {
+    let s = at.as_str().unwrap_or_else(|| panic!("`at` is not a string: {at}"));
+    let b = s.as_bytes();
+    let ok = b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b't')
+        && b[13] == b':'
+        && b[16] == b':'
+        && (s.ends_with('Z')
+            || s.ends_with('z')
+            || b[b.len() - 6] == b'+'
+            || b[b.len() - 6] == b'-');
+    assert!(ok, "`at` is not RFC 3339: {s}");
+}
+
+/// Writes `bytes` to a fresh connection and reads until the other side
+/// closes or 2 s pass; errors (reset, broken pipe) are expected.
+fn throw_garbage<S: Read + Write>(mut stream: S, bytes: &[u8]) {
+    let _ = stream.write_all(bytes);
+    let _ = stream.flush();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    stream
+}
+
+/// Pseudo-random bytes (xorshift), different on every run.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut x = Instant::now().elapsed().as_nanos() as u64
+        ^ u64::from(std::process::id()).rotate_left(32)
+        ^ 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The kinds of garbage SPEC §4 says must not hurt a server.
+fn garbage_payloads() -> Vec<(&'static str, Vec<u8>)> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut bad_frames = PREFACE.to_vec();
+    // An empty SETTINGS frame, then HEADERS on stream 1 with junk HPACK.
+    bad_frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let junk = random_bytes(64);
+    bad_frames.extend_from_slice(&[0, 0, 64, 1, 0x4, 0, 0, 0, 1]);
+    bad_frames.extend_from_slice(&junk);
+    let mut huge_frame = PREFACE.to_vec();
+    // A frame header announcing 16 MiB of SETTINGS.
+    huge_frame.extend_from_slice(&[0xff, 0xff, 0xff, 4, 0, 0, 0, 0, 0]);
+    huge_frame.extend_from_slice(&random_bytes(1024));
+    vec![
+        ("random bytes", random_bytes(64 * 1024)),
+        (
+            "an HTTP/1.1 request",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n".to_vec(),
+        ),
+        ("a broken HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n".to_vec()),
+        ("HTTP/2 frames with junk headers", bad_frames),
+        ("an oversize HTTP/2 frame", huge_frame),
+    ]
+}
+
+// ------------------------------------------------------------ the tests
+
+#[test]
+fn list_shows_everyone_with_status_address_and_you() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let carol = Peer::start(&dir, "carol");
+
+    for me in [&alice, &bob, &carol] {
+        let list = me.list();
+        assert_eq!(
+            names(&list),
+            HashSet::from(["alice".into(), "bob".into(), "carol".into()]),
+            "list from {}: {list:?}",
+            me.name()
+        );
+        for peer in [&alice, &bob, &carol] {
+            let e = entry(&list, peer.name()).unwrap();
+            assert_eq!(e["address"], peer.addr().to_string(), "{e}");
+            assert_eq!(e["status"], "available", "{e}");
+            assert_eq!(e["you"], peer.name() == me.name(), "{e}");
+        }
+    }
+
+    let status = alice.status();
+    assert_eq!(status["name"], "alice", "{status}");
+    assert_eq!(status["listen"], alice.addr().to_string(), "{status}");
+    assert_eq!(status["advertise"], alice.addr().to_string(), "{status}");
+    assert_eq!(status["directory"], dir.url(), "{status}");
+    assert_eq!(status["directory_state"], "registered", "{status}");
+    assert!(status["peer"].is_null(), "{status}");
+
+    // A conversation makes both busy, pushed to the directory at once.
+    connect(&alice, &bob);
+    eventually("alice and bob listed busy", Duration::from_secs(5), || {
+        let list = carol.list();
+        let busy = |n| entry(&list, n).is_some_and(|e| e["status"] == "busy");
+        let carol_free = entry(&list, "carol").is_some_and(|e| e["status"] == "available");
+        if busy("alice") && busy("bob") && carol_free { Ok(()) } else { Err(format!("{list:?}")) }
+    });
+    assert_eq!(alice.status()["peer"], "bob");
+    assert_eq!(bob.status()["peer"], "alice");
+}
+
+#[test]
+fn connect_send_delivered_then_displayed_both_ways() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wa = alice.watch();
+    let mut wb = bob.watch();
+
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+    wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+
+    // TEXT words are joined with single spaces.
+    let (id, state) = send(&alice, &["hello", "there,", "bob"]);
+    assert!(state == "delivered" || state == "displayed", "send reported {state}");
+    let msg =
+        wb.wait_for("alice's message", EVENT_TIMEOUT, ev::message("alice", "hello there, bob"));
+    assert_eq!(msg["id"], id.as_str(), "{msg}");
+    assert_rfc3339(&msg["at"]);
+    wa.wait_for("delivered", EVENT_TIMEOUT, ev::receipt(&id, "delivered"));
+    wa.wait_for("displayed", EVENT_TIMEOUT, ev::receipt(&id, "displayed"));
+    let order: Vec<&str> = wa
+        .seen()
+        .iter()
+        .filter(|e| e["event"] == "receipt" && e["id"] == id.as_str())
+        .map(|e| e["state"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(order, ["delivered", "displayed"], "receipts for {id}");
+
+    // And the other way, on the same stream.
+    let (id2, _) = send(&bob, &["hi alice"]);
+    assert_ne!(id, id2, "message ids must be unique");
+    let msg = wa.wait_for("bob's message", EVENT_TIMEOUT, ev::message("bob", "hi alice"));
+    assert_eq!(msg["id"], id2.as_str());
+    wb.wait_for("delivered", EVENT_TIMEOUT, ev::receipt(&id2, "delivered"));
+    wb.wait_for("displayed", EVENT_TIMEOUT, ev::receipt(&id2, "displayed"));
+
+    // --wait displayed returns once the watch has shown it.
+    let (_, state) = send(&alice, &["shown?", "--wait", "displayed"]);
+    assert_eq!(state, "displayed");
+    // --wait none returns at once, state sent (or better).
+    let (id3, state) = send(&alice, &["fire and forget", "--wait", "none"]);
+    assert!(
+        ["sent", "delivered", "displayed"].contains(&state.as_str()),
+        "send --wait none reported {state}"
+    );
+    wa.wait_for("delivered", EVENT_TIMEOUT, ev::receipt(&id3, "delivered"));
+}
+
+#[test]
+fn message_without_display_client_is_shown_to_the_next_watch_then_displayed() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wa = alice.watch();
+
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+
+    // Nobody shows bob his messages: delivered, never displayed.
+    let (id1, state) = send(&alice, &["while you were away"]);
+    assert_eq!(state, "delivered");
+    wa.wait_for("delivered", EVENT_TIMEOUT, ev::receipt(&id1, "delivered"));
+    let line = alice.ctl_err(&["send", "second one", "--wait", "displayed", "--timeout", "1"]);
+    assert_contains(&line, "timed out");
+
+    let entries = history(&alice, "bob", 50);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for e in &entries {
+        assert_eq!(e["direction"], "out", "{e}");
+        assert_eq!(e["state"], "delivered", "{e}");
+    }
+    assert!(
+        !wa.seen().iter().any(|e| e["event"] == "receipt" && e["state"] == "displayed"),
+        "a message was reported displayed with no display client: {:?}",
+        wa.seen()
+    );
+    let id2 = entries[1]["id"].as_str().unwrap().to_owned();
+
+    // The next watch shows them, oldest first, and only then are they displayed.
+    let mut wb = bob.watch();
+    let first = wb.wait_for("a message", EVENT_TIMEOUT, |e| e["event"] == "message");
+    assert_eq!(first["text"], "while you were away", "{first}");
+    assert_eq!(first["id"], id1.as_str());
+    let second = wb.wait_for("a message", EVENT_TIMEOUT, |e| e["event"] == "message");
+    assert_eq!(second["text"], "second one", "{second}");
+    wa.wait_for("displayed", EVENT_TIMEOUT, ev::receipt(&id1, "displayed"));
+    wa.wait_for("displayed", EVENT_TIMEOUT, ev::receipt(&id2, "displayed"));
+    eventually("history shows displayed", Duration::from_secs(5), || {
+        let entries = history(&alice, "bob", 50);
+        if entries.iter().all(|e| e["state"] == "displayed") {
+            Ok(())
+        } else {
+            Err(format!("{entries:?}"))
+        }
+    });
+
+    // A second watch attaching later is not shown them again.
+    wb.stop();
+    let mut wb2 = bob.watch();
+    let (id3, _) = send(&alice, &["third"]);
+    let next = wb2.wait_for("a message", EVENT_TIMEOUT, |e| e["event"] == "message");
+    assert_eq!(next["id"], id3.as_str(), "shown again: {next}");
+}
+
+#[test]
+fn full_duplex_thousand_messages_each_way_in_order_exactly_once() {
+    const N: usize = 1000;
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wa = alice.watch();
+    let mut wb = bob.watch();
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+    wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+
+    let lines = |who: &str| -> Vec<String> { (0..N).map(|i| format!("{who} {i:04}")).collect() };
+    let input = |who: &str| -> Vec<u8> {
+        lines(who).iter().flat_map(|l| format!("{l}\n").into_bytes()).collect()
+    };
+
+    let started = Instant::now();
+    let (out_a, out_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| alice.ctl_with_input(&["chat"], input("alice")));
+        let b = s.spawn(|| bob.ctl_with_input(&["chat"], input("bob")));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_exit(&out_a, 0, "alice's chatctl chat");
+    assert_exit(&out_b, 0, "bob's chatctl chat");
+
+    let from_alice = wb.collect("message from alice", N, Duration::from_secs(90), |e| {
+        e["event"] == "message" && e["from"] == "alice"
+    });
+    let from_bob = wa.collect("message from bob", N, Duration::from_secs(90), |e| {
+        e["event"] == "message" && e["from"] == "bob"
+    });
+    eprintln!("{} messages each way in {:?}", N, started.elapsed());
+    let texts = |events: &[Value]| -> Vec<String> {
+        events.iter().map(|e| e["text"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    assert_eq!(texts(&from_alice), lines("alice"), "bob's view of alice's messages");
+    assert_eq!(texts(&from_bob), lines("bob"), "alice's view of bob's messages");
+
+    // Each side stored each message once, in order, and got every receipt.
+    for (me, other) in [(&alice, &bob), (&bob, &alice)] {
+        let entries = eventually("every message acknowledged", Duration::from_secs(30), || {
+            let entries = history(me, other.name(), 10_000);
+            let unacked = entries
+                .iter()
+                .filter(|e| e["direction"] == "out")
+                .filter(|e| e["state"] != "delivered" && e["state"] != "displayed")
+                .count();
+            if unacked == 0 {
+                Ok(entries)
+            } else {
+                Err(format!("{unacked} of {}'s messages not delivered", me.name()))
+            }
+        });
+        let of = |dir: &str| -> Vec<String> {
+            entries
+                .iter()
+                .filter(|e| e["direction"] == dir)
+                .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert_eq!(of("out"), lines(me.name()), "{}'s sent history", me.name());
+        assert_eq!(of("in"), lines(other.name()), "{}'s received history", me.name());
+        let ids: HashSet<&str> = entries.iter().filter_map(|e| e["id"].as_str()).collect();
+        assert_eq!(ids.len(), 2 * N, "message ids are not unique");
+    }
+    let dup = |w: &mut support::Watch, from: &str| {
+        w.seen().iter().filter(|e| e["event"] == "message" && e["from"] == from).count()
+    };
+    assert_eq!(dup(&mut wb, "alice"), N, "bob's watch saw duplicates");
+    assert_eq!(dup(&mut wa, "bob"), N, "alice's watch saw duplicates");
+}
+
+#[test]
+fn connect_errors_busy_already_connected_yourself_not_online_invalid_name() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let carol = Peer::start(&dir, "carol");
+    connect(&alice, &bob);
+
+    assert_contains(&carol.ctl_err(&["connect", "alice"]), "busy");
+    assert_contains(&carol.ctl_err(&["connect", "bob"]), "busy");
+    assert_contains(&alice.ctl_err(&["connect", "carol"]), "already connected");
+    assert_contains(&carol.ctl_err(&["connect", "carol"]), "yourself");
+    // Names compare case-insensitively.
+    assert_contains(&carol.ctl_err(&["connect", "CaRoL"]), "yourself");
+    assert_contains(&carol.ctl_err(&["connect", "dave"]), "not online");
+    assert_contains(&carol.ctl_err(&["connect", "bad name"]), "invalid name");
+
+    // None of that disturbed the conversation, or carol.
+    let (_, state) = send(&alice, &["still here"]);
+    assert_eq!(state, "delivered");
+    assert_eq!(bob.status()["peer"], "alice");
+    assert!(carol.status()["peer"].is_null());
+}
+
+#[test]
+fn send_and_disconnect_without_conversation_are_not_connected() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    assert_contains(&alice.ctl_err(&["send", "anyone?"]), "not connected");
+    assert_contains(&alice.ctl_err(&["disconnect"]), "not connected");
+
+    connect(&alice, &bob);
+    alice.ctl_ok(&["disconnect"]);
+    assert_contains(&alice.ctl_err(&["send", "gone?"]), "not connected");
+    assert_contains(&alice.ctl_err(&["disconnect"]), "not connected");
+}
+
+#[test]
+fn invalid_names_are_refused() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    assert_contains(&alice.ctl_err(&["connect", "bad name"]), "invalid name");
+    assert_contains(&alice.ctl_err(&["connect", "--", "-x"]), "invalid name");
+
+    let home = short_tempdir();
+    let too_long = format!("--name={}", "a".repeat(33));
+    for name_arg in ["--name=-x", "--name=bad name", "--name=", too_long.as_str()] {
+        let (out, _guard) = peerd_start_detached(&dir.url(), name_arg, home.path());
+        assert!(
+            !out.status.success(),
+            "peerd start {name_arg} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("error:"), "peerd start {name_arg}: {stderr}");
+        assert!(stderr.contains("invalid name"), "peerd start {name_arg}: {stderr}");
+    }
+    assert_eq!(names(&alice.list()), HashSet::from(["alice".into()]));
+}
+
+#[test]
+fn text_limits_too_long_and_empty() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wb = bob.watch();
+    connect(&alice, &bob);
+
+    let line = alice.ctl_err(&["send", &"x".repeat(65_537)]);
+    assert_contains(&line, "too long");
+    assert!(
+        line.contains("65536") || line.contains("65,536"),
+        "the too-long error does not name the limit: {line}"
+    );
+    // Bytes, not characters: 16,385 four-byte characters are too long.
+    assert_contains(&alice.ctl_err(&["send", &"🦀".repeat(16_385)]), "too long");
+    assert_contains(&alice.ctl_err(&["send", ""]), "empty");
+
+    let max = "y".repeat(65_536);
+    let (id, state) = send(&alice, &[&max]);
+    assert_eq!(state, "delivered");
+    let msg = wb.wait_for("the largest message", EVENT_TIMEOUT, |e| {
+        e["event"] == "message" && e["id"] == id.as_str()
+    });
+    assert_eq!(msg["text"].as_str().map(str::len), Some(65_536));
+    let crabs = "🦀".repeat(16_384);
+    let (id, _) = send(&alice, &[&crabs]);
+    let msg = wb.wait_for("crabs", EVENT_TIMEOUT, |e| e["id"] == id.as_str());
+    assert_eq!(msg["text"], crabs.as_str());
+}
+
+#[test]
+fn disconnect_frees_both_sides_who_may_then_talk_to_others() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let carol = Peer::start(&dir, "carol");
+    let mut wa = alice.watch();
+    let mut wb = bob.watch();
+    let mut wc = carol.watch();
+
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+    wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+
+    alice.ctl_ok(&["disconnect"]);
+    wa.wait_for("disconnected bob", EVENT_TIMEOUT, ev::disconnected("bob"));
+    let e = wb.wait_for("disconnected alice", EVENT_TIMEOUT, ev::disconnected("alice"));
+    assert!(e["reason"].is_string(), "no reason: {e}");
+    assert!(alice.status()["peer"].is_null());
+    assert!(bob.status()["peer"].is_null());
+    eventually("both available again", Duration::from_secs(5), || {
+        let list = carol.list();
+        let free = |n| entry(&list, n).is_some_and(|e| e["status"] == "available");
+        if free("alice") && free("bob") { Ok(()) } else { Err(format!("{list:?}")) }
+    });
+
+    connect(&alice, &carol);
+    wa.wait_for("connected carol", EVENT_TIMEOUT, ev::connected("carol"));
+    wc.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+    // Bob may start a conversation of his own, dialing this time.
+    let dave = Peer::start(&dir, "dave");
+    connect(&bob, &dave);
+    wb.wait_for("connected dave", EVENT_TIMEOUT, ev::connected("dave"));
+}
+
+#[test]
+fn killed_peer_is_reported_disconnected_within_five_seconds() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let mut bob = Peer::start(&dir, "bob");
+    let mut wa = alice.watch();
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+
+    let killed = Instant::now();
+    bob.kill9();
+    let e = wa.wait_for("disconnected bob", Duration::from_secs(10), ev::disconnected("bob"));
+    let took = killed.elapsed();
+    eprintln!("kill -9 detected in {took:?}");
+    assert!(took <= Duration::from_secs(5), "detected after {took:?}");
+    assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "no reason: {e}");
+    assert!(alice.status()["peer"].is_null());
+    assert_contains(&alice.ctl_err(&["send", "hello?"]), "not connected");
+}
+
+#[test]
+fn dead_peer_leaves_the_list_within_ttl() {
+    let dir = Directory::start(3);
+    let alice = Peer::start(&dir, "alice");
+    let mut bob = Peer::start(&dir, "bob");
+    assert!(entry(&alice.list(), "bob").is_some());
+
+    let killed = Instant::now();
+    bob.kill9();
+    let limit = Duration::from_secs(u64::from(dir.ttl()) + 1);
+    let gone_at = eventually("bob gone from the list", limit * 2, || {
+        let asked = killed.elapsed();
+        let list = alice.list();
+        if entry(&list, "bob").is_none() { Ok(asked) } else { Err(format!("{list:?}")) }
+    });
+    eprintln!("bob left the list {gone_at:?} after kill -9");
+    assert!(gone_at <= limit, "bob still listed {gone_at:?} after he died");
+}
+
+#[test]
+fn directory_outage_does_not_stop_the_conversation() {
+    let mut dir = Directory::start(3);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wa = alice.watch();
+    let mut wb = bob.watch();
+    connect(&alice, &bob);
+    wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+
+    dir.kill9();
+    let (id, state) = send(&alice, &["is the directory gone?"]);
+    assert_eq!(state, "delivered");
+    let m = wb.wait_for("message", EVENT_TIMEOUT, ev::message("alice", "is the directory gone?"));
+    assert_eq!(m["id"], id.as_str());
+    let (_, state) = send(&bob, &["we", "do", "not", "need", "it"]);
+    assert_eq!(state, "delivered");
+    wa.wait_for("message", EVENT_TIMEOUT, ev::message("bob", "we do not need it"));
+
+    eventually("alice sees the directory unreachable", Duration::from_secs(15), || {
+        let status = alice.status();
+        if status["directory_state"] == "unreachable" { Ok(()) } else { Err(status.to_string()) }
+    });
+    assert_eq!(alice.status()["peer"], "bob");
+
+    dir.restart_on_same_port();
+    eventually("both registered again", Duration::from_secs(20), || {
+        let out = alice.ctl(&["--json", "list"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let busy = |n| entry(&list, n).is_some_and(|e| e["status"] == "busy");
+        if busy("alice") && busy("bob") { Ok(()) } else { Err(format!("{list:?}")) }
+    });
+    eventually("alice registered", Duration::from_secs(10), || {
+        let status = alice.status();
+        if status["directory_state"] == "registered" { Ok(()) } else { Err(status.to_string()) }
+    });
+    let (_, state) = send(&alice, &["welcome back, directory"]);
+    assert_eq!(state, "delivered");
+}
+
+#[test]
+fn second_peer_with_a_live_name_is_taken() {
+    let dir = Directory::start(TTL);
+    let mut alice = Peer::start(&dir, "alice");
+    let home = short_tempdir();
+    for name_arg in ["--name=alice", "--name=ALICE"] {
+        let (out, _guard) = peerd_start_detached(&dir.url(), name_arg, home.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a second {name_arg} started: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.contains("error:"), "{stderr}");
+        assert!(stderr.contains("taken"), "{name_arg}: {stderr}");
+    }
+    alice.assert_running();
+    let list = alice.list();
+    assert_eq!(names(&list), HashSet::from(["alice".into()]));
+    assert_eq!(entry(&list, "alice").unwrap()["address"], alice.addr().to_string());
+}
+
+#[test]
+fn peerd_stop_says_goodbye_unregisters_at_once_and_removes_the_socket() {
+    let dir = Directory::start(TTL);
+    let mut alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wb = bob.watch();
+    connect(&alice, &bob);
+    wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+
+    let out = alice.peerd_stop();
+    assert_exit(&out, 0, "peerd stop");
+    assert!(!alice.socket().exists(), "the socket file is still there");
+    let list = bob.list();
+    assert!(entry(&list, "alice").is_none(), "alice still listed: {list:?}");
+    let status = alice.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "peerd exited with {status}");
+
+    wb.wait_for("disconnected alice", EVENT_TIMEOUT, ev::disconnected("alice"));
+    assert!(bob.status()["peer"].is_null());
+    let out = alice.ctl(&["status"]);
+    assert_exit(&out, 1, "chatctl status after peerd stop");
+    assert_contains(&error_line(&out), "not running");
+}
+
+#[test]
+fn sigterm_in_a_conversation_is_a_clean_goodbye() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let mut bob = Peer::start(&dir, "bob");
+    let mut wa = alice.watch();
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+
+    bob.terminate(); // asserts exit 0
+    assert!(pid_is_gone(bob.pid()));
+    wa.wait_for("disconnected bob", EVENT_TIMEOUT, ev::disconnected("bob"));
+    assert!(!bob.socket().exists(), "bob's socket file is still there");
+    let list = alice.list();
+    assert!(entry(&list, "bob").is_none(), "bob still listed: {list:?}");
+    assert!(alice.status()["peer"].is_null());
+}
+
+#[test]
+fn detached_start_then_status_then_stop() {
+    let dir = Directory::start(TTL);
+    let home = short_tempdir();
+    let (out, guard) = peerd_start_detached(&dir.url(), "--name=dora", home.path());
+    assert_exit(&out, 0, "peerd start (detached)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "the launcher printed more than its line: {stdout}");
+    let (name, addr, pid) = parse_peerd_ready(lines[0]);
+    assert_eq!(name, "dora");
+    let guard = guard.unwrap();
+    assert_eq!(guard.pid, pid);
+    assert!(!pid_is_gone(pid), "the daemon is not running");
+
+    let socket = home.path().join("x.sock");
+    let status_out =
+        support::proc::run(&mut chatctl(&socket, &["--json", "status"]), Duration::from_secs(30));
+    assert_exit(&status_out, 0, "chatctl status");
+    let status: Value = serde_json::from_slice(&status_out.stdout).unwrap();
+    assert_eq!(status["name"], "dora", "{status}");
+    assert_eq!(status["listen"], addr.to_string(), "{status}");
+    assert_eq!(status["directory_state"], "registered", "{status}");
+
+    // The socket is private to its user (SPEC: dir 0700, socket 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+
+    let mut stop = support::proc::command(&support::bins::bin("peerd"));
+    stop.arg("stop").arg("--socket").arg(&socket);
+    support::daemons::isolate_dirs(&mut stop, home.path());
+    let out = support::proc::run(&mut stop, Duration::from_secs(30));
+    assert_exit(&out, 0, "peerd stop");
+    assert!(!socket.exists(), "the socket file is still there");
+    eventually("the daemon's pid gone", Duration::from_secs(5), || {
+        if pid_is_gone(pid) { Ok(()) } else { Err(format!("pid {pid} alive")) }
+    });
+    drop(guard);
+}
+
+#[test]
+fn chatctl_without_daemon_says_not_running_and_where() {
+    let home = short_tempdir();
+    let missing = home.path().join("none.sock");
+    for args in [&["status"][..], &["--json", "list"], &["send", "hi"]] {
+        let out = support::proc::run(&mut chatctl(&missing, args), Duration::from_secs(30));
+        assert_exit(&out, 1, &format!("chatctl {args:?} with no daemon"));
+        let line = error_line(&out);
+        assert!(
+            line.contains("not running") && line.contains(missing.to_str().unwrap()),
+            "chatctl {args:?} with no socket file: {line}"
+        );
+    }
+
+    // A stale socket file: nobody listens on it. Made with mknod rather
+    // than a dropped listener, whose fd a concurrent fork elsewhere in this
+    // test process could keep listening until that child execs.
+    let stale = home.path().join("stale.sock");
+    let c_path = std::ffi::CString::new(stale.to_str().unwrap()).unwrap();
+    // SAFETY: mknod on a NUL-terminated path we own.
+    let made = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFSOCK | 0o600, 0) };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    let out = support::proc::run(&mut chatctl(&stale, &["status"]), Duration::from_secs(30));
+    assert_exit(&out, 1, "chatctl status on a stale socket");
+    let line = error_line(&out);
+    assert!(line.contains("not running"), "chatctl status on a stale socket: {line}");
+}
+
+#[test]
+fn history_survives_kill9_and_restart_of_the_receiver() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let mut bob = Peer::start(&dir, "bob");
+    let mut wa = alice.watch();
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+
+    let texts = ["one", "two", "three"];
+    let mut ids = Vec::new();
+    for text in texts {
+        let (id, state) = send(&alice, &[text]);
+        assert_eq!(state, "delivered");
+        ids.push(id);
+    }
+    let (reply_id, state) = send(&bob, &["got them"]);
+    assert_eq!(state, "delivered");
+    // With no NAME: the current peer.
+    match bob.ctl_json(&["history"]) {
+        Value::Array(current) => assert_eq!(current.len(), 4, "{current:?}"),
+        other => panic!("history printed {other}"),
+    }
+
+    bob.kill9();
+    wa.wait_for("disconnected bob", Duration::from_secs(10), ev::disconnected("bob"));
+    // Same name, data dir and socket (the stale socket file is replaced);
+    // the registration is still live, and bob reclaims it at once.
+    bob.restart();
+
+    let entries = history(&bob, "alice", 50);
+    let incoming: Vec<&Value> = entries.iter().filter(|e| e["direction"] == "in").collect();
+    assert_eq!(incoming.len(), 3, "{entries:?}");
+    for ((e, text), id) in incoming.iter().zip(texts).zip(&ids) {
+        assert_eq!(e["text"], text, "{e}");
+        assert_eq!(e["id"], id.as_str(), "{e}");
+        assert_eq!(e["peer"], "alice", "{e}");
+        assert!(e["state"].is_string(), "{e}");
+        assert_rfc3339(&e["at"]);
+    }
+    let outgoing: Vec<&Value> = entries.iter().filter(|e| e["direction"] == "out").collect();
+    assert_eq!(outgoing.len(), 1, "{entries:?}");
+    assert_eq!(outgoing[0]["id"], reply_id.as_str());
+    // Alice's watch showed it, so it may be displayed by now.
+    assert!(
+        outgoing[0]["state"] == "delivered" || outgoing[0]["state"] == "displayed",
+        "{entries:?}"
+    );
+
+    // With no NAME after the conversation ended: the last peer.
+    match alice.ctl_json(&["history"]) {
+        Value::Array(last) => assert_eq!(last.len(), 4, "{last:?}"),
+        other => panic!("history printed {other}"),
+    }
+    let sent = history(&alice, "bob", 50);
+    let out: Vec<&Value> = sent.iter().filter(|e| e["direction"] == "out").collect();
+    assert_eq!(out.len(), 3, "{sent:?}");
+    assert!(out.iter().all(|e| e["state"] == "delivered"), "{sent:?}");
+
+    // Bob is back, at his new address, and can be talked to again.
+    let list = alice.list();
+    let e = entry(&list, "bob").unwrap();
+    assert_eq!(e["address"], bob.addr().to_string(), "{list:?}");
+    connect(&alice, &bob);
+    let (_, state) = send(&alice, &["welcome back"]);
+    assert_eq!(state, "delivered");
+}
+
+#[test]
+fn garbage_on_every_port_leaves_everyone_serving() {
+    let mut dir = Directory::start(TTL);
+    let mut alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+
+    // Connections that stay open (and idle) while the others are served.
+    let _idle_dir = TcpStream::connect(dir.addr()).unwrap();
+    let _idle_peer = TcpStream::connect(alice.addr()).unwrap();
+    let _idle_ctl = UnixStream::connect(alice.socket()).unwrap();
+
+    for (what, bytes) in garbage_payloads() {
+        eprintln!("throwing {what}");
+        throw_garbage(tcp(dir.addr()), &bytes);
+        throw_garbage(tcp(alice.addr()), &bytes);
+        let ctl = UnixStream::connect(alice.socket()).unwrap();
+        ctl.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        throw_garbage(ctl, &bytes);
+    }
+
+    dir.assert_running();
+    alice.assert_running();
+    let list = bob.list();
+    assert_eq!(names(&list), HashSet::from(["alice".into(), "bob".into()]), "{list:?}");
+    let mut wa = alice.watch();
+    connect(&bob, &alice);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+    let (_, state) = send(&bob, &["still", "standing"]);
+    assert_eq!(state, "delivered");
+    wa.wait_for("message", EVENT_TIMEOUT, ev::message("bob", "still standing"));
+    let (_, state) = send(&alice, &["yes"]);
+    assert_eq!(state, "delivered");
+}
+
+#[test]
+fn chat_with_piped_stdin_sends_each_line() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wb = bob.watch();
+
+    let out = alice.ctl_with_input(&["chat", "bob"], b"hello\n/quit\n".to_vec());
+    assert_exit(&out, 0, "chatctl chat bob");
+    wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+    wb.wait_for("hello", EVENT_TIMEOUT, ev::message("alice", "hello"));
+}
+
+#[test]
+fn directory_serves_grpc_health() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let mut dir = Directory::start(TTL);
+    let url = dir.url();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        health
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    });
+    assert_eq!(status, ServingStatus::Serving as i32);
+    dir.terminate(); // SIGTERM: a clean exit 0
+}
+
+#[test]
+fn help_exits_zero_and_usage_errors_exit_two() {
+    use support::bins::bin;
+    use support::proc::{command, run};
+    let t = Duration::from_secs(30);
+    let helps: &[(&str, &[&str])] = &[
+        ("directoryd", &["--help"]),
+        ("peerd", &["--help"]),
+        ("peerd", &["start", "--help"]),
+        ("peerd", &["stop", "--help"]),
+        ("chatctl", &["--help"]),
+        ("chatctl", &["list", "--help"]),
+        ("chatctl", &["connect", "--help"]),
+        ("chatctl", &["send", "--help"]),
+        ("chatctl", &["disconnect", "--help"]),
+        ("chatctl", &["status", "--help"]),
+        ("chatctl", &["watch", "--help"]),
+        ("chatctl", &["history", "--help"]),
+        ("chatctl", &["chat", "--help"]),
+    ];
+    for (name, args) in helps {
+        let out = run(command(&bin(name)).args(*args), t);
+        assert_exit(&out, 0, &format!("{name} {args:?}"));
+        assert!(!out.stdout.is_empty(), "{name} {args:?} printed no help");
+    }
+    let home = short_tempdir();
+    let socket = home.path().join("none.sock");
+    for args in [&["frobnicate"][..], &["send", "x", "--wait", "sometimes"]] {
+        let out = run(&mut chatctl(&socket, args), t);
+        assert_exit(&out, 2, &format!("chatctl {args:?}"));
+    }
+    let out = run(command(&bin("peerd")).arg("frobnicate"), t);
+    assert_exit(&out, 2, "peerd frobnicate");
+}
