@@ -514,6 +514,48 @@ fn killed_peer_is_reported_disconnected_within_five_seconds() {
     assert_contains(&alice.ctl_err(&["send", "hello?"]), "not connected");
 }
 
+/// A peer that vanishes without closing its connection (here: frozen with
+/// SIGSTOP, as a pulled cable or a suspended laptop looks from outside) is
+/// noticed by HTTP/2 keepalive within 5 s, by the dialer and by the callee.
+#[test]
+fn frozen_peer_is_detected_by_keepalive_within_five_seconds_on_both_ends() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let carol = Peer::start(&dir, "carol");
+    let mut wa = alice.watch();
+    let mut wc = carol.watch();
+
+    // bob is the callee: alice's client-side keepalive must notice.
+    connect(&alice, &bob);
+    wa.wait_for("connected bob", EVENT_TIMEOUT, ev::connected("bob"));
+    support::proc::signal(bob.pid(), libc::SIGSTOP);
+    let frozen = Instant::now();
+    let sent = alice.ctl_json(&["send", "--wait", "none", "are you there?"]);
+    let id = sent["id"].as_str().expect("id").to_owned();
+    let e = wa.wait_for("disconnected bob", Duration::from_secs(10), ev::disconnected("bob"));
+    let took = frozen.elapsed();
+    support::proc::signal(bob.pid(), libc::SIGCONT);
+    eprintln!("frozen callee detected in {took:?}: {e}");
+    assert!(took <= Duration::from_secs(5), "detected after {took:?}");
+    assert!(e["reason"].as_str().is_some_and(|r| r.contains("link lost")), "{e}");
+    let failed =
+        wa.wait_for("failed", EVENT_TIMEOUT, |e| e["event"] == "failed" && e["id"] == id.as_str());
+    assert!(failed["reason"].as_str().is_some_and(|r| !r.is_empty()), "{failed}");
+
+    // alice is the dialer: carol's server-side keepalive must notice.
+    connect(&alice, &carol);
+    wc.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+    support::proc::signal(alice.pid(), libc::SIGSTOP);
+    let frozen = Instant::now();
+    let e = wc.wait_for("disconnected alice", Duration::from_secs(10), ev::disconnected("alice"));
+    let took = frozen.elapsed();
+    support::proc::signal(alice.pid(), libc::SIGCONT);
+    eprintln!("frozen dialer detected in {took:?}: {e}");
+    assert!(took <= Duration::from_secs(5), "detected after {took:?}");
+    assert!(carol.status()["peer"].is_null());
+}
+
 #[test]
 fn dead_peer_leaves_the_list_within_ttl() {
     let dir = Directory::start(3);
@@ -738,6 +780,24 @@ fn history_survives_kill9_and_restart_of_the_receiver() {
     // Same name, data dir and socket (the stale socket file is replaced);
     // the registration is still live, and bob reclaims it at once.
     bob.restart();
+
+    // After the restart, with no NAME: the peer whose history changed last.
+    match bob.ctl_json(&["history"]) {
+        Value::Array(last) => assert_eq!(last.len(), 4, "{last:?}"),
+        other => panic!("history printed {other}"),
+    }
+    // Bob never had a display client: his first one after the restart is
+    // shown the three messages, oldest first, and they become displayed.
+    let mut wb = bob.watch();
+    let shown = wb.collect("unseen message", 3, EVENT_TIMEOUT, |e| e["event"] == "message");
+    let shown: Vec<&str> = shown.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(shown, texts);
+    eventually("unseen messages marked displayed", EVENT_TIMEOUT, || {
+        let h = history(&bob, "alice", 50);
+        let displayed = h.iter().filter(|e| e["direction"] == "in" && e["state"] == "displayed");
+        if displayed.count() == 3 { Ok(()) } else { Err(format!("{h:?}")) }
+    });
+    wb.stop();
 
     let entries = history(&bob, "alice", 50);
     let incoming: Vec<&Value> = entries.iter().filter(|e| e["direction"] == "in").collect();

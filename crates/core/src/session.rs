@@ -520,6 +520,12 @@ impl Session {
         }
     }
 
+    /// Queues a message stored in an earlier run but never shown, so that
+    /// the next display client shows it (oldest first: call in order).
+    pub fn restore_undisplayed(&mut self, from: Name, message: Message) {
+        self.queue_undisplayed(from, message);
+    }
+
     /// Received messages not yet shown, oldest first, for a display client
     /// that just attached.
     pub fn undisplayed(&self) -> impl Iterator<Item = (&Name, &Message)> {
@@ -636,8 +642,13 @@ impl Session {
             link,
             frame: Frame::Receipt { ids: vec![message.id.clone()], kind: ReceiptKind::Delivered },
         });
+        self.queue_undisplayed(from.clone(), message.clone());
+        self.push(Action::Emit(Event::Message { from, message }));
+    }
+
+    fn queue_undisplayed(&mut self, from: Name, message: Message) {
         self.undisplayed_bytes += message.text.len();
-        self.undisplayed.push_back(Undisplayed { from: from.clone(), message: message.clone() });
+        self.undisplayed.push_back(Undisplayed { from, message });
         while self.undisplayed_bytes > MAX_UNDISPLAYED_BYTES
             || self.undisplayed.len() > MAX_UNDISPLAYED_MESSAGES
         {
@@ -646,7 +657,6 @@ impl Session {
                 None => break,
             }
         }
-        self.push(Action::Emit(Event::Message { from, message }));
     }
 
     fn on_receipt(&mut self, ids: Vec<String>, kind: ReceiptKind) {

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::session::{
-    AcceptError, Action, Event, Frame, LinkDown, LinkId, MessageState, Phase, Presence,
+    AcceptError, Action, Event, Frame, LinkDown, LinkId, Message, MessageState, Phase, Presence,
     ReceiptKind, Session,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -153,13 +153,18 @@ impl Driver {
     pub(crate) fn new(
         me: Name,
         history: History,
+        unseen: Vec<(Name, Message)>,
         rx: mpsc::Receiver<Input>,
         tx: DriverTx,
         dialer: Dialer,
         presence: watch::Sender<Presence>,
     ) -> Driver {
+        let mut session = Session::new(me);
+        for (from, message) in unseen {
+            session.restore_undisplayed(from, message);
+        }
         Driver {
-            session: Session::new(me),
+            session,
             history,
             rx,
             tx,

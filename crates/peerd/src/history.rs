@@ -13,13 +13,11 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use peerchat_core::Name;
-#[cfg(test)]
-use peerchat_core::session::Message;
-use peerchat_core::session::{Direction, MessageState, Record};
+use peerchat_core::session::{Direction, Message, MessageState, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -180,11 +178,58 @@ pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Vec<Ent
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(&path, "reading a history file", e)),
     };
+    let mut entries =
+        fold(BufReader::new(file)).map_err(|e| Error::io(&path, "reading a history file", e))?;
+    let skip = entries.len().saturating_sub(limit);
+    Ok(entries.split_off(skip))
+}
+
+/// How much of the end of each history file is searched at start for
+/// messages nobody has seen yet.
+const UNSEEN_SCAN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Received messages no display client has shown (state `delivered`),
+/// from the last few MiB of every history file, oldest first: after a
+/// restart they are shown to the next display client, as SPEC §3 asks.
+pub(crate) fn unseen(data_dir: &Path) -> Vec<(Name, Message)> {
+    let Ok(files) = std::fs::read_dir(data_dir.join("history")) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for path in files.filter_map(Result::ok).map(|e| e.path()) {
+        let Ok(mut file) = File::open(&path) else { continue };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(UNSEEN_SCAN_BYTES);
+        if file.seek(SeekFrom::Start(start)).is_err() {
+            continue;
+        }
+        let mut reader = BufReader::new(file);
+        if start > 0 {
+            // Starting mid-file: the first line is a fragment.
+            let mut skip = Vec::new();
+            let _ = reader.read_until(b'\n', &mut skip);
+        }
+        let Ok(entries) = fold(reader) else { continue };
+        for e in entries {
+            if e.direction == Direction::In
+                && e.state == MessageState::Delivered
+                && let Ok(from) = Name::parse(&e.peer)
+            {
+                found.push((from, Message { id: e.id, text: e.text, sent_at_ms: e.at_ms, seq: 0 }));
+            }
+        }
+    }
+    found.sort_by_key(|(_, m)| m.sent_at_ms);
+    found
+}
+
+/// Folds history lines into entries: message lines in order, state lines
+/// applied to the message they name.
+fn fold(reader: impl BufRead) -> std::io::Result<Vec<Entry>> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    for line in BufReader::new(file).split(b'\n') {
-        let line = line.map_err(|e| Error::io(&path, "reading a history file", e))?;
-        let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+    for line in reader.split(b'\n') {
+        let Ok(line) = serde_json::from_slice::<Line>(&line?) else {
             continue;
         };
         match line {
@@ -213,8 +258,22 @@ pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Vec<Ent
             }
         }
     }
-    let skip = entries.len().saturating_sub(limit);
-    Ok(entries.split_off(skip))
+    Ok(entries)
+}
+
+/// The peer whose history file changed last, if any.
+pub(crate) fn last_peer(data_dir: &Path) -> Option<Name> {
+    let entries = std::fs::read_dir(data_dir.join("history")).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let path = e.path();
+            let name = Name::parse(path.file_stem()?.to_str()?).ok()?;
+            let modified = e.metadata().ok()?.modified().ok()?;
+            (path.extension()? == "jsonl").then_some((modified, name))
+        })
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, name)| name)
 }
 
 /// States only move forward: sent → delivered → displayed, and failed only
@@ -292,6 +351,10 @@ mod tests {
         assert_eq!(got[0].state, MessageState::Displayed);
         assert_eq!(got[0].peer, "Bob");
         assert_eq!(got[1].direction, Direction::In);
+        assert_eq!(last_peer(&dir), Some(name("bob")));
+        let unseen: Vec<_> =
+            unseen(&dir).into_iter().map(|(from, m)| (from.to_string(), m.text)).collect();
+        assert_eq!(unseen, [("Bob".to_owned(), "hello".to_owned())]);
         let newest = read(&dir, &bob, 1).expect("read");
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");

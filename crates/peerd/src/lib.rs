@@ -97,6 +97,7 @@ pub async fn run(
         listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
     let (control_listener, socket_file) = control_socket::bind(&config.socket)?;
     let history = history::History::open(&config.data_dir)?;
+    let unseen = history::unseen(&config.data_dir);
 
     let channel = Endpoint::from_shared(config.directory.clone())
         .map_err(|e| Error::Usage(format!("--directory {}: {e}", config.directory)))?
@@ -128,6 +129,7 @@ pub async fn run(
     let driver = Driver::new(
         config.name.clone(),
         history,
+        unseen,
         driver_rx,
         driver_tx.clone(),
         Dialer { directory: directory.clone() },

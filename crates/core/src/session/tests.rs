@@ -461,3 +461,24 @@ fn shutdown_says_goodbye() {
     assert_eq!(disconnected(&p.a), ["Bob ended the conversation"]);
     assert_eq!(p.bob.phase(), Phase::Idle);
 }
+
+#[test]
+fn messages_restored_from_an_earlier_run_wait_for_a_display_client() {
+    let mut p = Pair::connected();
+    let old = Message { id: "old".into(), text: "from before".into(), sent_at_ms: 1, seq: 0 };
+    p.bob.restore_undisplayed(name("alice"), old);
+    p.send(true, "new");
+    p.drive();
+    let waiting: Vec<_> = p.bob.undisplayed().map(|(_, m)| m.text.clone()).collect();
+    assert_eq!(waiting, ["from before", "new"]);
+    p.bob.handle_displayed(&["old".to_owned()]);
+    p.drive();
+    // Stored as displayed; alice, who does not know that id in this run,
+    // ignores the receipt.
+    assert!(p.b.stored.contains(&Record::State {
+        peer: name("alice"),
+        id: "old".into(),
+        state: MessageState::Displayed
+    }));
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), Vec::<String>::new());
+}

@@ -233,9 +233,16 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let req = request.into_inner();
         let peer = if req.peer.is_empty() {
-            self.session().await?.last_peer.ok_or_else(|| {
-                ControlError::NotConnected("no conversation yet; name a peer: history NAME".into())
-            })?
+            // The current or last peer of this run, else (after a restart)
+            // the one whose history changed last.
+            match self.session().await?.last_peer {
+                Some(p) => p,
+                None => history::last_peer(&self.me.data_dir).ok_or_else(|| {
+                    ControlError::NotConnected(
+                        "no conversation yet; name a peer: history NAME".into(),
+                    )
+                })?,
+            }
         } else {
             Name::parse(&req.peer).map_err(ControlError::from)?
         };
