@@ -184,6 +184,9 @@ pub async fn run(
     };
     let outcome = match started {
         Some(FirstAttempt::Taken) => Err(Error::Taken(config.name.to_string())),
+        Some(FirstAttempt::Rejected(why)) => {
+            Err(Error::Other(format!("the directory refused the registration: {why}")))
+        }
         Some(FirstAttempt::Registered) => {
             ready(Ready {
                 name: config.name.to_string(),

@@ -46,6 +46,8 @@ pub(crate) enum FirstAttempt {
     Registered,
     Unreachable(String),
     Taken,
+    /// The directory refused what we sent (a bad `--advertise`, say).
+    Rejected(String),
 }
 
 /// What the presence task needs.
@@ -98,6 +100,12 @@ impl PresenceTask {
                     tracing::warn!(name = %self.name, "name taken by another live peer");
                     self.state.send_replace(DirectoryState::Taken);
                     self.report_first(FirstAttempt::Taken);
+                    backoff.next_delay()
+                }
+                Err(Failure::Rejected(why)) => {
+                    tracing::error!(%why, "the directory refused our registration");
+                    self.state.send_replace(DirectoryState::Unreachable { why: why.clone() });
+                    self.report_first(FirstAttempt::Rejected(why));
                     backoff.next_delay()
                 }
                 Err(Failure::Unreachable(why)) => {
@@ -171,6 +179,7 @@ impl PresenceTask {
 enum Failure {
     LeaseGone,
     Taken,
+    Rejected(String),
     Unreachable(String),
 }
 
@@ -183,6 +192,7 @@ async fn call<T>(
         Ok(Err(status)) => Err(match status.code() {
             Code::NotFound => Failure::LeaseGone,
             Code::AlreadyExists => Failure::Taken,
+            Code::InvalidArgument => Failure::Rejected(status.message().to_owned()),
             _ => Failure::Unreachable(status.message().to_owned()),
         }),
     }

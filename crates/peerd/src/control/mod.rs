@@ -194,13 +194,16 @@ impl pb::control_server::Control for ControlService {
         _: Request<pb::CloseConversationRequest>,
     ) -> Result<Response<pb::CloseConversationResponse>, Status> {
         let peer = self.ask(|reply| Input::Disconnect { reply }).await??;
-        // So that a `list` right after shows us available.
-        let mut published = self.published.clone();
-        let _ = tokio::time::timeout(
-            PRESENCE_WAIT,
-            published.wait_for(|p| *p == Some(Presence::Available)),
-        )
-        .await;
+        // So that a `list` right after shows us available (when there is a
+        // directory to tell).
+        if matches!(*self.directory_state.borrow(), DirectoryState::Registered { .. }) {
+            let mut published = self.published.clone();
+            let _ = tokio::time::timeout(
+                PRESENCE_WAIT,
+                published.wait_for(|p| *p == Some(Presence::Available)),
+            )
+            .await;
+        }
         Ok(Response::new(pb::CloseConversationResponse { peer: peer.to_string() }))
     }
 
