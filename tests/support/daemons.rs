@@ -17,11 +17,15 @@ use super::{READY_TIMEOUT, short_tempdir, tail};
 /// How long one `chatctl` or `peerd stop` command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A running `directoryd --listen 127.0.0.1:0`.
+/// A running `directoryd --listen 127.0.0.1:0 --data-dir <its temp dir>`:
+/// every test has its own bindings file, so names never collide across
+/// tests.
 #[derive(Debug)]
 pub(crate) struct Directory {
     home: TempDir,
     ttl: u32,
+    /// Flags added to every start (e.g. `--register-rate 5`).
+    extra: Vec<String>,
     addr: SocketAddr,
     proc: Option<Proc>,
 }
@@ -29,14 +33,24 @@ pub(crate) struct Directory {
 impl Directory {
     /// Starts a directory with registrations living `ttl` seconds.
     pub(crate) fn start(ttl: u32) -> Directory {
-        let home = short_tempdir();
-        let (proc, addr) = Self::spawn(home.path(), "127.0.0.1:0", ttl);
-        Directory { home, ttl, addr, proc: Some(proc) }
+        Self::start_with(ttl, &[])
     }
 
-    fn spawn(home: &Path, listen: &str, ttl: u32) -> (Proc, SocketAddr) {
+    /// Like [`Directory::start`], with `extra` flags on its command line
+    /// (also on every restart).
+    pub(crate) fn start_with(ttl: u32, extra: &[&str]) -> Directory {
+        let home = short_tempdir();
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        let (proc, addr) = Self::spawn(home.path(), "127.0.0.1:0", ttl, &extra);
+        Directory { home, ttl, extra, addr, proc: Some(proc) }
+    }
+
+    fn spawn(home: &Path, listen: &str, ttl: u32, extra: &[String]) -> (Proc, SocketAddr) {
         let mut cmd = proc::command(&bin("directoryd"));
-        cmd.args(["--listen", listen, "--ttl", &ttl.to_string()]);
+        cmd.args(["--listen", listen, "--ttl", &ttl.to_string()])
+            .arg("--data-dir")
+            .arg(Self::data_dir_in(home))
+            .args(extra);
         let (proc, line) =
             Proc::start_ready("directoryd", &mut cmd, &home.join("directoryd.log"), READY_TIMEOUT);
         let addr = line
@@ -46,6 +60,24 @@ impl Directory {
                 panic!("directoryd readiness line {line:?} is not `directoryd listening on ADDR`")
             });
         (proc, addr)
+    }
+
+    fn data_dir_in(home: &Path) -> PathBuf {
+        home.join("data")
+    }
+
+    /// The directory's `--data-dir` (its name bindings), the same across
+    /// restarts.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        Self::data_dir_in(self.home.path())
+    }
+
+    /// `directoryd forget NAME --data-dir <this directory's data dir>`, the
+    /// admin command that releases a name (run while it is stopped).
+    pub(crate) fn forget(&self, name: &str) -> Output {
+        let mut cmd = proc::command(&bin("directoryd"));
+        cmd.args(["forget", name]).arg("--data-dir").arg(self.data_dir());
+        proc::run(&mut cmd, COMMAND_TIMEOUT)
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -83,11 +115,12 @@ impl Directory {
         }
     }
 
-    /// Starts a new directoryd on the same address as the last one (which
-    /// must be stopped).
+    /// Starts a new directoryd on the same address and data dir as the last
+    /// one (which must be stopped).
     pub(crate) fn restart_on_same_port(&mut self) {
         assert!(self.proc.is_none(), "stop the directory before restarting it");
-        let (proc, addr) = Self::spawn(self.home.path(), &self.addr.to_string(), self.ttl);
+        let (proc, addr) =
+            Self::spawn(self.home.path(), &self.addr.to_string(), self.ttl, &self.extra);
         assert_eq!(addr, self.addr, "the restarted directory is on another address");
         self.proc = Some(proc);
     }
@@ -112,6 +145,10 @@ pub(crate) struct Peer {
     name: String,
     directory: String,
     home: TempDir,
+    /// `--listen`, `127.0.0.1:0` unless a test picks the port.
+    listen: String,
+    /// Flags added to the command line (e.g. `--advertise ADDR`).
+    extra: Vec<String>,
     addr: SocketAddr,
     pid: u32,
     proc: Option<Proc>,
@@ -126,11 +163,23 @@ impl Peer {
     /// Starts the peer `name` against the directory at `url` (which may be
     /// unreachable).
     pub(crate) fn start_with_directory(url: &str, name: &str) -> Peer {
+        Self::start_args(url, name, "127.0.0.1:0", &[])
+    }
+
+    /// Starts the peer `name` registered in `dir`, listening on `listen`
+    /// and with `extra` flags (e.g. `["--advertise", "127.0.0.1:PORT"]`).
+    pub(crate) fn start_with(dir: &Directory, name: &str, listen: &str, extra: &[&str]) -> Peer {
+        Self::start_args(&dir.url(), name, listen, extra)
+    }
+
+    fn start_args(url: &str, name: &str, listen: &str, extra: &[&str]) -> Peer {
         let home = short_tempdir();
         let mut peer = Peer {
             name: name.to_owned(),
             directory: url.to_owned(),
             home,
+            listen: listen.to_owned(),
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             pid: 0,
             proc: None,
@@ -139,18 +188,26 @@ impl Peer {
         peer
     }
 
-    fn spawn(&mut self) {
+    /// The `peerd start --foreground ...` command this peer runs, for a test
+    /// that wants to see a start fail.
+    pub(crate) fn start_command(&self) -> Command {
         let mut cmd = proc::command(&bin("peerd"));
         cmd.arg("start")
             .arg("--foreground")
             .args(["--name", &self.name])
             .args(["--directory", &self.directory])
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen])
             .arg("--socket")
             .arg(self.socket())
             .arg("--data-dir")
-            .arg(self.data_dir());
+            .arg(self.data_dir())
+            .args(&self.extra);
         isolate_dirs(&mut cmd, self.home.path());
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = self.start_command();
         let (proc, line) = Proc::start_ready(
             &format!("peerd {}", self.name),
             &mut cmd,
@@ -170,6 +227,14 @@ impl Peer {
     pub(crate) fn restart(&mut self) {
         assert!(self.proc.is_none(), "stop the peer before restarting it");
         self.spawn();
+    }
+
+    /// Like [`Peer::restart`] (same name, socket, data dir and so the same
+    /// key), listening on `listen` with `extra` flags instead.
+    pub(crate) fn restart_with(&mut self, listen: &str, extra: &[&str]) {
+        self.listen = listen.to_owned();
+        self.extra = extra.iter().map(|&a| a.to_owned()).collect();
+        self.restart();
     }
 
     pub(crate) fn name(&self) -> &str {

@@ -16,6 +16,10 @@
 //! polled (the directory's list, a daemon's status), never as a stand-in for
 //! an event.
 
+// Each test binary (`e2e`, `trust`) compiles this module and uses a
+// different part of it.
+#![allow(dead_code)]
+
 pub(crate) mod bins;
 pub(crate) mod daemons;
 pub(crate) mod proc;

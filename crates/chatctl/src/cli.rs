@@ -27,7 +27,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Who is online (from the directory, via peerd)
-    List,
+    List {
+        /// Also show each peer's key fingerprint
+        #[arg(long)]
+        keys: bool,
+    },
     /// Open a conversation with NAME
     Connect {
         /// The peer to talk to
@@ -50,6 +54,12 @@ pub enum Command {
         /// Show the newest N entries [default: 50]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: Option<u32>,
+    },
+    /// Accept the key the directory now lists for NAME (after `key changed`)
+    Trust {
+        /// The peer whose new key to accept
+        #[arg(value_name = "NAME")]
+        name: String,
     },
     /// Interactive: connect if NAME is given, type a line + Enter to send;
     /// /list, /connect NAME, /disconnect, /quit

@@ -10,6 +10,7 @@ use std::fmt::Display;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use pb::event::Kind;
 use peerchat::v1 as pb;
+use peerchat_core::identity::fingerprint;
 use serde_json::{Value, json};
 
 /// Joins `send`'s words with single spaces.
@@ -107,7 +108,12 @@ fn is_you(peer: &pb::Peer, you: &str) -> bool {
     !you.is_empty() && peer.name.eq_ignore_ascii_case(you)
 }
 
-/// `list --json`: `[{"name","address","status","you"}]`.
+/// A peer's key fingerprint, or `-` where the directory lists none.
+fn key_of(peer: &pb::Peer) -> String {
+    if peer.public_key.is_empty() { "-".to_owned() } else { fingerprint(&peer.public_key) }
+}
+
+/// `list --json`: `[{"name","address","status","you","key"}]`.
 pub(crate) fn list_json(peers: &[pb::Peer], you: &str) -> Value {
     peers
         .iter()
@@ -117,24 +123,29 @@ pub(crate) fn list_json(peers: &[pb::Peer], you: &str) -> Value {
                 "address": p.address,
                 "status": peer_status_name(p.status()),
                 "you": is_you(p, you),
+                "key": if p.public_key.is_empty() { Value::Null } else { Value::from(fingerprint(&p.public_key)) },
             })
         })
         .collect()
 }
 
-/// `list`: aligned NAME, ADDRESS, STATUS columns, `(you)` after your name.
-pub(crate) fn list_text(peers: &[pb::Peer], you: &str) -> String {
+/// `list`: aligned NAME, ADDRESS, STATUS (and with `keys`, KEY) columns,
+/// `(you)` after your name.
+pub(crate) fn list_text(peers: &[pb::Peer], you: &str, keys: bool) -> String {
     if peers.is_empty() {
         return "nobody is online".to_owned();
     }
-    let rows: Vec<[String; 3]> = peers
+    let rows: Vec<[String; 4]> = peers
         .iter()
         .map(|p| {
             let name = if is_you(p, you) { format!("{} (you)", p.name) } else { p.name.clone() };
-            [name, p.address.clone(), peer_status_name(p.status()).to_owned()]
+            let key = if keys { key_of(p) } else { String::new() };
+            [name, p.address.clone(), peer_status_name(p.status()).to_owned(), key]
         })
         .collect();
-    let header = ["NAME".to_owned(), "ADDRESS".to_owned(), "STATUS".to_owned()];
+    let key_header = if keys { "KEY" } else { "" };
+    let header =
+        ["NAME".to_owned(), "ADDRESS".to_owned(), "STATUS".to_owned(), key_header.to_owned()];
     let width = |col: usize| {
         rows.iter()
             .chain(std::iter::once(&header))
@@ -142,10 +153,16 @@ pub(crate) fn list_text(peers: &[pb::Peer], you: &str) -> String {
             .max()
             .unwrap_or(0)
     };
-    let (w0, w1) = (width(0), width(1));
+    let (w0, w1, w2) = (width(0), width(1), width(2));
     let mut lines: Vec<String> = std::iter::once(&header)
         .chain(&rows)
-        .map(|[name, address, status]| format!("{name:<w0$}  {address:<w1$}  {status}"))
+        .map(|[name, address, status, key]| {
+            if keys {
+                format!("{name:<w0$}  {address:<w1$}  {status:<w2$}  {key}")
+            } else {
+                format!("{name:<w0$}  {address:<w1$}  {status}")
+            }
+        })
         .collect();
     if peers.iter().all(|p| is_you(p, you)) {
         lines.push("nobody else is online".to_owned());
@@ -168,6 +185,7 @@ pub(crate) fn status_json(s: &pb::GetStatusResponse) -> Value {
         "pid": s.pid,
         "unacknowledged": s.unacknowledged,
         "data_dir": s.data_dir,
+        "key": s.key,
     })
 }
 
@@ -187,12 +205,33 @@ pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
         ("peer", or(&s.peer, "(none)")),
         ("unacknowledged", s.unacknowledged.to_string()),
         ("data dir", or(&s.data_dir, "-")),
+        ("key", or(&s.key, "-")),
     ];
     let width = rows.iter().map(|(key, _)| key.len() + 1).max().unwrap_or(0);
     rows.iter()
         .map(|(key, value)| format!("{:<width$} {value}", format!("{key}:")))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+// ---- trust ----
+
+/// `trust --json`: `{"peer","key","previous"}` (`previous` null if none).
+pub(crate) fn trust_json(t: &pb::TrustResponse) -> Value {
+    json!({
+        "peer": t.peer,
+        "key": t.key,
+        "previous": if t.previous.is_empty() { Value::Null } else { Value::from(t.previous.as_str()) },
+    })
+}
+
+/// `trust`: what is trusted now, and what it replaced.
+pub(crate) fn trust_text(t: &pb::TrustResponse) -> String {
+    if t.previous.is_empty() {
+        format!("trusting {}'s key {}", t.peer, t.key)
+    } else {
+        format!("trusting {}'s key {} (in place of {})", t.peer, t.key, t.previous)
+    }
 }
 
 // ---- connect, disconnect, send ----
@@ -346,7 +385,12 @@ mod tests {
     const AT: i64 = 1_795_601_940_123; // 2026-11-25T10:19:00.123Z
 
     fn peer(name: &str, address: &str, status: pb::PeerStatus) -> pb::Peer {
-        pb::Peer { name: name.into(), address: address.into(), status: status as i32 }
+        pb::Peer {
+            name: name.into(),
+            address: address.into(),
+            status: status as i32,
+            public_key: vec![7; 32],
+        }
     }
 
     fn event(kind: Kind) -> pb::Event {
@@ -381,14 +425,20 @@ mod tests {
             peer("Alice", "10.0.0.5:4000", pb::PeerStatus::Available),
             peer("bob", "10.0.0.6:4001", pb::PeerStatus::Busy),
         ];
+        let key = peerchat_core::identity::fingerprint(&[7; 32]);
         assert_eq!(
             list_json(&peers, "alice"),
             json!([
-                {"name": "Alice", "address": "10.0.0.5:4000", "status": "available", "you": true},
-                {"name": "bob", "address": "10.0.0.6:4001", "status": "busy", "you": false},
+                {"name": "Alice", "address": "10.0.0.5:4000", "status": "available", "you": true, "key": key},
+                {"name": "bob", "address": "10.0.0.6:4001", "status": "busy", "you": false, "key": key},
             ])
         );
         assert_eq!(list_json(&[], "alice"), json!([]));
+        let keyless = pb::Peer { public_key: vec![], ..peers[0].clone() };
+        assert_eq!(list_json(&[keyless], "x")[0]["key"], Value::Null);
+        let table = list_text(&peers, "alice", true);
+        assert!(table.lines().next().is_some_and(|h| h.ends_with("KEY")), "{table}");
+        assert!(table.contains(&key), "{table}");
     }
 
     #[test]
@@ -398,7 +448,7 @@ mod tests {
             peer("bob", "192.168.100.200:40000", pb::PeerStatus::Busy),
         ];
         assert_eq!(
-            list_text(&peers, "ALICE"),
+            list_text(&peers, "ALICE", false),
             "NAME         ADDRESS                STATUS\n\
              alice (you)  10.0.0.5:4000          available\n\
              bob          192.168.100.200:40000  busy"
@@ -407,10 +457,10 @@ mod tests {
 
     #[test]
     fn list_text_says_when_nobody_else_is_online() {
-        assert_eq!(list_text(&[], "alice"), "nobody is online");
+        assert_eq!(list_text(&[], "alice", false), "nobody is online");
         let alone = [peer("alice", "1.2.3.4:5", pb::PeerStatus::Available)];
         assert_eq!(
-            list_text(&alone, "alice"),
+            list_text(&alone, "alice", false),
             "NAME         ADDRESS    STATUS\nalice (you)  1.2.3.4:5  available\nnobody else is online"
         );
     }
@@ -427,6 +477,7 @@ mod tests {
             pid: 42,
             unacknowledged: 1,
             data_dir: "/d".into(),
+            key: "ABCD-EFGH".into(),
         }
     }
 
@@ -438,6 +489,7 @@ mod tests {
                 "name": "alice", "listen": "0.0.0.0:4000", "advertise": "10.0.0.5:4000",
                 "directory": "http://127.0.0.1:7300", "directory_state": "registered", "peer": null,
                 "conversation": "idle", "pid": 42, "unacknowledged": 1, "data_dir": "/d",
+                "key": "ABCD-EFGH",
             })
         );
         assert_eq!(status_json(&status("bob"))["peer"], json!("bob"));
@@ -456,7 +508,8 @@ mod tests {
              conversation:    idle\n\
              peer:            (none)\n\
              unacknowledged:  1\n\
-             data dir:        /d"
+             data dir:        /d\n\
+             key:             ABCD-EFGH"
         );
     }
 

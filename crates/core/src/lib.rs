@@ -7,9 +7,11 @@
 //! - [`text`]: message size limits (1..=65,536 bytes of UTF-8).
 //! - [`lease`]: registration lifetimes, renew intervals, backoff.
 //! - [`paths`]: default socket and data-dir locations.
+//! - [`identity`]: key fingerprints and the bytes a registration signs.
 //! - [`session`]: the conversation state machine (connect, duplex messages,
 //!   receipts, goodbye, link loss) with its outbox and inbox.
 
+pub mod identity;
 pub mod lease;
 pub mod name;
 pub mod paths;

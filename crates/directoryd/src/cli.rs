@@ -1,25 +1,44 @@
-//! The command line: flags, their environment variables and defaults.
+//! The command line: flags, their environment variables and defaults, and
+//! the `forget` admin subcommand.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use peerchat_core::Name;
 use peerchat_core::lease::DEFAULT_TTL;
 
-use crate::Config;
+use crate::{Config, default_data_dir};
 
 /// Longest accepted `--ttl`: a day. Longer leases would keep dead peers
 /// listed for longer than anyone wants, and bound the `Instant` arithmetic.
 const MAX_TTL_SECONDS: u64 = 86_400;
 
-/// `directoryd [--listen ADDR] [--ttl SECONDS]`
+/// `directoryd [--listen ADDR] [--ttl SECONDS] [...]` serves;
+/// `directoryd forget NAME [--data-dir DIR]` releases a name.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "directoryd",
     version,
-    about = "The peerchat directory: online peers register here and find each other."
+    about = "The peerchat directory: online peers register here and find each other.",
+    // Serving takes no subcommand, so that `directoryd --listen ADDR` stays
+    // what it always was; serving flags before `forget` are an error.
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// An admin task instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// How to serve, when there is no subcommand.
+    #[command(flatten)]
+    pub serve: Serve,
+}
+
+/// The serving flags.
+#[derive(Debug, Clone, Args)]
+pub struct Serve {
     /// Address to serve gRPC on.
     #[arg(
         long,
@@ -38,12 +57,95 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECONDS),
     )]
     pub ttl: u64,
+
+    /// Where name → key bindings are kept (bindings.jsonl; created 0700).
+    #[arg(
+        long,
+        env = "PEERCHAT_DIRECTORY_DATA_DIR",
+        value_name = "DIR",
+        default_value_os_t = default_data_dir()
+    )]
+    pub data_dir: PathBuf,
+
+    /// Challenge and Register calls a second per source IP (IPv6: per /64),
+    /// with bursts of twice that.
+    #[arg(
+        long,
+        env = "PEERCHAT_REGISTER_RATE",
+        default_value_t = 20,
+        value_name = "PER_SEC",
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    pub register_rate: u32,
+
+    /// List and Lookup calls a second per source IP (IPv6: per /64), with
+    /// bursts of twice that.
+    #[arg(
+        long,
+        env = "PEERCHAT_LIST_RATE",
+        default_value_t = 100,
+        value_name = "PER_SEC",
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    pub list_rate: u32,
+
+    /// Live registrations per source IP (IPv6: per /64) at most.
+    #[arg(
+        long,
+        env = "PEERCHAT_MAX_PER_SOURCE",
+        default_value_t = 256,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000),
+    )]
+    pub max_per_source: u64,
+}
+
+/// Admin subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Releases NAME from its key, for a stopped directory only.
+    ///
+    /// The next key to register NAME then owns it: for a user who lost their
+    /// key, or who moves the name to a new one. A running directory keeps
+    /// its bindings in memory, so this refuses while one runs on DIR: stop
+    /// the directory, forget, start it again.
+    Forget(Forget),
+}
+
+/// `directoryd forget NAME [--data-dir DIR]`
+#[derive(Debug, Clone, Args)]
+pub struct Forget {
+    /// The name to release (any case).
+    #[arg(value_name = "NAME", value_parser = parse_name)]
+    pub name: Name,
+
+    /// The data dir of the directory whose binding to remove.
+    #[arg(
+        long,
+        env = "PEERCHAT_DIRECTORY_DATA_DIR",
+        value_name = "DIR",
+        default_value_os_t = default_data_dir()
+    )]
+    pub data_dir: PathBuf,
+}
+
+fn parse_name(raw: &str) -> Result<Name, peerchat_core::NameError> {
+    Name::parse(raw)
 }
 
 impl Cli {
-    /// The daemon configuration these flags ask for.
+    /// The daemon configuration the serving flags ask for.
     pub fn config(&self) -> Config {
-        Config { listen: self.listen, ttl: Duration::from_secs(self.ttl), ..Config::default() }
+        let serve = &self.serve;
+        Config {
+            listen: serve.listen,
+            ttl: Duration::from_secs(serve.ttl),
+            data_dir: serve.data_dir.clone(),
+            register_rate: serve.register_rate,
+            list_rate: serve.list_rate,
+            max_per_source: usize::try_from(serve.max_per_source).unwrap_or(usize::MAX),
+            ..Config::default()
+        }
     }
 }
 
@@ -56,11 +158,48 @@ mod tests {
     fn flags_parse_and_zero_ttl_is_refused() {
         let cli =
             Cli::try_parse_from(["directoryd", "--listen", "127.0.0.1:0", "--ttl", "3"]).unwrap();
+        assert!(cli.command.is_none());
         let config = cli.config();
         assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(config.ttl, Duration::from_secs(3));
         assert!(Cli::try_parse_from(["directoryd", "--ttl", "0"]).is_err());
         assert!(Cli::try_parse_from(["directoryd", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn limits_and_data_dir_parse() {
+        let cli = Cli::try_parse_from([
+            "directoryd",
+            "--data-dir",
+            "/srv/dir",
+            "--register-rate",
+            "5",
+            "--list-rate",
+            "7",
+            "--max-per-source",
+            "3",
+        ])
+        .unwrap();
+        let config = cli.config();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/dir"));
+        assert_eq!((config.register_rate, config.list_rate, config.max_per_source), (5, 7, 3));
+        for zero in ["--register-rate", "--list-rate", "--max-per-source"] {
+            assert!(Cli::try_parse_from(["directoryd", zero, "0"]).is_err(), "{zero}");
+        }
+    }
+
+    #[test]
+    fn forget_takes_a_valid_name_and_its_own_data_dir() {
+        let cli = Cli::try_parse_from(["directoryd", "forget", "Bob", "--data-dir", "/d"]).unwrap();
+        let Some(Command::Forget(forget)) = cli.command else {
+            panic!("no forget subcommand");
+        };
+        assert_eq!(forget.name.as_str(), "Bob");
+        assert_eq!(forget.data_dir, PathBuf::from("/d"));
+        assert!(Cli::try_parse_from(["directoryd", "forget", "b b"]).is_err());
+        assert!(Cli::try_parse_from(["directoryd", "forget"]).is_err());
+        // Serving flags do not mix with a subcommand.
+        assert!(Cli::try_parse_from(["directoryd", "--ttl", "3", "forget", "bob"]).is_err());
     }
 
     #[test]

@@ -4,36 +4,58 @@
 //! A registration is a lease: it lives `ttl` unless renewed by a heartbeat,
 //! so a peer that dies without unregistering disappears on its own.
 //!
+//! A name belongs to the first ed25519 key that registers it, with proof of
+//! possession (a signature over a directory-issued nonce); the binding is
+//! kept in `bindings.jsonl` in the data dir and outlives restarts. An
+//! operator releases a name with `directoryd forget NAME` ([`forget`]) while
+//! the directory is stopped.
+//!
 //! # Layout
 //! - [`run`]: serves the directory, gRPC health and server reflection on a
 //!   bound listener until the shutdown token fires.
 //! - `registry`: the pure in-memory map of leases (no I/O, `now` passed
-//!   in): uniqueness, owner-token takeover, expiry, pagination.
-//! - `service`: `DirectoryService`, the tonic boundary; validates input and
-//!   is the one place a gRPC `Status` is built.
-//! - `reaper`: drops expired registrations every second.
+//!   in): uniqueness, takeover by the same key, the cap per source, expiry,
+//!   pagination.
+//! - `bindings`: the durable name → key map and its file; [`forget`].
+//! - `challenges`: outstanding single-use nonces (pure).
+//! - `proof`: checks a registration's signature, nonce and clock (pure).
+//! - `limits`: token buckets per source address (pure).
+//! - `service`: `DirectoryService`, the tonic boundary; applies limits,
+//!   validates input and is the one place a gRPC `Status` is built.
+//! - `reaper`: drops expired registrations, nonces and idle buckets every
+//!   second.
 //! - `connections`: accepts TCP connections up to a ceiling.
-//! - [`cli`]: flags and environment variables.
+//! - [`cli`]: flags, environment variables and the `forget` subcommand.
 
+mod bindings;
+mod challenges;
 pub mod cli;
 mod connections;
+mod limits;
+mod proof;
 mod reaper;
 mod registry;
 mod service;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerchat::v1 as pb;
+use peerchat_core::Name;
 use peerchat_core::lease::DEFAULT_TTL;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
+use crate::bindings::BindingStore;
+pub use crate::bindings::{Forgotten, StoreError};
+use crate::challenges::Challenges;
+use crate::limits::RateLimiter;
 use crate::registry::Registry;
-use crate::service::DirectoryService;
+use crate::service::{DirectoryService, Shared, lock};
 
 /// Requests are a few names and addresses; nothing legitimate is bigger.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -56,6 +78,14 @@ pub struct Config {
     pub ttl: Duration,
     /// Open connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Where the name → key bindings live (created 0700).
+    pub data_dir: PathBuf,
+    /// Challenge + Register calls a second per source (bursts of twice).
+    pub register_rate: u32,
+    /// List + Lookup calls a second per source (bursts of twice).
+    pub list_rate: u32,
+    /// Live registrations per source address at most.
+    pub max_per_source: usize,
 }
 
 impl Default for Config {
@@ -64,8 +94,36 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 7300)),
             ttl: DEFAULT_TTL,
             max_connections: 16_384,
+            data_dir: default_data_dir(),
+            register_rate: 20,
+            list_rate: 100,
+            max_per_source: 256,
         }
     }
+}
+
+/// `<user data dir>/peerchat/directory`, or `/tmp/peerchat-directory-$UID`
+/// on a platform without one.
+pub fn default_data_dir() -> PathBuf {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    data_dir_in(dirs::data_dir().as_deref(), uid)
+}
+
+fn data_dir_in(data_dir: Option<&Path>, uid: u32) -> PathBuf {
+    match data_dir {
+        Some(dir) => dir.join("peerchat").join("directory"),
+        None => PathBuf::from(format!("/tmp/peerchat-directory-{uid}")),
+    }
+}
+
+/// Releases `name` from the key it is bound to, in the bindings file of a
+/// stopped directory on `data_dir`; the next key to register it owns it.
+/// `Ok(None)` when the name has no binding. Refused with
+/// [`StoreError::Locked`] while a directory runs on `data_dir`: it keeps its
+/// bindings in memory and would not notice.
+pub fn forget(data_dir: &Path, name: &Name) -> Result<Option<Forgotten>, StoreError> {
+    bindings::forget(data_dir, name)
 }
 
 /// Why the directory could not start or stopped serving.
@@ -79,6 +137,9 @@ pub enum Error {
         /// What the OS said.
         source: io::Error,
     },
+    /// The name bindings could not be loaded.
+    #[error("cannot load the name bindings: {0}")]
+    Bindings(#[from] StoreError),
     /// The embedded descriptor set could not be loaded for reflection.
     #[error("cannot set up server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -107,12 +168,20 @@ pub async fn run(
     let stop = shutdown.child_token();
     let _stop_on_return = stop.clone().drop_guard();
 
-    let registry = Arc::new(Mutex::new(Registry::new(config.ttl)));
-    tokio::spawn(reaper::run(registry.clone(), stop.clone()));
+    // Blocking read at start-up, before anything is served.
+    let bindings = Arc::new(Mutex::new(BindingStore::open(&config.data_dir)?));
+    let _close_on_return = CloseOnDrop(bindings.clone());
+    let state = Arc::new(Shared {
+        registry: Mutex::new(Registry::new(config.ttl, config.max_per_source)),
+        challenges: Mutex::new(Challenges::new(challenges::MAX_OUTSTANDING)),
+        register_limits: Mutex::new(RateLimiter::new(config.register_rate, limits::MAX_SOURCES)),
+        list_limits: Mutex::new(RateLimiter::new(config.list_rate, limits::MAX_SOURCES)),
+    });
+    tokio::spawn(reaper::run(state.clone(), stop.clone()));
 
-    let directory =
-        pb::directory_server::DirectoryServer::new(DirectoryService::new(registry, config.ttl))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let service = DirectoryService::new(state, bindings, config.ttl);
+    let directory = pb::directory_server::DirectoryServer::new(service)
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::directory_server::DirectoryServer<DirectoryService>>().await;
     let health = health.max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -139,7 +208,14 @@ pub async fn run(
         .add_service(directory)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
 
-    tracing::info!(ttl = ?config.ttl, "directory serving");
+    tracing::info!(
+        ttl = ?config.ttl,
+        data_dir = %config.data_dir.display(),
+        register_rate = config.register_rate,
+        list_rate = config.list_rate,
+        max_per_source = config.max_per_source,
+        "directory serving"
+    );
     let cut_off = async {
         stop.cancelled().await;
         tracing::info!("shutting down");
@@ -156,10 +232,36 @@ pub async fn run(
     Ok(())
 }
 
+/// Closes the bindings store when `run` returns, however it returns:
+/// connections that outlive the shutdown grace may still hold the service,
+/// and must not keep the file locked against the next directory.
+#[derive(Debug)]
+struct CloseOnDrop(Arc<Mutex<BindingStore>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        lock(&self.0).close();
+    }
+}
+
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("peerchat.v1.Directory")
         .with_service_name("grpc.health.v1.Health")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_data_dir_is_per_user() {
+        assert_eq!(
+            data_dir_in(Some(Path::new("/home/a/.local/share")), 1000),
+            Path::new("/home/a/.local/share/peerchat/directory")
+        );
+        assert_eq!(data_dir_in(None, 1000), Path::new("/tmp/peerchat-directory-1000"));
+    }
 }

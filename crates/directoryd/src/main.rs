@@ -1,11 +1,11 @@
 //! `directoryd`: parses flags, sets up logging and signals, and runs the
-//! library until SIGINT or SIGTERM.
+//! library until SIGINT or SIGTERM; or runs the `forget` admin subcommand.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use peerchat_directoryd::cli::Cli;
+use peerchat_directoryd::cli::{Cli, Command, Forget};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -20,6 +20,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+
+    if let Some(Command::Forget(forget)) = &cli.command {
+        return forget_name(forget);
+    }
 
     let shutdown = CancellationToken::new();
     // Installed before the readiness line, so that a signal sent as soon as
@@ -49,6 +53,30 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `directoryd forget NAME`: what it did on stdout; `no binding for NAME`
+/// on stderr with exit status 1 when there was nothing to release.
+fn forget_name(args: &Forget) -> ExitCode {
+    let name = &args.name;
+    match peerchat_directoryd::forget(&args.data_dir, name) {
+        Ok(Some(forgotten)) => {
+            println!(
+                "forgot {name}: removed its binding to key {} from {}; the next key to register {name} will own it",
+                peerchat_core::identity::fingerprint(&forgotten.key),
+                forgotten.path.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("no binding for {name} in {}", args.data_dir.display());
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("error: cannot forget {name}: {err}");
             ExitCode::FAILURE
         }
     }

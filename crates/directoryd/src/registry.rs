@@ -1,17 +1,22 @@
 //! The registry: who is online, as an in-memory map of leases.
 //!
 //! Pure state, no I/O and no clock: every operation takes `now`, so the
-//! rules (case-insensitive uniqueness, owner-token takeover, expiry exactly
-//! at the TTL, pagination) are unit-tested deterministically. The service
+//! rules (case-insensitive uniqueness, takeover by the same key, the cap per
+//! source, expiry exactly at the TTL, pagination) are unit-tested
+//! deterministically. Who may hold a name at all is decided before, by the
+//! durable bindings; the registry only knows who is online. The service
 //! owns one `Registry` behind a mutex and maps [`RegistryError`] to gRPC
 //! codes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use peerchat_core::Name;
 use peerchat_core::lease::Lease;
+
+use crate::limits::Source;
+use crate::proof::PublicKey;
 
 /// What a peer says about itself to others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +32,12 @@ pub(crate) struct Claim {
     /// `host:port` to list.
     pub(crate) address: String,
     pub(crate) presence: Presence,
-    pub(crate) owner_token: Vec<u8>,
+    /// The key that proved possession (and to which the name is bound).
+    pub(crate) public_key: PublicKey,
     /// Chosen by the caller so that the registry needs no randomness.
     pub(crate) lease_token: String,
+    /// Where the registration came from, for the cap per source.
+    pub(crate) source: Source,
 }
 
 /// One peer as others see it.
@@ -39,6 +47,7 @@ pub(crate) struct Listing {
     pub(crate) name: String,
     pub(crate) address: String,
     pub(crate) presence: Presence,
+    pub(crate) public_key: PublicKey,
 }
 
 /// One page of [`Registry::list`].
@@ -53,8 +62,10 @@ pub(crate) struct Page {
 /// SPEC promises to scripts (`taken`, `not online`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RegistryError {
-    #[error("name {name} is taken by another live peer")]
+    #[error("name {name} is taken: it is bound to another key")]
     Taken { name: String },
+    #[error("too many registrations from {from} (at most {max}); unregister some first")]
+    TooManyFromSource { from: Source, max: usize },
     #[error("no registration for {name} with that lease; register again")]
     UnknownLease { name: String },
     #[error("{name} is held with a different lease")]
@@ -66,9 +77,9 @@ pub(crate) enum RegistryError {
 #[derive(Debug)]
 struct Entry {
     listing: Listing,
-    owner_token: Vec<u8>,
     lease_token: String,
     lease: Lease,
+    source: Source,
 }
 
 /// Every live (and not yet reaped) registration, keyed by case-folded name
@@ -76,37 +87,73 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct Registry {
     ttl: Duration,
+    max_per_source: usize,
     entries: BTreeMap<String, Entry>,
+    /// Entries per source, kept in step with `entries` (expired ones count
+    /// until reaped, a second at most).
+    per_source: HashMap<Source, usize>,
 }
 
 impl Registry {
-    pub(crate) fn new(ttl: Duration) -> Registry {
-        Registry { ttl, entries: BTreeMap::new() }
+    pub(crate) fn new(ttl: Duration, max_per_source: usize) -> Registry {
+        Registry { ttl, max_per_source, entries: BTreeMap::new(), per_source: HashMap::new() }
     }
 
-    /// Grants `claim.name` to the claimant, replacing an expired registration
-    /// or a live one that presents the same owner token (a restarted daemon
-    /// gets its name back without waiting out its old lease).
-    pub(crate) fn register(&mut self, claim: Claim, now: Instant) -> Result<(), RegistryError> {
-        let key = claim.name.key();
-        if let Some(held) = self.entries.get(&key)
+    /// Whether [`register`](Self::register) would accept `claim` now. The
+    /// service asks before it makes a binding durable, so that a refused
+    /// registration leaves no binding behind.
+    pub(crate) fn admit(&self, claim: &Claim, now: Instant) -> Result<(), RegistryError> {
+        let held = self.entries.get(&claim.name.key());
+        // Bindings already refused other keys; this only guards the
+        // invariant that a live name is never handed to another key.
+        if let Some(held) = held
             && !held.lease.expired(now)
-            && !constant_time_eq(&held.owner_token, &claim.owner_token)
+            && held.listing.public_key != claim.public_key
         {
             return Err(RegistryError::Taken { name: claim.name.as_str().to_owned() });
         }
+        // Re-registering a name this source already holds does not count twice.
+        let replaces_own = held.is_some_and(|held| held.source == claim.source);
+        let count = self.per_source.get(&claim.source).copied().unwrap_or(0);
+        if !replaces_own && count >= self.max_per_source {
+            return Err(RegistryError::TooManyFromSource {
+                from: claim.source,
+                max: self.max_per_source,
+            });
+        }
+        Ok(())
+    }
+
+    /// Grants `claim.name` to the claimant, replacing an expired registration
+    /// or a live one by the same key (a restarted or moved daemon gets its
+    /// name back at once; the old lease is dead).
+    pub(crate) fn register(&mut self, claim: Claim, now: Instant) -> Result<(), RegistryError> {
+        self.admit(&claim, now)?;
         let entry = Entry {
             listing: Listing {
                 name: claim.name.as_str().to_owned(),
                 address: claim.address,
                 presence: claim.presence,
+                public_key: claim.public_key,
             },
-            owner_token: claim.owner_token,
             lease_token: claim.lease_token,
             lease: Lease::new(now, self.ttl),
+            source: claim.source,
         };
-        self.entries.insert(key, entry);
+        *self.per_source.entry(entry.source).or_default() += 1;
+        if let Some(old) = self.entries.insert(claim.name.key(), entry) {
+            self.forget_source(old.source);
+        }
         Ok(())
+    }
+
+    fn forget_source(&mut self, source: Source) {
+        if let Some(count) = self.per_source.get_mut(&source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_source.remove(&source);
+            }
+        }
     }
 
     /// Renews the lease `lease_token` on `name` and records its presence.
@@ -147,7 +194,9 @@ impl Registry {
         {
             return Err(RegistryError::WrongLease { name: name.as_str().to_owned() });
         }
-        self.entries.remove(&key);
+        if let Some(old) = self.entries.remove(&key) {
+            self.forget_source(old.source);
+        }
         Ok(())
     }
 
@@ -186,7 +235,17 @@ impl Registry {
     /// unregistering do not hold memory. Returns how many went.
     pub(crate) fn reap(&mut self, now: Instant) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, entry| !entry.lease.expired(now));
+        let mut gone = Vec::new();
+        self.entries.retain(|_, entry| {
+            let keep = !entry.lease.expired(now);
+            if !keep {
+                gone.push(entry.source);
+            }
+            keep
+        });
+        for source in gone {
+            self.forget_source(source);
+        }
         before - self.entries.len()
     }
 
@@ -211,29 +270,39 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(15);
-    const OWNER_A: &[u8] = b"owner-token-aaaaaaaa";
-    const OWNER_B: &[u8] = b"owner-token-bbbbbbbb";
+    const KEY_A: PublicKey = [0xaa; 32];
+    const KEY_B: PublicKey = [0xbb; 32];
 
     fn name(s: &str) -> Name {
         Name::parse(s).unwrap()
     }
 
-    fn claim(n: &str, owner: &[u8], lease: &str, address: &str) -> Claim {
+    fn source(ip: &str) -> Source {
+        Source::of(Some(format!("{ip}:1").parse().unwrap()))
+    }
+
+    fn claim(n: &str, key: PublicKey, lease: &str, address: &str) -> Claim {
         Claim {
             name: name(n),
             address: address.to_owned(),
             presence: Presence::Available,
-            owner_token: owner.to_vec(),
+            public_key: key,
             lease_token: lease.to_owned(),
+            source: source("10.0.0.1"),
         }
+    }
+
+    /// No cap per source unless a test is about it.
+    fn registry() -> Registry {
+        Registry::new(TTL, usize::MAX)
     }
 
     #[test]
     fn names_are_unique_case_insensitively() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("Bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
-        let err = reg.register(claim("bOB", OWNER_B, "l2", "10.0.0.2:2"), t0).unwrap_err();
+        let mut reg = registry();
+        reg.register(claim("Bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let err = reg.register(claim("bOB", KEY_B, "l2", "10.0.0.2:2"), t0).unwrap_err();
         assert_eq!(err, RegistryError::Taken { name: "bOB".into() });
         assert!(err.to_string().contains("taken"));
         let bob = reg.lookup(&name("BOB"), t0).unwrap();
@@ -242,14 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn same_owner_token_takes_over_a_live_name() {
+    fn the_same_key_takes_over_a_live_name() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("bob", OWNER_A, "old", "10.0.0.1:1"), t0).unwrap();
+        let mut reg = registry();
+        reg.register(claim("bob", KEY_A, "old", "10.0.0.1:1"), t0).unwrap();
         let t1 = t0 + Duration::from_secs(1);
-        reg.register(claim("Bob", OWNER_A, "new", "10.0.0.9:9"), t1).unwrap();
+        reg.register(claim("Bob", KEY_A, "new", "10.0.0.9:9"), t1).unwrap();
         let bob = reg.lookup(&name("bob"), t1).unwrap();
         assert_eq!((bob.name.as_str(), bob.address.as_str()), ("Bob", "10.0.0.9:9"));
+        assert_eq!(bob.public_key, KEY_A);
         // The crashed daemon's lease is dead; the new one lives.
         assert!(matches!(
             reg.heartbeat(&name("bob"), "old", Presence::Available, t1),
@@ -262,12 +332,12 @@ mod tests {
     #[test]
     fn expired_registration_frees_the_name_exactly_at_ttl() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let mut reg = registry();
+        reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
         let just_before = t0 + TTL - Duration::from_millis(1);
         assert!(reg.lookup(&name("bob"), just_before).is_ok());
         assert_eq!(reg.list(None, 10, just_before).peers.len(), 1);
-        assert!(reg.register(claim("bob", OWNER_B, "l2", "x:1"), just_before).is_err());
+        assert!(reg.register(claim("bob", KEY_B, "l2", "x:1"), just_before).is_err());
 
         let at_ttl = t0 + TTL;
         let err = reg.lookup(&name("bob"), at_ttl).unwrap_err();
@@ -277,15 +347,15 @@ mod tests {
             reg.heartbeat(&name("bob"), "l1", Presence::Available, at_ttl),
             Err(RegistryError::UnknownLease { .. })
         ));
-        reg.register(claim("bob", OWNER_B, "l2", "10.0.0.2:2"), at_ttl).unwrap();
+        reg.register(claim("bob", KEY_B, "l2", "10.0.0.2:2"), at_ttl).unwrap();
         assert_eq!(reg.lookup(&name("bob"), at_ttl).unwrap().address, "10.0.0.2:2");
     }
 
     #[test]
     fn heartbeat_renews_the_lease() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let mut reg = registry();
+        reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
         let mut now = t0;
         for _ in 0..5 {
             now += Duration::from_secs(10);
@@ -299,8 +369,8 @@ mod tests {
     #[test]
     fn heartbeat_with_a_wrong_lease_or_unknown_name_is_refused() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let mut reg = registry();
+        reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
         let err = reg.heartbeat(&name("bob"), "nope", Presence::Busy, t0).unwrap_err();
         assert!(err.to_string().contains("register again"));
         assert!(reg.heartbeat(&name("alice"), "l1", Presence::Busy, t0).is_err());
@@ -310,8 +380,8 @@ mod tests {
     #[test]
     fn heartbeat_changes_status() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let mut reg = registry();
+        reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
         reg.heartbeat(&name("bob"), "l1", Presence::Busy, t0).unwrap();
         assert_eq!(reg.lookup(&name("bob"), t0).unwrap().presence, Presence::Busy);
         assert_eq!(reg.list(None, 10, t0).peers[0].presence, Presence::Busy);
@@ -322,8 +392,8 @@ mod tests {
     #[test]
     fn unregister_needs_the_lease_and_is_idempotent() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("bob", OWNER_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let mut reg = registry();
+        reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
         assert_eq!(
             reg.unregister(&name("bob"), "other", t0),
             Err(RegistryError::WrongLease { name: "bob".into() })
@@ -333,18 +403,18 @@ mod tests {
         assert!(reg.lookup(&name("bob"), t0).is_err());
         reg.unregister(&name("bob"), "l1", t0).unwrap();
         // The name is free at once for anyone.
-        reg.register(claim("bob", OWNER_B, "l2", "10.0.0.2:2"), t0).unwrap();
+        reg.register(claim("bob", KEY_B, "l2", "10.0.0.2:2"), t0).unwrap();
     }
 
     #[test]
     fn pagination_returns_every_peer_once_in_order() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
+        let mut reg = registry();
         let total = 2_500;
         // Insert in an order unrelated to the sort order, in mixed case.
         for i in (0..total).rev() {
             let n = if i % 2 == 0 { format!("Peer{i:05}") } else { format!("peer{i:05}") };
-            reg.register(claim(&n, OWNER_A, &format!("l{i}"), "10.0.0.1:1"), t0).unwrap();
+            reg.register(claim(&n, KEY_A, &format!("l{i}"), "10.0.0.1:1"), t0).unwrap();
         }
         let mut seen = Vec::new();
         let mut token: Option<String> = None;
@@ -367,10 +437,10 @@ mod tests {
     #[test]
     fn a_page_deep_in_100k_peers_starts_right_after_its_token() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
+        let mut reg = registry();
         for i in 0..100_000 {
             let n = format!("p{i:06}");
-            reg.register(claim(&n, OWNER_A, &n, "10.0.0.1:1"), t0).unwrap();
+            reg.register(claim(&n, KEY_A, &n, "10.0.0.1:1"), t0).unwrap();
         }
         let page = reg.list(Some("p099000"), 1000, t0);
         assert_eq!(page.peers.len(), 999);
@@ -382,9 +452,9 @@ mod tests {
     #[test]
     fn an_exactly_full_last_page_says_it_is_the_last() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
+        let mut reg = registry();
         for n in ["a", "b", "c", "d"] {
-            reg.register(claim(n, OWNER_A, n, "10.0.0.1:1"), t0).unwrap();
+            reg.register(claim(n, KEY_A, n, "10.0.0.1:1"), t0).unwrap();
         }
         let first = reg.list(None, 2, t0);
         assert_eq!(first.next.as_deref(), Some("b"));
@@ -396,10 +466,10 @@ mod tests {
     #[test]
     fn listing_skips_expired_peers() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("a", OWNER_A, "a", "10.0.0.1:1"), t0).unwrap();
-        reg.register(claim("b", OWNER_A, "b", "10.0.0.1:1"), t0 + Duration::from_secs(5)).unwrap();
-        reg.register(claim("c", OWNER_A, "c", "10.0.0.1:1"), t0).unwrap();
+        let mut reg = registry();
+        reg.register(claim("a", KEY_A, "a", "10.0.0.1:1"), t0).unwrap();
+        reg.register(claim("b", KEY_A, "b", "10.0.0.1:1"), t0 + Duration::from_secs(5)).unwrap();
+        reg.register(claim("c", KEY_A, "c", "10.0.0.1:1"), t0).unwrap();
         let later = t0 + TTL;
         let page = reg.list(None, 1, later);
         assert_eq!(page.peers[0].name, "b");
@@ -409,14 +479,39 @@ mod tests {
     #[test]
     fn reaping_drops_only_expired_entries() {
         let t0 = Instant::now();
-        let mut reg = Registry::new(TTL);
-        reg.register(claim("old", OWNER_A, "1", "10.0.0.1:1"), t0).unwrap();
-        reg.register(claim("new", OWNER_A, "2", "10.0.0.1:1"), t0 + Duration::from_secs(10))
-            .unwrap();
+        let mut reg = registry();
+        reg.register(claim("old", KEY_A, "1", "10.0.0.1:1"), t0).unwrap();
+        reg.register(claim("new", KEY_A, "2", "10.0.0.1:1"), t0 + Duration::from_secs(10)).unwrap();
         assert_eq!(reg.reap(t0 + TTL - Duration::from_millis(1)), 0);
         assert_eq!(reg.reap(t0 + TTL), 1);
         assert_eq!(reg.len(), 1);
         assert!(reg.lookup(&name("new"), t0 + TTL).is_ok());
+    }
+
+    #[test]
+    fn registrations_per_source_are_capped_but_re_registering_is_free() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(TTL, 2);
+        let from = |c: Claim, ip: &str| Claim { source: source(ip), ..c };
+        reg.register(claim("a", KEY_A, "a", "10.0.0.1:1"), t0).unwrap();
+        reg.register(claim("b", KEY_A, "b", "10.0.0.1:1"), t0).unwrap();
+        let err = reg.register(claim("c", KEY_A, "c", "10.0.0.1:1"), t0).unwrap_err();
+        assert_eq!(err, RegistryError::TooManyFromSource { from: source("10.0.0.1"), max: 2 });
+        assert!(err.to_string().contains("too many registrations from 10.0.0.1"), "{err}");
+        // The same name again from the same source replaces, not adds.
+        reg.register(claim("A", KEY_A, "a2", "10.0.0.1:2"), t0).unwrap();
+        // Another source has its own allowance.
+        reg.register(from(claim("c", KEY_A, "c", "x:1"), "10.0.0.2"), t0).unwrap();
+        // Moving a name to another source frees a slot at the first.
+        reg.register(from(claim("b", KEY_A, "b2", "x:1"), "10.0.0.2"), t0).unwrap();
+        reg.register(claim("d", KEY_A, "d", "10.0.0.1:1"), t0).unwrap();
+        assert!(reg.register(from(claim("e", KEY_A, "e", "x:1"), "10.0.0.2"), t0).is_err());
+        // Unregistering and expiry give slots back.
+        reg.unregister(&name("c"), "c", t0).unwrap();
+        reg.register(from(claim("e", KEY_A, "e", "x:1"), "10.0.0.2"), t0).unwrap();
+        assert_eq!(reg.reap(t0 + TTL), 4);
+        assert!(reg.per_source.is_empty());
+        reg.register(claim("f", KEY_A, "f", "10.0.0.1:1"), t0 + TTL).unwrap();
     }
 
     #[test]

@@ -1,45 +1,67 @@
-//! The gRPC boundary: `DirectoryService` validates requests, drives the
-//! [`Registry`], and is the one place a `Status` is built.
+//! The gRPC boundary: `DirectoryService` applies the abuse limits,
+//! validates requests, checks proofs of possession, drives the bindings and
+//! the [`Registry`], and is the one place a `Status` is built.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
+use peerchat_core::identity::NONCE_LEN;
+use ring::rand::{SecureRandom as _, SystemRandom};
 use tonic::{Code, Request, Response, Status};
 
+use crate::bindings::{BindingStore, Check, MAX_BINDINGS, StoreError};
+use crate::challenges::{ChallengeError, Challenges};
+use crate::limits::{Limited, RateLimiter, Source};
+use crate::proof::{self, ProofError, Signed};
 use crate::registry::{Claim, Listing, Presence, Registry, RegistryError};
 
-/// Owner tokens shorter than this are too easy to guess to guard a name.
-const MIN_OWNER_TOKEN: usize = 16;
-const MAX_OWNER_TOKEN: usize = 128;
 const MAX_ADVERTISE: usize = 256;
 /// Page tokens are case-folded names; anything longer is not one of ours.
 const MAX_PAGE_TOKEN: usize = 64;
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
 
-/// The registry shared by the service and the reaper.
-pub(crate) type SharedRegistry = Arc<Mutex<Registry>>;
+/// The in-memory state shared by the service and the reaper. Each part has
+/// its own lock so that, say, a List never waits for a Challenge.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) challenges: Mutex<Challenges>,
+    /// Challenge and Register: one bucket, since a registration takes both.
+    pub(crate) register_limits: Mutex<RateLimiter>,
+    /// List and Lookup.
+    pub(crate) list_limits: Mutex<RateLimiter>,
+}
 
-/// Locks the registry. A panic while holding the lock cannot leave the map
-/// half-updated in a way that matters more than refusing all service, so a
-/// poisoned lock is used as is.
-pub(crate) fn lock(registry: &SharedRegistry) -> MutexGuard<'_, Registry> {
-    registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks one part of the state. A panic while holding a lock cannot leave a
+/// map half-updated in a way that matters more than refusing all service,
+/// so a poisoned lock is used as is.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The `peerchat.v1.Directory` service.
 #[derive(Debug, Clone)]
 pub(crate) struct DirectoryService {
-    registry: SharedRegistry,
+    state: Arc<Shared>,
+    /// Behind its own lock, held across a whole claim (binding check,
+    /// durable append, registry insert), so that two keys racing for a new
+    /// name cannot both win. Only Register takes it.
+    bindings: Arc<Mutex<BindingStore>>,
     ttl: Duration,
+    rng: SystemRandom,
 }
 
 impl DirectoryService {
-    pub(crate) fn new(registry: SharedRegistry, ttl: Duration) -> DirectoryService {
-        DirectoryService { registry, ttl }
+    pub(crate) fn new(
+        state: Arc<Shared>,
+        bindings: Arc<Mutex<BindingStore>>,
+        ttl: Duration,
+    ) -> DirectoryService {
+        DirectoryService { state, bindings, ttl, rng: SystemRandom::new() }
     }
 
     fn ttl_seconds(&self) -> u32 {
@@ -47,33 +69,74 @@ impl DirectoryService {
     }
 }
 
+/// Charges one request from `source` to `limiter`.
+fn charge(limiter: &Mutex<RateLimiter>, source: Source) -> Result<(), Status> {
+    lock(limiter).check(source, Instant::now()).map_err(limited)
+}
+
 #[tonic::async_trait]
 impl pb::directory_server::Directory for DirectoryService {
+    async fn challenge(
+        &self,
+        request: Request<pb::ChallengeRequest>,
+    ) -> Result<Response<pb::ChallengeResponse>, Status> {
+        charge(&self.state.register_limits, Source::of(request.remote_addr()))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| Status::internal("cannot draw a random nonce from the OS"))?;
+        lock(&self.state.challenges).issue(nonce, Instant::now()).map_err(challenge_status)?;
+        Ok(Response::new(pb::ChallengeResponse { nonce: nonce.to_vec() }))
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let observed = request.remote_addr();
+        let source = Source::of(observed);
+        charge(&self.state.register_limits, source)?;
         let req = request.into_inner();
+        // Spent before anything else is looked at: a nonce gets exactly one
+        // attempt, whatever is wrong with the request.
+        let nonce_was_outstanding =
+            lock(&self.state.challenges).consume(&req.nonce, Instant::now());
+
         let name = parse_name(&req.name)?;
         let address = listed_address(&req.advertise, req.port, observed)?;
         let presence = parse_presence(req.status)?;
-        if !(MIN_OWNER_TOKEN..=MAX_OWNER_TOKEN).contains(&req.owner_token.len()) {
-            return Err(Status::invalid_argument(format!(
-                "owner token must be {MIN_OWNER_TOKEN} to {MAX_OWNER_TOKEN} bytes, not {}",
-                req.owner_token.len()
-            )));
-        }
+        let signed = Signed {
+            public_key: &req.public_key,
+            nonce: &req.nonce,
+            timestamp_ms: req.timestamp_ms,
+            port: req.port,
+            name: &req.name,
+            advertise: &req.advertise,
+            signature: &req.signature,
+        };
+        let public_key = proof::verify(&signed, nonce_was_outstanding, unix_millis())
+            .map_err(|err| proof_status(&name, source, err))?;
+
         let lease = uuid::Uuid::new_v4().to_string();
         let claim = Claim {
             name: name.clone(),
             address: address.clone(),
             presence,
-            owner_token: req.owner_token,
+            public_key,
             lease_token: lease.clone(),
+            source,
         };
-        lock(&self.registry).register(claim, Instant::now()).map_err(status)?;
-        tracing::info!(name = %name, %address, "registered");
+        let (state, bindings) = (self.state.clone(), self.bindings.clone());
+        // The claim may append to the bindings file and sync it: blocking.
+        let new_binding = tokio::task::spawn_blocking(move || claim_name(&state, &bindings, claim))
+            .await
+            .map_err(|err| Status::internal(format!("registering {name} failed: {err}")))?
+            .map_err(claim_status)?;
+        let fingerprint = peerchat_core::identity::fingerprint(&public_key);
+        if new_binding {
+            tracing::info!(name = %name, key = %fingerprint, "name bound to a key");
+        }
+        tracing::info!(name = %name, %address, key = %fingerprint, %source, "registered");
         Ok(Response::new(pb::RegisterResponse { lease, ttl_seconds: self.ttl_seconds(), address }))
     }
 
@@ -84,7 +147,7 @@ impl pb::directory_server::Directory for DirectoryService {
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
         let presence = parse_presence(req.status)?;
-        lock(&self.registry)
+        lock(&self.state.registry)
             .heartbeat(&name, &req.lease, presence, Instant::now())
             .map_err(status)?;
         tracing::debug!(name = %name, ?presence, "renewed");
@@ -97,7 +160,7 @@ impl pb::directory_server::Directory for DirectoryService {
     ) -> Result<Response<pb::UnregisterResponse>, Status> {
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
-        lock(&self.registry).unregister(&name, &req.lease, Instant::now()).map_err(status)?;
+        lock(&self.state.registry).unregister(&name, &req.lease, Instant::now()).map_err(status)?;
         tracing::info!(name = %name, "unregistered");
         Ok(Response::new(pb::UnregisterResponse {}))
     }
@@ -106,6 +169,7 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        charge(&self.state.list_limits, Source::of(request.remote_addr()))?;
         let req = request.into_inner();
         let limit = match usize::try_from(req.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -113,7 +177,7 @@ impl pb::directory_server::Directory for DirectoryService {
             Err(_) => MAX_PAGE_SIZE,
         };
         let after = parse_page_token(&req.page_token)?;
-        let page = lock(&self.registry).list(after.as_deref(), limit, Instant::now());
+        let page = lock(&self.state.registry).list(after.as_deref(), limit, Instant::now());
         Ok(Response::new(pb::ListResponse {
             peers: page.peers.into_iter().map(peer).collect(),
             next_page_token: page.next.unwrap_or_default(),
@@ -124,20 +188,102 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
+        charge(&self.state.list_limits, Source::of(request.remote_addr()))?;
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
-        let listing = lock(&self.registry).lookup(&name, Instant::now()).map_err(status)?;
+        let listing = lock(&self.state.registry).lookup(&name, Instant::now()).map_err(status)?;
         Ok(Response::new(pb::LookupResponse { peer: Some(peer(listing)) }))
     }
+}
+
+/// Why a proven claim was still refused.
+#[derive(Debug, thiserror::Error)]
+enum ClaimError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the directory holds its maximum of {MAX_BINDINGS} name bindings; no new name can be claimed"
+    )]
+    Full,
+}
+
+/// Grants `claim` if its name is free or bound to its key, making a new
+/// binding durable before the registration exists. Returns whether the
+/// binding is new. Blocking: may append to and sync the bindings file.
+fn claim_name(
+    state: &Shared,
+    bindings: &Mutex<BindingStore>,
+    claim: Claim,
+) -> Result<bool, ClaimError> {
+    let mut bindings = lock(bindings);
+    let name_key = claim.name.key();
+    let new_binding = match bindings.check(&name_key, &claim.public_key) {
+        // Whether or not its owner is online: nobody takes an offline name.
+        Check::Other => {
+            return Err(RegistryError::Taken { name: claim.name.as_str().to_owned() }.into());
+        }
+        Check::Same => false,
+        Check::Free => true,
+    };
+    // Asked first, so that a registration refused for its source leaves no
+    // binding behind. Only claims change who is admitted, and they are
+    // serialised by the bindings lock, so the answer still holds below.
+    lock(&state.registry).admit(&claim, Instant::now())?;
+    if new_binding {
+        if bindings.len() >= MAX_BINDINGS {
+            return Err(ClaimError::Full);
+        }
+        bindings.bind(&name_key, &claim.public_key)?;
+    }
+    lock(&state.registry).register(claim, Instant::now())?;
+    Ok(new_binding)
+}
+
+/// Milliseconds since the Unix epoch by our clock (0 if it is set before 1970).
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn status(err: RegistryError) -> Status {
     let code = match err {
         RegistryError::Taken { .. } => Code::AlreadyExists,
+        RegistryError::TooManyFromSource { .. } => Code::ResourceExhausted,
         RegistryError::UnknownLease { .. } | RegistryError::NotOnline { .. } => Code::NotFound,
         RegistryError::WrongLease { .. } => Code::PermissionDenied,
     };
     Status::new(code, err.to_string())
+}
+
+fn limited(err: Limited) -> Status {
+    Status::resource_exhausted(err.to_string())
+}
+
+fn challenge_status(err: ChallengeError) -> Status {
+    Status::resource_exhausted(err.to_string())
+}
+
+fn proof_status(name: &Name, source: Source, err: ProofError) -> Status {
+    tracing::info!(name = %name, %source, %err, "registration refused");
+    Status::permission_denied(err.to_string())
+}
+
+fn claim_status(err: ClaimError) -> Status {
+    match err {
+        ClaimError::Registry(err) => status(err),
+        ClaimError::Full => Status::resource_exhausted(err.to_string()),
+        ClaimError::Store(StoreError::Closed) => {
+            Status::unavailable(StoreError::Closed.to_string())
+        }
+        // The path and OS error are for the operator's log, not the caller.
+        ClaimError::Store(err) => {
+            tracing::error!(%err, "cannot record a name binding");
+            Status::internal("cannot record the name binding durably; try again later")
+        }
+    }
 }
 
 fn parse_name(raw: &str) -> Result<Name, Status> {
@@ -216,7 +362,12 @@ fn peer(listing: Listing) -> pb::Peer {
         Presence::Available => pb::PeerStatus::Available,
         Presence::Busy => pb::PeerStatus::Busy,
     };
-    pb::Peer { name: listing.name, address: listing.address, status: status.into() }
+    pb::Peer {
+        name: listing.name,
+        address: listing.address,
+        status: status.into(),
+        public_key: listing.public_key.to_vec(),
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +380,14 @@ mod tests {
         let name = "bob".to_owned();
         let table = [
             (RegistryError::Taken { name: name.clone() }, Code::AlreadyExists, "taken"),
+            (
+                RegistryError::TooManyFromSource {
+                    from: Source::of(Some("10.0.0.1:9".parse().unwrap())),
+                    max: 3,
+                },
+                Code::ResourceExhausted,
+                "too many registrations from 10.0.0.1",
+            ),
             (RegistryError::UnknownLease { name: name.clone() }, Code::NotFound, "register again"),
             (RegistryError::NotOnline { name: name.clone() }, Code::NotFound, "not online"),
             (RegistryError::WrongLease { name }, Code::PermissionDenied, "different lease"),
@@ -237,8 +396,36 @@ mod tests {
             let s = status(err);
             assert_eq!(s.code(), code);
             assert!(s.message().contains(words), "{:?} lacks {words:?}", s.message());
-            assert!(s.message().contains("bob"));
+            if code != Code::ResourceExhausted {
+                assert!(s.message().contains("bob"), "{}", s.message());
+            }
         }
+    }
+
+    #[test]
+    fn limits_and_proofs_map_to_the_promised_codes_and_words() {
+        let source = Source::of(Some("10.0.0.1:9".parse().unwrap()));
+        let s = limited(Limited::TooFast { from: source, per_sec: 20 });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("rate limit") && s.message().contains("10.0.0.1"));
+        let s = limited(Limited::TooManySources);
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("rate limit"));
+        let s = challenge_status(ChallengeError::Full { max: 1 });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let s = proof_status(&Name::parse("bob").unwrap(), source, ProofError::Nonce);
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert!(s.message().starts_with("registration proof failed: the nonce"));
+        assert_eq!(claim_status(ClaimError::Full).code(), Code::ResourceExhausted);
+        assert_eq!(claim_status(StoreError::Closed.into()).code(), Code::Unavailable);
+        let io = StoreError::Io {
+            path: "/secret/path".into(),
+            action: "appending a binding",
+            source: std::io::Error::other("disk full"),
+        };
+        let s = claim_status(io.into());
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("/secret"), "{}", s.message());
     }
 
     #[test]

@@ -1,20 +1,26 @@
 //! The directory in process, over real TCP on 127.0.0.1:0, through the
-//! generated clients.
+//! generated clients, with a temporary data dir per test.
 
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hyper_util::rt::TokioIo;
 use pb::directory_client::DirectoryClient;
 use peerchat::v1 as pb;
+use peerchat_core::Name;
+use peerchat_core::identity::registration_payload;
 use peerchat_directoryd::{Config, run};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -24,30 +30,62 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// A directory this test owns; stopped when dropped.
 struct Directory {
     addr: SocketAddr,
+    data_dir: PathBuf,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), peerchat_directoryd::Error>>>,
 }
 
+/// Limits high enough that only the tests about them meet them.
+fn config(ttl: Duration, data_dir: &Path) -> Config {
+    Config {
+        ttl,
+        data_dir: data_dir.to_owned(),
+        register_rate: 100_000,
+        list_rate: 100_000,
+        ..Config::default()
+    }
+}
+
 impl Directory {
-    async fn start(ttl: Duration) -> Directory {
+    async fn start(ttl: Duration, data_dir: &Path) -> Directory {
+        Directory::start_with(config(ttl, data_dir)).await
+    }
+
+    async fn start_with(mut config: Config) -> Directory {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        config.listen = addr;
+        let data_dir = config.data_dir.clone();
         let shutdown = CancellationToken::new();
-        let config = Config { listen: addr, ttl, ..Config::default() };
         let task = tokio::spawn(run(config, listener, shutdown.clone()));
-        Directory { addr, shutdown, task: Some(task) }
+        Directory { addr, data_dir, shutdown, task: Some(task) }
     }
 
     async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        Endpoint::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
     }
 
     async fn client(&self) -> DirectoryClient<Channel> {
         DirectoryClient::new(self.channel().await)
+    }
+
+    /// A client whose connection comes from `local_ip` (any 127.0.0.0/8
+    /// address is loopback on Linux): another source, as the directory sees it.
+    async fn client_from(&self, local_ip: &str) -> DirectoryClient<Channel> {
+        let local: SocketAddr = format!("{local_ip}:0").parse().unwrap();
+        let addr = self.addr;
+        let connector = tower::service_fn(move |_: Uri| async move {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(local)?;
+            let stream = socket.connect(addr).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        });
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_with_connector(connector)
+            .await
+            .unwrap();
+        DirectoryClient::new(channel)
     }
 
     /// Cancels and waits for `run` to return.
@@ -67,19 +105,78 @@ impl Drop for Directory {
     }
 }
 
-fn register(name: &str, owner: &str, advertise: &str, port: u32) -> pb::RegisterRequest {
-    pb::RegisterRequest {
-        name: name.into(),
-        advertise: advertise.into(),
-        port,
-        status: pb::PeerStatus::Unspecified.into(),
-        owner_token: format!("{owner:-<16}").into_bytes(),
+fn now_ms() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// A peer's identity key.
+struct Key(Ed25519KeyPair);
+
+impl Key {
+    fn generate() -> Key {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        Key(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap())
     }
+
+    fn public(&self) -> Vec<u8> {
+        self.0.public_key().as_ref().to_vec()
+    }
+
+    /// A Register request signed with this key.
+    fn request(
+        &self,
+        nonce: Vec<u8>,
+        timestamp_ms: i64,
+        name: &str,
+        advertise: &str,
+        port: u32,
+    ) -> pb::RegisterRequest {
+        let payload = registration_payload(&nonce, timestamp_ms, port, name, advertise);
+        pb::RegisterRequest {
+            name: name.into(),
+            advertise: advertise.into(),
+            port,
+            status: pb::PeerStatus::Unspecified.into(),
+            public_key: self.public(),
+            nonce,
+            timestamp_ms,
+            signature: self.0.sign(&payload).as_ref().to_vec(),
+        }
+    }
+
+    /// Challenge, then a correctly signed Register.
+    async fn register(
+        &self,
+        client: &mut DirectoryClient<Channel>,
+        name: &str,
+        advertise: &str,
+        port: u32,
+    ) -> Result<pb::RegisterResponse, Status> {
+        let nonce = challenge(client).await?;
+        let request = self.request(nonce, now_ms(), name, advertise, port);
+        Ok(client.register(request).await?.into_inner())
+    }
+}
+
+async fn challenge(client: &mut DirectoryClient<Channel>) -> Result<Vec<u8>, Status> {
+    Ok(client.challenge(pb::ChallengeRequest {}).await?.into_inner().nonce)
+}
+
+async fn lookup(client: &mut DirectoryClient<Channel>, name: &str) -> Result<pb::Peer, Status> {
+    let reply = client.lookup(pb::LookupRequest { name: name.into() }).await?.into_inner();
+    Ok(reply.peer.expect("a peer"))
+}
+
+fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, words: &str) {
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), code, "{}", err.message());
+    assert!(err.message().contains(words), "{:?} lacks {words:?}", err.message());
 }
 
 #[tokio::test]
 async fn health_reports_serving_and_reflection_lists_the_directory() -> TestResult {
-    let dir = Directory::start(Duration::from_secs(15)).await;
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
     let mut health = HealthClient::new(dir.channel().await);
     for service in ["", "peerchat.v1.Directory"] {
         let reply = health.check(HealthCheckRequest { service: service.into() }).await?;
@@ -112,21 +209,27 @@ async fn health_reports_serving_and_reflection_lists_the_directory() -> TestResu
 
 #[tokio::test]
 async fn register_lookup_list_heartbeat_unregister() -> TestResult {
-    let dir = Directory::start(Duration::from_secs(15)).await;
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
     let mut client = dir.client().await;
+    let (alice_key, bob_key) = (Key::generate(), Key::generate());
+
+    let nonce = challenge(&mut client).await?;
+    assert_eq!(nonce.len(), 32);
+    assert_ne!(nonce, challenge(&mut client).await?, "nonces are fresh");
 
     // Empty advertise: the IP the directory saw, with the given port.
-    let alice = client.register(register("Alice", "alice", "", 7400)).await?.into_inner();
+    let alice = alice_key.register(&mut client, "Alice", "", 7400).await?;
     assert_eq!(alice.address, "127.0.0.1:7400");
     assert_eq!(alice.ttl_seconds, 15);
     assert!(!alice.lease.is_empty());
-    let bob = client.register(register("bob", "bob", "10.9.8.7:7401", 0)).await?.into_inner();
+    let bob = bob_key.register(&mut client, "bob", "10.9.8.7:7401", 0).await?;
     assert_eq!(bob.address, "10.9.8.7:7401");
 
-    let found = client.lookup(pb::LookupRequest { name: "ALICE".into() }).await?.into_inner();
-    let peer = found.peer.expect("a peer");
+    let peer = lookup(&mut client, "ALICE").await?;
     assert_eq!((peer.name.as_str(), peer.address.as_str()), ("Alice", "127.0.0.1:7400"));
     assert_eq!(peer.status(), pb::PeerStatus::Available);
+    assert_eq!(peer.public_key, alice_key.public());
 
     let beat = client
         .heartbeat(pb::HeartbeatRequest {
@@ -140,94 +243,209 @@ async fn register_lookup_list_heartbeat_unregister() -> TestResult {
     let list = client.list(pb::ListRequest::default()).await?.into_inner();
     let shown: Vec<_> = list.peers.iter().map(|p| (p.name.as_str(), p.status())).collect();
     assert_eq!(shown, [("Alice", pb::PeerStatus::Busy), ("bob", pb::PeerStatus::Available)]);
+    let keys: Vec<_> = list.peers.iter().map(|p| p.public_key.clone()).collect();
+    assert_eq!(keys, [alice_key.public(), bob_key.public()]);
     assert!(list.next_page_token.is_empty());
 
     let err = client
         .heartbeat(pb::HeartbeatRequest { name: "alice".into(), lease: "forged".into(), status: 0 })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("register again"), "{}", err.message());
+        .await;
+    assert_status(err, Code::NotFound, "register again");
 
     let err = client
         .unregister(pb::UnregisterRequest { name: "alice".into(), lease: bob.lease.clone() })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+        .await;
+    assert_status(err, Code::PermissionDenied, "different lease");
     client
         .unregister(pb::UnregisterRequest { name: "alice".into(), lease: alice.lease.clone() })
         .await?;
     // Again: harmless.
     client.unregister(pb::UnregisterRequest { name: "alice".into(), lease: alice.lease }).await?;
-    let err = client.lookup(pb::LookupRequest { name: "alice".into() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("not online"), "{}", err.message());
+    assert_status(lookup(&mut client, "alice").await, Code::NotFound, "not online");
 
     dir.stop().await?;
     Ok(())
 }
 
 #[tokio::test]
-async fn a_live_name_is_taken_except_for_its_owner() -> TestResult {
-    let dir = Directory::start(Duration::from_secs(15)).await;
+async fn registration_needs_a_proof_of_possession() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
     let mut client = dir.client().await;
-    let first = client.register(register("bob", "owner-1", "", 7400)).await?.into_inner();
+    let (key, other) = (Key::generate(), Key::generate());
+    let denied = Code::PermissionDenied;
+    let prefix = "registration proof failed:";
 
-    let err = client.register(register("BOB", "owner-2", "", 7500)).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
-    assert!(err.message().contains("taken"), "{}", err.message());
+    // No proof at all.
+    let bare = pb::RegisterRequest { name: "bob".into(), port: 7400, ..Default::default() };
+    assert_status(client.register(bare).await, denied, "public key");
 
-    // The same owner (a restarted daemon) takes the name over at once.
-    let second = client.register(register("Bob", "owner-1", "", 7600)).await?.into_inner();
+    // Signed by another key than the one claimed.
+    let nonce = challenge(&mut client).await?;
+    let forged = pb::RegisterRequest {
+        public_key: key.public(),
+        ..other.request(nonce, now_ms(), "bob", "", 7400)
+    };
+    assert_status(client.register(forged).await, denied, "signature does not verify");
+
+    // A signature over other fields than those sent (the address changed on the way).
+    let nonce = challenge(&mut client).await?;
+    let moved = pb::RegisterRequest {
+        advertise: "10.6.6.6:7400".into(),
+        ..key.request(nonce, now_ms(), "bob", "", 7400)
+    };
+    assert_status(client.register(moved).await, denied, "signature does not verify");
+
+    // A nonce the directory never issued, and one used already.
+    let invented = key.request(vec![7; 32], now_ms(), "bob", "", 7400);
+    assert_status(client.register(invented).await, denied, "nonce");
+    let nonce = challenge(&mut client).await?;
+    let first = key.request(nonce.clone(), now_ms(), "bob", "", 7400);
+    let accepted = client.register(first.clone()).await?.into_inner();
+    let err = client.register(first).await.unwrap_err();
+    assert_eq!(err.code(), denied);
+    assert!(err.message().starts_with(prefix), "{}", err.message());
+    assert!(err.message().contains("nonce"), "{}", err.message());
+
+    // A timestamp from ten minutes ago, and one from ten minutes ahead.
+    for skew in [-600_000, 600_000] {
+        let nonce = challenge(&mut client).await?;
+        let stale = key.request(nonce, now_ms() + skew, "bob", "", 7400);
+        assert_status(client.register(stale).await, denied, "timestamp");
+    }
+
+    // A nonce is spent even by a request refused for something else.
+    let nonce = challenge(&mut client).await?;
+    let bad_name = key.request(nonce.clone(), now_ms(), "b b", "", 7400);
+    assert_status(client.register(bad_name).await, Code::InvalidArgument, "invalid name");
+    let retry = key.request(nonce, now_ms(), "bob", "", 7400);
+    assert_status(client.register(retry).await, denied, "nonce");
+
+    // Nothing refused replaced the accepted registration.
+    let bob = lookup(&mut client, "bob").await?;
+    assert_eq!(bob.public_key, key.public());
+    client
+        .heartbeat(pb::HeartbeatRequest { name: "bob".into(), lease: accepted.lease, status: 0 })
+        .await?;
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_name_stays_bound_to_its_first_key_across_restarts() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let mut client = dir.client().await;
+    let (owner, intruder) = (Key::generate(), Key::generate());
+
+    let first = owner.register(&mut client, "bob", "", 7400).await?;
+    // Live, in any case.
+    assert_status(
+        intruder.register(&mut client, "BOB", "", 7500).await,
+        Code::AlreadyExists,
+        "taken",
+    );
+
+    // The owner registers again from another port: it replaces the live
+    // registration, and the old lease is dead.
+    let second = owner.register(&mut client, "Bob", "", 7600).await?;
     assert_ne!(first.lease, second.lease);
-    let peer =
-        client.lookup(pb::LookupRequest { name: "bob".into() }).await?.into_inner().peer.unwrap();
+    let peer = lookup(&mut client, "bob").await?;
     assert_eq!((peer.name.as_str(), peer.address.as_str()), ("Bob", "127.0.0.1:7600"));
-    let err = client
+    let old = client
         .heartbeat(pb::HeartbeatRequest { name: "bob".into(), lease: first.lease, status: 0 })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+        .await;
+    assert_status(old, Code::NotFound, "register again");
+
+    // Offline, the name is still the owner's.
+    client.unregister(pb::UnregisterRequest { name: "bob".into(), lease: second.lease }).await?;
+    assert_status(
+        intruder.register(&mut client, "bob", "", 7500).await,
+        Code::AlreadyExists,
+        "taken",
+    );
+    dir.stop().await?;
+
+    // And after a restart on the same data dir.
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let mut client = dir.client().await;
+    assert_status(
+        intruder.register(&mut client, "bob", "", 7500).await,
+        Code::AlreadyExists,
+        "taken",
+    );
+    owner.register(&mut client, "bob", "", 7700).await?;
+    assert_eq!(lookup(&mut client, "bob").await?.address, "127.0.0.1:7700");
+    dir.stop().await?;
+
+    let file = std::fs::read_to_string(data.path().join("bindings.jsonl"))?;
+    assert_eq!(file.lines().count(), 1, "one binding, written once: {file}");
+    assert!(file.contains("\"name\":\"bob\""), "{file}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forget_frees_a_name_for_another_key() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let mut client = dir.client().await;
+    let (old_key, new_key) = (Key::generate(), Key::generate());
+    old_key.register(&mut client, "bob", "", 7400).await?;
+    old_key.register(&mut client, "alice", "", 7401).await?;
+
+    let bob = Name::parse("Bob")?;
+    // Refused while the directory runs: it would not notice.
+    let err = peerchat_directoryd::forget(&dir.data_dir, &bob).unwrap_err();
+    assert!(err.to_string().contains("running directory"), "{err}");
+    dir.stop().await?;
+
+    let forgotten = peerchat_directoryd::forget(data.path(), &bob)?.expect("a binding");
+    assert_eq!(forgotten.key.to_vec(), old_key.public());
+    assert_eq!(peerchat_directoryd::forget(data.path(), &bob)?, None);
+
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let mut client = dir.client().await;
+    new_key.register(&mut client, "bob", "", 7500).await?;
+    assert_eq!(lookup(&mut client, "bob").await?.public_key, new_key.public());
+    // Other names are untouched.
+    assert_status(
+        new_key.register(&mut client, "alice", "", 7501).await,
+        Code::AlreadyExists,
+        "taken",
+    );
     dir.stop().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_and_the_server_keeps_serving() -> TestResult {
-    let dir = Directory::start(Duration::from_secs(15)).await;
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
     let mut client = dir.client().await;
+    let key = Key::generate();
+    let request = |name: &str, advertise: &str, port: u32| {
+        key.request(vec![0; 32], now_ms(), name, advertise, port)
+    };
 
     let cases = [
-        (register("no spaces", "owner", "", 7400), "invalid name"),
-        (register(&"x".repeat(33), "owner", "", 7400), "invalid name"),
-        (register("bob", "owner", "", 0), "port"),
-        (register("bob", "owner", "", 70_000), "port"),
-        (register("bob", "owner", "not-an-address", 0), "advertise"),
-        (register("bob", "owner", "10.0.0.1:0", 0), "advertise"),
-        (
-            pb::RegisterRequest { owner_token: b"short".to_vec(), ..register("bob", "o", "", 1) },
-            "owner token",
-        ),
-        (
-            pb::RegisterRequest { owner_token: vec![7; 129], ..register("bob", "o", "", 1) },
-            "owner token",
-        ),
-        (pb::RegisterRequest { status: 99, ..register("bob", "owner", "", 1) }, "status"),
+        (request("no spaces", "", 7400), "invalid name"),
+        (request(&"x".repeat(33), "", 7400), "invalid name"),
+        (request("bob", "", 0), "port"),
+        (request("bob", "", 70_000), "port"),
+        (request("bob", "not-an-address", 0), "advertise"),
+        (request("bob", "10.0.0.1:0", 0), "advertise"),
+        (pb::RegisterRequest { status: 99, ..request("bob", "", 1) }, "status"),
     ];
     for (request, words) in cases {
         let err = client.register(request.clone()).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{request:?}");
         assert!(err.message().contains(words), "{request:?}: {}", err.message());
     }
-    let err = client
-        .list(pb::ListRequest { page_size: 0, page_token: "x".repeat(100) })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = client.list(pb::ListRequest { page_size: 0, page_token: "x".repeat(100) }).await;
+    assert_status(err, Code::InvalidArgument, "page token");
 
     // Oversize requests are cut off by the decoder.
-    let huge =
-        pb::RegisterRequest { advertise: "a".repeat(64 * 1024), ..register("bob", "owner", "", 1) };
+    let huge = pb::RegisterRequest { advertise: "a".repeat(64 * 1024), ..request("bob", "", 1) };
     let err = client.register(huge).await.unwrap_err();
     assert_ne!(err.code(), Code::Ok);
 
@@ -239,7 +457,7 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() -> TestResult {
         let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut sink)).await;
     }
 
-    let ok = client.register(register("bob", "owner", "", 7400)).await?.into_inner();
+    let ok = key.register(&mut client, "bob", "", 7400).await?;
     assert_eq!(ok.address, "127.0.0.1:7400");
     dir.stop().await?;
     Ok(())
@@ -247,11 +465,14 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() -> TestResult {
 
 #[tokio::test]
 async fn list_pages_through_everyone_once() -> TestResult {
-    let dir = Directory::start(Duration::from_secs(15)).await;
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
     let mut client = dir.client().await;
+    // One key may own many names.
+    let key = Key::generate();
     let total = 250;
     for i in (0..total).rev() {
-        client.register(register(&format!("Peer{i:03}"), &format!("owner{i}"), "", 7400)).await?;
+        key.register(&mut client, &format!("Peer{i:03}"), "", 7400).await?;
     }
     let mut seen = Vec::new();
     let mut page_token = String::new();
@@ -277,27 +498,133 @@ async fn list_pages_through_everyone_once() -> TestResult {
 #[tokio::test]
 async fn a_peer_that_stops_heartbeating_disappears_within_ttl() -> TestResult {
     let ttl = Duration::from_secs(1);
-    let dir = Directory::start(ttl).await;
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(ttl, data.path()).await;
     let mut client = dir.client().await;
-    client.register(register("ghost", "ghost", "", 7400)).await?;
+    let key = Key::generate();
+    key.register(&mut client, "ghost", "", 7400).await?;
     assert_eq!(client.list(pb::ListRequest::default()).await?.into_inner().peers.len(), 1);
 
     tokio::time::sleep(ttl + Duration::from_millis(50)).await;
     assert!(client.list(pb::ListRequest::default()).await?.into_inner().peers.is_empty());
-    let err = client.lookup(pb::LookupRequest { name: "ghost".into() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    // The name is free for someone else.
-    client.register(register("ghost", "another", "", 7401)).await?;
+    assert_status(lookup(&mut client, "ghost").await, Code::NotFound, "not online");
+    // Gone from the list, but the name is still bound to its key.
+    let other = Key::generate();
+    assert_status(
+        other.register(&mut client, "ghost", "", 7401).await,
+        Code::AlreadyExists,
+        "taken",
+    );
+    key.register(&mut client, "ghost", "", 7402).await?;
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_register_flood_is_throttled_while_another_source_still_registers() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let config = Config { register_rate: 5, ..config(Duration::from_secs(15), data.path()) };
+    let dir = Directory::start_with(config).await;
+    let mut flooder = dir.client().await;
+    let key = Key::generate();
+
+    // Burst of 10 at 5/s: well before 60 calls the bucket is empty.
+    let mut throttled = 0;
+    for i in 0..30 {
+        match key.register(&mut flooder, &format!("flood{i}"), "", 7400).await {
+            Ok(_) => {}
+            Err(err) => {
+                assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+                assert!(err.message().contains("rate limit"), "{}", err.message());
+                assert!(err.message().contains("127.0.0.1"), "{}", err.message());
+                throttled += 1;
+            }
+        }
+    }
+    assert!(throttled >= 20, "only {throttled} of 30 throttled");
+
+    // A well-behaved peer on another address is not affected.
+    let mut neighbour = dir.client_from("127.0.0.2").await;
+    let carol = Key::generate().register(&mut neighbour, "carol", "", 7401).await?;
+    assert_eq!(carol.address, "127.0.0.2:7401");
+    // Heartbeats need a lease, not tokens: the flooding source still renews.
+    let mut renewed = 0;
+    for _ in 0..20 {
+        let beat =
+            pb::HeartbeatRequest { name: "carol".into(), lease: carol.lease.clone(), status: 0 };
+        flooder.heartbeat(beat).await?;
+        renewed += 1;
+    }
+    assert_eq!(renewed, 20);
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn registrations_per_source_are_capped_and_listing_is_rate_limited() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let config =
+        Config { max_per_source: 2, list_rate: 2, ..config(Duration::from_secs(15), data.path()) };
+    let dir = Directory::start_with(config).await;
+    let mut client = dir.client().await;
+    let key = Key::generate();
+    key.register(&mut client, "one", "", 7400).await?;
+    key.register(&mut client, "two", "", 7400).await?;
+    let third = key.register(&mut client, "three", "", 7400).await;
+    assert_status(third, Code::ResourceExhausted, "too many registrations from 127.0.0.1");
+    // Registering a name again from the same source does not count twice.
+    key.register(&mut client, "two", "", 7401).await?;
+    // Another source has its own allowance.
+    let mut neighbour = dir.client_from("127.0.0.2").await;
+    key.register(&mut neighbour, "three", "", 7400).await?;
+    // The refused claim left no binding: another key may take "four" later.
+    let before = std::fs::read_to_string(data.path().join("bindings.jsonl"))?;
+    assert_status(
+        key.register(&mut client, "four", "", 7400).await,
+        Code::ResourceExhausted,
+        "too many",
+    );
+    let after = std::fs::read_to_string(data.path().join("bindings.jsonl"))?;
+    assert_eq!(before, after);
+
+    // List and Lookup share a bucket of 2/s, bursts of 4.
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        results.push(client.list(pb::ListRequest::default()).await.map(|_| ()));
+        results.push(lookup(&mut client, "one").await.map(|_| ()));
+    }
+    let refused: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+    assert!(!refused.is_empty());
+    for err in refused {
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(err.message().contains("rate limit"), "{}", err.message());
+    }
+    assert_eq!(lookup(&mut neighbour, "one").await?.address, "127.0.0.1:7400");
     dir.stop().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn run_returns_when_cancelled_even_with_an_open_health_watch() -> TestResult {
-    let dir = Directory::start(Duration::from_secs(15)).await;
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
     let mut health = HealthClient::new(dir.channel().await);
     let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await?.into_inner();
     assert_eq!(watch.message().await?.unwrap().status(), ServingStatus::Serving);
     dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_fails_with_context_when_the_data_dir_is_in_use() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let first = Directory::start(Duration::from_secs(15), data.path()).await;
+    // Wait until the first one serves, so that it holds the bindings file.
+    first.client().await.list(pb::ListRequest::default()).await?;
+    let second = Directory::start(Duration::from_secs(15), data.path()).await;
+    let err = second.stop().await.unwrap_err();
+    assert!(err.to_string().contains("bindings"), "{err}");
+    assert!(err.to_string().contains("running directory"), "{err}");
+    first.stop().await?;
     Ok(())
 }

@@ -25,8 +25,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("the name {0} is taken by another live peer in the directory")]
+    #[error("the name {0} is taken: the directory has it bound to another key")]
     Taken(String),
+    #[error(
+        "the identity key {} is readable by other users (mode {mode:o}); fix it with: chmod 600 {}",
+        .path.display(),
+        .path.display()
+    )]
+    KeyFileMode { path: PathBuf, mode: u32 },
     #[error("peerd is not running at {0} (start it with: peerd start)")]
     NotRunning(PathBuf),
     #[error("{0}")]

@@ -1,15 +1,116 @@
-//! What this daemon keeps to prove it is itself: for now the owner token,
-//! a random secret in `<data-dir>/owner-token` that lets a restarted daemon
-//! reclaim its name from the directory at once instead of waiting for its
-//! old lease to expire. (The trust work replaces it with a key pair.)
+//! This daemon's long-term identity: an ed25519 key pair created on first
+//! start in `<data-dir>/identity.key` (PKCS#8, mode 0600, written whole to
+//! a temporary file and renamed). Its public key is who we are: the
+//! directory binds our name to it, and peers pin it.
+//!
+//! A key file that other users can read is refused, not silently fixed:
+//! somebody may already have copied it, and the user should know.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use peerchat_core::identity::{PUBLIC_KEY_LEN, fingerprint};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::error::Error;
 
-const TOKEN_FILE: &str = "owner-token";
+const KEY_FILE: &str = "identity.key";
+
+/// The key pair, loaded.
+pub(crate) struct Identity {
+    pkcs8: Vec<u8>,
+    pair: Ed25519KeyPair,
+    public: [u8; PUBLIC_KEY_LEN],
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private half.
+        f.debug_struct("Identity").field("fingerprint", &self.fingerprint()).finish()
+    }
+}
+
+impl Identity {
+    /// Loads the key from `data_dir`, creating it on first start.
+    pub(crate) fn load_or_create(data_dir: &Path) -> Result<Identity, Error> {
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(pkcs8) => {
+                check_private(&path)?;
+                Identity::from_pkcs8(pkcs8, &path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let rng = SystemRandom::new();
+                let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|_| Error::Other("cannot generate an identity key".into()))?;
+                write_private(data_dir, &path, doc.as_ref())?;
+                tracing::info!(path = %path.display(), "created a new identity key");
+                Identity::from_pkcs8(doc.as_ref().to_vec(), &path)
+            }
+            Err(e) => Err(Error::io(&path, "reading the identity key", e)),
+        }
+    }
+
+    fn from_pkcs8(pkcs8: Vec<u8>, path: &Path) -> Result<Identity, Error> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|e| {
+            Error::Other(format!(
+                "{} is not an ed25519 key ({e}); move it away to make a new one",
+                path.display()
+            ))
+        })?;
+        let mut public = [0u8; PUBLIC_KEY_LEN];
+        public.copy_from_slice(pair.public_key().as_ref());
+        Ok(Identity { pkcs8, pair, public })
+    }
+
+    pub(crate) fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.public
+    }
+
+    pub(crate) fn fingerprint(&self) -> String {
+        fingerprint(&self.public)
+    }
+
+    /// An ed25519 signature over `message`.
+    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
+    /// The PKCS#8 document, for building TLS certificates.
+    pub(crate) fn pkcs8(&self) -> &[u8] {
+        &self.pkcs8
+    }
+}
+
+/// Refuses a key file that anyone but its owner may read or write.
+fn check_private(path: &Path) -> Result<(), Error> {
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, "checking the identity key", e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::KeyFileMode { path: path.to_path_buf(), mode: mode & 0o777 });
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` as a 0600 file, atomically.
+fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp: PathBuf = dir.join(format!("{KEY_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, "creating the identity key", e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, "writing the identity key", e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, "writing the identity key", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "saving the identity key", e))?;
+    Ok(())
+}
 
 /// Creates the data dir (0700) if it is missing.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
@@ -23,42 +124,39 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reads the owner token, creating it on first start.
-pub(crate) fn owner_token(data_dir: &Path) -> Result<Vec<u8>, Error> {
-    let path = data_dir.join(TOKEN_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) if (16..=128).contains(&bytes.len()) => {
-            let mode = std::fs::metadata(&path)
-                .map_err(|e| Error::io(&path, "checking the owner token", e))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(Error::Other(format!(
-                    "{} is readable by other users (mode {:o}); fix it with: chmod 600 {}",
-                    path.display(),
-                    mode & 0o777,
-                    path.display()
-                )));
-            }
-            return Ok(bytes);
-        }
-        Ok(_) => tracing::warn!(path = %path.display(), "malformed owner token; making a new one"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&path, "reading the owner token", e)),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("peerd-id-{}", uuid::Uuid::new_v4().simple()));
+        ensure_private_dir(&dir).expect("tmp");
+        dir
     }
-    let token =
-        format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()).into_bytes();
-    // Written whole to a temporary file, then renamed: never half a token.
-    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, "creating the owner token", e))?;
-    f.write_all(&token).map_err(|e| Error::io(&tmp, "writing the owner token", e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, "writing the owner token", e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "saving the owner token", e))?;
-    Ok(token)
+
+    #[test]
+    fn is_created_once_private_and_reloaded_the_same() {
+        let dir = tmp();
+        let a = Identity::load_or_create(&dir).expect("create");
+        let mode = std::fs::metadata(dir.join(KEY_FILE)).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = Identity::load_or_create(&dir).expect("reload");
+        assert_eq!(a.public_key(), b.public_key());
+        let sig = a.sign(b"hello");
+        let pk = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, b.public_key());
+        assert!(pk.verify(b"hello", &sig).is_ok());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_key_others_can_read_is_refused_by_name() {
+        let dir = tmp();
+        Identity::load_or_create(&dir).expect("create");
+        let path = dir.join(KEY_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = Identity::load_or_create(&dir).expect_err("refused").to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -12,7 +12,8 @@
 //! - `control`: the `Control` service chatctl uses; `control_socket`: its
 //!   Unix socket file.
 //! - `history`: the per-peer history files.
-//! - `identity`: the secret that lets a restarted daemon reclaim its name.
+//! - `identity`: the ed25519 key pair; `tls`: certificates from it and the
+//!   pinning verifiers; `known_peers`: the keys we have talked to.
 //! - [`launch`] and [`stop`]: `peerd start` (detaching) and `peerd stop`.
 //!
 //! # Shutdown
@@ -29,12 +30,15 @@ mod driver;
 pub mod error;
 mod history;
 mod identity;
+mod known_peers;
 pub mod launch;
 mod link;
 mod presence;
 pub mod stop;
+mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use peerchat::v1 as pb;
@@ -43,16 +47,21 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::transport::{Endpoint, Server};
 
 pub use config::Config;
 pub use error::Error;
 
-use crate::control::{ControlService, Identity};
+use crate::control::{ControlService, Facts};
 use crate::driver::{Driver, INPUT_QUEUE};
+use crate::identity::Identity;
+use crate::known_peers::KnownPeers;
 use crate::link::accept::ChatService;
 use crate::link::dial::Dialer;
 use crate::presence::{DirectoryState, FirstAttempt, PresenceTask};
+use crate::tls::Credentials;
 
 /// Largest control request: a maximal message plus room; larger ones get
 /// tonic's RESOURCE_EXHAUSTED before any handler runs.
@@ -89,7 +98,9 @@ pub async fn run(
     // Our own token, so that a failed start can stop what it started.
     let token = shutdown.child_token();
     identity::ensure_private_dir(&config.data_dir)?;
-    let owner_token = identity::owner_token(&config.data_dir)?;
+    let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
+    let credentials = Credentials::new(&identity)?;
+    let known = KnownPeers::load(&config.data_dir)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.listen, source })?;
@@ -114,7 +125,7 @@ pub async fn run(
         PresenceTask {
             client: directory.clone(),
             name: config.name.to_string(),
-            owner_token,
+            identity: identity.clone(),
             advertise: config.advertise,
             port: listen.port(),
             wanted: wanted_rx,
@@ -132,12 +143,17 @@ pub async fn run(
         unseen,
         driver_rx,
         driver_tx.clone(),
-        Dialer { directory: directory.clone() },
+        Dialer {
+            directory: directory.clone(),
+            credentials: credentials.clone(),
+            known: known.clone(),
+        },
         wanted_tx,
     );
     let driver = tokio::spawn(driver.run(token.clone()));
 
-    let chat = ChatService::new(driver_tx.clone(), config.name.clone());
+    let chat =
+        ChatService::new(driver_tx.clone(), config.name.clone(), directory.clone(), known.clone());
     let chat_server = Server::builder()
         .http2_keepalive_interval(Some(link::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(link::KEEPALIVE_TIMEOUT))
@@ -148,30 +164,39 @@ pub async fn run(
                 .max_encoding_message_size(link::MAX_FRAME_BYTES),
         )
         .serve_with_incoming_shutdown(
-            link::incoming::incoming(listener, link::MAX_CONNECTIONS, token.clone()),
+            link::incoming::incoming(
+                listener,
+                credentials.server_config()?,
+                link::MAX_CONNECTIONS,
+                token.clone(),
+            ),
             wait_for_driver(token.clone()),
         );
     let chat_server = tokio::spawn(chat_server);
 
     let control = ControlService {
-        me: Identity {
+        me: Facts {
             name: config.name.clone(),
             listen: listen.to_string(),
             directory: config.directory.clone(),
             data_dir: config.data_dir.clone(),
+            key: identity.fingerprint(),
         },
         driver: driver_tx,
         directory,
         directory_state: state_rx,
         published: published_rx,
         shutdown: token.clone(),
+        known: known.clone(),
     };
+    let owner = config::uid();
     let control_server = Server::builder()
-        .add_service(
+        .add_service(InterceptedService::new(
             pb::control_server::ControlServer::new(control)
                 .max_decoding_message_size(MAX_CONTROL_REQUEST)
                 .max_encoding_message_size(usize::MAX),
-        )
+            move |request: tonic::Request<()>| same_user(request, owner),
+        ))
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(control_listener),
             wait_for_driver(token.clone()),
@@ -234,6 +259,27 @@ pub async fn run(
     drop(socket_file);
     tracing::info!("stopped");
     outcome
+}
+
+/// Only the daemon's own user may use the control socket. The 0600 socket
+/// in a 0700 folder already says so; this checks the connecting process's
+/// uid (SO_PEERCRED) as well, so that a loosened file mode, or root, does
+/// not open the daemon to anyone else.
+fn same_user(request: tonic::Request<()>, owner: u32) -> Result<tonic::Request<()>, tonic::Status> {
+    let uid = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid());
+    match uid {
+        Some(uid) if uid == owner => Ok(request),
+        Some(uid) => Err(tonic::Status::permission_denied(format!(
+            "permission denied: this peerd belongs to uid {owner}, not uid {uid}"
+        ))),
+        None => Err(tonic::Status::permission_denied(
+            "permission denied: cannot tell who is connecting",
+        )),
+    }
 }
 
 /// The servers stop once shutdown starts; their streams end when the driver

@@ -7,15 +7,19 @@
 //! there is one place where our presence can be wrong.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
+use peerchat_core::identity::registration_payload;
 use peerchat_core::lease::{Backoff, renew_interval};
 use peerchat_core::session::Presence;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
+
+use crate::identity::Identity;
 
 /// How long one directory call may take.
 pub(crate) const DIRECTORY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,7 +59,7 @@ pub(crate) enum FirstAttempt {
 pub(crate) struct PresenceTask {
     pub(crate) client: pb::directory_client::DirectoryClient<Channel>,
     pub(crate) name: String,
-    pub(crate) owner_token: Vec<u8>,
+    pub(crate) identity: Arc<Identity>,
     pub(crate) advertise: Option<SocketAddr>,
     pub(crate) port: u16,
     /// What we want the directory to say (from the driver).
@@ -142,12 +146,22 @@ impl PresenceTask {
     }
 
     async fn register(&mut self, status: Presence) -> Result<Lease, Failure> {
+        // Proof of possession: sign the directory's fresh nonce together
+        // with everything it will publish about us.
+        let nonce = call(self.client.challenge(pb::ChallengeRequest {})).await?.nonce;
+        let advertise = self.advertise.map(|a| a.to_string()).unwrap_or_default();
+        let port = u32::from(self.port);
+        let timestamp_ms = now_ms();
+        let payload = registration_payload(&nonce, timestamp_ms, port, &self.name, &advertise);
         let req = pb::RegisterRequest {
             name: self.name.clone(),
-            advertise: self.advertise.map(|a| a.to_string()).unwrap_or_default(),
-            port: u32::from(self.port),
+            advertise,
+            port,
             status: wire_status(status) as i32,
-            owner_token: self.owner_token.clone(),
+            public_key: self.identity.public_key().to_vec(),
+            nonce,
+            timestamp_ms,
+            signature: self.identity.sign(&payload),
         };
         let resp = call(self.client.register(req)).await?;
         tracing::info!(address = %resp.address, ttl = resp.ttl_seconds, "registered in the directory");
@@ -192,7 +206,9 @@ async fn call<T>(
         Ok(Err(status)) => Err(match status.code() {
             Code::NotFound => Failure::LeaseGone,
             Code::AlreadyExists => Failure::Taken,
-            Code::InvalidArgument => Failure::Rejected(status.message().to_owned()),
+            Code::InvalidArgument | Code::PermissionDenied => {
+                Failure::Rejected(status.message().to_owned())
+            }
             _ => Failure::Unreachable(status.message().to_owned()),
         }),
     }
@@ -203,4 +219,8 @@ pub(crate) fn wire_status(p: Presence) -> pb::PeerStatus {
         Presence::Available => pb::PeerStatus::Available,
         Presence::Busy => pb::PeerStatus::Busy,
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

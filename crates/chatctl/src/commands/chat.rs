@@ -294,7 +294,7 @@ impl Chat {
         output::either(
             self.json,
             || format::list_json(&peers, &you),
-            || format::list_text(&peers, &you),
+            || format::list_text(&peers, &you, false),
         )
     }
 

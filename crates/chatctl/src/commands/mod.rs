@@ -9,4 +9,5 @@ pub(crate) mod history;
 pub(crate) mod list;
 pub(crate) mod send;
 pub(crate) mod status;
+pub(crate) mod trust;
 pub(crate) mod watch;

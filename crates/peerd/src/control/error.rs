@@ -33,6 +33,10 @@ pub(crate) enum ControlError {
     Failed { id: String, reason: String },
     #[error("the directory is unreachable: {0}")]
     DirectoryUnreachable(String),
+    #[error("{0}")]
+    KeyChanged(String),
+    #[error("refused to talk to {name}: the peer at {address} did not prove {name}'s key ({why})")]
+    WrongKey { name: String, address: String, why: String },
     #[error("{name} refused the conversation: {why}")]
     Refused { name: String, why: String },
     #[error("too many messages waiting for receipts ({0}); wait for some to be delivered")]
@@ -89,6 +93,7 @@ impl From<ControlError> for Status {
             }
             ControlError::TimedOut { .. } => Code::DeadlineExceeded,
             ControlError::Failed { .. } | ControlError::Refused { .. } => Code::Aborted,
+            ControlError::KeyChanged(_) | ControlError::WrongKey { .. } => Code::PermissionDenied,
             ControlError::DirectoryUnreachable(_) | ControlError::ShuttingDown => Code::Unavailable,
             ControlError::TooManyInFlight(_) => Code::ResourceExhausted,
             ControlError::Internal(_) => Code::Internal,

@@ -20,8 +20,11 @@ use tonic::{Request, Response, Status};
 
 use crate::driver::{DriverTx, Input, SessionStatus, Wait, wire_state};
 use crate::history;
+use crate::known_peers::KnownPeers;
 use crate::presence::{DIRECTORY_CALL_TIMEOUT, DirectoryState};
+use crate::tls::PublicKey;
 use error::ControlError;
+use peerchat_core::identity::fingerprint;
 
 /// How long `send` waits for a receipt when the client gives no timeout.
 const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,22 +41,25 @@ const MAX_DISPLAYED_IDS: usize = 10_000;
 
 /// The daemon's facts that do not change while it runs.
 #[derive(Debug, Clone)]
-pub(crate) struct Identity {
+pub(crate) struct Facts {
     pub(crate) name: Name,
     pub(crate) listen: String,
     pub(crate) directory: String,
     pub(crate) data_dir: PathBuf,
+    /// Our key's fingerprint.
+    pub(crate) key: String,
 }
 
 /// The `Control` service.
 #[derive(Debug, Clone)]
 pub(crate) struct ControlService {
-    pub(crate) me: Identity,
+    pub(crate) me: Facts,
     pub(crate) driver: DriverTx,
     pub(crate) directory: pb::directory_client::DirectoryClient<Channel>,
     pub(crate) directory_state: watch::Receiver<DirectoryState>,
     pub(crate) published: watch::Receiver<Option<Presence>>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) known: KnownPeers,
 }
 
 impl ControlService {
@@ -99,6 +105,7 @@ impl pb::control_server::Control for ControlService {
             pid: std::process::id(),
             unacknowledged: u32::try_from(s.unacknowledged).unwrap_or(u32::MAX),
             data_dir: self.me.data_dir.display().to_string(),
+            key: self.me.key.clone(),
         }))
     }
 
@@ -274,6 +281,41 @@ impl pb::control_server::Control for ControlService {
             })
             .collect();
         Ok(Response::new(pb::GetHistoryResponse { peer: peer.to_string(), entries }))
+    }
+
+    async fn trust(
+        &self,
+        request: Request<pb::TrustRequest>,
+    ) -> Result<Response<pb::TrustResponse>, Status> {
+        let name = Name::parse(&request.into_inner().name).map_err(ControlError::from)?;
+        let mut directory = self.directory.clone();
+        let lookup = pb::LookupRequest { name: name.to_string() };
+        let listed = match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, directory.lookup(lookup))
+            .await
+        {
+            Ok(Ok(r)) => r.into_inner().peer.map(|p| p.public_key).unwrap_or_default(),
+            Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+                return Err(ControlError::NotOnline(name.to_string()).into());
+            }
+            Ok(Err(s)) => {
+                return Err(ControlError::DirectoryUnreachable(s.message().to_owned()).into());
+            }
+            Err(_) => {
+                return Err(ControlError::DirectoryUnreachable("no answer in time".into()).into());
+            }
+        };
+        let key: PublicKey = listed.as_slice().try_into().map_err(|_| ControlError::Refused {
+            name: name.to_string(),
+            why: "the directory lists no key for it".into(),
+        })?;
+        let previous =
+            self.known.trust(&name, &key).map_err(|e| ControlError::Internal(e.to_string()))?;
+        tracing::info!(peer = %name, key = %fingerprint(&key), "trusting a new key");
+        Ok(Response::new(pb::TrustResponse {
+            peer: name.to_string(),
+            key: fingerprint(&key),
+            previous: previous.map(|k| fingerprint(&k)).unwrap_or_default(),
+        }))
     }
 
     async fn stop(

@@ -14,9 +14,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use peerchat_core::identity::fingerprint;
+use tonic::transport::Channel;
+
 use super::dial::read_frames;
+use super::incoming::PeerConnectInfo;
 use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, SEND_QUEUE};
 use crate::driver::{DriverTx, Input};
+use crate::known_peers::{KnownPeers, Verdict, changed_message};
+use crate::presence::DIRECTORY_CALL_TIMEOUT;
+use crate::tls::PublicKey;
 
 /// The `Chat` service of this daemon.
 #[derive(Debug, Clone)]
@@ -24,11 +31,56 @@ pub(crate) struct ChatService {
     driver: DriverTx,
     me: Name,
     pending: Arc<Semaphore>,
+    directory: pb::directory_client::DirectoryClient<Channel>,
+    known: KnownPeers,
 }
 
 impl ChatService {
-    pub(crate) fn new(driver: DriverTx, me: Name) -> ChatService {
-        ChatService { driver, me, pending: Arc::new(Semaphore::new(MAX_PENDING_DIALS)) }
+    pub(crate) fn new(
+        driver: DriverTx,
+        me: Name,
+        directory: pb::directory_client::DirectoryClient<Channel>,
+        known: KnownPeers,
+    ) -> ChatService {
+        let pending = Arc::new(Semaphore::new(MAX_PENDING_DIALS));
+        ChatService { driver, me, pending, directory, known }
+    }
+
+    /// Is the dialer who it says it is? Its TLS key must be the one the
+    /// directory binds to the name, and the one we know if we know one.
+    async fn check_dialer(&self, name: &Name, key: &PublicKey) -> Result<(), Status> {
+        if let Verdict::Changed { known } = self.known.check(name, key) {
+            return Err(Status::permission_denied(changed_message(name, &known, key)));
+        }
+        let mut directory = self.directory.clone();
+        let lookup = pb::LookupRequest { name: name.to_string() };
+        match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, directory.lookup(lookup)).await {
+            Ok(Ok(resp)) => {
+                let listed = resp.into_inner().peer.map(|p| p.public_key).unwrap_or_default();
+                if listed.as_slice() != key.as_slice() {
+                    return Err(Status::permission_denied(format!(
+                        "you are not {name}: your key {} is not the one the directory binds to {name}",
+                        fingerprint(key)
+                    )));
+                }
+            }
+            // Without the directory, a key we already know is enough.
+            _ if self.known.check(name, key) == Verdict::Known => {}
+            Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+                return Err(Status::permission_denied(format!(
+                    "cannot verify {name}: it is not registered in the directory"
+                )));
+            }
+            _ => {
+                return Err(Status::unavailable(format!(
+                    "cannot verify {name}: the directory is unreachable and its key is new to us"
+                )));
+            }
+        }
+        if let Err(e) = self.known.remember(name, key) {
+            tracing::warn!(error = %e, "cannot record the peer's key");
+        }
+        Ok(())
     }
 }
 
@@ -47,6 +99,11 @@ impl pb::chat_server::Chat for ChatService {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Status::resource_exhausted("busy: too many dials in progress"))?;
+        let info = request.extensions().get::<PeerConnectInfo>().cloned();
+        let remote = info.as_ref().and_then(|i| i.remote);
+        let key = info
+            .and_then(|i| i.key)
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(Status::deadline_exceeded("no hello in time")),
@@ -64,6 +121,7 @@ impl pb::chat_server::Chat for ChatService {
                 self.me, hello.to
             )));
         }
+        self.check_dialer(&peer, &key).await?;
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
         let (link_tx, link_rx) = oneshot::channel();
         let driver = self.driver.clone();
@@ -80,7 +138,7 @@ impl pb::chat_server::Chat for ChatService {
         }
         match answer.await {
             Ok(Ok((link, _))) => {
-                tracing::info!(%peer, "accepted a conversation");
+                tracing::info!(%peer, ?remote, "accepted a conversation");
                 let _ = link_tx.send(link);
             }
             Ok(Err(AcceptError::Busy { me })) => {

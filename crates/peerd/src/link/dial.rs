@@ -1,14 +1,20 @@
 //! The dialing side of a link: look the peer up, connect, say hello, wait
 //! for welcome, then read its frames into the driver until the link ends.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::session::{LinkDown, LinkId};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Streaming};
 
 use super::{
@@ -16,8 +22,10 @@ use super::{
 };
 use crate::control::error::ControlError;
 use crate::driver::{DriverTx, Input};
+use crate::known_peers::{KnownPeers, Verdict, changed_message};
 use crate::link::frames;
 use crate::presence::DIRECTORY_CALL_TIMEOUT;
+use crate::tls::{self, Credentials, PublicKey};
 
 /// How long connecting to a peer's address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,6 +34,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub(crate) struct Dialer {
     pub(crate) directory: pb::directory_client::DirectoryClient<Channel>,
+    pub(crate) credentials: Credentials,
+    pub(crate) known: KnownPeers,
 }
 
 impl Dialer {
@@ -67,19 +77,56 @@ impl Dialer {
             return Err(ControlError::Busy(peer.name));
         }
         let address = peer.address;
+        let listed: PublicKey =
+            peer.public_key.as_slice().try_into().map_err(|_| ControlError::Refused {
+                name: name.to_string(),
+                why: "the directory lists no key for it".into(),
+            })?;
+        // The directory could be wrong or lying: a key that differs from the
+        // one we talked to before is the user's call, not ours.
+        if let Verdict::Changed { known } = self.known.check(name, &listed) {
+            return Err(ControlError::KeyChanged(changed_message(name, &known, &listed)));
+        }
         let unreachable = |why: String| ControlError::Unreachable {
             name: name.to_string(),
             address: address.clone(),
             why,
         };
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| unreachable(format!("bad address: {e}")))?
+        let addr: SocketAddr =
+            address.parse().map_err(|e| unreachable(format!("bad address: {e}")))?;
+        let tls = TlsConnector::from(
+            self.credentials.client_config(listed).map_err(|e| unreachable(e.to_string()))?,
+        );
+        // The URI is required by the API but unused: the connector dials.
+        let endpoint = Endpoint::from_static("http://peer.invalid")
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect().await.map_err(|e| unreachable(error_chain(&e)))?;
+        let connect = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
+            let tls = tls.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tls.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }));
+        let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Err(_) => return Err(unreachable("no answer in time".into())),
+            Ok(Err(e)) => {
+                let why = error_chain(&e);
+                if why.contains(tls::WRONG_KEY) || why.contains("BadSignature") {
+                    return Err(ControlError::WrongKey {
+                        name: name.to_string(),
+                        address: address.clone(),
+                        why,
+                    });
+                }
+                return Err(unreachable(why));
+            }
+            Ok(Ok(channel)) => channel,
+        };
         let mut client = pb::chat_client::ChatClient::new(channel)
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
@@ -119,6 +166,9 @@ impl Dialer {
         let callee = Name::parse(&welcome.name).map_err(|e| refused(e.to_string()))?;
         if callee != *name {
             return Err(refused(format!("the peer at {address} is {callee}, not {name}")));
+        }
+        if let Err(e) = self.known.remember(&callee, &listed) {
+            tracing::warn!(error = %e, "cannot record the peer's key");
         }
         Ok((callee, out, inbound))
     }

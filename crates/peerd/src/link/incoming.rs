@@ -1,10 +1,12 @@
-//! The peer port's accept loop: a bounded number of TCP connections at a
-//! time, each with TCP_NODELAY, fed to tonic's `serve_with_incoming`.
-//! A connection over the limit is closed at once, so a flood of
-//! connections cannot exhaust the daemon (the current conversation keeps
-//! its connection). This is also where TLS will wrap the stream.
+//! The peer port's accept loop: a bounded number of connections at a time,
+//! each with TCP_NODELAY and a TLS 1.3 handshake (in its own task, with a
+//! timeout) before it is handed to tonic's `serve_with_incoming`. A
+//! connection over the limit is closed at once and a handshake that stalls
+//! is dropped, so floods and half-open handshakes cannot exhaust the daemon
+//! (the current conversation keeps its connection).
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,21 +14,37 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
-/// A TCP connection holding one of the connection slots until dropped.
+use super::HANDSHAKE_TIMEOUT;
+use crate::tls::{PublicKey, certificate_key};
+
+/// What a handler learns about the other end of its connection.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerConnectInfo {
+    pub(crate) remote: Option<SocketAddr>,
+    /// The key the dialer proved in the TLS handshake.
+    pub(crate) key: Option<PublicKey>,
+}
+
+/// A TLS connection holding one of the connection slots until dropped.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: TlsStream<TcpStream>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    type ConnectInfo = PeerConnectInfo;
+    fn connect_info(&self) -> PeerConnectInfo {
+        let (tcp, tls) = self.stream.get_ref();
+        let key =
+            tls.peer_certificates().and_then(|c| c.first()).and_then(|c| certificate_key(c).ok());
+        PeerConnectInfo { remote: tcp.peer_addr().ok(), key }
     }
 }
 
@@ -66,21 +84,24 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts on `listener` until `shutdown`, at most `max` connections open.
+/// Accepts on `listener` until `shutdown`, at most `max` connections open
+/// (handshaking or established).
 pub(crate) fn incoming(
     listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
     max: usize,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(16);
     let slots = Arc::new(Semaphore::new(max));
+    let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = listener.accept() => a,
             };
-            let (stream, from) = match accepted {
+            let (tcp, from) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: wait a moment rather than spin.
@@ -93,10 +114,26 @@ pub(crate) fn incoming(
                 tracing::debug!(%from, "too many connections; closing this one");
                 continue;
             };
-            let _ = stream.set_nodelay(true);
-            if tx.send(Ok(Conn { stream, _slot: slot })).await.is_err() {
-                break;
-            }
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx, shutdown) = (acceptor.clone(), tx.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = handshake => match r {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%from, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%from, "TLS handshake timed out");
+                            return;
+                        }
+                    },
+                };
+                let _ = tx.send(Ok(Conn { stream, _slot: slot })).await;
+            });
         }
     });
     ReceiverStream::new(rx)

@@ -1,0 +1,259 @@
+//! Abuse limits per source address: token buckets that cap how fast one
+//! source may call, and the [`Source`] that requests are counted against.
+//!
+//! Pure arithmetic, no clock: `now` is passed in, so refill and burst are
+//! tested deterministically. The service keeps one [`RateLimiter`] for
+//! Challenge+Register and one for List+Lookup; the reaper drops buckets that
+//! have refilled completely (a full bucket is the same as no bucket), so the
+//! map only holds sources active in the last few seconds, and it has a hard
+//! ceiling on top.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+/// Sources tracked at once per limiter. Beyond it a new source is refused
+/// until the reaper has dropped idle buckets: memory stays bounded even
+/// under a flood from a huge number of addresses.
+pub(crate) const MAX_SOURCES: usize = 65_536;
+
+/// Where requests come from, as far as limits are concerned.
+///
+/// IPv6 addresses count by their /64: one host is usually given a whole /64
+/// and could otherwise dodge every per-address limit by changing address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    V4([u8; 4]),
+    /// The upper 64 bits of the address.
+    V6Net(u64),
+    /// No peer address (not on TCP): all such requests share one budget.
+    Unknown,
+}
+
+impl Source {
+    pub(crate) fn of(remote: Option<SocketAddr>) -> Source {
+        let Some(remote) = remote else {
+            return Source::Unknown;
+        };
+        match remote.ip() {
+            IpAddr::V4(v4) => Source::V4(v4.octets()),
+            // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source::V4(v4.octets()),
+                None => Source::V6Net((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Source::V4(octets) => write!(f, "{}", IpAddr::from(octets)),
+            Source::V6Net(net) => write!(f, "{}/64", Ipv6Addr::from(u128::from(net) << 64)),
+            Source::Unknown => f.write_str("an unknown address"),
+        }
+    }
+}
+
+/// A sustained rate with a burst of twice that, so that a peer starting up
+/// (Challenge then Register, maybe twice) never waits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rate {
+    per_sec: f64,
+    burst: f64,
+}
+
+impl Rate {
+    /// `per_sec` requests a second (at least one), bursts of `2 * per_sec`.
+    pub(crate) fn per_second(per_sec: u32) -> Rate {
+        let per_sec = f64::from(per_sec.max(1));
+        Rate { per_sec, burst: 2.0 * per_sec }
+    }
+}
+
+/// Tokens refill continuously at `rate.per_sec` up to `rate.burst`; each
+/// request takes one.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenBucket {
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn full(rate: Rate, now: Instant) -> TokenBucket {
+        TokenBucket { tokens: rate.burst, last: now }
+    }
+
+    /// Takes a token if there is one. A `now` earlier than the last call
+    /// (callers read the clock before taking the lock) adds nothing.
+    pub(crate) fn try_take(&mut self, rate: Rate, now: Instant) -> bool {
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True once the bucket has refilled completely: forgetting it then
+    /// changes nothing for its source.
+    pub(crate) fn is_full(&self, rate: Rate, now: Instant) -> bool {
+        let mut probe = self.clone();
+        probe.refill(rate, now);
+        probe.tokens >= rate.burst
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.per_sec).min(rate.burst);
+        self.last = self.last.max(now);
+    }
+}
+
+/// Why a request was refused. Every message contains `rate limit`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Limited {
+    #[error("rate limit exceeded for requests from {from}: at most {per_sec} a second; slow down")]
+    TooFast { from: Source, per_sec: u32 },
+    #[error(
+        "rate limit: the directory is tracking too many sources at once; try again in a few seconds"
+    )]
+    TooManySources,
+}
+
+/// One token bucket per source.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    per_sec: u32,
+    rate: Rate,
+    max_sources: usize,
+    buckets: HashMap<Source, TokenBucket>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(per_sec: u32, max_sources: usize) -> RateLimiter {
+        RateLimiter {
+            per_sec,
+            rate: Rate::per_second(per_sec),
+            max_sources,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Charges one request to `source`.
+    pub(crate) fn check(&mut self, source: Source, now: Instant) -> Result<(), Limited> {
+        if !self.buckets.contains_key(&source) && self.buckets.len() >= self.max_sources {
+            return Err(Limited::TooManySources);
+        }
+        let rate = self.rate;
+        let bucket = self.buckets.entry(source).or_insert_with(|| TokenBucket::full(rate, now));
+        if bucket.try_take(rate, now) {
+            Ok(())
+        } else {
+            Err(Limited::TooFast { from: source, per_sec: self.per_sec })
+        }
+    }
+
+    /// Drops the buckets that have refilled. Returns how many went.
+    pub(crate) fn sweep(&mut self, now: Instant) -> usize {
+        let before = self.buckets.len();
+        let rate = self.rate;
+        self.buckets.retain(|_, bucket| !bucket.is_full(rate, now));
+        before - self.buckets.len()
+    }
+
+    /// Sources currently tracked.
+    pub(crate) fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn src(s: &str) -> Source {
+        Source::of(Some(s.parse().unwrap()))
+    }
+
+    #[test]
+    fn a_full_bucket_allows_a_burst_of_twice_the_rate_then_the_rate() {
+        let t0 = Instant::now();
+        let rate = Rate::per_second(10);
+        let mut bucket = TokenBucket::full(rate, t0);
+        for i in 0..20 {
+            assert!(bucket.try_take(rate, t0), "burst request {i}");
+        }
+        assert!(!bucket.try_take(rate, t0));
+        // 100 ms buys exactly one token at 10/s.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(bucket.try_take(rate, t1));
+        assert!(!bucket.try_take(rate, t1));
+        // A long pause refills only up to the burst.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert!(bucket.is_full(rate, t2));
+        let taken = (0..100).take_while(|_| bucket.try_take(rate, t2)).count();
+        assert_eq!(taken, 20);
+    }
+
+    #[test]
+    fn time_going_backwards_adds_nothing() {
+        let t0 = Instant::now();
+        let rate = Rate::per_second(1);
+        let later = t0 + Duration::from_secs(10);
+        let mut bucket = TokenBucket::full(rate, later);
+        assert!(bucket.try_take(rate, later));
+        assert!(bucket.try_take(rate, later));
+        assert!(!bucket.try_take(rate, t0));
+        assert!(!bucket.try_take(rate, later));
+        assert!(bucket.try_take(rate, later + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn sources_are_limited_independently() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(1, MAX_SOURCES);
+        let a = src("10.0.0.1:1");
+        let b = src("10.0.0.2:1");
+        limiter.check(a, t0).unwrap();
+        limiter.check(a, t0).unwrap();
+        let err = limiter.check(a, t0).unwrap_err();
+        assert_eq!(err, Limited::TooFast { from: a, per_sec: 1 });
+        assert!(err.to_string().contains("rate limit"));
+        assert!(err.to_string().contains("10.0.0.1"), "{err}");
+        limiter.check(b, t0).unwrap();
+    }
+
+    #[test]
+    fn the_map_is_bounded_and_idle_buckets_are_swept() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(1, 2);
+        limiter.check(src("10.0.0.1:1"), t0).unwrap();
+        limiter.check(src("10.0.0.2:1"), t0).unwrap();
+        let err = limiter.check(src("10.0.0.3:1"), t0).unwrap_err();
+        assert_eq!(err, Limited::TooManySources);
+        assert!(err.to_string().contains("rate limit"));
+        // One token used at 1/s: full again after a second, not before.
+        assert_eq!(limiter.sweep(t0 + Duration::from_millis(999)), 0);
+        assert_eq!(limiter.sweep(t0 + Duration::from_secs(1)), 2);
+        assert_eq!(limiter.len(), 0);
+        limiter.check(src("10.0.0.3:1"), t0 + Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(src("[2001:db8:1:2::1]:5"), src("[2001:db8:1:2:ffff::9]:6"));
+        assert_ne!(src("[2001:db8:1:2::1]:5"), src("[2001:db8:1:3::1]:5"));
+        assert_eq!(src("[2001:db8:1:2::1]:5").to_string(), "2001:db8:1:2::/64");
+        assert_eq!(src("[::ffff:10.0.0.1]:5"), src("10.0.0.1:9"));
+        assert_eq!(src("10.0.0.1:9").to_string(), "10.0.0.1");
+        assert_eq!(Source::of(None).to_string(), "an unknown address");
+    }
+}

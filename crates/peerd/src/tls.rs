@@ -1,0 +1,245 @@
+//! TLS 1.3 for the peer link, with identities pinned by public key.
+//!
+//! Each start makes a fresh self-signed certificate from the identity key;
+//! the certificate is only a carrier for the key. The dialer knows which key
+//! it wants (the one the directory lists for the name, checked against the
+//! known-peers file) and its verifier accepts exactly that key. The callee
+//! accepts any well-formed ed25519 certificate during the handshake and
+//! checks the key against the name the dialer claims once the Hello arrives.
+//!
+//! Pinning alone is not enough: a man in the middle can replay a victim's
+//! certificate. Both verifiers therefore still verify the handshake
+//! signature with the key in the certificate, which only the holder of the
+//! private key can make. Session resumption is off, so every handshake runs
+//! the verifiers.
+
+use std::sync::Arc;
+
+use peerchat_core::identity::{PUBLIC_KEY_LEN, fingerprint};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    ServerConfig, SignatureScheme,
+};
+
+use crate::error::Error;
+use crate::identity::Identity;
+
+/// ALPN for gRPC over HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+
+/// An ed25519 public key.
+pub(crate) type PublicKey = [u8; PUBLIC_KEY_LEN];
+
+/// Our certificate chain and key, made once per start.
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivatePkcs8KeyDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Credentials {
+    /// A self-signed certificate for `identity`.
+    pub(crate) fn new(identity: &Identity) -> Result<Credentials, Error> {
+        let tls = |e: &dyn std::fmt::Display| {
+            Error::Other(format!("cannot make the TLS certificate: {e}"))
+        };
+        let pkcs8 = PrivatePkcs8KeyDer::from(identity.pkcs8().to_vec());
+        let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
+            .map_err(|e| tls(&e))?;
+        let params =
+            rcgen::CertificateParams::new(vec!["peerchat".to_owned()]).map_err(|e| tls(&e))?;
+        let cert = params.self_signed(&key_pair).map_err(|e| tls(&e))?;
+        Ok(Credentials {
+            chain: vec![cert.der().clone()],
+            key: Arc::new(pkcs8),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        })
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.key.as_ref().clone_key())
+    }
+
+    /// The callee's configuration: TLS 1.3 only, a client certificate
+    /// required, no tickets and no session cache.
+    pub(crate) fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+        let verifier = Arc::new(AnyPeerKey { algorithms: self.algorithms() });
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key())
+            .map_err(tls_error)?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(Arc::new(config))
+    }
+
+    /// The dialer's configuration for a peer that must hold `expected`.
+    pub(crate) fn client_config(&self, expected: PublicKey) -> Result<Arc<ClientConfig>, Error> {
+        let verifier = Arc::new(PinnedPeerKey { expected, algorithms: self.algorithms() });
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(self.chain.clone(), self.key())
+            .map_err(tls_error)?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Arc::new(config))
+    }
+
+    fn algorithms(&self) -> WebPkiSupportedAlgorithms {
+        self.provider.signature_verification_algorithms
+    }
+}
+
+fn tls_error(e: rustls::Error) -> Error {
+    Error::Other(format!("TLS configuration: {e}"))
+}
+
+/// The ed25519 key a certificate carries, parsed properly (a key merely
+/// appearing somewhere in the bytes is not enough).
+pub(crate) fn certificate_key(cert: &CertificateDer<'_>) -> Result<PublicKey, rustls::Error> {
+    let bad = |why: &str| {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(KeyError(
+            why.to_owned(),
+        )))))
+    };
+    let (rest, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| bad("not an X.509 certificate"))?;
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes after the certificate"));
+    }
+    let spki = parsed.public_key();
+    if spki.algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ED25519 {
+        return Err(bad("the certificate key is not ed25519"));
+    }
+    let raw: &[u8] = &spki.subject_public_key.data;
+    raw.try_into().map_err(|_| bad("the ed25519 key is not 32 bytes"))
+}
+
+/// Why a peer certificate was refused; shows in the dialer's error.
+#[derive(Debug)]
+struct KeyError(String);
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// The words a refused key shows up with, so the dialer can say so.
+pub(crate) const WRONG_KEY: &str = "peer key mismatch";
+
+/// Accepts exactly one key (the dialer's verifier).
+#[derive(Debug)]
+struct PinnedPeerKey {
+    expected: PublicKey,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedPeerKey {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let key = certificate_key(end_entity)?;
+        if key != self.expected {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                Arc::new(KeyError(format!(
+                    "{WRONG_KEY}: it answered with key {} instead of {}",
+                    fingerprint(&key),
+                    fingerprint(&self.expected)
+                ))),
+            ))));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The proof that the other end holds the private key of the
+        // certificate it showed: without it, pinning lets a relay through.
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// Accepts any ed25519 certificate whose holder signs the handshake (the
+/// callee's verifier; the key is matched to the claimed name later).
+#[derive(Debug)]
+struct AnyPeerKey {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyPeerKey {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        certificate_key(end_entity)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+}
