@@ -45,7 +45,7 @@ impl Identity {
                 let rng = SystemRandom::new();
                 let doc = Ed25519KeyPair::generate_pkcs8(&rng)
                     .map_err(|_| Error::Other("cannot generate an identity key".into()))?;
-                write_private(data_dir, &path, doc.as_ref())?;
+                write_private(&path, doc.as_ref(), "saving the identity key")?;
                 tracing::info!(path = %path.display(), "created a new identity key");
                 Identity::from_pkcs8(doc.as_ref().to_vec(), &path)
             }
@@ -96,20 +96,20 @@ fn check_private(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` as a 0600 file, atomically.
-fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp: PathBuf = dir.join(format!("{KEY_FILE}.tmp"));
+/// Writes `bytes` to `path` as a 0600 file, atomically (a temporary file
+/// beside it, synced, then renamed): a crash leaves the old file or the new
+/// one, never half of either. `what` names the file in errors.
+pub(crate) fn write_private(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), Error> {
+    let tmp: PathBuf = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| Error::io(&tmp, "creating the identity key", e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, "writing the identity key", e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, "writing the identity key", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "saving the identity key", e))?;
-    Ok(())
+        .map_err(|e| Error::io(&tmp, what, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| Error::io(&tmp, what, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, what, e))
 }
 
 /// Creates the data dir (0700) if it is missing.

@@ -8,8 +8,6 @@
 //! rewritten whole (temporary file + rename) on every change.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,6 +15,7 @@ use peerchat_core::Name;
 use peerchat_core::identity::fingerprint;
 
 use crate::error::Error;
+use crate::identity::write_private;
 use crate::tls::PublicKey;
 
 const FILE: &str = "known_peers";
@@ -99,19 +98,7 @@ impl KnownPeers {
         for (name, key) in keys {
             text.push_str(&format!("{name} {}\n", hex(key)));
         }
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, "writing the known peers", e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(&tmp, "writing the known peers", e))?;
-        std::fs::rename(&tmp, &self.path)
-            .map_err(|e| Error::io(&self.path, "saving the known peers", e))
+        write_private(&self.path, text.as_bytes(), "saving the known peers")
     }
 }
 

@@ -138,6 +138,15 @@ impl std::fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+/// Our identities are ed25519 keys; nothing else is offered or accepted.
+const ED25519_ONLY: [SignatureScheme; 1] = [SignatureScheme::ED25519];
+
+/// Both configurations are TLS 1.3 only, so a TLS 1.2 signature never
+/// reaches a verifier; refuse it should one try.
+fn tls12_refused() -> rustls::Error {
+    rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic)
+}
+
 /// The words a refused key shows up with, so the dialer can say so.
 pub(crate) const WRONG_KEY: &str = "peer key mismatch";
 
@@ -176,7 +185,7 @@ impl ServerCertVerifier for PinnedPeerKey {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -191,7 +200,7 @@ impl ServerCertVerifier for PinnedPeerKey {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        ED25519_ONLY.to_vec()
     }
 }
 
@@ -223,7 +232,7 @@ impl ClientCertVerifier for AnyPeerKey {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -236,7 +245,7 @@ impl ClientCertVerifier for AnyPeerKey {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        ED25519_ONLY.to_vec()
     }
 
     fn client_auth_mandatory(&self) -> bool {

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::driver::{DriverTx, Input, SessionStatus, Wait, wire_state};
 use crate::history;
 use crate::known_peers::KnownPeers;
-use crate::presence::{DIRECTORY_CALL_TIMEOUT, DirectoryState};
+use crate::presence::{self, DIRECTORY_CALL_TIMEOUT, DirectoryState, Listing};
 use crate::tls::PublicKey;
 use error::ControlError;
 use peerchat_core::identity::fingerprint;
@@ -288,21 +288,10 @@ impl pb::control_server::Control for ControlService {
         request: Request<pb::TrustRequest>,
     ) -> Result<Response<pb::TrustResponse>, Status> {
         let name = Name::parse(&request.into_inner().name).map_err(ControlError::from)?;
-        let mut directory = self.directory.clone();
-        let lookup = pb::LookupRequest { name: name.to_string() };
-        let listed = match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, directory.lookup(lookup))
-            .await
-        {
-            Ok(Ok(r)) => r.into_inner().peer.map(|p| p.public_key).unwrap_or_default(),
-            Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
-                return Err(ControlError::NotOnline(name.to_string()).into());
-            }
-            Ok(Err(s)) => {
-                return Err(ControlError::DirectoryUnreachable(s.message().to_owned()).into());
-            }
-            Err(_) => {
-                return Err(ControlError::DirectoryUnreachable("no answer in time".into()).into());
-            }
+        let listed = match presence::lookup(&self.directory, name.as_str()).await {
+            Listing::Online(peer) => peer.public_key,
+            Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string()).into()),
+            Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why).into()),
         };
         let key: PublicKey = listed.as_slice().try_into().map_err(|_| ControlError::Refused {
             name: name.to_string(),

@@ -22,7 +22,7 @@ use super::incoming::PeerConnectInfo;
 use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, SEND_QUEUE};
 use crate::driver::{DriverTx, Input};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
-use crate::presence::DIRECTORY_CALL_TIMEOUT;
+use crate::presence::{self, Listing};
 use crate::tls::PublicKey;
 
 /// The `Chat` service of this daemon.
@@ -52,12 +52,9 @@ impl ChatService {
         if let Verdict::Changed { known } = self.known.check(name, key) {
             return Err(Status::permission_denied(changed_message(name, &known, key)));
         }
-        let mut directory = self.directory.clone();
-        let lookup = pb::LookupRequest { name: name.to_string() };
-        match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, directory.lookup(lookup)).await {
-            Ok(Ok(resp)) => {
-                let listed = resp.into_inner().peer.map(|p| p.public_key).unwrap_or_default();
-                if listed.as_slice() != key.as_slice() {
+        match presence::lookup(&self.directory, name.as_str()).await {
+            Listing::Online(peer) => {
+                if peer.public_key.as_slice() != key.as_slice() {
                     return Err(Status::permission_denied(format!(
                         "you are not {name}: your key {} is not the one the directory binds to {name}",
                         fingerprint(key)
@@ -66,14 +63,14 @@ impl ChatService {
             }
             // Without the directory, a key we already know is enough.
             _ if self.known.check(name, key) == Verdict::Known => {}
-            Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+            Listing::NotOnline => {
                 return Err(Status::permission_denied(format!(
                     "cannot verify {name}: it is not registered in the directory"
                 )));
             }
-            _ => {
+            Listing::Unknown(why) => {
                 return Err(Status::unavailable(format!(
-                    "cannot verify {name}: the directory is unreachable and its key is new to us"
+                    "cannot verify {name}: the directory is unreachable ({why}) and its key is new to us"
                 )));
             }
         }

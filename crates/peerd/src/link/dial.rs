@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint, Uri};
-use tonic::{Code, Streaming};
 
 use super::{
     HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, SEND_QUEUE,
@@ -24,7 +24,7 @@ use crate::control::error::ControlError;
 use crate::driver::{DriverTx, Input};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
 use crate::link::frames;
-use crate::presence::DIRECTORY_CALL_TIMEOUT;
+use crate::presence::{self, Listing};
 use crate::tls::{self, Credentials, PublicKey};
 
 /// How long connecting to a peer's address may take.
@@ -56,22 +56,14 @@ impl Dialer {
     }
 
     async fn handshake(
-        mut self,
+        self,
         name: &Name,
         me: &Name,
     ) -> Result<(Name, mpsc::Sender<pb::Frame>, Streaming<pb::Frame>), ControlError> {
-        let lookup = pb::LookupRequest { name: name.to_string() };
-        let peer = match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, self.directory.lookup(lookup))
-            .await
-        {
-            Err(_) => return Err(ControlError::DirectoryUnreachable("no answer in time".into())),
-            Ok(Err(s)) if s.code() == Code::NotFound => {
-                return Err(ControlError::NotOnline(name.to_string()));
-            }
-            Ok(Err(s)) => return Err(ControlError::DirectoryUnreachable(s.message().to_owned())),
-            Ok(Ok(resp)) => {
-                resp.into_inner().peer.ok_or_else(|| ControlError::NotOnline(name.to_string()))?
-            }
+        let peer = match presence::lookup(&self.directory, name.as_str()).await {
+            Listing::Online(peer) => peer,
+            Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string())),
+            Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why)),
         };
         if peer.status == pb::PeerStatus::Busy as i32 {
             return Err(ControlError::Busy(peer.name));
