@@ -31,6 +31,8 @@ use crate::link::{self, dial::Dialer, frames};
 pub(crate) const INPUT_QUEUE: usize = 4096;
 /// Events queued towards one watch client before it counts as stuck.
 const WATCH_QUEUE: usize = 8192;
+/// Pending `send --wait` answers before abandoned ones are swept.
+const MAX_WAITERS: usize = 4096;
 /// Inputs handled per batch before actions are run.
 const BATCH: usize = 512;
 
@@ -233,6 +235,12 @@ impl Driver {
                 match self.session.send(id.clone(), text, now_ms()) {
                     Ok(()) => {
                         if let Some(w) = wait {
+                            // Waits whose client gave up (timed out) stay
+                            // until their receipt; sweep them now and then so
+                            // a peer that never displays cannot grow this.
+                            if self.waiters.len() >= MAX_WAITERS {
+                                self.waiters.retain(|_, (_, tx)| !tx.is_closed());
+                            }
                             self.waiters.insert(id.clone(), w);
                         }
                         let _ = accepted.send(Ok(id));
