@@ -711,3 +711,46 @@ fn challenge_flood_is_throttled_while_a_well_behaved_peer_registers() {
         assert_contains(message, "rate limit");
     }
 }
+
+/// An `https://` directory is pinned by its key: the fingerprint given with
+/// `--directory-key`, or the one seen first (recorded in the peer's
+/// `known_directories`). A directory showing another key is not talked to,
+/// so it cannot hand out peer keys.
+#[test]
+fn an_https_directory_is_pinned_by_its_key() {
+    let dir = Directory::start(TTL);
+    let https = format!("https://{}", dir.addr());
+    let fingerprint = dir.key();
+    assert_eq!(fingerprint.split('-').count(), 8, "odd fingerprint {fingerprint:?}");
+
+    // Trust on first use: alice records the key she saw.
+    let mut alice = Peer::start_with_directory(&https, "alice");
+    let known = alice.data_dir().join("known_directories");
+    let recorded = fs::read_to_string(&known).expect("alice recorded the directory's key");
+    assert_contains(&recorded, &fingerprint);
+    // Given: bob is told the key.
+    let bob = Peer::start_with_directory_args(&https, "bob", &["--directory-key", &fingerprint]);
+    assert_eq!(bob.status()["directory_state"], "registered");
+
+    // The whole path works over the TLS directory.
+    let out = alice.ctl_json(&["connect", "bob"]);
+    assert_eq!(out["peer"], "bob");
+    let sent = alice.ctl_json(&["send", "over a pinned directory"]);
+    assert_eq!(sent["state"], "delivered");
+
+    // Told a different key: refused at start, naming the mismatch.
+    let wrong = "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA";
+    let carol = Peer::unstarted(&https, "carol", &["--directory-key", wrong]);
+    let out = proc::run(&mut carol.start_command(), Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "peerd trusted a directory with the wrong key:\n{stderr}");
+    assert_contains(&stderr, "directory key mismatch");
+
+    // A recorded key that no longer matches: refused too.
+    alice.terminate();
+    fs::write(&known, format!("{} {wrong}\n", dir.addr())).expect("tampering with the record");
+    let out = proc::run(&mut alice.start_command(), Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "peerd ignored its recorded directory key:\n{stderr}");
+    assert_contains(&stderr, "directory key mismatch");
+}

@@ -66,6 +66,15 @@ impl Directory {
         home.join("data")
     }
 
+    /// The fingerprint of the directory's own key (`directoryd key`).
+    pub(crate) fn key(&self) -> String {
+        let mut cmd = proc::command(&bin("directoryd"));
+        cmd.arg("key").arg("--data-dir").arg(self.data_dir());
+        let out = proc::run(&mut cmd, Duration::from_secs(30));
+        assert!(out.status.success(), "directoryd key failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// The directory's `--data-dir` (its name bindings), the same across
     /// restarts.
     pub(crate) fn data_dir(&self) -> PathBuf {
@@ -166,6 +175,12 @@ impl Peer {
         Self::start_args(url, name, "127.0.0.1:0", &[])
     }
 
+    /// Starts the peer `name` against the directory at `url` with `extra`
+    /// flags (e.g. `["--directory-key", FINGERPRINT]`).
+    pub(crate) fn start_with_directory_args(url: &str, name: &str, extra: &[&str]) -> Peer {
+        Self::start_args(url, name, "127.0.0.1:0", extra)
+    }
+
     /// Starts the peer `name` registered in `dir`, listening on `listen`
     /// and with `extra` flags (e.g. `["--advertise", "127.0.0.1:PORT"]`).
     pub(crate) fn start_with(dir: &Directory, name: &str, listen: &str, extra: &[&str]) -> Peer {
@@ -173,19 +188,25 @@ impl Peer {
     }
 
     fn start_args(url: &str, name: &str, listen: &str, extra: &[&str]) -> Peer {
-        let home = short_tempdir();
-        let mut peer = Peer {
+        let mut peer = Self::unstarted(url, name, extra);
+        peer.listen = listen.to_owned();
+        peer.spawn();
+        peer
+    }
+
+    /// A peer that is not started yet, to run its `peerd start` by hand
+    /// ([`Peer::start_command`]) and see it fail.
+    pub(crate) fn unstarted(url: &str, name: &str, extra: &[&str]) -> Peer {
+        Peer {
             name: name.to_owned(),
             directory: url.to_owned(),
-            home,
-            listen: listen.to_owned(),
+            home: short_tempdir(),
+            listen: "127.0.0.1:0".to_owned(),
             extra: extra.iter().map(|&a| a.to_owned()).collect(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             pid: 0,
             proc: None,
-        };
-        peer.spawn();
-        peer
+        }
     }
 
     /// The `peerd start --foreground ...` command this peer runs, for a test

@@ -1,5 +1,5 @@
 //! The command line: flags, their environment variables and defaults, and
-//! the `forget` admin subcommand.
+//! the `forget` and `key` admin subcommands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,14 +16,15 @@ use crate::{Config, default_data_dir};
 const MAX_TTL_SECONDS: u64 = 86_400;
 
 /// `directoryd [--listen ADDR] [--ttl SECONDS] [...]` serves;
-/// `directoryd forget NAME [--data-dir DIR]` releases a name.
+/// `directoryd forget NAME [--data-dir DIR]` releases a name;
+/// `directoryd key [--data-dir DIR]` prints the directory key's fingerprint.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "directoryd",
     version,
     about = "The peerchat directory: online peers register here and find each other.",
     // Serving takes no subcommand, so that `directoryd --listen ADDR` stays
-    // what it always was; serving flags before `forget` are an error.
+    // what it always was; serving flags before a subcommand are an error.
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -58,7 +59,8 @@ pub struct Serve {
     )]
     pub ttl: u64,
 
-    /// Where name → key bindings are kept (bindings.jsonl; created 0700).
+    /// Where name → key bindings (bindings.jsonl) and the directory key
+    /// (directory.key) are kept; created 0700.
     #[arg(
         long,
         env = "PEERCHAT_DIRECTORY_DATA_DIR",
@@ -110,6 +112,26 @@ pub enum Command {
     /// its bindings in memory, so this refuses while one runs on DIR: stop
     /// the directory, forget, start it again.
     Forget(Forget),
+    /// Prints the fingerprint of the directory key, creating the key if
+    /// there is none.
+    ///
+    /// Hand it to users so that they can pin this directory:
+    /// `peerd start --directory https://HOST:7300 --directory-key FINGERPRINT`.
+    /// Safe while the directory runs.
+    Key(Key),
+}
+
+/// `directoryd key [--data-dir DIR]`
+#[derive(Debug, Clone, Args)]
+pub struct Key {
+    /// The data dir of the directory whose key to show.
+    #[arg(
+        long,
+        env = "PEERCHAT_DIRECTORY_DATA_DIR",
+        value_name = "DIR",
+        default_value_os_t = default_data_dir()
+    )]
+    pub data_dir: PathBuf,
 }
 
 /// `directoryd forget NAME [--data-dir DIR]`
@@ -200,6 +222,17 @@ mod tests {
         assert!(Cli::try_parse_from(["directoryd", "forget"]).is_err());
         // Serving flags do not mix with a subcommand.
         assert!(Cli::try_parse_from(["directoryd", "--ttl", "3", "forget", "bob"]).is_err());
+    }
+
+    #[test]
+    fn key_takes_its_own_data_dir() {
+        let cli = Cli::try_parse_from(["directoryd", "key", "--data-dir", "/d"]).unwrap();
+        let Some(Command::Key(key)) = cli.command else {
+            panic!("no key subcommand");
+        };
+        assert_eq!(key.data_dir, PathBuf::from("/d"));
+        assert!(Cli::try_parse_from(["directoryd", "key", "extra"]).is_err());
+        assert!(Cli::try_parse_from(["directoryd", "--listen", "127.0.0.1:1", "key"]).is_err());
     }
 
     #[test]

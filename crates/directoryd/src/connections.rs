@@ -1,9 +1,17 @@
 //! Accepting connections with a ceiling: a flood of connections waits in the
 //! kernel's backlog instead of costing the process a task and buffers each.
 //!
-//! An accept task holds one semaphore permit per open connection and hands
-//! the connection to tonic through a channel; the permit travels with the
-//! socket and is returned when hyper drops it.
+//! An accept task holds one semaphore permit per open connection; the permit
+//! travels with the socket and is returned when hyper drops it.
+//!
+//! Plaintext gRPC and TLS share one port, so that `http://` URLs (the
+//! default, `grpcurl -plaintext`) keep working while `https://` clients can
+//! pin the directory key. Each accepted connection gets its own task that
+//! peeks at the first byte: 0x16 opens a TLS handshake record (the
+//! ClientHello), whereas plaintext HTTP/2 starts with its `PRI * HTTP/2.0`
+//! preface. The peek and the handshake run in that task, never in the
+//! accept loop, so a client that connects and stays silent delays nobody;
+//! both are bounded, so it does not hold its permit for long either.
 
 use std::io;
 use std::pin::Pin;
@@ -11,9 +19,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -22,21 +33,42 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// once would spin; a short pause lets connections close.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// A TCP connection that counts against the ceiling while it lives.
+/// How long a new connection may take to send its first byte. A real client
+/// speaks at once; this only bounds what a silent one costs.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a TLS handshake may take, for the same reason.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first byte of a TLS record carrying a handshake message.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A connection, plaintext or TLS, that counts against the ceiling while it
+/// lives.
 #[derive(Debug)]
 pub(crate) struct Counted {
-    stream: TcpStream,
+    stream: Stream,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What a client speaks on the shared port.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    // Boxed: the TLS state is large, the plaintext variant is not.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// Spawns the accept loop; the returned stream ends when `shutdown` fires.
 pub(crate) fn accept(
     listener: TcpListener,
     max_connections: usize,
+    tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Counted>> {
     let (tx, rx) = mpsc::channel(1);
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -57,10 +89,20 @@ pub(crate) fn accept(
                     if let Err(err) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
                     }
-                    let conn = Counted { stream, _permit: permit };
-                    if tx.send(Ok(conn)).await.is_err() {
-                        break;
-                    }
+                    let (tx, acceptor, shutdown) = (tx.clone(), acceptor.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        let stream = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            stream = classify(stream, &acceptor) => stream,
+                        };
+                        match stream {
+                            Ok(stream) => {
+                                // Fails only when tonic stopped taking connections.
+                                let _ = tx.send(Ok(Counted { stream, _permit: permit })).await;
+                            }
+                            Err(why) => tracing::debug!(%peer, %why, "connection dropped"),
+                        }
+                    });
                 }
                 Err(err) => {
                     tracing::warn!(%err, "accept failed");
@@ -76,12 +118,40 @@ pub(crate) fn accept(
     ReceiverStream::new(rx)
 }
 
+/// Waits for the first byte and, if it starts a TLS handshake, completes
+/// the handshake; anything else is left for the plaintext HTTP/2 server
+/// (which closes the connection on garbage). The error says why the
+/// connection is dropped.
+async fn classify(stream: TcpStream, acceptor: &TlsAcceptor) -> Result<Stream, String> {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
+        .await
+        .map_err(|_| format!("nothing received within {FIRST_BYTE_TIMEOUT:?}"))?;
+    match peeked {
+        Ok(0) => return Err("closed before sending anything".to_owned()),
+        Ok(_) => {}
+        Err(err) => return Err(format!("cannot read: {err}")),
+    }
+    if first[0] != TLS_HANDSHAKE {
+        return Ok(Stream::Plain(stream));
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
+        Ok(Err(err)) => Err(format!("TLS handshake failed: {err}")),
+        Err(_) => Err(format!("TLS handshake not done within {HANDSHAKE_TIMEOUT:?}")),
+    }
+}
+
 impl Connected for Counted {
     type ConnectInfo = TcpConnectInfo;
 
-    /// The same info a bare `TcpStream` gives, so `Request::remote_addr` works.
+    /// The TCP socket's info, also under TLS, so that `Request::remote_addr`
+    /// (the observed address, the limits per source) works for both.
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        match &self.stream {
+            Stream::Plain(tcp) => tcp.connect_info(),
+            Stream::Tls(tls) => tls.get_ref().0.connect_info(),
+        }
     }
 }
 
@@ -91,7 +161,10 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match &mut self.stream {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
@@ -101,7 +174,10 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match &mut self.stream {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -109,18 +185,30 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match &mut self.stream {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Stream::Plain(tcp) => tcp.is_write_vectored(),
+            Stream::Tls(tls) => tls.is_write_vectored(),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match &mut self.stream {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.stream {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
     }
 }

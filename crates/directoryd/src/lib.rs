@@ -10,6 +10,12 @@
 //! operator releases a name with `directoryd forget NAME` ([`forget`]) while
 //! the directory is stopped.
 //!
+//! The directory has its own ed25519 key (`directory.key` in the data dir,
+//! see [`directory_key`]) and speaks TLS 1.3 with it on the same port as
+//! plaintext gRPC: `http://` clients keep working, and `https://` clients
+//! can pin the key so that a wrong answer to a lookup cannot come from
+//! anything but this directory.
+//!
 //! # Layout
 //! - [`run`]: serves the directory, gRPC health and server reflection on a
 //!   bound listener until the shutdown token fires.
@@ -24,8 +30,11 @@
 //!   validates input and is the one place a gRPC `Status` is built.
 //! - `reaper`: drops expired registrations, nonces and idle buckets every
 //!   second.
-//! - `connections`: accepts TCP connections up to a ceiling.
-//! - [`cli`]: flags, environment variables and the `forget` subcommand.
+//! - `connections`: accepts TCP connections up to a ceiling and tells TLS
+//!   from plaintext by the first byte.
+//! - `tls`: the directory key file and the TLS server configuration.
+//! - [`cli`]: flags, environment variables and the `forget` and `key`
+//!   subcommands.
 
 mod bindings;
 mod challenges;
@@ -36,6 +45,7 @@ mod proof;
 mod reaper;
 mod registry;
 mod service;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -56,6 +66,8 @@ use crate::challenges::Challenges;
 use crate::limits::RateLimiter;
 use crate::registry::Registry;
 use crate::service::{DirectoryService, Shared, lock};
+use crate::tls::DirectoryKey;
+pub use crate::tls::KeyError;
 
 /// Requests are a few names and addresses; nothing legitimate is bigger.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -78,7 +90,8 @@ pub struct Config {
     pub ttl: Duration,
     /// Open connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
-    /// Where the name → key bindings live (created 0700).
+    /// Where the name → key bindings and the directory key live (created
+    /// 0700).
     pub data_dir: PathBuf,
     /// Challenge + Register calls a second per source (bursts of twice).
     pub register_rate: u32,
@@ -126,6 +139,16 @@ pub fn forget(data_dir: &Path, name: &Name) -> Result<Option<Forgotten>, StoreEr
     bindings::forget(data_dir, name)
 }
 
+/// The directory's public key in `data_dir` (raw ed25519, 32 bytes),
+/// creating the key if there is none. Format it for people with
+/// `peerchat_core::identity::fingerprint`. Blocking I/O; safe while a
+/// directory runs on `data_dir` (the key file is only ever replaced whole).
+pub fn directory_key(
+    data_dir: &Path,
+) -> Result<[u8; peerchat_core::identity::PUBLIC_KEY_LEN], KeyError> {
+    Ok(DirectoryKey::load_or_create(data_dir)?.public_key())
+}
+
 /// Why the directory could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -140,6 +163,9 @@ pub enum Error {
     /// The name bindings could not be loaded.
     #[error("cannot load the name bindings: {0}")]
     Bindings(#[from] StoreError),
+    /// The directory key could not be loaded or made into a certificate.
+    #[error("cannot load the directory key: {0}")]
+    Key(#[from] KeyError),
     /// The embedded descriptor set could not be loaded for reflection.
     #[error("cannot set up server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -171,6 +197,11 @@ pub async fn run(
     // Blocking read at start-up, before anything is served.
     let bindings = Arc::new(Mutex::new(BindingStore::open(&config.data_dir)?));
     let _close_on_return = CloseOnDrop(bindings.clone());
+    // After the bindings: their lock already keeps a second directory off
+    // this data dir, so two first starts never race to create the key.
+    let key = DirectoryKey::load_or_create(&config.data_dir)?;
+    let tls = key.server_config()?;
+    tracing::info!(key = %key.fingerprint(), "directory key");
     let state = Arc::new(Shared {
         registry: Mutex::new(Registry::new(config.ttl, config.max_per_source)),
         challenges: Mutex::new(Challenges::new(challenges::MAX_OUTSTANDING)),
@@ -194,7 +225,7 @@ pub async fn run(
         .build_v1alpha()?
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
-    let incoming = connections::accept(listener, config.max_connections, stop.clone());
+    let incoming = connections::accept(listener, config.max_connections, tls, stop.clone());
     let serve = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

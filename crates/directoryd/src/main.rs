@@ -1,11 +1,12 @@
 //! `directoryd`: parses flags, sets up logging and signals, and runs the
-//! library until SIGINT or SIGTERM; or runs the `forget` admin subcommand.
+//! library until SIGINT or SIGTERM; or runs the `forget` or `key` admin
+//! subcommand.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use peerchat_directoryd::cli::{Cli, Command, Forget};
+use peerchat_directoryd::cli::{Cli, Command, Forget, Key};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -21,8 +22,10 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    if let Some(Command::Forget(forget)) = &cli.command {
-        return forget_name(forget);
+    match &cli.command {
+        Some(Command::Forget(forget)) => return forget_name(forget),
+        Some(Command::Key(key)) => return print_key(key),
+        None => {}
     }
 
     let shutdown = CancellationToken::new();
@@ -77,6 +80,21 @@ fn forget_name(args: &Forget) -> ExitCode {
         }
         Err(err) => {
             eprintln!("error: cannot forget {name}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `directoryd key`: the fingerprint alone on stdout, so that scripts can
+/// take it as it is.
+fn print_key(args: &Key) -> ExitCode {
+    match peerchat_directoryd::directory_key(&args.data_dir) {
+        Ok(key) => {
+            println!("{}", peerchat_core::identity::fingerprint(&key));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
             ExitCode::FAILURE
         }
     }

@@ -5,16 +5,21 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
 use pb::directory_client::DirectoryClient;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::identity::registration_payload;
+use peerchat_core::identity::{fingerprint, registration_payload};
 use peerchat_directoryd::{Config, run};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -88,6 +93,37 @@ impl Directory {
         DirectoryClient::new(channel)
     }
 
+    /// A client over TLS, and the verifier that saw the directory's
+    /// certificate.
+    async fn tls_client(&self) -> (DirectoryClient<Channel>, Arc<RecordingVerifier>) {
+        let verifier = Arc::new(RecordingVerifier::default());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let addr = self.addr;
+        let connect = tower::service_fn(move |_: Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("peerchat-directory").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        });
+        // The scheme only tells tonic not to do TLS itself: the connector does.
+        let channel =
+            Endpoint::from_static("http://directory.invalid").connect_with_connector(connect).await;
+        (DirectoryClient::new(channel.unwrap()), verifier)
+    }
+
     /// Cancels and waits for `run` to return.
     async fn stop(mut self) -> Result<(), peerchat_directoryd::Error> {
         self.shutdown.cancel();
@@ -103,6 +139,85 @@ impl Drop for Directory {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Accepts any certificate whose key signs the handshake, and records it:
+/// the tests then look at the key, as a pinning peer would.
+#[derive(Debug)]
+struct RecordingVerifier {
+    seen: Mutex<Vec<CertificateDer<'static>>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Default for RecordingVerifier {
+    fn default() -> RecordingVerifier {
+        RecordingVerifier {
+            seen: Mutex::default(),
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl RecordingVerifier {
+    /// The ed25519 key in the one certificate seen.
+    fn key(&self) -> Vec<u8> {
+        let seen = self.seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one handshake");
+        let (rest, cert) = x509_parser::parse_x509_certificate(seen[0].as_ref()).unwrap();
+        assert!(rest.is_empty());
+        let spki = cert.public_key();
+        assert_eq!(spki.algorithm.algorithm, x509_parser::oid_registry::OID_SIG_ED25519);
+        spki.subject_public_key.data.to_vec()
+    }
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.seen.lock().unwrap().push(end_entity.clone().into_owned());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        panic!("TLS 1.2 was negotiated");
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The proof that the server holds the key in its certificate.
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// What `directoryd key --data-dir DIR` prints.
+fn key_subcommand(data_dir: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_directoryd"))
+        .args(["key", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("PEERCHAT_DIRECTORY_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn now_ms() -> i64 {
@@ -626,5 +741,93 @@ async fn run_fails_with_context_when_the_data_dir_is_in_use() -> TestResult {
     assert!(err.to_string().contains("bindings"), "{err}");
     assert!(err.to_string().contains("running directory"), "{err}");
     first.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_and_plaintext_share_the_port_and_tls_shows_the_directory_key() -> TestResult {
+    let data = tempfile::tempdir()?;
+    // Made before the directory starts, as an operator would: the
+    // directory then uses this key instead of making one.
+    let printed = key_subcommand(data.path());
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let (mut tls, verifier) = dir.tls_client().await;
+    let mut plain = dir.client().await;
+    let (alice, bob) = (Key::generate(), Key::generate());
+
+    // Over TLS; the observed address is still the TCP peer's.
+    let registered = alice.register(&mut tls, "alice", "", 7400).await?;
+    assert_eq!(registered.address, "127.0.0.1:7400");
+    // In plaintext on the same port.
+    bob.register(&mut plain, "bob", "", 7401).await?;
+    for client in [&mut tls, &mut plain] {
+        let list = client.list(pb::ListRequest::default()).await?.into_inner();
+        let names: Vec<_> = list.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+    }
+
+    let key = verifier.key();
+    let reported = peerchat_directoryd::directory_key(data.path())?;
+    assert_eq!(key, reported);
+    assert_eq!(printed, format!("{}\n", fingerprint(&key)));
+    let path = data.path().join("directory.key");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+    dir.stop().await?;
+
+    // A restart on the same data dir keeps the key (the certificate is new).
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let (mut tls, verifier) = dir.tls_client().await;
+    assert_eq!(lookup(&mut tls, "alice").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(verifier.key(), key);
+    assert_eq!(key_subcommand(data.path()), printed, "also while it runs");
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_key_subcommand_creates_a_key_once() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let fresh = data.path().join("new");
+    let first = key_subcommand(&fresh);
+    assert_eq!(key_subcommand(&fresh), first);
+    assert_eq!(first.trim_end(), fingerprint(&peerchat_directoryd::directory_key(&fresh)?));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_key_others_may_read_stops_the_directory_with_advice() -> TestResult {
+    use std::os::unix::fs::PermissionsExt as _;
+    let data = tempfile::tempdir()?;
+    peerchat_directoryd::directory_key(data.path())?;
+    let path = data.path().join("directory.key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let err = dir.stop().await.unwrap_err().to_string();
+    assert!(err.contains(&format!("chmod 600 {}", path.display())), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_connection_blocks_nobody_and_is_dropped() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let dir = Directory::start(Duration::from_secs(15), data.path()).await;
+    let opened = Instant::now();
+    let mut silent = TcpStream::connect(dir.addr).await?;
+
+    // Others are served at once, over both protocols.
+    let prompt = Duration::from_secs(2);
+    let mut plain = tokio::time::timeout(prompt, dir.client()).await?;
+    tokio::time::timeout(prompt, plain.list(pb::ListRequest::default())).await??;
+    let (mut tls, _) = tokio::time::timeout(prompt, dir.tls_client()).await?;
+    tokio::time::timeout(prompt, tls.list(pb::ListRequest::default())).await??;
+
+    // The silent one is closed after the first-byte timeout (5 s).
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "still open after 10 s");
+    assert!(sink.is_empty(), "nothing was sent to it: {sink:?}");
+    assert!(opened.elapsed() >= Duration::from_secs(4), "closed early: {:?}", opened.elapsed());
+    dir.stop().await?;
     Ok(())
 }

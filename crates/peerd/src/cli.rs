@@ -31,6 +31,11 @@ pub struct StartArgs {
     /// The directory's URL.
     #[arg(long, env = "PEERCHAT_DIRECTORY", default_value = "http://127.0.0.1:7300")]
     pub directory: String,
+    /// For an https:// directory: the fingerprint its key must have
+    /// (`directoryd key` prints it). Without it the key seen first is
+    /// trusted and remembered.
+    #[arg(long, env = "PEERCHAT_DIRECTORY_KEY")]
+    pub directory_key: Option<String>,
     /// Where to listen for peers.
     #[arg(long, env = "PEERCHAT_LISTEN", default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,

@@ -13,6 +13,8 @@ use crate::error::Error;
 pub struct Config {
     pub name: Name,
     pub directory: String,
+    /// The directory's key fingerprint, for `https://` directories.
+    pub directory_key: Option<String>,
     pub listen: SocketAddr,
     pub advertise: Option<SocketAddr>,
     pub socket: PathBuf,
@@ -39,6 +41,7 @@ impl Config {
         };
         Ok(Config {
             directory: args.directory.clone(),
+            directory_key: args.directory_key.clone(),
             listen: args.listen,
             advertise: args.advertise,
             socket: socket_path(args.socket.as_deref()),

@@ -48,3 +48,15 @@ impl Error {
         Error::Io { path: path.into(), action, source }
     }
 }
+
+/// `first`, then every cause behind it, on one line
+/// ("transport error: tcp connect error: Connection refused").
+pub(crate) fn with_causes(first: String, mut cause: Option<&dyn std::error::Error>) -> String {
+    let mut s = first;
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

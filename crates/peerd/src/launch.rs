@@ -53,6 +53,9 @@ pub fn detach(config: &Config) -> Result<String, Error> {
         .arg(&config.socket)
         .arg("--data-dir")
         .arg(&config.data_dir);
+    if let Some(k) = &config.directory_key {
+        cmd.arg("--directory-key").arg(k);
+    }
     if let Some(a) = config.advertise {
         cmd.arg("--advertise").arg(a.to_string());
     }

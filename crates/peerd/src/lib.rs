@@ -8,7 +8,8 @@
 //!   `peerchat-core`), the history writer and the links.
 //! - `link`: the peer-to-peer `Chat` stream — dialing, accepting, frame
 //!   checks, the bounded accept loop.
-//! - `presence`: registration, heartbeats and status in the directory.
+//! - `presence`: registration, heartbeats and status in the directory;
+//!   `directory`: the (optionally TLS, key-pinned) channel to it, lookups.
 //! - `control`: the `Control` service chatctl uses; `control_socket`: its
 //!   Unix socket file.
 //! - `history`: the per-peer history files.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 mod control;
 mod control_socket;
+mod directory;
 mod driver;
 pub mod error;
 mod history;
@@ -48,8 +50,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
 use tonic::transport::server::UdsConnectInfo;
-use tonic::transport::{Endpoint, Server};
 
 pub use config::Config;
 pub use error::Error;
@@ -110,11 +112,7 @@ pub async fn run(
     let history = history::History::open(&config.data_dir)?;
     let unseen = history::unseen(&config.data_dir);
 
-    let channel = Endpoint::from_shared(config.directory.clone())
-        .map_err(|e| Error::Usage(format!("--directory {}: {e}", config.directory)))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(presence::DIRECTORY_CALL_TIMEOUT)
-        .connect_lazy();
+    let channel = directory::channel(&config)?;
     let directory = pb::directory_client::DirectoryClient::new(channel);
 
     let (wanted_tx, wanted_rx) = watch::channel(Presence::Available);

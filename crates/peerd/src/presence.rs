@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::error::with_causes;
 use crate::identity::Identity;
+use crate::tls::DIRECTORY_KEY_MISMATCH;
 
 /// How long one directory call may take.
 pub(crate) const DIRECTORY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -209,7 +211,17 @@ async fn call<T>(
             Code::InvalidArgument | Code::PermissionDenied => {
                 Failure::Rejected(status.message().to_owned())
             }
-            _ => Failure::Unreachable(status.message().to_owned()),
+            _ => {
+                // A transport failure keeps its cause in the source chain;
+                // a directory showing the wrong key is a hard refusal.
+                let why =
+                    with_causes(status.message().to_owned(), std::error::Error::source(&status));
+                if why.contains(DIRECTORY_KEY_MISMATCH) {
+                    Failure::Rejected(why)
+                } else {
+                    Failure::Unreachable(why)
+                }
+            }
         }),
     }
 }
@@ -223,31 +235,4 @@ pub(crate) fn wire_status(p: Presence) -> pb::PeerStatus {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// What the directory says about one name.
-#[derive(Debug)]
-pub(crate) enum Listing {
-    Online(pb::Peer),
-    NotOnline,
-    /// No answer, or an error: the reason.
-    Unknown(String),
-}
-
-/// Looks `name` up in the directory, within the call timeout.
-pub(crate) async fn lookup(
-    directory: &pb::directory_client::DirectoryClient<Channel>,
-    name: &str,
-) -> Listing {
-    let mut directory = directory.clone();
-    let request = pb::LookupRequest { name: name.to_owned() };
-    match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, directory.lookup(request)).await {
-        Err(_) => Listing::Unknown("the directory did not answer in time".into()),
-        Ok(Err(s)) if s.code() == Code::NotFound => Listing::NotOnline,
-        Ok(Err(s)) => Listing::Unknown(s.message().to_owned()),
-        Ok(Ok(resp)) => match resp.into_inner().peer {
-            Some(peer) => Listing::Online(peer),
-            None => Listing::NotOnline,
-        },
-    }
 }

@@ -138,6 +138,135 @@ impl std::fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+/// The dialer's configuration for the directory (`https://` URLs): TLS 1.3,
+/// no client certificate (registrations carry their own proof), and the
+/// directory's key pinned by `pin`.
+pub(crate) fn directory_client_config(pin: DirectoryPin) -> Result<Arc<ClientConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let algorithms = provider.signature_verification_algorithms;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(DirectoryKey { pin, algorithms }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Which key the directory at `authority` must show: the fingerprint the
+/// user gave (`--directory-key`), else the one recorded the first time we
+/// talked to it (`known_directories`), else whatever it shows now, which is
+/// then recorded (trust on first use).
+#[derive(Debug, Clone)]
+pub(crate) struct DirectoryPin {
+    pub(crate) authority: String,
+    pub(crate) given: Option<String>,
+    pub(crate) known_file: std::path::PathBuf,
+}
+
+/// The words a directory with the wrong key shows up with.
+pub(crate) const DIRECTORY_KEY_MISMATCH: &str = "directory key mismatch";
+
+impl DirectoryPin {
+    fn check(&self, shown: &str) -> Result<(), String> {
+        let same = |a: &str, b: &str| normalize(a) == normalize(b);
+        if let Some(given) = &self.given {
+            return if same(given, shown) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{DIRECTORY_KEY_MISMATCH}: {} shows key {shown}, not {given} (--directory-key)",
+                    self.authority
+                ))
+            };
+        }
+        let known = std::fs::read_to_string(&self.known_file).unwrap_or_default();
+        let recorded = known.lines().find_map(|line| {
+            let (authority, key) = line.split_once(' ')?;
+            (authority == self.authority).then(|| key.trim().to_owned())
+        });
+        match recorded {
+            Some(key) if same(&key, shown) => Ok(()),
+            Some(key) => Err(format!(
+                "{DIRECTORY_KEY_MISMATCH}: {} shows key {shown}, but it had key {key} before; \
+                 if the directory really has a new key, remove its line from {}",
+                self.authority,
+                self.known_file.display()
+            )),
+            None => {
+                tracing::warn!(directory = %self.authority, key = shown, "trusting the directory's key on first use");
+                append_line(&self.known_file, &format!("{} {shown}\n", self.authority))
+                    .map_err(|e| format!("cannot record the directory's key: {e}"))
+            }
+        }
+    }
+}
+
+fn normalize(fingerprint: &str) -> String {
+    fingerprint
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    f.write_all(line.as_bytes())
+}
+
+/// Accepts the directory's pinned key (see [`DirectoryPin`]).
+#[derive(Debug)]
+struct DirectoryKey {
+    pin: DirectoryPin,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for DirectoryKey {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let shown = fingerprint(&certificate_key(end_entity)?);
+        self.pin.check(&shown).map_err(|why| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                KeyError(why),
+            ))))
+        })?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ED25519_ONLY.to_vec()
+    }
+}
+
 /// Our identities are ed25519 keys; nothing else is offered or accepted.
 const ED25519_ONLY: [SignatureScheme; 1] = [SignatureScheme::ED25519];
 
@@ -250,5 +379,37 @@ impl ClientCertVerifier for AnyPeerKey {
 
     fn client_auth_mandatory(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(given: Option<&str>) -> DirectoryPin {
+        let file = std::env::temp_dir().join(format!("peerd-kd-{}", uuid::Uuid::new_v4().simple()));
+        DirectoryPin {
+            authority: "10.0.0.1:7300".into(),
+            given: given.map(str::to_owned),
+            known_file: file,
+        }
+    }
+
+    #[test]
+    fn a_directory_key_is_trusted_on_first_use_then_pinned() {
+        let p = pin(None);
+        assert!(p.check("AAAA-BBBB").is_ok());
+        assert!(p.check("aaaa bbbb").is_ok(), "fingerprints compare loosely");
+        let err = p.check("CCCC-DDDD").expect_err("changed");
+        assert!(err.contains(DIRECTORY_KEY_MISMATCH) && err.contains("AAAA-BBBB"), "{err}");
+        std::fs::remove_file(&p.known_file).ok();
+    }
+
+    #[test]
+    fn a_given_fingerprint_wins() {
+        let p = pin(Some("AAAA-BBBB"));
+        assert!(p.check("AAAABBBB").is_ok());
+        assert!(p.check("CCCC-DDDD").expect_err("wrong").contains("--directory-key"));
+        assert!(!p.known_file.exists(), "a given key is not recorded");
     }
 }

@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::directory::{self, Listing};
 use crate::driver::{DriverTx, Input, SessionStatus, Wait, wire_state};
 use crate::history;
 use crate::known_peers::KnownPeers;
-use crate::presence::{self, DIRECTORY_CALL_TIMEOUT, DirectoryState, Listing};
+use crate::presence::{DIRECTORY_CALL_TIMEOUT, DirectoryState};
 use crate::tls::PublicKey;
 use error::ControlError;
 use peerchat_core::identity::fingerprint;
@@ -288,7 +289,7 @@ impl pb::control_server::Control for ControlService {
         request: Request<pb::TrustRequest>,
     ) -> Result<Response<pb::TrustResponse>, Status> {
         let name = Name::parse(&request.into_inner().name).map_err(ControlError::from)?;
-        let listed = match presence::lookup(&self.directory, name.as_str()).await {
+        let listed = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer.public_key,
             Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string()).into()),
             Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why).into()),

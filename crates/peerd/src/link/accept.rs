@@ -20,9 +20,9 @@ use tonic::transport::Channel;
 use super::dial::read_frames;
 use super::incoming::PeerConnectInfo;
 use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, SEND_QUEUE};
+use crate::directory::{self, Listing};
 use crate::driver::{DriverTx, Input};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
-use crate::presence::{self, Listing};
 use crate::tls::PublicKey;
 
 /// The `Chat` service of this daemon.
@@ -52,7 +52,7 @@ impl ChatService {
         if let Verdict::Changed { known } = self.known.check(name, key) {
             return Err(Status::permission_denied(changed_message(name, &known, key)));
         }
-        match presence::lookup(&self.directory, name.as_str()).await {
+        match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => {
                 if peer.public_key.as_slice() != key.as_slice() {
                     return Err(Status::permission_denied(format!(

@@ -21,10 +21,11 @@ use super::{
     HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, SEND_QUEUE,
 };
 use crate::control::error::ControlError;
+use crate::directory::{self, Listing};
 use crate::driver::{DriverTx, Input};
+use crate::error::with_causes;
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
 use crate::link::frames;
-use crate::presence::{self, Listing};
 use crate::tls::{self, Credentials, PublicKey};
 
 /// How long connecting to a peer's address may take.
@@ -60,7 +61,7 @@ impl Dialer {
         name: &Name,
         me: &Name,
     ) -> Result<(Name, mpsc::Sender<pb::Frame>, Streaming<pb::Frame>), ControlError> {
-        let peer = match presence::lookup(&self.directory, name.as_str()).await {
+        let peer = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer,
             Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string())),
             Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why)),
@@ -107,7 +108,7 @@ impl Dialer {
         let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Err(_) => return Err(unreachable("no answer in time".into())),
             Ok(Err(e)) => {
-                let why = error_chain(&e);
+                let why = with_causes(e.to_string(), std::error::Error::source(&e));
                 if why.contains(tls::WRONG_KEY) || why.contains("BadSignature") {
                     return Err(ControlError::WrongKey {
                         name: name.to_string(),
@@ -198,16 +199,4 @@ fn describe(status: &tonic::Status) -> String {
     } else {
         msg.to_owned()
     }
-}
-
-/// The error and its causes on one line ("transport error: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
