@@ -185,6 +185,8 @@ pub(crate) struct BindingStore {
     /// Bytes known to be in the file: a failed append is cut back to here,
     /// so that a torn line never swallows the next one.
     len: u64,
+    /// No file at all: bindings last for this run (no `--data-dir`).
+    memory_only: bool,
 }
 
 impl BindingStore {
@@ -221,7 +223,18 @@ impl BindingStore {
             len += 1;
         }
         tracing::info!(path = %path.display(), bindings = bindings.len(), "bindings loaded");
-        Ok(BindingStore { bindings, path, file: Some(file), len })
+        Ok(BindingStore { bindings, path, file: Some(file), len, memory_only: false })
+    }
+
+    /// Bindings kept in memory only, for a directory run without a data dir.
+    pub(crate) fn in_memory() -> BindingStore {
+        BindingStore {
+            bindings: Bindings::default(),
+            path: PathBuf::new(),
+            file: None,
+            len: 0,
+            memory_only: true,
+        }
     }
 
     pub(crate) fn check(&self, name_key: &str, key: &PublicKey) -> Check {
@@ -234,6 +247,10 @@ impl BindingStore {
 
     /// Records a new binding durably, then in memory. Blocking I/O.
     pub(crate) fn bind(&mut self, name_key: &str, key: &PublicKey) -> Result<(), StoreError> {
+        if self.memory_only {
+            self.bindings.insert(name_key.to_owned(), *key);
+            return Ok(());
+        }
         let file = self.file.as_mut().ok_or(StoreError::Closed)?;
         let line = encode_line(name_key, key);
         let written = file.write_all(line.as_bytes()).and_then(|()| file.sync_data());
@@ -350,6 +367,15 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn without_a_data_dir_bindings_hold_for_the_run() {
+        let mut store = BindingStore::in_memory();
+        assert_eq!(store.check("bob", &[1; 32]), Check::Free);
+        store.bind("bob", &[1; 32]).unwrap();
+        assert_eq!(store.check("bob", &[1; 32]), Check::Same);
+        assert_eq!(store.check("bob", &[2; 32]), Check::Other);
+    }
 
     const A: PublicKey = [0xaa; 32];
     const B: PublicKey = [0x0b; 32];

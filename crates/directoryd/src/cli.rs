@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use peerchat_core::Name;
 use peerchat_core::lease::DEFAULT_TTL;
 
-use crate::{Config, default_data_dir};
+use crate::Config;
 
 /// Longest accepted `--ttl`: a day. Longer leases would keep dead peers
 /// listed for longer than anyone wants, and bound the `Instant` arithmetic.
@@ -60,14 +60,11 @@ pub struct Serve {
     pub ttl: u64,
 
     /// Where name → key bindings (bindings.jsonl) and the directory key
-    /// (directory.key) are kept; created 0700.
-    #[arg(
-        long,
-        env = "PEERCHAT_DIRECTORY_DATA_DIR",
-        value_name = "DIR",
-        default_value_os_t = default_data_dir()
-    )]
-    pub data_dir: PathBuf,
+    /// (directory.key) are kept, across restarts; created 0700. Without it
+    /// both live in memory only: names are bound, and the key is fixed, for
+    /// this run alone. Give one for any directory people rely on.
+    #[arg(long, env = "PEERCHAT_DIRECTORY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Challenge and Register calls a second per source IP (IPv6: per /64),
     /// with bursts of twice that.
@@ -125,12 +122,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Key {
     /// The data dir of the directory whose key to show.
-    #[arg(
-        long,
-        env = "PEERCHAT_DIRECTORY_DATA_DIR",
-        value_name = "DIR",
-        default_value_os_t = default_data_dir()
-    )]
+    #[arg(long, env = "PEERCHAT_DIRECTORY_DATA_DIR", value_name = "DIR", required = true)]
     pub data_dir: PathBuf,
 }
 
@@ -142,12 +134,7 @@ pub struct Forget {
     pub name: Name,
 
     /// The data dir of the directory whose binding to remove.
-    #[arg(
-        long,
-        env = "PEERCHAT_DIRECTORY_DATA_DIR",
-        value_name = "DIR",
-        default_value_os_t = default_data_dir()
-    )]
+    #[arg(long, env = "PEERCHAT_DIRECTORY_DATA_DIR", value_name = "DIR", required = true)]
     pub data_dir: PathBuf,
 }
 
@@ -203,7 +190,7 @@ mod tests {
         ])
         .unwrap();
         let config = cli.config();
-        assert_eq!(config.data_dir, PathBuf::from("/srv/dir"));
+        assert_eq!(config.data_dir, Some(PathBuf::from("/srv/dir")));
         assert_eq!((config.register_rate, config.list_rate, config.max_per_source), (5, 7, 3));
         for zero in ["--register-rate", "--list-rate", "--max-per-source"] {
             assert!(Cli::try_parse_from(["directoryd", zero, "0"]).is_err(), "{zero}");

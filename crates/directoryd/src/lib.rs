@@ -91,8 +91,8 @@ pub struct Config {
     /// Open connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// Where the name → key bindings and the directory key live (created
-    /// 0700).
-    pub data_dir: PathBuf,
+    /// 0700). `None`: in memory, for this run only.
+    pub data_dir: Option<PathBuf>,
     /// Challenge + Register calls a second per source (bursts of twice).
     pub register_rate: u32,
     /// List + Lookup calls a second per source (bursts of twice).
@@ -107,26 +107,11 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 7300)),
             ttl: DEFAULT_TTL,
             max_connections: 16_384,
-            data_dir: default_data_dir(),
+            data_dir: None,
             register_rate: 20,
             list_rate: 100,
             max_per_source: 256,
         }
-    }
-}
-
-/// `<user data dir>/peerchat/directory`, or `/tmp/peerchat-directory-$UID`
-/// on a platform without one.
-pub fn default_data_dir() -> PathBuf {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    data_dir_in(dirs::data_dir().as_deref(), uid)
-}
-
-fn data_dir_in(data_dir: Option<&Path>, uid: u32) -> PathBuf {
-    match data_dir {
-        Some(dir) => dir.join("peerchat").join("directory"),
-        None => PathBuf::from(format!("/tmp/peerchat-directory-{uid}")),
     }
 }
 
@@ -195,11 +180,23 @@ pub async fn run(
     let _stop_on_return = stop.clone().drop_guard();
 
     // Blocking read at start-up, before anything is served.
-    let bindings = Arc::new(Mutex::new(BindingStore::open(&config.data_dir)?));
+    let bindings = match &config.data_dir {
+        Some(dir) => BindingStore::open(dir)?,
+        None => {
+            tracing::warn!(
+                "no --data-dir: name bindings and the directory key last for this run only"
+            );
+            BindingStore::in_memory()
+        }
+    };
+    let bindings = Arc::new(Mutex::new(bindings));
     let _close_on_return = CloseOnDrop(bindings.clone());
     // After the bindings: their lock already keeps a second directory off
     // this data dir, so two first starts never race to create the key.
-    let key = DirectoryKey::load_or_create(&config.data_dir)?;
+    let key = match &config.data_dir {
+        Some(dir) => DirectoryKey::load_or_create(dir)?,
+        None => DirectoryKey::ephemeral()?,
+    };
     let tls = key.server_config()?;
     tracing::info!(key = %key.fingerprint(), "directory key");
     let state = Arc::new(Shared {
@@ -241,7 +238,7 @@ pub async fn run(
 
     tracing::info!(
         ttl = ?config.ttl,
-        data_dir = %config.data_dir.display(),
+        data_dir = ?config.data_dir,
         register_rate = config.register_rate,
         list_rate = config.list_rate,
         max_per_source = config.max_per_source,
@@ -281,18 +278,4 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("peerchat.v1.Directory")
         .with_service_name("grpc.health.v1.Health")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_data_dir_is_per_user() {
-        assert_eq!(
-            data_dir_in(Some(Path::new("/home/a/.local/share")), 1000),
-            Path::new("/home/a/.local/share/peerchat/directory")
-        );
-        assert_eq!(data_dir_in(None, 1000), Path::new("/tmp/peerchat-directory-1000"));
-    }
 }

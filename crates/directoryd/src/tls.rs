@@ -114,6 +114,14 @@ impl DirectoryKey {
         }
     }
 
+    /// A key for this run only (no data dir): peers that pin it will refuse
+    /// the directory after a restart, which is the point of pinning.
+    pub(crate) fn ephemeral() -> Result<DirectoryKey, KeyError> {
+        let doc =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Generate)?;
+        DirectoryKey::from_pkcs8(doc.as_ref().to_vec(), Path::new("(in memory)"))
+    }
+
     fn from_pkcs8(pkcs8: Vec<u8>, path: &Path) -> Result<DirectoryKey, KeyError> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
             .map_err(|err| KeyError::Invalid { path: path.to_owned(), why: err.to_string() })?;

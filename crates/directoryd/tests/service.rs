@@ -44,7 +44,7 @@ struct Directory {
 fn config(ttl: Duration, data_dir: &Path) -> Config {
     Config {
         ttl,
-        data_dir: data_dir.to_owned(),
+        data_dir: Some(data_dir.to_owned()),
         register_rate: 100_000,
         list_rate: 100_000,
         ..Config::default()
@@ -60,7 +60,7 @@ impl Directory {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
-        let data_dir = config.data_dir.clone();
+        let data_dir = config.data_dir.clone().unwrap_or_default();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(config, listener, shutdown.clone()));
         Directory { addr, data_dir, shutdown, task: Some(task) }
