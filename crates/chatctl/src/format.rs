@@ -327,6 +327,8 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
         Kind::Failed(f) => {
             json!({ "event": "failed", "id": f.id, "reason": f.reason, "peer": f.peer })
         }
+        Kind::LinkLost(l) => json!({ "event": "link_lost", "peer": l.peer, "reason": l.reason }),
+        Kind::Resumed(r) => json!({ "event": "resumed", "peer": r.peer }),
     })
 }
 
@@ -361,6 +363,10 @@ where
         }
         Kind::Failed(f) if f.reason.is_empty() => format!("{at} ✗ message {} failed", name(&f.id)),
         Kind::Failed(f) => format!("{at} ✗ message {} failed: {}", name(&f.id), clean(&f.reason)),
+        Kind::LinkLost(l) => {
+            format!("{at} * link to {} lost, reconnecting ({})", l.peer, clean(&l.reason))
+        }
+        Kind::Resumed(r) => format!("{at} * back with {}", r.peer),
     })
 }
 
@@ -605,6 +611,11 @@ mod tests {
                 reason: "link lost".into(),
                 peer: "bob".into(),
             })),
+            event(Kind::LinkLost(pb::LinkLostEvent {
+                peer: "bob".into(),
+                reason: "link lost: reset".into(),
+            })),
+            event(Kind::Resumed(pb::ResumedEvent { peer: "bob".into() })),
         ]
     }
 
@@ -620,6 +631,8 @@ mod tests {
                 json!({"event": "connected", "peer": "bob"}),
                 json!({"event": "disconnected", "peer": "bob", "reason": "bob left"}),
                 json!({"event": "failed", "id": "o", "reason": "link lost", "peer": "bob"}),
+                json!({"event": "link_lost", "peer": "bob", "reason": "link lost: reset"}),
+                json!({"event": "resumed", "peer": "bob"}),
             ]
         );
         assert_eq!(event_json(&pb::Event { kind: None }), None);
@@ -641,6 +654,8 @@ mod tests {
                 "[10:19:02] * connected to bob",
                 "[10:19:02] * disconnected from bob (bob left)",
                 "[10:19:02] ✗ message o failed: link lost",
+                "[10:19:02] * link to bob lost, reconnecting (link lost: reset)",
+                "[10:19:02] * back with bob",
             ]
         );
         let label = |id: &str| (id == "o").then(|| snippet("hello there"));

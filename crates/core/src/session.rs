@@ -1,5 +1,5 @@
 //! The conversation state machine: one peer at a time, messages both ways,
-//! receipts, a two-sided goodbye, and what happens when the link dies.
+//! receipts, a two-sided goodbye, and resuming after a lost link.
 //!
 //! [`Session`] is sans-IO in the style of quinn-proto: the driver feeds it
 //! inputs (`connect`, `send`, `handle_frame`, `handle_link_down`, …, each
@@ -17,256 +17,120 @@
 //! every receipt for every message is on the wire before either side's
 //! final end of stream, and a clean end is told apart from a lost link (an
 //! end of stream with no goodbye before it).
+//!
+//! # Resuming
+//! A link that dies without a goodbye does not end the conversation: it is
+//! `reconnecting` (still ours, still busy to others) for the resume window.
+//! The side that dialed last dials again ([`Action::Redial`]) with backoff;
+//! the other side takes the same peer back when it says hello. On a new link
+//! every message not yet acknowledged `delivered` is sent again, in order,
+//! and the receiver recognises the ones it has by id (also across its own
+//! restart: the driver loads the ids from history with
+//! [`Session::load_seen`]) and acknowledges them again without storing or
+//! showing them twice. When the window passes, the conversation ends and
+//! every unacknowledged message fails. Messages still unacknowledged when a
+//! daemon stopped are handed back with [`Session::restore_unacked`] and go
+//! out with the next conversation with that peer, or fail after a window.
+
+mod recent;
+mod types;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use self::recent::RecentIds;
+pub use self::types::*;
+use crate::lease::Backoff;
 use crate::name::Name;
-use crate::text::{TextError, check_text};
-
-/// How long a goodbye may take before the link is dropped regardless.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How many received-but-unshown message texts are kept for the next
-/// display client, by bytes. Past this the oldest are dropped from memory
-/// (they stay in the history file) so an unwatched daemon stays bounded.
-pub const MAX_UNDISPLAYED_BYTES: usize = 16 * 1024 * 1024;
-
-/// And by count, for many tiny messages.
-pub const MAX_UNDISPLAYED_MESSAGES: usize = 100_000;
-
-/// How many of our messages may wait for `delivered` at once; `send`
-/// refuses more, which is the back-pressure that keeps a stalled peer from
-/// making us buffer without end.
-pub const MAX_UNACKED: usize = 10_000;
-
-/// How many delivered-but-not-yet-displayed ids of ours are remembered, so
-/// that a `displayed` receipt is believed only for a message we sent.
-pub const MAX_AWAITING_DISPLAY: usize = 65_536;
-
-/// The longest message id accepted from a peer.
-pub const MAX_ID_LEN: usize = 64;
-
-/// Identifies one link (one Converse stream). Events of an old link that
-/// arrive after a new one started are ignored by comparing ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LinkId(pub u64);
-
-/// Which end of the stream this daemon is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Opened the stream (ran `connect`).
-    Dialer,
-    /// Accepted it.
-    Callee,
-}
-
-/// A message on the wire, after validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub id: String,
-    pub text: String,
-    /// Milliseconds since the Unix epoch, as the sender's clock had it.
-    pub sent_at_ms: i64,
-    /// Per conversation and direction: 1, 2, 3, … in sending order.
-    pub seq: u64,
-}
-
-/// The two acknowledgements a receiver gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReceiptKind {
-    /// Stored in the receiver's history.
-    Delivered,
-    /// Shown to the receiving user.
-    Displayed,
-}
-
-/// Frames after the Hello/Welcome handshake (which the link layer does).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    Message(Message),
-    Receipt { ids: Vec<String>, kind: ReceiptKind },
-    Goodbye { reason: String },
-    Ping(u64),
-    Pong(u64),
-}
-
-/// Where a stored message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    In,
-    Out,
-}
-
-/// What became of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MessageState {
-    /// Ours, handed to the link, not yet acknowledged.
-    Sent,
-    Delivered,
-    Displayed,
-    /// Ours, and it will never be delivered.
-    Failed,
-}
-
-/// A line for the history store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// A message, when it was sent or received.
-    Message { peer: Name, direction: Direction, message: Message, state: MessageState },
-    /// A later change of a stored message's state.
-    State { peer: Name, id: String, state: MessageState },
-}
-
-/// Things the user (watch and chat clients) is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Message { from: Name, message: Message },
-    Receipt { peer: Name, id: String, kind: ReceiptKind },
-    Connected { peer: Name },
-    Disconnected { peer: Name, reason: String },
-    Failed { peer: Name, id: String, reason: String },
-    Pong { nonce: u64 },
-}
-
-/// What the directory should say about us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    Available,
-    Busy,
-}
-
-/// The outputs of the state machine, in the order they must take effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Transmit {
-        link: LinkId,
-        frame: Frame,
-    },
-    /// End our half of the stream (dialer) or the whole call (callee),
-    /// after everything transmitted before it.
-    CloseSend {
-        link: LinkId,
-    },
-    /// Abandon the link now.
-    DropLink {
-        link: LinkId,
-    },
-    Persist(Record),
-    Emit(Event),
-    Presence(Presence),
-}
-
-/// Why a link ended, as the link layer saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkDown {
-    /// The peer's half of the stream ended (which, without a goodbye
-    /// before it, still means the link was lost).
-    EndOfStream,
-    /// A transport error: reset, keepalive timeout, protocol violation.
-    Error(String),
-}
-
-/// Refusals of `connect`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectError {
-    #[error("you cannot connect to yourself")]
-    Yourself,
-    #[error("already connected to {peer}; disconnect first")]
-    AlreadyConnected { peer: Name },
-    #[error("already connecting to {peer}; wait for it or disconnect first")]
-    AlreadyConnecting { peer: Name },
-}
-
-/// Refusals of an inbound Hello.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AcceptError {
-    #[error("{me} is busy in another conversation")]
-    Busy { me: Name },
-    #[error("a peer cannot connect to itself")]
-    Yourself,
-}
-
-/// Refusals of `send`, `disconnect` and friends.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error("not connected: connect to a peer first")]
-    NotConnected,
-    #[error("not connected: the conversation with {peer} is ending")]
-    Closing { peer: Name },
-    #[error(transparent)]
-    Text(#[from] TextError),
-    #[error("too many messages in flight ({0} unacknowledged)")]
-    TooManyInFlight(usize),
-}
-
-/// Refusal of `disconnect`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DisconnectError {
-    #[error("not connected: there is no conversation to end")]
-    NotConnected,
-}
-
-/// A coarse view of the state, for `status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Idle,
-    Connecting,
-    Connected,
-    Closing,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Idle => "idle",
-            Phase::Connecting => "connecting",
-            Phase::Connected => "connected",
-            Phase::Closing => "closing",
-        }
-    }
-}
+use crate::text::check_text;
 
 #[derive(Debug)]
 enum State {
     Idle,
     Dialing { peer: Name, link: LinkId },
-    Connected(Conversation),
+    Connected(Box<Conversation>),
 }
 
 #[derive(Debug)]
 struct Conversation {
     peer: Name,
-    link: LinkId,
+    /// `None` while reconnecting.
+    link: Option<LinkId>,
+    /// Which end we are of the current (or last) link; the dialer redials.
     role: Role,
     sent_goodbye: bool,
     got_goodbye: bool,
     /// Who started the goodbye, for the `disconnected` reason.
     ended_by_us: bool,
     close_deadline: Option<Instant>,
-    /// Our messages not yet acknowledged `delivered`, in sending order.
-    unacked: VecDeque<String>,
-    unacked_set: HashSet<String>,
+    reconnect: Option<Reconnect>,
+    /// Our messages not yet acknowledged `delivered`, in sending order,
+    /// kept whole so they can be sent again on a new link.
+    unacked: VecDeque<Message>,
+    unacked_ids: HashSet<String>,
+    unacked_bytes: usize,
     next_seq: u64,
-    /// Highest `seq` received: anything at or below it is a duplicate.
-    highest_seen: u64,
+    /// `displayed` receipts owed to the peer while the link was down.
+    owed_displayed: Vec<String>,
+}
+
+/// A conversation waiting for its link to come back.
+#[derive(Debug)]
+struct Reconnect {
+    give_up_at: Instant,
+    reason: String,
+    /// The redial in progress (dialer only).
+    dial: Option<LinkId>,
+    /// When to redial next (dialer only, when no dial is in progress).
+    next_attempt: Option<Instant>,
+    backoff: Backoff,
 }
 
 impl Conversation {
     fn new(peer: Name, link: LinkId, role: Role) -> Conversation {
         Conversation {
             peer,
-            link,
+            link: Some(link),
             role,
             sent_goodbye: false,
             got_goodbye: false,
             ended_by_us: false,
             close_deadline: None,
+            reconnect: None,
             unacked: VecDeque::new(),
-            unacked_set: HashSet::new(),
+            unacked_ids: HashSet::new(),
+            unacked_bytes: 0,
             next_seq: 1,
-            highest_seen: 0,
+            owed_displayed: Vec::new(),
         }
+    }
+
+    fn closing(&self) -> bool {
+        self.sent_goodbye || self.got_goodbye
+    }
+
+    fn queue(&mut self, message: Message) {
+        self.next_seq = self.next_seq.max(message.seq + 1);
+        self.unacked_bytes += message.text.len();
+        self.unacked_ids.insert(message.id.clone());
+        self.unacked.push_back(message);
+    }
+
+    /// Takes `ids` out of the unacknowledged queue; returns the ones it had.
+    fn acknowledge(&mut self, ids: Vec<String>) -> Vec<String> {
+        let acked: Vec<String> = ids.into_iter().filter(|id| self.unacked_ids.remove(id)).collect();
+        if !acked.is_empty() {
+            // Receipts come in sending order, so this usually trims the front.
+            let (ids, bytes) = (&self.unacked_ids, &mut self.unacked_bytes);
+            self.unacked.retain(|m| {
+                let keep = ids.contains(&m.id);
+                if !keep {
+                    *bytes -= m.text.len();
+                }
+                keep
+            });
+        }
+        acked
     }
 }
 
@@ -277,10 +141,18 @@ struct Undisplayed {
     message: Message,
 }
 
+/// Messages of ours left unacknowledged by an earlier run of the daemon.
+#[derive(Debug)]
+struct Pending {
+    peer: Name,
+    messages: Vec<Message>,
+}
+
 /// One daemon's conversation state. See the module docs.
 #[derive(Debug)]
 pub struct Session {
     me: Name,
+    resume_window: Duration,
     state: State,
     next_link: u64,
     actions: VecDeque<Action>,
@@ -293,12 +165,20 @@ pub struct Session {
     awaiting_display_order: VecDeque<String>,
     /// The last peer we talked to, for `history` with no name.
     last_peer: Option<Name>,
+    /// Ids received from one peer (the current or last), to recognise
+    /// messages sent again.
+    seen: Option<(Name, RecentIds)>,
+    /// Unacknowledged messages from an earlier run, by peer key, and when
+    /// they fail if no conversation with their peer takes them.
+    pending: HashMap<String, Pending>,
+    pending_deadline: Option<Instant>,
 }
 
 impl Session {
-    pub fn new(me: Name) -> Session {
+    pub fn new(me: Name, resume_window: Duration) -> Session {
         Session {
             me,
+            resume_window,
             state: State::Idle,
             next_link: 1,
             actions: VecDeque::new(),
@@ -307,6 +187,9 @@ impl Session {
             awaiting_display: HashMap::new(),
             awaiting_display_order: VecDeque::new(),
             last_peer: None,
+            seen: None,
+            pending: HashMap::new(),
+            pending_deadline: None,
         }
     }
 
@@ -328,12 +211,12 @@ impl Session {
         self.peer().or(self.last_peer.as_ref())
     }
 
-    /// The link the conversation runs on, if any.
+    /// The link the conversation runs on, if it has one now.
     pub fn link(&self) -> Option<LinkId> {
         match &self.state {
             State::Idle => None,
             State::Dialing { link, .. } => Some(*link),
-            State::Connected(c) => Some(c.link),
+            State::Connected(c) => c.link,
         }
     }
 
@@ -341,7 +224,8 @@ impl Session {
         match &self.state {
             State::Idle => Phase::Idle,
             State::Dialing { .. } => Phase::Connecting,
-            State::Connected(c) if c.sent_goodbye || c.got_goodbye => Phase::Closing,
+            State::Connected(c) if c.closing() => Phase::Closing,
+            State::Connected(c) if c.link.is_none() => Phase::Reconnecting,
             State::Connected(_) => Phase::Connected,
         }
     }
@@ -361,10 +245,51 @@ impl Session {
 
     /// When [`Session::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.state {
-            State::Connected(c) => c.close_deadline,
-            _ => None,
+        let mut at = self.pending_deadline;
+        if let State::Connected(c) = &self.state {
+            let mut consider = |t: Option<Instant>| {
+                if let Some(t) = t {
+                    at = Some(at.map_or(t, |a| a.min(t)));
+                }
+            };
+            consider(c.close_deadline);
+            if let Some(r) = &c.reconnect {
+                consider(Some(r.give_up_at));
+                consider(r.next_attempt);
+            }
         }
+        at
+    }
+
+    /// True when the driver should [`Session::load_seen`] the ids of
+    /// `peer` from history before a conversation with it starts.
+    pub fn needs_seen(&self, peer: &Name) -> bool {
+        !matches!(&self.seen, Some((p, _)) if p == peer)
+    }
+
+    /// The ids already received from `peer` (from history, oldest first)
+    /// and whether each was shown.
+    pub fn load_seen(&mut self, peer: Name, ids: impl IntoIterator<Item = (String, bool)>) {
+        let mut recent = RecentIds::new(MAX_SEEN_IDS);
+        for (id, displayed) in ids {
+            recent.insert(id, displayed);
+        }
+        self.seen = Some((peer, recent));
+    }
+
+    /// Hands back our messages to `peer` that an earlier run left
+    /// unacknowledged (oldest first). They go out with the next conversation
+    /// with `peer`; if none takes them within the resume window they fail.
+    pub fn restore_unacked(&mut self, peer: Name, messages: Vec<Message>, now: Instant) {
+        if messages.is_empty() {
+            return;
+        }
+        self.pending_deadline = Some(now + self.resume_window);
+        let entry = self
+            .pending
+            .entry(peer.key())
+            .or_insert_with(|| Pending { peer: peer.clone(), messages: Vec::new() });
+        entry.messages.extend(messages);
     }
 
     /// The user asked to talk to `peer`. On success the driver dials (and
@@ -390,54 +315,83 @@ impl Session {
 
     /// The dial on `link` succeeded: the callee, who is `peer`, welcomed us.
     pub fn handle_dialed(&mut self, link: LinkId, peer: Name) {
-        match &self.state {
-            State::Dialing { link: l, .. } if *l == link => {}
-            // A dial we gave up on: hang up on it.
-            _ => {
-                self.push(Action::DropLink { link });
-                return;
+        match &mut self.state {
+            State::Dialing { link: l, .. } if *l == link => {
+                self.start(Box::new(Conversation::new(peer, link, Role::Dialer)));
             }
+            State::Connected(c)
+                if c.reconnect.as_ref().is_some_and(|r| r.dial == Some(link)) && c.peer == peer =>
+            {
+                c.role = Role::Dialer;
+                self.resume(link);
+            }
+            // A dial we gave up on: hang up on it.
+            _ => self.push(Action::DropLink { link }),
         }
-        self.start(Conversation::new(peer, link, Role::Dialer));
     }
 
-    /// The dial on `link` failed; the driver tells the user why.
-    pub fn handle_dial_failed(&mut self, link: LinkId) {
-        if matches!(&self.state, State::Dialing { link: l, .. } if *l == link) {
-            self.state = State::Idle;
+    /// The dial on `link` failed; for a first dial the driver tells the
+    /// user why, for a redial the session tries again after a backoff.
+    pub fn handle_dial_failed(&mut self, link: LinkId, now: Instant) {
+        match &mut self.state {
+            State::Dialing { link: l, .. } if *l == link => self.state = State::Idle,
+            State::Connected(c) => {
+                if let Some(r) = c.reconnect.as_mut().filter(|r| r.dial == Some(link)) {
+                    r.dial = None;
+                    r.next_attempt = Some(now + r.backoff.next_delay());
+                }
+            }
+            _ => {}
         }
     }
 
     /// A dialer says hello. On success the driver answers Welcome on the
-    /// returned link and starts reading its frames.
+    /// returned link and starts reading its frames. The peer of a
+    /// conversation we are in (its link lost, or about to be found lost) is
+    /// taken back: that is how the other side resumes.
     pub fn handle_hello(&mut self, peer: Name) -> Result<LinkId, AcceptError> {
         if peer == self.me {
             return Err(AcceptError::Yourself);
         }
-        if !matches!(self.state, State::Idle) {
-            return Err(AcceptError::Busy { me: self.me.clone() });
+        match &self.state {
+            State::Idle => {
+                let link = self.new_link();
+                self.start(Box::new(Conversation::new(peer, link, Role::Callee)));
+                Ok(link)
+            }
+            State::Connected(c) if c.peer == peer && !c.closing() => {
+                let link = self.new_link();
+                let mut stale = Vec::new();
+                if let State::Connected(c) = &mut self.state {
+                    stale.extend(c.link.take());
+                    stale.extend(c.reconnect.as_ref().and_then(|r| r.dial));
+                    c.role = Role::Callee;
+                }
+                for old in stale {
+                    self.push(Action::DropLink { link: old });
+                }
+                self.resume(link);
+                Ok(link)
+            }
+            _ => Err(AcceptError::Busy { me: self.me.clone() }),
         }
-        let link = self.new_link();
-        self.start(Conversation::new(peer, link, Role::Callee));
-        Ok(link)
     }
 
-    /// The user sends `text` with the driver-chosen unique `id`.
+    /// The user sends `text` with the driver-chosen unique `id`. While
+    /// reconnecting it is queued and goes out when the link is back.
     pub fn send(&mut self, id: String, text: String, now_ms: i64) -> Result<(), SendError> {
         check_text(&text)?;
         let State::Connected(c) = &mut self.state else {
             return Err(SendError::NotConnected);
         };
-        if c.sent_goodbye || c.got_goodbye {
+        if c.closing() {
             return Err(SendError::Closing { peer: c.peer.clone() });
         }
-        if c.unacked.len() >= MAX_UNACKED {
+        if c.unacked.len() >= MAX_UNACKED || c.unacked_bytes + text.len() > MAX_UNACKED_BYTES {
             return Err(SendError::TooManyInFlight(c.unacked.len()));
         }
-        let message = Message { id: id.clone(), text, sent_at_ms: now_ms, seq: c.next_seq };
-        c.next_seq += 1;
-        c.unacked.push_back(id.clone());
-        c.unacked_set.insert(id);
+        let message = Message { id, text, sent_at_ms: now_ms, seq: c.next_seq };
+        c.queue(message.clone());
         let (peer, link) = (c.peer.clone(), c.link);
         self.push(Action::Persist(Record::Message {
             peer,
@@ -445,21 +399,23 @@ impl Session {
             message: message.clone(),
             state: MessageState::Sent,
         }));
-        self.push(Action::Transmit { link, frame: Frame::Message(message) });
+        if let Some(link) = link {
+            self.push(Action::Transmit { link, frame: Frame::Message(message) });
+        }
         Ok(())
     }
 
     /// Sends a ping with `nonce`; the answer comes back as [`Event::Pong`].
     pub fn ping(&mut self, nonce: u64) -> Result<(), SendError> {
-        let State::Connected(c) = &self.state else {
+        let Some(link) = self.connected_link() else {
             return Err(SendError::NotConnected);
         };
-        let link = c.link;
         self.push(Action::Transmit { link, frame: Frame::Ping(nonce) });
         Ok(())
     }
 
-    /// The user ends the conversation (or cancels a dial in progress).
+    /// The user ends the conversation (or cancels a dial in progress, or
+    /// gives up reconnecting).
     pub fn disconnect(&mut self, now: Instant) -> Result<Name, DisconnectError> {
         match &mut self.state {
             State::Idle => Err(DisconnectError::NotConnected),
@@ -467,6 +423,17 @@ impl Session {
                 let (peer, link) = (peer.clone(), *link);
                 self.state = State::Idle;
                 self.push(Action::DropLink { link });
+                Ok(peer)
+            }
+            State::Connected(c) if c.link.is_none() => {
+                let peer = c.peer.clone();
+                if let Some(dial) = c.reconnect.as_ref().and_then(|r| r.dial) {
+                    self.push(Action::DropLink { link: dial });
+                }
+                self.finish(
+                    "you ended the conversation while it was reconnecting".into(),
+                    "the conversation ended before it was delivered",
+                );
                 Ok(peer)
             }
             State::Connected(c) => {
@@ -494,29 +461,38 @@ impl Session {
             }
         }
         self.undisplayed = kept;
-        let current = match &self.state {
-            State::Connected(c) => Some((c.peer.clone(), c.link)),
-            _ => None,
-        };
         let mut ids_for_peer = Vec::new();
         for u in receipts {
+            if let Some((peer, seen)) = &mut self.seen
+                && *peer == u.from
+            {
+                seen.mark_displayed(&u.message.id);
+            }
             self.push(Action::Persist(Record::State {
                 peer: u.from.clone(),
                 id: u.message.id.clone(),
                 state: MessageState::Displayed,
             }));
-            // A receipt can only travel on the link to its sender; once that
-            // conversation is over the user has still seen it (history says
-            // so) but the sender is not told.
-            if current.as_ref().is_some_and(|(p, _)| *p == u.from) {
+            // A receipt can only travel to its sender while the
+            // conversation with it lasts (a lost link owes it for later).
+            if matches!(&self.state, State::Connected(c) if c.peer == u.from) {
                 ids_for_peer.push(u.message.id);
             }
         }
-        if let (Some((_, link)), false) = (current, ids_for_peer.is_empty()) {
-            self.push(Action::Transmit {
-                link,
-                frame: Frame::Receipt { ids: ids_for_peer, kind: ReceiptKind::Displayed },
-            });
+        if ids_for_peer.is_empty() {
+            return;
+        }
+        match &mut self.state {
+            State::Connected(c) if c.link.is_none() => c.owed_displayed.extend(ids_for_peer),
+            State::Connected(c) => {
+                if let Some(link) = c.link {
+                    self.push(Action::Transmit {
+                        link,
+                        frame: Frame::Receipt { ids: ids_for_peer, kind: ReceiptKind::Displayed },
+                    });
+                }
+            }
+            _ => {}
         }
     }
 
@@ -534,14 +510,11 @@ impl Session {
 
     /// A frame arrived on `link`.
     pub fn handle_frame(&mut self, link: LinkId, frame: Frame, now: Instant) {
-        let State::Connected(c) = &mut self.state else {
-            return;
-        };
-        if c.link != link {
+        if self.connected_link() != Some(link) {
             return;
         }
         match frame {
-            Frame::Message(message) => self.on_message(message),
+            Frame::Message(message) => self.on_message(link, message),
             Frame::Receipt { ids, kind } => self.on_receipt(ids, kind),
             Frame::Goodbye { .. } => self.on_goodbye(now),
             Frame::Ping(nonce) => self.push(Action::Transmit { link, frame: Frame::Pong(nonce) }),
@@ -550,17 +523,19 @@ impl Session {
     }
 
     /// The link layer says `link` ended.
-    pub fn handle_link_down(&mut self, link: LinkId, why: LinkDown) {
-        match &self.state {
+    pub fn handle_link_down(&mut self, link: LinkId, why: LinkDown, now: Instant) {
+        let c = match &mut self.state {
             State::Dialing { link: l, .. } if *l == link => {
                 self.state = State::Idle;
                 return;
             }
-            State::Connected(c) if c.link == link => {}
+            State::Connected(c) if c.link == Some(link) => c,
+            State::Connected(c) if c.reconnect.as_ref().is_some_and(|r| r.dial == Some(link)) => {
+                // A redial whose stream died before it was adopted.
+                self.handle_dial_failed(link, now);
+                return;
+            }
             _ => return,
-        }
-        let State::Connected(c) = &self.state else {
-            return;
         };
         match why {
             LinkDown::EndOfStream if c.got_goodbye => {
@@ -571,67 +546,137 @@ impl Session {
                 let reason = self.clean_end_reason();
                 self.finish(reason, "the conversation ended before it was delivered");
             }
-            LinkDown::EndOfStream => {
-                self.finish("link lost: the stream ended without a goodbye".into(), "link lost");
-            }
-            LinkDown::Error(e) => {
-                let reason = format!("link lost: {e}");
+            _ if c.closing() => {
+                let reason = format!("link lost while ending the conversation: {}", describe(&why));
                 self.finish(reason.clone(), &reason);
+            }
+            _ => {
+                let reason = format!("link lost: {}", describe(&why));
+                let give_up_at = now + self.resume_window;
+                let next_attempt = (c.role == Role::Dialer).then_some(now);
+                c.link = None;
+                c.reconnect = Some(Reconnect {
+                    give_up_at,
+                    reason: reason.clone(),
+                    dial: None,
+                    next_attempt,
+                    backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
+                });
+                let peer = c.peer.clone();
+                self.push(Action::Emit(Event::LinkLost { peer, reason }));
+                // The first redial goes out at once.
+                self.handle_timeout(now);
             }
         }
     }
 
     /// Time passed; call at [`Session::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        let State::Connected(c) = &self.state else {
+        self.fail_expired_pending(now);
+        let State::Connected(c) = &mut self.state else {
             return;
         };
         if c.close_deadline.is_some_and(|d| now >= d) {
-            let link = c.link;
-            self.push(Action::DropLink { link });
+            if let Some(link) = c.link {
+                self.push(Action::DropLink { link });
+            }
             self.finish(
                 "the goodbye was not answered in time".into(),
                 "the conversation ended before it was delivered",
             );
+            return;
+        }
+        let Some(r) = c.reconnect.as_mut() else {
+            return;
+        };
+        if now >= r.give_up_at {
+            let reason = format!(
+                "{} (not back within {}s)",
+                r.reason,
+                self.resume_window.as_secs_f64().round()
+            );
+            if let Some(dial) = r.dial {
+                self.push(Action::DropLink { link: dial });
+            }
+            self.finish(reason.clone(), &reason);
+            return;
+        }
+        if r.dial.is_none() && r.next_attempt.is_some_and(|t| now >= t) {
+            r.next_attempt = None;
+            let link = LinkId(self.next_link);
+            self.next_link += 1;
+            r.dial = Some(link);
+            let peer = c.peer.clone();
+            self.push(Action::Redial { link, peer });
         }
     }
 
     /// The daemon is shutting down: say goodbye if we can. The driver gives
     /// the close a moment and then drops the link.
     pub fn shutdown(&mut self, now: Instant) {
-        match &self.state {
+        match &mut self.state {
             State::Idle => {}
             State::Dialing { link, .. } => {
                 let link = *link;
                 self.state = State::Idle;
                 self.push(Action::DropLink { link });
             }
+            State::Connected(c) if c.link.is_none() => {
+                if let Some(dial) = c.reconnect.as_ref().and_then(|r| r.dial) {
+                    self.push(Action::DropLink { link: dial });
+                }
+                self.finish(
+                    "the daemon stopped while reconnecting".into(),
+                    "the daemon stopped before it was delivered",
+                );
+            }
             State::Connected(c) => {
                 if !c.sent_goodbye {
-                    if let State::Connected(c) = &mut self.state {
-                        c.ended_by_us = !c.got_goodbye;
-                    }
+                    c.ended_by_us = !c.got_goodbye;
                     self.say_goodbye(now, "the peer's daemon stopped");
                 }
             }
         }
     }
 
-    fn on_message(&mut self, message: Message) {
-        let State::Connected(c) = &mut self.state else {
+    fn connected_link(&self) -> Option<LinkId> {
+        match &self.state {
+            State::Connected(c) => c.link,
+            _ => None,
+        }
+    }
+
+    fn on_message(&mut self, link: LinkId, message: Message) {
+        let State::Connected(c) = &self.state else {
             return;
         };
-        let link = c.link;
-        if message.seq <= c.highest_seen {
-            // Already stored and acknowledged; acknowledge again, show once.
-            self.push(Action::Transmit {
-                link,
-                frame: Frame::Receipt { ids: vec![message.id], kind: ReceiptKind::Delivered },
-            });
+        let from = c.peer.clone();
+        let seen = match &mut self.seen {
+            Some((peer, seen)) if *peer == from => seen,
+            _ => &mut self.seen.insert((from.clone(), RecentIds::new(MAX_SEEN_IDS))).1,
+        };
+        if let Some(displayed) = seen.get(&message.id) {
+            // Sent again after a lost link: we have it. Acknowledge again;
+            // store and show it once.
+            let ids = vec![message.id];
+            if displayed {
+                self.push(Action::Transmit {
+                    link,
+                    frame: Frame::Receipt { ids: ids.clone(), kind: ReceiptKind::Delivered },
+                });
+                self.push(Action::Transmit {
+                    link,
+                    frame: Frame::Receipt { ids, kind: ReceiptKind::Displayed },
+                });
+            } else {
+                self.push(Action::Transmit {
+                    link,
+                    frame: Frame::Receipt { ids, kind: ReceiptKind::Delivered },
+                });
+            }
             return;
         }
-        c.highest_seen = message.seq;
-        let from = c.peer.clone();
+        seen.insert(message.id.clone(), false);
         self.push(Action::Persist(Record::Message {
             peer: from.clone(),
             direction: Direction::In,
@@ -664,32 +709,26 @@ impl Session {
             return;
         };
         let peer = c.peer.clone();
-        let mut accepted = Vec::new();
+        let mut accepted = c.acknowledge(ids.clone());
         match kind {
             ReceiptKind::Delivered => {
-                for id in ids {
-                    if c.unacked_set.remove(&id) {
-                        accepted.push(id);
-                    }
-                }
-                if !accepted.is_empty() {
-                    // Receipts come in sending order, so this is usually a
-                    // pop from the front.
-                    let set = &c.unacked_set;
-                    c.unacked.retain(|id| set.contains(id));
-                }
                 for id in &accepted {
                     self.remember_awaiting_display(id.clone(), peer.clone());
                 }
             }
             ReceiptKind::Displayed => {
+                // `displayed` can overtake `delivered` (a receipt owed from
+                // an outage goes first on a resumed link). It implies
+                // delivery: say so first, so every watcher sees both.
+                for id in &accepted {
+                    self.push(Action::Emit(Event::Receipt {
+                        peer: peer.clone(),
+                        id: id.clone(),
+                        kind: ReceiptKind::Delivered,
+                    }));
+                }
                 for id in ids {
-                    // `displayed` may overtake `delivered` in a coalesced
-                    // batch; it implies delivery.
-                    if c.unacked_set.remove(&id) {
-                        c.unacked.retain(|u| *u != id);
-                        accepted.push(id);
-                    } else if self.awaiting_display.remove(&id).is_some() {
+                    if self.awaiting_display.remove(&id).is_some() {
                         accepted.push(id);
                     }
                 }
@@ -715,8 +754,7 @@ impl Session {
         c.got_goodbye = true;
         if !c.sent_goodbye {
             self.say_goodbye(now, "goodbye");
-        } else if c.role == Role::Dialer {
-            let link = c.link;
+        } else if let (Role::Dialer, Some(link)) = (c.role, c.link) {
             self.push(Action::CloseSend { link });
         }
     }
@@ -727,9 +765,11 @@ impl Session {
         let State::Connected(c) = &mut self.state else {
             return;
         };
+        let Some(link) = c.link else {
+            return;
+        };
         c.sent_goodbye = true;
         c.close_deadline = Some(now + CLOSE_TIMEOUT);
-        let link = c.link;
         let close = c.got_goodbye && c.role == Role::Dialer;
         self.push(Action::Transmit { link, frame: Frame::Goodbye { reason: reason.to_owned() } });
         if close {
@@ -751,29 +791,91 @@ impl Session {
         let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
-        for id in c.unacked {
-            self.push(Action::Persist(Record::State {
-                peer: c.peer.clone(),
-                id: id.clone(),
-                state: MessageState::Failed,
-            }));
-            self.push(Action::Emit(Event::Failed {
-                peer: c.peer.clone(),
-                id,
-                reason: failed_reason.to_owned(),
-            }));
+        for m in c.unacked {
+            self.fail(&c.peer, m.id, failed_reason);
         }
         self.push(Action::Emit(Event::Disconnected { peer: c.peer.clone(), reason }));
         self.push(Action::Presence(Presence::Available));
         self.last_peer = Some(c.peer);
     }
 
-    fn start(&mut self, conversation: Conversation) {
+    fn fail(&mut self, peer: &Name, id: String, reason: &str) {
+        self.push(Action::Persist(Record::State {
+            peer: peer.clone(),
+            id: id.clone(),
+            state: MessageState::Failed,
+        }));
+        self.push(Action::Emit(Event::Failed {
+            peer: peer.clone(),
+            id,
+            reason: reason.to_owned(),
+        }));
+    }
+
+    /// Messages an earlier run left unacknowledged, whose peer did not come
+    /// back in time, fail now.
+    fn fail_expired_pending(&mut self, now: Instant) {
+        if self.pending_deadline.is_none_or(|d| now < d) {
+            return;
+        }
+        self.pending_deadline = None;
+        let window = self.resume_window.as_secs_f64().round();
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let reason = format!(
+                "not delivered before the daemon stopped, and no conversation with {} \
+                 took it within {window}s of the restart",
+                p.peer
+            );
+            for m in p.messages {
+                self.fail(&p.peer, m.id, &reason);
+            }
+        }
+    }
+
+    fn start(&mut self, mut conversation: Box<Conversation>) {
         let peer = conversation.peer.clone();
+        // Messages an earlier run could not deliver to this peer go first.
+        let pending = self.pending.remove(&peer.key());
+        if self.pending.is_empty() {
+            self.pending_deadline = None;
+        }
+        let resend: Vec<Message> = pending.map(|p| p.messages).unwrap_or_default();
+        for m in &resend {
+            conversation.queue(m.clone());
+        }
+        let link = conversation.link;
         self.last_peer = Some(peer.clone());
         self.state = State::Connected(conversation);
         self.push(Action::Presence(Presence::Busy));
         self.push(Action::Emit(Event::Connected { peer }));
+        if let Some(link) = link {
+            for m in resend {
+                self.push(Action::Transmit { link, frame: Frame::Message(m) });
+            }
+        }
+    }
+
+    /// The conversation has a link again: send everything unacknowledged,
+    /// in order, and the receipts we owe.
+    fn resume(&mut self, link: LinkId) {
+        let State::Connected(c) = &mut self.state else {
+            return;
+        };
+        c.link = Some(link);
+        c.reconnect = None;
+        let peer = c.peer.clone();
+        let resend: Vec<Message> = c.unacked.iter().cloned().collect();
+        let owed = std::mem::take(&mut c.owed_displayed);
+        self.push(Action::Emit(Event::Resumed { peer }));
+        for m in resend {
+            self.push(Action::Transmit { link, frame: Frame::Message(m) });
+        }
+        if !owed.is_empty() {
+            self.push(Action::Transmit {
+                link,
+                frame: Frame::Receipt { ids: owed, kind: ReceiptKind::Displayed },
+            });
+        }
     }
 
     fn remember_awaiting_display(&mut self, id: String, peer: Name) {
@@ -794,6 +896,13 @@ impl Session {
 
     fn push(&mut self, action: Action) {
         self.actions.push_back(action);
+    }
+}
+
+fn describe(why: &LinkDown) -> String {
+    match why {
+        LinkDown::EndOfStream => "the stream ended without a goodbye".to_owned(),
+        LinkDown::Error(e) => e.clone(),
     }
 }
 

@@ -51,6 +51,12 @@ pub struct StartArgs {
     /// <user data dir>/peerchat/<name>.
     #[arg(long, env = "PEERCHAT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// How long a lost link may take to come back (the dialer redials with
+    /// backoff) before the conversation ends and unacknowledged messages
+    /// fail.
+    #[arg(long, env = "PEERCHAT_RESUME_WINDOW", default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub resume_window: u64,
     /// Stay attached and log to stderr (for systemd, containers and tests).
     #[arg(long)]
     pub foreground: bool,

@@ -19,6 +19,8 @@ pub struct Config {
     pub advertise: Option<SocketAddr>,
     pub socket: PathBuf,
     pub data_dir: PathBuf,
+    /// How long a lost link may take to come back.
+    pub resume_window: std::time::Duration,
 }
 
 impl Config {
@@ -45,6 +47,7 @@ impl Config {
             listen: args.listen,
             advertise: args.advertise,
             socket: socket_path(args.socket.as_deref()),
+            resume_window: std::time::Duration::from_secs(args.resume_window),
             data_dir,
             name,
         })

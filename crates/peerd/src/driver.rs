@@ -10,12 +10,13 @@
 //! mean "stored".
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::session::{
-    AcceptError, Action, Event, Frame, LinkDown, LinkId, Message, MessageState, Phase, Presence,
+    AcceptError, Action, Event, Frame, LinkDown, LinkId, MessageState, Phase, Presence,
     ReceiptKind, Session,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::control::error::ControlError;
-use crate::history::History;
+use crate::history::{self, History};
 use crate::link::{self, dial::Dialer, frames};
 
 /// Inputs queued towards the driver at most.
@@ -131,6 +132,8 @@ struct Watcher {
 pub(crate) struct Driver {
     session: Session,
     history: History,
+    /// Where history is read from, to recognise messages sent again.
+    data_dir: PathBuf,
     rx: mpsc::Receiver<Input>,
     tx: DriverTx,
     dialer: Dialer,
@@ -152,20 +155,30 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         me: Name,
+        resume_window: Duration,
         history: History,
-        unseen: Vec<(Name, Message)>,
+        data_dir: PathBuf,
         rx: mpsc::Receiver<Input>,
         tx: DriverTx,
         dialer: Dialer,
         presence: watch::Sender<Presence>,
     ) -> Driver {
-        let mut session = Session::new(me);
-        for (from, message) in unseen {
+        let mut session = Session::new(me, resume_window);
+        // What an earlier run left: messages nobody has seen yet, and ours
+        // nobody has acknowledged.
+        let recovered = history::recover(&data_dir);
+        for (from, message) in recovered.unseen {
             session.restore_undisplayed(from, message);
         }
+        for (peer, messages) in recovered.unacked {
+            tracing::info!(%peer, count = messages.len(), "unacknowledged messages from before the restart");
+            session.restore_unacked(peer, messages, Instant::now());
+        }
         Driver {
+            data_dir,
             session,
             history,
             rx,
@@ -284,6 +297,7 @@ impl Driver {
                     let _ = reply.send(Err(AcceptError::Busy { me: self.session.me().clone() }));
                     return;
                 }
+                self.load_seen(&peer);
                 match self.session.handle_hello(peer) {
                     Ok(link) => {
                         let welcome = pb::Frame {
@@ -304,7 +318,7 @@ impl Driver {
             Input::Dialed { link, result } => self.on_dialed(link, result),
             Input::Frame { link, frame } => self.session.handle_frame(link, frame, Instant::now()),
             Input::LinkDown { link, why } => {
-                self.session.handle_link_down(link, why);
+                self.session.handle_link_down(link, why, Instant::now());
                 self.broken.push((link, String::new()));
             }
         }
@@ -322,14 +336,25 @@ impl Driver {
                 return;
             }
         };
-        let task = tokio::spawn(self.dialer.clone().dial(
-            link,
-            name,
-            self.session.me().clone(),
-            self.tx.clone(),
-        ));
-        self.links.insert(link, LinkEntry { out: None, reader: Some(task.abort_handle()) });
+        self.load_seen(&name);
+        self.dial(link, name, false);
         self.pending_connect = Some((link, reply));
+    }
+
+    /// Starts a dial of `peer` on `link`; it reports back as `Dialed`.
+    fn dial(&mut self, link: LinkId, peer: Name, resume: bool) {
+        let me = self.session.me().clone();
+        let task = tokio::spawn(self.dialer.clone().dial(link, peer, me, resume, self.tx.clone()));
+        self.links.insert(link, LinkEntry { out: None, reader: Some(task.abort_handle()) });
+    }
+
+    /// Tells the session which messages from `peer` history already holds,
+    /// so that one sent again is recognised (also after our restart).
+    fn load_seen(&mut self, peer: &Name) {
+        if self.session.needs_seen(peer) {
+            let ids = history::recent_ids(&self.data_dir, peer);
+            self.session.load_seen(peer.clone(), ids);
+        }
     }
 
     fn on_dialed(
@@ -355,7 +380,7 @@ impl Driver {
                 }
             }
             Err(e) => {
-                self.session.handle_dial_failed(link);
+                self.session.handle_dial_failed(link, Instant::now());
                 self.links.remove(&link);
                 if let Some(tx) = reply {
                     let _ = tx.send(Err(e));
@@ -412,7 +437,11 @@ impl Driver {
                 tracing::error!(error = %e, "cannot write history");
                 if let Some(link) = self.session.link() {
                     self.links.remove(&link);
-                    self.session.handle_link_down(link, LinkDown::Error(format!("{e}")));
+                    self.session.handle_link_down(
+                        link,
+                        LinkDown::Error(format!("{e}")),
+                        Instant::now(),
+                    );
                 }
                 continue;
             }
@@ -438,7 +467,7 @@ impl Driver {
             self.flush_receipts(receipts.take());
             for (link, why) in std::mem::take(&mut self.broken) {
                 if !why.is_empty() {
-                    self.session.handle_link_down(link, LinkDown::Error(why));
+                    self.session.handle_link_down(link, LinkDown::Error(why), Instant::now());
                 }
                 self.links.remove(&link);
             }
@@ -481,6 +510,10 @@ impl Driver {
             }
             Action::DropLink { link } => {
                 self.links.remove(&link);
+            }
+            Action::Redial { link, peer } => {
+                tracing::info!(%peer, "redialing to resume the conversation");
+                self.dial(link, peer, true);
             }
             Action::Presence(p) => {
                 self.presence.send_replace(p);
@@ -525,6 +558,14 @@ impl Driver {
             }
             Event::Connected { peer } => {
                 pb::event::Kind::Connected(pb::ConnectedEvent { peer: peer.to_string() })
+            }
+            Event::LinkLost { peer, reason } => {
+                tracing::warn!(%peer, %reason, "link lost; reconnecting");
+                pb::event::Kind::LinkLost(pb::LinkLostEvent { peer: peer.to_string(), reason })
+            }
+            Event::Resumed { peer } => {
+                tracing::info!(%peer, "conversation resumed");
+                pb::event::Kind::Resumed(pb::ResumedEvent { peer: peer.to_string() })
             }
             Event::Disconnected { peer, reason } => {
                 for tx in self.pending_disconnect.drain(..) {

@@ -88,7 +88,14 @@ pub(crate) struct Entry {
     pub(crate) peer: String,
     pub(crate) text: String,
     pub(crate) at_ms: i64,
+    pub(crate) seq: u64,
     pub(crate) state: MessageState,
+}
+
+impl Entry {
+    fn message(self) -> Message {
+        Message { id: self.id, text: self.text, sent_at_ms: self.at_ms, seq: self.seq.max(1) }
+    }
 }
 
 /// The writer side, owned by the driver.
@@ -184,43 +191,81 @@ pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Vec<Ent
     Ok(entries.split_off(skip))
 }
 
-/// How much of the end of each history file is searched at start for
-/// messages nobody has seen yet.
-const UNSEEN_SCAN_BYTES: u64 = 4 * 1024 * 1024;
+/// How much of the end of a history file is read to recover state: more
+/// than the unacknowledged messages a conversation may hold.
+const TAIL_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Received messages no display client has shown (state `delivered`),
-/// from the last few MiB of every history file, oldest first: after a
-/// restart they are shown to the next display client, as SPEC §3 asks.
-pub(crate) fn unseen(data_dir: &Path) -> Vec<(Name, Message)> {
-    let Ok(files) = std::fs::read_dir(data_dir.join("history")) else {
+/// The newest entries of one history file (its last few MiB).
+fn tail(path: &Path) -> Vec<Entry> {
+    let Ok(mut file) = File::open(path) else {
         return Vec::new();
     };
-    let mut found = Vec::new();
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(TAIL_BYTES);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut reader = BufReader::new(file);
+    if start > 0 {
+        // Starting mid-file: the first line is a fragment.
+        let mut skip = Vec::new();
+        let _ = reader.read_until(b'\n', &mut skip);
+    }
+    fold(reader).unwrap_or_default()
+}
+
+/// What a restarting daemon picks up from its history.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Received messages no display client has shown, oldest first: shown
+    /// to the next display client, as SPEC §3 asks.
+    pub(crate) unseen: Vec<(Name, Message)>,
+    /// Our messages never acknowledged, per peer, oldest first: sent again
+    /// with the next conversation with that peer, or failed.
+    pub(crate) unacked: Vec<(Name, Vec<Message>)>,
+}
+
+/// Reads the end of every history file for what a restart must not lose.
+pub(crate) fn recover(data_dir: &Path) -> Recovered {
+    let mut out = Recovered::default();
+    let Ok(files) = std::fs::read_dir(data_dir.join("history")) else {
+        return out;
+    };
     for path in files.filter_map(Result::ok).map(|e| e.path()) {
-        let Ok(mut file) = File::open(&path) else { continue };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let start = len.saturating_sub(UNSEEN_SCAN_BYTES);
-        if file.seek(SeekFrom::Start(start)).is_err() {
+        let Some(peer) =
+            path.file_stem().and_then(|s| s.to_str()).and_then(|s| Name::parse(s).ok())
+        else {
             continue;
-        }
-        let mut reader = BufReader::new(file);
-        if start > 0 {
-            // Starting mid-file: the first line is a fragment.
-            let mut skip = Vec::new();
-            let _ = reader.read_until(b'\n', &mut skip);
-        }
-        let Ok(entries) = fold(reader) else { continue };
-        for e in entries {
-            if e.direction == Direction::In
-                && e.state == MessageState::Delivered
-                && let Ok(from) = Name::parse(&e.peer)
-            {
-                found.push((from, Message { id: e.id, text: e.text, sent_at_ms: e.at_ms, seq: 0 }));
+        };
+        let mut unacked = Vec::new();
+        for e in tail(&path) {
+            match (e.direction, e.state) {
+                (Direction::In, MessageState::Delivered) => {
+                    if let Ok(from) = Name::parse(&e.peer) {
+                        out.unseen.push((from, e.message()));
+                    }
+                }
+                (Direction::Out, MessageState::Sent) => unacked.push(e.message()),
+                _ => {}
             }
         }
+        if !unacked.is_empty() {
+            out.unacked.push((peer, unacked));
+        }
     }
-    found.sort_by_key(|(_, m)| m.sent_at_ms);
-    found
+    out.unseen.sort_by_key(|(_, m)| m.sent_at_ms);
+    out
+}
+
+/// The ids of the messages received from `peer` lately (oldest first), and
+/// whether each was shown: how a message sent again is recognised, also
+/// after a restart.
+pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(String, bool)> {
+    tail(&History::path_of(data_dir, peer))
+        .into_iter()
+        .filter(|e| e.direction == Direction::In)
+        .map(|e| (e.id, e.state == MessageState::Displayed))
+        .collect()
 }
 
 /// Folds history lines into entries: message lines in order, state lines
@@ -233,7 +278,7 @@ fn fold(reader: impl BufRead) -> std::io::Result<Vec<Entry>> {
             continue;
         };
         match line {
-            Line::Message { id, dir, peer, text, at, state, .. } => {
+            Line::Message { id, dir, peer, text, at, seq, state } => {
                 if index.contains_key(&id) {
                     continue;
                 }
@@ -247,6 +292,7 @@ fn fold(reader: impl BufRead) -> std::io::Result<Vec<Entry>> {
                     peer,
                     text,
                     at_ms: at,
+                    seq,
                     state: state.into(),
                 });
             }
@@ -289,7 +335,7 @@ fn upgrade(old: MessageState, new: MessageState) -> MessageState {
 
 /// Convenience for tests and the sans-IO types.
 #[cfg(test)]
-fn message(id: &str, text: &str) -> Message {
+pub(crate) fn message(id: &str, text: &str) -> Message {
     Message { id: id.into(), text: text.into(), sent_at_ms: 1_700_000_000_000, seq: 1 }
 }
 
@@ -352,9 +398,12 @@ mod tests {
         assert_eq!(got[0].peer, "Bob");
         assert_eq!(got[1].direction, Direction::In);
         assert_eq!(last_peer(&dir), Some(name("bob")));
+        let recovered = recover(&dir);
         let unseen: Vec<_> =
-            unseen(&dir).into_iter().map(|(from, m)| (from.to_string(), m.text)).collect();
+            recovered.unseen.into_iter().map(|(from, m)| (from.to_string(), m.text)).collect();
         assert_eq!(unseen, [("Bob".to_owned(), "hello".to_owned())]);
+        assert!(recovered.unacked.is_empty(), "message a was delivered");
+        assert_eq!(recent_ids(&dir, &bob), [("b".to_owned(), false)]);
         let newest = read(&dir, &bob, 1).expect("read");
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");

@@ -52,7 +52,9 @@ pub fn detach(config: &Config) -> Result<String, Error> {
         .arg("--socket")
         .arg(&config.socket)
         .arg("--data-dir")
-        .arg(&config.data_dir);
+        .arg(&config.data_dir)
+        .arg("--resume-window")
+        .arg(config.resume_window.as_secs().to_string());
     if let Some(k) = &config.directory_key {
         cmd.arg("--directory-key").arg(k);
     }

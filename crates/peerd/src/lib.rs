@@ -110,7 +110,6 @@ pub async fn run(
         listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
     let (control_listener, socket_file) = control_socket::bind(&config.socket)?;
     let history = history::History::open(&config.data_dir)?;
-    let unseen = history::unseen(&config.data_dir);
 
     let channel = directory::channel(&config)?;
     let directory = pb::directory_client::DirectoryClient::new(channel);
@@ -137,8 +136,9 @@ pub async fn run(
     let (driver_tx, driver_rx) = mpsc::channel(INPUT_QUEUE);
     let driver = Driver::new(
         config.name.clone(),
+        config.resume_window,
         history,
-        unseen,
+        config.data_dir.clone(),
         driver_rx,
         driver_tx.clone(),
         Dialer {

@@ -4,6 +4,8 @@
 
 use super::*;
 
+const WINDOW: Duration = Duration::from_secs(30);
+
 fn name(s: &str) -> Name {
     Name::parse(s).expect("test names are valid")
 }
@@ -19,6 +21,8 @@ struct Side {
     /// Our half of the stream has ended (after `outbound` drains).
     closed_send: bool,
     dropped: bool,
+    /// Redials asked for, newest last.
+    redials: Vec<LinkId>,
     /// The order in which effects happened, to check persist-before-ack.
     log: Vec<String>,
 }
@@ -40,8 +44,8 @@ struct Pair {
 impl Pair {
     fn new() -> Pair {
         Pair {
-            alice: Session::new(name("alice")),
-            bob: Session::new(name("Bob")),
+            alice: Session::new(name("alice"), WINDOW),
+            bob: Session::new(name("Bob"), WINDOW),
             a: Side::default(),
             b: Side::default(),
             a_link: None,
@@ -83,6 +87,7 @@ impl Pair {
                 }
                 Action::CloseSend { .. } => side.closed_send = true,
                 Action::DropLink { .. } => side.dropped = true,
+                Action::Redial { link, .. } => side.redials.push(link),
                 Action::Persist(r) => {
                     side.log.push(format!("persist {r:?}"));
                     side.stored.push(r);
@@ -110,14 +115,14 @@ impl Pair {
             if self.a.closed_send && self.a.outbound.is_empty() && !self.b_eof {
                 self.b_eof = true;
                 if let Some(link) = self.b_link {
-                    self.bob.handle_link_down(link, LinkDown::EndOfStream);
+                    self.bob.handle_link_down(link, LinkDown::EndOfStream, self.now);
                 }
                 moved = true;
             }
             if self.b.closed_send && self.b.outbound.is_empty() && !self.a_eof {
                 self.a_eof = true;
                 if let Some(link) = self.a_link {
-                    self.alice.handle_link_down(link, LinkDown::EndOfStream);
+                    self.alice.handle_link_down(link, LinkDown::EndOfStream, self.now);
                 }
                 moved = true;
             }
@@ -128,15 +133,34 @@ impl Pair {
         panic!("the pair never went quiet");
     }
 
+    /// The wire breaks: whatever was on it is lost and both ends hear of
+    /// it.
     fn cut(&mut self, reason: &str) {
         self.a.outbound.clear();
         self.b.outbound.clear();
-        if let Some(l) = self.a_link {
-            self.alice.handle_link_down(l, LinkDown::Error(reason.into()));
+        if let Some(l) = self.a_link.take() {
+            self.alice.handle_link_down(l, LinkDown::Error(reason.into()), self.now);
         }
-        if let Some(l) = self.b_link {
-            self.bob.handle_link_down(l, LinkDown::Error(reason.into()));
+        if let Some(l) = self.b_link.take() {
+            self.bob.handle_link_down(l, LinkDown::Error(reason.into()), self.now);
         }
+        self.drive();
+    }
+
+    /// Alice's latest redial reaches bob, who takes her back.
+    fn redial_succeeds(&mut self) {
+        let link = *self.a.redials.last().expect("alice asked to redial");
+        let b_link = self.bob.handle_hello(name("alice")).expect("bob takes alice back");
+        self.a_link = Some(link);
+        self.b_link = Some(b_link);
+        self.alice.handle_dialed(link, name("Bob"));
+        self.drive();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.alice.handle_timeout(self.now);
+        self.bob.handle_timeout(self.now);
         self.drive();
     }
 }
@@ -201,7 +225,7 @@ fn refusals_name_their_cause() {
     assert!(matches!(p.alice.connect(name("carol")), Err(ConnectError::AlreadyConnected { .. })));
     let busy = p.bob.handle_hello(name("carol")).expect_err("bob is in a conversation");
     assert!(busy.to_string().contains("busy"), "{busy}");
-    let mut lone = Session::new(name("dave"));
+    let mut lone = Session::new(name("dave"), WINDOW);
     let err = lone.send("x".into(), "hi".into(), 0).expect_err("no conversation");
     assert!(err.to_string().contains("not connected"));
     assert!(lone.disconnect(p.now).expect_err("none").to_string().contains("not connected"));
@@ -212,7 +236,7 @@ fn refusals_name_their_cause() {
 
 #[test]
 fn a_dialing_session_is_busy_too_and_can_be_cancelled() {
-    let mut s = Session::new(name("alice"));
+    let mut s = Session::new(name("alice"), WINDOW);
     let link = s.connect(name("bob")).expect("dial");
     assert_eq!(s.phase(), Phase::Connecting);
     assert!(matches!(s.handle_hello(name("carol")), Err(AcceptError::Busy { .. })));
@@ -227,9 +251,9 @@ fn a_dialing_session_is_busy_too_and_can_be_cancelled() {
 
 #[test]
 fn a_failed_dial_leaves_the_session_free() {
-    let mut s = Session::new(name("alice"));
+    let mut s = Session::new(name("alice"), WINDOW);
     let link = s.connect(name("bob")).expect("dial");
-    s.handle_dial_failed(link);
+    s.handle_dial_failed(link, Instant::now());
     assert_eq!(s.phase(), Phase::Idle);
     assert!(s.connect(name("carol")).is_ok());
 }
@@ -366,35 +390,223 @@ fn both_disconnecting_at_once_still_ends_cleanly() {
     assert_eq!(disconnected(&p.b).len(), 1);
 }
 
+fn link_lost(side: &Side) -> Vec<String> {
+    side.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LinkLost { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn resumed(side: &Side) -> usize {
+    side.events.iter().filter(|e| matches!(e, Event::Resumed { .. })).count()
+}
+
 #[test]
-fn a_lost_link_fails_every_unacknowledged_message() {
+fn a_lost_link_is_reconnecting_not_the_end() {
+    let mut p = Pair::connected();
+    p.send(true, "in flight");
+    p.cut("connection reset");
+    assert_eq!(link_lost(&p.a), ["link lost: connection reset"]);
+    assert_eq!(link_lost(&p.b), ["link lost: connection reset"]);
+    assert_eq!(p.alice.phase(), Phase::Reconnecting);
+    assert_eq!(p.bob.phase(), Phase::Reconnecting);
+    assert!(disconnected(&p.a).is_empty() && failed(&p.a).is_empty());
+    // Still busy to others, and the dialer redials at once; the callee waits.
+    assert!(matches!(p.bob.handle_hello(name("carol")), Err(AcceptError::Busy { .. })));
+    assert!(p.a.presence.ends_with(&[Presence::Busy]));
+    assert_eq!(p.a.redials.len(), 1);
+    assert!(p.b.redials.is_empty());
+    assert_eq!(p.alice.unacknowledged(), 1);
+}
+
+#[test]
+fn resuming_sends_everything_unacknowledged_again_in_order_and_nothing_twice() {
     let mut p = Pair::connected();
     let delivered = p.send(true, "made it");
     p.drive();
-    let lost1 = p.send(true, "lost 1");
-    let lost2 = p.send(true, "lost 2");
-    assert_eq!(p.alice.unacknowledged(), 2);
-    p.cut("connection reset");
-    assert_eq!(failed(&p.a), [lost1, lost2]);
-    assert!(!failed(&p.a).contains(&delivered));
-    assert_eq!(disconnected(&p.a), ["link lost: connection reset"]);
-    assert_eq!(disconnected(&p.b), ["link lost: connection reset"]);
+    // These reach bob, but their receipts die with the link.
+    let got_there = p.send(true, "stored, receipt lost");
+    Pair::drain(&mut p.alice, &mut p.a);
+    let frame = p.a.outbound.pop_front().expect("on the wire");
+    p.bob.handle_frame(p.b_link.expect("linked"), frame, p.now);
+    Pair::drain(&mut p.bob, &mut p.b);
+    // This one never leaves alice.
+    let lost = p.send(true, "lost on the wire");
+    p.cut("reset");
+    // Sent while reconnecting: queued.
+    let queued = p.send(true, "queued while reconnecting");
+    assert_eq!(p.alice.unacknowledged(), 3);
+
+    p.redial_succeeds();
+    assert_eq!(resumed(&p.a), 1);
+    assert_eq!(resumed(&p.b), 1);
+    assert_eq!(p.alice.phase(), Phase::Connected);
+    assert_eq!(
+        messages(&p.b),
+        ["made it", "stored, receipt lost", "lost on the wire", "queued while reconnecting"]
+    );
+    let stored_in = p.b.stored.iter().filter(|r| matches!(r, Record::Message { .. })).count();
+    assert_eq!(stored_in, 4, "stored once each");
+    let mut acked = receipts(&p.a, ReceiptKind::Delivered);
+    acked.sort();
+    let mut want = vec![delivered, got_there, lost, queued];
+    want.sort();
+    assert_eq!(acked, want);
+    assert_eq!(p.alice.unacknowledged(), 0);
+    assert!(failed(&p.a).is_empty());
+}
+
+#[test]
+fn a_failed_redial_is_retried_with_backoff_until_the_window_passes() {
+    let mut p = Pair::connected();
+    let lost = p.send(true, "never delivered");
+    p.cut("reset");
+    let first = *p.a.redials.last().expect("redial");
+    p.alice.handle_dial_failed(first, p.now);
+    p.drive();
+    assert_eq!(p.a.redials.len(), 1, "not again at once");
+    p.advance(REDIAL_INITIAL);
+    assert_eq!(p.a.redials.len(), 2, "again after the backoff");
+    let second = *p.a.redials.last().expect("redial");
+    p.alice.handle_dial_failed(second, p.now);
+    p.advance(REDIAL_INITIAL);
+    assert_eq!(p.a.redials.len(), 2, "the backoff doubled");
+    p.advance(REDIAL_INITIAL);
+    assert_eq!(p.a.redials.len(), 3);
+
+    p.advance(WINDOW);
     assert_eq!(p.alice.phase(), Phase::Idle);
-    let failed_stored =
-        p.a.stored
+    assert_eq!(p.bob.phase(), Phase::Idle);
+    assert_eq!(failed(&p.a), [lost]);
+    let reason = &disconnected(&p.a)[0];
+    assert!(reason.contains("link lost") && reason.contains("30s"), "{reason}");
+    assert_eq!(disconnected(&p.b).len(), 1);
+    assert_eq!(p.a.presence.last(), Some(&Presence::Available));
+    assert!(p.a.dropped, "the redial in progress is dropped");
+}
+
+#[test]
+fn disconnect_while_reconnecting_ends_at_once() {
+    let mut p = Pair::connected();
+    let lost = p.send(true, "never delivered");
+    p.cut("reset");
+    assert_eq!(p.alice.disconnect(p.now), Ok(name("bob")));
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert_eq!(p.alice.phase(), Phase::Idle);
+    assert_eq!(failed(&p.a), [lost]);
+    assert_eq!(disconnected(&p.a).len(), 1);
+    assert!(p.a.dropped, "the redial in progress is dropped");
+}
+
+#[test]
+fn a_restarted_receiver_recognises_what_it_already_has() {
+    let mut p = Pair::connected();
+    p.send(true, "one");
+    Pair::drain(&mut p.alice, &mut p.a);
+    let frame = p.a.outbound.pop_front().expect("on the wire");
+    p.bob.handle_frame(p.b_link.expect("linked"), frame, p.now);
+    Pair::drain(&mut p.bob, &mut p.b);
+    let shown = p.bob.undisplayed().next().expect("shown").1.id.clone();
+    p.bob.handle_displayed(&[shown]);
+    let seen: Vec<(String, bool)> =
+        p.b.stored
             .iter()
-            .filter(|r| matches!(r, Record::State { state: MessageState::Failed, .. }))
-            .count();
-    assert_eq!(failed_stored, 2);
+            .filter_map(|r| match r {
+                Record::Message { message, .. } => Some((message.id.clone(), true)),
+                _ => None,
+            })
+            .collect();
+    p.cut("bob crashed");
+    // Bob restarts: a new session, told what history holds.
+    p.bob = Session::new(name("Bob"), WINDOW);
+    p.b = Side::default();
+    assert!(p.bob.needs_seen(&name("alice")));
+    p.bob.load_seen(name("alice"), seen);
+    p.redial_succeeds();
+    // A fresh conversation for bob, a resumed one for alice.
+    assert_eq!(p.b.events.first(), Some(&Event::Connected { peer: name("alice") }));
+    assert_eq!(resumed(&p.a), 1);
+    assert!(messages(&p.b).is_empty(), "not shown again");
+    assert!(p.b.stored.is_empty(), "not stored again");
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered).len(), 1);
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed).len(), 1, "its display is told again");
+}
+
+#[test]
+fn displayed_receipts_owed_during_an_outage_are_paid_on_resume() {
+    let mut p = Pair::connected();
+    let id = p.send(true, "hi");
+    p.drive();
+    p.cut("reset");
+    p.bob.handle_displayed(std::slice::from_ref(&id));
+    p.drive();
+    assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty());
+    p.redial_succeeds();
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), [id]);
+}
+
+#[test]
+fn unacknowledged_messages_of_an_earlier_run_go_out_with_the_next_conversation() {
+    let mut p = Pair::new();
+    let old =
+        Message { id: "old".into(), text: "from before the crash".into(), sent_at_ms: 1, seq: 7 };
+    p.alice.restore_unacked(name("bob"), vec![old], p.now);
+    let a_link = p.alice.connect(name("bob")).expect("dial");
+    let b_link = p.bob.handle_hello(name("alice")).expect("accept");
+    p.alice.handle_dialed(a_link, name("Bob"));
+    p.a_link = Some(a_link);
+    p.b_link = Some(b_link);
+    p.drive();
+    assert_eq!(messages(&p.b), ["from before the crash"]);
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered), ["old"]);
+    // And the next message does not reuse its sequence number.
+    p.send(true, "new");
+    p.drive();
+    assert_eq!(messages(&p.b), ["from before the crash", "new"]);
+}
+
+#[test]
+fn unacknowledged_messages_of_an_earlier_run_fail_when_their_peer_never_comes() {
+    let mut s = Session::new(name("alice"), WINDOW);
+    let t0 = Instant::now();
+    let old = Message { id: "old".into(), text: "x".into(), sent_at_ms: 1, seq: 1 };
+    s.restore_unacked(name("bob"), vec![old], t0);
+    assert_eq!(s.poll_timeout(), Some(t0 + WINDOW));
+    s.handle_timeout(t0 + WINDOW);
+    let mut side = Side::default();
+    Pair::drain(&mut s, &mut side);
+    assert_eq!(failed(&side), ["old"]);
+    assert!(side.stored.contains(&Record::State {
+        peer: name("bob"),
+        id: "old".into(),
+        state: MessageState::Failed
+    }));
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_link_lost_while_closing_ends_the_conversation() {
+    let mut p = Pair::connected();
+    p.send(true, "unacked");
+    p.alice.disconnect(p.now).expect("connected");
+    Pair::drain(&mut p.alice, &mut p.a);
+    p.a.outbound.clear();
+    p.cut("reset");
+    assert_eq!(p.alice.phase(), Phase::Idle);
+    assert_eq!(failed(&p.a).len(), 1);
 }
 
 #[test]
 fn end_of_stream_without_goodbye_is_a_lost_link() {
     let mut p = Pair::connected();
     let link = p.b_link.expect("linked");
-    p.bob.handle_link_down(link, LinkDown::EndOfStream);
+    p.bob.handle_link_down(link, LinkDown::EndOfStream, p.now);
     p.drive();
-    assert_eq!(disconnected(&p.b), ["link lost: the stream ended without a goodbye"]);
+    assert_eq!(link_lost(&p.b), ["link lost: the stream ended without a goodbye"]);
+    assert_eq!(p.bob.phase(), Phase::Reconnecting);
 }
 
 #[test]
@@ -417,11 +629,10 @@ fn an_unanswered_goodbye_times_out() {
 #[test]
 fn events_of_an_old_link_are_ignored() {
     let mut p = Pair::connected();
-    p.cut("reset");
     let old = p.a_link.expect("had a link");
-    let new = p.alice.connect(name("bob")).expect("free again");
-    p.alice.handle_dialed(new, name("bob"));
-    p.alice.handle_link_down(old, LinkDown::Error("late".into()));
+    p.cut("reset");
+    p.redial_succeeds();
+    p.alice.handle_link_down(old, LinkDown::Error("late".into()), p.now);
     p.alice.handle_frame(
         old,
         Frame::Message(Message { id: "x".into(), text: "ghost".into(), sent_at_ms: 0, seq: 1 }),

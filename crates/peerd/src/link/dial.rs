@@ -42,8 +42,15 @@ pub(crate) struct Dialer {
 impl Dialer {
     /// Dials `name` for the driver's `link`, reports the outcome as
     /// `Input::Dialed`, then reads the link until it ends.
-    pub(crate) async fn dial(self, link: LinkId, name: Name, me: Name, driver: DriverTx) {
-        match self.handshake(&name, &me).await {
+    pub(crate) async fn dial(
+        self,
+        link: LinkId,
+        name: Name,
+        me: Name,
+        resume: bool,
+        driver: DriverTx,
+    ) {
+        match self.handshake(&name, &me, resume).await {
             Ok((peer, out, inbound)) => {
                 if driver.send(Input::Dialed { link, result: Ok((peer, out)) }).await.is_ok() {
                     read_frames(link, inbound, driver).await;
@@ -60,13 +67,15 @@ impl Dialer {
         self,
         name: &Name,
         me: &Name,
+        resume: bool,
     ) -> Result<(Name, mpsc::Sender<pb::Frame>, Streaming<pb::Frame>), ControlError> {
         let peer = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer,
             Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string())),
             Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why)),
         };
-        if peer.status == pb::PeerStatus::Busy as i32 {
+        // Busy with us, when resuming: that is the conversation we want.
+        if peer.status == pb::PeerStatus::Busy as i32 && !resume {
             return Err(ControlError::Busy(peer.name));
         }
         let address = peer.address;
@@ -128,6 +137,7 @@ impl Dialer {
             name: me.to_string(),
             to: name.to_string(),
             version: super::PROTOCOL_VERSION,
+            resume,
         };
         // The queue is new and empty: this cannot fail.
         let _ = out.try_send(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) });

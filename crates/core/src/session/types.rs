@@ -1,0 +1,263 @@
+//! The vocabulary of the session: what goes in, what comes out, and the
+//! limits that keep it bounded.
+
+use std::time::Duration;
+
+use crate::name::Name;
+use crate::text::TextError;
+
+/// How long a goodbye may take before the link is dropped regardless.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How many received-but-unshown message texts are kept for the next
+/// display client, by bytes. Past this the oldest are dropped from memory
+/// (they stay in the history file) so an unwatched daemon stays bounded.
+pub const MAX_UNDISPLAYED_BYTES: usize = 16 * 1024 * 1024;
+
+/// And by count, for many tiny messages.
+pub const MAX_UNDISPLAYED_MESSAGES: usize = 100_000;
+
+/// How many of our messages may wait for `delivered` at once; `send`
+/// refuses more, which is the back-pressure that keeps a stalled peer from
+/// making us buffer without end.
+pub const MAX_UNACKED: usize = 10_000;
+
+/// How many delivered-but-not-yet-displayed ids of ours are remembered, so
+/// that a `displayed` receipt is believed only for a message we sent.
+pub const MAX_AWAITING_DISPLAY: usize = 65_536;
+
+/// And by bytes: a conversation keeps the texts it may have to send again.
+pub const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
+
+/// How many received message ids are remembered per peer, to recognise a
+/// message sent again after a lost link (or a restart). More than can be
+/// unacknowledged at once.
+pub const MAX_SEEN_IDS: usize = 2 * MAX_UNACKED;
+
+/// The default `--resume-window`: how long a lost link may take to come
+/// back before the conversation ends.
+pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(30);
+
+/// Redial backoff after a lost link: first attempt at once, then from this,
+/// doubling...
+pub const REDIAL_INITIAL: Duration = Duration::from_millis(250);
+/// ...up to this.
+pub const REDIAL_MAX: Duration = Duration::from_secs(2);
+
+/// The longest message id accepted from a peer.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Identifies one link (one Converse stream). Events of an old link that
+/// arrive after a new one started are ignored by comparing ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u64);
+
+/// Which end of the stream this daemon is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opened the stream (ran `connect`).
+    Dialer,
+    /// Accepted it.
+    Callee,
+}
+
+/// A message on the wire, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, as the sender's clock had it.
+    pub sent_at_ms: i64,
+    /// Per conversation and direction: 1, 2, 3, … in sending order.
+    pub seq: u64,
+}
+
+/// The two acknowledgements a receiver gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReceiptKind {
+    /// Stored in the receiver's history.
+    Delivered,
+    /// Shown to the receiving user.
+    Displayed,
+}
+
+/// Frames after the Hello/Welcome handshake (which the link layer does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Message(Message),
+    Receipt { ids: Vec<String>, kind: ReceiptKind },
+    Goodbye { reason: String },
+    Ping(u64),
+    Pong(u64),
+}
+
+/// Where a stored message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MessageState {
+    /// Ours, handed to the link, not yet acknowledged.
+    Sent,
+    Delivered,
+    Displayed,
+    /// Ours, and it will never be delivered.
+    Failed,
+}
+
+/// A line for the history store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A message, when it was sent or received.
+    Message { peer: Name, direction: Direction, message: Message, state: MessageState },
+    /// A later change of a stored message's state.
+    State { peer: Name, id: String, state: MessageState },
+}
+
+/// Things the user (watch and chat clients) is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Message {
+        from: Name,
+        message: Message,
+    },
+    Receipt {
+        peer: Name,
+        id: String,
+        kind: ReceiptKind,
+    },
+    Connected {
+        peer: Name,
+    },
+    Disconnected {
+        peer: Name,
+        reason: String,
+    },
+    /// The link failed without a goodbye; the conversation is reconnecting.
+    LinkLost {
+        peer: Name,
+        reason: String,
+    },
+    /// The link is back; unacknowledged messages are being sent again.
+    Resumed {
+        peer: Name,
+    },
+    Failed {
+        peer: Name,
+        id: String,
+        reason: String,
+    },
+    Pong {
+        nonce: u64,
+    },
+}
+
+/// What the directory should say about us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Available,
+    Busy,
+}
+
+/// The outputs of the state machine, in the order they must take effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Transmit {
+        link: LinkId,
+        frame: Frame,
+    },
+    /// End our half of the stream (dialer) or the whole call (callee),
+    /// after everything transmitted before it.
+    CloseSend {
+        link: LinkId,
+    },
+    /// Abandon the link now.
+    DropLink {
+        link: LinkId,
+    },
+    /// Dial `peer` again, on `link`, to resume the conversation; report back
+    /// with `handle_dialed` or `handle_dial_failed`.
+    Redial {
+        link: LinkId,
+        peer: Name,
+    },
+    Persist(Record),
+    Emit(Event),
+    Presence(Presence),
+}
+
+/// Why a link ended, as the link layer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkDown {
+    /// The peer's half of the stream ended (which, without a goodbye
+    /// before it, still means the link was lost).
+    EndOfStream,
+    /// A transport error: reset, keepalive timeout, protocol violation.
+    Error(String),
+}
+
+/// Refusals of `connect`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("you cannot connect to yourself")]
+    Yourself,
+    #[error("already connected to {peer}; disconnect first")]
+    AlreadyConnected { peer: Name },
+    #[error("already connecting to {peer}; wait for it or disconnect first")]
+    AlreadyConnecting { peer: Name },
+}
+
+/// Refusals of an inbound Hello.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    #[error("{me} is busy in another conversation")]
+    Busy { me: Name },
+    #[error("a peer cannot connect to itself")]
+    Yourself,
+}
+
+/// Refusals of `send`, `disconnect` and friends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("not connected: connect to a peer first")]
+    NotConnected,
+    #[error("not connected: the conversation with {peer} is ending")]
+    Closing { peer: Name },
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("too many messages in flight ({0} unacknowledged)")]
+    TooManyInFlight(usize),
+}
+
+/// Refusal of `disconnect`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectError {
+    #[error("not connected: there is no conversation to end")]
+    NotConnected,
+}
+
+/// A coarse view of the state, for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Connecting,
+    Connected,
+    Reconnecting,
+    Closing,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Connecting => "connecting",
+            Phase::Connected => "connected",
+            Phase::Reconnecting => "reconnecting",
+            Phase::Closing => "closing",
+        }
+    }
+}
