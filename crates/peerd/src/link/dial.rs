@@ -74,10 +74,8 @@ impl Dialer {
             Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string())),
             Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why)),
         };
-        // Busy with us, when resuming: that is the conversation we want.
-        if peer.status == pb::PeerStatus::Busy as i32 && !resume {
-            return Err(ControlError::Busy(peer.name));
-        }
+        // A busy peer is dialed all the same: it may be busy with us (a
+        // conversation whose link was lost), and only it can tell.
         let address = peer.address;
         let listed: PublicKey =
             peer.public_key.as_slice().try_into().map_err(|_| ControlError::Refused {
