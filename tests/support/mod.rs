@@ -29,6 +29,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub(crate) use daemons::{Directory, Peer};
+// Not every test binary names the type.
+#[allow(unused_imports)]
 pub(crate) use watch::Watch;
 
 /// How long a test waits for a process to print its readiness line.
