@@ -62,6 +62,8 @@ struct Conversation {
     got_goodbye: bool,
     /// Who started the goodbye, for the `disconnected` reason.
     ended_by_us: bool,
+    /// Our half of the stream is closed: nothing more may be transmitted.
+    send_closed: bool,
     close_deadline: Option<Instant>,
     reconnect: Option<Reconnect>,
     /// Our messages not yet acknowledged `delivered`, in sending order,
@@ -95,6 +97,7 @@ impl Conversation {
             sent_goodbye: false,
             got_goodbye: false,
             ended_by_us: false,
+            send_closed: false,
             close_deadline: None,
             reconnect: None,
             unacked: VecDeque::new(),
@@ -407,9 +410,12 @@ impl Session {
 
     /// Sends a ping with `nonce`; the answer comes back as [`Event::Pong`].
     pub fn ping(&mut self, nonce: u64) -> Result<(), SendError> {
-        let Some(link) = self.connected_link() else {
+        let (State::Connected(c), Some(link)) = (&self.state, self.connected_link()) else {
             return Err(SendError::NotConnected);
         };
+        if c.closing() {
+            return Err(SendError::Closing { peer: c.peer.clone() });
+        }
         self.push(Action::Transmit { link, frame: Frame::Ping(nonce) });
         Ok(())
     }
@@ -484,6 +490,9 @@ impl Session {
         }
         match &mut self.state {
             State::Connected(c) if c.link.is_none() => c.owed_displayed.extend(ids_for_peer),
+            // Once our half is closed the receipt cannot travel; the
+            // history still says displayed.
+            State::Connected(c) if c.send_closed => {}
             State::Connected(c) => {
                 if let Some(link) = c.link {
                     self.push(Action::Transmit {
@@ -650,6 +659,12 @@ impl Session {
         let State::Connected(c) = &self.state else {
             return;
         };
+        // After its goodbye the peer promised no more messages; one that
+        // comes anyway is not taken (it could not be acknowledged once our
+        // half is closed, and its sender fails it).
+        if c.got_goodbye {
+            return;
+        }
         let from = c.peer.clone();
         let seen = match &mut self.seen {
             Some((peer, seen)) if *peer == from => seen,
@@ -755,6 +770,7 @@ impl Session {
         if !c.sent_goodbye {
             self.say_goodbye(now, "goodbye");
         } else if let (Role::Dialer, Some(link)) = (c.role, c.link) {
+            c.send_closed = true;
             self.push(Action::CloseSend { link });
         }
     }
@@ -771,6 +787,7 @@ impl Session {
         c.sent_goodbye = true;
         c.close_deadline = Some(now + CLOSE_TIMEOUT);
         let close = c.got_goodbye && c.role == Role::Dialer;
+        c.send_closed |= close;
         self.push(Action::Transmit { link, frame: Frame::Goodbye { reason: reason.to_owned() } });
         if close {
             self.push(Action::CloseSend { link });
@@ -908,3 +925,6 @@ fn describe(why: &LinkDown) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;
