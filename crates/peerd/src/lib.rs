@@ -30,6 +30,7 @@ mod control_socket;
 mod directory;
 mod driver;
 pub mod error;
+pub mod fuzzing;
 mod history;
 mod identity;
 mod known_peers;

@@ -43,6 +43,9 @@ pub(crate) enum ControlError {
     TooManyInFlight(usize),
     #[error("peerd is shutting down")]
     ShuttingDown,
+    /// A request field out of bounds.
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -88,9 +91,10 @@ impl From<ControlError> for Status {
             | ControlError::AlreadyConnected(_)
             | ControlError::AlreadyConnecting(_)
             | ControlError::NotConnected(_) => Code::FailedPrecondition,
-            ControlError::Yourself | ControlError::Text(_) | ControlError::InvalidName(_) => {
-                Code::InvalidArgument
-            }
+            ControlError::Yourself
+            | ControlError::Text(_)
+            | ControlError::InvalidName(_)
+            | ControlError::Invalid(_) => Code::InvalidArgument,
             ControlError::TimedOut { .. } => Code::DeadlineExceeded,
             ControlError::Failed { .. } | ControlError::Refused { .. } => Code::Aborted,
             ControlError::KeyChanged(_) | ControlError::WrongKey { .. } => Code::PermissionDenied,

@@ -3,14 +3,15 @@
 //! answer into a response; [`error`] is where failures become statuses.
 
 pub(crate) mod error;
+pub(crate) mod validate;
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
 use peerchat::v1 as pb;
+use peerchat_core::Name;
 use peerchat_core::session::{Direction, Presence};
-use peerchat_core::{Name, check_text};
 use tokio::sync::{oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,18 +28,10 @@ use crate::tls::PublicKey;
 use error::ControlError;
 use peerchat_core::identity::fingerprint;
 
-/// How long `send` waits for a receipt when the client gives no timeout.
-const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest `send` timeout a client may ask for.
-const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a connect may take, all steps together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `disconnect` waits for the directory to hear we are available.
 const PRESENCE_WAIT: Duration = Duration::from_secs(2);
-/// History entries one request may ask for.
-const MAX_HISTORY: usize = 10_000;
-/// Ids one MarkDisplayed may carry.
-const MAX_DISPLAYED_IDS: usize = 10_000;
 
 /// The daemon's facts that do not change while it runs.
 #[derive(Debug, Clone)]
@@ -138,7 +131,7 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<pb::OpenConversationRequest>,
     ) -> Result<Response<pb::OpenConversationResponse>, Status> {
-        let name = Name::parse(&request.into_inner().name).map_err(ControlError::from)?;
+        let name = validate::peer_name(&request.into_inner().name)?;
         let asked = self.ask(|reply| Input::Connect { name: name.clone(), reply });
         let peer = match tokio::time::timeout(CONNECT_TIMEOUT, asked).await {
             Ok(r) => r??,
@@ -157,19 +150,8 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
-        let req = request.into_inner();
-        check_text(&req.text).map_err(ControlError::from)?;
-        let wait = match pb::WaitFor::try_from(req.wait) {
-            Ok(pb::WaitFor::None) => None,
-            Ok(pb::WaitFor::Displayed) => Some(Wait::Displayed),
-            _ => Some(Wait::Delivered),
-        };
-        let timeout = match req.timeout_ms {
-            0 => DEFAULT_SEND_TIMEOUT,
-            ms => Duration::from_millis(u64::from(ms)).min(MAX_SEND_TIMEOUT),
-        };
+        let validate::Send { text, wait, timeout } = validate::send(request.into_inner())?;
         let (outcome_tx, outcome_rx) = oneshot::channel();
-        let text = req.text;
         let id = self
             .ask(|accepted| Input::Send { text, accepted, wait: wait.map(|w| (w, outcome_tx)) })
             .await??;
@@ -228,12 +210,7 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<pb::MarkDisplayedRequest>,
     ) -> Result<Response<pb::MarkDisplayedResponse>, Status> {
-        let ids = request.into_inner().ids;
-        if ids.len() > MAX_DISPLAYED_IDS {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_DISPLAYED_IDS} ids per request"
-            )));
-        }
+        let ids = validate::displayed(request.into_inner())?;
         self.driver.send(Input::Displayed { ids }).await.map_err(|_| ControlError::ShuttingDown)?;
         Ok(Response::new(pb::MarkDisplayedResponse {}))
     }
@@ -242,8 +219,10 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
-        let req = request.into_inner();
-        let peer = if req.peer.is_empty() {
+        let (named, limit) = validate::history(&request.into_inner())?;
+        let peer = if let Some(peer) = named {
+            peer
+        } else {
             // The current or last peer of this run, else (after a restart)
             // the one whose history changed last.
             match self.session().await?.last_peer {
@@ -254,12 +233,6 @@ impl pb::control_server::Control for ControlService {
                     )
                 })?,
             }
-        } else {
-            Name::parse(&req.peer).map_err(ControlError::from)?
-        };
-        let limit = match req.limit {
-            0 => 50,
-            n => (n as usize).min(MAX_HISTORY),
         };
         let dir = self.me.data_dir.clone();
         let who = peer.clone();
@@ -288,7 +261,7 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<pb::TrustRequest>,
     ) -> Result<Response<pb::TrustResponse>, Status> {
-        let name = Name::parse(&request.into_inner().name).map_err(ControlError::from)?;
+        let name = validate::peer_name(&request.into_inner().name)?;
         let listed = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer.public_key,
             Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string()).into()),
