@@ -999,3 +999,20 @@ fn help_exits_zero_and_usage_errors_exit_two() {
     let out = run(command(&bin("peerd")).arg("frobnicate"), t);
     assert_exit(&out, 2, "peerd frobnicate");
 }
+
+#[test]
+fn ping_measures_round_trips_over_the_chat_stream() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    assert_contains(&alice.ctl_err(&["ping"]), "not connected");
+    connect(&alice, &bob);
+    let out = alice.ctl_json(&["ping", "--count", "3", "--interval", "0.01"]);
+    assert_eq!(out["peer"], "bob", "{out}");
+    assert_eq!(out["count"], 3, "{out}");
+    let rtts = out["rtt_ms"].as_array().expect("rtt_ms");
+    assert_eq!(rtts.len(), 3);
+    assert!(rtts.iter().all(|r| r.as_f64().is_some_and(|ms| ms > 0.0 && ms < 5_000.0)), "{out}");
+    let text = alice.ctl_ok(&["ping", "--count", "1"]);
+    assert!(text.contains("pong from bob") && text.contains("min/avg/max"), "{text}");
+}

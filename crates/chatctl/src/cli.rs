@@ -46,6 +46,16 @@ pub enum Command {
     Status,
     /// Stream events (messages, receipts, connects, disconnects) until interrupted
     Watch,
+    /// Round trips to the current peer over the chat stream
+    Ping {
+        /// How many pings
+        #[arg(long, short = 'c', default_value_t = 4, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        count: u32,
+        /// Seconds between pings
+        #[arg(long, default_value = "0.2", value_name = "SECONDS", value_parser = parse_timeout)]
+        interval: Duration,
+    },
     /// The stored conversation with NAME (default: the current or last peer)
     History {
         /// The peer whose conversation to show

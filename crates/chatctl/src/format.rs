@@ -214,6 +214,44 @@ pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
         .join("\n")
 }
 
+// ---- ping ----
+
+fn ms(d: &std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One ping: `pong from bob: seq=1 time=0.412 ms`.
+pub(crate) fn ping_text(peer: &str, seq: u32, rtt: std::time::Duration) -> String {
+    format!("pong from {peer}: seq={seq} time={:.3} ms", ms(&rtt))
+}
+
+fn ping_stats(rtts: &[std::time::Duration]) -> (f64, f64, f64) {
+    let min = rtts.iter().map(ms).fold(f64::INFINITY, f64::min);
+    let max = rtts.iter().map(ms).fold(0.0, f64::max);
+    let avg =
+        if rtts.is_empty() { 0.0 } else { rtts.iter().map(ms).sum::<f64>() / rtts.len() as f64 };
+    (if rtts.is_empty() { 0.0 } else { min }, avg, max)
+}
+
+/// The closing line: `4 pings to bob: min/avg/max = 0.301/0.412/0.633 ms`.
+pub(crate) fn ping_summary(peer: &str, rtts: &[std::time::Duration]) -> String {
+    let (min, avg, max) = ping_stats(rtts);
+    format!("{} pings to {peer}: min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms", rtts.len())
+}
+
+/// `ping --json`: `{"peer","count","rtt_ms":[...],"min_ms","avg_ms","max_ms"}`.
+pub(crate) fn ping_json(peer: &str, rtts: &[std::time::Duration]) -> Value {
+    // To the microsecond, which is what the daemon measures.
+    let us = |x: f64| (x * 1000.0).round() / 1000.0;
+    let (min, avg, max) = ping_stats(rtts);
+    json!({
+        "peer": peer,
+        "count": rtts.len(),
+        "rtt_ms": rtts.iter().map(|r| us(ms(r))).collect::<Vec<_>>(),
+        "min_ms": us(min), "avg_ms": us(avg), "max_ms": us(max),
+    })
+}
+
 // ---- trust ----
 
 /// `trust --json`: `{"peer","key","previous"}` (`previous` null if none).
@@ -445,6 +483,20 @@ mod tests {
         let table = list_text(&peers, "alice", true);
         assert!(table.lines().next().is_some_and(|h| h.ends_with("KEY")), "{table}");
         assert!(table.contains(&key), "{table}");
+    }
+
+    #[test]
+    fn ping_lines_and_summary() {
+        use std::time::Duration;
+        let rtts = [Duration::from_micros(300), Duration::from_micros(500)];
+        assert_eq!(ping_text("bob", 1, rtts[0]), "pong from bob: seq=1 time=0.300 ms");
+        assert_eq!(
+            ping_summary("bob", &rtts),
+            "2 pings to bob: min/avg/max = 0.300/0.400/0.500 ms"
+        );
+        let j = ping_json("bob", &rtts);
+        assert_eq!(j["count"], 2);
+        assert_eq!(j["max_ms"], 0.5);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Send(args) => commands::send::run(&socket, json, args).await,
         Command::Disconnect => commands::disconnect::run(&socket, json).await,
         Command::Status => commands::status::run(&socket, json).await,
+        Command::Ping { count, interval } => {
+            commands::ping::run(&socket, json, *count, *interval).await
+        }
         Command::Watch => commands::watch::run(&socket, json).await,
         Command::History { name, limit } => {
             commands::history::run(&socket, json, name.as_deref(), *limit).await

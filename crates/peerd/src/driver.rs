@@ -56,6 +56,9 @@ pub(crate) struct SessionStatus {
     pub(crate) last_peer: Option<Name>,
 }
 
+/// Who answered a ping, and how long it took.
+pub(crate) type PingReply = oneshot::Sender<Result<(Name, Duration), ControlError>>;
+
 /// A sent message's final fate, for `send --wait`.
 pub(crate) type Outcome = Result<MessageState, ControlError>;
 
@@ -85,6 +88,10 @@ pub(crate) enum Input {
     },
     Displayed {
         ids: Vec<String>,
+    },
+    /// One round trip to the peer; answered with the time it took.
+    Ping {
+        reply: PingReply,
     },
     /// A dialer said hello on an inbound stream.
     Hello {
@@ -142,6 +149,9 @@ pub(crate) struct Driver {
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
     pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
     waiters: HashMap<String, (Wait, oneshot::Sender<Outcome>)>,
+    /// Pings in flight: nonce → when sent, who asked.
+    pings: HashMap<u64, (Instant, PingReply)>,
+    next_nonce: u64,
     presence: watch::Sender<Presence>,
     /// Links found dead while running actions, handled after them.
     broken: Vec<(LinkId, String)>,
@@ -189,6 +199,8 @@ impl Driver {
             pending_connect: None,
             pending_disconnect: Vec::new(),
             waiters: HashMap::new(),
+            pings: HashMap::new(),
+            next_nonce: 1,
             presence,
             broken: Vec::new(),
             shutting_down: false,
@@ -292,6 +304,21 @@ impl Driver {
             }
             Input::Watch { display, reply } => self.on_watch(display, reply),
             Input::Displayed { ids } => self.session.handle_displayed(&ids),
+            Input::Ping { reply } => {
+                let nonce = self.next_nonce;
+                self.next_nonce += 1;
+                match self.session.ping(nonce) {
+                    Ok(()) => {
+                        // Answers that never come (the link died) are swept
+                        // once the asker gave up.
+                        self.pings.retain(|_, (_, tx)| !tx.is_closed());
+                        self.pings.insert(nonce, (Instant::now(), reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
             Input::Hello { peer, out, reader, reply } => {
                 if self.shutting_down {
                     let _ = reply.send(Err(AcceptError::Busy { me: self.session.me().clone() }));
@@ -586,7 +613,14 @@ impl Driver {
                     reason,
                 })
             }
-            Event::Pong { .. } => return,
+            Event::Pong { nonce } => {
+                if let (Some((sent, tx)), Some(peer)) =
+                    (self.pings.remove(&nonce), self.session.peer().cloned())
+                {
+                    let _ = tx.send(Ok((peer, sent.elapsed())));
+                }
+                return;
+            }
         };
         let ev = event(wire);
         self.watchers.retain(|w| {

@@ -7,6 +7,7 @@ pub(crate) mod connect;
 pub(crate) mod disconnect;
 pub(crate) mod history;
 pub(crate) mod list;
+pub(crate) mod ping;
 pub(crate) mod send;
 pub(crate) mod status;
 pub(crate) mod trust;

@@ -29,6 +29,8 @@ pub(crate) enum ControlError {
     InvalidName(#[from] NameError),
     #[error("timed out after {after:?} waiting for message {id} to be {what} (it may still be)")]
     TimedOut { id: String, what: &'static str, after: std::time::Duration },
+    #[error("timed out: {0}")]
+    NoAnswer(String),
     #[error("message {id} failed: {reason}")]
     Failed { id: String, reason: String },
     #[error("the directory is unreachable: {0}")]
@@ -95,7 +97,7 @@ impl From<ControlError> for Status {
             | ControlError::Text(_)
             | ControlError::InvalidName(_)
             | ControlError::Invalid(_) => Code::InvalidArgument,
-            ControlError::TimedOut { .. } => Code::DeadlineExceeded,
+            ControlError::TimedOut { .. } | ControlError::NoAnswer(_) => Code::DeadlineExceeded,
             ControlError::Failed { .. } | ControlError::Refused { .. } => Code::Aborted,
             ControlError::KeyChanged(_) | ControlError::WrongKey { .. } => Code::PermissionDenied,
             ControlError::DirectoryUnreachable(_) | ControlError::ShuttingDown => Code::Unavailable,

@@ -30,6 +30,8 @@ use peerchat_core::identity::fingerprint;
 
 /// How long a connect may take, all steps together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a ping may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `disconnect` waits for the directory to hear we are available.
 const PRESENCE_WAIT: Duration = Duration::from_secs(2);
 
@@ -278,6 +280,24 @@ impl pb::control_server::Control for ControlService {
             peer: name.to_string(),
             key: fingerprint(&key),
             previous: previous.map(|k| fingerprint(&k)).unwrap_or_default(),
+        }))
+    }
+
+    async fn ping(
+        &self,
+        _: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        let asked = self.ask(|reply| Input::Ping { reply });
+        let (peer, rtt) = match tokio::time::timeout(PING_TIMEOUT, asked).await {
+            Ok(r) => r??,
+            Err(_) => {
+                let why = format!("no answer to the ping within {PING_TIMEOUT:?}");
+                return Err(ControlError::NoAnswer(why).into());
+            }
+        };
+        Ok(Response::new(pb::PingResponse {
+            peer: peer.to_string(),
+            rtt_us: u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX),
         }))
     }
 
