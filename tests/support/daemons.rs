@@ -23,6 +23,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct Directory {
     home: TempDir,
+    /// The network namespace it runs in (`ip netns exec`), if not the
+    /// test's own.
+    netns: Option<String>,
     ttl: u32,
     /// Flags added to every start (e.g. `--register-rate 5`).
     extra: Vec<String>,
@@ -41,12 +44,33 @@ impl Directory {
     pub(crate) fn start_with(ttl: u32, extra: &[&str]) -> Directory {
         let home = short_tempdir();
         let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
-        let (proc, addr) = Self::spawn(home.path(), "127.0.0.1:0", ttl, &extra);
-        Directory { home, ttl, extra, addr, proc: Some(proc) }
+        let (proc, addr) = Self::spawn(None, home.path(), "127.0.0.1:0", ttl, &extra);
+        Directory { home, netns: None, ttl, extra, addr, proc: Some(proc) }
     }
 
-    fn spawn(home: &Path, listen: &str, ttl: u32, extra: &[String]) -> (Proc, SocketAddr) {
-        let mut cmd = proc::command(&bin("directoryd"));
+    /// Starts a directory inside the network namespace `netns`, listening
+    /// on `listen` (an address of that namespace, port 0 or not).
+    pub(crate) fn start_in(netns: &str, listen: &str, ttl: u32) -> Directory {
+        let home = short_tempdir();
+        let (proc, addr) = Self::spawn(Some(netns), home.path(), listen, ttl, &[]);
+        Directory {
+            home,
+            netns: Some(netns.to_owned()),
+            ttl,
+            extra: Vec::new(),
+            addr,
+            proc: Some(proc),
+        }
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        home: &Path,
+        listen: &str,
+        ttl: u32,
+        extra: &[String],
+    ) -> (Proc, SocketAddr) {
+        let mut cmd = proc::command_in(netns, &bin("directoryd"));
         cmd.args(["--listen", listen, "--ttl", &ttl.to_string()])
             .arg("--data-dir")
             .arg(Self::data_dir_in(home))
@@ -102,6 +126,11 @@ impl Directory {
         self.ttl
     }
 
+    /// The running directoryd's process id (to read its memory use).
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("the directory is running").pid()
+    }
+
     fn proc(&mut self) -> &mut Proc {
         self.proc.as_mut().expect("the directory is running")
     }
@@ -128,8 +157,13 @@ impl Directory {
     /// one (which must be stopped).
     pub(crate) fn restart_on_same_port(&mut self) {
         assert!(self.proc.is_none(), "stop the directory before restarting it");
-        let (proc, addr) =
-            Self::spawn(self.home.path(), &self.addr.to_string(), self.ttl, &self.extra);
+        let (proc, addr) = Self::spawn(
+            self.netns.as_deref(),
+            self.home.path(),
+            &self.addr.to_string(),
+            self.ttl,
+            &self.extra,
+        );
         assert_eq!(addr, self.addr, "the restarted directory is on another address");
         self.proc = Some(proc);
     }
@@ -154,6 +188,9 @@ pub(crate) struct Peer {
     name: String,
     directory: String,
     home: TempDir,
+    /// The network namespace it runs in (`ip netns exec`), if not the
+    /// test's own.
+    netns: Option<String>,
     /// `--listen`, `127.0.0.1:0` unless a test picks the port.
     listen: String,
     /// Flags added to the command line (e.g. `--advertise ADDR`).
@@ -194,6 +231,23 @@ impl Peer {
         peer
     }
 
+    /// Starts the peer `name` inside the network namespace `netns`, against
+    /// the directory at `url`, listening on `listen` (an address of that
+    /// namespace) with `extra` flags. Restarts stay in that namespace.
+    pub(crate) fn start_in(
+        netns: &str,
+        url: &str,
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Peer {
+        let mut peer = Self::unstarted(url, name, extra);
+        peer.netns = Some(netns.to_owned());
+        peer.listen = listen.to_owned();
+        peer.spawn();
+        peer
+    }
+
     /// A peer that is not started yet, to run its `peerd start` by hand
     /// ([`Peer::start_command`]) and see it fail.
     pub(crate) fn unstarted(url: &str, name: &str, extra: &[&str]) -> Peer {
@@ -201,6 +255,7 @@ impl Peer {
             name: name.to_owned(),
             directory: url.to_owned(),
             home: short_tempdir(),
+            netns: None,
             listen: "127.0.0.1:0".to_owned(),
             extra: extra.iter().map(|&a| a.to_owned()).collect(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -212,7 +267,7 @@ impl Peer {
     /// The `peerd start --foreground ...` command this peer runs, for a test
     /// that wants to see a start fail.
     pub(crate) fn start_command(&self) -> Command {
-        let mut cmd = proc::command(&bin("peerd"));
+        let mut cmd = proc::command_in(self.netns.as_deref(), &bin("peerd"));
         cmd.arg("start")
             .arg("--foreground")
             .args(["--name", &self.name])

@@ -10,6 +10,8 @@
 //!   the readiness line they print (never a sleep).
 //! - [`watch`]: [`Watch`], a `chatctl --json watch` whose events a test
 //!   awaits with [`Watch::wait_for`].
+//! - [`netns`]: [`netns::Lan`], network namespaces joined by a bridge, for
+//!   the multi-host fault suite.
 //!
 //! Rules the tests rely on: every wait has a deadline and fails with what was
 //! seen; polling ([`eventually`]) is used only for state that can only be
@@ -22,6 +24,7 @@
 
 pub(crate) mod bins;
 pub(crate) mod daemons;
+pub(crate) mod netns;
 pub(crate) mod proc;
 pub(crate) mod watch;
 

@@ -40,6 +40,16 @@ pub(crate) fn command(path: &Path) -> Command {
     cmd
 }
 
+/// Like [`command`], run inside the network namespace `netns` when there is
+/// one: `ip netns exec NETNS PATH`. `ip` joins the namespace and then execs
+/// the binary in place, so the child's pid is the binary's own.
+pub(crate) fn command_in(netns: Option<&str>, path: &Path) -> Command {
+    let Some(netns) = netns else { return command(path) };
+    let mut cmd = command(Path::new("ip"));
+    cmd.args(["netns", "exec", netns]).arg(path);
+    cmd
+}
+
 /// Runs `cmd` to completion with no stdin, collecting its output; kills it
 /// and panics if it takes longer than `timeout`.
 pub(crate) fn run(cmd: &mut Command, timeout: Duration) -> Output {

@@ -195,6 +195,42 @@ impl Watch {
         // Drop kills it.
     }
 
+    /// Stops the watch (Ctrl-C, unless it already ended because its daemon
+    /// died) and returns every event it printed, in arrival order, including
+    /// the ones still in the pipe: the reader runs to the end of the output.
+    pub(crate) fn finish(mut self) -> Vec<Value> {
+        if let Ok(None) = self.child.try_wait() {
+            super::proc::signal(self.child.id(), libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        // The child has exited, so its stdout reaches end of file and the
+        // reader thread hangs up after the last line.
+        loop {
+            match self.rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Line::Event(event)) => {
+                    self.seen.push(event);
+                    self.taken.push(false);
+                }
+                Ok(Line::NotJson(line)) => {
+                    panic!("{} printed a line that is not a JSON object: {line:?}", self.what)
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: its output did not end 5 s after it exited", self.what)
+                }
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+
     fn dump(&self) -> String {
         let lines: Vec<String> = self.seen.iter().map(Value::to_string).collect();
         if lines.len() > 60 {

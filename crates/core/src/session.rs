@@ -233,12 +233,15 @@ impl Session {
         }
     }
 
-    /// Our messages to the current peer still waiting for `delivered`.
+    /// Our messages still waiting for `delivered`: the current
+    /// conversation's, and those an earlier run left for a peer we are not
+    /// talking to now.
     pub fn unacknowledged(&self) -> usize {
-        match &self.state {
+        let current = match &self.state {
             State::Connected(c) => c.unacked.len(),
             _ => 0,
-        }
+        };
+        current + self.pending.values().map(|p| p.messages.len()).sum::<usize>()
     }
 
     /// The next output, in order.

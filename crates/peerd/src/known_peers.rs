@@ -46,7 +46,7 @@ impl KnownPeers {
         let mut keys = BTreeMap::new();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
                     match parse_line(line) {
                         Some((name, key)) => {
                             keys.insert(name, key);

@@ -167,6 +167,7 @@ pub async fn run(
                 listener,
                 credentials.server_config()?,
                 link::MAX_CONNECTIONS,
+                link::MAX_CONNECTIONS_PER_SOURCE,
                 token.clone(),
             ),
             wait_for_driver(token.clone()),

@@ -574,6 +574,7 @@ fn unacknowledged_messages_of_an_earlier_run_fail_when_their_peer_never_comes() 
     let t0 = Instant::now();
     let old = Message { id: "old".into(), text: "x".into(), sent_at_ms: 1, seq: 1 };
     s.restore_unacked(name("bob"), vec![old], t0);
+    assert_eq!(s.unacknowledged(), 1, "status counts them");
     assert_eq!(s.poll_timeout(), Some(t0 + WINDOW));
     s.handle_timeout(t0 + WINDOW);
     let mut side = Side::default();

@@ -19,7 +19,8 @@ use tonic::transport::Channel;
 
 use super::dial::read_frames;
 use super::incoming::PeerConnectInfo;
-use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, SEND_QUEUE};
+use super::per_source::PerSource;
+use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, SEND_QUEUE};
 use crate::directory::{self, Listing};
 use crate::driver::{DriverTx, Input};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
@@ -31,6 +32,7 @@ pub(crate) struct ChatService {
     driver: DriverTx,
     me: Name,
     pending: Arc<Semaphore>,
+    pending_per_source: PerSource,
     directory: pb::directory_client::DirectoryClient<Channel>,
     known: KnownPeers,
 }
@@ -43,7 +45,8 @@ impl ChatService {
         known: KnownPeers,
     ) -> ChatService {
         let pending = Arc::new(Semaphore::new(MAX_PENDING_DIALS));
-        ChatService { driver, me, pending, directory, known }
+        let pending_per_source = PerSource::new(MAX_PENDING_DIALS_PER_SOURCE);
+        ChatService { driver, me, pending, pending_per_source, directory, known }
     }
 
     /// Is the dialer who it says it is? Its TLS key must be the one the
@@ -91,13 +94,15 @@ impl pb::chat_server::Chat for ChatService {
         &self,
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<FrameStream>, Status> {
-        let _slot = self
-            .pending
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Status::resource_exhausted("busy: too many dials in progress"))?;
         let info = request.extensions().get::<PeerConnectInfo>().cloned();
         let remote = info.as_ref().and_then(|i| i.remote);
+        // Not "busy": that word means "in another conversation" to dialers.
+        let full = || Status::resource_exhausted("too many dials in progress; try again shortly");
+        let _source_slot = match remote {
+            Some(addr) => Some(self.pending_per_source.try_take(addr.ip()).ok_or_else(full)?),
+            None => None,
+        };
+        let _slot = self.pending.clone().try_acquire_owned().map_err(|_| full())?;
         let key = info
             .and_then(|i| i.key)
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;

@@ -145,7 +145,7 @@ impl Dialer {
                 .await
             {
                 Err(_) => return Err(refused("no answer to hello in time".into())),
-                Ok(Err(s)) if s.message().contains("busy") => {
+                Ok(Err(s)) if is_busy(&s) => {
                     return Err(ControlError::Busy(name.to_string()));
                 }
                 Ok(Err(s)) => return Err(refused(s.message().to_owned())),
@@ -154,7 +154,7 @@ impl Dialer {
         let mut inbound = response.into_inner();
         let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(refused("no welcome in time".into())),
-            Ok(Err(s)) if s.message().contains("busy") => {
+            Ok(Err(s)) if is_busy(&s) => {
                 return Err(ControlError::Busy(name.to_string()));
             }
             Ok(Err(s)) => return Err(refused(s.message().to_owned())),
@@ -173,6 +173,12 @@ impl Dialer {
         }
         Ok((callee, out, inbound))
     }
+}
+
+/// The callee's refusal because it is in another conversation (not, say,
+/// because its queue of pending dials is full).
+fn is_busy(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message().contains("busy")
 }
 
 /// Feeds a link's frames to the driver until the link ends, then says how

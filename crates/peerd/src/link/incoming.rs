@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
 use super::HANDSHAKE_TIMEOUT;
+use super::per_source::{PerSource, SourceSlot};
 use crate::tls::{PublicKey, certificate_key};
 
 /// What a handler learns about the other end of its connection.
@@ -31,11 +32,12 @@ pub(crate) struct PeerConnectInfo {
     pub(crate) key: Option<PublicKey>,
 }
 
-/// A TLS connection holding one of the connection slots until dropped.
+/// A TLS connection holding its connection slots until dropped.
 #[derive(Debug)]
 pub(crate) struct Conn {
     stream: TlsStream<TcpStream>,
     _slot: OwnedSemaphorePermit,
+    _source: SourceSlot,
 }
 
 impl Connected for Conn {
@@ -85,15 +87,18 @@ impl AsyncWrite for Conn {
 }
 
 /// Accepts on `listener` until `shutdown`, at most `max` connections open
-/// (handshaking or established).
+/// (handshaking or established), and at most `per_source` of them from one
+/// address.
 pub(crate) fn incoming(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     max: usize,
+    per_source: usize,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(16);
     let slots = Arc::new(Semaphore::new(max));
+    let sources = PerSource::new(per_source);
     let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
@@ -109,6 +114,10 @@ pub(crate) fn incoming(
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let Some(source) = sources.try_take(from.ip()) else {
+                tracing::debug!(%from, "too many connections from this address; closing this one");
+                continue;
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 tracing::debug!(%from, "too many connections; closing this one");
@@ -132,7 +141,7 @@ pub(crate) fn incoming(
                         }
                     },
                 };
-                let _ = tx.send(Ok(Conn { stream, _slot: slot })).await;
+                let _ = tx.send(Ok(Conn { stream, _slot: slot, _source: source })).await;
             });
         }
     });

@@ -12,6 +12,7 @@ pub(crate) mod accept;
 pub(crate) mod dial;
 pub(crate) mod frames;
 pub(crate) mod incoming;
+pub(crate) mod per_source;
 
 use std::time::Duration;
 
@@ -29,10 +30,15 @@ pub(crate) const MAX_FRAME_BYTES: usize = MAX_TEXT_BYTES + 1024;
 /// Frames queued towards one peer. A peer that lets this many pile up is
 /// not reading, and the link is dropped rather than buffering without end.
 pub(crate) const SEND_QUEUE: usize = 65_536;
-/// Inbound dials being handshaken at once; more are refused at once.
-pub(crate) const MAX_PENDING_DIALS: usize = 4;
-/// TCP connections on the peer port at once.
+/// Inbound dials waiting for their Hello at once; more are refused at once.
+pub(crate) const MAX_PENDING_DIALS: usize = 16;
+/// ...of which one source address may hold this many.
+pub(crate) const MAX_PENDING_DIALS_PER_SOURCE: usize = 2;
+/// TCP connections on the peer port at once (handshaking or established).
 pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// ...of which one source address may hold this many, so that one host
+/// cannot lock everyone else out.
+pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
 /// Version of the chat protocol in Hello.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
 /// How long shutdown waits for a goodbye to complete before dropping the
