@@ -14,7 +14,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -37,8 +36,8 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use pb::chat_client::ChatClient;
-use pb::control_client::ControlClient;
 use peerchat::v1 as pb;
+use support::control::control_client;
 use support::watch::ev;
 use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually};
 
@@ -516,20 +515,6 @@ async fn connect_close_cycles(addr: SocketAddr, total: usize, parallel: usize) -
         refused += usize::from(!done.expect("a connect task"));
     }
     refused
-}
-
-/// A Control client over the Unix socket at `path`, with no size limits of
-/// its own (another client than chatctl).
-async fn control_client(path: PathBuf) -> ControlClient<Channel> {
-    let connect = tower::service_fn(move |_: Uri| {
-        let path = path.clone();
-        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-    });
-    let channel = Endpoint::from_static("http://control.invalid")
-        .connect_with_connector(connect)
-        .await
-        .expect("connecting to the control socket");
-    ControlClient::new(channel).max_decoding_message_size(usize::MAX)
 }
 
 // ------------------------------------------------------------------ tests

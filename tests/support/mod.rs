@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`bins`]: builds the workspace binaries once per test run and finds them.
+//! - [`control`]: a raw gRPC client of a peerd's control socket.
 //! - [`proc`]: running a command with a deadline; the [`proc::Proc`] guard
 //!   that stops a daemon when the test ends, even when it panics.
 //! - [`daemons`]: [`Directory`] and [`Peer`], started and awaited through
@@ -23,6 +24,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod bins;
+pub(crate) mod control;
 pub(crate) mod daemons;
 pub(crate) mod netns;
 pub(crate) mod proc;

@@ -573,10 +573,18 @@ mod tests {
 
     #[test]
     fn send_and_peer_shapes() {
-        let r = pb::SendResponse { id: "m1".into(), state: pb::MessageState::Delivered as i32 };
+        let r = pb::SendResponse {
+            id: "m1".into(),
+            state: pb::MessageState::Delivered as i32,
+            link_rtt_us: 0,
+        };
         assert_eq!(send_json(&r), json!({"id": "m1", "state": "delivered"}));
         assert_eq!(send_text(&r), "delivered m1");
-        let r = pb::SendResponse { id: "m2".into(), state: pb::MessageState::Sent as i32 };
+        let r = pb::SendResponse {
+            id: "m2".into(),
+            state: pb::MessageState::Sent as i32,
+            link_rtt_us: 0,
+        };
         assert_eq!(send_json(&r), json!({"id": "m2", "state": "sent"}));
         assert_eq!(peer_json("bob"), json!({"peer": "bob"}));
     }

@@ -59,8 +59,9 @@ pub(crate) struct SessionStatus {
 /// Who answered a ping, and how long it took.
 pub(crate) type PingReply = oneshot::Sender<Result<(Name, Duration), ControlError>>;
 
-/// A sent message's final fate, for `send --wait`.
-pub(crate) type Outcome = Result<MessageState, ControlError>;
+/// A sent message's final fate, for `send --wait`, and how long after its
+/// hand-off to the link the receipt came.
+pub(crate) type Outcome = Result<(MessageState, Duration), ControlError>;
 
 /// Everything the driver reacts to.
 #[derive(Debug)]
@@ -148,7 +149,8 @@ pub(crate) struct Driver {
     watchers: Vec<Watcher>,
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
     pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
-    waiters: HashMap<String, (Wait, oneshot::Sender<Outcome>)>,
+    /// Sends waiting for a receipt: id → since when, what, who asked.
+    waiters: HashMap<String, (Instant, Wait, oneshot::Sender<Outcome>)>,
     /// Pings in flight: nonce → when sent, who asked.
     pings: HashMap<u64, (Instant, PingReply)>,
     next_nonce: u64,
@@ -246,7 +248,7 @@ impl Driver {
         // Everything still open ends here: links, watch streams, waiters.
         self.links.clear();
         self.watchers.clear();
-        for (_, (_, tx)) in self.waiters.drain() {
+        for (_, (_, _, tx)) in self.waiters.drain() {
             let _ = tx.send(Err(ControlError::ShuttingDown));
         }
         tracing::debug!("driver stopped");
@@ -264,9 +266,9 @@ impl Driver {
                             // until their receipt; sweep them now and then so
                             // a peer that never displays cannot grow this.
                             if self.waiters.len() >= MAX_WAITERS {
-                                self.waiters.retain(|_, (_, tx)| !tx.is_closed());
+                                self.waiters.retain(|_, (_, _, tx)| !tx.is_closed());
                             }
-                            self.waiters.insert(id.clone(), w);
+                            self.waiters.insert(id.clone(), (Instant::now(), w.0, w.1));
                         }
                         let _ = accepted.send(Ok(id));
                     }
@@ -563,12 +565,12 @@ impl Driver {
                     ReceiptKind::Displayed => MessageState::Displayed,
                 };
                 let satisfied = match self.waiters.get(&id) {
-                    Some((Wait::Delivered, _)) => true,
-                    Some((Wait::Displayed, _)) => kind == ReceiptKind::Displayed,
+                    Some((_, Wait::Delivered, _)) => true,
+                    Some((_, Wait::Displayed, _)) => kind == ReceiptKind::Displayed,
                     None => false,
                 };
-                if satisfied && let Some((_, tx)) = self.waiters.remove(&id) {
-                    let _ = tx.send(Ok(state));
+                if satisfied && let Some((since, _, tx)) = self.waiters.remove(&id) {
+                    let _ = tx.send(Ok((state, since.elapsed())));
                 }
                 pb::event::Kind::Receipt(pb::ReceiptEvent {
                     id,
@@ -577,7 +579,7 @@ impl Driver {
                 })
             }
             Event::Failed { peer, id, reason } => {
-                if let Some((_, tx)) = self.waiters.remove(&id) {
+                if let Some((_, _, tx)) = self.waiters.remove(&id) {
                     let _ = tx
                         .send(Err(ControlError::Failed { id: id.clone(), reason: reason.clone() }));
                 }
@@ -600,7 +602,7 @@ impl Driver {
                 }
                 // Waiting for `displayed` of a delivered message: the
                 // receipt can no longer come.
-                for (id, (_, tx)) in self.waiters.drain() {
+                for (id, (_, _, tx)) in self.waiters.drain() {
                     let _ = tx.send(Err(ControlError::Failed {
                         id,
                         reason: format!(

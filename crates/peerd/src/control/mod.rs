@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::session::{Direction, Presence};
-use tokio::sync::{oneshot, watch};
+use peerchat_core::session::{Direction, MessageState, Presence};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::directory::{self, Listing};
-use crate::driver::{DriverTx, Input, SessionStatus, Wait, wire_state};
+use crate::driver::{DriverTx, Input, Outcome, SessionStatus, Wait, wire_state};
 use crate::history;
 use crate::known_peers::KnownPeers;
 use crate::presence::{DIRECTORY_CALL_TIMEOUT, DirectoryState};
@@ -75,6 +75,46 @@ impl ControlService {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type SendStream = Pin<Box<dyn Stream<Item = Result<pb::SendResponse, Status>> + Send>>;
+
+/// Sends one `SendStream` may have in flight (handed to the driver, not yet
+/// answered); the client's stream waits when this many are.
+const SEND_STREAM_IN_FLIGHT: usize = 1024;
+
+/// One send of a `SendStream`, between the reader and the answerer.
+enum Queued {
+    Sent {
+        accepted: oneshot::Receiver<Result<String, ControlError>>,
+        outcome: Option<(Wait, oneshot::Receiver<Outcome>, Duration)>,
+    },
+    Refused(ControlError),
+}
+
+/// Waits up to `timeout` for the receipt a send waits for.
+async fn await_outcome(
+    id: String,
+    wait: Wait,
+    outcome: oneshot::Receiver<Outcome>,
+    timeout: Duration,
+) -> Result<(String, MessageState, Duration), ControlError> {
+    match tokio::time::timeout(timeout, outcome).await {
+        Ok(Ok(Ok((state, took)))) => Ok((id, state, took)),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err(ControlError::ShuttingDown),
+        Err(_) => Err(ControlError::TimedOut {
+            id,
+            what: match wait {
+                Wait::Delivered => "delivered",
+                Wait::Displayed => "displayed",
+            },
+            after: timeout,
+        }),
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
 
 #[tonic::async_trait]
 impl pb::control_server::Control for ControlService {
@@ -161,24 +201,97 @@ impl pb::control_server::Control for ControlService {
             return Ok(Response::new(pb::SendResponse {
                 id,
                 state: pb::MessageState::Sent as i32,
+                link_rtt_us: 0,
             }));
         };
-        let state = match tokio::time::timeout(timeout, outcome_rx).await {
-            Ok(Ok(outcome)) => outcome?,
-            Ok(Err(_)) => return Err(ControlError::ShuttingDown.into()),
-            Err(_) => {
-                return Err(ControlError::TimedOut {
-                    id,
-                    what: match w {
-                        Wait::Delivered => "delivered",
-                        Wait::Displayed => "displayed",
+        let (id, state, took) = await_outcome(id, w, outcome_rx, timeout).await?;
+        Ok(Response::new(pb::SendResponse {
+            id,
+            state: wire_state(state) as i32,
+            link_rtt_us: micros(took),
+        }))
+    }
+
+    type SendStreamStream = SendStream;
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<pb::SendRequest>>,
+    ) -> Result<Response<SendStream>, Status> {
+        let mut inbound = request.into_inner();
+        let driver = self.driver.clone();
+        let shutdown = self.shutdown.clone();
+        // Sends handed to the driver, in order, awaiting their answers.
+        let (queued_tx, mut queued_rx) = mpsc::channel::<Queued>(SEND_STREAM_IN_FLIGHT);
+        let (out_tx, out_rx) = mpsc::channel(SEND_STREAM_IN_FLIGHT);
+        // Reader: checks each request and hands it to the driver without
+        // waiting for its answer, so that many are in flight at once.
+        tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = inbound.message() => match r {
+                        Ok(Some(r)) => r,
+                        Ok(None) | Err(_) => break,
                     },
-                    after: timeout,
+                };
+                let checked = match validate::send(request) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = queued_tx.send(Queued::Refused(e)).await;
+                        break;
+                    }
+                };
+                let (accepted, accepted_rx) = oneshot::channel();
+                let (outcome_tx, outcome_rx) = oneshot::channel();
+                let wait = checked.wait.map(|w| (w, outcome_tx));
+                let input = Input::Send { text: checked.text, accepted, wait };
+                if driver.send(input).await.is_err() {
+                    let _ = queued_tx.send(Queued::Refused(ControlError::ShuttingDown)).await;
+                    break;
                 }
-                .into());
+                let queued = Queued::Sent {
+                    accepted: accepted_rx,
+                    outcome: checked.wait.map(|w| (w, outcome_rx, checked.timeout)),
+                };
+                if queued_tx.send(queued).await.is_err() {
+                    break;
+                }
             }
-        };
-        Ok(Response::new(pb::SendResponse { id, state: wire_state(state) as i32 }))
+        });
+        // Answerer: awaits each send's answer in order; the first error
+        // ends the stream.
+        tokio::spawn(async move {
+            while let Some(queued) = queued_rx.recv().await {
+                let answer =
+                    match queued {
+                        Queued::Refused(e) => Err(e),
+                        Queued::Sent { accepted, outcome } => match accepted.await {
+                            Err(_) => Err(ControlError::ShuttingDown),
+                            Ok(Err(e)) => Err(e),
+                            Ok(Ok(id)) => match outcome {
+                                None => Ok(pb::SendResponse {
+                                    id,
+                                    state: pb::MessageState::Sent as i32,
+                                    link_rtt_us: 0,
+                                }),
+                                Some((w, rx, timeout)) => await_outcome(id, w, rx, timeout)
+                                    .await
+                                    .map(|(id, state, took)| pb::SendResponse {
+                                        id,
+                                        state: wire_state(state) as i32,
+                                        link_rtt_us: micros(took),
+                                    }),
+                            },
+                        },
+                    };
+                let failed = answer.is_err();
+                if out_tx.send(answer.map_err(Status::from)).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
     async fn close_conversation(
