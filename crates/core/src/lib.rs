@@ -8,10 +8,12 @@
 //! - [`lease`]: registration lifetimes, renew intervals, backoff.
 //! - [`paths`]: default socket and data-dir locations.
 //! - [`identity`]: key fingerprints and the bytes a registration signs.
+//! - [`ids`]: message ids (a per-run random prefix and a counter).
 //! - [`session`]: the conversation state machine (connect, duplex messages,
 //!   receipts, goodbye, link loss) with its outbox and inbox.
 
 pub mod identity;
+pub mod ids;
 pub mod lease;
 pub mod name;
 pub mod paths;

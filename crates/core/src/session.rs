@@ -122,8 +122,20 @@ impl Conversation {
     /// Takes `ids` out of the unacknowledged queue; returns the ones it had.
     fn acknowledge(&mut self, ids: Vec<String>) -> Vec<String> {
         let acked: Vec<String> = ids.into_iter().filter(|id| self.unacked_ids.remove(id)).collect();
-        if !acked.is_empty() {
-            // Receipts come in sending order, so this usually trims the front.
+        // Receipts come in sending order, so the acknowledged messages are
+        // usually at the front: pop them in O(1) each, and scan the whole
+        // queue only for ones acknowledged out of order (with thousands in
+        // flight, a scan per receipt would cost O(n) per message).
+        let mut popped = 0;
+        while let Some(front) = self.unacked.front() {
+            if self.unacked_ids.contains(&front.id) {
+                break;
+            }
+            self.unacked_bytes -= front.text.len();
+            self.unacked.pop_front();
+            popped += 1;
+        }
+        if popped < acked.len() {
             let (ids, bytes) = (&self.unacked_ids, &mut self.unacked_bytes);
             self.unacked.retain(|m| {
                 let keep = ids.contains(&m.id);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
+use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
     AcceptError, Action, Event, Frame, LinkDown, LinkId, MessageState, Phase, Presence,
     ReceiptKind, Session,
@@ -138,6 +139,8 @@ struct Watcher {
 
 /// The driver's state. Built by `run`, consumed by [`Driver::run`].
 pub(crate) struct Driver {
+    /// Makes the ids of the messages we send.
+    ids: IdGen,
     session: Session,
     history: History,
     /// Where history is read from, to recognise messages sent again.
@@ -190,6 +193,7 @@ impl Driver {
             session.restore_unacked(peer, messages, Instant::now());
         }
         Driver {
+            ids: IdGen::new(random_u64()),
             data_dir,
             session,
             history,
@@ -258,7 +262,7 @@ impl Driver {
         match input {
             Input::Connect { name, reply } => self.on_connect(name, reply),
             Input::Send { text, accepted, wait } => {
-                let id = uuid::Uuid::new_v4().simple().to_string();
+                let id = self.ids.next_id();
                 match self.session.send(id.clone(), text, now_ms()) {
                     Ok(()) => {
                         if let Some(w) = wait {
@@ -661,4 +665,15 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// A random seed for message ids. The system's random source failing is
+/// not expected; the clock then still gives every run its own prefix.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_nanos() & u128::from(u64::MAX)).unwrap_or(u64::MAX)
 }

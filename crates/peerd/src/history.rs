@@ -42,6 +42,15 @@ enum Line {
     },
 }
 
+/// [`Line`] as written: borrowed, so that storing a message copies nothing
+/// but its bytes into the write buffer (this is on the hot path).
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum LineOut<'a> {
+    Message { id: &'a str, dir: Dir, peer: &'a str, text: &'a str, at: i64, seq: u64, state: State },
+    State { id: &'a str, state: State },
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Dir {
@@ -127,21 +136,21 @@ impl History {
         let (peer, line) = match record {
             Record::Message { peer, direction, message, state } => (
                 peer,
-                Line::Message {
-                    id: message.id.clone(),
+                LineOut::Message {
+                    id: &message.id,
                     dir: match direction {
                         Direction::In => Dir::In,
                         Direction::Out => Dir::Out,
                     },
-                    peer: peer.to_string(),
-                    text: message.text.clone(),
+                    peer: peer.as_str(),
+                    text: &message.text,
                     at: message.sent_at_ms,
                     seq: message.seq,
                     state: (*state).into(),
                 },
             ),
             Record::State { peer, id, state } => {
-                (peer, Line::State { id: id.clone(), state: (*state).into() })
+                (peer, LineOut::State { id, state: (*state).into() })
             }
         };
         let buf = self.pending.entry(peer.key()).or_default();
