@@ -30,8 +30,9 @@
 //!   validates input and is the one place a gRPC `Status` is built.
 //! - `reaper`: drops expired registrations, nonces and idle buckets every
 //!   second.
-//! - `connections`: accepts TCP connections up to a ceiling and tells TLS
-//!   from plaintext by the first byte.
+//! - `connections`: accepts TCP connections up to a ceiling, tells TLS
+//!   from plaintext by the first byte, and coalesces responses into fewer
+//!   writes.
 //! - `tls`: the directory key file and the TLS server configuration.
 //! - [`cli`]: flags, environment variables and the `forget` and `key`
 //!   subcommands.

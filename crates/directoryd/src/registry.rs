@@ -92,11 +92,24 @@ pub(crate) struct Registry {
     /// Entries per source, kept in step with `entries` (expired ones count
     /// until reaped, a second at most).
     per_source: HashMap<Source, usize>,
+    /// No entry expires before this (`None`: there are none). A lower
+    /// bound, not exact: renewals only push expiries later, so only
+    /// inserts lower it and only [`reap`](Self::reap) raises it. With
+    /// 100,000 peers a sweep walks the whole map under the lock that every
+    /// heartbeat takes; this lets the reaper skip the seconds in which
+    /// nothing can have expired.
+    earliest_expiry: Option<Instant>,
 }
 
 impl Registry {
     pub(crate) fn new(ttl: Duration, max_per_source: usize) -> Registry {
-        Registry { ttl, max_per_source, entries: BTreeMap::new(), per_source: HashMap::new() }
+        Registry {
+            ttl,
+            max_per_source,
+            entries: BTreeMap::new(),
+            per_source: HashMap::new(),
+            earliest_expiry: None,
+        }
     }
 
     /// Whether [`register`](Self::register) would accept `claim` now. The
@@ -141,6 +154,8 @@ impl Registry {
             source: claim.source,
         };
         *self.per_source.entry(entry.source).or_default() += 1;
+        let expires = entry.lease.expires_at();
+        self.earliest_expiry = Some(self.earliest_expiry.map_or(expires, |e| e.min(expires)));
         if let Some(old) = self.entries.insert(claim.name.key(), entry) {
             self.forget_source(old.source);
         }
@@ -234,15 +249,23 @@ impl Registry {
     /// Drops every expired registration, so that peers that died without
     /// unregistering do not hold memory. Returns how many went.
     pub(crate) fn reap(&mut self, now: Instant) -> usize {
+        if self.earliest_expiry.is_none_or(|earliest| now < earliest) {
+            return 0;
+        }
         let before = self.entries.len();
         let mut gone = Vec::new();
+        let mut earliest: Option<Instant> = None;
         self.entries.retain(|_, entry| {
             let keep = !entry.lease.expired(now);
-            if !keep {
+            if keep {
+                let expires = entry.lease.expires_at();
+                earliest = Some(earliest.map_or(expires, |e| e.min(expires)));
+            } else {
                 gone.push(entry.source);
             }
             keep
         });
+        self.earliest_expiry = earliest;
         for source in gone {
             self.forget_source(source);
         }
@@ -486,6 +509,32 @@ mod tests {
         assert_eq!(reg.reap(t0 + TTL), 1);
         assert_eq!(reg.len(), 1);
         assert!(reg.lookup(&name("new"), t0 + TTL).is_ok());
+    }
+
+    #[test]
+    fn reaping_skips_until_something_can_have_expired() {
+        let t0 = Instant::now();
+        let mut reg = registry();
+        assert_eq!(reg.reap(t0), 0, "an empty registry");
+        reg.register(claim("a", KEY_A, "a", "10.0.0.1:1"), t0).unwrap();
+        reg.register(claim("b", KEY_A, "b", "10.0.0.1:1"), t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(reg.earliest_expiry, Some(t0 + TTL));
+        // Renewed: a expires later than the bound says, which only costs
+        // one sweep that finds nothing, after which the bound is exact.
+        reg.heartbeat(&name("a"), "a", Presence::Available, t0 + Duration::from_secs(10)).unwrap();
+        assert_eq!(reg.reap(t0 + TTL), 0);
+        assert_eq!(reg.earliest_expiry, Some(t0 + TTL + Duration::from_secs(5)));
+        // b, then a, go exactly at their TTL; the last one out clears the
+        // bound and the next insert sets it.
+        assert_eq!(reg.reap(t0 + TTL + Duration::from_secs(5)), 1);
+        assert_eq!(reg.earliest_expiry, Some(t0 + Duration::from_secs(10) + TTL));
+        assert_eq!(reg.reap(t0 + Duration::from_secs(10) + TTL), 1);
+        assert_eq!((reg.len(), reg.earliest_expiry), (0, None));
+        assert!(reg.per_source.is_empty());
+        let t1 = t0 + Duration::from_secs(60);
+        reg.register(claim("c", KEY_A, "c", "10.0.0.1:1"), t1).unwrap();
+        assert_eq!(reg.earliest_expiry, Some(t1 + TTL));
+        assert_eq!(reg.reap(t1 + TTL), 1);
     }
 
     #[test]

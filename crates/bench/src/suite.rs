@@ -1,0 +1,405 @@
+//! The peerd figures, in the order they are measured:
+//!
+//! 1. start directoryd, peerd alice and bob, serve-tcp and serve-grpc;
+//!    alice opens a conversation with bob; both idle: `peerd_rss_idle`;
+//! 2. rounds of tcp, link and gRPC round trips in turn: `link_rtt_p50`,
+//!    `link_rtt_p99` (and the chart);
+//! 3. rounds of `true`, `chatctl send`, `chatctl status`: `send_process`,
+//!    `status_process`;
+//! 4. rounds of the bare gRPC stream and peerd at full speed in turn:
+//!    `throughput`; then the daemons' peak memory: `peerd_rss_load`.
+//!
+//! Latency comes before throughput so that a million stored messages do not
+//! weigh on it, and memory under load is read last, when it is highest.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tempfile::TempDir;
+
+use crate::baseline::{self, grpc::Bidi, tcp::Pinger};
+use crate::bins::Bins;
+use crate::chart::Series;
+use crate::control::{self, Control, LinkSamples};
+use crate::daemons::{self, Daemon, Directory, Peer};
+use crate::figure::{Figure, Goal};
+use crate::plan::Plan;
+use crate::report::number;
+use crate::stats::Sorted;
+use crate::{Measured, process, procfs};
+
+/// How long one round of any kind may take before the bench gives up.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the daemons are left alone before their idle memory is read.
+const SETTLE: Duration = Duration::from_secs(1);
+
+fn progress(text: &str) {
+    eprintln!("bench: {text}");
+}
+
+/// Everything the peerd figures run against. Fields drop in order: the
+/// peers stop (and unregister) before the directory, and the temp dir goes
+/// last.
+#[derive(Debug)]
+struct Cluster {
+    alice: Peer,
+    bob: Peer,
+    tcp: (Daemon, SocketAddr),
+    grpc: (Daemon, SocketAddr),
+    _directory: Directory,
+    _home: TempDir,
+}
+
+impl Cluster {
+    fn start(bins: &Bins) -> anyhow::Result<Cluster> {
+        // In /tmp, not $TMPDIR: socket paths must stay under 108 bytes.
+        let home = tempfile::Builder::new()
+            .prefix("pcbench-")
+            .tempdir_in("/tmp")
+            .context("creating a temp dir in /tmp")?;
+        let directory = Directory::start(&bins.directoryd, home.path())?;
+        let alice = Peer::start(&bins.peerd, &home.path().join("a"), "alice", &directory.url())?;
+        let bob = Peer::start(&bins.peerd, &home.path().join("b"), "bob", &directory.url())?;
+        let tcp = baseline::start_server(&bins.me, "serve-tcp")?;
+        let grpc = baseline::start_server(&bins.me, "serve-grpc")?;
+        Ok(Cluster { alice, bob, tcp, grpc, _directory: directory, _home: home })
+    }
+}
+
+pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
+    progress("starting directoryd, peerd alice and bob, serve-tcp and serve-grpc");
+    let cluster = Cluster::start(bins)?;
+    let mut notes = Vec::new();
+
+    let mut control = control::connect(&cluster.alice.socket).await?;
+    let before = rss_pair(&cluster, "VmRSS")?;
+    control::open_conversation(&mut control, &cluster.bob.name).await?;
+    tokio::time::sleep(SETTLE).await;
+    let idle = rss_pair(&cluster, "VmRSS")?;
+    notes.push(format!(
+        "VmRSS idle (alice, bob): started {:.2}, {:.2} MiB; in a conversation {:.2}, {:.2} MiB",
+        before.0, before.1, idle.0, idle.1
+    ));
+
+    let latency = latency(&cluster, &mut control, plan).await?;
+    let processes = processes(bins, &cluster, plan).await?;
+    let rates = throughput(&cluster, plan, &mut notes).await?;
+    let peak = rss_pair(&cluster, "VmHWM")?;
+    let after = rss_pair(&cluster, "VmRSS")?;
+    notes.push(format!(
+        "after throughput (alice, bob): VmHWM {:.2}, {:.2} MiB; VmRSS still {:.2}, {:.2} MiB",
+        peak.0, peak.1, after.0, after.1
+    ));
+    progress("stopping the daemons");
+    drop(control);
+    drop(cluster);
+
+    let tcp = &latency.tcp;
+    let link = &latency.link;
+    let grpc = &latency.grpc;
+    let call = &latency.send_call;
+    notes.push(format!(
+        "round trips p50/p99 (us): tcp {}/{}, grpc_bidi {}/{}, link {}/{}, whole \
+         Control.Send call {}/{}; {} samples each",
+        number(tcp.median()),
+        number(tcp.percentile(99.0)),
+        number(grpc.median()),
+        number(grpc.percentile(99.0)),
+        number(link.median()),
+        number(link.percentile(99.0)),
+        number(call.median()),
+        number(call.percentile(99.0)),
+        link.len()
+    ));
+    let true_ms = processes.true_.median();
+    notes.push(format!(
+        "process medians (ms): true {}, chatctl send {}, chatctl status {}; {} each",
+        number(true_ms),
+        number(processes.send.median()),
+        number(processes.status.median()),
+        processes.true_.len()
+    ));
+
+    let figures = vec![
+        Figure {
+            name: "link_rtt_p50",
+            value: link.median(),
+            unit: "us",
+            baseline: Some(("tcp_rtt_p50", tcp.median())),
+            goal: Goal::RatioAtMost(2.0),
+        },
+        Figure {
+            name: "link_rtt_p99",
+            value: link.percentile(99.0),
+            unit: "us",
+            baseline: Some(("tcp_rtt_p99", tcp.percentile(99.0))),
+            goal: Goal::RatioAtMost(2.5),
+        },
+        Figure {
+            name: "throughput",
+            value: rates.peerd,
+            unit: "msg/s",
+            baseline: Some(("grpc_bidi_throughput", rates.grpc)),
+            goal: Goal::RatioAtLeast(0.25),
+        },
+        Figure {
+            name: "send_process",
+            value: processes.send.median(),
+            unit: "ms",
+            baseline: Some(("true_process", true_ms)),
+            goal: Goal::RatioAtMost(3.5),
+        },
+        Figure {
+            name: "status_process",
+            value: processes.status.median(),
+            unit: "ms",
+            baseline: Some(("true_process", true_ms)),
+            goal: Goal::RatioAtMost(3.0),
+        },
+        Figure {
+            name: "peerd_rss_idle",
+            value: idle.0.max(idle.1),
+            unit: "MiB",
+            baseline: None,
+            goal: Goal::AtMost(8.0),
+        },
+        Figure {
+            name: "peerd_rss_load",
+            value: peak.0.max(peak.1),
+            unit: "MiB",
+            baseline: None,
+            goal: Goal::AtMost(48.0),
+        },
+    ];
+    let series =
+        |name: &str, samples: &Sorted| Series { name: name.to_owned(), samples: samples.clone() };
+    Ok(Measured {
+        figures,
+        latency: vec![
+            series("link_rtt (in peerd)", link),
+            series("tcp_rtt", tcp),
+            series("grpc_bidi_rtt", grpc),
+            series("Control.Send call (client side)", call),
+        ],
+        notes,
+    })
+}
+
+/// A `/proc/PID/status` memory field of alice and of bob, in MiB.
+fn rss_pair(cluster: &Cluster, field: &str) -> anyhow::Result<(f64, f64)> {
+    Ok((
+        procfs::status_mib(cluster.alice.pid(), field)?,
+        procfs::status_mib(cluster.bob.pid(), field)?,
+    ))
+}
+
+/// Pooled round-trip samples, in microseconds.
+#[derive(Debug)]
+struct Latency {
+    tcp: Sorted,
+    link: Sorted,
+    grpc: Sorted,
+    send_call: Sorted,
+}
+
+async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyhow::Result<Latency> {
+    let mut pinger = Pinger::connect(cluster.tcp.1)?;
+    let mut bidi = Bidi::connect(cluster.grpc.1).await?;
+    let (mut tcp, mut link, mut grpc) = (Vec::new(), LinkSamples::default(), Vec::new());
+
+    progress(&format!("latency: warm-up, {} round trips of each kind", plan.warmup));
+    let (p, _) = tcp_round(pinger, plan.warmup, Vec::new()).await?;
+    pinger = p;
+    within(control::link_round(control, plan.warmup, &mut LinkSamples::default())).await?;
+    within(bidi.rtt_round(plan.warmup, &mut Vec::new())).await?;
+
+    for round in 1..=plan.latency_rounds {
+        if round == 1 || round % 10 == 0 {
+            progress(&format!(
+                "latency: round {round}/{}, {} round trips each of tcp, link, grpc",
+                plan.latency_rounds, plan.latency_round
+            ));
+        }
+        let (p, t) = tcp_round(pinger, plan.latency_round, tcp).await?;
+        (pinger, tcp) = (p, t);
+        within(control::link_round(control, plan.latency_round, &mut link)).await?;
+        within(bidi.rtt_round(plan.latency_round, &mut grpc)).await?;
+    }
+    Ok(Latency {
+        tcp: Sorted::new(tcp),
+        link: Sorted::new(link.link_rtt),
+        grpc: Sorted::new(grpc),
+        send_call: Sorted::new(link.send_call),
+    })
+}
+
+/// A round of blocking TCP round trips, off the runtime's thread.
+async fn tcp_round(
+    mut pinger: Pinger,
+    n: usize,
+    mut out: Vec<f64>,
+) -> anyhow::Result<(Pinger, Vec<f64>)> {
+    tokio::task::spawn_blocking(move || {
+        pinger.round(n, &mut out)?;
+        Ok((pinger, out))
+    })
+    .await
+    .context("the TCP round's thread failed")?
+}
+
+/// Runs a round with [`ROUND_TIMEOUT`].
+async fn within<T>(round: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(ROUND_TIMEOUT, round)
+        .await
+        .with_context(|| format!("a round took longer than {ROUND_TIMEOUT:?}"))?
+}
+
+/// Wall times of whole processes, in milliseconds.
+#[derive(Debug)]
+struct Processes {
+    true_: Sorted,
+    send: Sorted,
+    status: Sorted,
+}
+
+async fn processes(bins: &Bins, cluster: &Cluster, plan: &Plan) -> anyhow::Result<Processes> {
+    progress(&format!(
+        "processes: {} rounds of true, chatctl send, chatctl status",
+        plan.process_rounds
+    ));
+    let chatctl = bins.chatctl.clone();
+    let socket = cluster.alice.socket.clone();
+    let rounds = plan.process_rounds;
+    tokio::task::spawn_blocking(move || {
+        let ctl = |args: &[&str]| {
+            let mut cmd = daemons::command(&chatctl);
+            // Nothing on stderr but a failure.
+            cmd.env_remove("RUST_LOG").arg("--socket").arg(&socket).args(args);
+            cmd
+        };
+        // The first of each loads the binary into the page cache.
+        process::time(&mut Command::new("true"))?;
+        process::time(&mut ctl(&["send", "hi"]))?;
+        process::time(&mut ctl(&["status"]))?;
+        let (mut true_, mut send, mut status) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            true_.push(process::time(&mut Command::new("true"))?);
+            send.push(process::time(&mut ctl(&["send", "hi"]))?);
+            status.push(process::time(&mut ctl(&["status"]))?);
+        }
+        Ok(Processes {
+            true_: Sorted::new(true_),
+            send: Sorted::new(send),
+            status: Sorted::new(status),
+        })
+    })
+    .await
+    .context("the process round's thread failed")?
+}
+
+/// Pooled rates, in messages a second.
+#[derive(Debug)]
+struct Rates {
+    peerd: f64,
+    grpc: f64,
+}
+
+async fn throughput(
+    cluster: &Cluster,
+    plan: &Plan,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Rates> {
+    let mut controls = Vec::new();
+    for _ in 0..plan.control_connections {
+        controls.push(control::connect(&cluster.alice.socket).await?);
+    }
+    let mut bidi = Bidi::connect(cluster.grpc.1).await?;
+    let warmup = plan.in_flight * 4;
+    progress(&format!("throughput: warm-up, {warmup} messages each"));
+    within(bidi.throughput(warmup, plan.in_flight)).await?;
+    within(control::throughput(&controls, warmup, plan.in_flight)).await?;
+
+    let peerd_cpu =
+        [("alice", Some(cluster.alice.pid())), ("bob", Some(cluster.bob.pid())), ("bench", None)];
+    let grpc_cpu = [("serve-grpc", Some(cluster.grpc.0.pid())), ("bench", None)];
+    let mut peerd = CpuShare::new(&peerd_cpu);
+    let mut grpc = CpuShare::new(&grpc_cpu);
+    for round in 1..=plan.throughput_rounds {
+        progress(&format!(
+            "throughput: round {round}/{}, {} messages over gRPC then {} through peerd \
+             ({} in flight)",
+            plan.throughput_rounds, plan.grpc_round, plan.throughput_round, plan.in_flight
+        ));
+        grpc.measure(within(bidi.throughput(plan.grpc_round, plan.in_flight))).await?;
+        peerd
+            .measure(within(control::throughput(&controls, plan.throughput_round, plan.in_flight)))
+            .await?;
+    }
+    let rounds = plan.throughput_rounds as f64;
+    let rates = Rates {
+        peerd: plan.throughput_round as f64 * rounds / peerd.wall.as_secs_f64(),
+        grpc: plan.grpc_round as f64 * rounds / grpc.wall.as_secs_f64(),
+    };
+    progress(&format!(
+        "throughput: peerd {:.0} msg/s, bare gRPC {:.0} msg/s",
+        rates.peerd, rates.grpc
+    ));
+    notes.push(format!(
+        "throughput: {} messages through peerd in {:.1} s, {} over bare gRPC in {:.1} s",
+        plan.throughput_round * plan.throughput_rounds,
+        peerd.wall.as_secs_f64(),
+        plan.grpc_round * plan.throughput_rounds,
+        grpc.wall.as_secs_f64()
+    ));
+    notes.push(format!("CPU cores busy during peerd throughput: {}", peerd.summary()));
+    notes.push(format!("CPU cores busy during gRPC throughput: {}", grpc.summary()));
+    Ok(rates)
+}
+
+/// CPU time a few processes spend during timed rounds, as cores busy.
+#[derive(Debug)]
+struct CpuShare<'a> {
+    /// Name and pid (`None`: the bench itself).
+    who: &'a [(&'a str, Option<u32>)],
+    busy: Vec<Duration>,
+    wall: Duration,
+}
+
+impl<'a> CpuShare<'a> {
+    fn new(who: &'a [(&'a str, Option<u32>)]) -> CpuShare<'a> {
+        CpuShare { who, busy: vec![Duration::ZERO; who.len()], wall: Duration::ZERO }
+    }
+
+    /// Runs `round` (which returns its own duration) and adds the CPU time
+    /// each process spent meanwhile.
+    async fn measure(
+        &mut self,
+        round: impl Future<Output = anyhow::Result<Duration>>,
+    ) -> anyhow::Result<()> {
+        let before = self.times()?;
+        self.wall += round.await?;
+        let after = self.times()?;
+        for ((busy, after), before) in self.busy.iter_mut().zip(after).zip(before) {
+            *busy += after.saturating_sub(before);
+        }
+        Ok(())
+    }
+
+    fn times(&self) -> anyhow::Result<Vec<Duration>> {
+        self.who.iter().map(|(_, pid)| procfs::cpu_time(*pid)).collect()
+    }
+
+    /// `alice 1.10, bob 0.60, bench 0.30`.
+    fn summary(&self) -> String {
+        let wall = self.wall.as_secs_f64().max(1e-9);
+        let parts: Vec<String> = self
+            .who
+            .iter()
+            .zip(&self.busy)
+            .map(|((name, _), busy)| format!("{name} {:.2}", busy.as_secs_f64() / wall))
+            .collect();
+        parts.join(", ")
+    }
+}
