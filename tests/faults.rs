@@ -189,6 +189,20 @@ impl History {
     }
 
     /// Stops `watch` and keeps its events as `who`'s.
+    /// The end of a scenario where both sides keep running: waits until
+    /// neither has anything unacknowledged and each has shown what the
+    /// other sent, takes in both watches, and checks both directions.
+    fn finish_both_ways(&mut self, w: &World, mut wa: Watch, mut wb: Watch) {
+        History::settle(&w.alice, Duration::from_secs(30), false);
+        History::settle(&w.bob, Duration::from_secs(30), false);
+        self.await_shown(&mut wb, &w.bob, "alice");
+        self.await_shown(&mut wa, &w.alice, "bob");
+        self.absorb("alice", wa);
+        self.absorb("bob", wb);
+        self.check(&w.alice, &w.bob).assert_all_delivered("alice → bob");
+        self.check(&w.bob, &w.alice).assert_all_delivered("bob → alice");
+    }
+
     fn absorb(&mut self, who: &str, watch: Watch) {
         self.watches.push(WatchLog { who: who.to_owned(), events: watch.finish(), crashed: false });
     }
@@ -481,14 +495,7 @@ fn partition_shorter_than_detection_loses_nothing() {
     h.send_n(&w.alice, "bob", "a after", 10);
     h.send_n(&w.bob, "alice", "b after", 10);
 
-    History::settle(&w.alice, Duration::from_secs(30), false);
-    History::settle(&w.bob, Duration::from_secs(30), false);
-    h.await_shown(&mut wb, &w.bob, "alice");
-    h.await_shown(&mut wa, &w.alice, "bob");
-    h.absorb("alice", wa);
-    h.absorb("bob", wb);
-    h.check(&w.alice, &w.bob).assert_all_delivered("alice → bob");
-    h.check(&w.bob, &w.alice).assert_all_delivered("bob → alice");
+    h.finish_both_ways(&w, wa, wb);
     for who in ["alice", "bob"] {
         // The stream should survive; one detected loss, resumed, is tolerated.
         let lost = h.count(who, "link_lost");
@@ -547,14 +554,7 @@ fn partition_of_ten_seconds_resumes_and_loses_nothing() {
     h.send_n(&w.alice, "bob", "a after", 5);
     h.send_n(&w.bob, "alice", "b after", 5);
 
-    History::settle(&w.alice, Duration::from_secs(30), false);
-    History::settle(&w.bob, Duration::from_secs(30), false);
-    h.await_shown(&mut wb, &w.bob, "alice");
-    h.await_shown(&mut wa, &w.alice, "bob");
-    h.absorb("alice", wa);
-    h.absorb("bob", wb);
-    h.check(&w.alice, &w.bob).assert_all_delivered("alice → bob");
-    h.check(&w.bob, &w.alice).assert_all_delivered("bob → alice");
+    h.finish_both_ways(&w, wa, wb);
     for who in ["alice", "bob"] {
         assert_eq!(h.count(who, "link_lost"), 1, "{who}: {:?}", h.events(who, "link_lost"));
         assert_eq!(h.count(who, "resumed"), 1, "{who}: {:?}", h.events(who, "resumed"));
@@ -807,14 +807,7 @@ fn directory_killed_and_restarted_mid_chat_the_chat_goes_on() {
     h.send_n(&w.alice, "bob", "a after", 5);
     h.send_n(&w.bob, "alice", "b after", 5);
 
-    History::settle(&w.alice, Duration::from_secs(30), false);
-    History::settle(&w.bob, Duration::from_secs(30), false);
-    h.await_shown(&mut wb, &w.bob, "alice");
-    h.await_shown(&mut wa, &w.alice, "bob");
-    h.absorb("alice", wa);
-    h.absorb("bob", wb);
-    h.check(&w.alice, &w.bob).assert_all_delivered("alice → bob");
-    h.check(&w.bob, &w.alice).assert_all_delivered("bob → alice");
+    h.finish_both_ways(&w, wa, wb);
     h.assert_no_link_trouble();
 }
 
@@ -893,13 +886,6 @@ fn directory_cut_off_from_one_peer_drops_it_after_the_ttl_and_takes_it_back() {
     h.send_n(&w.alice, "bob", "a after", 3);
     h.send_n(&w.bob, "alice", "b after", 3);
 
-    History::settle(&w.alice, Duration::from_secs(30), false);
-    History::settle(&w.bob, Duration::from_secs(30), false);
-    h.await_shown(&mut wb, &w.bob, "alice");
-    h.await_shown(&mut wa, &w.alice, "bob");
-    h.absorb("alice", wa);
-    h.absorb("bob", wb);
-    h.check(&w.alice, &w.bob).assert_all_delivered("alice → bob");
-    h.check(&w.bob, &w.alice).assert_all_delivered("bob → alice");
+    h.finish_both_ways(&w, wa, wb);
     h.assert_no_link_trouble();
 }

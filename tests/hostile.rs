@@ -20,9 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -38,6 +37,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use pb::chat_client::ChatClient;
 use peerchat::v1 as pb;
 use support::control::control_client;
+use support::tls::RecordServerCert;
 use support::watch::ev;
 use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually};
 
@@ -217,45 +217,6 @@ fn runtime() -> Runtime {
         .expect("building a tokio runtime")
 }
 
-/// Accepts any server certificate: the attackers do not care who bob is.
-#[derive(Debug)]
-struct AnyServer;
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
-}
-
 /// A self-signed certificate for the ed25519 key in `pkcs8`.
 fn identity_from(pkcs8: &[u8]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     let key = rcgen::KeyPair::try_from(pkcs8).expect("an ed25519 PKCS#8 key");
@@ -282,7 +243,7 @@ fn tls_config(pkcs8: &[u8]) -> Arc<ClientConfig> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer))
+        .with_custom_certificate_verifier(Arc::new(RecordServerCert::default()))
         .with_client_auth_cert(vec![cert], key)
         .expect("client certificate");
     config.alpn_protocols = vec![ALPN_H2.to_vec()];

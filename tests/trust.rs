@@ -22,12 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, ServerConfig};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -40,6 +39,7 @@ use peerchat::v1::ChallengeRequest;
 use peerchat::v1::directory_client::DirectoryClient;
 use support::daemons::{assert_exit, error_line, peerd_start_detached};
 use support::proc;
+use support::tls::RecordServerCert;
 use support::watch::ev;
 use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually, short_tempdir};
 
@@ -148,49 +148,6 @@ fn throwaway_identity() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
 }
 
 // ------------------------------------------------- the attackers' tooling
-
-/// A client-side verifier that accepts any server and keeps its
-/// certificate: how an attacker collects a victim's certificate.
-#[derive(Debug, Default)]
-struct RecordServerCert {
-    seen: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl ServerCertVerifier for RecordServerCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().expect("cert lock") = Some(end_entity.clone().into_owned());
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
-}
 
 /// Connects to the peerd at `addr` as a TLS 1.3 client with a throwaway
 /// client certificate and returns the certificate it presented.

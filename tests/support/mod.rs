@@ -11,6 +11,8 @@
 //!   the readiness line they print (never a sleep).
 //! - [`watch`]: [`Watch`], a `chatctl --json watch` whose events a test
 //!   awaits with [`Watch::wait_for`].
+//! - [`tls`]: the attackers' TLS client verifier (accepts anyone, keeps
+//!   the certificate).
 //! - [`netns`]: [`netns::Lan`], network namespaces joined by a bridge, for
 //!   the multi-host fault suite.
 //!
@@ -28,6 +30,7 @@ pub(crate) mod control;
 pub(crate) mod daemons;
 pub(crate) mod netns;
 pub(crate) mod proc;
+pub(crate) mod tls;
 pub(crate) mod watch;
 
 use std::path::Path;
