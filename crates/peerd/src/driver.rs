@@ -480,7 +480,15 @@ impl Driver {
             }
             let mut receipts: Option<(LinkId, ReceiptKind, Vec<String>)> = None;
             for a in actions {
-                // Receipts of one kind in a row travel as one frame.
+                // Receipts of one kind in a row travel as one frame. Local
+                // actions between them (an event for the watchers, a
+                // history line already written, presence) do not touch the
+                // wire, so they do not break the row: a batch of received
+                // messages is acknowledged with one frame, not one each.
+                if matches!(a, Action::Emit(_) | Action::Persist(_) | Action::Presence(_)) {
+                    self.execute(a);
+                    continue;
+                }
                 if let Action::Transmit { link, frame: Frame::Receipt { ids, kind } } = &a {
                     match &mut receipts {
                         Some((l, k, acc)) if l == link && k == kind => {
