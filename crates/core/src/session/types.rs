@@ -12,10 +12,13 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many received-but-unshown message texts are kept for the next
 /// display client, by bytes. Past this the oldest are dropped from memory
 /// (they stay in the history file) so an unwatched daemon stays bounded.
-pub const MAX_UNDISPLAYED_BYTES: usize = 16 * 1024 * 1024;
+/// Small on purpose: a daemon's memory under load is mostly this backlog
+/// (measured by `scripts/bench`), and ten thousand unseen messages is more
+/// than anyone reads as "new" rather than in `history`.
+pub const MAX_UNDISPLAYED_BYTES: usize = 4 * 1024 * 1024;
 
 /// And by count, for many tiny messages.
-pub const MAX_UNDISPLAYED_MESSAGES: usize = 100_000;
+pub const MAX_UNDISPLAYED_MESSAGES: usize = 10_000;
 
 /// How many of our messages may wait for `delivered` at once; `send`
 /// refuses more, which is the back-pressure that keeps a stalled peer from
@@ -23,8 +26,9 @@ pub const MAX_UNDISPLAYED_MESSAGES: usize = 100_000;
 pub const MAX_UNACKED: usize = 10_000;
 
 /// How many delivered-but-not-yet-displayed ids of ours are remembered, so
-/// that a `displayed` receipt is believed only for a message we sent.
-pub const MAX_AWAITING_DISPLAY: usize = 65_536;
+/// that a `displayed` receipt is believed only for a message we sent: as
+/// many as the peer can hold unshown, plus what may be in flight.
+pub const MAX_AWAITING_DISPLAY: usize = MAX_UNDISPLAYED_MESSAGES + MAX_UNACKED;
 
 /// And by bytes: a conversation keeps the texts it may have to send again.
 pub const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
