@@ -21,7 +21,9 @@ use serde_json::Value;
 
 use support::daemons::{assert_exit, chatctl, error_line, parse_peerd_ready, peerd_start_detached};
 use support::watch::ev;
-use support::{Directory, EVENT_TIMEOUT, Peer, eventually, pid_is_gone, short_tempdir};
+use support::{
+    Directory, EVENT_TIMEOUT, Peer, eventually, pid_is_gone, random_bytes, short_tempdir,
+};
 
 /// The directory's default lease: long enough that no test sees a live
 /// registration expire.
@@ -102,21 +104,6 @@ fn tcp(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     stream
-}
-
-/// Pseudo-random bytes (xorshift), different on every run.
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut x = Instant::now().elapsed().as_nanos() as u64
-        ^ u64::from(std::process::id()).rotate_left(32)
-        ^ 0x9E37_79B9_7F4A_7C15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// The kinds of garbage SPEC §4 says must not hurt a server.

@@ -82,6 +82,20 @@ fn connect(w: &World, wa: &mut Watch, wb: &mut Watch) {
     wb.wait_for("connected", EVENT_TIMEOUT, ev::connected("alice"));
 }
 
+/// A fresh history and both watches, with alice connected to bob.
+fn converse(w: &World) -> (History, Watch, Watch) {
+    let mut wa = w.alice.watch();
+    let mut wb = w.bob.watch();
+    connect(w, &mut wa, &mut wb);
+    (History::default(), wa, wb)
+}
+
+/// Waits until neither side has anything unacknowledged.
+fn settle_both(w: &World) {
+    History::settle(&w.alice, EVENT_TIMEOUT, false);
+    History::settle(&w.bob, EVENT_TIMEOUT, false);
+}
+
 fn is_event<'a>(kind: &'static str, peer: &'a str) -> impl Fn(&Value) -> bool + 'a {
     move |e| e["event"] == kind && e["peer"] == peer
 }
@@ -476,10 +490,7 @@ impl History {
 #[test]
 fn partition_shorter_than_detection_loses_nothing() {
     let Some(w) = world("partition_shorter_than_detection_loses_nothing", TTL, &[]) else { return };
-    let mut h = History::default();
-    let mut wa = w.alice.watch();
-    let mut wb = w.bob.watch();
-    connect(&w, &mut wa, &mut wb);
+    let (mut h, wa, wb) = converse(&w);
     h.send_n(&w.alice, "bob", "a before", 10);
     h.send_n(&w.bob, "alice", "b before", 10);
 
@@ -516,14 +527,10 @@ fn partition_of_ten_seconds_resumes_and_loses_nothing() {
     let Some(w) = world("partition_of_ten_seconds_resumes_and_loses_nothing", TTL, &[]) else {
         return;
     };
-    let mut h = History::default();
-    let mut wa = w.alice.watch();
-    let mut wb = w.bob.watch();
-    connect(&w, &mut wa, &mut wb);
+    let (mut h, mut wa, mut wb) = converse(&w);
     h.send_n(&w.alice, "bob", "a before", 10);
     h.send_n(&w.bob, "alice", "b before", 5);
-    History::settle(&w.alice, EVENT_TIMEOUT, false);
-    History::settle(&w.bob, EVENT_TIMEOUT, false);
+    settle_both(&w);
 
     w.lan.unplug("b");
     let cut = Instant::now();
@@ -571,14 +578,10 @@ fn partition_longer_than_the_resume_window_fails_exactly_the_unacknowledged() {
     ) else {
         return;
     };
-    let mut h = History::default();
-    let mut wa = w.alice.watch();
-    let mut wb = w.bob.watch();
-    connect(&w, &mut wa, &mut wb);
+    let (mut h, mut wa, mut wb) = converse(&w);
     h.send_n(&w.alice, "bob", "a before", 5);
     h.send_n(&w.bob, "alice", "b before", 2);
-    History::settle(&w.alice, EVENT_TIMEOUT, false);
-    History::settle(&w.bob, EVENT_TIMEOUT, false);
+    settle_both(&w);
 
     w.lan.unplug("b");
     let cut = Instant::now();
@@ -646,10 +649,7 @@ fn receiver_killed_and_restarted_mid_burst_of_1000_delivers_each_once() {
     else {
         return;
     };
-    let mut h = History::default();
-    let mut wa = w.alice.watch();
-    let mut wb = w.bob.watch();
-    connect(&w, &mut wa, &mut wb);
+    let (mut h, mut wa, wb) = converse(&w);
 
     let start = Instant::now();
     let mut wb = Some(wb);
@@ -703,10 +703,7 @@ fn sender_killed_and_restarted_mid_burst_forgets_nothing() {
     else {
         return;
     };
-    let mut h = History::default();
-    let mut wa = w.alice.watch();
-    let mut wb = w.bob.watch();
-    connect(&w, &mut wa, &mut wb);
+    let (mut h, wa, mut wb) = converse(&w);
 
     h.send_n(&w.alice, "bob", "before", 140);
     // The last ten of the burst cannot be acknowledged before the crash:
@@ -758,21 +755,16 @@ fn directory_killed_and_restarted_mid_chat_the_chat_goes_on() {
     else {
         return;
     };
-    let mut h = History::default();
-    let mut wa = w.alice.watch();
-    let mut wb = w.bob.watch();
-    connect(&w, &mut wa, &mut wb);
+    let (mut h, wa, wb) = converse(&w);
     h.send_n(&w.alice, "bob", "a before", 5);
     h.send_n(&w.bob, "alice", "b before", 5);
-    History::settle(&w.alice, EVENT_TIMEOUT, false);
-    History::settle(&w.bob, EVENT_TIMEOUT, false);
+    settle_both(&w);
 
     w.dir.kill9();
     let killed = Instant::now();
     h.send_n(&w.alice, "bob", "a without directory", 5);
     h.send_n(&w.bob, "alice", "b without directory", 5);
-    History::settle(&w.alice, EVENT_TIMEOUT, false);
-    History::settle(&w.bob, EVENT_TIMEOUT, false);
+    settle_both(&w);
     for peer in [&w.alice, &w.bob] {
         eventually(
             &format!("{} to notice the directory is gone", peer.name()),
@@ -820,14 +812,10 @@ fn directory_cut_off_from_one_peer_drops_it_after_the_ttl_and_takes_it_back() {
     ) else {
         return;
     };
-    let mut h = History::default();
-    let mut wa = w.alice.watch();
-    let mut wb = w.bob.watch();
-    connect(&w, &mut wa, &mut wb);
+    let (mut h, wa, wb) = converse(&w);
     h.send_n(&w.alice, "bob", "a before", 3);
     h.send_n(&w.bob, "alice", "b before", 3);
-    History::settle(&w.alice, EVENT_TIMEOUT, false);
-    History::settle(&w.bob, EVENT_TIMEOUT, false);
+    settle_both(&w);
 
     let listed = |name: &str| {
         let list = w.alice.list();
@@ -860,8 +848,7 @@ fn directory_cut_off_from_one_peer_drops_it_after_the_ttl_and_takes_it_back() {
     // The conversation does not need the directory.
     h.send_n(&w.alice, "bob", "a during", 5);
     h.send_n(&w.bob, "alice", "b during", 5);
-    History::settle(&w.alice, EVENT_TIMEOUT, false);
-    History::settle(&w.bob, EVENT_TIMEOUT, false);
+    settle_both(&w);
     eventually("bob to notice he is not registered", Duration::from_secs(10), || {
         let status = w.bob.status();
         if status["directory_state"] == "registered" { Err(status.to_string()) } else { Ok(()) }

@@ -39,7 +39,7 @@ use peerchat::v1 as pb;
 use support::control::control_client;
 use support::tls::RecordServerCert;
 use support::watch::ev;
-use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually};
+use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually, random_bytes};
 
 /// The directory's lease: no live registration expires during a test.
 const TTL: u32 = 15;
@@ -384,21 +384,6 @@ const PARTIAL_CLIENT_HELLO: &[u8] =
 
 /// The slowloris attackers, alternately: a stalled ClientHello, and nothing.
 const SLOWLORIS: &[&[u8]] = &[PARTIAL_CLIENT_HELLO, b""];
-
-/// Pseudo-random bytes (xorshift), different on every run.
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut x = Instant::now().elapsed().as_nanos() as u64
-        ^ u64::from(std::process::id()).rotate_left(32)
-        ^ 0x9E37_79B9_7F4A_7C15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// `n` TCP connections to `addr`, the i-th sending `payloads[i % len]`
 /// (maybe nothing) and then waiting. Reports, per connection, its payload's

@@ -106,3 +106,18 @@ pub(crate) fn tail(path: &Path, max_lines: usize) -> String {
         Err(err) => format!("<cannot read {}: {err}>", path.display()),
     }
 }
+
+/// Pseudo-random bytes (xorshift), different on every run.
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
+    let mut x = Instant::now().elapsed().as_nanos() as u64
+        ^ u64::from(std::process::id()).rotate_left(32)
+        ^ 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

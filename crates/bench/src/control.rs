@@ -2,39 +2,26 @@
 //! the way chatctl connects. `link_rtt` is one `Send` at a time, waiting
 //! for the delivered receipt; `throughput` is `SendStream`, pipelined.
 
-use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use hyper_util::rt::TokioIo;
 use peerchat::v1 as pb;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::baseline::MESSAGE;
 
 /// A Control client on one connection (cheap to clone).
-pub(crate) type Control = pb::control_client::ControlClient<Channel>;
+pub(crate) type Control = peerchat_chatctl::Control;
 
 /// How long peerd may wait for a receipt before it reports `timed out`.
 const RECEIPT_TIMEOUT_MS: u32 = 30_000;
 
-/// Opens one connection to the control socket at `socket`.
+/// Opens one connection to the control socket at `socket`, as chatctl does.
 pub(crate) async fn connect(socket: &Path) -> anyhow::Result<Control> {
-    let target = socket.to_owned();
-    // The URI is required by the API but unused: the connector ignores it.
-    let channel = Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let target = target.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(target).await?;
-                Ok::<_, io::Error>(TokioIo::new(stream))
-            }
-        }))
+    peerchat_chatctl::connect(socket)
         .await
-        .with_context(|| format!("connecting to peerd at {}", socket.display()))?;
-    Ok(pb::control_client::ControlClient::new(channel))
+        .with_context(|| format!("connecting to peerd at {}", socket.display()))
 }
 
 /// `chatctl connect NAME`.

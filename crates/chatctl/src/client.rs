@@ -12,7 +12,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::error::Error;
 
 /// A Control client on an open channel. Cheap to clone (one connection).
-pub(crate) type Control = pb::control_client::ControlClient<Channel>;
+pub type Control = pb::control_client::ControlClient<Channel>;
 
 /// Big enough for a full page of history (10,000 messages of 64 KiB would
 /// not fit, but the daemon pages by count and typical messages are short).
@@ -34,7 +34,7 @@ pub(crate) fn default_socket() -> PathBuf {
 
 /// Connects to peerd at `path`. A missing socket or nobody listening is
 /// [`Error::NotRunning`].
-pub(crate) async fn connect(path: &Path) -> Result<Control, Error> {
+pub async fn connect(path: &Path) -> Result<Control, Error> {
     let target = path.to_owned();
     // The URI is required by the API but unused: the connector ignores it.
     let channel = Endpoint::from_static("http://[::]:50051")

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap), exactly as SPEC §2 has it.
-//! - `client`: connecting to the socket, time limits, paging helpers.
+//! - `client`: connecting to the socket ([`connect`], also used by the
+//!   benchmark and the tests), time limits, paging helpers.
 //! - `commands`: one module per command (`list`, `connect`, `send`,
 //!   `disconnect`, `status`, `watch`, `history`, `chat`).
 //! - `format`: pure rendering of answers and events, human and JSON.
@@ -29,6 +30,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use cli::{Cli, Command};
+pub use client::{Control, connect};
 pub use error::Error;
 
 /// Runs one chatctl command to completion.
