@@ -170,11 +170,15 @@ pub async fn bind(config: &Config) -> Result<TcpListener, Error> {
 
 /// Serves the directory, gRPC health and server reflection on `listener`
 /// until `shutdown` is cancelled. `config.listen` is not used: the listener
-/// is already bound.
+/// is already bound. `ready` is called once the bindings and the directory
+/// key are loaded, just before serving: a readiness line printed any
+/// earlier would let `directoryd key` race the first start to create the
+/// key.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
+    ready: impl FnOnce(),
 ) -> Result<(), Error> {
     // Everything spawned here stops with `stop`, also when serving fails.
     let stop = shutdown.child_token();
@@ -237,6 +241,7 @@ pub async fn run(
         .add_service(directory)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
 
+    ready();
     tracing::info!(
         ttl = ?config.ttl,
         data_dir = ?config.data_dir,

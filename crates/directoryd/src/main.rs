@@ -44,15 +44,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(addr) => announce(&format!("directoryd listening on {addr}")),
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
         Err(err) => {
             eprintln!("error: cannot read the bound address: {err}");
             return ExitCode::FAILURE;
         }
-    }
-
-    match peerchat_directoryd::run(config, listener, shutdown).await {
+    };
+    let ready = move || announce(&format!("directoryd listening on {addr}"));
+    match peerchat_directoryd::run(config, listener, shutdown, ready).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -143,7 +143,7 @@ async fn two_thousand_heartbeating_peers_and_list_keeps_answering() {
     };
     let shutdown = CancellationToken::new();
     let _stop_on_drop = shutdown.clone().drop_guard();
-    let directory = tokio::spawn(run(config, listener, shutdown.clone()));
+    let directory = tokio::spawn(run(config, listener, shutdown.clone(), || {}));
 
     let rng = SystemRandom::new();
     let keys: Vec<Arc<Ed25519KeyPair>> = (0..PEERS)

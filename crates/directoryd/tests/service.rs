@@ -62,7 +62,7 @@ impl Directory {
         config.listen = addr;
         let data_dir = config.data_dir.clone().unwrap_or_default();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(run(config, listener, shutdown.clone(), || {}));
         Directory { addr, data_dir, shutdown, task: Some(task) }
     }
 
