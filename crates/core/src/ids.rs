@@ -7,6 +7,10 @@
 //! duplicate, also across restarts): within a run the counter sees to that,
 //! and two runs collide only if they draw the same 64-bit prefix.
 
+use std::sync::Arc;
+
+use crate::session::Id;
+
 /// Makes the ids of one daemon run.
 #[derive(Debug, Clone)]
 pub struct IdGen {
@@ -21,10 +25,22 @@ impl IdGen {
     }
 
     /// The next id.
-    pub fn next_id(&mut self) -> String {
+    pub fn next_id(&mut self) -> Id {
         let n = self.next;
         self.next = self.next.wrapping_add(1);
-        format!("{:016x}{n:016x}", self.prefix)
+        let mut hex = [0u8; 32];
+        write_hex(&mut hex[..16], self.prefix);
+        write_hex(&mut hex[16..], n);
+        // Only ASCII hex digits were written.
+        Arc::from(std::str::from_utf8(&hex).unwrap_or_default())
+    }
+}
+
+/// `v` as 16 lowercase hex digits into `out` (16 bytes).
+fn write_hex(out: &mut [u8], v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -36,10 +52,11 @@ mod tests {
     #[test]
     fn ids_are_32_hex_digits_and_never_repeat_within_a_run() {
         let mut ids = IdGen::new(0xdead_beef_0123_4567);
-        let made: Vec<String> = (0..10_000).map(|_| ids.next_id()).collect();
+        let made: Vec<Id> = (0..10_000).map(|_| ids.next_id()).collect();
         assert!(made.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
         assert_eq!(made.iter().collect::<HashSet<_>>().len(), made.len());
-        assert_eq!(made[0], "deadbeef012345670000000000000000");
+        assert_eq!(&*made[0], "deadbeef012345670000000000000000");
+        assert_eq!(&*made[0x1234], "deadbeef012345670000000000001234");
         let mut other = IdGen::new(1);
         assert_ne!(other.next_id(), made[0], "another run's prefix differs");
     }

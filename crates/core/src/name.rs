@@ -7,6 +7,7 @@
 //! `..`), which the history store relies on.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The longest valid name, in bytes (and characters: names are ASCII).
 pub const MAX_NAME_LEN: usize = 32;
@@ -27,9 +28,11 @@ pub enum NameError {
     BadChar { name: String, bad: char },
 }
 
-/// A valid peer name, keeping the case it was written with.
+/// A valid peer name, keeping the case it was written with. Shared, not
+/// copied: every message, receipt and history line names its peer, and a
+/// clone is a reference count, not an allocation.
 #[derive(Debug, Clone, Eq)]
-pub struct Name(String);
+pub struct Name(Arc<str>);
 
 impl Name {
     /// Checks `s` against the name rules.
@@ -50,7 +53,7 @@ impl Name {
         {
             return Err(NameError::BadChar { name: s.to_owned(), bad });
         }
-        Ok(Name(s.to_owned()))
+        Ok(Name(Arc::from(s)))
     }
 
     /// The name as written.

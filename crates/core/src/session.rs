@@ -69,11 +69,11 @@ struct Conversation {
     /// Our messages not yet acknowledged `delivered`, in sending order,
     /// kept whole so they can be sent again on a new link.
     unacked: VecDeque<Message>,
-    unacked_ids: HashSet<String>,
+    unacked_ids: HashSet<Id>,
     unacked_bytes: usize,
     next_seq: u64,
     /// `displayed` receipts owed to the peer while the link was down.
-    owed_displayed: Vec<String>,
+    owed_displayed: Vec<Id>,
 }
 
 /// A conversation waiting for its link to come back.
@@ -120,8 +120,9 @@ impl Conversation {
     }
 
     /// Takes `ids` out of the unacknowledged queue; returns the ones it had.
-    fn acknowledge(&mut self, ids: Vec<String>) -> Vec<String> {
-        let acked: Vec<String> = ids.into_iter().filter(|id| self.unacked_ids.remove(id)).collect();
+    fn acknowledge(&mut self, ids: &[Id]) -> Vec<Id> {
+        let acked: Vec<Id> =
+            ids.iter().filter(|id| self.unacked_ids.remove(*id)).cloned().collect();
         // Receipts come in sending order, so the acknowledged messages are
         // usually at the front: pop them in O(1) each, and scan the whole
         // queue only for ones acknowledged out of order (with thousands in
@@ -176,8 +177,8 @@ pub struct Session {
     undisplayed_bytes: usize,
     /// Our delivered messages that may still get a `displayed` receipt:
     /// id → peer, bounded FIFO.
-    awaiting_display: HashMap<String, Name>,
-    awaiting_display_order: VecDeque<String>,
+    awaiting_display: HashMap<Id, Name>,
+    awaiting_display_order: VecDeque<Id>,
     /// The last peer we talked to, for `history` with no name.
     last_peer: Option<Name>,
     /// Ids received from one peer (the current or last), to recognise
@@ -287,7 +288,7 @@ impl Session {
 
     /// The ids already received from `peer` (from history, oldest first)
     /// and whether each was shown.
-    pub fn load_seen(&mut self, peer: Name, ids: impl IntoIterator<Item = (String, bool)>) {
+    pub fn load_seen(&mut self, peer: Name, ids: impl IntoIterator<Item = (Id, bool)>) {
         let mut recent = RecentIds::new(MAX_SEEN_IDS);
         for (id, displayed) in ids {
             recent.insert(id, displayed);
@@ -397,7 +398,7 @@ impl Session {
 
     /// The user sends `text` with the driver-chosen unique `id`. While
     /// reconnecting it is queued and goes out when the link is back.
-    pub fn send(&mut self, id: String, text: String, now_ms: i64) -> Result<(), SendError> {
+    pub fn send(&mut self, id: Id, text: Text, now_ms: i64) -> Result<(), SendError> {
         check_text(&text)?;
         let State::Connected(c) = &mut self.state else {
             return Err(SendError::NotConnected);
@@ -469,12 +470,12 @@ impl Session {
     }
 
     /// A display client showed these received messages to the user.
-    pub fn handle_displayed(&mut self, ids: &[String]) {
-        let shown: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    pub fn handle_displayed(&mut self, ids: &[Id]) {
+        let shown: HashSet<&str> = ids.iter().map(|id| &**id).collect();
         let mut receipts = Vec::new();
         let mut kept = VecDeque::with_capacity(self.undisplayed.len());
         for u in self.undisplayed.drain(..) {
-            if shown.contains(u.message.id.as_str()) {
+            if shown.contains(&*u.message.id) {
                 self.undisplayed_bytes -= u.message.text.len();
                 receipts.push(u);
             } else {
@@ -734,12 +735,12 @@ impl Session {
         }
     }
 
-    fn on_receipt(&mut self, ids: Vec<String>, kind: ReceiptKind) {
+    fn on_receipt(&mut self, ids: Vec<Id>, kind: ReceiptKind) {
         let State::Connected(c) = &mut self.state else {
             return;
         };
         let peer = c.peer.clone();
-        let mut accepted = c.acknowledge(ids.clone());
+        let mut accepted = c.acknowledge(&ids);
         match kind {
             ReceiptKind::Delivered => {
                 for id in &accepted {
@@ -831,7 +832,7 @@ impl Session {
         self.last_peer = Some(c.peer);
     }
 
-    fn fail(&mut self, peer: &Name, id: String, reason: &str) {
+    fn fail(&mut self, peer: &Name, id: Id, reason: &str) {
         self.push(Action::Persist(Record::State {
             peer: peer.clone(),
             id: id.clone(),
@@ -910,7 +911,7 @@ impl Session {
         }
     }
 
-    fn remember_awaiting_display(&mut self, id: String, peer: Name) {
+    fn remember_awaiting_display(&mut self, id: Id, peer: Name) {
         if self.awaiting_display_order.len() >= MAX_AWAITING_DISPLAY
             && let Some(old) = self.awaiting_display_order.pop_front()
         {

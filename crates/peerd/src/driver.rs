@@ -17,7 +17,7 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    AcceptError, Action, Event, Frame, LinkDown, LinkId, MessageState, Phase, Presence,
+    AcceptError, Action, Event, Frame, Id, LinkDown, LinkId, MessageState, Phase, Presence,
     ReceiptKind, Session,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -74,7 +74,7 @@ pub(crate) enum Input {
     Send {
         text: String,
         /// Answered with the new message's id at once.
-        accepted: oneshot::Sender<Result<String, ControlError>>,
+        accepted: oneshot::Sender<Result<Id, ControlError>>,
         /// Answered when the receipt waited for arrives (or never comes).
         wait: Option<(Wait, oneshot::Sender<Outcome>)>,
     },
@@ -89,7 +89,7 @@ pub(crate) enum Input {
         reply: oneshot::Sender<mpsc::Receiver<Result<pb::Event, Status>>>,
     },
     Displayed {
-        ids: Vec<String>,
+        ids: Vec<Id>,
     },
     /// One round trip to the peer; answered with the time it took.
     Ping {
@@ -153,7 +153,7 @@ pub(crate) struct Driver {
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
     pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
     /// Sends waiting for a receipt: id → since when, what, who asked.
-    waiters: HashMap<String, (Instant, Wait, oneshot::Sender<Outcome>)>,
+    waiters: HashMap<Id, (Instant, Wait, oneshot::Sender<Outcome>)>,
     /// Pings in flight: nonce → when sent, who asked.
     pings: HashMap<u64, (Instant, PingReply)>,
     next_nonce: u64,
@@ -263,7 +263,7 @@ impl Driver {
             Input::Connect { name, reply } => self.on_connect(name, reply),
             Input::Send { text, accepted, wait } => {
                 let id = self.ids.next_id();
-                match self.session.send(id.clone(), text, now_ms()) {
+                match self.session.send(id.clone(), text.into(), now_ms()) {
                     Ok(()) => {
                         if let Some(w) = wait {
                             // Waits whose client gave up (timed out) stay
@@ -432,9 +432,9 @@ impl Driver {
                 .undisplayed()
                 .map(|(from, m)| {
                     event(pb::event::Kind::Message(pb::MessageEvent {
-                        id: m.id.clone(),
+                        id: m.id.to_string(),
                         from: from.to_string(),
-                        text: m.text.clone(),
+                        text: m.text.to_string(),
                         at_ms: m.sent_at_ms,
                     }))
                 })
@@ -478,7 +478,7 @@ impl Driver {
                 }
                 continue;
             }
-            let mut receipts: Option<(LinkId, ReceiptKind, Vec<String>)> = None;
+            let mut receipts: Option<(LinkId, ReceiptKind, Vec<Id>)> = None;
             for a in actions {
                 // Receipts of one kind in a row travel as one frame. Local
                 // actions between them (an event for the watchers, a
@@ -515,7 +515,7 @@ impl Driver {
         }
     }
 
-    fn flush_receipts(&mut self, batch: Option<(LinkId, ReceiptKind, Vec<String>)>) {
+    fn flush_receipts(&mut self, batch: Option<(LinkId, ReceiptKind, Vec<Id>)>) {
         if let Some((link, kind, ids)) = batch {
             for chunk in ids.chunks(frames::MAX_RECEIPT_IDS) {
                 self.transmit(link, Frame::Receipt { ids: chunk.to_vec(), kind });
@@ -564,50 +564,31 @@ impl Driver {
     }
 
     fn emit(&mut self, ev: Event) {
-        let wire = match ev {
-            Event::Message { from, message } => pb::event::Kind::Message(pb::MessageEvent {
-                id: message.id,
-                from: from.to_string(),
-                text: message.text,
-                at_ms: message.sent_at_ms,
-            }),
-            Event::Receipt { peer, id, kind } => {
-                let state = match kind {
-                    ReceiptKind::Delivered => MessageState::Delivered,
-                    ReceiptKind::Displayed => MessageState::Displayed,
-                };
-                let satisfied = match self.waiters.get(&id) {
+        // What the daemon itself does with an event: answer waiting sends
+        // and disconnects, log.
+        match &ev {
+            Event::Receipt { id, kind, .. } => {
+                let satisfied = match self.waiters.get(id) {
                     Some((_, Wait::Delivered, _)) => true,
-                    Some((_, Wait::Displayed, _)) => kind == ReceiptKind::Displayed,
+                    Some((_, Wait::Displayed, _)) => *kind == ReceiptKind::Displayed,
                     None => false,
                 };
-                if satisfied && let Some((since, _, tx)) = self.waiters.remove(&id) {
-                    let _ = tx.send(Ok((state, since.elapsed())));
+                if satisfied && let Some((since, _, tx)) = self.waiters.remove(id) {
+                    let _ = tx.send(Ok((receipt_state(*kind), since.elapsed())));
                 }
-                pb::event::Kind::Receipt(pb::ReceiptEvent {
-                    id,
-                    state: wire_state(state) as i32,
-                    peer: peer.to_string(),
-                })
             }
-            Event::Failed { peer, id, reason } => {
-                if let Some((_, _, tx)) = self.waiters.remove(&id) {
-                    let _ = tx
-                        .send(Err(ControlError::Failed { id: id.clone(), reason: reason.clone() }));
+            Event::Failed { id, reason, .. } => {
+                if let Some((_, _, tx)) = self.waiters.remove(id) {
+                    let _ = tx.send(Err(ControlError::Failed {
+                        id: id.to_string(),
+                        reason: reason.clone(),
+                    }));
                 }
-                pb::event::Kind::Failed(pb::FailedEvent { id, reason, peer: peer.to_string() })
-            }
-            Event::Connected { peer } => {
-                pb::event::Kind::Connected(pb::ConnectedEvent { peer: peer.to_string() })
             }
             Event::LinkLost { peer, reason } => {
                 tracing::warn!(%peer, %reason, "link lost; reconnecting");
-                pb::event::Kind::LinkLost(pb::LinkLostEvent { peer: peer.to_string(), reason })
             }
-            Event::Resumed { peer } => {
-                tracing::info!(%peer, "conversation resumed");
-                pb::event::Kind::Resumed(pb::ResumedEvent { peer: peer.to_string() })
-            }
+            Event::Resumed { peer } => tracing::info!(%peer, "conversation resumed"),
             Event::Disconnected { peer, reason } => {
                 for tx in self.pending_disconnect.drain(..) {
                     let _ = tx.send(Ok(peer.clone()));
@@ -616,27 +597,31 @@ impl Driver {
                 // receipt can no longer come.
                 for (id, (_, _, tx)) in self.waiters.drain() {
                     let _ = tx.send(Err(ControlError::Failed {
-                        id,
+                        id: id.to_string(),
                         reason: format!(
                             "the conversation ended before it was displayed ({reason})"
                         ),
                     }));
                 }
-                pb::event::Kind::Disconnected(pb::DisconnectedEvent {
-                    peer: peer.to_string(),
-                    reason,
-                })
             }
             Event::Pong { nonce } => {
                 if let (Some((sent, tx)), Some(peer)) =
-                    (self.pings.remove(&nonce), self.session.peer().cloned())
+                    (self.pings.remove(nonce), self.session.peer().cloned())
                 {
                     let _ = tx.send(Ok((peer, sent.elapsed())));
                 }
                 return;
             }
-        };
-        let ev = event(wire);
+            Event::Message { .. } | Event::Connected { .. } => {}
+        }
+        // Only then the wire form, and only for someone to send it to: at
+        // full speed nobody may be watching, and then there is nothing to
+        // build.
+        if self.watchers.is_empty() {
+            return;
+        }
+        let Some(kind) = wire_event(ev) else { return };
+        let ev = event(kind);
         self.watchers.retain(|w| {
             if w.tx.capacity() <= 1 {
                 // Stuck client: tell it why (the last slot is for that) and
@@ -648,6 +633,49 @@ impl Driver {
             }
             w.tx.try_send(Ok(ev.clone())).is_ok()
         });
+    }
+}
+
+/// An event as watch clients get it (`Pong` is not for them).
+fn wire_event(ev: Event) -> Option<pb::event::Kind> {
+    let kind = match ev {
+        Event::Message { from, message } => pb::event::Kind::Message(pb::MessageEvent {
+            id: message.id.to_string(),
+            from: from.to_string(),
+            text: message.text.to_string(),
+            at_ms: message.sent_at_ms,
+        }),
+        Event::Receipt { peer, id, kind } => pb::event::Kind::Receipt(pb::ReceiptEvent {
+            id: id.to_string(),
+            state: wire_state(receipt_state(kind)) as i32,
+            peer: peer.to_string(),
+        }),
+        Event::Failed { peer, id, reason } => pb::event::Kind::Failed(pb::FailedEvent {
+            id: id.to_string(),
+            reason,
+            peer: peer.to_string(),
+        }),
+        Event::Connected { peer } => {
+            pb::event::Kind::Connected(pb::ConnectedEvent { peer: peer.to_string() })
+        }
+        Event::LinkLost { peer, reason } => {
+            pb::event::Kind::LinkLost(pb::LinkLostEvent { peer: peer.to_string(), reason })
+        }
+        Event::Resumed { peer } => {
+            pb::event::Kind::Resumed(pb::ResumedEvent { peer: peer.to_string() })
+        }
+        Event::Disconnected { peer, reason } => {
+            pb::event::Kind::Disconnected(pb::DisconnectedEvent { peer: peer.to_string(), reason })
+        }
+        Event::Pong { .. } => return None,
+    };
+    Some(kind)
+}
+
+fn receipt_state(kind: ReceiptKind) -> MessageState {
+    match kind {
+        ReceiptKind::Delivered => MessageState::Delivered,
+        ReceiptKind::Displayed => MessageState::Displayed,
     }
 }
 

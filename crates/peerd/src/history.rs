@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use peerchat_core::Name;
-use peerchat_core::session::{Direction, Message, MessageState, Record};
+use peerchat_core::session::{Direction, Id, Message, MessageState, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -103,7 +103,12 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn message(self) -> Message {
-        Message { id: self.id, text: self.text, sent_at_ms: self.at_ms, seq: self.seq.max(1) }
+        Message {
+            id: self.id.into(),
+            text: self.text.into(),
+            sent_at_ms: self.at_ms,
+            seq: self.seq.max(1),
+        }
     }
 }
 
@@ -269,11 +274,11 @@ pub(crate) fn recover(data_dir: &Path) -> Recovered {
 /// The ids of the messages received from `peer` lately (oldest first), and
 /// whether each was shown: how a message sent again is recognised, also
 /// after a restart.
-pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(String, bool)> {
+pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(Id, bool)> {
     tail(&History::path_of(data_dir, peer))
         .into_iter()
         .filter(|e| e.direction == Direction::In)
-        .map(|e| (e.id, e.state == MessageState::Displayed))
+        .map(|e| (e.id.into(), e.state == MessageState::Displayed))
         .collect()
 }
 
@@ -410,9 +415,9 @@ mod tests {
         let recovered = recover(&dir);
         let unseen: Vec<_> =
             recovered.unseen.into_iter().map(|(from, m)| (from.to_string(), m.text)).collect();
-        assert_eq!(unseen, [("Bob".to_owned(), "hello".to_owned())]);
+        assert_eq!(unseen, [("Bob".to_owned(), "hello".into())]);
         assert!(recovered.unacked.is_empty(), "message a was delivered");
-        assert_eq!(recent_ids(&dir, &bob), [("b".to_owned(), false)]);
+        assert_eq!(recent_ids(&dir, &bob), [("b".into(), false)]);
         let newest = read(&dir, &bob, 1).expect("read");
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");

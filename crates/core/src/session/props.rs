@@ -68,13 +68,13 @@ struct End {
     dropped: Vec<LinkId>,
     closed: HashSet<LinkId>,
     /// Messages stored as received: id → text.
-    stored_in: Vec<(String, String)>,
+    stored_in: Vec<(Id, Text)>,
     /// Delivered receipts it transmitted.
-    acked: Vec<String>,
-    shown: Vec<String>,
-    delivered: HashSet<String>,
-    failed: HashSet<String>,
-    sent_ids: Vec<String>,
+    acked: Vec<Id>,
+    shown: Vec<Id>,
+    delivered: HashSet<Id>,
+    failed: HashSet<Id>,
+    sent_ids: Vec<Id>,
 }
 
 impl End {
@@ -170,10 +170,10 @@ impl World {
         match op {
             Op::Send(from_a) => {
                 self.n += 1;
-                let id = format!("{}{}", if from_a { "a" } else { "b" }, self.n);
+                let id: Id = format!("{}{}", if from_a { "a" } else { "b" }, self.n).into();
                 let end = if from_a { &mut self.a } else { &mut self.b };
                 // Numbered texts let the receiver's order be checked.
-                if end.s.send(id.clone(), format!("{:08}", self.n), 0).is_ok() {
+                if end.s.send(id.clone(), format!("{:08}", self.n).into(), 0).is_ok() {
                     end.sent_ids.push(id);
                 }
             }
@@ -254,7 +254,7 @@ impl World {
             }
             Op::Display(bob_shows) => {
                 let end = if bob_shows { &mut self.b } else { &mut self.a };
-                let ids: Vec<String> = end.s.undisplayed().map(|(_, m)| m.id.clone()).collect();
+                let ids: Vec<Id> = end.s.undisplayed().map(|(_, m)| m.id.clone()).collect();
                 end.s.handle_displayed(&ids);
             }
             Op::Disconnect(by_a) => {
@@ -374,21 +374,21 @@ impl World {
     fn check(&self) {
         for (sender, receiver) in [(&self.a, &self.b), (&self.b, &self.a)] {
             // Stored once each, in sending order.
-            let ids: Vec<&String> = receiver.stored_in.iter().map(|(id, _)| id).collect();
-            let unique: HashSet<&String> = ids.iter().copied().collect();
+            let ids: Vec<&Id> = receiver.stored_in.iter().map(|(id, _)| id).collect();
+            let unique: HashSet<&Id> = ids.iter().copied().collect();
             assert_eq!(unique.len(), ids.len(), "a message was stored twice");
-            let texts: Vec<&String> = receiver.stored_in.iter().map(|(_, t)| t).collect();
+            let texts: Vec<&Id> = receiver.stored_in.iter().map(|(_, t)| t).collect();
             assert!(texts.windows(2).all(|w| w[0] < w[1]), "out of order: {texts:?}");
             // Shown once each.
-            let shown: HashSet<&String> = receiver.shown.iter().collect();
+            let shown: HashSet<&Id> = receiver.shown.iter().collect();
             assert_eq!(shown.len(), receiver.shown.len(), "a message was shown twice");
             // Receipts only for messages received.
-            let stored: HashSet<&String> = unique;
+            let stored: HashSet<&Id> = unique;
             for id in &receiver.acked {
                 assert!(stored.contains(id), "receipt for {id}, which was never stored");
             }
             // Ids never reused: everything stored was sent by the other side.
-            let sent: HashSet<&String> = sender.sent_ids.iter().collect();
+            let sent: HashSet<&Id> = sender.sent_ids.iter().collect();
             assert_eq!(sent.len(), sender.sent_ids.len(), "an id was used twice");
             for id in &stored {
                 assert!(sent.contains(id), "stored {id}, which was never sent");

@@ -5,11 +5,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::types::Id;
+
 /// The newest `cap` ids, oldest forgotten first.
 #[derive(Debug)]
 pub(crate) struct RecentIds {
-    displayed: HashMap<String, bool>,
-    order: VecDeque<String>,
+    displayed: HashMap<Id, bool>,
+    order: VecDeque<Id>,
     cap: usize,
 }
 
@@ -23,7 +25,7 @@ impl RecentIds {
         self.displayed.get(id).copied()
     }
 
-    pub(crate) fn insert(&mut self, id: String, displayed: bool) {
+    pub(crate) fn insert(&mut self, id: Id, displayed: bool) {
         if self.displayed.insert(id.clone(), displayed).is_some() {
             return;
         }

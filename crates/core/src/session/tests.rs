@@ -73,7 +73,7 @@ impl Pair {
         self.next_id += 1;
         let id = format!("m{}", self.next_id);
         let s = if from_alice { &mut self.alice } else { &mut self.bob };
-        s.send(id.clone(), text.to_owned(), 0).expect("send");
+        s.send(id.as_str().into(), text.into(), 0).expect("send");
         id
     }
 
@@ -169,7 +169,7 @@ fn messages(side: &Side) -> Vec<String> {
     side.events
         .iter()
         .filter_map(|e| match e {
-            Event::Message { message, .. } => Some(message.text.clone()),
+            Event::Message { message, .. } => Some(message.text.to_string()),
             _ => None,
         })
         .collect()
@@ -179,7 +179,7 @@ fn receipts(side: &Side, kind: ReceiptKind) -> Vec<String> {
     side.events
         .iter()
         .filter_map(|e| match e {
-            Event::Receipt { id, kind: k, .. } if *k == kind => Some(id.clone()),
+            Event::Receipt { id, kind: k, .. } if *k == kind => Some(id.to_string()),
             _ => None,
         })
         .collect()
@@ -199,7 +199,7 @@ fn failed(side: &Side) -> Vec<String> {
     side.events
         .iter()
         .filter_map(|e| match e {
-            Event::Failed { id, .. } => Some(id.clone()),
+            Event::Failed { id, .. } => Some(id.to_string()),
             _ => None,
         })
         .collect()
@@ -229,7 +229,7 @@ fn refusals_name_their_cause() {
     let err = lone.send("x".into(), "hi".into(), 0).expect_err("no conversation");
     assert!(err.to_string().contains("not connected"));
     assert!(lone.disconnect(p.now).expect_err("none").to_string().contains("not connected"));
-    let err = p.alice.send("x".into(), String::new(), 0).expect_err("empty");
+    let err = p.alice.send("x".into(), "".into(), 0).expect_err("empty");
     assert!(err.to_string().contains("empty"));
     p.drive();
 }
@@ -289,7 +289,7 @@ fn delivered_receipt_follows_the_store() {
     assert_eq!(receipts(&p.a, ReceiptKind::Delivered), std::slice::from_ref(&id));
     assert!(p.a.stored.contains(&Record::State {
         peer: name("bob"),
-        id,
+        id: id.into(),
         state: MessageState::Delivered
     }));
 }
@@ -301,14 +301,14 @@ fn displayed_waits_for_a_display_client() {
     let second = p.send(true, "two");
     p.drive();
     assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty());
-    let waiting: Vec<_> = p.bob.undisplayed().map(|(_, m)| m.text.clone()).collect();
+    let waiting: Vec<_> = p.bob.undisplayed().map(|(_, m)| m.text.to_string()).collect();
     assert_eq!(waiting, ["one", "two"]);
-    p.bob.handle_displayed(std::slice::from_ref(&first));
+    p.bob.handle_displayed(&[first.as_str().into()]);
     p.drive();
     assert_eq!(receipts(&p.a, ReceiptKind::Displayed), std::slice::from_ref(&first));
     // Showing it again does not send a second receipt.
-    p.bob.handle_displayed(&[first.clone(), second.clone()]);
-    p.bob.handle_displayed(&[first, second.clone()]);
+    p.bob.handle_displayed(&[first.as_str().into(), second.as_str().into()]);
+    p.bob.handle_displayed(&[first.as_str().into(), second.as_str().into()]);
     p.drive();
     assert_eq!(receipts(&p.a, ReceiptKind::Displayed).len(), 2);
     assert_eq!(p.bob.undisplayed().count(), 0);
@@ -511,7 +511,7 @@ fn a_restarted_receiver_recognises_what_it_already_has() {
     Pair::drain(&mut p.bob, &mut p.b);
     let shown = p.bob.undisplayed().next().expect("shown").1.id.clone();
     p.bob.handle_displayed(&[shown]);
-    let seen: Vec<(String, bool)> =
+    let seen: Vec<(Id, bool)> =
         p.b.stored
             .iter()
             .filter_map(|r| match r {
@@ -541,7 +541,7 @@ fn displayed_receipts_owed_during_an_outage_are_paid_on_resume() {
     let id = p.send(true, "hi");
     p.drive();
     p.cut("reset");
-    p.bob.handle_displayed(std::slice::from_ref(&id));
+    p.bob.handle_displayed(&[id.as_str().into()]);
     p.drive();
     assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty());
     p.redial_succeeds();
@@ -681,9 +681,9 @@ fn messages_restored_from_an_earlier_run_wait_for_a_display_client() {
     p.bob.restore_undisplayed(name("alice"), old);
     p.send(true, "new");
     p.drive();
-    let waiting: Vec<_> = p.bob.undisplayed().map(|(_, m)| m.text.clone()).collect();
+    let waiting: Vec<_> = p.bob.undisplayed().map(|(_, m)| m.text.to_string()).collect();
     assert_eq!(waiting, ["from before", "new"]);
-    p.bob.handle_displayed(&["old".to_owned()]);
+    p.bob.handle_displayed(&["old".into()]);
     p.drive();
     // Stored as displayed; alice, who does not know that id in this run,
     // ignores the receipt.

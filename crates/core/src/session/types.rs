@@ -1,6 +1,7 @@
 //! The vocabulary of the session: what goes in, what comes out, and the
 //! limits that keep it bounded.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::name::Name;
@@ -65,11 +66,20 @@ pub enum Role {
     Callee,
 }
 
+/// A message id. Shared, not copied: one id is held by the outbox, the
+/// history line, the receipt and the event at once, and a clone is a
+/// reference count rather than an allocation per holder.
+pub type Id = Arc<str>;
+
+/// A message text, shared for the same reason (the outbox keeps it to send
+/// again while the frame and the history line are made from it).
+pub type Text = Arc<str>;
+
 /// A message on the wire, after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    pub id: String,
-    pub text: String,
+    pub id: Id,
+    pub text: Text,
     /// Milliseconds since the Unix epoch, as the sender's clock had it.
     pub sent_at_ms: i64,
     /// Per conversation and direction: 1, 2, 3, … in sending order.
@@ -89,7 +99,7 @@ pub enum ReceiptKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Message(Message),
-    Receipt { ids: Vec<String>, kind: ReceiptKind },
+    Receipt { ids: Vec<Id>, kind: ReceiptKind },
     Goodbye { reason: String },
     Ping(u64),
     Pong(u64),
@@ -119,7 +129,7 @@ pub enum Record {
     /// A message, when it was sent or received.
     Message { peer: Name, direction: Direction, message: Message, state: MessageState },
     /// A later change of a stored message's state.
-    State { peer: Name, id: String, state: MessageState },
+    State { peer: Name, id: Id, state: MessageState },
 }
 
 /// Things the user (watch and chat clients) is told.
@@ -131,7 +141,7 @@ pub enum Event {
     },
     Receipt {
         peer: Name,
-        id: String,
+        id: Id,
         kind: ReceiptKind,
     },
     Connected {
@@ -152,7 +162,7 @@ pub enum Event {
     },
     Failed {
         peer: Name,
-        id: String,
+        id: Id,
         reason: String,
     },
     Pong {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::session::{Direction, MessageState, Presence};
+use peerchat_core::session::{Direction, Id, MessageState, Presence};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -84,7 +84,7 @@ const SEND_STREAM_IN_FLIGHT: usize = 1024;
 /// One send of a `SendStream`, between the reader and the answerer.
 enum Queued {
     Sent {
-        accepted: oneshot::Receiver<Result<String, ControlError>>,
+        accepted: oneshot::Receiver<Result<Id, ControlError>>,
         outcome: Option<(Wait, oneshot::Receiver<Outcome>, Duration)>,
     },
     Refused(ControlError),
@@ -196,7 +196,8 @@ impl pb::control_server::Control for ControlService {
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let id = self
             .ask(|accepted| Input::Send { text, accepted, wait: wait.map(|w| (w, outcome_tx)) })
-            .await??;
+            .await??
+            .to_string();
         let Some(w) = wait else {
             return Ok(Response::new(pb::SendResponse {
                 id,
@@ -263,28 +264,27 @@ impl pb::control_server::Control for ControlService {
         // ends the stream.
         tokio::spawn(async move {
             while let Some(queued) = queued_rx.recv().await {
-                let answer =
-                    match queued {
-                        Queued::Refused(e) => Err(e),
-                        Queued::Sent { accepted, outcome } => match accepted.await {
-                            Err(_) => Err(ControlError::ShuttingDown),
-                            Ok(Err(e)) => Err(e),
-                            Ok(Ok(id)) => match outcome {
-                                None => Ok(pb::SendResponse {
+                let answer = match queued {
+                    Queued::Refused(e) => Err(e),
+                    Queued::Sent { accepted, outcome } => match accepted.await {
+                        Err(_) => Err(ControlError::ShuttingDown),
+                        Ok(Err(e)) => Err(e),
+                        Ok(Ok(id)) => match (id.to_string(), outcome) {
+                            (id, None) => Ok(pb::SendResponse {
+                                id,
+                                state: pb::MessageState::Sent as i32,
+                                link_rtt_us: 0,
+                            }),
+                            (id, Some((w, rx, timeout))) => await_outcome(id, w, rx, timeout)
+                                .await
+                                .map(|(id, state, took)| pb::SendResponse {
                                     id,
-                                    state: pb::MessageState::Sent as i32,
-                                    link_rtt_us: 0,
+                                    state: wire_state(state) as i32,
+                                    link_rtt_us: micros(took),
                                 }),
-                                Some((w, rx, timeout)) => await_outcome(id, w, rx, timeout)
-                                    .await
-                                    .map(|(id, state, took)| pb::SendResponse {
-                                        id,
-                                        state: wire_state(state) as i32,
-                                        link_rtt_us: micros(took),
-                                    }),
-                            },
                         },
-                    };
+                    },
+                };
                 let failed = answer.is_err();
                 if out_tx.send(answer.map_err(Status::from)).await.is_err() || failed {
                     break;
@@ -326,6 +326,7 @@ impl pb::control_server::Control for ControlService {
         request: Request<pb::MarkDisplayedRequest>,
     ) -> Result<Response<pb::MarkDisplayedResponse>, Status> {
         let ids = validate::displayed(request.into_inner())?;
+        let ids = ids.into_iter().map(Id::from).collect();
         self.driver.send(Input::Displayed { ids }).await.map_err(|_| ControlError::ShuttingDown)?;
         Ok(Response::new(pb::MarkDisplayedResponse {}))
     }

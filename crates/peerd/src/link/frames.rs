@@ -4,7 +4,7 @@
 
 use peerchat::v1 as pb;
 use peerchat_core::check_text;
-use peerchat_core::session::{Frame, MAX_ID_LEN, Message, ReceiptKind};
+use peerchat_core::session::{Frame, Id, MAX_ID_LEN, Message, ReceiptKind};
 
 /// The most ids one receipt frame may carry.
 pub(crate) const MAX_RECEIPT_IDS: usize = 4096;
@@ -39,8 +39,8 @@ pub(crate) fn from_wire(frame: pb::Frame) -> Result<Frame, Violation> {
                 return Err(violation("message without a sequence number"));
             }
             Ok(Frame::Message(Message {
-                id: m.id,
-                text: m.text,
+                id: m.id.into(),
+                text: m.text.into(),
                 sent_at_ms: m.sent_at_ms,
                 seq: m.seq,
             }))
@@ -57,7 +57,7 @@ pub(crate) fn from_wire(frame: pb::Frame) -> Result<Frame, Violation> {
                 Ok(pb::ReceiptState::Displayed) => ReceiptKind::Displayed,
                 _ => return Err(violation(format!("unknown receipt state {}", r.state))),
             };
-            Ok(Frame::Receipt { ids: r.ids, kind })
+            Ok(Frame::Receipt { ids: r.ids.into_iter().map(Id::from).collect(), kind })
         }
         Some(Kind::Goodbye(g)) => {
             let mut reason = g.reason;
@@ -78,13 +78,13 @@ pub(crate) fn to_wire(frame: Frame) -> pb::Frame {
     use pb::frame::Kind;
     let kind = match frame {
         Frame::Message(m) => Kind::Message(pb::ChatMessage {
-            id: m.id,
-            text: m.text,
+            id: m.id.to_string(),
+            text: m.text.to_string(),
             sent_at_ms: m.sent_at_ms,
             seq: m.seq,
         }),
         Frame::Receipt { ids, kind } => Kind::Receipt(pb::Receipt {
-            ids,
+            ids: ids.iter().map(|id| id.to_string()).collect(),
             state: match kind {
                 ReceiptKind::Delivered => pb::ReceiptState::Delivered,
                 ReceiptKind::Displayed => pb::ReceiptState::Displayed,
