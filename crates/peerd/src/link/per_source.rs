@@ -3,7 +3,7 @@
 //! global ceilings stay; these keep one source's share of them small.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 /// Counts what each source address holds, up to `max` each.
@@ -50,10 +50,16 @@ impl Drop for SourceSlot {
     }
 }
 
-/// An IPv4 address mapped into IPv6 counts as the IPv4 address.
+/// Who counts as one source: an IPv4 address (also when mapped into IPv6),
+/// or an IPv6 /64, the block one host usually gets, so that a host cannot
+/// take a fresh share from each of its 2^64 addresses (the directory counts
+/// sources the same way).
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
         v4 => v4,
     }
 }
@@ -76,5 +82,16 @@ mod tests {
         drop(s1);
         assert!(limit.try_take(a).is_some(), "a slot given back");
         assert_eq!(limit.held.lock().expect("lock").len(), 1, "empty entries are removed");
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let limit = PerSource::new(1);
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let same_net: IpAddr = "2001:db8:1:2:ffff::7".parse().expect("ip");
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        let _held = limit.try_take(one).expect("first");
+        assert!(limit.try_take(same_net).is_none(), "another address of the same /64");
+        assert!(limit.try_take(other_net).is_some(), "another /64");
     }
 }
