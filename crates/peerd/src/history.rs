@@ -171,19 +171,20 @@ impl History {
             if buf.is_empty() {
                 continue;
             }
-            let path = self.dir.join(format!("{key}.jsonl"));
+            // The path is only for opening and for errors: not made per flush.
+            let path = || self.dir.join(format!("{key}.jsonl"));
             let file = match self.files.get_mut(key) {
                 Some(f) => f,
                 None => {
                     let f = OpenOptions::new()
                         .create(true)
                         .append(true)
-                        .open(&path)
-                        .map_err(|e| Error::io(&path, "opening a history file", e))?;
+                        .open(path())
+                        .map_err(|e| Error::io(path(), "opening a history file", e))?;
                     self.files.entry(key.clone()).or_insert(f)
                 }
             };
-            file.write_all(buf).map_err(|e| Error::io(&path, "appending to a history file", e))?;
+            file.write_all(buf).map_err(|e| Error::io(path(), "appending to a history file", e))?;
             buf.clear();
         }
         Ok(())
