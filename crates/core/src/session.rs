@@ -69,7 +69,7 @@ struct Conversation {
     /// Our messages not yet acknowledged `delivered`, in sending order,
     /// kept whole so they can be sent again on a new link.
     unacked: VecDeque<Message>,
-    unacked_ids: HashSet<Id>,
+    unacked_ids: OwnIdSet,
     unacked_bytes: usize,
     next_seq: u64,
     /// `displayed` receipts owed to the peer while the link was down.
@@ -101,7 +101,7 @@ impl Conversation {
             close_deadline: None,
             reconnect: None,
             unacked: VecDeque::new(),
-            unacked_ids: HashSet::new(),
+            unacked_ids: OwnIdSet::default(),
             unacked_bytes: 0,
             next_seq: 1,
             owed_displayed: Vec::new(),
@@ -177,7 +177,7 @@ pub struct Session {
     undisplayed_bytes: usize,
     /// Our delivered messages that may still get a `displayed` receipt:
     /// id → peer, bounded FIFO.
-    awaiting_display: HashMap<Id, Name>,
+    awaiting_display: OwnIdMap<Name>,
     awaiting_display_order: VecDeque<Id>,
     /// The last peer we talked to, for `history` with no name.
     last_peer: Option<Name>,
@@ -200,7 +200,7 @@ impl Session {
             actions: VecDeque::new(),
             undisplayed: VecDeque::new(),
             undisplayed_bytes: 0,
-            awaiting_display: HashMap::new(),
+            awaiting_display: OwnIdMap::default(),
             awaiting_display_order: VecDeque::new(),
             last_peer: None,
             seen: None,

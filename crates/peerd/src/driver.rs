@@ -17,8 +17,8 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    AcceptError, Action, Event, Frame, Id, LinkDown, LinkId, MessageState, Phase, Presence,
-    ReceiptKind, Session,
+    AcceptError, Action, Event, Frame, Id, LinkDown, LinkId, MessageState, OwnIdMap, Phase,
+    Presence, ReceiptKind, Session,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::control::error::ControlError;
+use crate::control::stream::{StreamNote, StreamSend, StreamTx};
 use crate::history::{self, History};
 use crate::link::{self, dial::Dialer, frames};
 
@@ -77,6 +78,12 @@ pub(crate) enum Input {
         accepted: oneshot::Sender<Result<Id, ControlError>>,
         /// Answered when the receipt waited for arrives (or never comes).
         wait: Option<(Wait, oneshot::Sender<Outcome>)>,
+    },
+    /// Sends of one `SendStream`, in order: each is noted on `notes` as
+    /// accepted (or refused) at once, and settled when its receipt comes.
+    SendBatch {
+        sends: Vec<StreamSend>,
+        notes: StreamTx,
     },
     Disconnect {
         reply: oneshot::Sender<Result<Name, ControlError>>,
@@ -133,6 +140,35 @@ impl Drop for LinkEntry {
     }
 }
 
+/// Who waits for a send's receipt: a `Send` call, or one send of a
+/// `SendStream`.
+#[derive(Debug)]
+enum Asker {
+    Call(oneshot::Sender<Outcome>),
+    Stream { notes: StreamTx, seq: u64 },
+}
+
+impl Asker {
+    fn tell(self, outcome: Outcome) {
+        match self {
+            Asker::Call(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Asker::Stream { notes, seq } => {
+                let _ = notes.send(StreamNote::Settled { seq, outcome });
+            }
+        }
+    }
+
+    /// The asker stopped listening (its call or stream ended).
+    fn gone(&self) -> bool {
+        match self {
+            Asker::Call(tx) => tx.is_closed(),
+            Asker::Stream { notes, .. } => notes.is_closed(),
+        }
+    }
+}
+
 struct Watcher {
     tx: mpsc::Sender<Result<pb::Event, Status>>,
 }
@@ -153,7 +189,7 @@ pub(crate) struct Driver {
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
     pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
     /// Sends waiting for a receipt: id → since when, what, who asked.
-    waiters: HashMap<Id, (Instant, Wait, oneshot::Sender<Outcome>)>,
+    waiters: OwnIdMap<(Instant, Wait, Asker)>,
     /// Pings in flight: nonce → when sent, who asked.
     pings: HashMap<u64, (Instant, PingReply)>,
     next_nonce: u64,
@@ -204,7 +240,7 @@ impl Driver {
             watchers: Vec::new(),
             pending_connect: None,
             pending_disconnect: Vec::new(),
-            waiters: HashMap::new(),
+            waiters: OwnIdMap::default(),
             pings: HashMap::new(),
             next_nonce: 1,
             presence,
@@ -228,11 +264,15 @@ impl Driver {
                 }
                 input = self.rx.recv() => {
                     let Some(input) = input else { break };
-                    self.handle(input);
+                    // One clock reading per batch: a batch is handled in
+                    // microseconds, and at full speed the clock was read
+                    // several times per message.
+                    let now = Now { at: Instant::now(), ms: now_ms() };
+                    self.handle(input, now);
                     let mut n = 1;
                     while n < BATCH {
                         match self.rx.try_recv() {
-                            Ok(input) => self.handle(input),
+                            Ok(input) => self.handle(input, now),
                             Err(_) => break,
                         }
                         n += 1;
@@ -252,36 +292,27 @@ impl Driver {
         // Everything still open ends here: links, watch streams, waiters.
         self.links.clear();
         self.watchers.clear();
-        for (_, (_, _, tx)) in self.waiters.drain() {
-            let _ = tx.send(Err(ControlError::ShuttingDown));
+        for (_, (_, _, asker)) in self.waiters.drain() {
+            asker.tell(Err(ControlError::ShuttingDown));
         }
         tracing::debug!("driver stopped");
     }
 
-    fn handle(&mut self, input: Input) {
+    fn handle(&mut self, input: Input, now: Now) {
         match input {
             Input::Connect { name, reply } => self.on_connect(name, reply),
             Input::Send { text, accepted, wait } => {
-                let id = self.ids.next_id();
-                match self.session.send(id.clone(), text.into(), now_ms()) {
-                    Ok(()) => {
-                        if let Some(w) = wait {
-                            // Waits whose client gave up (timed out) stay
-                            // until their receipt; sweep them now and then so
-                            // a peer that never displays cannot grow this.
-                            if self.waiters.len() >= MAX_WAITERS {
-                                self.waiters.retain(|_, (_, _, tx)| !tx.is_closed());
-                            }
-                            self.waiters.insert(id.clone(), (Instant::now(), w.0, w.1));
-                        }
-                        let _ = accepted.send(Ok(id));
-                    }
-                    Err(e) => {
-                        let _ = accepted.send(Err(e.into()));
-                    }
+                let wait = wait.map(|(w, tx)| (w, Asker::Call(tx)));
+                let _ = accepted.send(self.send(text, wait, now));
+            }
+            Input::SendBatch { sends, notes } => {
+                for StreamSend { seq, text, wait } in sends {
+                    let wait = wait.map(|w| (w, Asker::Stream { notes: notes.clone(), seq }));
+                    let result = self.send(text, wait, now);
+                    let _ = notes.send(StreamNote::Accepted { seq, result });
                 }
             }
-            Input::Disconnect { reply } => match self.session.disconnect(Instant::now()) {
+            Input::Disconnect { reply } => match self.session.disconnect(now.at) {
                 Ok(peer) => {
                     if self.session.phase() == Phase::Idle {
                         // A dial was cancelled: nothing to wait for.
@@ -318,7 +349,7 @@ impl Driver {
                         // Answers that never come (the link died) are swept
                         // once the asker gave up.
                         self.pings.retain(|_, (_, tx)| !tx.is_closed());
-                        self.pings.insert(nonce, (Instant::now(), reply));
+                        self.pings.insert(nonce, (now.at, reply));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
@@ -348,13 +379,34 @@ impl Driver {
                     }
                 }
             }
-            Input::Dialed { link, result } => self.on_dialed(link, result),
-            Input::Frame { link, frame } => self.session.handle_frame(link, frame, Instant::now()),
+            Input::Dialed { link, result } => self.on_dialed(link, result, now.at),
+            Input::Frame { link, frame } => self.session.handle_frame(link, frame, now.at),
             Input::LinkDown { link, why } => {
-                self.session.handle_link_down(link, why, Instant::now());
+                self.session.handle_link_down(link, why, now.at);
                 self.broken.push((link, String::new()));
             }
         }
+    }
+
+    /// Sends `text`; with `wait`, `asker` is told when that receipt comes.
+    fn send(
+        &mut self,
+        text: String,
+        wait: Option<(Wait, Asker)>,
+        now: Now,
+    ) -> Result<Id, ControlError> {
+        let id = self.ids.next_id();
+        self.session.send(id.clone(), text.into(), now.ms)?;
+        if let Some((w, asker)) = wait {
+            // Waits whose client gave up (timed out) stay until their
+            // receipt; sweep them now and then so a peer that never
+            // displays cannot grow this.
+            if self.waiters.len() >= MAX_WAITERS {
+                self.waiters.retain(|_, (_, _, asker)| !asker.gone());
+            }
+            self.waiters.insert(id.clone(), (now.at, w, asker));
+        }
+        Ok(id)
     }
 
     fn on_connect(&mut self, name: Name, reply: oneshot::Sender<Result<Name, ControlError>>) {
@@ -394,6 +446,7 @@ impl Driver {
         &mut self,
         link: LinkId,
         result: Result<(Name, mpsc::Sender<pb::Frame>), ControlError>,
+        now: Instant,
     ) {
         let reply = match self.pending_connect.take() {
             Some((l, tx)) if l == link => Some(tx),
@@ -413,7 +466,7 @@ impl Driver {
                 }
             }
             Err(e) => {
-                self.session.handle_dial_failed(link, Instant::now());
+                self.session.handle_dial_failed(link, now);
                 self.links.remove(&link);
                 if let Some(tx) = reply {
                     let _ = tx.send(Err(e));
@@ -573,13 +626,13 @@ impl Driver {
                     Some((_, Wait::Displayed, _)) => *kind == ReceiptKind::Displayed,
                     None => false,
                 };
-                if satisfied && let Some((since, _, tx)) = self.waiters.remove(id) {
-                    let _ = tx.send(Ok((receipt_state(*kind), since.elapsed())));
+                if satisfied && let Some((since, _, asker)) = self.waiters.remove(id) {
+                    asker.tell(Ok((receipt_state(*kind), since.elapsed())));
                 }
             }
             Event::Failed { id, reason, .. } => {
-                if let Some((_, _, tx)) = self.waiters.remove(id) {
-                    let _ = tx.send(Err(ControlError::Failed {
+                if let Some((_, _, asker)) = self.waiters.remove(id) {
+                    asker.tell(Err(ControlError::Failed {
                         id: id.to_string(),
                         reason: reason.clone(),
                     }));
@@ -595,8 +648,8 @@ impl Driver {
                 }
                 // Waiting for `displayed` of a delivered message: the
                 // receipt can no longer come.
-                for (id, (_, _, tx)) in self.waiters.drain() {
-                    let _ = tx.send(Err(ControlError::Failed {
+                for (id, (_, _, asker)) in self.waiters.drain() {
+                    asker.tell(Err(ControlError::Failed {
                         id: id.to_string(),
                         reason: format!(
                             "the conversation ended before it was displayed ({reason})"
@@ -690,6 +743,14 @@ pub(crate) fn wire_state(s: MessageState) -> pb::MessageState {
         MessageState::Displayed => pb::MessageState::Displayed,
         MessageState::Failed => pb::MessageState::Failed,
     }
+}
+
+/// The time a batch of inputs is handled at: for timers and waits, and
+/// for the `sent_at_ms` of messages sent in it.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    at: Instant,
+    ms: i64,
 }
 
 fn now_ms() -> i64 {

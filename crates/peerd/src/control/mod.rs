@@ -3,6 +3,7 @@
 //! answer into a response; [`error`] is where failures become statuses.
 
 pub(crate) mod error;
+pub(crate) mod stream;
 pub(crate) mod validate;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::session::{Direction, Id, MessageState, Presence};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -76,19 +77,6 @@ impl ControlService {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 type SendStream = Pin<Box<dyn Stream<Item = Result<pb::SendResponse, Status>> + Send>>;
-
-/// Sends one `SendStream` may have in flight (handed to the driver, not yet
-/// answered); the client's stream waits when this many are.
-const SEND_STREAM_IN_FLIGHT: usize = 1024;
-
-/// One send of a `SendStream`, between the reader and the answerer.
-enum Queued {
-    Sent {
-        accepted: oneshot::Receiver<Result<Id, ControlError>>,
-        outcome: Option<(Wait, oneshot::Receiver<Outcome>, Duration)>,
-    },
-    Refused(ControlError),
-}
 
 /// Waits up to `timeout` for the receipt a send waits for.
 async fn await_outcome(
@@ -219,79 +207,9 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<Streaming<pb::SendRequest>>,
     ) -> Result<Response<SendStream>, Status> {
-        let mut inbound = request.into_inner();
-        let driver = self.driver.clone();
-        let shutdown = self.shutdown.clone();
-        // Sends handed to the driver, in order, awaiting their answers.
-        let (queued_tx, mut queued_rx) = mpsc::channel::<Queued>(SEND_STREAM_IN_FLIGHT);
-        let (out_tx, out_rx) = mpsc::channel(SEND_STREAM_IN_FLIGHT);
-        // Reader: checks each request and hands it to the driver without
-        // waiting for its answer, so that many are in flight at once.
-        tokio::spawn(async move {
-            loop {
-                let request = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = inbound.message() => match r {
-                        Ok(Some(r)) => r,
-                        Ok(None) | Err(_) => break,
-                    },
-                };
-                let checked = match validate::send(request) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = queued_tx.send(Queued::Refused(e)).await;
-                        break;
-                    }
-                };
-                let (accepted, accepted_rx) = oneshot::channel();
-                let (outcome_tx, outcome_rx) = oneshot::channel();
-                let wait = checked.wait.map(|w| (w, outcome_tx));
-                let input = Input::Send { text: checked.text, accepted, wait };
-                if driver.send(input).await.is_err() {
-                    let _ = queued_tx.send(Queued::Refused(ControlError::ShuttingDown)).await;
-                    break;
-                }
-                let queued = Queued::Sent {
-                    accepted: accepted_rx,
-                    outcome: checked.wait.map(|w| (w, outcome_rx, checked.timeout)),
-                };
-                if queued_tx.send(queued).await.is_err() {
-                    break;
-                }
-            }
-        });
-        // Answerer: awaits each send's answer in order; the first error
-        // ends the stream.
-        tokio::spawn(async move {
-            while let Some(queued) = queued_rx.recv().await {
-                let answer = match queued {
-                    Queued::Refused(e) => Err(e),
-                    Queued::Sent { accepted, outcome } => match accepted.await {
-                        Err(_) => Err(ControlError::ShuttingDown),
-                        Ok(Err(e)) => Err(e),
-                        Ok(Ok(id)) => match (id.to_string(), outcome) {
-                            (id, None) => Ok(pb::SendResponse {
-                                id,
-                                state: pb::MessageState::Sent as i32,
-                                link_rtt_us: 0,
-                            }),
-                            (id, Some((w, rx, timeout))) => await_outcome(id, w, rx, timeout)
-                                .await
-                                .map(|(id, state, took)| pb::SendResponse {
-                                    id,
-                                    state: wire_state(state) as i32,
-                                    link_rtt_us: micros(took),
-                                }),
-                        },
-                    },
-                };
-                let failed = answer.is_err();
-                if out_tx.send(answer.map_err(Status::from)).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        let answers =
+            stream::start(request.into_inner(), self.driver.clone(), self.shutdown.clone());
+        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
     }
 
     async fn close_conversation(

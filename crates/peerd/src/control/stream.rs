@@ -1,0 +1,343 @@
+//! `Control.SendStream`: many sends in flight on one stream, answered in
+//! the order they were asked.
+//!
+//! Two tasks per stream and one channel of [`StreamNote`]s between them and
+//! the driver, so that a send costs no allocation of its own on the way:
+//! - the reader takes every request that is already there (up to
+//!   [`BATCH`]), notes each as queued, and hands them to the driver as one
+//!   [`Input::SendBatch`];
+//! - the driver notes each as accepted (with its id) or refused, and later
+//!   notes the receipt it waits for;
+//! - the answerer keeps the unanswered sends in order and answers the
+//!   oldest as soon as it is settled, the first error ending the stream.
+//!
+//! At most [`IN_FLIGHT`] sends are unanswered at once: past that the reader
+//! stops reading and the client's stream waits (HTTP/2 flow control).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use peerchat::v1 as pb;
+use peerchat_core::session::{Id, MessageState};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use super::error::ControlError;
+use super::{micros, validate};
+use crate::driver::{DriverTx, Input, Outcome, Wait, wire_state};
+
+/// Sends one stream may have unanswered at once.
+pub(super) const IN_FLIGHT: usize = 1024;
+/// Requests handed to the driver as one input, at most.
+const BATCH: usize = 256;
+
+/// What a stream's answerer is told about one of its sends, by number.
+#[derive(Debug)]
+pub(crate) enum StreamNote {
+    /// By the reader, before the driver sees it: what the send waits for,
+    /// and for how long after it is accepted.
+    Queued { seq: u64, wait: Option<(Wait, Duration)> },
+    /// By the reader: the request was bad; this ends the stream.
+    Refused { seq: u64, error: ControlError },
+    /// By the driver: the send was taken, with this id, or refused.
+    Accepted { seq: u64, result: Result<Id, ControlError> },
+    /// By the driver: the receipt waited for came, or never will.
+    Settled { seq: u64, outcome: Outcome },
+}
+
+/// Where the driver notes what became of a stream's sends.
+pub(crate) type StreamTx = mpsc::UnboundedSender<StreamNote>;
+
+/// One send of a stream, as the driver gets it.
+#[derive(Debug)]
+pub(crate) struct StreamSend {
+    pub(crate) seq: u64,
+    pub(crate) text: String,
+    pub(crate) wait: Option<Wait>,
+}
+
+/// Starts the reader and the answerer of one `SendStream`; answers come
+/// out of the returned channel.
+pub(super) fn start(
+    inbound: Streaming<pb::SendRequest>,
+    driver: DriverTx,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<Result<pb::SendResponse, Status>> {
+    // Unbounded, but never long: the window bounds the sends it is about.
+    let (notes, notes_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::channel(IN_FLIGHT);
+    let window = Arc::new(Semaphore::new(IN_FLIGHT));
+    tokio::spawn(read(inbound, driver, notes, window.clone(), shutdown));
+    tokio::spawn(answer(notes_rx, out_tx, window));
+    out_rx
+}
+
+/// The reader: hands requests to the driver in batches, without waiting
+/// for their answers.
+async fn read(
+    mut inbound: Streaming<pb::SendRequest>,
+    driver: DriverTx,
+    notes: StreamTx,
+    window: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let mut seq = 0u64;
+    let mut done = false;
+    while !done {
+        // The answerer gone (the client stopped listening, or an answer
+        // ended the stream) means nothing more is read.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = notes.closed() => break,
+            r = inbound.message() => r,
+        };
+        let mut requests = Vec::new();
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            match r {
+                Ok(Some(request)) => requests.push(request),
+                Ok(None) | Err(_) => {
+                    done = true;
+                    break;
+                }
+            }
+            if requests.len() < BATCH {
+                next = now_or_never(inbound.message());
+            }
+        }
+        if requests.is_empty() {
+            break;
+        }
+        let n = u32::try_from(requests.len()).unwrap_or(u32::MAX);
+        let permits = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = notes.closed() => break,
+            p = window.acquire_many(n) => p,
+        };
+        let Ok(permits) = permits else { break };
+        // Given back one by one by the answerer.
+        permits.forget();
+        let mut sends = Vec::with_capacity(requests.len());
+        for request in requests {
+            seq += 1;
+            match validate::send(request) {
+                Ok(checked) => {
+                    let wait = checked.wait.map(|w| (w, checked.timeout));
+                    let _ = notes.send(StreamNote::Queued { seq, wait });
+                    sends.push(StreamSend { seq, text: checked.text, wait: checked.wait });
+                }
+                Err(error) => {
+                    let _ = notes.send(StreamNote::Refused { seq, error });
+                    done = true;
+                    break;
+                }
+            }
+        }
+        // A driver gone (shutting down) drops the batch, and with it the
+        // last senders of `notes`: the answerer then fails what is left.
+        if !sends.is_empty()
+            && driver.send(Input::SendBatch { sends, notes: notes.clone() }).await.is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// One unanswered send.
+struct Slot {
+    seq: u64,
+    wait: Option<(Wait, Duration)>,
+    id: Option<Id>,
+    /// When waiting for the receipt gives up (set once accepted).
+    deadline: Option<Instant>,
+    answer: Option<Result<pb::SendResponse, ControlError>>,
+}
+
+/// The answerer: answers in order, as each oldest send is settled.
+async fn answer(
+    mut notes: mpsc::UnboundedReceiver<StreamNote>,
+    out: mpsc::Sender<Result<pb::SendResponse, Status>>,
+    window: Arc<Semaphore>,
+) {
+    let mut slots: VecDeque<Slot> = VecDeque::new();
+    loop {
+        while let Some(answer) = slots.front_mut().and_then(|s| s.answer.take()) {
+            slots.pop_front();
+            window.add_permits(1);
+            let failed = answer.is_err();
+            if out.send(answer.map_err(Status::from)).await.is_err() || failed {
+                return;
+            }
+        }
+        // What is already there first: a timer only when waiting.
+        let note = match notes.try_recv() {
+            Ok(note) => Some(note),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => {
+                let deadline = slots.front().and_then(|s| s.deadline);
+                tokio::select! {
+                    note = notes.recv() => note,
+                    _ = sleep_until(deadline) => {
+                        if let Some(head) = slots.front_mut() {
+                            head.answer = Some(Err(timed_out(head)));
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(note) = note else {
+            // Nobody is left to settle anything: the reader is done and the
+            // driver holds none of our sends (or stopped).
+            match slots.front_mut() {
+                Some(head) => head.answer = Some(Err(ControlError::ShuttingDown)),
+                None => return,
+            }
+            continue;
+        };
+        apply(&mut slots, note);
+    }
+}
+
+fn apply(slots: &mut VecDeque<Slot>, note: StreamNote) {
+    match note {
+        StreamNote::Queued { seq, wait } => {
+            slots.push_back(Slot { seq, wait, id: None, deadline: None, answer: None });
+        }
+        StreamNote::Refused { seq, error } => slots.push_back(Slot {
+            seq,
+            wait: None,
+            id: None,
+            deadline: None,
+            answer: Some(Err(error)),
+        }),
+        StreamNote::Accepted { seq, result } => {
+            let Some(slot) = find(slots, seq) else { return };
+            match (result, slot.wait) {
+                (Err(e), _) => slot.answer = Some(Err(e)),
+                (Ok(id), None) => {
+                    slot.answer = Some(Ok(pb::SendResponse {
+                        id: id.to_string(),
+                        state: pb::MessageState::Sent as i32,
+                        link_rtt_us: 0,
+                    }));
+                }
+                (Ok(id), Some((_, timeout))) => {
+                    slot.id = Some(id);
+                    slot.deadline = Some(Instant::now() + timeout);
+                }
+            }
+        }
+        StreamNote::Settled { seq, outcome } => {
+            let Some(slot) = find(slots, seq) else { return };
+            slot.answer =
+                Some(outcome.map(|(state, took): (MessageState, Duration)| pb::SendResponse {
+                    id: slot.id.as_deref().unwrap_or_default().to_owned(),
+                    state: wire_state(state) as i32,
+                    link_rtt_us: micros(took),
+                }));
+        }
+    }
+}
+
+/// The slot of send `seq`, if it is still unanswered. Slots are numbered
+/// without gaps, oldest first.
+fn find(slots: &mut VecDeque<Slot>, seq: u64) -> Option<&mut Slot> {
+    let first = slots.front()?.seq;
+    let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+    slots.get_mut(index).filter(|s| s.answer.is_none())
+}
+
+fn timed_out(slot: &Slot) -> ControlError {
+    let (what, after) = match slot.wait {
+        Some((Wait::Displayed, after)) => ("displayed", after),
+        Some((Wait::Delivered, after)) => ("delivered", after),
+        None => ("delivered", Duration::ZERO),
+    };
+    ControlError::TimedOut { id: slot.id.as_deref().unwrap_or_default().to_owned(), what, after }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Polls `f` once: its output if it is ready now, else `None` (and `f` is
+/// dropped, which is fine for a cancel-safe future such as
+/// `Streaming::message`).
+fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(f).poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(slots: &mut VecDeque<Slot>, seq: u64, wait: Option<Wait>) {
+        apply(slots, StreamNote::Queued { seq, wait: wait.map(|w| (w, Duration::from_secs(1))) });
+    }
+
+    fn answers(slots: &mut VecDeque<Slot>) -> Vec<Result<String, String>> {
+        let mut out = Vec::new();
+        while let Some(a) = slots.front_mut().and_then(|s| s.answer.take()) {
+            slots.pop_front();
+            out.push(a.map(|r| r.id).map_err(|e| e.to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn answers_come_in_order_whatever_order_they_settle_in() {
+        let mut slots = VecDeque::new();
+        for seq in 1..=3 {
+            queued(&mut slots, seq, Some(Wait::Delivered));
+        }
+        for (seq, id) in [(1, "a"), (2, "b"), (3, "c")] {
+            apply(&mut slots, StreamNote::Accepted { seq, result: Ok(id.into()) });
+        }
+        let delivered = Ok((MessageState::Delivered, Duration::from_micros(5)));
+        apply(&mut slots, StreamNote::Settled { seq: 3, outcome: delivered.clone() });
+        apply(&mut slots, StreamNote::Settled { seq: 2, outcome: delivered.clone() });
+        assert!(answers(&mut slots).is_empty(), "the first is not settled yet");
+        apply(&mut slots, StreamNote::Settled { seq: 1, outcome: delivered });
+        assert_eq!(answers(&mut slots), [Ok("a".into()), Ok("b".into()), Ok("c".into())]);
+    }
+
+    #[test]
+    fn a_send_that_waits_for_nothing_is_answered_when_accepted() {
+        let mut slots = VecDeque::new();
+        queued(&mut slots, 1, None);
+        apply(&mut slots, StreamNote::Accepted { seq: 1, result: Ok("x".into()) });
+        assert_eq!(answers(&mut slots), [Ok("x".into())]);
+        // A late note about an answered send is ignored.
+        apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(ControlError::ShuttingDown) });
+        assert!(slots.is_empty());
+    }
+
+    #[test]
+    fn refusals_and_failures_take_their_place_in_line() {
+        let mut slots = VecDeque::new();
+        queued(&mut slots, 1, Some(Wait::Delivered));
+        apply(&mut slots, StreamNote::Refused { seq: 2, error: ControlError::ShuttingDown });
+        apply(&mut slots, StreamNote::Accepted { seq: 1, result: Ok("a".into()) });
+        let failed = ControlError::Failed { id: "a".into(), reason: "gone".into() };
+        apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(failed) });
+        let got = answers(&mut slots);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].as_ref().is_err_and(|e| e.contains("gone")), "{got:?}");
+        assert!(got[1].is_err(), "{got:?}");
+    }
+}
