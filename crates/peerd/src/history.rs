@@ -42,13 +42,58 @@ enum Line {
     },
 }
 
-/// [`Line`] as written: borrowed, so that storing a message copies nothing
-/// but its bytes into the write buffer (this is on the hot path).
-#[derive(Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum LineOut<'a> {
-    Message { id: &'a str, dir: Dir, peer: &'a str, text: &'a str, at: i64, seq: u64, state: State },
-    State { id: &'a str, state: State },
+/// Appends `record` to `out` as one [`Line`] and a newline: the JSON serde
+/// would write (the reader parses it with serde), by hand because it is on
+/// the hot path (two lines per message sent). A string needs escaping only
+/// if it holds `"`, `\\` or a control character; chat text rarely does, and
+/// then serde_json escapes it.
+fn write_line(out: &mut Vec<u8>, record: &Record) {
+    match record {
+        Record::Message { peer, direction, message, state } => {
+            out.extend_from_slice(b"{\"kind\":\"message\",\"id\":");
+            write_str(out, &message.id);
+            out.extend_from_slice(match direction {
+                Direction::In => b",\"dir\":\"in\",\"peer\":",
+                Direction::Out => b",\"dir\":\"out\",\"peer\":",
+            });
+            write_str(out, peer.as_str());
+            out.extend_from_slice(b",\"text\":");
+            write_str(out, &message.text);
+            out.extend_from_slice(b",\"at\":");
+            out.extend_from_slice(message.sent_at_ms.to_string().as_bytes());
+            out.extend_from_slice(b",\"seq\":");
+            out.extend_from_slice(message.seq.to_string().as_bytes());
+            out.extend_from_slice(b",\"state\":");
+            out.extend_from_slice(state_word(*state));
+        }
+        Record::State { id, state, .. } => {
+            out.extend_from_slice(b"{\"kind\":\"state\",\"id\":");
+            write_str(out, id);
+            out.extend_from_slice(b",\"state\":");
+            out.extend_from_slice(state_word(*state));
+        }
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // Writing a str into a Vec cannot fail; keep the line valid anyway.
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+fn state_word(state: MessageState) -> &'static [u8] {
+    match state {
+        MessageState::Sent => b"\"sent\"",
+        MessageState::Delivered => b"\"delivered\"",
+        MessageState::Displayed => b"\"displayed\"",
+        MessageState::Failed => b"\"failed\"",
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,13 +157,18 @@ impl Entry {
     }
 }
 
+/// History files kept open (and write buffers kept) at most.
+const MAX_OPEN_FILES: usize = 4;
+
 /// The writer side, owned by the driver.
 #[derive(Debug)]
 pub(crate) struct History {
     dir: PathBuf,
-    files: HashMap<String, File>,
-    /// Lines waiting for the next flush, per peer key.
-    pending: HashMap<String, Vec<u8>>,
+    files: HashMap<Name, File>,
+    /// Lines waiting for the next flush, per peer: a list, not a map,
+    /// because a batch is about one peer (two around a switch), and finding
+    /// it must not make a lower-cased key per line.
+    pending: Vec<(Name, Vec<u8>)>,
 }
 
 impl History {
@@ -127,7 +177,7 @@ impl History {
         let dir = data_dir.join("history");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(&dir, "creating the history folder", e))?;
-        Ok(History { dir, files: HashMap::new(), pending: HashMap::new() })
+        Ok(History { dir, files: HashMap::new(), pending: Vec::new() })
     }
 
     /// The file of `peer`'s conversation. Names are safe file names by
@@ -138,54 +188,48 @@ impl History {
 
     /// Queues a record for the next [`History::flush`].
     pub(crate) fn append(&mut self, record: &Record) {
-        let (peer, line) = match record {
-            Record::Message { peer, direction, message, state } => (
-                peer,
-                LineOut::Message {
-                    id: &message.id,
-                    dir: match direction {
-                        Direction::In => Dir::In,
-                        Direction::Out => Dir::Out,
-                    },
-                    peer: peer.as_str(),
-                    text: &message.text,
-                    at: message.sent_at_ms,
-                    seq: message.seq,
-                    state: (*state).into(),
-                },
-            ),
-            Record::State { peer, id, state } => {
-                (peer, LineOut::State { id, state: (*state).into() })
+        let peer = match record {
+            Record::Message { peer, .. } | Record::State { peer, .. } => peer,
+        };
+        let index = match self.pending.iter().position(|(p, _)| p == peer) {
+            Some(i) => i,
+            None => {
+                self.pending.push((peer.clone(), Vec::new()));
+                self.pending.len() - 1
             }
         };
-        let buf = self.pending.entry(peer.key()).or_default();
-        // Serialising these plain structs cannot fail.
-        if serde_json::to_writer(&mut *buf, &line).is_ok() {
-            buf.push(b'\n');
-        }
+        write_line(&mut self.pending[index].1, record);
     }
 
     /// Writes everything queued: one write per peer file.
     pub(crate) fn flush(&mut self) -> Result<(), Error> {
-        for (key, buf) in self.pending.iter_mut() {
+        for (peer, buf) in self.pending.iter_mut() {
             if buf.is_empty() {
                 continue;
             }
             // The path is only for opening and for errors: not made per flush.
-            let path = || self.dir.join(format!("{key}.jsonl"));
-            let file = match self.files.get_mut(key) {
+            let path = || self.dir.join(format!("{}.jsonl", peer.key()));
+            let file = match self.files.get_mut(peer) {
                 Some(f) => f,
                 None => {
+                    // One conversation at a time: files of earlier peers
+                    // are closed rather than held open for the whole run.
+                    if self.files.len() >= MAX_OPEN_FILES {
+                        self.files.clear();
+                    }
                     let f = OpenOptions::new()
                         .create(true)
                         .append(true)
                         .open(path())
                         .map_err(|e| Error::io(path(), "opening a history file", e))?;
-                    self.files.entry(key.clone()).or_insert(f)
+                    self.files.entry(peer.clone()).or_insert(f)
                 }
             };
             file.write_all(buf).map_err(|e| Error::io(path(), "appending to a history file", e))?;
             buf.clear();
+        }
+        if self.pending.len() > MAX_OPEN_FILES {
+            self.pending.clear();
         }
         Ok(())
     }
@@ -423,6 +467,37 @@ mod tests {
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn hand_written_lines_parse_as_lines_whatever_the_text() {
+        let texts =
+            ["hi", "say \"hi\"", "back\\slash", "two\nlines\t\u{1}", "héllo 👋", "{\"kind\":1}"];
+        for text in texts {
+            let record = Record::Message {
+                peer: name("Bob"),
+                direction: Direction::In,
+                message: Message { id: "i\"d".into(), text: text.into(), sent_at_ms: -5, seq: 7 },
+                state: MessageState::Delivered,
+            };
+            let mut out = Vec::new();
+            write_line(&mut out, &record);
+            assert_eq!(out.last(), Some(&b'\n'));
+            let line: Line = serde_json::from_slice(&out).expect("parses");
+            let Line::Message { id, dir, peer, text: got, at, seq, state } = line else {
+                panic!("not a message line: {}", String::from_utf8_lossy(&out));
+            };
+            assert_eq!(
+                (id.as_str(), dir, peer.as_str(), got.as_str()),
+                ("i\"d", Dir::In, "Bob", text)
+            );
+            assert_eq!((at, seq, state), (-5, 7, State::Delivered));
+        }
+        let mut out = Vec::new();
+        let state = MessageState::Displayed;
+        write_line(&mut out, &Record::State { peer: name("Bob"), id: "x".into(), state });
+        let line: Line = serde_json::from_slice(&out).expect("parses");
+        assert!(matches!(line, Line::State { id, state: State::Displayed } if id == "x"));
     }
 
     #[test]
