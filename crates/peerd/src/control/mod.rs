@@ -1,6 +1,7 @@
 //! The control service chatctl talks to over the Unix socket. Each handler
 //! turns a request into a driver [`Input`] (or a directory call) and the
-//! answer into a response; [`error`] is where failures become statuses.
+//! answer into a response; [`error`] is where failures become statuses,
+//! [`validate`] checks requests, and [`stream`] runs `SendStream`.
 
 pub(crate) mod error;
 pub(crate) mod stream;
