@@ -765,10 +765,7 @@ impl Session {
                 }
             }
         }
-        let state = match kind {
-            ReceiptKind::Delivered => MessageState::Delivered,
-            ReceiptKind::Displayed => MessageState::Displayed,
-        };
+        let state = MessageState::from(kind);
         for id in accepted {
             self.push(Action::Persist(Record::State { peer: peer.clone(), id: id.clone(), state }));
             self.push(Action::Emit(Event::Receipt { peer: peer.clone(), id, kind }));

@@ -627,7 +627,7 @@ impl Driver {
                     None => false,
                 };
                 if satisfied && let Some((since, _, asker)) = self.waiters.remove(id) {
-                    asker.tell(Ok((receipt_state(*kind), since.elapsed())));
+                    asker.tell(Ok(((*kind).into(), since.elapsed())));
                 }
             }
             Event::Failed { id, reason, .. } => {
@@ -700,7 +700,7 @@ fn wire_event(ev: Event) -> Option<pb::event::Kind> {
         }),
         Event::Receipt { peer, id, kind } => pb::event::Kind::Receipt(pb::ReceiptEvent {
             id: id.to_string(),
-            state: wire_state(receipt_state(kind)) as i32,
+            state: wire_state(kind.into()) as i32,
             peer: peer.to_string(),
         }),
         Event::Failed { peer, id, reason } => pb::event::Kind::Failed(pb::FailedEvent {
@@ -723,13 +723,6 @@ fn wire_event(ev: Event) -> Option<pb::event::Kind> {
         Event::Pong { .. } => return None,
     };
     Some(kind)
-}
-
-fn receipt_state(kind: ReceiptKind) -> MessageState {
-    match kind {
-        ReceiptKind::Delivered => MessageState::Delivered,
-        ReceiptKind::Displayed => MessageState::Displayed,
-    }
 }
 
 fn event(kind: pb::event::Kind) -> pb::Event {
@@ -757,7 +750,9 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+/// Sleeps until `at`; never wakes for `None` (a `select!` arm with no
+/// deadline).
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

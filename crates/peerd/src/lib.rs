@@ -15,7 +15,8 @@
 //! - `history`: the per-peer history files.
 //! - `identity`: the ed25519 key pair; `tls`: certificates from it and the
 //!   pinning verifiers; `known_peers`: the keys we have talked to.
-//! - [`launch`] and [`stop`]: `peerd start` (detaching) and `peerd stop`.
+//! - [`launch`] and [`stop`]: `peerd start` (detaching) and `peerd stop`;
+//!   [`logging`]: which log lines `RUST_LOG` asks for.
 //!
 //! # Shutdown
 //! One `CancellationToken` reaches every task. On cancellation the driver
@@ -36,6 +37,7 @@ mod identity;
 mod known_peers;
 pub mod launch;
 mod link;
+pub mod logging;
 mod presence;
 pub mod stop;
 mod tls;

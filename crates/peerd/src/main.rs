@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use peerchat_peerd::cli::{Cli, Command, StartArgs};
-use peerchat_peerd::{Config, Error, launch};
+use peerchat_peerd::{Config, Error, launch, logging};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -47,10 +46,14 @@ fn start(args: &StartArgs) -> ExitCode {
         };
     }
     let detached = std::env::var_os(launch::DETACHED_ENV).is_some();
+    let (filter, warning) = logging::filter(std::env::var("RUST_LOG").ok().as_deref());
     tracing_subscriber::registry()
-        .with(log_filter())
+        .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(!detached))
         .init();
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let token = CancellationToken::new();
@@ -69,21 +72,6 @@ fn start(args: &StartArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, detached),
-    }
-}
-
-/// What to log: `RUST_LOG` in its `target=level,...` form (e.g. `debug` or
-/// `info,peerchat_peerd::link=trace`), else `info`. A `Targets` filter, not
-/// an `EnvFilter`: no span or field matching, and no regex engine in the
-/// daemon (half a megabyte of code, most of it paged in at start-up).
-fn log_filter() -> Targets {
-    let default = Targets::new().with_default(tracing::Level::INFO);
-    match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => spec.parse().unwrap_or_else(|e| {
-            eprintln!("warning: ignoring RUST_LOG={spec:?}: {e}");
-            default
-        }),
-        _ => default,
     }
 }
 

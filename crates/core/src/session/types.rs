@@ -104,6 +104,16 @@ pub enum ReceiptKind {
     Displayed,
 }
 
+impl From<ReceiptKind> for MessageState {
+    /// The state a message reaches with this receipt.
+    fn from(kind: ReceiptKind) -> MessageState {
+        match kind {
+            ReceiptKind::Delivered => MessageState::Delivered,
+            ReceiptKind::Displayed => MessageState::Displayed,
+        }
+    }
+}
+
 /// Frames after the Hello/Welcome handshake (which the link layer does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

@@ -31,7 +31,7 @@ use tonic::{Status, Streaming};
 
 use super::error::ControlError;
 use super::{micros, validate};
-use crate::driver::{DriverTx, Input, Outcome, Wait, wire_state};
+use crate::driver::{DriverTx, Input, Outcome, Wait, sleep_until, wire_state};
 
 /// Sends one stream may have unanswered at once.
 pub(super) const IN_FLIGHT: usize = 1024;
@@ -262,13 +262,6 @@ fn timed_out(slot: &Slot) -> ControlError {
         None => ("delivered", Duration::ZERO),
     };
     ControlError::TimedOut { id: slot.id.as_deref().unwrap_or_default().to_owned(), what, after }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Polls `f` once: its output if it is ready now, else `None` (and `f` is
