@@ -25,7 +25,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
@@ -39,7 +38,7 @@ use peerchat::v1 as pb;
 use support::control::control_client;
 use support::tls::RecordServerCert;
 use support::watch::ev;
-use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually, random_bytes};
+use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually, random_bytes, runtime};
 
 /// The directory's lease: no live registration expires during a test.
 const TTL: u32 = 15;
@@ -208,14 +207,6 @@ fn connect(from: &Peer, to: &Peer) {
 }
 
 // ---------------------------------------------------------- the attackers
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime")
-}
 
 /// A self-signed certificate for the ed25519 key in `pkcs8`.
 fn identity_from(pkcs8: &[u8]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {

@@ -31,7 +31,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -41,7 +40,7 @@ use support::daemons::{assert_exit, error_line, peerd_start_detached};
 use support::proc;
 use support::tls::RecordServerCert;
 use support::watch::ev;
-use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually, short_tempdir};
+use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually, runtime, short_tempdir};
 
 /// The directory's lease: long enough that no live registration expires
 /// during a test.
@@ -121,14 +120,6 @@ fn assert_only_connection_is(watch: &mut Watch, target: &Peer, control: &Peer) {
         .collect();
     assert_eq!(seen.len(), 1, "{} saw more than the control connection: {seen:?}", target.name());
     assert_eq!(seen[0]["peer"], control.name(), "{seen:?}");
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime")
 }
 
 fn provider() -> Arc<CryptoProvider> {

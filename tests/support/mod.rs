@@ -107,6 +107,16 @@ pub(crate) fn tail(path: &Path, max_lines: usize) -> String {
     }
 }
 
+/// A tokio runtime for a test's async side (attackers, raw gRPC clients):
+/// two workers, so that a test's own tasks run beside each other.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+}
+
 /// Pseudo-random bytes (xorshift), different on every run.
 pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut x = Instant::now().elapsed().as_nanos() as u64
