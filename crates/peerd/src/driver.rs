@@ -188,14 +188,22 @@ pub(crate) struct Driver {
     watchers: Vec<Watcher>,
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
     pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
-    /// Sends waiting for a receipt: id → since when, what, who asked.
+    /// Sends waiting for a receipt: id → handed to the link when, what,
+    /// who asked.
     waiters: OwnIdMap<(Instant, Wait, Asker)>,
+    /// Waits of this batch's sends, which join `waiters` once the batch is
+    /// stored and its messages handed to the link.
+    new_waiters: Vec<(Id, Wait, Asker)>,
+    /// When the batch being handled arrived: a receipt in it arrived then.
+    batch_at: Instant,
     /// Pings in flight: nonce → when sent, who asked.
     pings: HashMap<u64, (Instant, PingReply)>,
     next_nonce: u64,
     presence: watch::Sender<Presence>,
     /// Links found dead while running actions, handled after them.
     broken: Vec<(LinkId, String)>,
+    /// The session's actions being run (kept to reuse its allocation).
+    actions: Vec<Action>,
     shutting_down: bool,
 }
 
@@ -241,10 +249,13 @@ impl Driver {
             pending_connect: None,
             pending_disconnect: Vec::new(),
             waiters: OwnIdMap::default(),
+            new_waiters: Vec::new(),
+            batch_at: Instant::now(),
             pings: HashMap::new(),
             next_nonce: 1,
             presence,
             broken: Vec::new(),
+            actions: Vec::new(),
             shutting_down: false,
         }
     }
@@ -268,6 +279,7 @@ impl Driver {
                     // microseconds, and at full speed the clock was read
                     // several times per message.
                     let now = Now { at: Instant::now(), ms: now_ms() };
+                    self.batch_at = now.at;
                     self.handle(input, now);
                     let mut n = 1;
                     while n < BATCH {
@@ -292,6 +304,7 @@ impl Driver {
         // Everything still open ends here: links, watch streams, waiters.
         self.links.clear();
         self.watchers.clear();
+        self.hand_off_waits();
         for (_, (_, _, asker)) in self.waiters.drain() {
             asker.tell(Err(ControlError::ShuttingDown));
         }
@@ -398,15 +411,28 @@ impl Driver {
         let id = self.ids.next_id();
         self.session.send(id.clone(), text.into(), now.ms)?;
         if let Some((w, asker)) = wait {
+            self.new_waiters.push((id.clone(), w, asker));
+        }
+        Ok(id)
+    }
+
+    /// The batch's messages are stored and about to be handed to the link:
+    /// their waits start now (`link_rtt` is the link's round trip, not our
+    /// own history write).
+    fn hand_off_waits(&mut self) {
+        if self.new_waiters.is_empty() {
+            return;
+        }
+        let handed = Instant::now();
+        for (id, w, asker) in self.new_waiters.drain(..) {
             // Waits whose client gave up (timed out) stay until their
             // receipt; sweep them now and then so a peer that never
             // displays cannot grow this.
             if self.waiters.len() >= MAX_WAITERS {
                 self.waiters.retain(|_, (_, _, asker)| !asker.gone());
             }
-            self.waiters.insert(id.clone(), (now.at, w, asker));
+            self.waiters.insert(id, (handed, w, asker));
         }
-        Ok(id)
     }
 
     fn on_connect(&mut self, name: Name, reply: oneshot::Sender<Result<Name, ControlError>>) {
@@ -508,8 +534,12 @@ impl Driver {
     /// rest in order. Repeats while handling a broken link makes more.
     fn run_actions(&mut self) {
         loop {
-            let actions: Vec<Action> = std::iter::from_fn(|| self.session.poll_action()).collect();
+            // One buffer for the whole run: a batch is hundreds of actions,
+            // and growing a new vector for each showed in profiles.
+            let mut actions = std::mem::take(&mut self.actions);
+            actions.extend(std::iter::from_fn(|| self.session.poll_action()));
             if actions.is_empty() && self.broken.is_empty() {
+                self.actions = actions;
                 return;
             }
             for a in &actions {
@@ -517,7 +547,9 @@ impl Driver {
                     self.history.append(record);
                 }
             }
-            if let Err(e) = self.history.flush() {
+            let flushed = self.history.flush();
+            self.hand_off_waits();
+            if let Err(e) = flushed {
                 // Acknowledging what we could not store would be a lie:
                 // end the link instead, so the sender reports failures.
                 tracing::error!(error = %e, "cannot write history");
@@ -529,35 +561,35 @@ impl Driver {
                         Instant::now(),
                     );
                 }
+                actions.clear();
+                self.actions = actions;
                 continue;
             }
             let mut receipts: Option<(LinkId, ReceiptKind, Vec<Id>)> = None;
-            for a in actions {
+            for a in actions.drain(..) {
                 // Receipts of one kind in a row travel as one frame. Local
                 // actions between them (an event for the watchers, a
                 // history line already written, presence) do not touch the
                 // wire, so they do not break the row: a batch of received
                 // messages is acknowledged with one frame, not one each.
-                if matches!(a, Action::Emit(_) | Action::Persist(_) | Action::Presence(_)) {
-                    self.execute(a);
-                    continue;
-                }
-                if let Action::Transmit { link, frame: Frame::Receipt { ids, kind } } = &a {
-                    match &mut receipts {
-                        Some((l, k, acc)) if l == link && k == kind => {
-                            acc.extend(ids.iter().cloned());
-                            continue;
-                        }
-                        _ => {
-                            self.flush_receipts(receipts.take());
-                            receipts = Some((*link, *kind, ids.clone()));
-                            continue;
+                match a {
+                    Action::Emit(_) | Action::Persist(_) | Action::Presence(_) => self.execute(a),
+                    Action::Transmit { link, frame: Frame::Receipt { mut ids, kind } } => {
+                        match &mut receipts {
+                            Some((l, k, acc)) if *l == link && *k == kind => acc.append(&mut ids),
+                            _ => {
+                                self.flush_receipts(receipts.take());
+                                receipts = Some((link, kind, ids));
+                            }
                         }
                     }
+                    a => {
+                        self.flush_receipts(receipts.take());
+                        self.execute(a);
+                    }
                 }
-                self.flush_receipts(receipts.take());
-                self.execute(a);
             }
+            self.actions = actions;
             self.flush_receipts(receipts.take());
             for (link, why) in std::mem::take(&mut self.broken) {
                 if !why.is_empty() {
@@ -569,10 +601,13 @@ impl Driver {
     }
 
     fn flush_receipts(&mut self, batch: Option<(LinkId, ReceiptKind, Vec<Id>)>) {
-        if let Some((link, kind, ids)) = batch {
-            for chunk in ids.chunks(frames::MAX_RECEIPT_IDS) {
-                self.transmit(link, Frame::Receipt { ids: chunk.to_vec(), kind });
+        if let Some((link, kind, mut ids)) = batch {
+            while ids.len() > frames::MAX_RECEIPT_IDS {
+                let rest = ids.split_off(frames::MAX_RECEIPT_IDS);
+                self.transmit(link, Frame::Receipt { ids, kind });
+                ids = rest;
             }
+            self.transmit(link, Frame::Receipt { ids, kind });
         }
     }
 
@@ -626,8 +661,11 @@ impl Driver {
                     Some((_, Wait::Displayed, _)) => *kind == ReceiptKind::Displayed,
                     None => false,
                 };
-                if satisfied && let Some((since, _, asker)) = self.waiters.remove(id) {
-                    asker.tell(Ok(((*kind).into(), since.elapsed())));
+                if satisfied && let Some((handed, _, asker)) = self.waiters.remove(id) {
+                    // Until the receipt arrived, not until now: the
+                    // batch's own history write is not the link's.
+                    let took = self.batch_at.saturating_duration_since(handed);
+                    asker.tell(Ok(((*kind).into(), took)));
                 }
             }
             Event::Failed { id, reason, .. } => {
@@ -693,18 +731,18 @@ impl Driver {
 fn wire_event(ev: Event) -> Option<pb::event::Kind> {
     let kind = match ev {
         Event::Message { from, message } => pb::event::Kind::Message(pb::MessageEvent {
-            id: message.id.to_string(),
+            id: String::from(&*message.id),
             from: from.to_string(),
-            text: message.text.to_string(),
+            text: String::from(&*message.text),
             at_ms: message.sent_at_ms,
         }),
         Event::Receipt { peer, id, kind } => pb::event::Kind::Receipt(pb::ReceiptEvent {
-            id: id.to_string(),
+            id: String::from(&*id),
             state: wire_state(kind.into()) as i32,
             peer: peer.to_string(),
         }),
         Event::Failed { peer, id, reason } => pb::event::Kind::Failed(pb::FailedEvent {
-            id: id.to_string(),
+            id: String::from(&*id),
             reason,
             peer: peer.to_string(),
         }),

@@ -42,8 +42,8 @@ const BATCH: usize = 256;
 #[derive(Debug)]
 pub(crate) enum StreamNote {
     /// By the reader, before the driver sees it: what the send waits for,
-    /// and for how long after it is accepted.
-    Queued { seq: u64, wait: Option<(Wait, Duration)> },
+    /// and for how long after `at`, when the reader took it.
+    Queued { seq: u64, wait: Option<(Wait, Duration)>, at: Instant },
     /// By the reader: the request was bad; this ends the stream.
     Refused { seq: u64, error: ControlError },
     /// By the driver: the send was taken, with this id, or refused.
@@ -124,13 +124,15 @@ async fn read(
         let Ok(permits) = permits else { break };
         // Given back one by one by the answerer.
         permits.forget();
+        // One clock reading for the batch: its waits start together.
+        let at = Instant::now();
         let mut sends = Vec::with_capacity(requests.len());
         for request in requests {
             seq += 1;
             match validate::send(request) {
                 Ok(checked) => {
                     let wait = checked.wait.map(|w| (w, checked.timeout));
-                    let _ = notes.send(StreamNote::Queued { seq, wait });
+                    let _ = notes.send(StreamNote::Queued { seq, wait, at });
                     sends.push(StreamSend { seq, text: checked.text, wait: checked.wait });
                 }
                 Err(error) => {
@@ -155,7 +157,7 @@ struct Slot {
     seq: u64,
     wait: Option<(Wait, Duration)>,
     id: Option<Id>,
-    /// When waiting for the receipt gives up (set once accepted).
+    /// When waiting for the receipt gives up.
     deadline: Option<Instant>,
     answer: Option<Result<pb::SendResponse, ControlError>>,
 }
@@ -168,19 +170,47 @@ async fn answer(
 ) {
     let mut slots: VecDeque<Slot> = VecDeque::new();
     loop {
+        // Every note already there first, then the answers they settle:
+        // at full speed notes come hundreds at a time, and the window is
+        // then given back in one go rather than one permit per answer.
+        let mut note = None;
+        loop {
+            match notes.try_recv() {
+                Ok(n) => apply(&mut slots, n),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    note = Some(None);
+                    break;
+                }
+            }
+        }
+        let mut answered = 0;
         while let Some(answer) = slots.front_mut().and_then(|s| s.answer.take()) {
             slots.pop_front();
-            window.add_permits(1);
+            answered += 1;
             let failed = answer.is_err();
-            if out.send(answer.map_err(Status::from)).await.is_err() || failed {
+            let answer = answer.map_err(Status::from);
+            let sent = match out.try_send(answer) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Full(answer)) => {
+                    // The client is slow to read: let the reader go on
+                    // meanwhile with what was answered so far.
+                    window.add_permits(std::mem::take(&mut answered));
+                    out.send(answer).await.is_ok()
+                }
+            };
+            if !sent || failed {
                 return;
             }
         }
-        // What is already there first: a timer only when waiting.
-        let note = match notes.try_recv() {
-            Ok(note) => Some(note),
-            Err(TryRecvError::Disconnected) => None,
-            Err(TryRecvError::Empty) => {
+        if answered > 0 {
+            window.add_permits(answered);
+        }
+        // Nothing there: wait for a note, or the oldest send's deadline.
+        let note = match note {
+            Some(disconnected) => disconnected,
+            None => {
                 let deadline = slots.front().and_then(|s| s.deadline);
                 tokio::select! {
                     note = notes.recv() => note,
@@ -208,8 +238,9 @@ async fn answer(
 
 fn apply(slots: &mut VecDeque<Slot>, note: StreamNote) {
     match note {
-        StreamNote::Queued { seq, wait } => {
-            slots.push_back(Slot { seq, wait, id: None, deadline: None, answer: None });
+        StreamNote::Queued { seq, wait, at } => {
+            let deadline = wait.map(|(_, timeout)| at + timeout);
+            slots.push_back(Slot { seq, wait, id: None, deadline, answer: None });
         }
         StreamNote::Refused { seq, error } => slots.push_back(Slot {
             seq,
@@ -224,15 +255,12 @@ fn apply(slots: &mut VecDeque<Slot>, note: StreamNote) {
                 (Err(e), _) => slot.answer = Some(Err(e)),
                 (Ok(id), None) => {
                     slot.answer = Some(Ok(pb::SendResponse {
-                        id: id.to_string(),
+                        id: String::from(&*id),
                         state: pb::MessageState::Sent as i32,
                         link_rtt_us: 0,
                     }));
                 }
-                (Ok(id), Some((_, timeout))) => {
-                    slot.id = Some(id);
-                    slot.deadline = Some(Instant::now() + timeout);
-                }
+                (Ok(id), Some(_)) => slot.id = Some(id),
             }
         }
         StreamNote::Settled { seq, outcome } => {
@@ -280,7 +308,8 @@ mod tests {
     use super::*;
 
     fn queued(slots: &mut VecDeque<Slot>, seq: u64, wait: Option<Wait>) {
-        apply(slots, StreamNote::Queued { seq, wait: wait.map(|w| (w, Duration::from_secs(1))) });
+        let wait = wait.map(|w| (w, Duration::from_secs(1)));
+        apply(slots, StreamNote::Queued { seq, wait, at: Instant::now() });
     }
 
     fn answers(slots: &mut VecDeque<Slot>) -> Vec<Result<String, String>> {

@@ -78,13 +78,15 @@ pub(crate) fn to_wire(frame: Frame) -> pb::Frame {
     use pb::frame::Kind;
     let kind = match frame {
         Frame::Message(m) => Kind::Message(pb::ChatMessage {
-            id: m.id.to_string(),
-            text: m.text.to_string(),
+            // `String::from`, not `to_string`: that goes through `Display`
+            // and the formatter, which showed in profiles.
+            id: String::from(&*m.id),
+            text: String::from(&*m.text),
             sent_at_ms: m.sent_at_ms,
             seq: m.seq,
         }),
         Frame::Receipt { ids, kind } => Kind::Receipt(pb::Receipt {
-            ids: ids.iter().map(|id| id.to_string()).collect(),
+            ids: ids.iter().map(|id| String::from(&**id)).collect(),
             state: match kind {
                 ReceiptKind::Delivered => pb::ReceiptState::Delivered,
                 ReceiptKind::Displayed => pb::ReceiptState::Displayed,
