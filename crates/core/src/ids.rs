@@ -14,33 +14,35 @@ use crate::session::Id;
 /// Makes the ids of one daemon run.
 #[derive(Debug, Clone)]
 pub struct IdGen {
-    prefix: u64,
+    /// The prefix, already in hex: only the counter changes per id.
+    hex: [u8; 32],
     next: u64,
 }
 
 impl IdGen {
     /// `seed` must be random (the caller draws it: this crate does no I/O).
     pub fn new(seed: u64) -> IdGen {
-        IdGen { prefix: seed, next: 0 }
+        let mut hex = [b'0'; 32];
+        write_hex(&mut hex[..16], seed);
+        IdGen { hex, next: 0 }
     }
 
     /// The next id.
     pub fn next_id(&mut self) -> Id {
         let n = self.next;
         self.next = self.next.wrapping_add(1);
-        let mut hex = [0u8; 32];
-        write_hex(&mut hex[..16], self.prefix);
-        write_hex(&mut hex[16..], n);
+        write_hex(&mut self.hex[16..], n);
         // Only ASCII hex digits were written.
-        Arc::from(std::str::from_utf8(&hex).unwrap_or_default())
+        Arc::from(std::str::from_utf8(&self.hex).unwrap_or_default())
     }
 }
 
-/// `v` as 16 lowercase hex digits into `out` (16 bytes).
+/// `v` as 16 lowercase hex digits into `out` (16 bytes), a byte at a time.
 fn write_hex(out: &mut [u8], v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 

@@ -656,16 +656,17 @@ impl Driver {
         // and disconnects, log.
         match &ev {
             Event::Receipt { id, kind, .. } => {
-                let satisfied = match self.waiters.get(id) {
-                    Some((_, Wait::Delivered, _)) => true,
-                    Some((_, Wait::Displayed, _)) => *kind == ReceiptKind::Displayed,
-                    None => false,
-                };
-                if satisfied && let Some((handed, _, asker)) = self.waiters.remove(id) {
-                    // Until the receipt arrived, not until now: the
-                    // batch's own history write is not the link's.
-                    let took = self.batch_at.saturating_duration_since(handed);
-                    asker.tell(Ok(((*kind).into(), took)));
+                // One lookup for the usual case (a wait for `delivered`);
+                // a wait for `displayed` told of delivery goes back.
+                if let Some((handed, wait, asker)) = self.waiters.remove(id) {
+                    if wait == Wait::Displayed && *kind != ReceiptKind::Displayed {
+                        self.waiters.insert(id.clone(), (handed, wait, asker));
+                    } else {
+                        // Until the receipt arrived, not until now: the
+                        // batch's own history write is not the link's.
+                        let took = self.batch_at.saturating_duration_since(handed);
+                        asker.tell(Ok(((*kind).into(), took)));
+                    }
                 }
             }
             Event::Failed { id, reason, .. } => {

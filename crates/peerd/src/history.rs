@@ -59,8 +59,13 @@ fn write_line(out: &mut Vec<u8>, record: &Record) {
             write_str(out, peer.as_str());
             out.extend_from_slice(b",\"text\":");
             write_str(out, &message.text);
-            // Writing into a Vec cannot fail.
-            let _ = write!(out, ",\"at\":{},\"seq\":{}", message.sent_at_ms, message.seq);
+            out.extend_from_slice(b",\"at\":");
+            if message.sent_at_ms < 0 {
+                out.push(b'-');
+            }
+            write_u64(out, message.sent_at_ms.unsigned_abs());
+            out.extend_from_slice(b",\"seq\":");
+            write_u64(out, message.seq);
             out.extend_from_slice(b",\"state\":");
             out.extend_from_slice(state_word(*state));
         }
@@ -109,6 +114,22 @@ fn needs_escape(bytes: &[u8]) -> bool {
         }
     }
     chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// `n` in decimal. By hand: `write!` through the formatter was 4% of the
+/// sending daemon's instructions at full speed.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn state_word(state: MessageState) -> &'static [u8] {
@@ -428,6 +449,15 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::parse(s).expect("valid")
+    }
+
+    #[test]
+    fn numbers_are_written_as_display_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 1_700_000_000_000, u64::MAX - 1, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]

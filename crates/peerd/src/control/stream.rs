@@ -90,6 +90,8 @@ async fn read(
 ) {
     let mut seq = 0u64;
     let mut done = false;
+    // Reused from batch to batch.
+    let mut requests = Vec::new();
     while !done {
         // The answerer gone (the client stopped listening, or an answer
         // ended the stream) means nothing more is read.
@@ -98,7 +100,6 @@ async fn read(
             _ = notes.closed() => break,
             r = inbound.message() => r,
         };
-        let mut requests = Vec::new();
         let mut next = Some(first);
         while let Some(r) = next.take() {
             match r {
@@ -122,12 +123,12 @@ async fn read(
             p = window.acquire_many(n) => p,
         };
         let Ok(permits) = permits else { break };
-        // Given back one by one by the answerer.
+        // Given back by the answerer as it answers.
         permits.forget();
         // One clock reading for the batch: its waits start together.
         let at = Instant::now();
         let mut sends = Vec::with_capacity(requests.len());
-        for request in requests {
+        for request in requests.drain(..) {
             seq += 1;
             match validate::send(request) {
                 Ok(checked) => {
