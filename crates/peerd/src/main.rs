@@ -10,6 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// mimalloc, not the system allocator: at full speed a message is still a
+/// handful of allocations at the protobuf edges, and glibc's malloc/free
+/// were a fifth of the sending daemon's instructions (consolidating its
+/// fast bins after every burst). scripts/bench: throughput +15%, link_rtt
+/// -7%, for ~0.35 MiB more idle memory.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
