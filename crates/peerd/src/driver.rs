@@ -319,11 +319,12 @@ impl Driver {
                 let _ = accepted.send(self.send(text, wait, now));
             }
             Input::SendBatch { sends, notes } => {
+                let mut results = Vec::with_capacity(sends.len());
                 for StreamSend { seq, text, wait } in sends {
                     let wait = wait.map(|w| (w, Asker::Stream { notes: notes.clone(), seq }));
-                    let result = self.send(text, wait, now);
-                    let _ = notes.send(StreamNote::Accepted { seq, result });
+                    results.push((seq, self.send(text, wait, now)));
                 }
+                let _ = notes.send(StreamNote::Accepted { results });
             }
             Input::Disconnect { reply } => match self.session.disconnect(now.at) {
                 Ok(peer) => {

@@ -4,10 +4,10 @@
 //! Two tasks per stream and one channel of [`StreamNote`]s between them and
 //! the driver, so that a send costs no allocation of its own on the way:
 //! - the reader takes every request that is already there (up to
-//!   [`BATCH`]), notes each as queued, and hands them to the driver as one
-//!   [`Input::SendBatch`];
-//! - the driver notes each as accepted (with its id) or refused, and later
-//!   notes the receipt it waits for;
+//!   [`BATCH`]), notes them as queued (one note for the batch), and hands
+//!   them to the driver as one [`Input::SendBatch`];
+//! - the driver notes the batch as accepted (each with its id) or refused,
+//!   and later notes each receipt waited for;
 //! - the answerer keeps the unanswered sends in order and answers the
 //!   oldest as soon as it is settled, the first error ending the stream.
 //!
@@ -41,13 +41,15 @@ const BATCH: usize = 256;
 /// What a stream's answerer is told about one of its sends, by number.
 #[derive(Debug)]
 pub(crate) enum StreamNote {
-    /// By the reader, before the driver sees it: what the send waits for,
-    /// and for how long after `at`, when the reader took it.
-    Queued { seq: u64, wait: Option<(Wait, Duration)>, at: Instant },
+    /// By the reader, before the driver sees them: sends `first`,
+    /// `first + 1`, …, what each waits for, and for how long after `at`,
+    /// when the reader took them. One note per batch, not per send.
+    Queued { first: u64, waits: Vec<Option<(Wait, Duration)>>, at: Instant },
     /// By the reader: the request was bad; this ends the stream.
     Refused { seq: u64, error: ControlError },
-    /// By the driver: the send was taken, with this id, or refused.
-    Accepted { seq: u64, result: Result<Id, ControlError> },
+    /// By the driver, for a batch: each send was taken, with this id, or
+    /// refused.
+    Accepted { results: Vec<(u64, Result<Id, ControlError>)> },
     /// By the driver: the receipt waited for came, or never will.
     Settled { seq: u64, outcome: Outcome },
 }
@@ -128,20 +130,29 @@ async fn read(
         // One clock reading for the batch: its waits start together.
         let at = Instant::now();
         let mut sends = Vec::with_capacity(requests.len());
+        let mut waits = Vec::with_capacity(requests.len());
+        let first = seq + 1;
+        let mut refused = None;
         for request in requests.drain(..) {
             seq += 1;
             match validate::send(request) {
                 Ok(checked) => {
-                    let wait = checked.wait.map(|w| (w, checked.timeout));
-                    let _ = notes.send(StreamNote::Queued { seq, wait, at });
+                    waits.push(checked.wait.map(|w| (w, checked.timeout)));
                     sends.push(StreamSend { seq, text: checked.text, wait: checked.wait });
                 }
                 Err(error) => {
-                    let _ = notes.send(StreamNote::Refused { seq, error });
+                    refused = Some(StreamNote::Refused { seq, error });
                     done = true;
                     break;
                 }
             }
+        }
+        // In order: the good sends before the one refused.
+        if !waits.is_empty() {
+            let _ = notes.send(StreamNote::Queued { first, waits, at });
+        }
+        if let Some(note) = refused {
+            let _ = notes.send(note);
         }
         // A driver gone (shutting down) drops the batch, and with it the
         // last senders of `notes`: the answerer then fails what is left.
@@ -239,9 +250,11 @@ async fn answer(
 
 fn apply(slots: &mut VecDeque<Slot>, note: StreamNote) {
     match note {
-        StreamNote::Queued { seq, wait, at } => {
-            let deadline = wait.map(|(_, timeout)| at + timeout);
-            slots.push_back(Slot { seq, wait, id: None, deadline, answer: None });
+        StreamNote::Queued { first, waits, at } => {
+            for (seq, wait) in (first..).zip(waits) {
+                let deadline = wait.map(|(_, timeout)| at + timeout);
+                slots.push_back(Slot { seq, wait, id: None, deadline, answer: None });
+            }
         }
         StreamNote::Refused { seq, error } => slots.push_back(Slot {
             seq,
@@ -250,18 +263,20 @@ fn apply(slots: &mut VecDeque<Slot>, note: StreamNote) {
             deadline: None,
             answer: Some(Err(error)),
         }),
-        StreamNote::Accepted { seq, result } => {
-            let Some(slot) = find(slots, seq) else { return };
-            match (result, slot.wait) {
-                (Err(e), _) => slot.answer = Some(Err(e)),
-                (Ok(id), None) => {
-                    slot.answer = Some(Ok(pb::SendResponse {
-                        id: String::from(&*id),
-                        state: pb::MessageState::Sent as i32,
-                        link_rtt_us: 0,
-                    }));
+        StreamNote::Accepted { results } => {
+            for (seq, result) in results {
+                let Some(slot) = find(slots, seq) else { continue };
+                match (result, slot.wait) {
+                    (Err(e), _) => slot.answer = Some(Err(e)),
+                    (Ok(id), None) => {
+                        slot.answer = Some(Ok(pb::SendResponse {
+                            id: String::from(&*id),
+                            state: pb::MessageState::Sent as i32,
+                            link_rtt_us: 0,
+                        }));
+                    }
+                    (Ok(id), Some(_)) => slot.id = Some(id),
                 }
-                (Ok(id), Some(_)) => slot.id = Some(id),
             }
         }
         StreamNote::Settled { seq, outcome } => {
@@ -310,7 +325,7 @@ mod tests {
 
     fn queued(slots: &mut VecDeque<Slot>, seq: u64, wait: Option<Wait>) {
         let wait = wait.map(|w| (w, Duration::from_secs(1)));
-        apply(slots, StreamNote::Queued { seq, wait, at: Instant::now() });
+        apply(slots, StreamNote::Queued { first: seq, waits: vec![wait], at: Instant::now() });
     }
 
     fn answers(slots: &mut VecDeque<Slot>) -> Vec<Result<String, String>> {
@@ -329,7 +344,7 @@ mod tests {
             queued(&mut slots, seq, Some(Wait::Delivered));
         }
         for (seq, id) in [(1, "a"), (2, "b"), (3, "c")] {
-            apply(&mut slots, StreamNote::Accepted { seq, result: Ok(id.into()) });
+            apply(&mut slots, StreamNote::Accepted { results: vec![(seq, Ok(id.into()))] });
         }
         let delivered = Ok((MessageState::Delivered, Duration::from_micros(5)));
         apply(&mut slots, StreamNote::Settled { seq: 3, outcome: delivered.clone() });
@@ -343,7 +358,7 @@ mod tests {
     fn a_send_that_waits_for_nothing_is_answered_when_accepted() {
         let mut slots = VecDeque::new();
         queued(&mut slots, 1, None);
-        apply(&mut slots, StreamNote::Accepted { seq: 1, result: Ok("x".into()) });
+        apply(&mut slots, StreamNote::Accepted { results: vec![(1, Ok("x".into()))] });
         assert_eq!(answers(&mut slots), [Ok("x".into())]);
         // A late note about an answered send is ignored.
         apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(ControlError::ShuttingDown) });
@@ -355,7 +370,7 @@ mod tests {
         let mut slots = VecDeque::new();
         queued(&mut slots, 1, Some(Wait::Delivered));
         apply(&mut slots, StreamNote::Refused { seq: 2, error: ControlError::ShuttingDown });
-        apply(&mut slots, StreamNote::Accepted { seq: 1, result: Ok("a".into()) });
+        apply(&mut slots, StreamNote::Accepted { results: vec![(1, Ok("a".into()))] });
         let failed = ControlError::Failed { id: "a".into(), reason: "gone".into() };
         apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(failed) });
         let got = answers(&mut slots);
