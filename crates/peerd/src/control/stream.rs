@@ -305,7 +305,12 @@ fn timed_out(slot: &Slot) -> ControlError {
         Some((Wait::Delivered, after)) => ("delivered", after),
         None => ("delivered", Duration::ZERO),
     };
-    ControlError::TimedOut { id: slot.id.as_deref().unwrap_or_default().to_owned(), what, after }
+    match &slot.id {
+        Some(id) => ControlError::TimedOut { id: String::from(&**id), what, after },
+        // The wait starts when the reader takes the send: a driver that
+        // has not even taken it by then has no id to name.
+        None => ControlError::NoAnswer(format!("the message was not taken within {after:?}")),
+    }
 }
 
 /// Polls `f` once: its output if it is ready now, else `None` (and `f` is
@@ -363,6 +368,17 @@ mod tests {
         // A late note about an answered send is ignored.
         apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(ControlError::ShuttingDown) });
         assert!(slots.is_empty());
+    }
+
+    #[test]
+    fn a_timeout_names_the_message_once_it_has_an_id() {
+        let mut slots = VecDeque::new();
+        queued(&mut slots, 1, Some(Wait::Delivered));
+        let head = slots.front().expect("queued");
+        assert!(matches!(timed_out(head), ControlError::NoAnswer(_)));
+        apply(&mut slots, StreamNote::Accepted { results: vec![(1, Ok("a".into()))] });
+        let head = slots.front().expect("still waiting");
+        assert!(timed_out(head).to_string().contains("message a to be delivered"));
     }
 
     #[test]
