@@ -534,71 +534,74 @@ impl Driver {
     /// Drains the session's actions: persists first (one write), then the
     /// rest in order. Repeats while handling a broken link makes more.
     fn run_actions(&mut self) {
-        loop {
-            // One buffer for the whole run: a batch is hundreds of actions,
-            // and growing a new vector for each showed in profiles.
-            let mut actions = std::mem::take(&mut self.actions);
-            actions.extend(std::iter::from_fn(|| self.session.poll_action()));
-            if actions.is_empty() && self.broken.is_empty() {
-                self.actions = actions;
-                return;
-            }
-            for a in &actions {
-                if let Action::Persist(record) = a {
-                    self.history.append(record);
-                }
-            }
-            let flushed = self.history.flush();
-            self.hand_off_waits();
-            if let Err(e) = flushed {
-                // Acknowledging what we could not store would be a lie:
-                // end the link instead, so the sender reports failures.
-                tracing::error!(error = %e, "cannot write history");
-                if let Some(link) = self.session.link() {
-                    self.links.remove(&link);
-                    self.session.handle_link_down(
-                        link,
-                        LinkDown::Error(format!("{e}")),
-                        Instant::now(),
-                    );
-                }
-                actions.clear();
-                self.actions = actions;
-                continue;
-            }
-            let mut receipts: Option<(LinkId, ReceiptKind, Vec<Id>)> = None;
-            for a in actions.drain(..) {
-                // Receipts of one kind in a row travel as one frame. Local
-                // actions between them (an event for the watchers, a
-                // history line already written, presence) do not touch the
-                // wire, so they do not break the row: a batch of received
-                // messages is acknowledged with one frame, not one each.
-                match a {
-                    Action::Emit(_) | Action::Persist(_) | Action::Presence(_) => self.execute(a),
-                    Action::Transmit { link, frame: Frame::Receipt { mut ids, kind } } => {
-                        match &mut receipts {
-                            Some((l, k, acc)) if *l == link && *k == kind => acc.append(&mut ids),
-                            _ => {
-                                self.flush_receipts(receipts.take());
-                                receipts = Some((link, kind, ids));
-                            }
-                        }
-                    }
-                    a => {
-                        self.flush_receipts(receipts.take());
-                        self.execute(a);
-                    }
-                }
-            }
-            self.actions = actions;
-            self.flush_receipts(receipts.take());
-            for (link, why) in std::mem::take(&mut self.broken) {
-                if !why.is_empty() {
-                    self.session.handle_link_down(link, LinkDown::Error(why), Instant::now());
-                }
-                self.links.remove(&link);
+        // One buffer for the whole run: a batch is hundreds of actions, and
+        // growing a new vector for each showed in profiles.
+        let mut actions = std::mem::take(&mut self.actions);
+        while self.run_round(&mut actions) {}
+        self.actions = actions;
+    }
+
+    /// One round of [`Driver::run_actions`], `actions` empty before and
+    /// after; false when there was nothing to run.
+    fn run_round(&mut self, actions: &mut Vec<Action>) -> bool {
+        actions.extend(std::iter::from_fn(|| self.session.poll_action()));
+        if actions.is_empty() && self.broken.is_empty() {
+            return false;
+        }
+        for a in actions.iter() {
+            if let Action::Persist(record) = a {
+                self.history.append(record);
             }
         }
+        let flushed = self.history.flush();
+        self.hand_off_waits();
+        if let Err(e) = flushed {
+            // Acknowledging what we could not store would be a lie:
+            // end the link instead, so the sender reports failures.
+            tracing::error!(error = %e, "cannot write history");
+            if let Some(link) = self.session.link() {
+                self.links.remove(&link);
+                self.session.handle_link_down(
+                    link,
+                    LinkDown::Error(format!("{e}")),
+                    Instant::now(),
+                );
+            }
+            actions.clear();
+            return true;
+        }
+        let mut receipts: Option<(LinkId, ReceiptKind, Vec<Id>)> = None;
+        for a in actions.drain(..) {
+            // Receipts of one kind in a row travel as one frame. Local
+            // actions between them (an event for the watchers, a
+            // history line already written, presence) do not touch the
+            // wire, so they do not break the row: a batch of received
+            // messages is acknowledged with one frame, not one each.
+            match a {
+                Action::Emit(_) | Action::Persist(_) | Action::Presence(_) => self.execute(a),
+                Action::Transmit { link, frame: Frame::Receipt { mut ids, kind } } => {
+                    match &mut receipts {
+                        Some((l, k, acc)) if *l == link && *k == kind => acc.append(&mut ids),
+                        _ => {
+                            self.flush_receipts(receipts.take());
+                            receipts = Some((link, kind, ids));
+                        }
+                    }
+                }
+                a => {
+                    self.flush_receipts(receipts.take());
+                    self.execute(a);
+                }
+            }
+        }
+        self.flush_receipts(receipts.take());
+        for (link, why) in std::mem::take(&mut self.broken) {
+            if !why.is_empty() {
+                self.session.handle_link_down(link, LinkDown::Error(why), Instant::now());
+            }
+            self.links.remove(&link);
+        }
+        true
     }
 
     fn flush_receipts(&mut self, batch: Option<(LinkId, ReceiptKind, Vec<Id>)>) {

@@ -185,17 +185,13 @@ async fn answer(
         // Every note already there first, then the answers they settle:
         // at full speed notes come hundreds at a time, and the window is
         // then given back in one go rather than one permit per answer.
-        let mut note = None;
-        loop {
+        let disconnected = loop {
             match notes.try_recv() {
                 Ok(n) => apply(&mut slots, n),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    note = Some(None);
-                    break;
-                }
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
-        }
+        };
         let mut answered = 0;
         while let Some(answer) = slots.front_mut().and_then(|s| s.answer.take()) {
             slots.pop_front();
@@ -220,18 +216,17 @@ async fn answer(
             window.add_permits(answered);
         }
         // Nothing there: wait for a note, or the oldest send's deadline.
-        let note = match note {
-            Some(disconnected) => disconnected,
-            None => {
-                let deadline = slots.front().and_then(|s| s.deadline);
-                tokio::select! {
-                    note = notes.recv() => note,
-                    _ = sleep_until(deadline) => {
-                        if let Some(head) = slots.front_mut() {
-                            head.answer = Some(Err(timed_out(head)));
-                        }
-                        continue;
+        let note = if disconnected {
+            None
+        } else {
+            let deadline = slots.front().and_then(|s| s.deadline);
+            tokio::select! {
+                note = notes.recv() => note,
+                _ = sleep_until(deadline) => {
+                    if let Some(head) = slots.front_mut() {
+                        head.answer = Some(Err(timed_out(head)));
                     }
+                    continue;
                 }
             }
         };
