@@ -1,9 +1,10 @@
 //! The driver: the one task that owns the conversation [`Session`], the
 //! history writer and the links, and runs the session's actions.
 //!
-//! Everything that changes the conversation arrives here as an [`Input`]
-//! on one channel (control requests, inbound hellos, dial results, frames,
-//! link ends), so the session needs no locks. After each batch of inputs
+//! Everything that changes the conversation arrives here, so the session
+//! needs no locks: an [`Input`] on one channel (control requests, inbound
+//! hellos, dial results), or a frame or the end of a link, which the driver
+//! reads from the links' streams itself. After each batch of inputs
 //! the driver drains the session's actions: all `Persist`s of the batch are
 //! written with one write (group commit), *then* the transmits, events and
 //! presence changes follow in order. That order is what makes `delivered`
@@ -11,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
@@ -28,6 +30,7 @@ use tonic::Status;
 use crate::control::error::ControlError;
 use crate::control::stream::{StreamNote, StreamSend, StreamTx};
 use crate::history::{self, History};
+use crate::link::inbound::Inbound;
 use crate::link::{self, dial::Dialer, frames};
 
 /// Inputs queued towards the driver at most.
@@ -106,38 +109,53 @@ pub(crate) enum Input {
     Hello {
         peer: Name,
         out: mpsc::Sender<pb::Frame>,
-        reader: AbortHandle,
-        reply: oneshot::Sender<Result<(LinkId, Name), AcceptError>>,
+        inbound: Inbound,
+        reply: oneshot::Sender<Result<(), AcceptError>>,
     },
     /// Our dial finished its handshake (or failed).
     Dialed {
         link: LinkId,
-        result: Result<(Name, mpsc::Sender<pb::Frame>), ControlError>,
-    },
-    Frame {
-        link: LinkId,
-        frame: Frame,
-    },
-    LinkDown {
-        link: LinkId,
-        why: LinkDown,
+        result: Result<(Name, mpsc::Sender<pb::Frame>, Inbound), ControlError>,
     },
 }
 
-/// One open link: where its frames go, and the task reading it.
+/// What a batch starts with: an input, or something from a link.
+enum Next {
+    Input(Input),
+    Link(LinkId, Result<Frame, LinkDown>),
+}
+
+/// One open link: where its frames go, where the peer's come from, and
+/// the dial in progress.
 #[derive(Debug)]
 struct LinkEntry {
     /// `None` once our half is closed.
     out: Option<mpsc::Sender<pb::Frame>>,
-    reader: Option<AbortHandle>,
+    /// `None` until the handshake is done.
+    inbound: Option<Inbound>,
+    dialing: Option<AbortHandle>,
 }
 
 impl Drop for LinkEntry {
     fn drop(&mut self) {
-        if let Some(r) = &self.reader {
-            r.abort();
+        if let Some(d) = &self.dialing {
+            d.abort();
         }
     }
+}
+
+/// The next frame (or end) from any open link. There are at most a few:
+/// the conversation's, and one dialed or accepted while it ends.
+fn poll_links(
+    links: &mut HashMap<LinkId, LinkEntry>,
+    cx: &mut Context<'_>,
+) -> Poll<(LinkId, Result<Frame, LinkDown>)> {
+    for (link, entry) in links.iter_mut() {
+        if let Some(Poll::Ready(r)) = entry.inbound.as_mut().map(|i| i.poll_frame(cx)) {
+            return Poll::Ready((*link, r));
+        }
+    }
+    Poll::Pending
 }
 
 /// Who waits for a send's receipt: a `Send` call, or one send of a
@@ -264,31 +282,25 @@ impl Driver {
     /// bounded time) for the conversation to close before returning.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut give_up_at: Option<tokio::time::Instant> = None;
+        // Made once, not per turn of the loop: each one registers with the
+        // token, under its lock.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let timer = self.session.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if !self.shutting_down => {
+                _ = &mut cancelled, if !self.shutting_down => {
                     self.shutting_down = true;
                     self.session.shutdown(Instant::now());
                     give_up_at = Some(tokio::time::Instant::now() + link::CLOSE_GRACE);
                 }
                 input = self.rx.recv() => {
                     let Some(input) = input else { break };
-                    // One clock reading per batch: a batch is handled in
-                    // microseconds, and at full speed the clock was read
-                    // several times per message.
-                    let now = Now { at: Instant::now(), ms: now_ms() };
-                    self.batch_at = now.at;
-                    self.handle(input, now);
-                    let mut n = 1;
-                    while n < BATCH {
-                        match self.rx.try_recv() {
-                            Ok(input) => self.handle(input, now),
-                            Err(_) => break,
-                        }
-                        n += 1;
-                    }
+                    self.handle_batch(Next::Input(input));
+                }
+                (link, r) = std::future::poll_fn(|cx| poll_links(&mut self.links, cx)) => {
+                    self.handle_batch(Next::Link(link, r));
                 }
                 _ = sleep_until(timer), if timer.is_some() => {
                     self.session.handle_timeout(Instant::now());
@@ -309,6 +321,41 @@ impl Driver {
             asker.tell(Err(ControlError::ShuttingDown));
         }
         tracing::debug!("driver stopped");
+    }
+
+    /// Handles `first` and whatever else is ready (inputs and frames), up
+    /// to [`BATCH`], as one batch.
+    fn handle_batch(&mut self, first: Next) {
+        // One clock reading per batch: a batch is handled in microseconds,
+        // and at full speed the clock was read several times per message.
+        let now = Now { at: Instant::now(), ms: now_ms() };
+        self.batch_at = now.at;
+        self.handle_next(first, now);
+        // The links are polled here with a waker that does nothing: one
+        // found not ready is polled again, with the task's own waker, by
+        // the next `select!` before the task sleeps.
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 1..BATCH {
+            let next = match self.rx.try_recv() {
+                Ok(input) => Next::Input(input),
+                Err(_) => match poll_links(&mut self.links, &mut cx) {
+                    Poll::Ready((link, r)) => Next::Link(link, r),
+                    Poll::Pending => break,
+                },
+            };
+            self.handle_next(next, now);
+        }
+    }
+
+    fn handle_next(&mut self, next: Next, now: Now) {
+        match next {
+            Next::Input(input) => self.handle(input, now),
+            Next::Link(link, Ok(frame)) => self.session.handle_frame(link, frame, now.at),
+            Next::Link(link, Err(why)) => {
+                self.session.handle_link_down(link, why, now.at);
+                self.broken.push((link, String::new()));
+            }
+        }
     }
 
     fn handle(&mut self, input: Input, now: Now) {
@@ -370,7 +417,7 @@ impl Driver {
                     }
                 }
             }
-            Input::Hello { peer, out, reader, reply } => {
+            Input::Hello { peer, out, inbound, reply } => {
                 if self.shutting_down {
                     let _ = reply.send(Err(AcceptError::Busy { me: self.session.me().clone() }));
                     return;
@@ -385,8 +432,10 @@ impl Driver {
                         };
                         // The queue is new and empty: this cannot be full.
                         let _ = out.try_send(welcome);
-                        self.links.insert(link, LinkEntry { out: Some(out), reader: Some(reader) });
-                        let _ = reply.send(Ok((link, self.session.me().clone())));
+                        let entry =
+                            LinkEntry { out: Some(out), inbound: Some(inbound), dialing: None };
+                        self.links.insert(link, entry);
+                        let _ = reply.send(Ok(()));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -394,11 +443,6 @@ impl Driver {
                 }
             }
             Input::Dialed { link, result } => self.on_dialed(link, result, now.at),
-            Input::Frame { link, frame } => self.session.handle_frame(link, frame, now.at),
-            Input::LinkDown { link, why } => {
-                self.session.handle_link_down(link, why, now.at);
-                self.broken.push((link, String::new()));
-            }
         }
     }
 
@@ -457,7 +501,8 @@ impl Driver {
     fn dial(&mut self, link: LinkId, peer: Name, resume: bool) {
         let me = self.session.me().clone();
         let task = tokio::spawn(self.dialer.clone().dial(link, peer, me, resume, self.tx.clone()));
-        self.links.insert(link, LinkEntry { out: None, reader: Some(task.abort_handle()) });
+        let entry = LinkEntry { out: None, inbound: None, dialing: Some(task.abort_handle()) };
+        self.links.insert(link, entry);
     }
 
     /// Tells the session which messages from `peer` history already holds,
@@ -472,7 +517,7 @@ impl Driver {
     fn on_dialed(
         &mut self,
         link: LinkId,
-        result: Result<(Name, mpsc::Sender<pb::Frame>), ControlError>,
+        result: Result<(Name, mpsc::Sender<pb::Frame>, Inbound), ControlError>,
         now: Instant,
     ) {
         let reply = match self.pending_connect.take() {
@@ -483,9 +528,10 @@ impl Driver {
             }
         };
         match result {
-            Ok((peer, out)) => {
+            Ok((peer, out, inbound)) => {
                 if let Some(entry) = self.links.get_mut(&link) {
                     entry.out = Some(out);
+                    entry.inbound = Some(inbound);
                 }
                 self.session.handle_dialed(link, peer.clone());
                 if let Some(tx) = reply {
@@ -627,7 +673,7 @@ impl Driver {
                     e.out = None;
                 }
             }
-            // The stream is gone; its reader reports why.
+            // The stream is gone; its inbound half reports why.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }

@@ -93,8 +93,9 @@ fn fail(e: &Error, detached: bool) -> ExitCode {
 }
 
 /// One thread. A daemon holds one conversation; everything on its hot path
-/// (link reader, driver, link writer) hands work to the next task, and on
-/// one thread a hand-off is a queue push, not a cross-thread wake-up.
+/// (the connection's task, the driver, the link's writer) hands work to the
+/// next task, and on one thread a hand-off is a queue push, not a
+/// cross-thread wake-up.
 /// Measured with `scripts/bench`: `link_rtt` fell from ~5x to ~3.7x raw TCP
 /// and idle memory by 0.4 MiB, at equal throughput. Blocking work (reading
 /// history for `history`) still goes to tokio's blocking pool.

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use peerchat_core::identity::fingerprint;
 use tonic::transport::Channel;
 
-use super::dial::read_frames;
+use super::inbound::Inbound;
 use super::incoming::PeerConnectInfo;
 use super::per_source::PerSource;
 use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, SEND_QUEUE};
@@ -125,38 +125,22 @@ impl pb::chat_server::Chat for ChatService {
         }
         self.check_dialer(&peer, &key).await?;
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
-        let (link_tx, link_rx) = oneshot::channel();
-        let driver = self.driver.clone();
-        let reader = tokio::spawn(async move {
-            if let Ok(link) = link_rx.await {
-                read_frames(link, inbound, driver).await;
-            }
-        });
         let (reply, answer) = oneshot::channel();
-        let hello = Input::Hello { peer: peer.clone(), out, reader: reader.abort_handle(), reply };
+        let hello = Input::Hello { peer: peer.clone(), out, inbound: Inbound::new(inbound), reply };
         if self.driver.send(hello).await.is_err() {
-            reader.abort();
             return Err(Status::unavailable("peerd is shutting down"));
         }
         match answer.await {
-            Ok(Ok((link, _))) => {
-                tracing::info!(%peer, ?remote, "accepted a conversation");
-                let _ = link_tx.send(link);
-            }
+            Ok(Ok(())) => tracing::info!(%peer, ?remote, "accepted a conversation"),
             Ok(Err(AcceptError::Busy { me })) => {
-                reader.abort();
                 return Err(Status::failed_precondition(format!(
                     "{me} is busy in another conversation"
                 )));
             }
             Ok(Err(AcceptError::Yourself)) => {
-                reader.abort();
                 return Err(Status::invalid_argument("a peer cannot connect to itself"));
             }
-            Err(_) => {
-                reader.abort();
-                return Err(Status::unavailable("peerd is shutting down"));
-            }
+            Err(_) => return Err(Status::unavailable("peerd is shutting down")),
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx).map(Ok))))
     }

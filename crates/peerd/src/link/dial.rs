@@ -1,5 +1,5 @@
 //! The dialing side of a link: look the peer up, connect, say hello, wait
-//! for welcome, then read its frames into the driver until the link ends.
+//! for welcome, then hand the link to the driver.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::session::{LinkDown, LinkId};
+use peerchat_core::session::LinkId;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -25,7 +25,7 @@ use crate::directory::{self, Listing};
 use crate::driver::{DriverTx, Input};
 use crate::error::with_causes;
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
-use crate::link::frames;
+use crate::link::inbound::Inbound;
 use crate::tls::{self, Credentials, PublicKey};
 
 /// How long connecting to a peer's address may take.
@@ -40,8 +40,8 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    /// Dials `name` for the driver's `link`, reports the outcome as
-    /// `Input::Dialed`, then reads the link until it ends.
+    /// Dials `name` for the driver's `link` and reports the outcome as
+    /// `Input::Dialed`; the driver reads the link from then on.
     pub(crate) async fn dial(
         self,
         link: LinkId,
@@ -52,9 +52,8 @@ impl Dialer {
     ) {
         match self.handshake(&name, &me, resume).await {
             Ok((peer, out, inbound)) => {
-                if driver.send(Input::Dialed { link, result: Ok((peer, out)) }).await.is_ok() {
-                    read_frames(link, inbound, driver).await;
-                }
+                let result = Ok((peer, out, Inbound::new(inbound)));
+                let _ = driver.send(Input::Dialed { link, result }).await;
             }
             Err(e) => {
                 tracing::info!(peer = %name, error = %e, "dial failed");
@@ -179,38 +178,4 @@ impl Dialer {
 /// because its queue of pending dials is full).
 fn is_busy(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::FailedPrecondition && status.message().contains("busy")
-}
-
-/// Feeds a link's frames to the driver until the link ends, then says how
-/// it ended. Shared by both ends of a link.
-pub(crate) async fn read_frames(link: LinkId, mut inbound: Streaming<pb::Frame>, driver: DriverTx) {
-    let why = loop {
-        match inbound.message().await {
-            Ok(Some(frame)) => match frames::from_wire(frame) {
-                Ok(frame) => {
-                    if driver.send(Input::Frame { link, frame }).await.is_err() {
-                        return;
-                    }
-                }
-                Err(v) => break LinkDown::Error(v.to_string()),
-            },
-            Ok(None) => break LinkDown::EndOfStream,
-            Err(status) => break LinkDown::Error(describe(&status)),
-        }
-    };
-    let _ = driver.send(Input::LinkDown { link, why }).await;
-}
-
-/// A human reason for a stream error. Transport failures (reset, keepalive
-/// timeout, the peer's process gone) all surface as h2 errors; say so
-/// plainly and keep the detail.
-fn describe(status: &tonic::Status) -> String {
-    let msg = status.message();
-    if msg.contains("h2 protocol error") || msg.contains("transport error") {
-        format!("the connection to the peer broke ({msg})")
-    } else if msg.is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        msg.to_owned()
-    }
 }

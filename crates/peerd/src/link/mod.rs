@@ -1,6 +1,7 @@
 //! The peer-to-peer link: one `Chat.Converse` bidirectional stream per
-//! conversation, dialed by [`dial`] or accepted by [`accept`], with frames
-//! checked and converted by [`frames`] on the way in.
+//! conversation, dialed by [`dial`] or accepted by [`accept`], then read
+//! by the driver itself through [`inbound`], with frames checked and
+//! converted by [`frames`] on the way in.
 //!
 //! Both ends configure HTTP/2 keepalive (ping every second, two seconds to
 //! answer), so a peer that vanishes without a goodbye is noticed within
@@ -11,6 +12,7 @@
 pub(crate) mod accept;
 pub(crate) mod dial;
 pub(crate) mod frames;
+pub(crate) mod inbound;
 pub(crate) mod incoming;
 pub(crate) mod per_source;
 
