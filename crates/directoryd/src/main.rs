@@ -23,10 +23,10 @@ fn main() -> ExitCode {
 }
 
 /// One thread by default (`--threads`). Measured with `scripts/bench` on
-/// two cores shared with the load generator: a heartbeat cost directoryd
-/// 21 us of CPU on tokio's default two worker threads and 16 us on one (no
-/// wake-ups and work stealing across threads), and the sustained rate rose
-/// from 42-53k/s to 53-64k/s.
+/// two cores shared with the load generator, in paired runs: a heartbeat
+/// cost directoryd 20-23.5 us of CPU on tokio's default two worker threads
+/// and 13.6-16.4 us on this one (no wake-ups and work stealing across
+/// threads), and the sustained rate rose from 43-52k/s to 58-67k/s.
 fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
