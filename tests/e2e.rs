@@ -176,6 +176,19 @@ fn list_shows_everyone_with_status_address_and_you() {
     assert_eq!(bob.status()["peer"], "alice");
 }
 
+/// `directoryd --threads N` serves on N worker threads rather than the
+/// default one: the same directory, seen from its peers.
+#[test]
+fn a_directory_on_several_threads_serves_the_same() {
+    let dir = Directory::start_with(TTL, &["--threads", "2"]);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    assert_eq!(names(&alice.list()), HashSet::from(["alice".into(), "bob".into()]));
+    connect(&alice, &bob);
+    let (_, state) = send(&alice, &["over", "a", "threaded", "directory"]);
+    assert!(state == "delivered" || state == "displayed", "send reported {state}");
+}
+
 #[test]
 fn connect_send_delivered_then_displayed_both_ways() {
     let dir = Directory::start(TTL);
