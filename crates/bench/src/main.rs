@@ -48,7 +48,11 @@ enum Helper {
     /// Bare tonic bidi server: prints its address, answers each Frame with a
     /// Receipt.
     #[command(hide = true)]
-    ServeGrpc,
+    ServeGrpc {
+        /// Over TLS, with the certificate and key the bench wrote here.
+        #[arg(long, value_name = "DIR")]
+        tls: Option<PathBuf>,
+    },
     /// The directory benchmark's load generator.
     #[command(hide = true)]
     DirLoad {
@@ -61,7 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.helper {
         Some(Helper::ServeTcp) => peerchat_bench::serve_tcp(),
-        Some(Helper::ServeGrpc) => peerchat_bench::serve_grpc(),
+        Some(Helper::ServeGrpc { tls }) => peerchat_bench::serve_grpc(tls.as_deref()),
         Some(Helper::DirLoad { args }) => peerchat_bench::directory::load_main(args),
         None => peerchat_bench::run(&peerchat_bench::Config {
             quick: cli.quick,

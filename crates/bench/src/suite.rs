@@ -1,9 +1,11 @@
 //! The peerd figures, in the order they are measured:
 //!
-//! 1. start directoryd, peerd alice and bob, serve-tcp and serve-grpc;
-//!    alice opens a conversation with bob; both idle: `peerd_rss_idle`;
-//! 2. rounds of tcp, link and gRPC round trips in turn: `link_rtt_p50`,
-//!    `link_rtt_p99` (and the chart);
+//! 1. start directoryd, peerd alice and bob, serve-tcp and serve-grpc (twice:
+//!    plain, and over TLS); alice opens a conversation with bob; both idle:
+//!    `peerd_rss_idle`;
+//! 2. rounds of tcp, link, gRPC and gRPC-over-TLS round trips in turn:
+//!    `link_rtt_p50`, `link_rtt_p99` (and the chart; the TLS one is a
+//!    diagnostic in the notes, not a goal's baseline);
 //! 3. rounds of `true`, `chatctl send`, `chatctl status`: `send_process`,
 //!    `status_process`;
 //! 4. rounds of the bare gRPC stream and peerd at full speed in turn:
@@ -12,14 +14,16 @@
 //! Latency comes before throughput so that a million stored messages do not
 //! weigh on it, and memory under load is read last, when it is highest.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tempfile::TempDir;
 
-use crate::baseline::{self, grpc::Bidi, tcp::Pinger};
+use crate::baseline::{self, grpc::Bidi, tcp::Pinger, tls};
 use crate::bins::Bins;
 use crate::chart::Series;
 use crate::control::{self, Control, LinkSamples};
@@ -48,6 +52,9 @@ struct Cluster {
     bob: Peer,
     tcp: (Daemon, SocketAddr),
     grpc: (Daemon, SocketAddr),
+    grpc_tls: (Daemon, SocketAddr),
+    /// How the bench's client trusts `grpc_tls`.
+    tls: Arc<rustls::ClientConfig>,
     _directory: Directory,
     _home: TempDir,
 }
@@ -62,14 +69,18 @@ impl Cluster {
         let directory = Directory::start(&bins.directoryd, home.path())?;
         let alice = Peer::start(&bins.peerd, &home.path().join("a"), "alice", &directory.url())?;
         let bob = Peer::start(&bins.peerd, &home.path().join("b"), "bob", &directory.url())?;
-        let tcp = baseline::start_server(&bins.me, "serve-tcp")?;
-        let grpc = baseline::start_server(&bins.me, "serve-grpc")?;
-        Ok(Cluster { alice, bob, tcp, grpc, _directory: directory, _home: home })
+        let tcp = baseline::start_server(&bins.me, "serve-tcp", &[])?;
+        let grpc = baseline::start_server(&bins.me, "serve-grpc", &[])?;
+        tls::write_identity(home.path())?;
+        let tls = tls::client_config(home.path())?;
+        let tls_args = [OsStr::new("--tls"), home.path().as_os_str()];
+        let grpc_tls = baseline::start_server(&bins.me, "serve-grpc", &tls_args)?;
+        Ok(Cluster { alice, bob, tcp, grpc, grpc_tls, tls, _directory: directory, _home: home })
     }
 }
 
 pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
-    progress("starting directoryd, peerd alice and bob, serve-tcp and serve-grpc");
+    progress("starting directoryd, peerd alice and bob, serve-tcp and serve-grpc (plain, TLS)");
     let cluster = Cluster::start(bins)?;
     let mut notes = Vec::new();
 
@@ -99,14 +110,17 @@ pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
     let tcp = &latency.tcp;
     let link = &latency.link;
     let grpc = &latency.grpc;
+    let grpc_tls = &latency.grpc_tls;
     let call = &latency.send_call;
     notes.push(format!(
-        "round trips p50/p99 (us): tcp {}/{}, grpc_bidi {}/{}, link {}/{}, whole \
-         Control.Send call {}/{}; {} samples each",
+        "round trips p50/p99 (us): tcp {}/{}, grpc_bidi {}/{}, grpc_bidi over TLS {}/{}, \
+         link {}/{}, whole Control.Send call {}/{}; {} samples each",
         number(tcp.median()),
         number(tcp.percentile(99.0)),
         number(grpc.median()),
         number(grpc.percentile(99.0)),
+        number(grpc_tls.median()),
+        number(grpc_tls.percentile(99.0)),
         number(link.median()),
         number(link.percentile(99.0)),
         number(call.median()),
@@ -181,6 +195,7 @@ pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
             series("link_rtt (in peerd)", link),
             series("tcp_rtt", tcp),
             series("grpc_bidi_rtt", grpc),
+            series("grpc_bidi_rtt over TLS", grpc_tls),
             series("Control.Send call (client side)", call),
         ],
         notes,
@@ -201,24 +216,28 @@ struct Latency {
     tcp: Sorted,
     link: Sorted,
     grpc: Sorted,
+    grpc_tls: Sorted,
     send_call: Sorted,
 }
 
 async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyhow::Result<Latency> {
     let mut pinger = Pinger::connect(cluster.tcp.1)?;
-    let mut bidi = Bidi::connect(cluster.grpc.1).await?;
+    let mut bidi = Bidi::connect(cluster.grpc.1, None).await?;
+    let mut bidi_tls = Bidi::connect(cluster.grpc_tls.1, Some(cluster.tls.clone())).await?;
     let (mut tcp, mut link, mut grpc) = (Vec::new(), LinkSamples::default(), Vec::new());
+    let mut grpc_tls = Vec::new();
 
     progress(&format!("latency: warm-up, {} round trips of each kind", plan.warmup));
     let (p, _) = tcp_round(pinger, plan.warmup, Vec::new()).await?;
     pinger = p;
     within(control::link_round(control, plan.warmup, &mut LinkSamples::default())).await?;
     within(bidi.rtt_round(plan.warmup, &mut Vec::new())).await?;
+    within(bidi_tls.rtt_round(plan.warmup, &mut Vec::new())).await?;
 
     for round in 1..=plan.latency_rounds {
         if round == 1 || round % 10 == 0 {
             progress(&format!(
-                "latency: round {round}/{}, {} round trips each of tcp, link, grpc",
+                "latency: round {round}/{}, {} round trips each of tcp, link, grpc, grpc over TLS",
                 plan.latency_rounds, plan.latency_round
             ));
         }
@@ -226,11 +245,13 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         (pinger, tcp) = (p, t);
         within(control::link_round(control, plan.latency_round, &mut link)).await?;
         within(bidi.rtt_round(plan.latency_round, &mut grpc)).await?;
+        within(bidi_tls.rtt_round(plan.latency_round, &mut grpc_tls)).await?;
     }
     Ok(Latency {
         tcp: Sorted::new(tcp),
         link: Sorted::new(link.link_rtt),
         grpc: Sorted::new(grpc),
+        grpc_tls: Sorted::new(grpc_tls),
         send_call: Sorted::new(link.send_call),
     })
 }
@@ -315,7 +336,7 @@ async fn throughput(
     for _ in 0..plan.control_connections {
         controls.push(control::connect(&cluster.alice.socket).await?);
     }
-    let mut bidi = Bidi::connect(cluster.grpc.1).await?;
+    let mut bidi = Bidi::connect(cluster.grpc.1, None).await?;
     let warmup = plan.in_flight * 4;
     progress(&format!("throughput: warm-up, {warmup} messages each"));
     within(bidi.throughput(warmup, plan.in_flight)).await?;

@@ -2,45 +2,77 @@
 //! between two processes over plaintext HTTP/2, the same `Chat.Converse`
 //! shape peerd's link uses, with none of its logic. The server answers each
 //! `ChatMessage` frame with a one-id `Receipt` frame and does nothing else:
-//! no session, no storage, no TLS.
+//! no session, no storage, no TLS. Served with `--tls DIR`, the same
+//! stream goes through TLS instead (see [`super::tls`]): `grpc_tls_rtt`.
 //!
 //! Both ends run a current-thread runtime: on a small machine that is the
 //! fastest a tonic stream goes, which is what a baseline should show.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use hyper_util::rt::TokioIo;
 use pb::frame::Kind;
 use peerchat::v1 as pb;
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Endpoint, Server, Uri};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::MESSAGE;
+use super::tls::{self, TlsConn};
 
 /// Frames buffered per direction; also bounds the client's window.
 const BUFFER: usize = 1024;
 
 /// The `serve-grpc` child: prints its address, then serves `Chat` until
-/// killed.
-pub fn serve() -> anyhow::Result<()> {
+/// killed; over TLS with the certificate in `tls`, if given.
+pub fn serve(tls: Option<&Path>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let service = pb::chat_server::ChatServer::new(EchoChat);
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     runtime.block_on(async {
-        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let incoming = TcpIncoming::bind(addr)
-            .with_context(|| format!("binding {addr}"))?
-            .with_nodelay(Some(true));
-        println!("{}", incoming.local_addr()?);
-        tonic::transport::Server::builder()
-            .add_service(pb::chat_server::ChatServer::new(EchoChat))
-            .serve_with_incoming(incoming)
+        let Some(dir) = tls else {
+            let incoming = TcpIncoming::bind(addr)
+                .with_context(|| format!("binding {addr}"))?
+                .with_nodelay(Some(true));
+            println!("{}", incoming.local_addr()?);
+            return Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+                .context("serving Chat");
+        };
+        let acceptor = TlsAcceptor::from(tls::server_config(dir)?);
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        println!("{}", listener.local_addr()?);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        let _ = tx.send(Ok::<_, std::io::Error>(TlsConn(stream))).await;
+                    }
+                });
+            }
+        });
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(ReceiverStream::new(rx))
             .await
-            .context("serving Chat")
+            .context("serving Chat over TLS")
     })
 }
 
@@ -101,10 +133,34 @@ pub(crate) struct Bidi {
 }
 
 impl Bidi {
-    pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Bidi> {
-        let mut client = pb::chat_client::ChatClient::connect(format!("http://{addr}"))
-            .await
-            .with_context(|| format!("connecting to serve-grpc at {addr}"))?;
+    /// Opens the stream; through TLS with `tls`.
+    pub(crate) async fn connect(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Bidi> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+        let channel = match tls {
+            None => endpoint.connect().await,
+            Some(config) => {
+                let tls = TlsConnector::from(config);
+                // The URI is unused: the connector dials `addr`.
+                endpoint
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let tls = tls.clone();
+                        async move {
+                            let tcp = TcpStream::connect(addr).await?;
+                            tcp.set_nodelay(true)?;
+                            let name = ServerName::try_from(tls::SERVER_NAME)
+                                .map_err(std::io::Error::other)?;
+                            let stream = tls.connect(name, tcp).await?;
+                            Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        }
+                    }))
+                    .await
+            }
+        }
+        .with_context(|| format!("connecting to serve-grpc at {addr}"))?;
+        let mut client = pb::chat_client::ChatClient::new(channel);
         let (tx, rx) = mpsc::channel(BUFFER);
         let acks = client.converse(ReceiverStream::new(rx)).await?.into_inner();
         Ok(Bidi { tx, acks, seq: 0 })

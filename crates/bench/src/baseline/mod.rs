@@ -6,7 +6,9 @@
 
 pub(crate) mod grpc;
 pub(crate) mod tcp;
+pub(crate) mod tls;
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -14,10 +16,14 @@ use anyhow::anyhow;
 
 use crate::daemons::{Daemon, command};
 
-/// Starts `me SUBCOMMAND` and returns it with the address it printed.
-pub(crate) fn start_server(me: &Path, subcommand: &str) -> anyhow::Result<(Daemon, SocketAddr)> {
+/// Starts `me SUBCOMMAND ARGS…` and returns it with the address it printed.
+pub(crate) fn start_server(
+    me: &Path,
+    subcommand: &str,
+    args: &[&OsStr],
+) -> anyhow::Result<(Daemon, SocketAddr)> {
     let mut cmd = command(me);
-    cmd.arg(subcommand);
+    cmd.arg(subcommand).args(args);
     let (daemon, line) = Daemon::start_ready(subcommand, &mut cmd, None)?;
     let addr = line
         .trim()
