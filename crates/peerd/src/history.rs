@@ -116,20 +116,11 @@ fn needs_escape(bytes: &[u8]) -> bool {
     chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-/// `n` in decimal. By hand: `write!` through the formatter was 4% of the
-/// sending daemon's instructions at full speed.
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+/// `n` in decimal, two digits per step (`itoa`): `write!` through the
+/// formatter was 4% of the sending daemon's instructions at full speed, and
+/// a digit-at-a-time loop still 3% (two numbers per message line).
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn state_word(state: MessageState) -> &'static [u8] {
