@@ -24,6 +24,7 @@
 //! task unregisters, the servers finish their streams, and the socket file
 //! is removed.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 mod control;

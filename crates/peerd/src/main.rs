@@ -14,9 +14,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// handful of allocations at the protobuf edges, and glibc's malloc/free
 /// were a fifth of the sending daemon's instructions (consolidating its
 /// fast bins after every burst). scripts/bench: throughput +15%, link_rtt
-/// -7%, for ~0.35 MiB more idle memory.
+/// -7%, for ~0.35 MiB more idle memory. Called through our own
+/// [`MiMalloc`](peerchat_peerd::allocator::MiMalloc), not the `mimalloc`
+/// crate's: see that module.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: peerchat_peerd::allocator::MiMalloc = peerchat_peerd::allocator::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
