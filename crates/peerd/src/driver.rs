@@ -45,6 +45,11 @@ const BATCH: usize = 512;
 /// A channel to the driver.
 pub(crate) type DriverTx = mpsc::Sender<Input>;
 
+/// The open links by id. Ids are ours (a counter), so a fast hash is safe:
+/// a link is looked up for every frame sent, and SipHash was 0.5% of the
+/// receiver's instructions a round trip.
+type Links = HashMap<LinkId, LinkEntry, foldhash::fast::RandomState>;
+
 /// What to wait for after a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wait {
@@ -146,10 +151,7 @@ impl Drop for LinkEntry {
 
 /// The next frame (or end) from any open link. There are at most a few:
 /// the conversation's, and one dialed or accepted while it ends.
-fn poll_links(
-    links: &mut HashMap<LinkId, LinkEntry>,
-    cx: &mut Context<'_>,
-) -> Poll<(LinkId, Result<Frame, LinkDown>)> {
+fn poll_links(links: &mut Links, cx: &mut Context<'_>) -> Poll<(LinkId, Result<Frame, LinkDown>)> {
     for (link, entry) in links.iter_mut() {
         if let Some(Poll::Ready(r)) = entry.inbound.as_mut().map(|i| i.poll_frame(cx)) {
             return Poll::Ready((*link, r));
@@ -202,7 +204,7 @@ pub(crate) struct Driver {
     rx: mpsc::Receiver<Input>,
     tx: DriverTx,
     dialer: Dialer,
-    links: HashMap<LinkId, LinkEntry>,
+    links: Links,
     watchers: Vec<Watcher>,
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
     pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
@@ -262,7 +264,7 @@ impl Driver {
             rx,
             tx,
             dialer,
-            links: HashMap::new(),
+            links: Links::default(),
             watchers: Vec::new(),
             pending_connect: None,
             pending_disconnect: Vec::new(),
