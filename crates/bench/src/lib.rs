@@ -13,8 +13,9 @@
 //! - `plan`: how many samples and rounds a quick and a full run take.
 //! - `daemons`: the processes the bench starts, each behind a guard that
 //!   stops it by pid; `bins` finds their binaries.
-//! - `baseline`: the hand-written baselines (raw TCP, bare tonic bidi), each
-//!   served by this binary re-executed as a hidden subcommand.
+//! - `baseline`: the hand-written baselines (raw TCP, bare tonic bidi, and
+//!   the same over TLS as a diagnostic), each served by this binary
+//!   re-executed as a hidden subcommand.
 //! - `control`: alice's control API as the bench drives it (`link_rtt`,
 //!   `throughput`).
 //! - `process`: wall time of whole processes (`true`, `chatctl`).

@@ -3,7 +3,8 @@
 //! shape peerd's link uses, with none of its logic. The server answers each
 //! `ChatMessage` frame with a one-id `Receipt` frame and does nothing else:
 //! no session, no storage, no TLS. Served with `--tls DIR`, the same
-//! stream goes through TLS instead (see [`super::tls`]): `grpc_tls_rtt`.
+//! stream goes through TLS instead (see [`super::tls`]): the
+//! `grpc_bidi_rtt over TLS` of the report's notes.
 //!
 //! Both ends run a current-thread runtime: on a small machine that is the
 //! fastest a tonic stream goes, which is what a baseline should show.

@@ -1,11 +1,11 @@
-//! The TLS of `grpc_tls_rtt`, a diagnostic and not a goal's baseline: the
-//! bare tonic stream of [`super::grpc`] inside the TLS peerd's link uses
-//! (TLS 1.3, rustls with ring, ALPN h2), so that the report shows how much
-//! of `link_rtt` the mandated stack with encryption costs before peerd does
-//! anything. The bench makes a self-signed certificate for the run, writes
-//! it to its temp dir, and the server and the client read it from there.
-//! (peerd also authenticates the dialer; that costs in the handshake, not
-//! per message, so it is left out.)
+//! The TLS of `grpc_bidi_rtt over TLS`, a diagnostic and not a goal's
+//! baseline: the bare tonic stream of [`super::grpc`] inside the TLS
+//! peerd's link uses (TLS 1.3, rustls with ring, ALPN h2), so that the
+//! report shows how much of `link_rtt` the mandated stack with encryption
+//! costs before peerd does anything. The bench makes a self-signed
+//! certificate for the run, writes it to its temp dir, and the server and
+//! the client read it from there. (peerd also authenticates the dialer;
+//! that costs in the handshake, not per message, so it is left out.)
 
 use std::io;
 use std::path::Path;
