@@ -38,7 +38,7 @@ pub(crate) const MAX_BINDINGS: usize = 1_000_000;
 /// A failure around the bindings file, saying what was being done to which
 /// path.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum BindingsError {
     /// The OS refused an operation.
     #[error("I/O error at {path} while {action}: {source}")]
     Io {
@@ -62,9 +62,9 @@ pub enum StoreError {
     Closed,
 }
 
-fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + use<> {
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> BindingsError + use<> {
     let path = path.to_owned();
-    move |source| StoreError::Io { path, action, source }
+    move |source| BindingsError::Io { path, action, source }
 }
 
 /// One line of the file.
@@ -192,7 +192,7 @@ pub(crate) struct BindingStore {
 impl BindingStore {
     /// Creates the data dir (0700) if needed, opens and locks the bindings
     /// file (0600) and loads it.
-    pub(crate) fn open(data_dir: &Path) -> Result<BindingStore, StoreError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<BindingStore, BindingsError> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -246,12 +246,12 @@ impl BindingStore {
     }
 
     /// Records a new binding durably, then in memory. Blocking I/O.
-    pub(crate) fn bind(&mut self, name_key: &str, key: &PublicKey) -> Result<(), StoreError> {
+    pub(crate) fn bind(&mut self, name_key: &str, key: &PublicKey) -> Result<(), BindingsError> {
         if self.memory_only {
             self.bindings.insert(name_key.to_owned(), *key);
             return Ok(());
         }
-        let file = self.file.as_mut().ok_or(StoreError::Closed)?;
+        let file = self.file.as_mut().ok_or(BindingsError::Closed)?;
         let line = encode_line(name_key, key);
         let written = file.write_all(line.as_bytes()).and_then(|()| file.sync_data());
         if let Err(source) = written {
@@ -259,7 +259,7 @@ impl BindingStore {
             if let Err(err) = file.set_len(self.len) {
                 tracing::warn!(path = %self.path.display(), %err, "cannot cut back a failed append");
             }
-            return Err(StoreError::Io {
+            return Err(BindingsError::Io {
                 path: self.path.clone(),
                 action: "appending a binding",
                 source,
@@ -279,7 +279,7 @@ impl BindingStore {
 }
 
 /// Takes the exclusive lock without waiting.
-fn lock(file: &File, path: &Path) -> Result<(), StoreError> {
+fn lock(file: &File, path: &Path) -> Result<(), BindingsError> {
     // SAFETY: the descriptor is open for as long as `file` lives; flock has
     // no other preconditions.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -288,9 +288,13 @@ fn lock(file: &File, path: &Path) -> Result<(), StoreError> {
     }
     let err = io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(StoreError::Locked { path: path.to_owned() });
+        return Err(BindingsError::Locked { path: path.to_owned() });
     }
-    Err(StoreError::Io { path: path.to_owned(), action: "locking the bindings file", source: err })
+    Err(BindingsError::Io {
+        path: path.to_owned(),
+        action: "locking the bindings file",
+        source: err,
+    })
 }
 
 /// What [`forget`] removed.
@@ -305,13 +309,13 @@ pub struct Forgotten {
 /// Removes the binding of `name` from the bindings file in `data_dir`,
 /// atomically (a temp file renamed over it). `Ok(None)` when the name has
 /// no binding. Refused while a directory is running on `data_dir`.
-pub(crate) fn forget(data_dir: &Path, name: &Name) -> Result<Option<Forgotten>, StoreError> {
+pub(crate) fn forget(data_dir: &Path, name: &Name) -> Result<Option<Forgotten>, BindingsError> {
     let path = data_dir.join(FILE_NAME);
     let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(StoreError::Io { path, action: "opening the bindings file", source });
+            return Err(BindingsError::Io { path, action: "opening the bindings file", source });
         }
     };
     lock(&file, &path)?;
@@ -458,11 +462,11 @@ mod tests {
         let mut store = BindingStore::open(dir.path()).unwrap();
         store.bind("bob", &A).unwrap();
         let err = BindingStore::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(matches!(err, BindingsError::Locked { .. }), "{err}");
         let err = forget(dir.path(), &name("bob")).unwrap_err();
         assert!(err.to_string().contains("running directory"), "{err}");
         store.close();
-        assert!(matches!(store.bind("alice", &A), Err(StoreError::Closed)));
+        assert!(matches!(store.bind("alice", &A), Err(BindingsError::Closed)));
         assert!(forget(dir.path(), &name("bob")).unwrap().is_some());
     }
 

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use peerchat_core::Name;
 use peerchat_core::lease::DEFAULT_TTL;
 
-use crate::Config;
+use crate::{Config, RedisOptions, StoreConfig};
 
 /// Longest accepted `--ttl`: a day. Longer leases would keep dead peers
 /// listed for longer than anyone wants, and bound the `Instant` arithmetic.
@@ -98,6 +98,20 @@ pub struct Serve {
     )]
     pub max_per_source: u64,
 
+    /// Where the directory's state lives: `memory` (this process alone;
+    /// bindings in --data-dir), or a Redis Cluster by its seed nodes,
+    /// `redis://HOST:PORT[,redis://HOST:PORT...]`. Any number of
+    /// directoryd replicas may share one cluster; give them all the same
+    /// directory key (the same directory.key in their --data-dir).
+    #[arg(
+        long,
+        env = "PEERCHAT_STORE",
+        default_value = "memory",
+        value_name = "STORE",
+        value_parser = parse_store,
+    )]
+    pub store: StoreConfig,
+
     /// Threads serving requests. One serves well over 50,000 heartbeats a
     /// second (a peer sends one every ttl/3 seconds); more cost CPU per
     /// request in hand-offs between threads, and pay off only on a machine
@@ -115,12 +129,13 @@ pub struct Serve {
 /// Admin subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Releases NAME from its key, for a stopped directory only.
+    /// Releases NAME from its key.
     ///
     /// The next key to register NAME then owns it: for a user who lost their
-    /// key, or who moves the name to a new one. A running directory keeps
-    /// its bindings in memory, so this refuses while one runs on DIR: stop
-    /// the directory, forget, start it again.
+    /// key, or who moves the name to a new one. With --data-dir (the
+    /// embedded store) only while the directory is stopped: a running one
+    /// keeps its bindings in memory, so this refuses while one runs on DIR.
+    /// With --store redis://... at any time, also while replicas run.
     Forget(Forget),
     /// Prints the fingerprint of the directory key, creating the key if
     /// there is none.
@@ -139,20 +154,35 @@ pub struct Key {
     pub data_dir: PathBuf,
 }
 
-/// `directoryd forget NAME [--data-dir DIR]`
+/// `directoryd forget NAME (--data-dir DIR | --store redis://...)`
 #[derive(Debug, Clone, Args)]
 pub struct Forget {
     /// The name to release (any case).
     #[arg(value_name = "NAME", value_parser = parse_name)]
     pub name: Name,
 
-    /// The data dir of the directory whose binding to remove.
-    #[arg(long, env = "PEERCHAT_DIRECTORY_DATA_DIR", value_name = "DIR", required = true)]
-    pub data_dir: PathBuf,
+    /// The data dir of the (stopped) directory whose binding to remove.
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The Redis Cluster of the directory whose binding to remove.
+    #[arg(long, value_name = "STORE", value_parser = parse_redis, conflicts_with = "data_dir")]
+    pub store: Option<RedisOptions>,
 }
 
 fn parse_name(raw: &str) -> Result<Name, peerchat_core::NameError> {
     Name::parse(raw)
+}
+
+fn parse_store(raw: &str) -> Result<StoreConfig, crate::RedisError> {
+    if raw == "memory" {
+        return Ok(StoreConfig::Memory);
+    }
+    Ok(StoreConfig::Redis(raw.parse()?))
+}
+
+fn parse_redis(raw: &str) -> Result<RedisOptions, crate::RedisError> {
+    raw.parse()
 }
 
 impl Cli {
@@ -166,6 +196,7 @@ impl Cli {
             register_rate: serve.register_rate,
             list_rate: serve.list_rate,
             max_per_source: usize::try_from(serve.max_per_source).unwrap_or(usize::MAX),
+            store: serve.store.clone(),
             ..Config::default()
         }
     }
@@ -217,9 +248,18 @@ mod tests {
             panic!("no forget subcommand");
         };
         assert_eq!(forget.name.as_str(), "Bob");
-        assert_eq!(forget.data_dir, PathBuf::from("/d"));
+        assert_eq!(forget.data_dir, Some(PathBuf::from("/d")));
         assert!(Cli::try_parse_from(["directoryd", "forget", "b b"]).is_err());
         assert!(Cli::try_parse_from(["directoryd", "forget"]).is_err());
+        assert!(Cli::try_parse_from(["directoryd", "forget", "bob"]).is_err(), "no store");
+        let both = ["directoryd", "forget", "bob", "--data-dir", "/d", "--store", "redis://h:1"];
+        assert!(Cli::try_parse_from(both).is_err());
+        let cli =
+            Cli::try_parse_from(["directoryd", "forget", "bob", "--store", "redis://h:1"]).unwrap();
+        let Some(Command::Forget(forget)) = cli.command else {
+            panic!("no forget subcommand");
+        };
+        assert_eq!(forget.store.unwrap().seeds, ["redis://h:1"]);
         // Serving flags do not mix with a subcommand.
         assert!(Cli::try_parse_from(["directoryd", "--ttl", "3", "forget", "bob"]).is_err());
     }
@@ -233,6 +273,22 @@ mod tests {
         assert_eq!(key.data_dir, PathBuf::from("/d"));
         assert!(Cli::try_parse_from(["directoryd", "key", "extra"]).is_err());
         assert!(Cli::try_parse_from(["directoryd", "--listen", "127.0.0.1:1", "key"]).is_err());
+    }
+
+    #[test]
+    fn the_store_is_memory_or_redis_seeds() {
+        let cli = Cli::try_parse_from(["directoryd"]).unwrap();
+        assert_eq!(cli.config().store, StoreConfig::Memory);
+        let cli = Cli::try_parse_from([
+            "directoryd",
+            "--store",
+            "redis://127.0.0.1:7001,redis://[::1]:7002",
+        ])
+        .unwrap();
+        let StoreConfig::Redis(options) = cli.config().store else { panic!("not redis") };
+        assert_eq!(options.seeds.len(), 2);
+        let err = Cli::try_parse_from(["directoryd", "--store", "mysql://x"]).unwrap_err();
+        assert!(err.to_string().contains("is not a Redis node"), "{err}");
     }
 
     #[test]

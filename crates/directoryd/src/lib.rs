@@ -5,10 +5,12 @@
 //! so a peer that dies without unregistering disappears on its own.
 //!
 //! A name belongs to the first ed25519 key that registers it, with proof of
-//! possession (a signature over a directory-issued nonce); the binding is
-//! kept in `bindings.jsonl` in the data dir and outlives restarts. An
-//! operator releases a name with `directoryd forget NAME` ([`forget`]) while
-//! the directory is stopped.
+//! possession (a signature over a directory-issued nonce); the binding
+//! outlives restarts. Where the state lives is a [`StoreConfig`]: the
+//! embedded store (the default: memory, bindings in `bindings.jsonl` in the
+//! data dir; an operator releases a name with `directoryd forget NAME`
+//! ([`forget`]) while the directory is stopped), or Redis Cluster, which
+//! any number of identical replicas share.
 //!
 //! The directory has its own ed25519 key (`directory.key` in the data dir,
 //! see [`directory_key`]) and speaks TLS 1.3 with it on the same port as
@@ -19,17 +21,25 @@
 //! # Layout
 //! - [`run`]: serves the directory, gRPC health and server reflection on a
 //!   bound listener until the shutdown token fires.
-//! - `registry`: the pure in-memory map of leases (no I/O, `now` passed
-//!   in): uniqueness, takeover by the same key, the cap per source, expiry,
-//!   pagination.
-//! - `bindings`: the durable name → key map and its file; [`forget`].
-//! - `challenges`: outstanding single-use nonces (pure).
+//! - `model`: the vocabulary every part shares (claims, listings, pages,
+//!   changes, refusals); a leaf.
+//! - `store`: the `Store` trait, the one front door to the directory's
+//!   state, and its two implementations, `store::memory` and
+//!   `store::redis`.
+//! - `registry`: the embedded store's pure in-memory map of leases (no
+//!   I/O, `now` passed in): uniqueness, takeover by the same key, the cap
+//!   per source, expiry, pagination.
+//! - `bindings`: the embedded store's durable name → key map and its
+//!   file; [`forget`].
+//! - `challenges`: the embedded store's outstanding single-use nonces
+//!   (pure).
 //! - `proof`: checks a registration's signature, nonce and clock (pure).
 //! - `limits`: token buckets per source address (pure).
 //! - `service`: `DirectoryService`, the tonic boundary; applies limits,
 //!   validates input and is the one place a gRPC `Status` is built.
-//! - `reaper`: drops expired registrations, nonces and idle buckets every
-//!   second.
+//! - `watch`: the `WatchPeers` presence feed, a snapshot then changes.
+//! - `reaper`: lets the store drop what expired, and drops idle rate-limit
+//!   buckets, every second.
 //! - `connections`: accepts TCP connections up to a ceiling, tells TLS
 //!   from plaintext by the first byte, and coalesces responses into fewer
 //!   writes.
@@ -42,11 +52,14 @@ mod challenges;
 pub mod cli;
 mod connections;
 mod limits;
+mod model;
 mod proof;
 mod reaper;
 mod registry;
 mod service;
+mod store;
 mod tls;
+mod watch;
 
 use std::io;
 use std::net::SocketAddr;
@@ -62,11 +75,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::bindings::BindingStore;
-pub use crate::bindings::{Forgotten, StoreError};
-use crate::challenges::Challenges;
+pub use crate::bindings::{BindingsError, Forgotten};
 use crate::limits::RateLimiter;
-use crate::registry::Registry;
-use crate::service::{DirectoryService, Shared, lock};
+use crate::service::{DirectoryService, Limits};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+pub use crate::store::redis::{RedisError, RedisOptions};
 use crate::tls::DirectoryKey;
 pub use crate::tls::KeyError;
 
@@ -100,6 +114,20 @@ pub struct Config {
     pub list_rate: u32,
     /// Live registrations per source address at most.
     pub max_per_source: usize,
+    /// Where the directory's state lives.
+    pub store: StoreConfig,
+}
+
+/// Where the directory's state lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In this process; bindings in the data dir. One directory process.
+    #[default]
+    Memory,
+    /// A Redis Cluster, by its seed nodes (`redis://HOST:PORT` each). Any
+    /// number of directory replicas may share it; each needs the same
+    /// directory key (the same `directory.key` in its data dir).
+    Redis(RedisOptions),
 }
 
 impl Default for Config {
@@ -112,6 +140,17 @@ impl Default for Config {
             register_rate: 20,
             list_rate: 100,
             max_per_source: 256,
+            store: StoreConfig::Memory,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// For logs: `memory`, or the Redis seeds.
+    fn describe(&self) -> String {
+        match self {
+            StoreConfig::Memory => "memory".to_owned(),
+            StoreConfig::Redis(options) => options.seeds.join(","),
         }
     }
 }
@@ -119,10 +158,20 @@ impl Default for Config {
 /// Releases `name` from the key it is bound to, in the bindings file of a
 /// stopped directory on `data_dir`; the next key to register it owns it.
 /// `Ok(None)` when the name has no binding. Refused with
-/// [`StoreError::Locked`] while a directory runs on `data_dir`: it keeps its
+/// [`BindingsError::Locked`] while a directory runs on `data_dir`: it keeps its
 /// bindings in memory and would not notice.
-pub fn forget(data_dir: &Path, name: &Name) -> Result<Option<Forgotten>, StoreError> {
+pub fn forget(data_dir: &Path, name: &Name) -> Result<Option<Forgotten>, BindingsError> {
     bindings::forget(data_dir, name)
+}
+
+/// Releases `name` from its key in the Redis store, also while directory
+/// replicas run (they keep nothing of it in memory); ends any registration
+/// under it. `Ok(None)` when the name has no binding.
+pub async fn forget_in_redis(
+    store: &RedisOptions,
+    name: &Name,
+) -> Result<Option<[u8; peerchat_core::identity::PUBLIC_KEY_LEN]>, RedisError> {
+    store::redis::forget(store, name).await
 }
 
 /// The directory's public key in `data_dir` (raw ed25519, 32 bytes),
@@ -148,7 +197,10 @@ pub enum Error {
     },
     /// The name bindings could not be loaded.
     #[error("cannot load the name bindings: {0}")]
-    Bindings(#[from] StoreError),
+    Bindings(#[from] BindingsError),
+    /// The Redis store could not be set up.
+    #[error("cannot use the Redis store: {0}")]
+    Redis(#[from] RedisError),
     /// The directory key could not be loaded or made into a certificate.
     #[error("cannot load the directory key: {0}")]
     Key(#[from] KeyError),
@@ -184,35 +236,48 @@ pub async fn run(
     let stop = shutdown.child_token();
     let _stop_on_return = stop.clone().drop_guard();
 
-    // Blocking read at start-up, before anything is served.
-    let bindings = match &config.data_dir {
-        Some(dir) => BindingStore::open(dir)?,
-        None => {
-            tracing::warn!(
-                "no --data-dir: name bindings and the directory key last for this run only"
-            );
-            BindingStore::in_memory()
+    let (store, _close_on_return): (Arc<dyn Store>, Option<CloseOnDrop>) = match &config.store {
+        StoreConfig::Memory => {
+            // Blocking read at start-up, before anything is served.
+            let bindings = match &config.data_dir {
+                Some(dir) => BindingStore::open(dir)?,
+                None => {
+                    tracing::warn!(
+                        "no --data-dir: name bindings and the directory key last for this run only"
+                    );
+                    BindingStore::in_memory()
+                }
+            };
+            let store = Arc::new(MemoryStore::new(bindings, config.ttl, config.max_per_source));
+            (store.clone(), Some(CloseOnDrop(store)))
+        }
+        StoreConfig::Redis(options) => {
+            let store = store::redis::RedisStore::connect(
+                options,
+                config.ttl,
+                config.max_per_source,
+                &stop,
+            )
+            .await?;
+            (Arc::new(store), None)
         }
     };
-    let bindings = Arc::new(Mutex::new(bindings));
-    let _close_on_return = CloseOnDrop(bindings.clone());
     // After the bindings: their lock already keeps a second directory off
     // this data dir, so two first starts never race to create the key.
+    // Replicas over one Redis store share one data dir's key, or copies of it.
     let key = match &config.data_dir {
         Some(dir) => DirectoryKey::load_or_create(dir)?,
         None => DirectoryKey::ephemeral()?,
     };
     let tls = key.server_config()?;
     tracing::info!(key = %key.fingerprint(), "directory key");
-    let state = Arc::new(Shared {
-        registry: Mutex::new(Registry::new(config.ttl, config.max_per_source)),
-        challenges: Mutex::new(Challenges::new(challenges::MAX_OUTSTANDING)),
-        register_limits: Mutex::new(RateLimiter::new(config.register_rate, limits::MAX_SOURCES)),
-        list_limits: Mutex::new(RateLimiter::new(config.list_rate, limits::MAX_SOURCES)),
+    let limits = Arc::new(Limits {
+        register: Mutex::new(RateLimiter::new(config.register_rate, limits::MAX_SOURCES)),
+        list: Mutex::new(RateLimiter::new(config.list_rate, limits::MAX_SOURCES)),
     });
-    tokio::spawn(reaper::run(state.clone(), stop.clone()));
+    tokio::spawn(reaper::run(store.clone(), limits.clone(), stop.clone()));
 
-    let service = DirectoryService::new(state, bindings, config.ttl);
+    let service = DirectoryService::new(store, limits, config.ttl);
     let directory = pb::directory_server::DirectoryServer::new(service)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -248,6 +313,7 @@ pub async fn run(
         register_rate = config.register_rate,
         list_rate = config.list_rate,
         max_per_source = config.max_per_source,
+        store = config.store.describe(),
         "directory serving"
     );
     let cut_off = async {
@@ -266,15 +332,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Closes the bindings store when `run` returns, however it returns:
-/// connections that outlive the shutdown grace may still hold the service,
-/// and must not keep the file locked against the next directory.
+/// Closes the embedded store's bindings file when `run` returns, however
+/// it returns: connections that outlive the shutdown grace may still hold
+/// the service, and must not keep the file locked against the next
+/// directory.
 #[derive(Debug)]
-struct CloseOnDrop(Arc<Mutex<BindingStore>>);
+struct CloseOnDrop(Arc<MemoryStore>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        lock(&self.0).close();
+        self.0.close();
     }
 }
 

@@ -6,6 +6,8 @@ use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use peerchat_core::Name;
+use peerchat_directoryd::RedisOptions;
 use peerchat_directoryd::cli::{Cli, Command, Forget, Key};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +50,7 @@ async fn serve_or_admin(cli: Cli) -> ExitCode {
         .init();
 
     match &cli.command {
-        Some(Command::Forget(forget)) => return forget_name(forget),
+        Some(Command::Forget(forget)) => return forget_name(forget).await,
         Some(Command::Key(key)) => return print_key(key),
         None => {}
     }
@@ -88,9 +90,15 @@ async fn serve_or_admin(cli: Cli) -> ExitCode {
 
 /// `directoryd forget NAME`: what it did on stdout; `no binding for NAME`
 /// on stderr with exit status 1 when there was nothing to release.
-fn forget_name(args: &Forget) -> ExitCode {
+async fn forget_name(args: &Forget) -> ExitCode {
     let name = &args.name;
-    match peerchat_directoryd::forget(&args.data_dir, name) {
+    let data_dir = match (&args.data_dir, &args.store) {
+        (_, Some(store)) => return forget_in_redis(store, name).await,
+        (Some(data_dir), None) => data_dir,
+        // clap requires one of the two.
+        (None, None) => return ExitCode::from(2),
+    };
+    match peerchat_directoryd::forget(data_dir, name) {
         Ok(Some(forgotten)) => {
             println!(
                 "forgot {name}: removed its binding to key {} from {}; the next key to register {name} will own it",
@@ -100,7 +108,27 @@ fn forget_name(args: &Forget) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(None) => {
-            eprintln!("no binding for {name} in {}", args.data_dir.display());
+            eprintln!("no binding for {name} in {}", data_dir.display());
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("error: cannot forget {name}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn forget_in_redis(store: &RedisOptions, name: &Name) -> ExitCode {
+    match peerchat_directoryd::forget_in_redis(store, name).await {
+        Ok(Some(key)) => {
+            println!(
+                "forgot {name}: removed its binding to key {} from the Redis store; the next key to register {name} will own it",
+                peerchat_core::identity::fingerprint(&key),
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("no binding for {name} in the Redis store");
             ExitCode::FAILURE
         }
         Err(err) => {

@@ -1,7 +1,8 @@
-//! The reaper: once a second drops expired registrations, expired challenge
-//! nonces and rate-limit buckets that have refilled, so that none of these
-//! maps grows with peers that went away. Reads already ignore what has
-//! expired; this only bounds memory.
+//! The reaper: once a second lets the store drop what has expired (and
+//! announce registrations that went), and drops rate-limit buckets that
+//! have refilled, so that no map grows with peers that went away. Reads
+//! already ignore what has expired; this bounds memory and feeds the
+//! presence feed's OFFLINE events for peers that died without a word.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,49 +10,37 @@ use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{Shared, lock};
+use crate::service::Limits;
+use crate::store::Store;
+use crate::store::memory::lock;
 
 const PERIOD: Duration = Duration::from_secs(1);
 
 /// Reaps until `shutdown` fires.
-pub(crate) async fn run(state: Arc<Shared>, shutdown: CancellationToken) {
+pub(crate) async fn run(store: Arc<dyn Store>, limits: Arc<Limits>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(PERIOD);
     // After a stall one sweep catches up on everything; a burst would not.
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = tick.tick() => sweep(&state, Instant::now()),
+            _ = tick.tick() => {
+                store.sweep().await;
+                sweep_limits(&limits, Instant::now());
+            }
         }
     }
 }
 
-fn sweep(state: &Shared, now: Instant) {
-    // One lock at a time: requests wait for one map, never for the sweep.
-    let (reaped, left) = {
-        let mut registry = lock(&state.registry);
-        (registry.reap(now), registry.len())
-    };
-    let (nonces, nonces_left) = {
-        let mut challenges = lock(&state.challenges);
-        (challenges.sweep(now), challenges.len())
-    };
+fn sweep_limits(limits: &Limits, now: Instant) {
     let mut buckets = 0;
     let mut sources = 0;
-    for limiter in [&state.register_limits, &state.list_limits] {
+    for limiter in [&limits.register, &limits.list] {
         let mut limiter = lock(limiter);
         buckets += limiter.sweep(now);
         sources += limiter.len();
     }
-    if reaped + nonces + buckets > 0 {
-        tracing::debug!(
-            reaped,
-            left,
-            nonces,
-            nonces_left,
-            buckets,
-            sources,
-            "expired state dropped"
-        );
+    if buckets > 0 {
+        tracing::debug!(buckets, sources, "idle rate-limit buckets dropped");
     }
 }

@@ -4,9 +4,8 @@
 //! rules (case-insensitive uniqueness, takeover by the same key, the cap per
 //! source, expiry exactly at the TTL, pagination) are unit-tested
 //! deterministically. Who may hold a name at all is decided before, by the
-//! durable bindings; the registry only knows who is online. The service
-//! owns one `Registry` behind a mutex and maps [`RegistryError`] to gRPC
-//! codes.
+//! durable bindings; the registry only knows who is online. The memory
+//! store owns one `Registry` behind a mutex.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -15,64 +14,7 @@ use std::time::{Duration, Instant};
 use peerchat_core::Name;
 use peerchat_core::lease::Lease;
 
-use crate::limits::Source;
-use crate::proof::PublicKey;
-
-/// What a peer says about itself to others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Presence {
-    Available,
-    Busy,
-}
-
-/// A claim on a name, already validated by the service.
-#[derive(Debug, Clone)]
-pub(crate) struct Claim {
-    pub(crate) name: Name,
-    /// `host:port` to list.
-    pub(crate) address: String,
-    pub(crate) presence: Presence,
-    /// The key that proved possession (and to which the name is bound).
-    pub(crate) public_key: PublicKey,
-    /// Chosen by the caller so that the registry needs no randomness.
-    pub(crate) lease_token: String,
-    /// Where the registration came from, for the cap per source.
-    pub(crate) source: Source,
-}
-
-/// One peer as others see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Listing {
-    /// As registered (original case).
-    pub(crate) name: String,
-    pub(crate) address: String,
-    pub(crate) presence: Presence,
-    pub(crate) public_key: PublicKey,
-}
-
-/// One page of [`Registry::list`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Page {
-    pub(crate) peers: Vec<Listing>,
-    /// The key to continue after; `None` on the last page.
-    pub(crate) next: Option<String>,
-}
-
-/// Why a registry operation was refused. The messages carry the words the
-/// SPEC promises to scripts (`taken`, `not online`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum RegistryError {
-    #[error("name {name} is taken: it is bound to another key")]
-    Taken { name: String },
-    #[error("too many registrations from {from} (at most {max}); unregister some first")]
-    TooManyFromSource { from: Source, max: usize },
-    #[error("no registration for {name} with that lease; register again")]
-    UnknownLease { name: String },
-    #[error("{name} is held with a different lease")]
-    WrongLease { name: String },
-    #[error("{name} is not online")]
-    NotOnline { name: String },
-}
+use crate::model::{Claim, Listing, Page, Presence, Refusal, Source};
 
 #[derive(Debug)]
 struct Entry {
@@ -115,7 +57,7 @@ impl Registry {
     /// Whether [`register`](Self::register) would accept `claim` now. The
     /// service asks before it makes a binding durable, so that a refused
     /// registration leaves no binding behind.
-    pub(crate) fn admit(&self, claim: &Claim, now: Instant) -> Result<(), RegistryError> {
+    pub(crate) fn admit(&self, claim: &Claim, now: Instant) -> Result<(), Refusal> {
         let held = self.entries.get(&claim.name.key());
         // Bindings already refused other keys; this only guards the
         // invariant that a live name is never handed to another key.
@@ -123,13 +65,13 @@ impl Registry {
             && !held.lease.expired(now)
             && held.listing.public_key != claim.public_key
         {
-            return Err(RegistryError::Taken { name: claim.name.as_str().to_owned() });
+            return Err(Refusal::Taken { name: claim.name.as_str().to_owned() });
         }
         // Re-registering a name this source already holds does not count twice.
         let replaces_own = held.is_some_and(|held| held.source == claim.source);
         let count = self.per_source.get(&claim.source).copied().unwrap_or(0);
         if !replaces_own && count >= self.max_per_source {
-            return Err(RegistryError::TooManyFromSource {
+            return Err(Refusal::TooManyFromSource {
                 from: claim.source,
                 max: self.max_per_source,
             });
@@ -140,7 +82,7 @@ impl Registry {
     /// Grants `claim.name` to the claimant, replacing an expired registration
     /// or a live one by the same key (a restarted or moved daemon gets its
     /// name back at once; the old lease is dead).
-    pub(crate) fn register(&mut self, claim: Claim, now: Instant) -> Result<(), RegistryError> {
+    pub(crate) fn register(&mut self, claim: Claim, now: Instant) -> Result<(), Refusal> {
         self.admit(&claim, now)?;
         let entry = Entry {
             listing: Listing {
@@ -172,14 +114,15 @@ impl Registry {
     }
 
     /// Renews the lease `lease_token` on `name` and records its presence.
+    /// Returns the listing when the presence changed, for the feed.
     pub(crate) fn heartbeat(
         &mut self,
         name: &Name,
         lease_token: &str,
         presence: Presence,
         now: Instant,
-    ) -> Result<(), RegistryError> {
-        let unknown = || RegistryError::UnknownLease { name: name.as_str().to_owned() };
+    ) -> Result<Option<Listing>, Refusal> {
+        let unknown = || Refusal::UnknownLease { name: name.as_str().to_owned() };
         let entry = self.entries.get_mut(&name.key()).ok_or_else(unknown)?;
         if entry.lease.expired(now)
             || !constant_time_eq(entry.lease_token.as_bytes(), lease_token.as_bytes())
@@ -187,38 +130,44 @@ impl Registry {
             return Err(unknown());
         }
         entry.lease = Lease::new(now, self.ttl);
+        if entry.listing.presence == presence {
+            return Ok(None);
+        }
         entry.listing.presence = presence;
-        Ok(())
+        Ok(Some(entry.listing.clone()))
     }
 
     /// Releases `name`. Releasing a name nobody holds succeeds, so that a
     /// retried or late unregister is harmless; a live registration under a
-    /// different lease (someone took over) is left alone.
+    /// different lease (someone took over) is left alone. Returns the name
+    /// as registered when a live registration went, for the feed.
     pub(crate) fn unregister(
         &mut self,
         name: &Name,
         lease_token: &str,
         now: Instant,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<String>, Refusal> {
         let key = name.key();
         let Some(entry) = self.entries.get(&key) else {
-            return Ok(());
+            return Ok(None);
         };
         if !entry.lease.expired(now)
             && !constant_time_eq(entry.lease_token.as_bytes(), lease_token.as_bytes())
         {
-            return Err(RegistryError::WrongLease { name: name.as_str().to_owned() });
+            return Err(Refusal::WrongLease { name: name.as_str().to_owned() });
         }
-        if let Some(old) = self.entries.remove(&key) {
-            self.forget_source(old.source);
-        }
-        Ok(())
+        let was_live = !entry.lease.expired(now);
+        let Some(old) = self.entries.remove(&key) else {
+            return Ok(None);
+        };
+        self.forget_source(old.source);
+        Ok(was_live.then_some(old.listing.name))
     }
 
-    pub(crate) fn lookup(&self, name: &Name, now: Instant) -> Result<Listing, RegistryError> {
+    pub(crate) fn lookup(&self, name: &Name, now: Instant) -> Result<Listing, Refusal> {
         match self.entries.get(&name.key()) {
             Some(entry) if !entry.lease.expired(now) => Ok(entry.listing.clone()),
-            _ => Err(RegistryError::NotOnline { name: name.as_str().to_owned() }),
+            _ => Err(Refusal::NotOnline { name: name.as_str().to_owned() }),
         }
     }
 
@@ -247,12 +196,13 @@ impl Registry {
     }
 
     /// Drops every expired registration, so that peers that died without
-    /// unregistering do not hold memory. Returns how many went.
-    pub(crate) fn reap(&mut self, now: Instant) -> usize {
+    /// unregistering do not hold memory. Returns the names (as registered)
+    /// that went.
+    pub(crate) fn reap(&mut self, now: Instant) -> Vec<String> {
         if self.earliest_expiry.is_none_or(|earliest| now < earliest) {
-            return 0;
+            return Vec::new();
         }
-        let before = self.entries.len();
+        let mut names = Vec::new();
         let mut gone = Vec::new();
         let mut earliest: Option<Instant> = None;
         self.entries.retain(|_, entry| {
@@ -262,6 +212,7 @@ impl Registry {
                 earliest = Some(earliest.map_or(expires, |e| e.min(expires)));
             } else {
                 gone.push(entry.source);
+                names.push(entry.listing.name.clone());
             }
             keep
         });
@@ -269,7 +220,7 @@ impl Registry {
         for source in gone {
             self.forget_source(source);
         }
-        before - self.entries.len()
+        names
     }
 
     /// Registrations held, live or not yet reaped.
@@ -291,6 +242,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::model::PublicKey;
 
     const TTL: Duration = Duration::from_secs(15);
     const KEY_A: PublicKey = [0xaa; 32];
@@ -326,7 +278,7 @@ mod tests {
         let mut reg = registry();
         reg.register(claim("Bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
         let err = reg.register(claim("bOB", KEY_B, "l2", "10.0.0.2:2"), t0).unwrap_err();
-        assert_eq!(err, RegistryError::Taken { name: "bOB".into() });
+        assert_eq!(err, Refusal::Taken { name: "bOB".into() });
         assert!(err.to_string().contains("taken"));
         let bob = reg.lookup(&name("BOB"), t0).unwrap();
         assert_eq!(bob.name, "Bob", "listed with the case it registered with");
@@ -346,7 +298,7 @@ mod tests {
         // The crashed daemon's lease is dead; the new one lives.
         assert!(matches!(
             reg.heartbeat(&name("bob"), "old", Presence::Available, t1),
-            Err(RegistryError::UnknownLease { .. })
+            Err(Refusal::UnknownLease { .. })
         ));
         reg.heartbeat(&name("bob"), "new", Presence::Available, t1).unwrap();
         assert_eq!(reg.len(), 1);
@@ -368,7 +320,7 @@ mod tests {
         assert!(reg.list(None, 10, at_ttl).peers.is_empty());
         assert!(matches!(
             reg.heartbeat(&name("bob"), "l1", Presence::Available, at_ttl),
-            Err(RegistryError::UnknownLease { .. })
+            Err(Refusal::UnknownLease { .. })
         ));
         reg.register(claim("bob", KEY_B, "l2", "10.0.0.2:2"), at_ttl).unwrap();
         assert_eq!(reg.lookup(&name("bob"), at_ttl).unwrap().address, "10.0.0.2:2");
@@ -419,7 +371,7 @@ mod tests {
         reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
         assert_eq!(
             reg.unregister(&name("bob"), "other", t0),
-            Err(RegistryError::WrongLease { name: "bob".into() })
+            Err(Refusal::WrongLease { name: "bob".into() })
         );
         assert!(reg.lookup(&name("bob"), t0).is_ok());
         reg.unregister(&name("Bob"), "l1", t0).unwrap();
@@ -469,7 +421,7 @@ mod tests {
         assert_eq!(page.peers.len(), 999);
         assert_eq!(page.peers[0].name, "p099001");
         assert_eq!(page.next, None);
-        assert_eq!(reg.reap(t0 + TTL), 100_000);
+        assert_eq!(reg.reap(t0 + TTL).len(), 100_000);
     }
 
     #[test]
@@ -505,8 +457,8 @@ mod tests {
         let mut reg = registry();
         reg.register(claim("old", KEY_A, "1", "10.0.0.1:1"), t0).unwrap();
         reg.register(claim("new", KEY_A, "2", "10.0.0.1:1"), t0 + Duration::from_secs(10)).unwrap();
-        assert_eq!(reg.reap(t0 + TTL - Duration::from_millis(1)), 0);
-        assert_eq!(reg.reap(t0 + TTL), 1);
+        assert_eq!(reg.reap(t0 + TTL - Duration::from_millis(1)).len(), 0);
+        assert_eq!(reg.reap(t0 + TTL).len(), 1);
         assert_eq!(reg.len(), 1);
         assert!(reg.lookup(&name("new"), t0 + TTL).is_ok());
     }
@@ -515,26 +467,26 @@ mod tests {
     fn reaping_skips_until_something_can_have_expired() {
         let t0 = Instant::now();
         let mut reg = registry();
-        assert_eq!(reg.reap(t0), 0, "an empty registry");
+        assert_eq!(reg.reap(t0).len(), 0, "an empty registry");
         reg.register(claim("a", KEY_A, "a", "10.0.0.1:1"), t0).unwrap();
         reg.register(claim("b", KEY_A, "b", "10.0.0.1:1"), t0 + Duration::from_secs(5)).unwrap();
         assert_eq!(reg.earliest_expiry, Some(t0 + TTL));
         // Renewed: a expires later than the bound says, which only costs
         // one sweep that finds nothing, after which the bound is exact.
         reg.heartbeat(&name("a"), "a", Presence::Available, t0 + Duration::from_secs(10)).unwrap();
-        assert_eq!(reg.reap(t0 + TTL), 0);
+        assert_eq!(reg.reap(t0 + TTL).len(), 0);
         assert_eq!(reg.earliest_expiry, Some(t0 + TTL + Duration::from_secs(5)));
         // b, then a, go exactly at their TTL; the last one out clears the
         // bound and the next insert sets it.
-        assert_eq!(reg.reap(t0 + TTL + Duration::from_secs(5)), 1);
+        assert_eq!(reg.reap(t0 + TTL + Duration::from_secs(5)).len(), 1);
         assert_eq!(reg.earliest_expiry, Some(t0 + Duration::from_secs(10) + TTL));
-        assert_eq!(reg.reap(t0 + Duration::from_secs(10) + TTL), 1);
+        assert_eq!(reg.reap(t0 + Duration::from_secs(10) + TTL).len(), 1);
         assert_eq!((reg.len(), reg.earliest_expiry), (0, None));
         assert!(reg.per_source.is_empty());
         let t1 = t0 + Duration::from_secs(60);
         reg.register(claim("c", KEY_A, "c", "10.0.0.1:1"), t1).unwrap();
         assert_eq!(reg.earliest_expiry, Some(t1 + TTL));
-        assert_eq!(reg.reap(t1 + TTL), 1);
+        assert_eq!(reg.reap(t1 + TTL).len(), 1);
     }
 
     #[test]
@@ -545,7 +497,7 @@ mod tests {
         reg.register(claim("a", KEY_A, "a", "10.0.0.1:1"), t0).unwrap();
         reg.register(claim("b", KEY_A, "b", "10.0.0.1:1"), t0).unwrap();
         let err = reg.register(claim("c", KEY_A, "c", "10.0.0.1:1"), t0).unwrap_err();
-        assert_eq!(err, RegistryError::TooManyFromSource { from: source("10.0.0.1"), max: 2 });
+        assert_eq!(err, Refusal::TooManyFromSource { from: source("10.0.0.1"), max: 2 });
         assert!(err.to_string().contains("too many registrations from 10.0.0.1"), "{err}");
         // The same name again from the same source replaces, not adds.
         reg.register(claim("A", KEY_A, "a2", "10.0.0.1:2"), t0).unwrap();
@@ -558,7 +510,7 @@ mod tests {
         // Unregistering and expiry give slots back.
         reg.unregister(&name("c"), "c", t0).unwrap();
         reg.register(from(claim("e", KEY_A, "e", "x:1"), "10.0.0.2"), t0).unwrap();
-        assert_eq!(reg.reap(t0 + TTL), 4);
+        assert_eq!(reg.reap(t0 + TTL).len(), 4);
         assert!(reg.per_source.is_empty());
         reg.register(claim("f", KEY_A, "f", "10.0.0.1:1"), t0 + TTL).unwrap();
     }

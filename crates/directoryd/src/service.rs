@@ -1,9 +1,9 @@
 //! The gRPC boundary: `DirectoryService` applies the abuse limits,
-//! validates requests, checks proofs of possession, drives the bindings and
-//! the [`Registry`], and is the one place a `Status` is built.
+//! validates requests, checks proofs of possession, drives the [`Store`],
+//! and is the one place a `Status` is built.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
@@ -12,56 +12,50 @@ use peerchat_core::identity::NONCE_LEN;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tonic::{Code, Request, Response, Status};
 
-use crate::bindings::{BindingStore, Check, MAX_BINDINGS, StoreError};
-use crate::challenges::{ChallengeError, Challenges};
+use crate::bindings::BindingsError;
 use crate::limits::{Limited, RateLimiter, Source};
+use crate::model::{Claim, Listing, Presence, Refusal};
 use crate::proof::{self, ProofError, Signed};
-use crate::registry::{Claim, Listing, Presence, Registry, RegistryError};
+use crate::store::memory::lock;
+use crate::store::{Store, StoreError};
+use crate::watch::{self, Watchers};
 
 const MAX_ADVERTISE: usize = 256;
 /// Page tokens are case-folded names; anything longer is not one of ours.
 const MAX_PAGE_TOKEN: usize = 64;
 const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: usize = 1000;
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
-/// The in-memory state shared by the service and the reaper. Each part has
-/// its own lock so that, say, a List never waits for a Challenge.
+/// The per-replica abuse limits, shared by the service and the reaper.
+/// They stay in each replica's memory even over a shared store: with R
+/// replicas the effective rate is R times the flag (a load balancer that
+/// hashes on the source address makes it nearly exact again).
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) registry: Mutex<Registry>,
-    pub(crate) challenges: Mutex<Challenges>,
+pub(crate) struct Limits {
     /// Challenge and Register: one bucket, since a registration takes both.
-    pub(crate) register_limits: Mutex<RateLimiter>,
-    /// List and Lookup.
-    pub(crate) list_limits: Mutex<RateLimiter>,
-}
-
-/// Locks one part of the state. A panic while holding a lock cannot leave a
-/// map half-updated in a way that matters more than refusing all service,
-/// so a poisoned lock is used as is.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(crate) register: Mutex<RateLimiter>,
+    /// List, Lookup and WatchPeers.
+    pub(crate) list: Mutex<RateLimiter>,
 }
 
 /// The `peerchat.v1.Directory` service.
 #[derive(Debug, Clone)]
 pub(crate) struct DirectoryService {
-    state: Arc<Shared>,
-    /// Behind its own lock, held across a whole claim (binding check,
-    /// durable append, registry insert), so that two keys racing for a new
-    /// name cannot both win. Only Register takes it.
-    bindings: Arc<Mutex<BindingStore>>,
+    store: Arc<dyn Store>,
+    limits: Arc<Limits>,
+    watchers: Watchers,
     ttl: Duration,
     rng: SystemRandom,
 }
 
 impl DirectoryService {
     pub(crate) fn new(
-        state: Arc<Shared>,
-        bindings: Arc<Mutex<BindingStore>>,
+        store: Arc<dyn Store>,
+        limits: Arc<Limits>,
         ttl: Duration,
     ) -> DirectoryService {
-        DirectoryService { state, bindings, ttl, rng: SystemRandom::new() }
+        let watchers = Watchers::new(watch::MAX_WATCHERS);
+        DirectoryService { store, limits, watchers, ttl, rng: SystemRandom::new() }
     }
 
     fn ttl_seconds(&self) -> u32 {
@@ -80,12 +74,12 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::ChallengeRequest>,
     ) -> Result<Response<pb::ChallengeResponse>, Status> {
-        charge(&self.state.register_limits, Source::of(request.remote_addr()))?;
+        charge(&self.limits.register, Source::of(request.remote_addr()))?;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
             .map_err(|_| Status::internal("cannot draw a random nonce from the OS"))?;
-        lock(&self.state.challenges).issue(nonce, Instant::now()).map_err(challenge_status)?;
+        self.store.issue_nonce(nonce).await.map_err(store_status)?;
         Ok(Response::new(pb::ChallengeResponse { nonce: nonce.to_vec() }))
     }
 
@@ -95,12 +89,12 @@ impl pb::directory_server::Directory for DirectoryService {
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let observed = request.remote_addr();
         let source = Source::of(observed);
-        charge(&self.state.register_limits, source)?;
+        charge(&self.limits.register, source)?;
         let req = request.into_inner();
         // Spent before anything else is looked at: a nonce gets exactly one
         // attempt, whatever is wrong with the request.
         let nonce_was_outstanding =
-            lock(&self.state.challenges).consume(&req.nonce, Instant::now());
+            self.store.consume_nonce(&req.nonce).await.map_err(store_status)?;
 
         let name = parse_name(&req.name)?;
         let address = listed_address(&req.advertise, req.port, observed)?;
@@ -126,14 +120,9 @@ impl pb::directory_server::Directory for DirectoryService {
             lease_token: lease.clone(),
             source,
         };
-        let (state, bindings) = (self.state.clone(), self.bindings.clone());
-        // The claim may append to the bindings file and sync it: blocking.
-        let new_binding = tokio::task::spawn_blocking(move || claim_name(&state, &bindings, claim))
-            .await
-            .map_err(|err| Status::internal(format!("registering {name} failed: {err}")))?
-            .map_err(claim_status)?;
+        let registered = self.store.register(claim).await.map_err(store_status)?;
         let fingerprint = peerchat_core::identity::fingerprint(&public_key);
-        if new_binding {
+        if registered.new_binding {
             tracing::info!(name = %name, key = %fingerprint, "name bound to a key");
         }
         tracing::info!(name = %name, %address, key = %fingerprint, %source, "registered");
@@ -147,9 +136,7 @@ impl pb::directory_server::Directory for DirectoryService {
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
         let presence = parse_presence(req.status)?;
-        lock(&self.state.registry)
-            .heartbeat(&name, &req.lease, presence, Instant::now())
-            .map_err(status)?;
+        self.store.renew(&name, &req.lease, presence).await.map_err(store_status)?;
         tracing::debug!(name = %name, ?presence, "renewed");
         Ok(Response::new(pb::HeartbeatResponse { ttl_seconds: self.ttl_seconds() }))
     }
@@ -160,7 +147,7 @@ impl pb::directory_server::Directory for DirectoryService {
     ) -> Result<Response<pb::UnregisterResponse>, Status> {
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
-        lock(&self.state.registry).unregister(&name, &req.lease, Instant::now()).map_err(status)?;
+        self.store.unregister(&name, &req.lease).await.map_err(store_status)?;
         tracing::info!(name = %name, "unregistered");
         Ok(Response::new(pb::UnregisterResponse {}))
     }
@@ -169,7 +156,7 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        charge(&self.state.list_limits, Source::of(request.remote_addr()))?;
+        charge(&self.limits.list, Source::of(request.remote_addr()))?;
         let req = request.into_inner();
         let limit = match usize::try_from(req.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -177,7 +164,7 @@ impl pb::directory_server::Directory for DirectoryService {
             Err(_) => MAX_PAGE_SIZE,
         };
         let after = parse_page_token(&req.page_token)?;
-        let page = lock(&self.state.registry).list(after.as_deref(), limit, Instant::now());
+        let page = self.store.list(after.as_deref(), limit).await.map_err(store_status)?;
         Ok(Response::new(pb::ListResponse {
             peers: page.peers.into_iter().map(peer).collect(),
             next_page_token: page.next.unwrap_or_default(),
@@ -188,57 +175,22 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        charge(&self.state.list_limits, Source::of(request.remote_addr()))?;
+        charge(&self.limits.list, Source::of(request.remote_addr()))?;
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
-        let listing = lock(&self.state.registry).lookup(&name, Instant::now()).map_err(status)?;
+        let listing = self.store.lookup(&name).await.map_err(store_status)?;
         Ok(Response::new(pb::LookupResponse { peer: Some(peer(listing)) }))
     }
-}
 
-/// Why a proven claim was still refused.
-#[derive(Debug, thiserror::Error)]
-enum ClaimError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(
-        "the directory holds its maximum of {MAX_BINDINGS} name bindings; no new name can be claimed"
-    )]
-    Full,
-}
+    type WatchPeersStream = watch::PeerEvents;
 
-/// Grants `claim` if its name is free or bound to its key, making a new
-/// binding durable before the registration exists. Returns whether the
-/// binding is new. Blocking: may append to and sync the bindings file.
-fn claim_name(
-    state: &Shared,
-    bindings: &Mutex<BindingStore>,
-    claim: Claim,
-) -> Result<bool, ClaimError> {
-    let mut bindings = lock(bindings);
-    let name_key = claim.name.key();
-    let new_binding = match bindings.check(&name_key, &claim.public_key) {
-        // Whether or not its owner is online: nobody takes an offline name.
-        Check::Other => {
-            return Err(RegistryError::Taken { name: claim.name.as_str().to_owned() }.into());
-        }
-        Check::Same => false,
-        Check::Free => true,
-    };
-    // Asked first, so that a registration refused for its source leaves no
-    // binding behind. Only claims change who is admitted, and they are
-    // serialised by the bindings lock, so the answer still holds below.
-    lock(&state.registry).admit(&claim, Instant::now())?;
-    if new_binding {
-        if bindings.len() >= MAX_BINDINGS {
-            return Err(ClaimError::Full);
-        }
-        bindings.bind(&name_key, &claim.public_key)?;
+    async fn watch_peers(
+        &self,
+        request: Request<pb::WatchPeersRequest>,
+    ) -> Result<Response<Self::WatchPeersStream>, Status> {
+        charge(&self.limits.list, Source::of(request.remote_addr()))?;
+        Ok(Response::new(self.watchers.start(self.store.clone())?))
     }
-    lock(&state.registry).register(claim, Instant::now())?;
-    Ok(new_binding)
 }
 
 /// Milliseconds since the Unix epoch by our clock (0 if it is set before 1970).
@@ -248,12 +200,33 @@ fn unix_millis() -> i64 {
         .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn status(err: RegistryError) -> Status {
+/// The one mapping from a store's answer to a gRPC status. A store that
+/// cannot answer is UNAVAILABLE, never NOT_FOUND: peerd takes NOT_FOUND to
+/// mean "register again", and retries UNAVAILABLE with backoff.
+pub(crate) fn store_status(err: StoreError) -> Status {
+    match err {
+        StoreError::Refused(refusal) => refusal_status(refusal),
+        StoreError::Busy { .. } => Status::resource_exhausted(err.to_string()),
+        StoreError::Unavailable { .. } | StoreError::NotDurable => {
+            Status::unavailable(err.to_string())
+        }
+        StoreError::Bindings(BindingsError::Closed) => {
+            Status::unavailable(BindingsError::Closed.to_string())
+        }
+        // The path and OS error are for the operator's log, not the caller.
+        StoreError::Bindings(err) => {
+            tracing::error!(%err, "cannot record a name binding");
+            Status::internal("cannot record the name binding durably; try again later")
+        }
+    }
+}
+
+fn refusal_status(err: Refusal) -> Status {
     let code = match err {
-        RegistryError::Taken { .. } => Code::AlreadyExists,
-        RegistryError::TooManyFromSource { .. } => Code::ResourceExhausted,
-        RegistryError::UnknownLease { .. } | RegistryError::NotOnline { .. } => Code::NotFound,
-        RegistryError::WrongLease { .. } => Code::PermissionDenied,
+        Refusal::Taken { .. } => Code::AlreadyExists,
+        Refusal::TooManyFromSource { .. } | Refusal::Full { .. } => Code::ResourceExhausted,
+        Refusal::UnknownLease { .. } | Refusal::NotOnline { .. } => Code::NotFound,
+        Refusal::WrongLease { .. } => Code::PermissionDenied,
     };
     Status::new(code, err.to_string())
 }
@@ -262,28 +235,9 @@ fn limited(err: Limited) -> Status {
     Status::resource_exhausted(err.to_string())
 }
 
-fn challenge_status(err: ChallengeError) -> Status {
-    Status::resource_exhausted(err.to_string())
-}
-
 fn proof_status(name: &Name, source: Source, err: ProofError) -> Status {
     tracing::info!(name = %name, %source, %err, "registration refused");
     Status::permission_denied(err.to_string())
-}
-
-fn claim_status(err: ClaimError) -> Status {
-    match err {
-        ClaimError::Registry(err) => status(err),
-        ClaimError::Full => Status::resource_exhausted(err.to_string()),
-        ClaimError::Store(StoreError::Closed) => {
-            Status::unavailable(StoreError::Closed.to_string())
-        }
-        // The path and OS error are for the operator's log, not the caller.
-        ClaimError::Store(err) => {
-            tracing::error!(%err, "cannot record a name binding");
-            Status::internal("cannot record the name binding durably; try again later")
-        }
-    }
 }
 
 fn parse_name(raw: &str) -> Result<Name, Status> {
@@ -357,7 +311,7 @@ fn parse_page_token(raw: &str) -> Result<Option<String>, Status> {
     Ok(Some(name.key()))
 }
 
-fn peer(listing: Listing) -> pb::Peer {
+pub(crate) fn peer(listing: Listing) -> pb::Peer {
     let status = match listing.presence {
         Presence::Available => pb::PeerStatus::Available,
         Presence::Busy => pb::PeerStatus::Busy,
@@ -379,21 +333,21 @@ mod tests {
     fn registry_errors_map_to_the_promised_codes_and_words() {
         let name = "bob".to_owned();
         let table = [
-            (RegistryError::Taken { name: name.clone() }, Code::AlreadyExists, "taken"),
+            (Refusal::Taken { name: name.clone() }, Code::AlreadyExists, "taken"),
             (
-                RegistryError::TooManyFromSource {
+                Refusal::TooManyFromSource {
                     from: Source::of(Some("10.0.0.1:9".parse().unwrap())),
                     max: 3,
                 },
                 Code::ResourceExhausted,
                 "too many registrations from 10.0.0.1",
             ),
-            (RegistryError::UnknownLease { name: name.clone() }, Code::NotFound, "register again"),
-            (RegistryError::NotOnline { name: name.clone() }, Code::NotFound, "not online"),
-            (RegistryError::WrongLease { name }, Code::PermissionDenied, "different lease"),
+            (Refusal::UnknownLease { name: name.clone() }, Code::NotFound, "register again"),
+            (Refusal::NotOnline { name: name.clone() }, Code::NotFound, "not online"),
+            (Refusal::WrongLease { name }, Code::PermissionDenied, "different lease"),
         ];
         for (err, code, words) in table {
-            let s = status(err);
+            let s = refusal_status(err);
             assert_eq!(s.code(), code);
             assert!(s.message().contains(words), "{:?} lacks {words:?}", s.message());
             if code != Code::ResourceExhausted {
@@ -411,19 +365,24 @@ mod tests {
         let s = limited(Limited::TooManySources);
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.message().contains("rate limit"));
-        let s = challenge_status(ChallengeError::Full { max: 1 });
+        let s = store_status(StoreError::Busy { max: 1 });
         assert_eq!(s.code(), Code::ResourceExhausted);
         let s = proof_status(&Name::parse("bob").unwrap(), source, ProofError::Nonce);
         assert_eq!(s.code(), Code::PermissionDenied);
         assert!(s.message().starts_with("registration proof failed: the nonce"));
-        assert_eq!(claim_status(ClaimError::Full).code(), Code::ResourceExhausted);
-        assert_eq!(claim_status(StoreError::Closed.into()).code(), Code::Unavailable);
-        let io = StoreError::Io {
+        let full = StoreError::Refused(Refusal::Full { max: 1 });
+        assert_eq!(store_status(full).code(), Code::ResourceExhausted);
+        assert_eq!(store_status(BindingsError::Closed.into()).code(), Code::Unavailable);
+        let down = store_status(StoreError::Unavailable { why: "timed out".into() });
+        assert_eq!(down.code(), Code::Unavailable);
+        assert!(down.message().starts_with("directory store unavailable"), "{}", down.message());
+        assert_eq!(store_status(StoreError::NotDurable).code(), Code::Unavailable);
+        let io = BindingsError::Io {
             path: "/secret/path".into(),
             action: "appending a binding",
             source: std::io::Error::other("disk full"),
         };
-        let s = claim_status(io.into());
+        let s = store_status(io.into());
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("/secret"), "{}", s.message());
     }

@@ -1,0 +1,175 @@
+//! The embedded store: everything in this process's memory, name bindings
+//! also in `bindings.jsonl` in the data dir. The default; needs nothing
+//! installed, and serves one directory process.
+//!
+//! Each part has its own lock so that, say, a List never waits for a
+//! Challenge. Register takes the bindings lock across the whole claim
+//! (binding check, durable append, registry insert), so that two keys
+//! racing for a new name cannot both win.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use peerchat_core::Name;
+use tokio::sync::broadcast;
+
+use super::{FEED_CAPACITY, Nonce, Registered, Store, StoreError};
+use crate::bindings::{BindingStore, Check, MAX_BINDINGS};
+use crate::challenges::{self, ChallengeError, Challenges};
+use crate::model::{Change, Claim, Listing, Page, Presence, Refusal};
+use crate::registry::Registry;
+
+/// The embedded store. Dropping the last handle closes the bindings file.
+#[derive(Debug)]
+pub(crate) struct MemoryStore {
+    /// Behind an `Arc`, like the bindings, so that a claim can run on the
+    /// blocking pool.
+    registry: Arc<Mutex<Registry>>,
+    challenges: Mutex<Challenges>,
+    bindings: Arc<Mutex<BindingStore>>,
+    feed: broadcast::Sender<Change>,
+}
+
+/// Locks one part of the state. A panic while holding a lock cannot leave a
+/// map half-updated in a way that matters more than refusing all service,
+/// so a poisoned lock is used as is.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryStore {
+    pub(crate) fn new(bindings: BindingStore, ttl: Duration, max_per_source: usize) -> MemoryStore {
+        MemoryStore {
+            registry: Arc::new(Mutex::new(Registry::new(ttl, max_per_source))),
+            challenges: Mutex::new(Challenges::new(challenges::MAX_OUTSTANDING)),
+            bindings: Arc::new(Mutex::new(bindings)),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
+
+    /// Closes the bindings file, releasing its lock: a directory started
+    /// next on the same data dir must not wait for the last stray
+    /// connection of this one to let go of the store.
+    pub(crate) fn close(&self) {
+        lock(&self.bindings).close();
+    }
+
+    fn announce(&self, change: Change) {
+        // No watcher is not an error.
+        let _ = self.feed.send(change);
+    }
+}
+
+#[tonic::async_trait]
+impl Store for MemoryStore {
+    async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
+        lock(&self.challenges).issue(nonce, Instant::now()).map_err(|err| match err {
+            ChallengeError::Full { max } => StoreError::Busy { max },
+        })
+    }
+
+    async fn consume_nonce(&self, nonce: &[u8]) -> Result<bool, StoreError> {
+        Ok(lock(&self.challenges).consume(nonce, Instant::now()))
+    }
+
+    async fn register(&self, claim: Claim) -> Result<Registered, StoreError> {
+        let listing = Listing {
+            name: claim.name.as_str().to_owned(),
+            address: claim.address.clone(),
+            presence: claim.presence,
+            public_key: claim.public_key,
+        };
+        let (registry, bindings) = (self.registry.clone(), self.bindings.clone());
+        // A new binding appends to the bindings file and syncs it: blocking.
+        let registered = tokio::task::spawn_blocking(move || {
+            claim_name(&registry, &bindings, claim)
+        })
+        .await
+        .map_err(|err| StoreError::Unavailable { why: format!("the claim failed: {err}") })??;
+        self.announce(Change::Up(listing));
+        Ok(registered)
+    }
+
+    async fn renew(&self, name: &Name, lease: &str, presence: Presence) -> Result<(), StoreError> {
+        let changed = lock(&self.registry).heartbeat(name, lease, presence, Instant::now())?;
+        if let Some(listing) = changed {
+            self.announce(Change::Up(listing));
+        }
+        Ok(())
+    }
+
+    async fn unregister(&self, name: &Name, lease: &str) -> Result<(), StoreError> {
+        let gone = lock(&self.registry).unregister(name, lease, Instant::now())?;
+        if let Some(name) = gone {
+            self.announce(Change::Down { name });
+        }
+        Ok(())
+    }
+
+    async fn lookup(&self, name: &Name) -> Result<Listing, StoreError> {
+        Ok(lock(&self.registry).lookup(name, Instant::now())?)
+    }
+
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        Ok(lock(&self.registry).list(after, limit, Instant::now()))
+    }
+
+    async fn sweep(&self) {
+        let now = Instant::now();
+        // One lock at a time: requests wait for one map, never for the sweep.
+        let (reaped, left) = {
+            let mut registry = lock(&self.registry);
+            (registry.reap(now), registry.len())
+        };
+        let (nonces, nonces_left) = {
+            let mut challenges = lock(&self.challenges);
+            (challenges.sweep(now), challenges.len())
+        };
+        if !reaped.is_empty() || nonces > 0 {
+            tracing::debug!(
+                reaped = reaped.len(),
+                left,
+                nonces,
+                nonces_left,
+                "expired state dropped"
+            );
+        }
+        for name in reaped {
+            self.announce(Change::Down { name });
+        }
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
+    }
+}
+
+/// Grants `claim` if its name is free or bound to its key, making a new
+/// binding durable before the registration exists. Blocking: a new binding
+/// appends to the bindings file and syncs it.
+fn claim_name(
+    registry: &Mutex<Registry>,
+    bindings: &Mutex<BindingStore>,
+    claim: Claim,
+) -> Result<Registered, StoreError> {
+    let mut bindings = lock(bindings);
+    let name_key = claim.name.key();
+    let new_binding = match bindings.check(&name_key, &claim.public_key) {
+        // Whether or not its owner is online: nobody takes an offline name.
+        Check::Other => return Err(Refusal::Taken { name: claim.name.as_str().to_owned() }.into()),
+        Check::Same => false,
+        Check::Free => true,
+    };
+    // Asked first, so that a registration refused for its source leaves no
+    // binding behind. Only claims change who is admitted, and they are
+    // serialised by the bindings lock, so the answer still holds below.
+    lock(registry).admit(&claim, Instant::now())?;
+    if new_binding {
+        if bindings.len() >= MAX_BINDINGS {
+            return Err(Refusal::Full { max: MAX_BINDINGS }.into());
+        }
+        bindings.bind(&name_key, &claim.public_key)?;
+    }
+    lock(registry).register(claim, Instant::now())?;
+    Ok(Registered { new_binding })
+}

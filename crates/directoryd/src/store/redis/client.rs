@@ -1,0 +1,148 @@
+//! The Redis Cluster connection, never trusted to time out by itself.
+//!
+//! redis-rs follows MOVED and ASK and refreshes its slot map after a
+//! failover, but in measurements it sometimes stopped for good during a
+//! failover (slot refresh begun, never finished; no request returned, not
+//! even at its own `overall_response_timeout`). So every call here runs
+//! under directoryd's own deadline, and a watchdog drops the connection and
+//! builds a new one when calls have been failing and nothing has succeeded
+//! for [`WATCHDOG`]. A connection that cannot be made at start is made by
+//! the watchdog later: the directory starts, answers UNAVAILABLE, and
+//! recovers by itself when Redis comes.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::StoreError;
+use crate::store::memory::lock;
+
+/// One store call at most, retries inside the client included. peerd gives
+/// a directory call 3 s; this leaves room for the rest of the request.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Calls failing with no success for this long: the connection is rebuilt.
+pub(crate) const WATCHDOG: Duration = Duration::from_secs(4);
+
+/// Making a connection (slot map included) at most.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The client's own settings. Its defaults do not fit a directory: no
+/// response timeout in cluster mode, 16 retries, and a retry wait that
+/// starts at 1.28 s. These give up within the call deadline and retry
+/// quickly enough to follow a failover (about 3-4 s on loopback).
+pub(crate) fn builder(seeds: &[String]) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+        .connection_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(500))
+        .overall_response_timeout(Some(CALL_TIMEOUT))
+        .retries(6)
+        .min_retry_wait(50)
+        .max_retry_wait(400)
+}
+
+#[derive(Debug)]
+struct Health {
+    last_ok: Instant,
+    /// A call failed since `last_ok`.
+    failing: bool,
+}
+
+/// The shared connection and its health.
+pub(crate) struct Client {
+    seeds: Vec<String>,
+    conn: Mutex<Option<ClusterConnection>>,
+    health: Mutex<Health>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("seeds", &self.seeds).finish_non_exhaustive()
+    }
+}
+
+/// Why a connection could not be made.
+pub(crate) async fn connect(seeds: &[String]) -> Result<ClusterConnection, String> {
+    let client: ClusterClient = builder(seeds).build().map_err(|err| err.to_string())?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
+impl Client {
+    pub(crate) fn new(seeds: Vec<String>, conn: Option<ClusterConnection>) -> Client {
+        Client {
+            seeds,
+            conn: Mutex::new(conn),
+            health: Mutex::new(Health { last_ok: Instant::now(), failing: false }),
+        }
+    }
+
+    /// Runs `call` on the connection within [`CALL_TIMEOUT`]; any failure
+    /// is [`StoreError::Unavailable`] saying what happened.
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ClusterConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(conn) = lock(&self.conn).clone() else {
+            return Err(StoreError::Unavailable { why: "not connected to Redis yet".to_owned() });
+        };
+        let why = match tokio::time::timeout(CALL_TIMEOUT, call(conn)).await {
+            Ok(Ok(value)) => {
+                let mut health = lock(&self.health);
+                health.last_ok = Instant::now();
+                health.failing = false;
+                return Ok(value);
+            }
+            Ok(Err(err)) => format!("{what}: {err}"),
+            Err(_) => format!("{what}: no answer from Redis within {CALL_TIMEOUT:?}"),
+        };
+        lock(&self.health).failing = true;
+        tracing::debug!(%why, "store call failed");
+        Err(StoreError::Unavailable { why })
+    }
+
+    /// Whether the watchdog should rebuild the connection now.
+    fn stuck(&self, now: Instant) -> bool {
+        let health = lock(&self.health);
+        health.failing && now.duration_since(health.last_ok) >= WATCHDOG
+    }
+
+    /// Connects when there is no connection, and rebuilds a stuck one,
+    /// until `stop`.
+    pub(crate) async fn watchdog(&self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let missing = lock(&self.conn).is_none();
+            if !missing && !self.stuck(Instant::now()) {
+                continue;
+            }
+            if !missing {
+                tracing::warn!(
+                    "no Redis call has succeeded for {WATCHDOG:?}; rebuilding the Redis client"
+                );
+            }
+            match connect(&self.seeds).await {
+                Ok(conn) => {
+                    *lock(&self.conn) = Some(conn);
+                    let mut health = lock(&self.health);
+                    health.last_ok = Instant::now();
+                    health.failing = false;
+                    tracing::info!("connected to Redis");
+                }
+                Err(why) => tracing::warn!(%why, "cannot connect to Redis"),
+            }
+        }
+    }
+}

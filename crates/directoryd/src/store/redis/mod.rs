@@ -1,0 +1,695 @@
+//! The Redis Cluster store: any number of identical `directoryd` replicas
+//! share one cluster, so a peer registered through one is listed by all.
+//!
+//! Layout ([`keys`]): names are spread over [`keys::BUCKETS`] hash-tagged
+//! buckets; each bucket's bindings, leases, listings, expiry index, name
+//! index and change counter sit in one slot, so every operation on a name
+//! is one Lua script ([`scripts`]) on one master: atomic, one round trip.
+//! Expiry is a sorted set scored by lease expiry from the master's clock
+//! (Redis 7.0 has no per-field TTLs), so replicas' clocks do not matter
+//! and a lease is gone exactly at its ttl; reads filter on the score, and
+//! the reaper only frees memory and announces departures.
+//!
+//! Durability: a *new* name binding is written pending, then `WAIT 1 100`
+//! must see a replica acknowledge it before the registration is answered
+//! (else UNAVAILABLE, and the retry waits again); only then is it marked
+//! confirmed. A promotion after a master dies therefore cannot lose an
+//! acknowledged binding. Leases and presence are not waited for: a lost
+//! renewal or registration heals itself (the next heartbeat gets NOT_FOUND
+//! and peerd registers again).
+//!
+//! Failure: every call is bounded by [`client::CALL_TIMEOUT`]; a store
+//! that does not answer is `StoreError::Unavailable` (UNAVAILABLE on the
+//! wire, never NOT_FOUND), and [`client::Client::watchdog`] rebuilds a
+//! stuck client.
+
+mod client;
+mod codec;
+mod feed;
+mod keys;
+mod merge;
+mod scripts;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use peerchat_core::Name;
+use redis::Value;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use self::client::Client;
+use self::codec::Info;
+use self::keys::Bucket;
+use self::merge::{Merge, Query, Reply};
+use self::scripts::Scripts;
+use super::{FEED_CAPACITY, Nonce, Registered, Store, StoreError};
+use crate::bindings::{MAX_BINDINGS, hex};
+use crate::challenges::NONCE_TTL;
+use crate::model::{Change, Claim, Listing, Page, Presence, PublicKey, Refusal};
+
+/// Registrations reaped per bucket per sweep at most, so that one script
+/// stays short (about 10 ms for 1000 with their announcements).
+const REAP_BATCH: usize = 500;
+/// How long a replica confirms a new binding for, in ms.
+const WAIT_MS: u64 = 100;
+/// Entries of the per-source sets older than this no longer count: a
+/// replica that died between a registration and its reaping cannot leave
+/// a source's allowance used up for good.
+const SOURCE_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// Where the cluster is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Seed nodes, `redis://HOST:PORT` each; any one that answers will do,
+    /// the client learns the rest of the cluster from it.
+    pub seeds: Vec<String>,
+}
+
+/// A Redis store that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// `--store` is neither `memory` nor a list of `redis://` URLs.
+    #[error("{0}")]
+    BadStore(String),
+    /// The cluster holds a directory of another layout.
+    #[error(
+        "the cluster holds {found:?}, this directoryd writes {expected:?}; refusing to mix them"
+    )]
+    Layout {
+        /// What the cluster says.
+        found: String,
+        /// What this build writes.
+        expected: String,
+    },
+    /// The cluster did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl FromStr for RedisOptions {
+    type Err = RedisError;
+
+    /// `redis://HOST:PORT[,redis://HOST:PORT...]`.
+    fn from_str(raw: &str) -> Result<RedisOptions, RedisError> {
+        let mut seeds = Vec::new();
+        for seed in raw.split(',').map(str::trim) {
+            let valid = seed
+                .strip_prefix("redis://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '@', ' ']));
+            if !valid {
+                return Err(RedisError::BadStore(format!(
+                    "--store: {seed:?} is not a Redis node such as redis://127.0.0.1:7001"
+                )));
+            }
+            seeds.push(seed.to_owned());
+        }
+        Ok(RedisOptions { seeds })
+    }
+}
+
+/// The Redis Cluster store of one replica.
+#[derive(Debug)]
+pub(crate) struct RedisStore {
+    client: Arc<Client>,
+    buckets: Arc<Vec<Bucket>>,
+    scripts: Arc<Scripts>,
+    ttl_ms: u64,
+    max_per_source: usize,
+    feed: broadcast::Sender<Change>,
+}
+
+impl RedisStore {
+    /// Connects (or, if the cluster does not answer yet, starts without a
+    /// connection and keeps trying), and starts the watchdog and the
+    /// presence feed, which run until `stop`.
+    pub(crate) async fn connect(
+        options: &RedisOptions,
+        ttl: Duration,
+        max_per_source: usize,
+        stop: &CancellationToken,
+    ) -> Result<RedisStore, RedisError> {
+        let conn = match client::connect(&options.seeds).await {
+            Ok(mut conn) => {
+                check_layout(&mut conn).await?;
+                Some(conn)
+            }
+            Err(why) => {
+                tracing::warn!(%why, "Redis does not answer yet; serving UNAVAILABLE until it does");
+                None
+            }
+        };
+        let client = Arc::new(Client::new(options.seeds.clone(), conn));
+        let buckets = Arc::new(keys::buckets());
+        let scripts = Arc::new(Scripts::new());
+        let feed = broadcast::channel(FEED_CAPACITY).0;
+        let watchdog = client.clone();
+        let stop_watchdog = stop.clone();
+        tokio::spawn(async move { watchdog.watchdog(stop_watchdog).await });
+        let presence = feed::Feed {
+            seeds: options.seeds.clone(),
+            buckets: buckets.clone(),
+            client: client.clone(),
+            scripts: scripts.clone(),
+            changes: feed.clone(),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        tokio::spawn(presence.run(stop.clone()));
+        Ok(RedisStore {
+            client,
+            buckets,
+            scripts,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            max_per_source,
+            feed,
+        })
+    }
+
+    fn bucket(&self, name_key: &str) -> &Bucket {
+        &self.buckets[keys::bucket_of(name_key)]
+    }
+
+    /// Refuses a claim that would take its source over the cap. Approximate
+    /// across replicas (two racing registrations may both pass), as the
+    /// embedded store's is across a second.
+    async fn admit_source(&self, claim: &Claim, name_key: &str) -> Result<(), StoreError> {
+        let key = keys::source(&claim.source.to_string());
+        let window_start = now_ms().saturating_sub(SOURCE_WINDOW.as_millis() as u64);
+        let (count, held): (usize, Option<f64>) = self
+            .client
+            .call("checking the cap per source", |mut conn| async move {
+                let (_, count, held): (i64, usize, Option<f64>) = redis::pipe()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(window_start)
+                    .cmd("ZCARD")
+                    .arg(&key)
+                    .cmd("ZSCORE")
+                    .arg(&key)
+                    .arg(name_key)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok((count, held))
+            })
+            .await?;
+        if held.is_none() && count >= self.max_per_source {
+            return Err(Refusal::TooManyFromSource {
+                from: claim.source,
+                max: self.max_per_source,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Counts `name_key` against its new source, and off its old one.
+    async fn move_source(&self, name_key: &str, new: &str, old: Option<&str>) {
+        let key = keys::source(new);
+        let now = now_ms();
+        let window = SOURCE_WINDOW.as_millis() as u64 * 2;
+        let added = self
+            .client
+            .call("counting a registration", |mut conn| async move {
+                redis::pipe()
+                    .cmd("ZADD")
+                    .arg(&key)
+                    .arg(now)
+                    .arg(name_key)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(window)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(err) = added {
+            tracing::warn!(%err, "cannot count a registration against its source");
+        }
+        if let Some(old) = old.filter(|old| *old != new) {
+            self.forget_source(name_key, old).await;
+        }
+    }
+
+    async fn forget_source(&self, name_key: &str, source: &str) {
+        let key = keys::source(source);
+        let removed = self
+            .client
+            .call("uncounting a registration", |mut conn| async move {
+                redis::cmd("ZREM").arg(&key).arg(name_key).query_async::<i64>(&mut conn).await
+            })
+            .await;
+        if let Err(err) = removed {
+            tracing::debug!(%err, "cannot uncount a registration");
+        }
+    }
+
+    /// Waits for a replica of the bucket's master to have every write so
+    /// far, the new binding among them, and marks the binding confirmed.
+    async fn confirm(
+        &self,
+        bucket: &Bucket,
+        name_key: &str,
+        key_hex: &str,
+    ) -> Result<(), StoreError> {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            bucket.slot,
+            SlotAddr::Master,
+        )));
+        let acked: i64 = self
+            .client
+            .call("waiting for a replica", |mut conn| async move {
+                let value = conn
+                    .route_command(redis::cmd("WAIT").arg(1).arg(WAIT_MS).clone(), route)
+                    .await?;
+                redis::from_redis_value(value).map_err(redis::RedisError::from)
+            })
+            .await?;
+        if acked < 1 {
+            tracing::warn!(bucket = %bucket.bind, "no replica confirmed a new name binding");
+            return Err(StoreError::NotDurable);
+        }
+        self.client
+            .call("confirming a binding", |mut conn| async move {
+                self.scripts
+                    .confirm
+                    .key(&bucket.bind)
+                    .arg(name_key)
+                    .arg(key_hex)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Asks one bucket for a page's worth of its names.
+    async fn list_bucket(&self, query: &Query) -> Result<Reply, StoreError> {
+        let bucket = &self.buckets[query.bucket];
+        let reply: Vec<Value> = self
+            .client
+            .call("listing", |mut conn| async move {
+                self.scripts
+                    .list
+                    .key(&bucket.live)
+                    .key(&bucket.info)
+                    .key(&bucket.exp)
+                    .key(&bucket.names)
+                    .arg(&query.after)
+                    .arg(query.quota)
+                    .arg(query.quota.saturating_mul(4).max(64))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let malformed = || unavailable("an unreadable list reply");
+        let (done, cursor, entries) = match reply.as_slice() {
+            [done, cursor, Value::Array(entries)] => (int(done), text(cursor), entries),
+            _ => return Err(malformed()),
+        };
+        let (Some(done), Some(cursor)) = (done, cursor) else { return Err(malformed()) };
+        let mut listed = Vec::with_capacity(entries.len() / 3);
+        for triple in entries.chunks_exact(3) {
+            let (Some(key), Some(live), Some(info)) =
+                (text(&triple[0]), text(&triple[1]), text(&triple[2]))
+            else {
+                return Err(malformed());
+            };
+            match codec::listing(&live, &info) {
+                Some(listing) => listed.push((key, listing)),
+                None => tracing::warn!(name = %key, "skipped an unreadable listing"),
+            }
+        }
+        Ok(Reply { done: done == 1, cursor, entries: listed })
+    }
+
+    async fn reap_bucket(&self, bucket: &Bucket) -> Result<Vec<(String, String)>, StoreError> {
+        let reply: Vec<Value> = self
+            .client
+            .call("reaping", |mut conn| async move {
+                self.scripts
+                    .reap
+                    .key(&bucket.live)
+                    .key(&bucket.info)
+                    .key(&bucket.exp)
+                    .key(&bucket.names)
+                    .key(&bucket.seq)
+                    .arg(REAP_BATCH)
+                    .arg(&bucket.channel)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(reply
+            .chunks_exact(2)
+            .filter_map(|pair| Some((text(&pair[0])?, text(&pair[1])?)))
+            .collect())
+    }
+}
+
+#[tonic::async_trait]
+impl Store for RedisStore {
+    async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
+        let key = keys::nonce(&nonce);
+        let ttl = NONCE_TTL.as_millis() as u64;
+        self.client
+            .call("storing a challenge", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn consume_nonce(&self, nonce: &[u8]) -> Result<bool, StoreError> {
+        if nonce.len() != peerchat_core::identity::NONCE_LEN {
+            return Ok(false);
+        }
+        let key = keys::nonce(nonce);
+        let deleted: i64 = self
+            .client
+            .call("spending a challenge", |mut conn| async move {
+                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn register(&self, claim: Claim) -> Result<Registered, StoreError> {
+        let name_key = claim.name.key();
+        self.admit_source(&claim, &name_key).await?;
+        let bucket = self.bucket(&name_key);
+        let key_hex = hex(&claim.public_key);
+        let source = claim.source.to_string();
+        let info = codec::encode_info(&Info {
+            public_key: claim.public_key,
+            source: source.clone(),
+            name: claim.name.as_str().to_owned(),
+            address: claim.address.clone(),
+        });
+        let per_bucket = MAX_BINDINGS.div_ceil(keys::BUCKETS);
+        let (name_key, key_hex, info) = (&name_key, &key_hex, &info);
+        let reply: Vec<Value> = self
+            .client
+            .call("registering", |mut conn| async move {
+                self.scripts
+                    .register
+                    .key(&bucket.bind)
+                    .key(&bucket.live)
+                    .key(&bucket.info)
+                    .key(&bucket.exp)
+                    .key(&bucket.names)
+                    .key(&bucket.seq)
+                    .arg(name_key)
+                    .arg(key_hex)
+                    .arg(lease_hash(&claim.lease_token))
+                    .arg(codec::presence_byte(claim.presence))
+                    .arg(info)
+                    .arg(self.ttl_ms)
+                    .arg(&bucket.channel)
+                    .arg(per_bucket)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let name = || claim.name.as_str().to_owned();
+        let (pending, old) = match reply.as_slice() {
+            [word, pending, old] if text(word).as_deref() == Some("ok") => {
+                (int(pending), text(old))
+            }
+            [word] if text(word).as_deref() == Some("taken") => {
+                return Err(Refusal::Taken { name: name() }.into());
+            }
+            [word] if text(word).as_deref() == Some("full") => {
+                return Err(Refusal::Full { max: MAX_BINDINGS }.into());
+            }
+            _ => return Err(unavailable("an unreadable register reply")),
+        };
+        let old_source = old.as_deref().and_then(codec::decode_info).map(|i| i.source);
+        self.move_source(name_key, &source, old_source.as_deref()).await;
+        let pending = pending == Some(1);
+        if pending {
+            self.confirm(bucket, name_key, key_hex).await?;
+        }
+        Ok(Registered { new_binding: pending })
+    }
+
+    async fn renew(&self, name: &Name, lease: &str, presence: Presence) -> Result<(), StoreError> {
+        let name_key = name.key();
+        let bucket = self.bucket(&name_key);
+        let renewed: i64 = self
+            .client
+            .call("renewing", |mut conn| async move {
+                self.scripts
+                    .renew
+                    .key(&bucket.live)
+                    .key(&bucket.info)
+                    .key(&bucket.exp)
+                    .key(&bucket.seq)
+                    .arg(&name_key)
+                    .arg(lease_hash(lease))
+                    .arg(codec::presence_byte(presence))
+                    .arg(self.ttl_ms)
+                    .arg(&bucket.channel)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if renewed == 1 {
+            Ok(())
+        } else {
+            Err(Refusal::UnknownLease { name: name.as_str().to_owned() }.into())
+        }
+    }
+
+    async fn unregister(&self, name: &Name, lease: &str) -> Result<(), StoreError> {
+        let name_key = &name.key();
+        let bucket = self.bucket(name_key);
+        let reply: Vec<Value> = self
+            .client
+            .call("unregistering", |mut conn| async move {
+                self.scripts
+                    .unregister
+                    .key(&bucket.live)
+                    .key(&bucket.info)
+                    .key(&bucket.exp)
+                    .key(&bucket.names)
+                    .key(&bucket.seq)
+                    .arg(name_key)
+                    .arg(lease_hash(lease))
+                    .arg(&bucket.channel)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match reply.as_slice() {
+            [word] if text(word).as_deref() == Some("wrong") => {
+                Err(Refusal::WrongLease { name: name.as_str().to_owned() }.into())
+            }
+            [word, info] if text(word).as_deref() == Some("ok") => {
+                if let Some(info) = text(info).as_deref().and_then(codec::decode_info) {
+                    self.forget_source(name_key, &info.source).await;
+                }
+                Ok(())
+            }
+            _ => Err(unavailable("an unreadable unregister reply")),
+        }
+    }
+
+    async fn lookup(&self, name: &Name) -> Result<Listing, StoreError> {
+        let name_key = name.key();
+        let bucket = self.bucket(&name_key);
+        let reply: Vec<Value> = self
+            .client
+            .call("looking up", |mut conn| async move {
+                self.scripts
+                    .lookup
+                    .key(&bucket.live)
+                    .key(&bucket.info)
+                    .key(&bucket.exp)
+                    .arg(&name_key)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let not_online = || Refusal::NotOnline { name: name.as_str().to_owned() };
+        match reply.as_slice() {
+            [] => Err(not_online().into()),
+            [live, info] => {
+                let (Some(live), Some(info)) = (text(live), text(info)) else {
+                    return Err(unavailable("an unreadable lookup reply"));
+                };
+                codec::listing(&live, &info).ok_or_else(|| unavailable("an unreadable listing"))
+            }
+            _ => Err(unavailable("an unreadable lookup reply")),
+        }
+    }
+
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        let mut merge = Merge::new(self.buckets.len(), after, limit);
+        let mut queries = merge.first_queries();
+        // Bounded: every round moves at least one bucket's cursor forward,
+        // and the whole page has one call's deadline.
+        let page = async {
+            loop {
+                let replies =
+                    futures_util::future::join_all(queries.iter().map(|q| self.list_bucket(q)))
+                        .await;
+                for (query, reply) in queries.iter().zip(replies) {
+                    merge.feed(query.bucket, reply?);
+                }
+                match merge.step() {
+                    Ok(page) => return Ok(page),
+                    Err(next) => queries = next,
+                }
+            }
+        };
+        match tokio::time::timeout(client::CALL_TIMEOUT * 2, page).await {
+            Ok(page) => page,
+            Err(_) => Err(unavailable("a list page took too long")),
+        }
+    }
+
+    async fn sweep(&self) {
+        let reaped =
+            futures_util::future::join_all(self.buckets.iter().map(|b| self.reap_bucket(b))).await;
+        let mut count = 0;
+        for gone in reaped.into_iter().flatten() {
+            for (name_key, info) in gone {
+                count += 1;
+                if let Some(info) = codec::decode_info(&info) {
+                    self.forget_source(&name_key, &info.source).await;
+                }
+            }
+        }
+        if count > 0 {
+            tracing::debug!(reaped = count, "expired registrations dropped");
+        }
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
+    }
+}
+
+/// Releases `name` from its key in the cluster (and ends any registration
+/// under it), while directories run: for a user who lost their key.
+/// `Ok(None)` when the name has no binding.
+pub(crate) async fn forget(
+    options: &RedisOptions,
+    name: &Name,
+) -> Result<Option<PublicKey>, RedisError> {
+    let mut conn = client::connect(&options.seeds).await.map_err(RedisError::Unavailable)?;
+    let name_key = name.key();
+    let bucket = &keys::buckets()[keys::bucket_of(&name_key)];
+    let scripts = Scripts::new();
+    let mut invocation = scripts.forget.key(&bucket.bind);
+    invocation
+        .key(&bucket.live)
+        .key(&bucket.info)
+        .key(&bucket.exp)
+        .key(&bucket.names)
+        .key(&bucket.seq)
+        .arg(&name_key)
+        .arg(&bucket.channel);
+    let call = invocation.invoke_async::<String>(&mut conn);
+    let bound = match tokio::time::timeout(client::CALL_TIMEOUT, call).await {
+        Ok(Ok(bound)) => bound,
+        Ok(Err(err)) => return Err(RedisError::Unavailable(err.to_string())),
+        Err(_) => return Err(RedisError::Unavailable("Redis did not answer".to_owned())),
+    };
+    Ok(codec::unhex(&bound))
+}
+
+/// Records this build's layout in a new cluster, or checks the one found.
+async fn check_layout(
+    conn: &mut redis::cluster_async::ClusterConnection,
+) -> Result<(), RedisError> {
+    let expected = keys::meta_value();
+    let check = async {
+        let () = redis::cmd("SET")
+            .arg(keys::META)
+            .arg(&expected)
+            .arg("NX")
+            .query_async::<Option<()>>(conn)
+            .await?
+            .unwrap_or(());
+        redis::cmd("GET").arg(keys::META).query_async::<String>(conn).await
+    };
+    let found = match tokio::time::timeout(client::CALL_TIMEOUT, check).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(err)) => return Err(RedisError::Unavailable(err.to_string())),
+        Err(_) => return Err(RedisError::Unavailable("Redis did not answer".to_owned())),
+    };
+    if found != expected {
+        return Err(RedisError::Layout { found, expected });
+    }
+    Ok(())
+}
+
+/// What the store keeps of a lease: a hash, so that a dump of the cluster
+/// gives no one a lease to heartbeat or unregister with.
+fn lease_hash(lease: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, lease.as_bytes());
+    hex(&digest.as_ref()[..16])
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unavailable(why: &str) -> StoreError {
+    StoreError::Unavailable { why: why.to_owned() }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_and_bad_ones_say_why() {
+        let options: RedisOptions =
+            "redis://127.0.0.1:7001, redis://127.0.0.1:7002".parse().unwrap();
+        assert_eq!(options.seeds, ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]);
+        for bad in ["", "redis://", "http://x:1", "redis://a:1,", "redis://u:p@h:1", "memory"] {
+            let err = bad.parse::<RedisOptions>().unwrap_err();
+            assert!(err.to_string().contains("is not a Redis node"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn leases_are_kept_as_short_hashes() {
+        let h = lease_hash("a lease");
+        assert_eq!(h.len(), 32);
+        assert_eq!(h, lease_hash("a lease"));
+        assert_ne!(h, lease_hash("another"));
+    }
+}

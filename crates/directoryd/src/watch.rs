@@ -1,0 +1,151 @@
+//! `WatchPeers`: the presence feed, one task per watcher.
+//!
+//! A watcher first gets a snapshot (SNAPSHOT_BEGIN, an ONLINE event per
+//! peer, SNAPSHOT_END), then every [`Change`] the store announces. The
+//! task subscribes to the store's feed *before* it reads the snapshot, so
+//! nothing that happens while it reads is missed; the changes that arrived
+//! meanwhile are replayed after it, in order, which converges on the right
+//! state (an ONLINE is an upsert, an OFFLINE a delete). When the watcher
+//! falls behind the feed's buffer, or the store says it lost track
+//! ([`Change::Resync`]), the watcher gets a fresh snapshot rather than a
+//! silent gap.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use peerchat::v1 as pb;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::model::Change;
+use crate::service::{MAX_PAGE_SIZE, peer, store_status};
+use crate::store::Store;
+
+/// Watchers served at once by one replica; each holds a task and a small
+/// buffer. A directory with more users than this wants more replicas.
+pub(crate) const MAX_WATCHERS: usize = 20_000;
+
+/// Events buffered per watcher before its task waits for it to read.
+const BUFFER: usize = 256;
+
+/// The stream a `WatchPeers` call answers with.
+pub(crate) type PeerEvents = Pin<Box<dyn Stream<Item = Result<pb::PeerEvent, Status>> + Send>>;
+
+/// The bound on concurrent watchers.
+#[derive(Debug, Clone)]
+pub(crate) struct Watchers(Arc<Semaphore>);
+
+impl Watchers {
+    pub(crate) fn new(max: usize) -> Watchers {
+        Watchers(Arc::new(Semaphore::new(max)))
+    }
+
+    /// Starts feeding a new watcher, or refuses when there are too many.
+    pub(crate) fn start(&self, store: Arc<dyn Store>) -> Result<PeerEvents, Status> {
+        let permit = self.0.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many presence watchers on this directory; try later")
+        })?;
+        let (tx, rx) = mpsc::channel(BUFFER);
+        tokio::spawn(feed(store, tx, permit));
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// Why a feed stopped.
+enum Stop {
+    /// The watcher went away, or the store's feed closed.
+    Gone,
+    /// A snapshot could not be read.
+    Failed(Status),
+}
+
+/// Feeds one watcher until it goes away; holds `_permit` that long.
+async fn feed(
+    store: Arc<dyn Store>,
+    tx: mpsc::Sender<Result<pb::PeerEvent, Status>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    loop {
+        let changes = store.changes();
+        match snapshot(store.as_ref(), &tx).await {
+            Ok(()) => {}
+            Err(Stop::Gone) => return,
+            Err(Stop::Failed(status)) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        }
+        match deltas(changes, &tx).await {
+            Next::Gone => return,
+            Next::Resync => tracing::debug!("a presence watcher gets a fresh snapshot"),
+        }
+    }
+}
+
+/// Sends everyone online now, between SNAPSHOT_BEGIN and SNAPSHOT_END.
+async fn snapshot(
+    store: &dyn Store,
+    tx: &mpsc::Sender<Result<pb::PeerEvent, Status>>,
+) -> Result<(), Stop> {
+    send(tx, event(pb::peer_event::Kind::SnapshotBegin, None)).await?;
+    let mut after: Option<String> = None;
+    // Bounded: each page moves `after` strictly forward through the names.
+    loop {
+        let page = store.list(after.as_deref(), MAX_PAGE_SIZE).await;
+        let page = page.map_err(|err| Stop::Failed(store_status(err)))?;
+        for listing in page.peers {
+            send(tx, event(pb::peer_event::Kind::Online, Some(peer(listing)))).await?;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    send(tx, event(pb::peer_event::Kind::SnapshotEnd, None)).await
+}
+
+/// What a watcher needs after its deltas stop.
+enum Next {
+    Gone,
+    Resync,
+}
+
+/// Forwards changes until the watcher goes away or needs a new snapshot.
+async fn deltas(
+    mut changes: broadcast::Receiver<Change>,
+    tx: &mpsc::Sender<Result<pb::PeerEvent, Status>>,
+) -> Next {
+    loop {
+        let change = tokio::select! {
+            () = tx.closed() => return Next::Gone,
+            change = changes.recv() => change,
+        };
+        let event = match change {
+            Ok(Change::Up(listing)) => event(pb::peer_event::Kind::Online, Some(peer(listing))),
+            Ok(Change::Down { name }) => {
+                let gone = pb::Peer { name, ..pb::Peer::default() };
+                event(pb::peer_event::Kind::Offline, Some(gone))
+            }
+            Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                return Next::Resync;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Next::Gone,
+        };
+        if send(tx, event).await.is_err() {
+            return Next::Gone;
+        }
+    }
+}
+
+fn event(kind: pb::peer_event::Kind, peer: Option<pb::Peer>) -> pb::PeerEvent {
+    pb::PeerEvent { kind: kind.into(), peer }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<pb::PeerEvent, Status>>,
+    event: pb::PeerEvent,
+) -> Result<(), Stop> {
+    tx.send(Ok(event)).await.map_err(|_| Stop::Gone)
+}
