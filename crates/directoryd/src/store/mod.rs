@@ -14,6 +14,8 @@
 //! no binding) is one atomic step of [`Store::register`], which is why
 //! binding and registering are one call and not two.
 
+#[cfg(test)]
+mod contract;
 pub(crate) mod memory;
 pub(crate) mod redis;
 

@@ -114,10 +114,16 @@ impl Feed {
             .push_sender(tx)
             .build()
             .map_err(|err| err.to_string())?;
-        let channels: Vec<&str> = self.buckets.iter().map(|b| b.channel.as_str()).collect();
         let subscribe = async {
-            let mut conn = client.get_async_connection().await?;
-            conn.ssubscribe(&channels).await?;
+            let conn = client.get_async_connection().await?;
+            // One channel a call: a sharded subscription names one slot.
+            let each = self.buckets.iter().map(|bucket| {
+                let mut conn = conn.clone();
+                async move { conn.ssubscribe(&bucket.channel).await }
+            });
+            for subscribed in futures_util::future::join_all(each).await {
+                subscribed?;
+            }
             Ok::<_, redis::RedisError>(conn)
         };
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe).await {

@@ -1,0 +1,305 @@
+//! The store contract: one suite, run against the embedded store and
+//! against the Redis store on a real 6-node cluster (skipped, saying so,
+//! where redis-server is not installed, unless PEERCHAT_REDIS_REQUIRED=1).
+//! What a peer sees must not depend on which store the directory has.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peerchat_core::Name;
+use peerchat_redis_cluster::{Cluster, Options};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::memory::MemoryStore;
+use super::redis::{RedisOptions, RedisStore};
+use super::{Store, StoreError};
+use crate::bindings::BindingStore;
+use crate::model::{Change, Claim, Presence, PublicKey, Refusal, Source};
+
+const TTL: Duration = Duration::from_secs(2);
+const MAX_PER_SOURCE: usize = 5;
+const KEY_A: PublicKey = [0xaa; 32];
+const KEY_B: PublicKey = [0xbb; 32];
+
+fn name(s: &str) -> Name {
+    Name::parse(s).expect("a valid test name")
+}
+
+fn source(ip: &str) -> Source {
+    Source::of(Some(format!("{ip}:1").parse().expect("a test address")))
+}
+
+fn claim(n: &str, key: PublicKey, lease: &str) -> Claim {
+    Claim {
+        name: name(n),
+        address: "127.0.0.1:7400".to_owned(),
+        presence: Presence::Available,
+        public_key: key,
+        lease_token: lease.to_owned(),
+        source: source("10.0.0.1"),
+    }
+}
+
+fn refusal(result: Result<impl std::fmt::Debug, StoreError>) -> Refusal {
+    match result {
+        Err(StoreError::Refused(refusal)) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `within`.
+async fn eventually(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within {within:?}");
+}
+
+/// The next change on the feed (resyncs aside), within a few seconds.
+async fn next_change(feed: &mut broadcast::Receiver<Change>) -> Change {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, feed.recv()).await {
+            Ok(Ok(Change::Resync)) => continue,
+            Ok(Ok(change)) => return change,
+            Ok(Err(err)) => panic!("the feed failed: {err}"),
+            Err(_) => panic!("no change on the feed within 5 s"),
+        }
+    }
+}
+
+async fn registration_and_lookup(store: &dyn Store) {
+    let registered = store.register(claim("Bob", KEY_A, "l1")).await.expect("bob registers");
+    assert!(registered.new_binding);
+    let bob = store.lookup(&name("BOB")).await.expect("bob is online");
+    assert_eq!((bob.name.as_str(), bob.address.as_str()), ("Bob", "127.0.0.1:7400"));
+    assert_eq!((bob.presence, bob.public_key), (Presence::Available, KEY_A));
+    // Another key cannot take the name, in any case.
+    let taken = refusal(store.register(claim("bOB", KEY_B, "l2")).await);
+    assert_eq!(taken, Refusal::Taken { name: "bOB".into() });
+    // The same key takes over a live name: the old lease is dead.
+    let again = store.register(claim("bob", KEY_A, "l3")).await.expect("bob again");
+    assert!(!again.new_binding);
+    assert!(matches!(
+        refusal(store.renew(&name("bob"), "l1", Presence::Available).await),
+        Refusal::UnknownLease { .. }
+    ));
+    store.renew(&name("bob"), "l3", Presence::Available).await.expect("the new lease renews");
+    assert!(matches!(refusal(store.lookup(&name("nobody")).await), Refusal::NotOnline { .. }));
+}
+
+async fn renewal_and_status(store: &dyn Store) {
+    store.register(claim("carol", KEY_A, "c1")).await.expect("carol registers");
+    assert!(matches!(
+        refusal(store.renew(&name("carol"), "wrong", Presence::Busy).await),
+        Refusal::UnknownLease { .. }
+    ));
+    assert!(matches!(
+        refusal(store.renew(&name("dave"), "c1", Presence::Busy).await),
+        Refusal::UnknownLease { .. }
+    ));
+    store.renew(&name("Carol"), "c1", Presence::Busy).await.expect("carol goes busy");
+    assert_eq!(store.lookup(&name("carol")).await.expect("carol").presence, Presence::Busy);
+    let page = store.list(None, 10).await.expect("a page");
+    assert_eq!(page.peers.len(), 1);
+    assert_eq!(page.peers[0].presence, Presence::Busy);
+}
+
+async fn unregistering_keeps_the_binding(store: &dyn Store) {
+    store.register(claim("erin", KEY_A, "e1")).await.expect("erin registers");
+    assert!(matches!(
+        refusal(store.unregister(&name("erin"), "other").await),
+        Refusal::WrongLease { .. }
+    ));
+    assert!(store.lookup(&name("erin")).await.is_ok());
+    store.unregister(&name("ERIN"), "e1").await.expect("erin unregisters");
+    store.unregister(&name("erin"), "e1").await.expect("again: idempotent");
+    assert!(store.lookup(&name("erin")).await.is_err());
+    assert!(store.list(None, 10).await.expect("a page").peers.is_empty());
+    // Offline, the name still belongs to its key.
+    let taken = refusal(store.register(claim("erin", KEY_B, "e2")).await);
+    assert!(matches!(taken, Refusal::Taken { .. }));
+    store.register(claim("erin", KEY_A, "e3")).await.expect("erin's key takes it back");
+}
+
+async fn leases_expire_at_their_ttl(store: &dyn Store) {
+    let started = Instant::now();
+    store.register(claim("frank", KEY_A, "f1")).await.expect("frank registers");
+    assert!(store.lookup(&name("frank")).await.is_ok());
+    eventually(TTL + Duration::from_secs(2), "frank expires", async || {
+        store.lookup(&name("frank")).await.is_err()
+    })
+    .await;
+    assert!(started.elapsed() >= TTL - Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(store.list(None, 10).await.expect("a page").peers.is_empty());
+    assert!(matches!(
+        refusal(store.renew(&name("frank"), "f1", Presence::Available).await),
+        Refusal::UnknownLease { .. }
+    ));
+}
+
+async fn pages_cover_everyone_once_in_order(store: &dyn Store) {
+    let total = 230;
+    let mut expected = Vec::new();
+    for i in (0..total).rev() {
+        let n = if i % 2 == 0 { format!("Peer{i:04}") } else { format!("peer{i:04}") };
+        let claim = Claim {
+            source: source(&format!("10.1.{}.{}", i / 250, i % 250)),
+            ..claim(&n, KEY_A, &n)
+        };
+        store.register(claim).await.expect("a peer registers");
+        expected.push(format!("peer{i:04}"));
+    }
+    expected.sort();
+    for limit in [1, 7, 100, 1000] {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..=total {
+            let page = store.list(after.as_deref(), limit).await.expect("a page");
+            assert!(page.peers.len() <= limit);
+            seen.extend(page.peers.iter().map(|p| p.name.to_ascii_lowercase()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "pages of {limit}");
+    }
+}
+
+async fn nonces_are_spent_once(store: &dyn Store) {
+    let nonce = [7u8; peerchat_core::identity::NONCE_LEN];
+    store.issue_nonce(nonce).await.expect("a nonce");
+    assert!(store.consume_nonce(&nonce).await.expect("spent"));
+    assert!(!store.consume_nonce(&nonce).await.expect("spent again"));
+    assert!(!store.consume_nonce(&[8u8; 32]).await.expect("never issued"));
+    assert!(!store.consume_nonce(&[1, 2, 3]).await.expect("wrong length"));
+}
+
+async fn registrations_per_source_are_capped(store: &dyn Store) {
+    for i in 0..MAX_PER_SOURCE {
+        store.register(claim(&format!("s{i}"), KEY_A, "x")).await.expect("within the cap");
+    }
+    let over = refusal(store.register(claim("s-over", KEY_A, "x")).await);
+    assert!(matches!(over, Refusal::TooManyFromSource { max: MAX_PER_SOURCE, .. }), "{over:?}");
+    // Re-registering a name the source holds is free; unregistering frees a slot.
+    store.register(claim("s0", KEY_A, "y")).await.expect("s0 again");
+    store.unregister(&name("s1"), "x").await.expect("s1 leaves");
+    store.register(claim("s-over", KEY_A, "x")).await.expect("room again");
+}
+
+async fn racing_keys_end_with_one_owner(store: Arc<dyn Store>) {
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..8u8 {
+        let store = store.clone();
+        let claim =
+            Claim { source: source(&format!("10.9.0.{i}")), ..claim("grace", [i; 32], "g") };
+        racers.spawn(async move { store.register(claim).await.map(|_| i) });
+    }
+    let mut winners = Vec::new();
+    while let Some(result) = racers.join_next().await {
+        match result.expect("a racer") {
+            Ok(i) => winners.push(i),
+            Err(StoreError::Refused(Refusal::Taken { .. })) => {}
+            Err(other) => panic!("a racer failed: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let owner = store.lookup(&name("grace")).await.expect("grace is online");
+    assert_eq!(owner.public_key, [winners[0]; 32]);
+}
+
+async fn the_feed_tells_every_change(store: &dyn Store) {
+    let mut feed = store.changes();
+    store.register(claim("heidi", KEY_A, "h1")).await.expect("heidi registers");
+    let Change::Up(up) = next_change(&mut feed).await else { panic!("not up") };
+    assert_eq!((up.name.as_str(), up.presence), ("heidi", Presence::Available));
+    store.renew(&name("heidi"), "h1", Presence::Available).await.expect("no change");
+    store.renew(&name("heidi"), "h1", Presence::Busy).await.expect("busy");
+    let Change::Up(busy) = next_change(&mut feed).await else { panic!("not up") };
+    assert_eq!(busy.presence, Presence::Busy, "a renewal without a change says nothing");
+    store.unregister(&name("heidi"), "h1").await.expect("heidi leaves");
+    assert_eq!(next_change(&mut feed).await, Change::Down { name: "heidi".into() });
+    store.register(claim("ivan", KEY_A, "i1")).await.expect("ivan registers");
+    assert!(matches!(next_change(&mut feed).await, Change::Up(_)));
+    // Expired: announced by the sweep.
+    let deadline = Instant::now() + TTL + Duration::from_secs(3);
+    loop {
+        store.sweep().await;
+        let change = tokio::time::timeout(Duration::from_millis(200), feed.recv()).await;
+        if let Ok(Ok(Change::Down { name })) = change
+            && name == "ivan"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ivan's expiry was never announced");
+    }
+}
+
+/// Makes a fresh, empty store for each case.
+trait Fresh {
+    async fn fresh(&mut self) -> Arc<dyn Store>;
+}
+
+async fn keeps_the_contract(stores: &mut impl Fresh) {
+    registration_and_lookup(stores.fresh().await.as_ref()).await;
+    renewal_and_status(stores.fresh().await.as_ref()).await;
+    unregistering_keeps_the_binding(stores.fresh().await.as_ref()).await;
+    leases_expire_at_their_ttl(stores.fresh().await.as_ref()).await;
+    pages_cover_everyone_once_in_order(stores.fresh().await.as_ref()).await;
+    nonces_are_spent_once(stores.fresh().await.as_ref()).await;
+    registrations_per_source_are_capped(stores.fresh().await.as_ref()).await;
+    racing_keys_end_with_one_owner(stores.fresh().await).await;
+    the_feed_tells_every_change(stores.fresh().await.as_ref()).await;
+}
+
+struct Memory;
+
+impl Fresh for Memory {
+    async fn fresh(&mut self) -> Arc<dyn Store> {
+        Arc::new(MemoryStore::new(BindingStore::in_memory(), TTL, MAX_PER_SOURCE))
+    }
+}
+
+struct Redis {
+    cluster: Cluster,
+    /// Stops the previous case's store's tasks.
+    stop: CancellationToken,
+}
+
+impl Fresh for Redis {
+    async fn fresh(&mut self) -> Arc<dyn Store> {
+        self.stop.cancel();
+        self.stop = CancellationToken::new();
+        for master in self.cluster.masters().expect("the masters") {
+            self.cluster.cli(master, &["FLUSHALL"]).expect("flushing a master");
+        }
+        let options = RedisOptions { seeds: self.cluster.seeds() };
+        let store = RedisStore::connect(&options, TTL, MAX_PER_SOURCE, &self.stop)
+            .await
+            .expect("the Redis store connects");
+        let mut feed = store.changes();
+        // The feed is live once it has subscribed (its first Resync).
+        let subscribed = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await;
+        assert!(matches!(subscribed, Ok(Ok(Change::Resync))), "{subscribed:?}");
+        Arc::new(store)
+    }
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_contract() {
+    keeps_the_contract(&mut Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_the_contract() {
+    let Some(cluster) = Cluster::start_or_skip(Options::default()) else { return };
+    let mut redis = Redis { cluster, stop: CancellationToken::new() };
+    keeps_the_contract(&mut redis).await;
+    redis.stop.cancel();
+}
