@@ -28,7 +28,9 @@ pub struct StartArgs {
     /// letter or digit. Default: your login name.
     #[arg(long, env = "PEERCHAT_NAME")]
     pub name: Option<String>,
-    /// The directory's URL.
+    /// The directory's URL, or the URLs of its replicas separated by
+    /// commas: peerd uses the first that answers and moves to the next when
+    /// it stops answering.
     #[arg(long, env = "PEERCHAT_DIRECTORY", default_value = "http://127.0.0.1:7300")]
     pub directory: String,
     /// For an https:// directory: the fingerprint its key must have

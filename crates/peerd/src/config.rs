@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use peerchat_core::{Name, paths};
+use tonic::transport::Uri;
 
 use crate::cli::StartArgs;
 use crate::error::Error;
@@ -12,7 +13,9 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub name: Name,
-    pub directory: String,
+    /// The directory's replicas, in the order given; at least one. peerd
+    /// uses one at a time and moves on when it stops answering.
+    pub directories: Vec<String>,
     /// The directory's key fingerprint, for `https://` directories.
     pub directory_key: Option<String>,
     pub listen: SocketAddr,
@@ -31,18 +34,13 @@ impl Config {
             None => login_name(),
         };
         let name = Name::parse(&raw_name)?;
-        if !(args.directory.starts_with("http://") || args.directory.starts_with("https://")) {
-            return Err(Error::Usage(format!(
-                "--directory {:?} must be a URL such as http://127.0.0.1:7300",
-                args.directory
-            )));
-        }
+        let directories = directory_urls(&args.directory)?;
         let data_dir = match &args.data_dir {
             Some(d) => d.clone(),
             None => paths::default_data_dir(dirs::data_dir().as_deref(), uid(), &name.key()),
         };
         Ok(Config {
-            directory: args.directory.clone(),
+            directories,
             directory_key: args.directory_key.clone(),
             listen: args.listen,
             advertise: args.advertise,
@@ -61,6 +59,37 @@ impl Config {
             None => self.data_dir.join("peerd.log"),
         }
     }
+}
+
+/// The URLs of `--directory URL[,URL...]`: comma-separated, each trimmed,
+/// each `http://` or `https://` with a host. Checked here rather than when
+/// the channels are built so that a typo is a usage error (exit 2) naming
+/// the entry, not a failed start.
+pub fn directory_urls(raw: &str) -> Result<Vec<String>, Error> {
+    let example = "a URL such as http://127.0.0.1:7300";
+    let mut urls = Vec::new();
+    for (i, entry) in raw.split(',').enumerate() {
+        let url = entry.trim();
+        let which = i + 1;
+        if url.is_empty() {
+            return Err(Error::Usage(format!(
+                "--directory {raw:?}: entry {which} is empty; give {example}, or several \
+                 separated by commas"
+            )));
+        }
+        let bad = |why: &str| {
+            Error::Usage(format!("--directory entry {which} {url:?} must be {example} ({why})"))
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad("http:// or https://"));
+        }
+        let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        urls.push(url.to_owned());
+    }
+    Ok(urls)
 }
 
 /// The control socket: the flag, or the default location.
@@ -86,4 +115,49 @@ fn login_name() -> String {
         }
     }
     if uid() == 0 { "root".to_owned() } else { format!("user{}", uid()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(raw: &str) -> String {
+        match directory_urls(raw) {
+            Err(Error::Usage(why)) => why,
+            other => panic!("{raw:?} gave {other:?}, not a usage error"),
+        }
+    }
+
+    #[test]
+    fn one_directory_url_is_taken_as_it_is() {
+        let urls = directory_urls("http://127.0.0.1:7300").expect("valid");
+        assert_eq!(urls, ["http://127.0.0.1:7300"]);
+    }
+
+    #[test]
+    fn several_directory_urls_are_split_on_commas_and_trimmed() {
+        let urls = directory_urls(" http://10.0.0.1:7300 , https://dir-b:7300/,http://[::1]:7301 ")
+            .expect("valid");
+        assert_eq!(urls, ["http://10.0.0.1:7300", "https://dir-b:7300/", "http://[::1]:7301"]);
+    }
+
+    #[test]
+    fn an_empty_directory_entry_is_a_usage_error_naming_it() {
+        for (raw, which) in
+            [("", 1), ("http://a:1,,http://b:2", 2), ("http://a:1,", 2), (" ,http://a:1", 1)]
+        {
+            let why = usage(raw);
+            assert!(why.contains(&format!("entry {which} is empty")), "{raw:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn every_directory_entry_must_be_http_or_https_with_a_host() {
+        let why = usage("http://a:1, ftp://b:2");
+        assert!(why.contains("entry 2") && why.contains("\"ftp://b:2\""), "{why}");
+        assert!(why.contains("http:// or https://"), "{why}");
+        assert!(usage("127.0.0.1:7300").contains("entry 1"));
+        assert!(usage("http://a:1,http://").contains("entry 2"));
+        assert!(usage("https://a b:1").contains("not a valid URL"));
+    }
 }

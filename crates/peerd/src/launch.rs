@@ -46,7 +46,7 @@ pub fn detach(config: &Config) -> Result<String, Error> {
         .arg("--name")
         .arg(config.name.as_str())
         .arg("--directory")
-        .arg(&config.directory)
+        .arg(config.directories.join(","))
         .arg("--listen")
         .arg(config.listen.to_string())
         .arg("--socket")

@@ -9,7 +9,8 @@
 //! - `link`: the peer-to-peer `Chat` stream — dialing, accepting, frame
 //!   checks, the bounded accept loop.
 //! - `presence`: registration, heartbeats and status in the directory;
-//!   `directory`: the (optionally TLS, key-pinned) channel to it, lookups.
+//!   `directory`: the (optionally TLS, key-pinned) channels to its
+//!   replicas, which one is in use, lookups.
 //! - `control`: the `Control` service chatctl uses; `control_socket`: its
 //!   Unix socket file.
 //! - `history`: the per-peer history files.
@@ -115,8 +116,7 @@ pub async fn run(
     let (control_listener, socket_file) = control_socket::bind(&config.socket)?;
     let history = history::History::open(&config.data_dir)?;
 
-    let channel = directory::channel(&config)?;
-    let directory = pb::directory_client::DirectoryClient::new(channel);
+    let directory = directory::Directories::connect(&config)?;
 
     let (wanted_tx, wanted_rx) = watch::channel(Presence::Available);
     let (published_tx, published_rx) = watch::channel(None);
@@ -124,7 +124,7 @@ pub async fn run(
     let (first_tx, first_rx) = oneshot::channel();
     let presence = tokio::spawn(
         PresenceTask {
-            client: directory.clone(),
+            directories: directory.clone(),
             name: config.name.to_string(),
             identity: identity.clone(),
             advertise: config.advertise,
@@ -181,7 +181,6 @@ pub async fn run(
         me: Facts {
             name: config.name.clone(),
             listen: listen.to_string(),
-            directory: config.directory.clone(),
             data_dir: config.data_dir.clone(),
             key: identity.fingerprint(),
         },

@@ -5,12 +5,21 @@
 //! with backoff when the directory goes away and comes back, and
 //! unregisters on shutdown. Nobody else talks to the directory about us, so
 //! there is one place where our presence can be wrong.
+//!
+//! With several directory replicas, a call that gets no answer moves on to
+//! the next replica and is retried at once, once around the list; only when
+//! every replica failed in a row does the backoff apply (a replica that is
+//! down is not a directory that is down). The lease is kept across a switch:
+//! a replica on the same store accepts the same token, so the next
+//! heartbeat normally just succeeds; one that does not know the lease
+//! answers NOT_FOUND, and we register again there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
+use peerchat::v1::directory_client::DirectoryClient;
 use peerchat_core::identity::registration_payload;
 use peerchat_core::lease::{Backoff, renew_interval};
 use peerchat_core::session::Presence;
@@ -19,9 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::error::with_causes;
+use crate::directory::{self, Directories, Failed, Verdict};
 use crate::identity::Identity;
-use crate::tls::DIRECTORY_KEY_MISMATCH;
 
 /// How long one directory call may take.
 pub(crate) const DIRECTORY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -59,7 +67,7 @@ pub(crate) enum FirstAttempt {
 /// What the presence task needs.
 #[derive(Debug)]
 pub(crate) struct PresenceTask {
-    pub(crate) client: pb::directory_client::DirectoryClient<Channel>,
+    pub(crate) directories: Directories,
     pub(crate) name: String,
     pub(crate) identity: Arc<Identity>,
     pub(crate) advertise: Option<SocketAddr>,
@@ -85,12 +93,7 @@ impl PresenceTask {
         let mut lease: Option<Lease> = None;
         loop {
             let status = *self.wanted.borrow_and_update();
-            let outcome = match &lease {
-                None => self.register(status).await.map(|l| {
-                    lease = Some(l);
-                }),
-                Some(l) => self.heartbeat(l, status).await,
-            };
+            let outcome = self.once_around(&mut lease, status).await;
             let wait = match outcome {
                 Ok(()) => {
                     backoff.reset();
@@ -108,13 +111,13 @@ impl PresenceTask {
                     self.report_first(FirstAttempt::Taken);
                     backoff.next_delay()
                 }
-                Err(Failure::Rejected(why)) => {
+                Err(Failure::Rejected(why) | Failure::WrongKey(why)) => {
                     tracing::error!(%why, "the directory refused our registration");
                     self.state.send_replace(DirectoryState::Unreachable { why: why.clone() });
                     self.report_first(FirstAttempt::Rejected(why));
                     backoff.next_delay()
                 }
-                Err(Failure::Unreachable(why)) => {
+                Err(Failure::Unreachable(why) | Failure::Failed(why)) => {
                     tracing::warn!(%why, "directory unreachable");
                     self.state.send_replace(DirectoryState::Unreachable { why: why.clone() });
                     self.report_first(FirstAttempt::Unreachable(why));
@@ -133,10 +136,60 @@ impl PresenceTask {
         }
         if let Some(l) = lease {
             let req = pb::UnregisterRequest { name: self.name.clone(), lease: l.token };
-            match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, self.client.unregister(req)).await {
-                Ok(Ok(_)) => tracing::info!("unregistered from the directory"),
-                Ok(Err(e)) => tracing::warn!(error = %e.message(), "unregister failed"),
-                Err(_) => tracing::warn!("unregister timed out"),
+            let asked = self
+                .directories
+                .call(DIRECTORY_CALL_TIMEOUT, |mut client| {
+                    let req = req.clone();
+                    async move { client.unregister(req).await }
+                })
+                .await;
+            match asked {
+                Ok(_) => tracing::info!("unregistered from the directory"),
+                Err(Failed::Answer(e)) => tracing::warn!(error = %e.message(), "unregister failed"),
+                Err(Failed::Unreachable(why)) => tracing::warn!(%why, "unregister failed"),
+            }
+        }
+    }
+
+    /// Registers (without a lease) or renews `lease` on the current
+    /// replica, moving on to the next one at once while replicas do not
+    /// answer, each at most once. The error is the last replica's, except
+    /// that when every replica showed a wrong key it is that refusal.
+    async fn once_around(
+        &mut self,
+        lease: &mut Option<Lease>,
+        status: Presence,
+    ) -> Result<(), Failure> {
+        let count = self.directories.len();
+        let mut all_wrong_key = true;
+        let mut tried = 0;
+        loop {
+            let (index, client) = self.directories.current();
+            let outcome = match lease.as_ref() {
+                None => self.register(client, status).await.map(|l| *lease = Some(l)),
+                Some(l) => self.heartbeat(client, l, status).await,
+            };
+            let (why, wrong_key) = match outcome {
+                Err(Failure::Unreachable(why)) => (why, false),
+                Err(Failure::WrongKey(why)) => (why, true),
+                other => return other,
+            };
+            all_wrong_key &= wrong_key;
+            tried += 1;
+            let next = self.directories.failed(index);
+            if tried >= count {
+                let why = self.directories.labelled(index, why);
+                return Err(if all_wrong_key {
+                    Failure::WrongKey(why)
+                } else {
+                    Failure::Unreachable(why)
+                });
+            }
+            let (url, next_url) = (self.directories.url(index), self.directories.url(next));
+            if wrong_key {
+                tracing::warn!(%why, "directory {url} refused: wrong key; trying {next_url}");
+            } else {
+                tracing::info!(%why, "directory {url} unreachable; trying {next_url}");
             }
         }
     }
@@ -147,10 +200,17 @@ impl PresenceTask {
         }
     }
 
-    async fn register(&mut self, status: Presence) -> Result<Lease, Failure> {
+    /// Registers through `client`. The challenge and the registration go to
+    /// the same replica: a nonce is only sure to be known where it was
+    /// handed out.
+    async fn register(
+        &mut self,
+        mut client: DirectoryClient<Channel>,
+        status: Presence,
+    ) -> Result<Lease, Failure> {
         // Proof of possession: sign the directory's fresh nonce together
         // with everything it will publish about us.
-        let nonce = call(self.client.challenge(pb::ChallengeRequest {})).await?.nonce;
+        let nonce = call(client.challenge(pb::ChallengeRequest {})).await?.nonce;
         let advertise = self.advertise.map(|a| a.to_string()).unwrap_or_default();
         let port = u32::from(self.port);
         let timestamp_ms = now_ms();
@@ -165,7 +225,7 @@ impl PresenceTask {
             timestamp_ms,
             signature: self.identity.sign(&payload),
         };
-        let resp = call(self.client.register(req)).await?;
+        let resp = call(client.register(req)).await?;
         tracing::info!(address = %resp.address, ttl = resp.ttl_seconds, "registered in the directory");
         self.state.send_replace(DirectoryState::Registered { address: resp.address.clone() });
         self.report_first(FirstAttempt::Registered);
@@ -176,13 +236,18 @@ impl PresenceTask {
         })
     }
 
-    async fn heartbeat(&mut self, lease: &Lease, status: Presence) -> Result<(), Failure> {
+    async fn heartbeat(
+        &mut self,
+        mut client: DirectoryClient<Channel>,
+        lease: &Lease,
+        status: Presence,
+    ) -> Result<(), Failure> {
         let req = pb::HeartbeatRequest {
             name: self.name.clone(),
             lease: lease.token.clone(),
             status: wire_status(status) as i32,
         };
-        call(self.client.heartbeat(req)).await?;
+        call(client.heartbeat(req)).await?;
         // Back from an outage with the lease intact.
         if !matches!(*self.state.borrow(), DirectoryState::Registered { .. }) {
             tracing::info!("the directory is reachable again");
@@ -196,7 +261,15 @@ enum Failure {
     LeaseGone,
     Taken,
     Rejected(String),
+    /// This replica did not answer: the next one may.
     Unreachable(String),
+    /// This replica showed a key other than the pinned one: the next one
+    /// may be the real directory; if none is, this is a refusal.
+    WrongKey(String),
+    /// The directory answered with an error that is not about us
+    /// (overloaded, internal): the same is due from any replica, so retry
+    /// later with backoff.
+    Failed(String),
 }
 
 async fn call<T>(
@@ -205,23 +278,15 @@ async fn call<T>(
     match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, fut).await {
         Err(_) => Err(Failure::Unreachable("the directory did not answer in time".into())),
         Ok(Ok(resp)) => Ok(resp.into_inner()),
-        Ok(Err(status)) => Err(match status.code() {
-            Code::NotFound => Failure::LeaseGone,
-            Code::AlreadyExists => Failure::Taken,
-            Code::InvalidArgument | Code::PermissionDenied => {
+        Ok(Err(status)) => Err(match (Verdict::of(&status), status.code()) {
+            (Verdict::WrongKey, _) => Failure::WrongKey(directory::reason(&status)),
+            (Verdict::Unreachable, _) => Failure::Unreachable(directory::reason(&status)),
+            (Verdict::Answer, Code::NotFound) => Failure::LeaseGone,
+            (Verdict::Answer, Code::AlreadyExists) => Failure::Taken,
+            (Verdict::Answer, Code::InvalidArgument | Code::PermissionDenied) => {
                 Failure::Rejected(status.message().to_owned())
             }
-            _ => {
-                // A transport failure keeps its cause in the source chain;
-                // a directory showing the wrong key is a hard refusal.
-                let why =
-                    with_causes(status.message().to_owned(), std::error::Error::source(&status));
-                if why.contains(DIRECTORY_KEY_MISMATCH) {
-                    Failure::Rejected(why)
-                } else {
-                    Failure::Unreachable(why)
-                }
-            }
+            (Verdict::Answer, _) => Failure::Failed(directory::reason(&status)),
         }),
     }
 }

@@ -219,6 +219,48 @@ fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
     f.write_all(line.as_bytes())
 }
 
+/// A directory showed a key other than the pinned one (or its key could not
+/// be recorded on first use). A type of its own so that peerd can tell this
+/// refusal from an unreachable directory without reading error text.
+#[derive(Debug)]
+pub(crate) struct DirectoryKeyMismatch(String);
+
+impl std::fmt::Display for DirectoryKeyMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DirectoryKeyMismatch {}
+
+/// Whether `err` failed because the directory's key is not the pinned one.
+///
+/// The refusal travels from our verifier through rustls, tokio-rustls (an
+/// `io::Error` wrapping the `rustls::Error`) and tonic (a `Status` whose
+/// sources lead there). `io::Error::source` skips the error it wraps and
+/// `rustls::Error` has no source, so both are opened by hand.
+pub(crate) fn is_directory_key_mismatch(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<DirectoryKeyMismatch>() {
+            return true;
+        }
+        if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
+            e.downcast_ref::<rustls::Error>()
+            && is_directory_key_mismatch(other.0.as_ref())
+        {
+            return true;
+        }
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref)
+            && is_directory_key_mismatch(inner)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Accepts the directory's pinned key (see [`DirectoryPin`]).
 #[derive(Debug)]
 struct DirectoryKey {
@@ -238,7 +280,7 @@ impl ServerCertVerifier for DirectoryKey {
         let shown = fingerprint(&certificate_key(end_entity)?);
         self.pin.check(&shown).map_err(|why| {
             rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-                KeyError(why),
+                DirectoryKeyMismatch(why),
             ))))
         })?;
         Ok(ServerCertVerified::assertion())
@@ -403,6 +445,29 @@ mod tests {
         let err = p.check("CCCC-DDDD").expect_err("changed");
         assert!(err.contains(DIRECTORY_KEY_MISMATCH) && err.contains("AAAA-BBBB"), "{err}");
         std::fs::remove_file(&p.known_file).ok();
+    }
+
+    #[test]
+    fn a_directory_key_mismatch_is_found_through_rustls_io_and_tonic() {
+        let refusal = || {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                DirectoryKeyMismatch("shows another key".into()),
+            ))))
+        };
+        // The shape tokio-rustls hands to tonic's connector.
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, refusal());
+        let status = tonic::Status::from_error(Box::new(io));
+        assert!(is_directory_key_mismatch(&status));
+
+        let other =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert!(!is_directory_key_mismatch(&tonic::Status::from_error(Box::new(other))));
+        let peer = rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+            Arc::new(KeyError(format!("{WRONG_KEY}: not the one"))),
+        )));
+        assert!(!is_directory_key_mismatch(&peer), "a peer's wrong key is another matter");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_directory_key_mismatch(&tonic::Status::from_error(Box::new(refused))));
     }
 
     #[test]

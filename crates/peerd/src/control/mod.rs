@@ -18,10 +18,9 @@ use tokio::sync::{oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::directory::{self, Listing};
+use crate::directory::{self, Directories, Failed, Listing};
 use crate::driver::{DriverTx, Input, Outcome, SessionStatus, Wait, wire_state};
 use crate::history;
 use crate::known_peers::KnownPeers;
@@ -42,7 +41,6 @@ const PRESENCE_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct Facts {
     pub(crate) name: Name,
     pub(crate) listen: String,
-    pub(crate) directory: String,
     pub(crate) data_dir: PathBuf,
     /// Our key's fingerprint.
     pub(crate) key: String,
@@ -53,7 +51,7 @@ pub(crate) struct Facts {
 pub(crate) struct ControlService {
     pub(crate) me: Facts,
     pub(crate) driver: DriverTx,
-    pub(crate) directory: pb::directory_client::DirectoryClient<Channel>,
+    pub(crate) directory: Directories,
     pub(crate) directory_state: watch::Receiver<DirectoryState>,
     pub(crate) published: watch::Receiver<Option<Presence>>,
     pub(crate) shutdown: CancellationToken,
@@ -123,7 +121,8 @@ impl pb::control_server::Control for ControlService {
             name: self.me.name.to_string(),
             listen: self.me.listen.clone(),
             advertise,
-            directory: self.me.directory.clone(),
+            // The replica in use now: the one the state is about.
+            directory: self.directory.current_url().to_owned(),
             directory_state: dir.word().to_owned(),
             peer: s.peer.map(|p| p.to_string()).unwrap_or_default(),
             conversation: s.phase.as_str().to_owned(),
@@ -140,16 +139,22 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<pb::ListPeersResponse>, Status> {
         let req = request.into_inner();
         let list = pb::ListRequest { page_size: req.page_size, page_token: req.page_token };
-        let mut directory = self.directory.clone();
-        let resp = match tokio::time::timeout(DIRECTORY_CALL_TIMEOUT, directory.list(list)).await {
-            Err(_) => {
-                return Err(ControlError::DirectoryUnreachable("no answer in time".into()).into());
-            }
-            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => return Err(s),
-            Ok(Err(s)) => {
+        let asked = self
+            .directory
+            .call(DIRECTORY_CALL_TIMEOUT, |mut client| {
+                let list = list.clone();
+                async move { client.list(list).await }
+            })
+            .await;
+        let resp = match asked {
+            Ok(r) => r,
+            Err(Failed::Answer(s)) if s.code() == tonic::Code::InvalidArgument => return Err(s),
+            Err(Failed::Answer(s)) => {
                 return Err(ControlError::DirectoryUnreachable(s.message().to_owned()).into());
             }
-            Ok(Ok(r)) => r.into_inner(),
+            Err(Failed::Unreachable(why)) => {
+                return Err(ControlError::DirectoryUnreachable(why).into());
+            }
         };
         Ok(Response::new(pb::ListPeersResponse {
             peers: resp.peers,

@@ -15,13 +15,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use peerchat_core::identity::fingerprint;
-use tonic::transport::Channel;
 
 use super::inbound::Inbound;
 use super::incoming::PeerConnectInfo;
 use super::per_source::PerSource;
 use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, SEND_QUEUE};
-use crate::directory::{self, Listing};
+use crate::directory::{self, Directories, Listing};
 use crate::driver::{DriverTx, Input};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
 use crate::tls::PublicKey;
@@ -33,7 +32,7 @@ pub(crate) struct ChatService {
     me: Name,
     pending: Arc<Semaphore>,
     pending_per_source: PerSource,
-    directory: pb::directory_client::DirectoryClient<Channel>,
+    directory: Directories,
     known: KnownPeers,
 }
 
@@ -41,7 +40,7 @@ impl ChatService {
     pub(crate) fn new(
         driver: DriverTx,
         me: Name,
-        directory: pb::directory_client::DirectoryClient<Channel>,
+        directory: Directories,
         known: KnownPeers,
     ) -> ChatService {
         let pending = Arc::new(Semaphore::new(MAX_PENDING_DIALS));

@@ -15,13 +15,13 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Endpoint, Uri};
 
 use super::{
     HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, SEND_QUEUE,
 };
 use crate::control::error::ControlError;
-use crate::directory::{self, Listing};
+use crate::directory::{self, Directories, Listing};
 use crate::driver::{DriverTx, Input};
 use crate::error::with_causes;
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
@@ -31,10 +31,10 @@ use crate::tls::{self, Credentials, PublicKey};
 /// How long connecting to a peer's address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Dials peers; cheap to clone (the directory channel is shared).
+/// Dials peers; cheap to clone (the directory channels are shared).
 #[derive(Debug, Clone)]
 pub(crate) struct Dialer {
-    pub(crate) directory: pb::directory_client::DirectoryClient<Channel>,
+    pub(crate) directory: Directories,
     pub(crate) credentials: Credentials,
     pub(crate) known: KnownPeers,
 }
