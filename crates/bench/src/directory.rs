@@ -1,6 +1,8 @@
 //! The directory figures: how many heartbeats a second one directoryd
 //! sustains from 100,000 registered peers (and their p99), how long paging
-//! through all of them takes, and how much memory each one costs.
+//! through all of them takes, and how much memory each one costs; then the
+//! same over two replicas sharing a 6-node Redis Cluster (see [`redis`]),
+//! and how long a killed Redis master keeps registrations away.
 //!
 //! One directoryd child serves all three, in memory (no `--data-dir`), with
 //! a lease long enough that nothing expires during the run. The peers live
@@ -18,6 +20,7 @@
 //! ```
 
 mod load;
+mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +40,7 @@ use crate::figure::{Figure, Goal};
 use crate::procfs;
 
 pub use self::load::load_main;
+pub use self::redis::run as run_redis;
 
 /// Peers registered in a full run; the figures are defined at this size.
 const FULL_PEERS: usize = 100_000;
@@ -97,12 +101,14 @@ impl Plan {
         }
     }
 
-    /// The `dir-load` arguments for this plan against `addr`.
-    fn load_args(&self, addr: SocketAddr) -> Vec<String> {
+    /// The `dir-load` arguments for this plan against `addrs`, counting
+    /// windows whose p99 is above `p99_goal_ms` as not sustained.
+    fn load_args(&self, addrs: &[SocketAddr], p99_goal_ms: f64) -> Vec<String> {
         let windows: Vec<String> = self.windows.iter().map(usize::to_string).collect();
+        let addrs: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
         vec![
             "--addr".to_owned(),
-            addr.to_string(),
+            addrs.join(","),
             "--peers".to_owned(),
             self.peers.to_string(),
             "--connections".to_owned(),
@@ -114,7 +120,7 @@ impl Plan {
             "--measure-ms".to_owned(),
             self.measure.as_millis().to_string(),
             "--p99-goal-ms".to_owned(),
-            HEARTBEAT_P99_GOAL_MS.to_string(),
+            p99_goal_ms.to_string(),
         ]
     }
 }
@@ -123,7 +129,7 @@ impl Plan {
 /// `dir_list_100k` and `dir_rss_per_peer`.
 pub async fn run(opts: &DirOptions) -> anyhow::Result<Vec<Figure>> {
     let plan = Plan::new(opts.quick);
-    let mut directory = Directoryd::start(&opts.directoryd, plan.peers)?;
+    let mut directory = Directoryd::start(&opts.directoryd, plan.peers, None)?;
     let measured = measure(&plan, &directory).await;
     directory.daemon.stop();
     let figures = measured?;
@@ -140,7 +146,7 @@ pub async fn run(opts: &DirOptions) -> anyhow::Result<Vec<Figure>> {
 
 async fn measure(plan: &Plan, directory: &Directoryd) -> anyhow::Result<Vec<Figure>> {
     let exe = std::env::current_exe().context("finding this executable to re-run as dir-load")?;
-    let mut load = Load::start(&exe, &plan.load_args(directory.addr))?;
+    let mut load = Load::start(&exe, &plan.load_args(&[directory.addr], HEARTBEAT_P99_GOAL_MS))?;
 
     load.expect_line("ready", Duration::from_secs(30)).await?;
     let rss_before = directory.rss_kib()?;
@@ -270,7 +276,8 @@ struct Directoryd {
 }
 
 impl Directoryd {
-    fn start(binary: &Path, peers: usize) -> anyhow::Result<Directoryd> {
+    /// `store`: a `--store` value (the Redis seeds), or the default.
+    fn start(binary: &Path, peers: usize, store: Option<&str>) -> anyhow::Result<Directoryd> {
         let home = tempfile::Builder::new()
             .prefix("pcbench-dir-")
             .tempdir_in("/tmp")
@@ -281,6 +288,9 @@ impl Directoryd {
             // calls a second, 256 peers per source) would refuse the load.
             .args(["--register-rate", "1000000", "--list-rate", "1000000"])
             .args(["--max-per-source", &(2 * peers).to_string()]);
+        if let Some(store) = store {
+            cmd.args(["--store", store]);
+        }
         let log = home.path().join("directoryd.log");
         let (daemon, line) = Daemon::start_ready("directoryd", &mut cmd, Some(&log))?;
         let addr = line
@@ -379,7 +389,7 @@ mod tests {
     #[test]
     fn the_load_arguments_round_trip() -> anyhow::Result<()> {
         let plan = Plan::new(true);
-        let args = plan.load_args(SocketAddr::from(([127, 0, 0, 1], 7300)));
+        let args = plan.load_args(&[SocketAddr::from(([127, 0, 0, 1], 7300))], 10.0);
         let parsed = load::LoadArgs::parse(args)?;
         assert_eq!(parsed.peers, QUICK_PEERS);
         assert_eq!(parsed.windows, plan.windows);

@@ -111,6 +111,8 @@ async fn measure(config: &Config) -> anyhow::Result<Measured> {
     eprintln!("bench: directory figures");
     let options = directory::DirOptions { quick: config.quick, directoryd: bins.directoryd };
     measured.figures.extend(directory::run(&options).await?);
+    eprintln!("bench: directory figures over Redis Cluster");
+    measured.figures.extend(directory::run_redis(&options).await?);
     Ok(measured)
 }
 

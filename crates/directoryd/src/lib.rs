@@ -174,6 +174,14 @@ pub async fn forget_in_redis(
     store::redis::forget(store, name).await
 }
 
+/// The Redis key that holds `name`'s lease in the Redis store. Every key
+/// of a name's bucket is in this key's slot, so the master serving a name
+/// is the one `CLUSTER KEYSLOT` of this key names: for operators, and for
+/// tests and benchmarks that kill exactly that master.
+pub fn redis_key_of(name: &Name) -> String {
+    store::redis::key_of(name)
+}
+
 /// The directory's public key in `data_dir` (raw ed25519, 32 bytes),
 /// creating the key if there is none. Format it for people with
 /// `peerchat_core::identity::fingerprint`. Blocking I/O; safe while a

@@ -34,9 +34,10 @@ const REGISTER_WINDOW: usize = 64;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "dir-load")]
 pub(super) struct LoadArgs {
-    /// The directory.
-    #[arg(long)]
-    addr: SocketAddr,
+    /// The directory; with several (comma-separated), the connections are
+    /// spread over them in turn, as over replicas sharing one store.
+    #[arg(long, value_delimiter = ',', required = true)]
+    addr: Vec<SocketAddr>,
     /// Peers to register.
     #[arg(long)]
     pub(super) peers: usize,
@@ -78,7 +79,7 @@ pub fn load_main(args: Vec<String>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the dir-load runtime")?;
-    let channels = runtime.block_on(connect(args.addr, args.connections))?;
+    let channels = runtime.block_on(connect(&args.addr, args.connections))?;
     say("ready")?;
 
     wait_for("register")?;
@@ -96,7 +97,7 @@ pub fn load_main(args: Vec<String>) -> anyhow::Result<()> {
         .build()
         .context("starting the heartbeat runtime")?;
     let report = single.block_on(async {
-        let channels = connect(args.addr, args.connections).await?;
+        let channels = connect(&args.addr, args.connections).await?;
         heartbeat_all(&channels, Arc::new(peers), &args).await
     })?;
     say(&report.to_string())
@@ -120,11 +121,12 @@ fn wait_for(word: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens `count` connections and makes one request on each, so that
-/// neither side's connection setup is counted later.
-async fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<Channel>> {
+/// Opens `count` connections, spread over `addrs` in turn, and makes one
+/// request on each, so that neither side's connection setup is counted
+/// later.
+async fn connect(addrs: &[SocketAddr], count: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(count);
-    for _ in 0..count {
+    for addr in addrs.iter().cycle().take(count) {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
             .connect()
@@ -146,7 +148,7 @@ async fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<Channel>>
 
 /// A registered peer, as its heartbeats need it.
 #[derive(Debug, Clone)]
-struct Peer {
+pub(super) struct Peer {
     name: String,
     lease: String,
 }
@@ -194,11 +196,20 @@ async fn register(
     rng: &SystemRandom,
     i: usize,
 ) -> anyhow::Result<Peer> {
+    register_as(client, rng, format!("bench-{i:06}"), i).await
+}
+
+/// Registers `name` with a fresh key, listed at port `1 + i`.
+pub(super) async fn register_as(
+    client: &mut DirectoryClient<Channel>,
+    rng: &SystemRandom,
+    name: String,
+    i: usize,
+) -> anyhow::Result<Peer> {
     let mut seed = [0u8; 32];
     rng.fill(&mut seed).map_err(|_| anyhow!("no randomness for a key"))?;
     let key = Ed25519KeyPair::from_seed_unchecked(&seed)
         .map_err(|err| anyhow!("making a key from a seed: {err:?}"))?;
-    let name = format!("bench-{i:06}");
     let nonce = client
         .challenge(pb::ChallengeRequest {})
         .await

@@ -270,8 +270,22 @@ impl RedisStore {
             })
             .await?;
         if acked < 1 {
-            tracing::warn!(bucket = %bucket.bind, "no replica confirmed a new name binding");
-            return Err(StoreError::NotDurable);
+            if self.replicas_of(bucket).await? > 0 {
+                tracing::warn!(bucket = %bucket.bind, "no replica confirmed a new name binding");
+                return Err(StoreError::NotDurable);
+            }
+            // A shard whose master has no replica at all (its replica was
+            // promoted when the old master died, and nothing has rejoined
+            // yet) cannot confirm anything: refusing every new name there
+            // until an operator restores a replica would be an outage. The
+            // binding then rests on that master's AOF alone, as everything
+            // in the shard does; it stays marked pending, so the next
+            // registration of the name waits for a replica again.
+            tracing::warn!(
+                bucket = %bucket.bind,
+                "the bucket's master has no replica: a new name binding rests on it alone"
+            );
+            return Ok(());
         }
         self.client
             .call("confirming a binding", |mut conn| async move {
@@ -285,6 +299,24 @@ impl RedisStore {
             })
             .await?;
         Ok(())
+    }
+
+    /// How many replicas the master of `bucket` has connected now.
+    async fn replicas_of(&self, bucket: &Bucket) -> Result<u64, StoreError> {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            bucket.slot,
+            SlotAddr::Master,
+        )));
+        let info: String = self
+            .client
+            .call("asking for the replicas", |mut conn| async move {
+                let value = conn
+                    .route_command(redis::cmd("INFO").arg("replication").clone(), route)
+                    .await?;
+                redis::from_redis_value(value).map_err(redis::RedisError::from)
+            })
+            .await?;
+        Ok(connected_replicas(&info))
     }
 
     /// Asks one bucket for a page's worth of its names.
@@ -611,6 +643,11 @@ pub(crate) async fn forget(
     Ok(codec::unhex(&bound))
 }
 
+/// The key holding `name`'s lease: see `crate::redis_key_of`.
+pub(crate) fn key_of(name: &Name) -> String {
+    keys::buckets().swap_remove(keys::bucket_of(&name.key())).live
+}
+
 /// Records this build's layout in a new cluster, or checks the one found.
 async fn check_layout(
     conn: &mut redis::cluster_async::ClusterConnection,
@@ -635,6 +672,14 @@ async fn check_layout(
         return Err(RedisError::Layout { found, expected });
     }
     Ok(())
+}
+
+/// `connected_slaves:N` from `INFO replication`; 0 when absent.
+fn connected_replicas(info: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// What the store keeps of a lease: a hash, so that a dump of the cluster
@@ -683,6 +728,14 @@ mod tests {
             let err = bad.parse::<RedisOptions>().unwrap_err();
             assert!(err.to_string().contains("is not a Redis node"), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn connected_replicas_are_read_from_info() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=127.0.0.1\r\n";
+        assert_eq!(connected_replicas(info), 1);
+        assert_eq!(connected_replicas("role:master\r\nconnected_slaves:0\r\n"), 0);
+        assert_eq!(connected_replicas("garbage"), 0);
     }
 
     #[test]
