@@ -64,7 +64,7 @@ mod watch;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use peerchat::v1 as pb;
@@ -83,6 +83,13 @@ use crate::store::memory::MemoryStore;
 pub use crate::store::redis::{RedisError, RedisOptions};
 use crate::tls::DirectoryKey;
 pub use crate::tls::KeyError;
+
+/// Locks one part of the state. A panic while holding a lock cannot leave a
+/// map half-updated in a way that matters more than refusing all service,
+/// so a poisoned lock is used as is.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Requests are a few names and addresses; nothing legitimate is bigger.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::lock;
 use crate::service::Limits;
 use crate::store::Store;
-use crate::store::memory::lock;
 
 const PERIOD: Duration = Duration::from_secs(1);
 

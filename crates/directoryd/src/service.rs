@@ -14,9 +14,9 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::bindings::BindingsError;
 use crate::limits::{Limited, RateLimiter, Source};
+use crate::lock;
 use crate::model::{Claim, Listing, Presence, Refusal};
 use crate::proof::{self, ProofError, Signed};
-use crate::store::memory::lock;
 use crate::store::{Store, StoreError};
 use crate::watch::{self, Watchers};
 

@@ -17,7 +17,10 @@ use super::{Store, StoreError};
 use crate::bindings::BindingStore;
 use crate::model::{Change, Claim, Presence, PublicKey, Refusal, Source};
 
+/// Short, for the cases about expiry.
 const TTL: Duration = Duration::from_secs(2);
+/// Long enough that nothing expires while a case registers many peers.
+const LONG_TTL: Duration = Duration::from_secs(120);
 const MAX_PER_SOURCE: usize = 5;
 const KEY_A: PublicKey = [0xaa; 32];
 const KEY_B: PublicKey = [0xbb; 32];
@@ -243,7 +246,11 @@ async fn the_feed_tells_every_change(store: &dyn Store) {
 
 /// Makes a fresh, empty store for each case.
 trait Fresh {
-    async fn fresh(&mut self) -> Arc<dyn Store>;
+    async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store>;
+
+    async fn fresh(&mut self) -> Arc<dyn Store> {
+        self.fresh_with(TTL).await
+    }
 }
 
 async fn keeps_the_contract(stores: &mut impl Fresh) {
@@ -251,7 +258,7 @@ async fn keeps_the_contract(stores: &mut impl Fresh) {
     renewal_and_status(stores.fresh().await.as_ref()).await;
     unregistering_keeps_the_binding(stores.fresh().await.as_ref()).await;
     leases_expire_at_their_ttl(stores.fresh().await.as_ref()).await;
-    pages_cover_everyone_once_in_order(stores.fresh().await.as_ref()).await;
+    pages_cover_everyone_once_in_order(stores.fresh_with(LONG_TTL).await.as_ref()).await;
     nonces_are_spent_once(stores.fresh().await.as_ref()).await;
     registrations_per_source_are_capped(stores.fresh().await.as_ref()).await;
     racing_keys_end_with_one_owner(stores.fresh().await).await;
@@ -261,8 +268,8 @@ async fn keeps_the_contract(stores: &mut impl Fresh) {
 struct Memory;
 
 impl Fresh for Memory {
-    async fn fresh(&mut self) -> Arc<dyn Store> {
-        Arc::new(MemoryStore::new(BindingStore::in_memory(), TTL, MAX_PER_SOURCE))
+    async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store> {
+        Arc::new(MemoryStore::new(BindingStore::in_memory(), ttl, MAX_PER_SOURCE))
     }
 }
 
@@ -273,14 +280,14 @@ struct Redis {
 }
 
 impl Fresh for Redis {
-    async fn fresh(&mut self) -> Arc<dyn Store> {
+    async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store> {
         self.stop.cancel();
         self.stop = CancellationToken::new();
         for master in self.cluster.masters().expect("the masters") {
             self.cluster.cli(master, &["FLUSHALL"]).expect("flushing a master");
         }
         let options = RedisOptions { seeds: self.cluster.seeds() };
-        let store = RedisStore::connect(&options, TTL, MAX_PER_SOURCE, &self.stop)
+        let store = RedisStore::connect(&options, ttl, MAX_PER_SOURCE, &self.stop)
             .await
             .expect("the Redis store connects");
         let mut feed = store.changes();

@@ -7,7 +7,7 @@
 //! (binding check, durable append, registry insert), so that two keys
 //! racing for a new name cannot both win.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peerchat_core::Name;
@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use super::{FEED_CAPACITY, Nonce, Registered, Store, StoreError};
 use crate::bindings::{BindingStore, Check, MAX_BINDINGS};
 use crate::challenges::{self, ChallengeError, Challenges};
+use crate::lock;
 use crate::model::{Change, Claim, Listing, Page, Presence, Refusal};
 use crate::registry::Registry;
 
@@ -28,13 +29,6 @@ pub(crate) struct MemoryStore {
     challenges: Mutex<Challenges>,
     bindings: Arc<Mutex<BindingStore>>,
     feed: broadcast::Sender<Change>,
-}
-
-/// Locks one part of the state. A panic while holding a lock cannot leave a
-/// map half-updated in a way that matters more than refusing all service,
-/// so a poisoned lock is used as is.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryStore {

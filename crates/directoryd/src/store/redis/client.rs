@@ -17,8 +17,9 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use tokio_util::sync::CancellationToken;
 
+use super::keys;
+use crate::lock;
 use crate::store::StoreError;
-use crate::store::memory::lock;
 
 /// One store call at most, retries inside the client included. peerd gives
 /// a directory call 3 s; this leaves room for the rest of the request.
@@ -64,14 +65,46 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Why a connection could not be made.
-pub(crate) async fn connect(seeds: &[String]) -> Result<ClusterConnection, String> {
-    let client: ClusterClient = builder(seeds).build().map_err(|err| err.to_string())?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+/// Why no connection was made.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// The cluster did not answer (in time): try again later.
+    Unavailable(String),
+    /// The cluster holds a directory of another layout: never use it.
+    Layout { found: String, expected: String },
+}
+
+/// Connects, and checks (or, on a new cluster, records) the layout, so
+/// that no replica ever writes a layout other replicas cannot read.
+pub(crate) async fn connect(seeds: &[String]) -> Result<ClusterConnection, ConnectError> {
+    let unavailable = |why: String| ConnectError::Unavailable(why);
+    let client: ClusterClient =
+        builder(seeds).build().map_err(|err| unavailable(err.to_string()))?;
+    let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(err)) => return Err(unavailable(err.to_string())),
+        Err(_) => return Err(unavailable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+    };
+    let expected = keys::meta_value();
+    let check = async {
+        redis::cmd("SET")
+            .arg(keys::META)
+            .arg(&expected)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut conn)
+            .await?;
+        redis::cmd("GET").arg(keys::META).query_async::<String>(&mut conn).await
+    };
+    let found = match tokio::time::timeout(CALL_TIMEOUT, check).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(err)) => return Err(unavailable(err.to_string())),
+        Err(_) => return Err(unavailable("Redis did not answer".to_owned())),
+    };
+    if found != expected {
+        return Err(ConnectError::Layout { found, expected });
     }
+    Ok(conn)
 }
 
 impl Client {
@@ -141,7 +174,14 @@ impl Client {
                     health.failing = false;
                     tracing::info!("connected to Redis");
                 }
-                Err(why) => tracing::warn!(%why, "cannot connect to Redis"),
+                Err(ConnectError::Unavailable(why)) => {
+                    tracing::warn!(%why, "cannot connect to Redis");
+                }
+                Err(ConnectError::Layout { found, expected }) => tracing::error!(
+                    %found,
+                    %expected,
+                    "the Redis cluster holds a directory of another layout; not using it"
+                ),
             }
         }
     }

@@ -40,7 +40,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use self::client::Client;
+use self::client::{Client, ConnectError};
 use self::codec::Info;
 use self::keys::Bucket;
 use self::merge::{Merge, Query, Reply};
@@ -132,11 +132,11 @@ impl RedisStore {
         stop: &CancellationToken,
     ) -> Result<RedisStore, RedisError> {
         let conn = match client::connect(&options.seeds).await {
-            Ok(mut conn) => {
-                check_layout(&mut conn).await?;
-                Some(conn)
+            Ok(conn) => Some(conn),
+            Err(ConnectError::Layout { found, expected }) => {
+                return Err(RedisError::Layout { found, expected });
             }
-            Err(why) => {
+            Err(ConnectError::Unavailable(why)) => {
                 tracing::warn!(%why, "Redis does not answer yet; serving UNAVAILABLE until it does");
                 None
             }
@@ -621,7 +621,10 @@ pub(crate) async fn forget(
     options: &RedisOptions,
     name: &Name,
 ) -> Result<Option<PublicKey>, RedisError> {
-    let mut conn = client::connect(&options.seeds).await.map_err(RedisError::Unavailable)?;
+    let mut conn = client::connect(&options.seeds).await.map_err(|err| match err {
+        ConnectError::Unavailable(why) => RedisError::Unavailable(why),
+        ConnectError::Layout { found, expected } => RedisError::Layout { found, expected },
+    })?;
     let name_key = name.key();
     let bucket = &keys::buckets()[keys::bucket_of(&name_key)];
     let scripts = Scripts::new();
@@ -646,32 +649,6 @@ pub(crate) async fn forget(
 /// The key holding `name`'s lease: see `crate::redis_key_of`.
 pub(crate) fn key_of(name: &Name) -> String {
     keys::buckets().swap_remove(keys::bucket_of(&name.key())).live
-}
-
-/// Records this build's layout in a new cluster, or checks the one found.
-async fn check_layout(
-    conn: &mut redis::cluster_async::ClusterConnection,
-) -> Result<(), RedisError> {
-    let expected = keys::meta_value();
-    let check = async {
-        let () = redis::cmd("SET")
-            .arg(keys::META)
-            .arg(&expected)
-            .arg("NX")
-            .query_async::<Option<()>>(conn)
-            .await?
-            .unwrap_or(());
-        redis::cmd("GET").arg(keys::META).query_async::<String>(conn).await
-    };
-    let found = match tokio::time::timeout(client::CALL_TIMEOUT, check).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(err)) => return Err(RedisError::Unavailable(err.to_string())),
-        Err(_) => return Err(RedisError::Unavailable("Redis did not answer".to_owned())),
-    };
-    if found != expected {
-        return Err(RedisError::Layout { found, expected });
-    }
-    Ok(())
 }
 
 /// `connected_slaves:N` from `INFO replication`; 0 when absent.
