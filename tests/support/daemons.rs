@@ -19,10 +19,13 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `directoryd --listen 127.0.0.1:0 --data-dir <its temp dir>`:
 /// every test has its own bindings file, so names never collide across
-/// tests.
+/// tests. Replicas on one shared store ([`Directory::start_sharing`]) have
+/// a temp dir each (their logs) and one data dir (one directory key).
 #[derive(Debug)]
 pub(crate) struct Directory {
     home: TempDir,
+    /// `--data-dir`: in `home`, or the one of the directory it shares.
+    data_dir: PathBuf,
     /// The network namespace it runs in (`ip netns exec`), if not the
     /// test's own.
     netns: Option<String>,
@@ -43,18 +46,34 @@ impl Directory {
     /// (also on every restart).
     pub(crate) fn start_with(ttl: u32, extra: &[&str]) -> Directory {
         let home = short_tempdir();
+        let data_dir = Self::data_dir_in(home.path());
         let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
-        let (proc, addr) = Self::spawn(None, home.path(), "127.0.0.1:0", ttl, &extra);
-        Directory { home, netns: None, ttl, extra, addr, proc: Some(proc) }
+        let (proc, addr) = Self::spawn(None, home.path(), &data_dir, "127.0.0.1:0", ttl, &extra);
+        Directory { home, data_dir, netns: None, ttl, extra, addr, proc: Some(proc) }
+    }
+
+    /// Another replica of `other`: the same `--data-dir` (so the same
+    /// directory key) and ttl, its own address and log, and `extra` flags
+    /// (which must name the store they share, e.g. `--store redis://...`:
+    /// the embedded store would refuse a data dir another one holds).
+    pub(crate) fn start_sharing(other: &Directory, extra: &[&str]) -> Directory {
+        let home = short_tempdir();
+        let data_dir = other.data_dir.clone();
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        let (proc, addr) =
+            Self::spawn(None, home.path(), &data_dir, "127.0.0.1:0", other.ttl, &extra);
+        Directory { home, data_dir, netns: None, ttl: other.ttl, extra, addr, proc: Some(proc) }
     }
 
     /// Starts a directory inside the network namespace `netns`, listening
     /// on `listen` (an address of that namespace, port 0 or not).
     pub(crate) fn start_in(netns: &str, listen: &str, ttl: u32) -> Directory {
         let home = short_tempdir();
-        let (proc, addr) = Self::spawn(Some(netns), home.path(), listen, ttl, &[]);
+        let data_dir = Self::data_dir_in(home.path());
+        let (proc, addr) = Self::spawn(Some(netns), home.path(), &data_dir, listen, ttl, &[]);
         Directory {
             home,
+            data_dir,
             netns: Some(netns.to_owned()),
             ttl,
             extra: Vec::new(),
@@ -66,6 +85,7 @@ impl Directory {
     fn spawn(
         netns: Option<&str>,
         home: &Path,
+        data_dir: &Path,
         listen: &str,
         ttl: u32,
         extra: &[String],
@@ -73,7 +93,7 @@ impl Directory {
         let mut cmd = proc::command_in(netns, &bin("directoryd"));
         cmd.args(["--listen", listen, "--ttl", &ttl.to_string()])
             .arg("--data-dir")
-            .arg(Self::data_dir_in(home))
+            .arg(data_dir)
             .args(extra);
         let (proc, line) =
             Proc::start_ready("directoryd", &mut cmd, &home.join("directoryd.log"), READY_TIMEOUT);
@@ -102,7 +122,7 @@ impl Directory {
     /// The directory's `--data-dir` (its name bindings), the same across
     /// restarts.
     pub(crate) fn data_dir(&self) -> PathBuf {
-        Self::data_dir_in(self.home.path())
+        self.data_dir.clone()
     }
 
     /// `directoryd forget NAME --data-dir <this directory's data dir>`, the
@@ -160,6 +180,7 @@ impl Directory {
         let (proc, addr) = Self::spawn(
             self.netns.as_deref(),
             self.home.path(),
+            &self.data_dir,
             &self.addr.to_string(),
             self.ttl,
             &self.extra,
@@ -336,6 +357,12 @@ impl Peer {
 
     fn log(&self) -> PathBuf {
         self.home.path().join("peerd.log")
+    }
+
+    /// Everything peerd logged so far, for a test that checks what it did
+    /// not do (after the fact, never to wait for something).
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
     fn proc(&mut self) -> &mut Proc {

@@ -15,6 +15,9 @@
 //!   the certificate).
 //! - [`netns`]: [`netns::Lan`], network namespaces joined by a bridge, for
 //!   the multi-host fault suite.
+//! - [`redis`]: the directory on a Redis Cluster: which master holds a
+//!   name, and [`redis::DirectoryApi`], a raw gRPC client of one replica
+//!   (register with its own key, list, the presence feed).
 //!
 //! Rules the tests rely on: every wait has a deadline and fails with what was
 //! seen; polling ([`eventually`]) is used only for state that can only be
@@ -30,6 +33,7 @@ pub(crate) mod control;
 pub(crate) mod daemons;
 pub(crate) mod netns;
 pub(crate) mod proc;
+pub(crate) mod redis;
 pub(crate) mod tls;
 pub(crate) mod watch;
 

@@ -25,17 +25,23 @@ const PEERCHAT_VARS: &[&str] = &[
     "PEERCHAT_LIST_RATE",
     "PEERCHAT_MAX_PER_SOURCE",
     "PEERCHAT_TTL",
+    "PEERCHAT_STORE",
+    "PEERCHAT_DIRECTORY_THREADS",
+    "PEERCHAT_DIRECTORY_KEY",
+    "PEERCHAT_RESUME_WINDOW",
 ];
 
 /// A command for the binary at `path` with a clean peerchat environment and
-/// logging at `info` unless the developer set `RUST_LOG`.
+/// logging at `info` unless the developer set `RUST_LOG` (the Redis
+/// client's own reconnect warnings at `error` only: during an outage they
+/// would push everything else out of the log tail a failing test prints).
 pub(crate) fn command(path: &Path) -> Command {
     let mut cmd = Command::new(path);
     for var in PEERCHAT_VARS {
         cmd.env_remove(var);
     }
     if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
+        cmd.env("RUST_LOG", "info,redis=error");
     }
     cmd
 }

@@ -61,6 +61,13 @@ mod store;
 mod tls;
 mod watch;
 
+/// Where the Redis store keeps a name: for operators reading the cluster
+/// with `redis-cli`, and for tests and benchmarks that kill exactly the
+/// master serving a name.
+pub mod redis_layout {
+    pub use crate::store::redis::layout::{BUCKETS, bucket_key, bucket_of};
+}
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -179,14 +186,6 @@ pub async fn forget_in_redis(
     name: &Name,
 ) -> Result<Option<[u8; peerchat_core::identity::PUBLIC_KEY_LEN]>, RedisError> {
     store::redis::forget(store, name).await
-}
-
-/// The Redis key that holds `name`'s lease in the Redis store. Every key
-/// of a name's bucket is in this key's slot, so the master serving a name
-/// is the one `CLUSTER KEYSLOT` of this key names: for operators, and for
-/// tests and benchmarks that kill exactly that master.
-pub fn redis_key_of(name: &Name) -> String {
-    store::redis::key_of(name)
 }
 
 /// The directory's public key in `data_dir` (raw ed25519, 32 bytes),

@@ -13,6 +13,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// `info`, except the Redis client's own reconnect warnings: while Redis is
+/// unreachable it logs about a thousand lines a second, which would bury
+/// directoryd's own account of the outage (`RUST_LOG` overrides).
+const DEFAULT_LOG: &str = "info,redis=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match runtime(cli.serve.threads) {
@@ -43,7 +48,7 @@ fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
 async fn serve_or_admin(cli: Cli) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use pb::directory_client::DirectoryClient;
 use peerchat::v1 as pb;
-use peerchat_core::Name;
-use peerchat_directoryd::redis_key_of;
+use peerchat_directoryd::redis_layout::{bucket_key, bucket_of};
 use peerchat_redis_cluster::{Cluster, Error as ClusterError, Options};
 use ring::rand::SystemRandom;
 use serde_json::Value;
@@ -138,12 +137,12 @@ async fn measure(
 /// each has succeeded once: the time from the kill to the later of the
 /// two. (Names in other buckets register throughout, on other masters.)
 async fn failover(cluster: &mut Cluster, addrs: &[SocketAddr]) -> anyhow::Result<Duration> {
-    let bucket_key = redis_key_of(&name("failover-0")?);
-    let victim = cluster.master_for_key(&bucket_key).context("finding a bucket's master")?;
+    let bucket = bucket_of("failover-0");
+    let key = bucket_key(bucket, "live").ok_or_else(|| anyhow!("no bucket {bucket}"))?;
+    let victim = cluster.master_for_key(&key).context("finding a bucket's master")?;
     // New names that land in the same bucket, hence on the killed master.
-    let mut names = (1..10_000_000)
-        .map(|n| format!("failover-{n}"))
-        .filter(|n| name(n).is_ok_and(|parsed| redis_key_of(&parsed) == bucket_key));
+    let mut names =
+        (1..10_000_000).map(|n| format!("failover-{n}")).filter(|n| bucket_of(n) == bucket);
     let mut clients = Vec::new();
     for addr in addrs {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
@@ -182,8 +181,4 @@ async fn failover(cluster: &mut Cluster, addrs: &[SocketAddr]) -> anyhow::Result
         "directory (redis): after kill -9 of master :{victim}, registrations back in {times:?}"
     );
     Ok(times.into_iter().max().unwrap_or_default())
-}
-
-fn name(raw: &str) -> anyhow::Result<Name> {
-    Name::parse(raw).map_err(|err| anyhow!("{raw}: {err}"))
 }

@@ -30,6 +30,34 @@ mod keys;
 mod merge;
 mod scripts;
 
+/// The public view of [`keys`], re-exported as `crate::redis_layout`.
+pub(crate) mod layout {
+    /// Buckets the names are spread over.
+    pub const BUCKETS: usize = super::keys::BUCKETS;
+
+    /// The bucket a name (any case) belongs to, `0..BUCKETS`.
+    pub fn bucket_of(name: &str) -> usize {
+        super::keys::bucket_of(&name.to_ascii_lowercase())
+    }
+
+    /// Bucket `index`'s key `pc:{TAG}:WHAT`, WHAT one of `bind`, `live`,
+    /// `info`, `exp`, `names`, `seq`; all of a bucket's keys share a slot,
+    /// so `CLUSTER KEYSLOT` of any of them names its master. `None` for an
+    /// index past [`BUCKETS`] or an unknown WHAT.
+    pub fn bucket_key(index: usize, what: &str) -> Option<String> {
+        let bucket = super::keys::buckets().into_iter().nth(index)?;
+        Some(match what {
+            "bind" => bucket.bind,
+            "live" => bucket.live,
+            "info" => bucket.info,
+            "exp" => bucket.exp,
+            "names" => bucket.names,
+            "seq" => bucket.seq,
+            _ => return None,
+        })
+    }
+}
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -644,11 +672,6 @@ pub(crate) async fn forget(
         Err(_) => return Err(RedisError::Unavailable("Redis did not answer".to_owned())),
     };
     Ok(codec::unhex(&bound))
-}
-
-/// The key holding `name`'s lease: see `crate::redis_key_of`.
-pub(crate) fn key_of(name: &Name) -> String {
-    keys::buckets().swap_remove(keys::bucket_of(&name.key())).live
 }
 
 /// `connected_slaves:N` from `INFO replication`; 0 when absent.
