@@ -189,13 +189,11 @@ impl Feed {
             async move {
                 self.client
                     .call("probe", |mut conn| async move {
-                        self.scripts
-                            .probe
-                            .key(&bucket.seq)
-                            .arg(&bucket.channel)
-                            .arg(payload)
-                            .invoke_async::<i64>(&mut conn)
-                            .await
+                        let mut call = self.scripts.probe.prepare_invoke();
+                        for key in bucket.keys() {
+                            call.key(key);
+                        }
+                        call.arg(&bucket.channel).arg(payload).invoke_async::<i64>(&mut conn).await
                     })
                     .await
             }

@@ -46,6 +46,14 @@ pub(crate) struct Bucket {
     pub(crate) slot: u16,
 }
 
+impl Bucket {
+    /// Every key of the bucket, in the order the scripts take them
+    /// (`lua/prelude.lua`).
+    pub(crate) fn keys(&self) -> [&str; 6] {
+        [&self.bind, &self.live, &self.info, &self.exp, &self.names, &self.seq]
+    }
+}
+
 /// Every bucket, by index.
 pub(crate) fn buckets() -> Vec<Bucket> {
     (0..BUCKETS).map(bucket).collect()

@@ -315,18 +315,32 @@ impl RedisStore {
             );
             return Ok(());
         }
-        self.client
-            .call("confirming a binding", |mut conn| async move {
-                self.scripts
-                    .confirm
-                    .key(&bucket.bind)
-                    .arg(name_key)
-                    .arg(key_hex)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-            })
-            .await?;
+        self.eval::<i64>("confirming a binding", &self.scripts.confirm, bucket, |call| {
+            call.arg(name_key).arg(key_hex);
+        })
+        .await?;
         Ok(())
+    }
+
+    /// Runs `script` on `bucket`'s keys, with the arguments `args` adds,
+    /// within the call deadline.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &redis::Script,
+        bucket: &Bucket,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, StoreError> {
+        self.client
+            .call(what, |mut conn| async move {
+                let mut call = script.prepare_invoke();
+                for key in bucket.keys() {
+                    call.key(key);
+                }
+                args(&mut call);
+                call.invoke_async(&mut conn).await
+            })
+            .await
     }
 
     /// How many replicas the master of `bucket` has connected now.
@@ -351,19 +365,8 @@ impl RedisStore {
     async fn list_bucket(&self, query: &Query) -> Result<Reply, StoreError> {
         let bucket = &self.buckets[query.bucket];
         let reply: Vec<Value> = self
-            .client
-            .call("listing", |mut conn| async move {
-                self.scripts
-                    .list
-                    .key(&bucket.live)
-                    .key(&bucket.info)
-                    .key(&bucket.exp)
-                    .key(&bucket.names)
-                    .arg(&query.after)
-                    .arg(query.quota)
-                    .arg(query.quota.saturating_mul(4).max(64))
-                    .invoke_async(&mut conn)
-                    .await
+            .eval("listing", &self.scripts.list, bucket, |call| {
+                call.arg(&query.after).arg(query.quota).arg(query.quota.saturating_mul(4).max(64));
             })
             .await?;
         let malformed = || unavailable("an unreadable list reply");
@@ -389,19 +392,8 @@ impl RedisStore {
 
     async fn reap_bucket(&self, bucket: &Bucket) -> Result<Vec<(String, String)>, StoreError> {
         let reply: Vec<Value> = self
-            .client
-            .call("reaping", |mut conn| async move {
-                self.scripts
-                    .reap
-                    .key(&bucket.live)
-                    .key(&bucket.info)
-                    .key(&bucket.exp)
-                    .key(&bucket.names)
-                    .key(&bucket.seq)
-                    .arg(REAP_BATCH)
-                    .arg(&bucket.channel)
-                    .invoke_async(&mut conn)
-                    .await
+            .eval("reaping", &self.scripts.reap, bucket, |call| {
+                call.arg(REAP_BATCH).arg(&bucket.channel);
             })
             .await?;
         Ok(reply
@@ -460,26 +452,15 @@ impl Store for RedisStore {
         let per_bucket = MAX_BINDINGS.div_ceil(keys::BUCKETS);
         let (name_key, key_hex, info) = (&name_key, &key_hex, &info);
         let reply: Vec<Value> = self
-            .client
-            .call("registering", |mut conn| async move {
-                self.scripts
-                    .register
-                    .key(&bucket.bind)
-                    .key(&bucket.live)
-                    .key(&bucket.info)
-                    .key(&bucket.exp)
-                    .key(&bucket.names)
-                    .key(&bucket.seq)
-                    .arg(name_key)
+            .eval("registering", &self.scripts.register, bucket, |call| {
+                call.arg(name_key)
                     .arg(key_hex)
                     .arg(lease_hash(&claim.lease_token))
                     .arg(codec::presence_byte(claim.presence))
                     .arg(info)
                     .arg(self.ttl_ms)
                     .arg(&bucket.channel)
-                    .arg(per_bucket)
-                    .invoke_async(&mut conn)
-                    .await
+                    .arg(per_bucket);
             })
             .await?;
         let name = || claim.name.as_str().to_owned();
@@ -508,21 +489,12 @@ impl Store for RedisStore {
         let name_key = name.key();
         let bucket = self.bucket(&name_key);
         let renewed: i64 = self
-            .client
-            .call("renewing", |mut conn| async move {
-                self.scripts
-                    .renew
-                    .key(&bucket.live)
-                    .key(&bucket.info)
-                    .key(&bucket.exp)
-                    .key(&bucket.seq)
-                    .arg(&name_key)
+            .eval("renewing", &self.scripts.renew, bucket, |call| {
+                call.arg(&name_key)
                     .arg(lease_hash(lease))
                     .arg(codec::presence_byte(presence))
                     .arg(self.ttl_ms)
-                    .arg(&bucket.channel)
-                    .invoke_async(&mut conn)
-                    .await
+                    .arg(&bucket.channel);
             })
             .await?;
         if renewed == 1 {
@@ -536,20 +508,8 @@ impl Store for RedisStore {
         let name_key = &name.key();
         let bucket = self.bucket(name_key);
         let reply: Vec<Value> = self
-            .client
-            .call("unregistering", |mut conn| async move {
-                self.scripts
-                    .unregister
-                    .key(&bucket.live)
-                    .key(&bucket.info)
-                    .key(&bucket.exp)
-                    .key(&bucket.names)
-                    .key(&bucket.seq)
-                    .arg(name_key)
-                    .arg(lease_hash(lease))
-                    .arg(&bucket.channel)
-                    .invoke_async(&mut conn)
-                    .await
+            .eval("unregistering", &self.scripts.unregister, bucket, |call| {
+                call.arg(name_key).arg(lease_hash(lease)).arg(&bucket.channel);
             })
             .await?;
         match reply.as_slice() {
@@ -570,16 +530,8 @@ impl Store for RedisStore {
         let name_key = name.key();
         let bucket = self.bucket(&name_key);
         let reply: Vec<Value> = self
-            .client
-            .call("looking up", |mut conn| async move {
-                self.scripts
-                    .lookup
-                    .key(&bucket.live)
-                    .key(&bucket.info)
-                    .key(&bucket.exp)
-                    .arg(&name_key)
-                    .invoke_async(&mut conn)
-                    .await
+            .eval("looking up", &self.scripts.lookup, bucket, |call| {
+                call.arg(&name_key);
             })
             .await?;
         let not_online = || Refusal::NotOnline { name: name.as_str().to_owned() };
@@ -656,15 +608,11 @@ pub(crate) async fn forget(
     let name_key = name.key();
     let bucket = &keys::buckets()[keys::bucket_of(&name_key)];
     let scripts = Scripts::new();
-    let mut invocation = scripts.forget.key(&bucket.bind);
-    invocation
-        .key(&bucket.live)
-        .key(&bucket.info)
-        .key(&bucket.exp)
-        .key(&bucket.names)
-        .key(&bucket.seq)
-        .arg(&name_key)
-        .arg(&bucket.channel);
+    let mut invocation = scripts.forget.prepare_invoke();
+    for key in bucket.keys() {
+        invocation.key(key);
+    }
+    invocation.arg(&name_key).arg(&bucket.channel);
     let call = invocation.invoke_async::<String>(&mut conn);
     let bound = match tokio::time::timeout(client::CALL_TIMEOUT, call).await {
         Ok(Ok(bound)) => bound,

@@ -1,10 +1,19 @@
-//! The Lua scripts, one per operation (see `lua/`). Each touches one
-//! bucket's keys, all in one slot, so each operation is atomic. They are
+//! The Lua scripts, one per operation (see `lua/`). Each is given all of
+//! one bucket's keys (`lua/prelude.lua` names them), all in one slot, so
+//! each operation is atomic. They are
 //! sent by hash (EVALSHA) and loaded on NOSCRIPT, which matters after a
 //! failover: Redis 7 replicates scripts by their effects, so a promoted
 //! replica may not have them cached.
 
 use redis::Script;
+
+/// A script's text: the prelude (the bucket's keys by name, the clock),
+/// then its own body.
+macro_rules! with_prelude {
+    ($name:literal) => {
+        concat!(include_str!("lua/prelude.lua"), include_str!(concat!("lua/", $name, ".lua")))
+    };
+}
 
 /// Every script, loaded once per process.
 #[derive(Debug)]
@@ -23,15 +32,15 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Scripts {
         Scripts {
-            register: Script::new(include_str!("lua/register.lua")),
-            confirm: Script::new(include_str!("lua/confirm.lua")),
-            renew: Script::new(include_str!("lua/renew.lua")),
-            unregister: Script::new(include_str!("lua/unregister.lua")),
-            lookup: Script::new(include_str!("lua/lookup.lua")),
-            list: Script::new(include_str!("lua/list.lua")),
-            reap: Script::new(include_str!("lua/reap.lua")),
-            forget: Script::new(include_str!("lua/forget.lua")),
-            probe: Script::new(include_str!("lua/probe.lua")),
+            register: Script::new(with_prelude!("register")),
+            confirm: Script::new(with_prelude!("confirm")),
+            renew: Script::new(with_prelude!("renew")),
+            unregister: Script::new(with_prelude!("unregister")),
+            lookup: Script::new(with_prelude!("lookup")),
+            list: Script::new(with_prelude!("list")),
+            reap: Script::new(with_prelude!("reap")),
+            forget: Script::new(with_prelude!("forget")),
+            probe: Script::new(with_prelude!("probe")),
         }
     }
 }

@@ -1,27 +1,25 @@
 -- Releases a name's registration; idempotent.
--- KEYS: 1 live, 2 info, 3 exp, 4 names, 5 seq
 -- ARGV: 1 name_key, 2 lease_hash, 3 channel
 -- Returns {'wrong'} when a live registration holds another lease, else
 -- {'ok', info} (info empty when there was nothing to release).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local name = ARGV[1]
-local exp = redis.call('ZSCORE', KEYS[3], name)
+local exp = redis.call('ZSCORE', K_EXP, name)
 if not exp then
   return {'ok', ''}
 end
 local alive = tonumber(exp) > now
-local live = redis.call('HGET', KEYS[1], name)
+local live = redis.call('HGET', K_LIVE, name)
 if alive and (not live or string.sub(live, 2) ~= ARGV[2]) then
   return {'wrong'}
 end
-local info = redis.call('HGET', KEYS[2], name) or ''
-redis.call('HDEL', KEYS[1], name)
-redis.call('HDEL', KEYS[2], name)
-redis.call('ZREM', KEYS[3], name)
-redis.call('ZREM', KEYS[4], name)
+local info = redis.call('HGET', K_INFO, name) or ''
+redis.call('HDEL', K_LIVE, name)
+redis.call('HDEL', K_INFO, name)
+redis.call('ZREM', K_EXP, name)
+redis.call('ZREM', K_NAMES, name)
 if alive then
-  local seq = redis.call('INCR', KEYS[5])
+  local seq = redis.call('INCR', K_SEQ)
   redis.call('SPUBLISH', ARGV[3], 'd' .. seq .. '\n' .. 'a' .. info)
 end
 return {'ok', info}
