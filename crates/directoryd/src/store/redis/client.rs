@@ -52,6 +52,15 @@ struct Health {
     failing: bool,
 }
 
+impl Health {
+    /// Calls have been failing, and none has succeeded for [`WATCHDOG`]. A
+    /// quiet connection (no calls) is not stuck, however long ago its last
+    /// success: nothing says it would fail.
+    fn stuck(&self, now: Instant) -> bool {
+        self.failing && now.saturating_duration_since(self.last_ok) >= WATCHDOG
+    }
+}
+
 /// The shared connection and its health.
 pub(crate) struct Client {
     seeds: Vec<String>,
@@ -143,8 +152,7 @@ impl Client {
 
     /// Whether the watchdog should rebuild the connection now.
     fn stuck(&self, now: Instant) -> bool {
-        let health = lock(&self.health);
-        health.failing && now.duration_since(health.last_ok) >= WATCHDOG
+        lock(&self.health).stuck(now)
     }
 
     /// Connects when there is no connection, and rebuilds a stuck one,
@@ -184,5 +192,21 @@ impl Client {
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failing_calls_with_no_success_for_the_watchdog_period_are_stuck() {
+        let t0 = Instant::now();
+        let quiet = Health { last_ok: t0, failing: false };
+        assert!(!quiet.stuck(t0 + WATCHDOG * 10), "no calls, nothing to rebuild");
+        let failing = Health { last_ok: t0, failing: true };
+        assert!(!failing.stuck(t0 + WATCHDOG - Duration::from_millis(1)));
+        assert!(failing.stuck(t0 + WATCHDOG));
+        assert!(!failing.stuck(t0 - Duration::from_secs(1)), "a clock read before last_ok");
     }
 }

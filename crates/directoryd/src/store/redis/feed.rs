@@ -228,3 +228,19 @@ fn text(value: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_is_deaf_once_its_probe_is_overdue() {
+        let t0 = Instant::now();
+        let sent = |counter| Some(Outstanding { counter, sent: t0 });
+        let outstanding = [None, sent(1), sent(2)];
+        assert_eq!(deaf(&outstanding, t0 + PROBE_TIMEOUT - Duration::from_millis(1)), None);
+        assert_eq!(deaf(&outstanding, t0 + PROBE_TIMEOUT), Some(1));
+        assert_eq!(deaf(&[None, None], t0 + PROBE_TIMEOUT * 10), None, "answered probes");
+        assert_eq!(probe_payload("r1", 7), "r1 7");
+    }
+}
