@@ -291,7 +291,7 @@ pub async fn run(
     });
     tokio::spawn(reaper::run(store.clone(), limits.clone(), stop.clone()));
 
-    let service = DirectoryService::new(store, limits, config.ttl);
+    let service = DirectoryService::new(store, limits, config.ttl, stop.clone());
     let directory = pb::directory_server::DirectoryServer::new(service)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let (health_reporter, health) = tonic_health::server::health_reporter();

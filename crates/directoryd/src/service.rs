@@ -10,6 +10,7 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::identity::NONCE_LEN;
 use ring::rand::{SecureRandom as _, SystemRandom};
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
 use crate::bindings::BindingsError;
@@ -49,12 +50,14 @@ pub(crate) struct DirectoryService {
 }
 
 impl DirectoryService {
+    /// `stop` ends every presence watcher's stream.
     pub(crate) fn new(
         store: Arc<dyn Store>,
         limits: Arc<Limits>,
         ttl: Duration,
+        stop: CancellationToken,
     ) -> DirectoryService {
-        let watchers = Watchers::new(watch::MAX_WATCHERS);
+        let watchers = Watchers::new(watch::MAX_WATCHERS, stop);
         DirectoryService { store, limits, watchers, ttl, rng: SystemRandom::new() }
     }
 

@@ -17,6 +17,7 @@ use peerchat::v1 as pb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::model::Change;
@@ -33,22 +34,33 @@ const BUFFER: usize = 256;
 /// The stream a `WatchPeers` call answers with.
 pub(crate) type PeerEvents = Pin<Box<dyn Stream<Item = Result<pb::PeerEvent, Status>> + Send>>;
 
-/// The bound on concurrent watchers.
+/// The watchers of one directory: their bound, and the shutdown that ends
+/// them (so that a graceful stop does not wait for every watcher to hang
+/// up).
 #[derive(Debug, Clone)]
-pub(crate) struct Watchers(Arc<Semaphore>);
+pub(crate) struct Watchers {
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+}
 
 impl Watchers {
-    pub(crate) fn new(max: usize) -> Watchers {
-        Watchers(Arc::new(Semaphore::new(max)))
+    pub(crate) fn new(max: usize, stop: CancellationToken) -> Watchers {
+        Watchers { permits: Arc::new(Semaphore::new(max)), stop }
     }
 
     /// Starts feeding a new watcher, or refuses when there are too many.
     pub(crate) fn start(&self, store: Arc<dyn Store>) -> Result<PeerEvents, Status> {
-        let permit = self.0.clone().try_acquire_owned().map_err(|_| {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted("too many presence watchers on this directory; try later")
         })?;
         let (tx, rx) = mpsc::channel(BUFFER);
-        tokio::spawn(feed(store, tx, permit));
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = feed(store, tx, permit) => {}
+            }
+        });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
