@@ -31,6 +31,10 @@ pub enum Command {
         /// Also show each peer's key fingerprint
         #[arg(long)]
         keys: bool,
+        /// Then print each change as it happens (who comes online, changes
+        /// status, goes offline) until interrupted
+        #[arg(long)]
+        watch: bool,
     },
     /// Open a conversation with NAME
     Connect {
@@ -44,7 +48,8 @@ pub enum Command {
     Disconnect,
     /// This daemon: name, addresses, directory state, current peer
     Status,
-    /// Stream events (messages, receipts, connects, disconnects) until interrupted
+    /// Stream events (messages, receipts, connects, disconnects, peers
+    /// coming online and going offline) until interrupted
     Watch,
     /// Round trips to the current peer over the chat stream
     Ping {
@@ -172,6 +177,9 @@ mod tests {
         assert_eq!(cli.socket, Some(PathBuf::from("/s")));
         let cli = parse(&["list", "--json"]).expect("parses");
         assert!(cli.json);
+        let cli = parse(&["list", "--watch", "--json", "--keys"]).expect("parses");
+        assert!(cli.json);
+        assert!(matches!(cli.command, Command::List { keys: true, watch: true }));
     }
 
     #[test]

@@ -367,7 +367,44 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
         }
         Kind::LinkLost(l) => json!({ "event": "link_lost", "peer": l.peer, "reason": l.reason }),
         Kind::Resumed(r) => json!({ "event": "resumed", "peer": r.peer }),
+        Kind::PeerOnline(o) => listing_json("peer_online", o.peer.as_ref(), o.you),
+        Kind::PeerStatus(s) => listing_json("peer_status", s.peer.as_ref(), s.you),
+        Kind::PeerOffline(o) => json!({ "event": "peer_offline", "name": o.name, "you": o.you }),
+        Kind::PeersSynced(_) => json!({ "event": "synced" }),
     })
+}
+
+/// `peer_online` and `peer_status`: the listing as `list --json` has it,
+/// with the event's name.
+fn listing_json(event: &str, peer: Option<&pb::Peer>, you: bool) -> Value {
+    let none = pb::Peer::default();
+    let p = peer.unwrap_or(&none);
+    json!({
+        "event": event,
+        "name": p.name,
+        "address": p.address,
+        "status": peer_status_name(p.status()),
+        "you": you,
+        "key": if p.public_key.is_empty() { Value::Null } else { Value::from(fingerprint(&p.public_key)) },
+    })
+}
+
+/// `bob 10.0.0.7:4000 busy`, `(you)` after your name: a presence line's
+/// listing.
+fn listing_text(peer: Option<&pb::Peer>, you: bool) -> String {
+    let none = pb::Peer::default();
+    let p = peer.unwrap_or(&none);
+    format!(
+        "{}{} {} {}",
+        clean(&p.name),
+        you_mark(you),
+        clean(&p.address),
+        peer_status_name(p.status())
+    )
+}
+
+fn you_mark(you: bool) -> &'static str {
+    if you { " (you)" } else { "" }
 }
 
 /// One event for people. Messages carry their own time; other events are
@@ -405,6 +442,11 @@ where
             format!("{at} * link to {} lost, reconnecting ({})", l.peer, clean(&l.reason))
         }
         Kind::Resumed(r) => format!("{at} * back with {}", r.peer),
+        Kind::PeerOnline(o) => format!("{at} + {}", listing_text(o.peer.as_ref(), o.you)),
+        Kind::PeerStatus(s) => format!("{at} ~ {}", listing_text(s.peer.as_ref(), s.you)),
+        Kind::PeerOffline(o) => format!("{at} - {}{} offline", clean(&o.name), you_mark(o.you)),
+        // The end of `list --watch`'s first list: shown as the list itself.
+        Kind::PeersSynced(_) => return None,
     })
 }
 
@@ -676,6 +718,15 @@ mod tests {
                 reason: "link lost: reset".into(),
             })),
             event(Kind::Resumed(pb::ResumedEvent { peer: "bob".into() })),
+            event(Kind::PeerOnline(pb::PeerOnlineEvent {
+                peer: Some(peer("carol", "10.0.0.7:4000", pb::PeerStatus::Available)),
+                you: false,
+            })),
+            event(Kind::PeerStatus(pb::PeerStatusEvent {
+                peer: Some(peer("alice", "10.0.0.5:4000", pb::PeerStatus::Busy)),
+                you: true,
+            })),
+            event(Kind::PeerOffline(pb::PeerOfflineEvent { name: "carol".into(), you: false })),
         ]
     }
 
@@ -693,8 +744,15 @@ mod tests {
                 json!({"event": "failed", "id": "o", "reason": "link lost", "peer": "bob"}),
                 json!({"event": "link_lost", "peer": "bob", "reason": "link lost: reset"}),
                 json!({"event": "resumed", "peer": "bob"}),
+                json!({"event": "peer_online", "name": "carol", "address": "10.0.0.7:4000",
+                       "status": "available", "you": false, "key": fingerprint(&[7; 32])}),
+                json!({"event": "peer_status", "name": "alice", "address": "10.0.0.5:4000",
+                       "status": "busy", "you": true, "key": fingerprint(&[7; 32])}),
+                json!({"event": "peer_offline", "name": "carol", "you": false}),
             ]
         );
+        let synced = event(Kind::PeersSynced(pb::PeersSyncedEvent {}));
+        assert_eq!(event_json(&synced), Some(json!({"event": "synced"})));
         assert_eq!(event_json(&pb::Event { kind: None }), None);
         // One line each: serde_json's compact form never breaks lines.
         let text = event_json(&all_events()[0]).map(|v| v.to_string()).unwrap_or_default();
@@ -716,8 +774,13 @@ mod tests {
                 "[10:19:02] ✗ message o failed: link lost",
                 "[10:19:02] * link to bob lost, reconnecting (link lost: reset)",
                 "[10:19:02] * back with bob",
+                "[10:19:02] + carol 10.0.0.7:4000 available",
+                "[10:19:02] ~ alice (you) 10.0.0.5:4000 busy",
+                "[10:19:02] - carol offline",
             ]
         );
+        let synced = event(Kind::PeersSynced(pb::PeersSyncedEvent {}));
+        assert_eq!(event_text(&synced, &now(), &no_label), None);
         let label = |id: &str| (id == "o").then(|| snippet("hello there"));
         let receipt = &all_events()[1];
         assert_eq!(

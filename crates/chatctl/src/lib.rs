@@ -41,7 +41,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         .unwrap_or_else(client::default_socket);
     let json = cli.json;
     match &cli.command {
-        Command::List { keys } => commands::list::run(&socket, json, *keys).await,
+        Command::List { keys, watch: false } => commands::list::run(&socket, json, *keys).await,
+        Command::List { keys, watch: true } => commands::list::follow(&socket, json, *keys).await,
         Command::Trust { name } => commands::trust::run(&socket, json, name).await,
         Command::Connect { name } => commands::connect::run(&socket, json, name).await,
         Command::Send(args) => commands::send::run(&socket, json, args).await,

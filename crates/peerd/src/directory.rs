@@ -43,6 +43,13 @@ use crate::tls::{self, DirectoryPin};
 
 /// How long connecting to the directory may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings while a call is open (the presence feed is one for as long
+/// as someone watches): a directory that vanished without closing the
+/// connection (host down, cable pulled) would otherwise leave the feed
+/// silent, and presence stale, for as long as TCP takes to notice. Ours
+/// is a tonic server, which does not punish pings.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The directory's replicas and which one is in use; cheap to clone, and
 /// every clone shares the choice.
@@ -238,6 +245,8 @@ fn channel(url: &str, config: &Config) -> Result<Channel, Error> {
         return Ok(Endpoint::from(uri)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(DIRECTORY_CALL_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy());
     };
@@ -256,7 +265,9 @@ fn channel(url: &str, config: &Config) -> Result<Channel, Error> {
     let endpoint = Endpoint::from_shared(format!("http://{}", rest.trim_end_matches('/')))
         .map_err(|e| bad(&e))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(DIRECTORY_CALL_TIMEOUT);
+        .timeout(DIRECTORY_CALL_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let connector = tower::service_fn(move |_: Uri| {
         let (tls, host, name) = (tls.clone(), host.clone(), server_name.clone());
         async move {

@@ -11,6 +11,8 @@
 //! - `presence`: registration, heartbeats and status in the directory;
 //!   `directory`: the (optionally TLS, key-pinned) channels to its
 //!   replicas, which one is in use, lookups.
+//! - `roster`: who else is online, followed live from the directory's
+//!   presence feed while a control client watches (and only then).
 //! - `control`: the `Control` service chatctl uses; `control_socket`: its
 //!   Unix socket file.
 //! - `history`: the per-peer history files.
@@ -22,8 +24,8 @@
 //! # Shutdown
 //! One `CancellationToken` reaches every task. On cancellation the driver
 //! says goodbye to the peer and waits (bounded) for the close, the presence
-//! task unregisters, the servers finish their streams, and the socket file
-//! is removed.
+//! task unregisters, the roster's feed closes its stream to the directory,
+//! the servers finish their streams, and the socket file is removed.
 
 pub mod allocator;
 pub mod cli;
@@ -41,6 +43,7 @@ pub mod launch;
 mod link;
 pub mod logging;
 mod presence;
+mod roster;
 pub mod stop;
 mod tls;
 
@@ -68,6 +71,7 @@ use crate::known_peers::KnownPeers;
 use crate::link::accept::ChatService;
 use crate::link::dial::Dialer;
 use crate::presence::{DirectoryState, FirstAttempt, PresenceTask};
+use crate::roster::Roster;
 use crate::tls::Credentials;
 
 /// Largest control request: a maximal message plus room; larger ones get
@@ -185,11 +189,12 @@ pub async fn run(
             key: identity.fingerprint(),
         },
         driver: driver_tx,
-        directory,
+        directory: directory.clone(),
         directory_state: state_rx,
         published: published_rx,
         shutdown: token.clone(),
         known: known.clone(),
+        roster: Roster::new(directory, roster::POLL_INTERVAL, token.clone()),
     };
     let owner = config::uid();
     let control_server = Server::builder()

@@ -43,7 +43,8 @@ pub(crate) async fn run(socket: &Path, json: bool, name: Option<&str>) -> Result
     let name = name.map(Name::parse).transpose()?;
     let mut client = client::connect(socket).await?;
     // Watch first, so that nothing that happens from here on is missed.
-    let request = pb::WatchRequest { display: true };
+    // Presence would bury the conversation (`/list` asks when wanted).
+    let request = pb::WatchRequest { display: true, presence: false };
     let mut events = client::call("start watching", ANSWER_TIMEOUT, client.watch(request)).await?;
     let mut chat = Chat::new(client, json);
     let interactive = io::stdin().is_terminal() && !json;

@@ -1,5 +1,7 @@
 //! `chatctl watch`: a display client. Prints every event as it comes (one
 //! line each, flushed) and reports each message shown with MarkDisplayed.
+//! It asks for presence too: peers coming online, changing status and
+//! going offline are events like the others.
 //!
 //! Ends with exit 0 on Ctrl-C/SIGTERM or when stdout's reader goes away, or with `error: peerd stopped`
 //! (exit 1) when the daemon ends the stream.
@@ -16,7 +18,7 @@ use crate::{format, output, signals};
 
 pub(crate) async fn run(socket: &Path, json: bool) -> Result<(), Error> {
     let mut client = client::connect(socket).await?;
-    let request = pb::WatchRequest { display: true };
+    let request = pb::WatchRequest { display: true, presence: true };
     let mut events = client::call("start watching", ANSWER_TIMEOUT, client.watch(request)).await?;
     // The daemon answers Watch only once this client is subscribed, so from
     // here on no event is missed: say so (on stderr, which scripts and the

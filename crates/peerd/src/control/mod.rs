@@ -1,9 +1,12 @@
 //! The control service chatctl talks to over the Unix socket. Each handler
 //! turns a request into a driver [`Input`] (or a directory call) and the
 //! answer into a response; [`error`] is where failures become statuses,
-//! [`validate`] checks requests, and [`stream`] runs `SendStream`.
+//! [`validate`] checks requests, [`stream`] runs `SendStream`, and
+//! [`peers`] relays presence from the roster (`WatchPeers`, `Watch` with
+//! presence).
 
 pub(crate) mod error;
+mod peers;
 pub(crate) mod stream;
 pub(crate) mod validate;
 
@@ -25,6 +28,7 @@ use crate::driver::{DriverTx, Input, Outcome, SessionStatus, Wait, wire_state};
 use crate::history;
 use crate::known_peers::KnownPeers;
 use crate::presence::{DIRECTORY_CALL_TIMEOUT, DirectoryState};
+use crate::roster::{Roster, ShuttingDown};
 use crate::tls::PublicKey;
 use error::ControlError;
 use peerchat_core::identity::fingerprint;
@@ -35,6 +39,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `disconnect` waits for the directory to hear we are available.
 const PRESENCE_WAIT: Duration = Duration::from_secs(2);
+/// How long `Watch` with presence waits for the roster's first list before
+/// it answers, so that a client that sees the answer misses no change after
+/// it. Short: with the directory away, the watch starts anyway (its
+/// presence events start when the directory is back), as it always did.
+const WATCH_SYNC_WAIT: Duration = Duration::from_secs(2);
+/// How long `WatchPeers` waits for the list it starts with (a big directory
+/// takes a while to stream).
+const PEERS_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// The daemon's facts that do not change while it runs.
 #[derive(Debug, Clone)]
@@ -56,6 +68,8 @@ pub(crate) struct ControlService {
     pub(crate) published: watch::Receiver<Option<Presence>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) known: KnownPeers,
+    /// Who is online, live, for the clients that ask.
+    pub(crate) roster: Roster,
 }
 
 impl ControlService {
@@ -97,6 +111,10 @@ async fn await_outcome(
             after: timeout,
         }),
     }
+}
+
+fn shutting_down(_: ShuttingDown) -> Status {
+    ControlError::ShuttingDown.into()
 }
 
 fn micros(d: Duration) -> u64 {
@@ -240,8 +258,37 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let display = request.into_inner().display;
+        let pb::WatchRequest { display, presence } = request.into_inner();
+        // Presence first, so that both are subscribed before the answer.
+        let presence = if presence {
+            let mut sub = self.roster.subscribe().map_err(shutting_down)?;
+            // Without the first list there is nothing to tell changes
+            // against; with the directory away, the list comes later.
+            if let Err(why) = sub.synced(WATCH_SYNC_WAIT).await {
+                tracing::debug!(%why, "watch starts without the list of peers");
+            }
+            Some(sub)
+        } else {
+            None
+        };
         let rx = self.ask(|reply| Input::Watch { display, reply }).await?;
+        let rx = match presence {
+            // The usual case costs no extra hop.
+            None => rx,
+            Some(sub) => peers::merge(rx, sub, self.me.name.clone(), self.shutdown.clone()),
+        };
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchPeersStream = EventStream;
+
+    async fn watch_peers(
+        &self,
+        _: Request<pb::WatchPeersRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let mut sub = self.roster.subscribe().map_err(shutting_down)?;
+        let now = sub.synced(PEERS_SYNC_WAIT).await.map_err(ControlError::DirectoryUnreachable)?;
+        let rx = peers::follow(&now, sub, self.me.name.clone(), self.shutdown.clone());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
