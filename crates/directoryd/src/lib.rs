@@ -36,7 +36,9 @@
 //! - `proof`: checks a registration's signature, nonce and clock (pure).
 //! - `limits`: token buckets per source address (pure).
 //! - `service`: `DirectoryService`, the tonic boundary; applies limits,
-//!   validates input and is the one place a gRPC `Status` is built.
+//!   validates input and builds the statuses of its own refusals.
+//! - `wire`: the store's answers as gRPC (`pb::Peer`, the one
+//!   `StoreError` → `Status` mapping); a leaf.
 //! - `watch`: the `WatchPeers` presence feed, a snapshot then changes.
 //! - `reaper`: lets the store drop what expired, and drops idle rate-limit
 //!   buckets, every second.
@@ -60,6 +62,7 @@ mod service;
 mod store;
 mod tls;
 mod watch;
+mod wire;
 
 /// Where the Redis store keeps a name: for operators reading the cluster
 /// with `redis-cli`, and for tests and benchmarks that kill exactly the

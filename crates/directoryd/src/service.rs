@@ -1,6 +1,7 @@
 //! The gRPC boundary: `DirectoryService` applies the abuse limits,
-//! validates requests, checks proofs of possession, drives the [`Store`],
-//! and is the one place a `Status` is built.
+//! validates requests, checks proofs of possession and drives the
+//! [`Store`]; the statuses for what it refuses itself are built here, those
+//! for the store's answers in `wire`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -11,21 +12,21 @@ use peerchat_core::Name;
 use peerchat_core::identity::NONCE_LEN;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::bindings::BindingsError;
 use crate::limits::{Limited, RateLimiter, Source};
 use crate::lock;
-use crate::model::{Claim, Listing, Presence, Refusal};
+use crate::model::{Claim, Presence};
 use crate::proof::{self, ProofError, Signed};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::watch::{self, Watchers};
+use crate::wire::{peer, store_status};
 
 const MAX_ADVERTISE: usize = 256;
 /// Page tokens are case-folded names; anything longer is not one of ours.
 const MAX_PAGE_TOKEN: usize = 64;
 const DEFAULT_PAGE_SIZE: usize = 100;
-pub(crate) const MAX_PAGE_SIZE: usize = 1000;
+const MAX_PAGE_SIZE: usize = 1000;
 
 /// The per-replica abuse limits, shared by the service and the reaper.
 /// They stay in each replica's memory even over a shared store: with R
@@ -203,37 +204,6 @@ fn unix_millis() -> i64 {
         .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The one mapping from a store's answer to a gRPC status. A store that
-/// cannot answer is UNAVAILABLE, never NOT_FOUND: peerd takes NOT_FOUND to
-/// mean "register again", and retries UNAVAILABLE with backoff.
-pub(crate) fn store_status(err: StoreError) -> Status {
-    match err {
-        StoreError::Refused(refusal) => refusal_status(refusal),
-        StoreError::Busy { .. } => Status::resource_exhausted(err.to_string()),
-        StoreError::Unavailable { .. } | StoreError::NotDurable => {
-            Status::unavailable(err.to_string())
-        }
-        StoreError::Bindings(BindingsError::Closed) => {
-            Status::unavailable(BindingsError::Closed.to_string())
-        }
-        // The path and OS error are for the operator's log, not the caller.
-        StoreError::Bindings(err) => {
-            tracing::error!(%err, "cannot record a name binding");
-            Status::internal("cannot record the name binding durably; try again later")
-        }
-    }
-}
-
-fn refusal_status(err: Refusal) -> Status {
-    let code = match err {
-        Refusal::Taken { .. } => Code::AlreadyExists,
-        Refusal::TooManyFromSource { .. } | Refusal::Full { .. } => Code::ResourceExhausted,
-        Refusal::UnknownLease { .. } | Refusal::NotOnline { .. } => Code::NotFound,
-        Refusal::WrongLease { .. } => Code::PermissionDenied,
-    };
-    Status::new(code, err.to_string())
-}
-
 fn limited(err: Limited) -> Status {
     Status::resource_exhausted(err.to_string())
 }
@@ -314,50 +284,15 @@ fn parse_page_token(raw: &str) -> Result<Option<String>, Status> {
     Ok(Some(name.key()))
 }
 
-pub(crate) fn peer(listing: Listing) -> pb::Peer {
-    let status = match listing.presence {
-        Presence::Available => pb::PeerStatus::Available,
-        Presence::Busy => pb::PeerStatus::Busy,
-    };
-    pb::Peer {
-        name: listing.name,
-        address: listing.address,
-        status: status.into(),
-        public_key: listing.public_key.to_vec(),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::*;
+    use tonic::Code;
 
-    #[test]
-    fn registry_errors_map_to_the_promised_codes_and_words() {
-        let name = "bob".to_owned();
-        let table = [
-            (Refusal::Taken { name: name.clone() }, Code::AlreadyExists, "taken"),
-            (
-                Refusal::TooManyFromSource {
-                    from: Source::of(Some("10.0.0.1:9".parse().unwrap())),
-                    max: 3,
-                },
-                Code::ResourceExhausted,
-                "too many registrations from 10.0.0.1",
-            ),
-            (Refusal::UnknownLease { name: name.clone() }, Code::NotFound, "register again"),
-            (Refusal::NotOnline { name: name.clone() }, Code::NotFound, "not online"),
-            (Refusal::WrongLease { name }, Code::PermissionDenied, "different lease"),
-        ];
-        for (err, code, words) in table {
-            let s = refusal_status(err);
-            assert_eq!(s.code(), code);
-            assert!(s.message().contains(words), "{:?} lacks {words:?}", s.message());
-            if code != Code::ResourceExhausted {
-                assert!(s.message().contains("bob"), "{}", s.message());
-            }
-        }
-    }
+    use super::*;
+    use crate::bindings::BindingsError;
+    use crate::model::Refusal;
+    use crate::store::StoreError;
 
     #[test]
     fn limits_and_proofs_map_to_the_promised_codes_and_words() {

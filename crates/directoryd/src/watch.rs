@@ -21,12 +21,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::model::Change;
-use crate::service::{MAX_PAGE_SIZE, peer, store_status};
 use crate::store::Store;
+use crate::wire::{peer, store_status};
 
 /// Watchers served at once by one replica; each holds a task and a small
 /// buffer. A directory with more users than this wants more replicas.
 pub(crate) const MAX_WATCHERS: usize = 20_000;
+
+/// Peers read from the store per step of a snapshot.
+const SNAPSHOT_PAGE: usize = 1000;
 
 /// Events buffered per watcher before its task waits for it to read.
 const BUFFER: usize = 256;
@@ -105,7 +108,7 @@ async fn snapshot(
     let mut after: Option<String> = None;
     // Bounded: each page moves `after` strictly forward through the names.
     loop {
-        let page = store.list(after.as_deref(), MAX_PAGE_SIZE).await;
+        let page = store.list(after.as_deref(), SNAPSHOT_PAGE).await;
         let page = page.map_err(|err| Stop::Failed(store_status(err)))?;
         for listing in page.peers {
             send(tx, event(pb::peer_event::Kind::Online, Some(peer(listing)))).await?;
