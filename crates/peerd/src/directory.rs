@@ -38,8 +38,10 @@ use tonic::{Code, Status};
 
 use crate::config::Config;
 use crate::error::{Error, with_causes};
-use crate::presence::DIRECTORY_CALL_TIMEOUT;
 use crate::tls::{self, DirectoryPin};
+
+/// How long one directory call may take.
+pub(crate) const DIRECTORY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long connecting to the directory may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

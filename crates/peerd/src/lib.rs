@@ -253,7 +253,7 @@ pub async fn run(
         tracing::warn!("the driver did not stop in time");
     }
     let _ =
-        tokio::time::timeout(presence::DIRECTORY_CALL_TIMEOUT + Duration::from_secs(1), presence)
+        tokio::time::timeout(directory::DIRECTORY_CALL_TIMEOUT + Duration::from_secs(1), presence)
             .await;
     for (name, server) in [("chat", chat_server), ("control", control_server)] {
         match tokio::time::timeout(SERVER_GRACE, server).await {

@@ -28,11 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::directory::{self, Directories, Failed, Verdict};
+use crate::directory::{self, DIRECTORY_CALL_TIMEOUT, Directories, Failed, Verdict};
 use crate::identity::Identity;
-
-/// How long one directory call may take.
-pub(crate) const DIRECTORY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How the directory sees us, for `chatctl status`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,11 +23,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::directory::DIRECTORY_CALL_TIMEOUT;
 use crate::directory::{self, Directories, Failed, Listing};
 use crate::driver::{DriverTx, Input, Outcome, SessionStatus, Wait, wire_state};
 use crate::history;
 use crate::known_peers::KnownPeers;
-use crate::presence::{DIRECTORY_CALL_TIMEOUT, DirectoryState};
+use crate::presence::DirectoryState;
 use crate::roster::{Roster, ShuttingDown};
 use crate::tls::PublicKey;
 use error::ControlError;

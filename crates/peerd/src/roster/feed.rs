@@ -28,8 +28,8 @@ use tonic::{Code, Status};
 
 use super::known::Known;
 use super::{Live, Update, lock};
+use crate::directory::DIRECTORY_CALL_TIMEOUT;
 use crate::directory::{self, Directories, Verdict};
-use crate::presence::DIRECTORY_CALL_TIMEOUT;
 
 /// Peers asked for per List page when polling (the directory's maximum).
 const PAGE_SIZE: u32 = 1000;
