@@ -132,53 +132,60 @@ async fn measure(
     ])
 }
 
-/// Kills the master serving the names of one bucket, then registers a new
-/// name of that bucket through each replica every [`RETRY_EVERY`] until
-/// each has succeeded once: the time from the kill to the later of the
-/// two. (Names in other buckets register throughout, on other masters.)
+/// Kills the master serving the names of one bucket, then starts a
+/// registration of a new name of that bucket through each replica every
+/// [`RETRY_EVERY`], without waiting for the ones in flight (an attempt that
+/// meets the dead master can take the directory's whole call deadline, and
+/// waiting for it would measure that deadline, not the failover): the time
+/// from the kill to the first success through each replica, the later of
+/// the two. Names in other buckets register throughout, on other masters.
 async fn failover(cluster: &mut Cluster, addrs: &[SocketAddr]) -> anyhow::Result<Duration> {
     let bucket = bucket_of("failover-0");
     let key = bucket_key(bucket, "live").ok_or_else(|| anyhow!("no bucket {bucket}"))?;
     let victim = cluster.master_for_key(&key).context("finding a bucket's master")?;
+    let attempts = (FAILOVER_LIMIT.as_millis() / RETRY_EVERY.as_millis()) as usize;
     // New names that land in the same bucket, hence on the killed master.
-    let mut names =
-        (1..10_000_000).map(|n| format!("failover-{n}")).filter(|n| bucket_of(n) == bucket);
-    let mut clients = Vec::new();
+    let mut names = (1..10_000_000)
+        .map(|n| format!("failover-{n}"))
+        .filter(|n| bucket_of(n) == bucket)
+        .take(attempts * addrs.len());
+    let mut replicas = Vec::new();
     for addr in addrs {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .timeout(Duration::from_secs(3))
             .connect()
             .await
             .with_context(|| format!("connecting to the replica at {addr}"))?;
-        clients.push(DirectoryClient::new(channel));
+        let names: Vec<String> = names.by_ref().take(attempts).collect();
+        replicas.push((DirectoryClient::new(channel), names));
     }
-    let names = std::sync::Mutex::new(names.by_ref());
-    let next_name = || names.lock().ok().and_then(|mut names| names.next());
-    let rng = SystemRandom::new();
     cluster.kill9(victim).context("killing a Redis master")?;
     let killed = Instant::now();
-    // Each replica tried on its own, at once, so that one stuck call does
-    // not delay the other's figure.
-    let tries = clients.iter_mut().enumerate().map(|(i, client)| {
-        let (rng, next_name) = (&rng, &next_name);
-        async move {
-            for attempt in 0.. {
-                if killed.elapsed() > FAILOVER_LIMIT {
-                    bail!("no registration through replica {i} within {FAILOVER_LIMIT:?}");
+    let tries = replicas.into_iter().enumerate().map(|(i, (client, names))| async move {
+        let rng = SystemRandom::new();
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(RETRY_EVERY);
+        let mut names = names.into_iter().enumerate();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let Some((attempt, name)) = names.next() else {
+                        bail!("no registration through replica {i} within {FAILOVER_LIMIT:?}");
+                    };
+                    let (mut client, rng) = (client.clone(), rng.clone());
+                    in_flight.spawn(async move {
+                        super::load::register_as(&mut client, &rng, name, attempt).await
+                    });
                 }
-                let name = next_name().ok_or_else(|| anyhow!("ran out of names"))?;
-                if super::load::register_as(client, rng, name, attempt).await.is_ok() {
-                    return Ok(killed.elapsed());
+                Some(done) = in_flight.join_next() => {
+                    if matches!(done, Ok(Ok(_))) {
+                        return Ok(killed.elapsed());
+                    }
                 }
-                tokio::time::sleep(RETRY_EVERY).await;
             }
-            bail!("unreachable: the attempts are unbounded")
         }
     });
-    let done = futures_util::future::try_join_all(tries).await?;
-    let times: Vec<Duration> = done;
-    eprintln!(
-        "directory (redis): after kill -9 of master :{victim}, registrations back in {times:?}"
-    );
+    let times = futures_util::future::try_join_all(tries).await?;
+    eprintln!("directory (redis): after kill -9 of master :{victim}, registrations back in {times:?}");
     Ok(times.into_iter().max().unwrap_or_default())
 }
