@@ -186,6 +186,8 @@ async fn failover(cluster: &mut Cluster, addrs: &[SocketAddr]) -> anyhow::Result
         }
     });
     let times = futures_util::future::try_join_all(tries).await?;
-    eprintln!("directory (redis): after kill -9 of master :{victim}, registrations back in {times:?}");
+    eprintln!(
+        "directory (redis): after kill -9 of master :{victim}, registrations back in {times:?}"
+    );
     Ok(times.into_iter().max().unwrap_or_default())
 }
