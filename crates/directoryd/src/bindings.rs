@@ -101,7 +101,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn unhex(text: &str) -> Option<PublicKey> {
+/// A key from its 64 lowercase or uppercase hex digits.
+pub(crate) fn unhex(text: &str) -> Option<PublicKey> {
     let digits = text.as_bytes();
     let mut key = PublicKey::default();
     if digits.len() != key.len() * 2 {

@@ -10,6 +10,7 @@
 //! - probe: `p` then the probing replica's id and a counter.
 
 use crate::bindings::hex;
+pub(crate) use crate::bindings::unhex;
 use crate::model::{Listing, Presence, PublicKey};
 
 /// A listing's fields as stored in a bucket's info hash.
@@ -88,20 +89,6 @@ pub(crate) fn decode_event(raw: &str) -> Option<Event> {
 
 pub(crate) fn probe(payload: &str) -> String {
     format!("p{payload}")
-}
-
-pub(crate) fn unhex(text: &str) -> Option<PublicKey> {
-    let digits = text.as_bytes();
-    let mut key = PublicKey::default();
-    if digits.len() != key.len() * 2 {
-        return None;
-    }
-    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
-        let high = char::from(pair[0]).to_digit(16)?;
-        let low = char::from(pair[1]).to_digit(16)?;
-        *byte = u8::try_from(high * 16 + low).ok()?;
-    }
-    Some(key)
 }
 
 #[cfg(test)]

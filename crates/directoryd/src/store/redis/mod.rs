@@ -284,10 +284,7 @@ impl RedisStore {
         name_key: &str,
         key_hex: &str,
     ) -> Result<(), StoreError> {
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-            bucket.slot,
-            SlotAddr::Master,
-        )));
+        let route = master_of(bucket);
         let acked: i64 = self
             .client
             .call("waiting for a replica", |mut conn| async move {
@@ -345,10 +342,7 @@ impl RedisStore {
 
     /// How many replicas the master of `bucket` has connected now.
     async fn replicas_of(&self, bucket: &Bucket) -> Result<u64, StoreError> {
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-            bucket.slot,
-            SlotAddr::Master,
-        )));
+        let route = master_of(bucket);
         let info: String = self
             .client
             .call("asking for the replicas", |mut conn| async move {
@@ -620,6 +614,14 @@ pub(crate) async fn forget(
         Err(_) => return Err(RedisError::Unavailable("Redis did not answer".to_owned())),
     };
     Ok(codec::unhex(&bound))
+}
+
+/// Routes a command to the master serving `bucket`.
+fn master_of(bucket: &Bucket) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+        bucket.slot,
+        SlotAddr::Master,
+    )))
 }
 
 /// `connected_slaves:N` from `INFO replication`; 0 when absent.
