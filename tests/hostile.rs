@@ -63,7 +63,7 @@ const RSS_GROWTH_LIMIT_KIB: u64 = 32 * 1024;
 const PENDING_DIALS_PER_SOURCE: usize = 2;
 
 /// The chat protocol version in Hello.
-const PROTOCOL_VERSION: u32 = 1;
+const PROTOCOL_VERSION: u32 = 2;
 
 // ---------------------------------------------------------------- memory
 
@@ -292,7 +292,6 @@ fn hello(name: &str, to: &str) -> pb::Frame {
             name: name.to_owned(),
             to: to.to_owned(),
             version: PROTOCOL_VERSION,
-            resume: false,
         })),
     }
 }
@@ -347,6 +346,12 @@ fn assert_refused(
         status.message()
     );
     status
+}
+
+/// The typed reason a refusal carries in its status details.
+fn refusal_of(status: &tonic::Status) -> pb::Refusal {
+    use prost::Message as _;
+    pb::Refusal::decode(status.details()).expect("a refusal carries its reason in the details")
 }
 
 /// Reads from `stream` until the other side closes it (EOF or an error);
@@ -649,7 +654,28 @@ fn malformed_and_oversize_frames_on_the_peer_port() {
             let got = converse_once(&mut client, hello("mallory", "bob")).await;
             assert_refused("hello as mallory with another key", got, &denied, "not mallory");
             let got = converse_once(&mut client, hello("nobody", "zed")).await;
-            assert_refused("hello to the wrong name", got, &[Code::FailedPrecondition], "not zed");
+            let status = assert_refused(
+                "hello to the wrong name",
+                got,
+                &[Code::FailedPrecondition],
+                "not zed",
+            );
+            assert_eq!(refusal_of(&status).reason(), pb::refusal::Reason::WrongPeer);
+            // Another version is refused by its reason, which names ours.
+            let mut old = hello("nobody", "bob");
+            if let Some(pb::frame::Kind::Hello(h)) = &mut old.kind {
+                h.version = 1;
+            }
+            let got = converse_once(&mut client, old).await;
+            let words = "unsupported protocol version 1";
+            let status =
+                assert_refused("a hello of version 1", got, &[Code::InvalidArgument], words);
+            let refusal = refusal_of(&status);
+            assert_eq!(refusal.reason(), pb::refusal::Reason::UnsupportedVersion);
+            assert_eq!(
+                refusal.version, PROTOCOL_VERSION,
+                "the refusal says which version bob speaks"
+            );
             let got = converse_once(&mut client, hello(&"n".repeat(60_000), "bob")).await;
             assert_refused("hello with a 60 KB name", got, &[Code::InvalidArgument], "name");
             let got = converse_once(&mut client, message_frame("hi".to_owned())).await;
@@ -982,7 +1008,9 @@ fn a_full_pending_dial_queue_is_not_reported_as_busy_in_a_conversation() {
         held.push(rt.spawn(async move { hold_pending_dial(&mut client).await }));
     }
     let got = rt.block_on(eventually_async(&mut probe));
-    assert_refused("one dial too many", got, &[Code::ResourceExhausted], "too many dials");
+    let status =
+        assert_refused("one dial too many", got, &[Code::ResourceExhausted], "too many dials");
+    assert_eq!(refusal_of(&status).reason(), pb::refusal::Reason::TooManyDials);
     assert_eq!(bob.status()["conversation"], "idle");
     let err = carol.ctl_err(&["connect", "bob"]);
     assert!(!err.contains("in another conversation"), "bob is in no conversation, yet: {err}");

@@ -113,14 +113,16 @@ pub enum Wait {
     None,
 }
 
-/// The longest `--timeout`: a day (it travels as u32 milliseconds).
-const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// The longest `--timeout`: the longest wait peerd takes (it refuses
+/// more, rather than answer sooner than asked).
+const MAX_TIMEOUT: Duration = peerchat_core::timeouts::MAX_SEND_WAIT;
 
-/// Parses `--timeout`: positive seconds, fractions allowed.
+/// Parses `--timeout` (and ping's `--interval`): positive seconds,
+/// fractions allowed, at most [`MAX_TIMEOUT`].
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
-        return Err(format!("must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds"));
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT.as_secs_f64()) {
+        return Err(format!("must be more than 0 and at most {} seconds", MAX_TIMEOUT.as_secs()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -167,6 +169,11 @@ mod tests {
 
         assert!(parse(&["send"]).is_err());
         assert!(parse(&["send", "x", "--timeout", "0"]).is_err());
+        // The cap is peerd's: what chatctl accepts, the daemon waits for.
+        let most = MAX_TIMEOUT.as_secs().to_string();
+        assert_eq!(send_args(&["send", "x", "--timeout", &most]).timeout, MAX_TIMEOUT);
+        let over = (MAX_TIMEOUT.as_secs() + 1).to_string();
+        assert!(parse(&["send", "x", "--timeout", &over]).is_err());
         assert!(parse(&["send", "x", "--wait", "forever"]).is_err());
     }
 

@@ -11,6 +11,7 @@
 //! - [`ids`]: message ids (a per-run random prefix and a counter).
 //! - [`session`]: the conversation state machine (connect, duplex messages,
 //!   receipts, goodbye, link loss) with its outbox and inbox.
+//! - [`timeouts`]: the timeouts peerd and chatctl must agree on.
 
 pub mod identity;
 pub mod ids;
@@ -19,6 +20,7 @@ pub mod name;
 pub mod paths;
 pub mod session;
 pub mod text;
+pub mod timeouts;
 
 pub use name::{Name, NameError};
 pub use text::{MAX_TEXT_BYTES, TextError, check_text};

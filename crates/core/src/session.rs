@@ -10,6 +10,14 @@
 //! (it may batch persists, as long as a batch is written before the
 //! transmits that follow it).
 //!
+//! The session also shapes what goes on the wire, so that every driver
+//! does it alike: it answers an accepted Hello with [`Frame::Welcome`], and
+//! receipts of one kind for one link queued in a row (only local actions,
+//! [`Action::Persist`], [`Action::Emit`] and [`Action::Presence`], between
+//! them) leave as one frame of up to [`MAX_RECEIPT_IDS`] ids, at the place
+//! of the last of them, so a burst of received messages is acknowledged
+//! with one frame and still after every one of them is stored.
+//!
 //! # Closing
 //! `Goodbye` means "I send no more messages"; receipts may still follow. The
 //! dialer ends its half of the stream once it has both sent and received a
@@ -171,7 +179,16 @@ pub struct Session {
     resume_window: Duration,
     state: State,
     next_link: u64,
-    actions: VecDeque<Action>,
+    /// The outputs not yet polled. A slot is `None` when its receipt was
+    /// merged into a later one (see [`Session::push_receipt`]); polling
+    /// skips it.
+    actions: VecDeque<Option<Action>>,
+    /// How many slots were ever popped from the front of `actions`, so that
+    /// `last_wire` can name a slot by a number that does not move.
+    popped: u64,
+    /// The slot (counted like `popped`) of the newest queued action that
+    /// touches the wire, the only one a new receipt may merge into.
+    last_wire: Option<u64>,
     /// Received messages no display client has shown yet, oldest first.
     undisplayed: VecDeque<Undisplayed>,
     undisplayed_bytes: usize,
@@ -198,6 +215,8 @@ impl Session {
             state: State::Idle,
             next_link: 1,
             actions: VecDeque::new(),
+            popped: 0,
+            last_wire: None,
             undisplayed: VecDeque::new(),
             undisplayed_bytes: 0,
             awaiting_display: OwnIdMap::default(),
@@ -259,7 +278,13 @@ impl Session {
 
     /// The next output, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        loop {
+            let slot = self.actions.pop_front()?;
+            self.popped += 1;
+            if slot.is_some() {
+                return slot;
+            }
+        }
     }
 
     /// When [`Session::handle_timeout`] should next be called.
@@ -364,10 +389,11 @@ impl Session {
         }
     }
 
-    /// A dialer says hello. On success the driver answers Welcome on the
-    /// returned link and starts reading its frames. The peer of a
-    /// conversation we are in (its link lost, or about to be found lost) is
-    /// taken back: that is how the other side resumes.
+    /// A dialer says hello. On success the driver starts reading the
+    /// returned link's frames; the first action on that link is the
+    /// [`Frame::Welcome`] to transmit, ahead of any message sent again. The
+    /// peer of a conversation we are in (its link lost, or about to be found
+    /// lost) is taken back: that is how the other side resumes.
     pub fn handle_hello(&mut self, peer: Name) -> Result<LinkId, AcceptError> {
         if peer == self.me {
             return Err(AcceptError::Yourself);
@@ -375,6 +401,7 @@ impl Session {
         match &self.state {
             State::Idle => {
                 let link = self.new_link();
+                self.welcome(link);
                 self.start(Box::new(Conversation::new(peer, link, Role::Callee)));
                 Ok(link)
             }
@@ -389,6 +416,7 @@ impl Session {
                 for old in stale {
                     self.push(Action::DropLink { link: old });
                 }
+                self.welcome(link);
                 self.resume(link);
                 Ok(link)
             }
@@ -539,6 +567,14 @@ impl Session {
             return;
         }
         match frame {
+            Frame::Welcome { .. } => {
+                // Only the dialer's handshake reads a Welcome; one inside
+                // the conversation breaks the protocol, which ends a link
+                // like any transport error: hang up, and resume or end as
+                // for any lost link.
+                self.push(Action::DropLink { link });
+                self.handle_link_down(link, LinkDown::Error("unexpected welcome".into()), now);
+            }
             Frame::Message(message) => self.on_message(link, message),
             Frame::Receipt { ids, kind } => self.on_receipt(ids, kind),
             Frame::Goodbye { .. } => self.on_goodbye(now),
@@ -924,8 +960,81 @@ impl Session {
         link
     }
 
+    /// The callee's answer to an accepted Hello, under our own spelling of
+    /// our name. It comes from here rather than from the driver so that it
+    /// is ordered with the rest: nothing is transmitted on `link` before it.
+    fn welcome(&mut self, link: LinkId) {
+        let name = self.me.clone();
+        self.push(Action::Transmit { link, frame: Frame::Welcome { name } });
+    }
+
     fn push(&mut self, action: Action) {
-        self.actions.push_back(action);
+        match action {
+            Action::Transmit { link, frame: Frame::Receipt { ids, kind } } => {
+                self.push_receipt(link, ids, kind);
+            }
+            Action::Persist(_) | Action::Emit(_) | Action::Presence(_) => {
+                self.actions.push_back(Some(action));
+            }
+            Action::Transmit { .. }
+            | Action::CloseSend { .. }
+            | Action::DropLink { .. }
+            | Action::Redial { .. } => self.push_wire(action),
+        }
+    }
+
+    /// Queues an action that touches the wire (or a link), which a later
+    /// receipt must not be merged across.
+    fn push_wire(&mut self, action: Action) {
+        self.last_wire = Some(self.popped + self.actions.len() as u64);
+        self.actions.push_back(Some(action));
+    }
+
+    /// Queues a receipt, merged with the newest wire action if that is a
+    /// receipt of the same link and kind that still has room and has not
+    /// been polled. Only local actions can be between the two, so the
+    /// peer sees the same receipts in the same order, in fewer frames.
+    ///
+    /// The merged frame takes the place of the *new* receipt, not the old
+    /// one: a local action in between may be the [`Action::Persist`] of the
+    /// message the new receipt acknowledges, and an acknowledgement may be
+    /// late but never ahead of the store. The old slot is left empty rather
+    /// than removed, which keeps this O(1) per id.
+    fn push_receipt(&mut self, link: LinkId, mut ids: Vec<Id>, kind: ReceiptKind) {
+        if ids.is_empty() {
+            return;
+        }
+        let last = self
+            .last_wire
+            .and_then(|slot| slot.checked_sub(self.popped))
+            .and_then(|i| usize::try_from(i).ok());
+        if let Some(i) = last
+            && let Some(slot) = self.actions.get_mut(i)
+            && let Some(Action::Transmit {
+                link: l,
+                frame: Frame::Receipt { ids: before, kind: k },
+            }) = slot
+            && *l == link
+            && *k == kind
+            && before.len() < MAX_RECEIPT_IDS
+        {
+            let mut merged = std::mem::take(before);
+            *slot = None;
+            merged.append(&mut ids);
+            ids = merged;
+        }
+        if ids.len() <= MAX_RECEIPT_IDS {
+            self.push_wire(Action::Transmit { link, frame: Frame::Receipt { ids, kind } });
+            return;
+        }
+        let mut rest = ids.into_iter();
+        loop {
+            let chunk: Vec<Id> = rest.by_ref().take(MAX_RECEIPT_IDS).collect();
+            if chunk.is_empty() {
+                return;
+            }
+            self.push_wire(Action::Transmit { link, frame: Frame::Receipt { ids: chunk, kind } });
+        }
     }
 }
 

@@ -3,9 +3,17 @@
 //! A socket file that answers belongs to a live daemon: refuse to start. One
 //! that does not is left over from a crash: replace it. The folder is
 //! created 0700 and the socket made 0600, so only this user can reach it.
+//!
+//! The socket is never reachable by anyone else, not even for a moment: it
+//! is bound inside a fresh private (0700) folder beside its place, made
+//! 0600 there, and only then renamed into place. Binding at its place and
+//! restricting it afterwards would leave it open between the two calls
+//! (the umask is the process's, shared by every thread, so it is not the
+//! tool for this).
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::net::UnixListener;
 
@@ -46,12 +54,49 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), Error> {
         tracing::info!(path = %path.display(), "replacing a stale socket");
         std::fs::remove_file(path).map_err(|e| Error::io(path, "removing a stale socket", e))?;
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| Error::io(path, "binding the control socket", e))?;
-    let guard = SocketFile { path: path.to_path_buf() };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(path, "restricting the control socket", e))?;
-    Ok((listener, guard))
+    let private = Private::create(path)?;
+    let listener = UnixListener::bind(&private.socket)
+        .map_err(|e| Error::io(&private.socket, "binding the control socket", e))?;
+    std::fs::set_permissions(&private.socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(&private.socket, "restricting the control socket", e))?;
+    std::fs::rename(&private.socket, path)
+        .map_err(|e| Error::io(path, "moving the control socket into place", e))?;
+    Ok((listener, SocketFile { path: path.to_path_buf() }))
+}
+
+/// The private folder a socket is bound in before it moves to its place;
+/// removed when dropped (empty by then, or with a socket nobody can reach).
+struct Private {
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Private {
+    fn create(path: &Path) -> Result<Private, Error> {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        // Short: a socket path may be only ~100 bytes long. Numbered, for
+        // daemons started side by side in one process (tests).
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = parent.join(format!(".peerd-{}-{n}", std::process::id()));
+        if dir.symlink_metadata().is_ok() {
+            // Left by a crashed start of a process with our pid.
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io(&dir, "removing a stale private folder", e))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, "creating a private folder for the socket", e))?;
+        let socket = dir.join("s");
+        Ok(Private { dir, socket })
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +125,12 @@ mod tests {
         drop(guard);
         drop(g2);
         assert!(!path.exists());
+        let left: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
+            .expect("the folder")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "the private folder is gone: {left:?}");
         let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).expect("root"));
     }
 }

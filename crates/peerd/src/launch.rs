@@ -18,8 +18,42 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::Error;
 
-/// Set in the child's environment: report fatal errors on stdout too.
+/// Set in the child's environment: it reports its start on stdout as one
+/// [`Started`] line, for the launching `peerd start` to read.
 pub const DETACHED_ENV: &str = "PEERCHAT_DETACHED";
+
+/// How a detached daemon's start went, as one tagged line on its stdout:
+/// the launcher decides by the tag, never by the words after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// The readiness line, to print.
+    Ready(String),
+    /// Why it could not start.
+    Failed(String),
+}
+
+impl Started {
+    const READY: &str = "ready";
+    const FAILED: &str = "failed";
+
+    /// The line the child writes.
+    pub fn line(&self) -> String {
+        match self {
+            Started::Ready(text) => format!("{} {text}", Self::READY),
+            Started::Failed(why) => format!("{} {why}", Self::FAILED),
+        }
+    }
+
+    /// The line the launcher read; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Started> {
+        let (tag, text) = line.trim_end().split_once(' ')?;
+        match tag {
+            Self::READY => Some(Started::Ready(text.to_owned())),
+            Self::FAILED => Some(Started::Failed(text.to_owned())),
+            _ => None,
+        }
+    }
+}
 
 /// How long the daemon may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,13 +113,13 @@ pub fn detach(config: &Config) -> Result<String, Error> {
         let _ = tx.send(line);
     });
     let see_log = format!("see the log at {}", log.display());
-    match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(line) if line.starts_with("error:") => {
+    match rx.recv_timeout(READY_TIMEOUT).map(|line| Started::parse(&line)) {
+        Ok(Some(Started::Failed(why))) => {
             let _ = child.wait();
-            Err(Error::Other(line.trim_end().trim_start_matches("error:").trim().to_owned()))
+            Err(Error::Other(why))
         }
-        Ok(line) if !line.is_empty() => Ok(line.trim_end().to_owned()),
-        Ok(_) => {
+        Ok(Some(Started::Ready(line))) => Ok(line),
+        Ok(None) => {
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
             Err(Error::Other(format!("peerd exited during startup ({status}); {see_log}")))
         }
@@ -97,5 +131,22 @@ pub fn detach(config: &Config) -> Result<String, Error> {
                 READY_TIMEOUT.as_secs()
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_line_says_what_happened_by_its_tag() {
+        for started in [
+            Started::Ready("peerd alice listening on 127.0.0.1:1 (pid 2)".into()),
+            Started::Failed("error: the name alice is taken".into()),
+        ] {
+            assert_eq!(Started::parse(&format!("{}\n", started.line())), Some(started));
+        }
+        assert_eq!(Started::parse("error: something"), None, "untagged lines decide nothing");
+        assert_eq!(Started::parse(""), None);
     }
 }

@@ -5,9 +5,11 @@
 //! # Layout
 //! - [`run`]: wires the parts together and owns shutdown.
 //! - `driver`: the one task that owns the conversation session (from
-//!   `peerchat-core`), the history writer and the links.
-//! - `link`: the peer-to-peer `Chat` stream — dialing, accepting, frame
-//!   checks, the bounded accept loop.
+//!   `peerchat-core`), the history writer and the links; `driver::api` is
+//!   its front door (the requests it takes, the answers it gives).
+//! - `link`: the peer-to-peer `Chat` stream — the bounded listener, the
+//!   callee's checks, dialing, frame checks, typed refusals. It knows
+//!   nothing of the driver: it hands out links and offers.
 //! - `presence`: registration, heartbeats and status in the directory;
 //!   `directory`: the (optionally TLS, key-pinned) channels to its
 //!   replicas, which one is in use, lookups.
@@ -32,6 +34,7 @@ pub mod cli;
 pub mod config;
 mod control;
 mod control_socket;
+mod deadline;
 mod directory;
 mod driver;
 pub mod error;
@@ -65,10 +68,11 @@ pub use config::Config;
 pub use error::Error;
 
 use crate::control::{ControlService, Facts};
-use crate::driver::{Driver, INPUT_QUEUE};
+use crate::driver::api::REQUEST_QUEUE;
+use crate::driver::{Driver, OFFER_QUEUE, Wiring};
 use crate::identity::Identity;
 use crate::known_peers::KnownPeers;
-use crate::link::accept::ChatService;
+use crate::link::callee::ChatService;
 use crate::link::dial::Dialer;
 use crate::presence::{DirectoryState, FirstAttempt, PresenceTask};
 use crate::roster::Roster;
@@ -141,25 +145,25 @@ pub async fn run(
         .run(token.clone()),
     );
 
-    let (driver_tx, driver_rx) = mpsc::channel(INPUT_QUEUE);
+    let (driver_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+    let (offer_tx, offers) = mpsc::channel(OFFER_QUEUE);
+    let dialer = Dialer {
+        me: config.name.clone(),
+        directory: directory.clone(),
+        credentials: credentials.clone(),
+        known: known.clone(),
+    };
+    let wiring = Wiring { requests, offers, dialer: Arc::new(dialer), presence: wanted_tx };
     let driver = Driver::new(
         config.name.clone(),
         config.resume_window,
         history,
         config.data_dir.clone(),
-        driver_rx,
-        driver_tx.clone(),
-        Dialer {
-            directory: directory.clone(),
-            credentials: credentials.clone(),
-            known: known.clone(),
-        },
-        wanted_tx,
+        wiring,
     );
     let driver = tokio::spawn(driver.run(token.clone()));
 
-    let chat =
-        ChatService::new(driver_tx.clone(), config.name.clone(), directory.clone(), known.clone());
+    let chat = ChatService::new(offer_tx, config.name.clone(), directory.clone(), known.clone());
     let chat_server = Server::builder()
         .http2_keepalive_interval(Some(link::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(link::KEEPALIVE_TIMEOUT))
@@ -170,7 +174,7 @@ pub async fn run(
                 .max_encoding_message_size(link::MAX_FRAME_BYTES),
         )
         .serve_with_incoming_shutdown(
-            link::incoming::incoming(
+            link::listener::connections(
                 listener,
                 credentials.server_config()?,
                 link::MAX_CONNECTIONS,

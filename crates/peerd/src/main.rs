@@ -70,7 +70,12 @@ fn start(args: &StartArgs) -> ExitCode {
             tokio::spawn(cancel_on_signal(token.clone()));
             peerchat_peerd::run(config, token, |ready| {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", ready.line());
+                let line = if detached {
+                    launch::Started::Ready(ready.line()).line()
+                } else {
+                    ready.line()
+                };
+                let _ = writeln!(out, "{line}");
                 let _ = out.flush();
                 if let Some(why) = &ready.directory_error {
                     tracing::warn!(%why, "the directory is unreachable; will keep trying");
@@ -89,7 +94,7 @@ fn fail(e: &Error, detached: bool) -> ExitCode {
     eprintln!("error: {e}");
     if detached {
         // The launching `peerd start` reads our stdout, not the log.
-        println!("error: {e}");
+        println!("{}", launch::Started::Failed(e.to_string()).line());
     }
     ExitCode::FAILURE
 }

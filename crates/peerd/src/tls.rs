@@ -109,9 +109,9 @@ fn tls_error(e: rustls::Error) -> Error {
 /// appearing somewhere in the bytes is not enough).
 pub(crate) fn certificate_key(cert: &CertificateDer<'_>) -> Result<PublicKey, rustls::Error> {
     let bad = |why: &str| {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(KeyError(
-            why.to_owned(),
-        )))))
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            BadCertificate(why.to_owned()),
+        ))))
     };
     let (rest, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
         .map_err(|_| bad("not an X.509 certificate"))?;
@@ -126,17 +126,31 @@ pub(crate) fn certificate_key(cert: &CertificateDer<'_>) -> Result<PublicKey, ru
     raw.try_into().map_err(|_| bad("the ed25519 key is not 32 bytes"))
 }
 
-/// Why a peer certificate was refused; shows in the dialer's error.
+/// The peer we dialed showed a key other than the pinned one. A type of
+/// its own so that the dialer tells this from an unreachable peer without
+/// reading error text.
 #[derive(Debug)]
-struct KeyError(String);
+struct PeerKeyMismatch(String);
 
-impl std::fmt::Display for KeyError {
+impl std::fmt::Display for PeerKeyMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for KeyError {}
+impl std::error::Error for PeerKeyMismatch {}
+
+/// A certificate that carries no well-formed ed25519 key.
+#[derive(Debug)]
+struct BadCertificate(String);
+
+impl std::fmt::Display for BadCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadCertificate {}
 
 /// The dialer's configuration for the directory (`https://` URLs): TLS 1.3,
 /// no client certificate (registrations carry their own proof), and the
@@ -234,25 +248,46 @@ impl std::fmt::Display for DirectoryKeyMismatch {
 impl std::error::Error for DirectoryKeyMismatch {}
 
 /// Whether `err` failed because the directory's key is not the pinned one.
+pub(crate) fn is_directory_key_mismatch(err: &(dyn std::error::Error + 'static)) -> bool {
+    chain_has(err, &|e| e.is::<DirectoryKeyMismatch>())
+}
+
+/// Whether `err` failed because the peer we dialed did not prove the key
+/// we pinned: it showed another key, or could not sign with the one it
+/// showed.
+pub(crate) fn is_peer_key_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    chain_has(err, &|e| {
+        e.is::<PeerKeyMismatch>()
+            || matches!(
+                e.downcast_ref::<rustls::Error>(),
+                Some(rustls::Error::InvalidCertificate(CertificateError::BadSignature))
+            )
+    })
+}
+
+/// Whether any error in `err`'s chain is `wanted`.
 ///
-/// The refusal travels from our verifier through rustls, tokio-rustls (an
+/// A refusal travels from our verifier through rustls, tokio-rustls (an
 /// `io::Error` wrapping the `rustls::Error`) and tonic (a `Status` whose
 /// sources lead there). `io::Error::source` skips the error it wraps and
 /// `rustls::Error` has no source, so both are opened by hand.
-pub(crate) fn is_directory_key_mismatch(err: &(dyn std::error::Error + 'static)) -> bool {
+fn chain_has(
+    err: &(dyn std::error::Error + 'static),
+    wanted: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
-        if e.is::<DirectoryKeyMismatch>() {
+        if wanted(e) {
             return true;
         }
         if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
             e.downcast_ref::<rustls::Error>()
-            && is_directory_key_mismatch(other.0.as_ref())
+            && chain_has(other.0.as_ref(), wanted)
         {
             return true;
         }
         if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref)
-            && is_directory_key_mismatch(inner)
+            && chain_has(inner, wanted)
         {
             return true;
         }
@@ -318,9 +353,6 @@ fn tls12_refused() -> rustls::Error {
     rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic)
 }
 
-/// The words a refused key shows up with, so the dialer can say so.
-pub(crate) const WRONG_KEY: &str = "peer key mismatch";
-
 /// Accepts exactly one key (the dialer's verifier).
 #[derive(Debug)]
 struct PinnedPeerKey {
@@ -340,8 +372,8 @@ impl ServerCertVerifier for PinnedPeerKey {
         let key = certificate_key(end_entity)?;
         if key != self.expected {
             return Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-                Arc::new(KeyError(format!(
-                    "{WRONG_KEY}: it answered with key {} instead of {}",
+                Arc::new(PeerKeyMismatch(format!(
+                    "peer key mismatch: it answered with key {} instead of {}",
                     fingerprint(&key),
                     fingerprint(&self.expected)
                 ))),
@@ -463,9 +495,14 @@ mod tests {
             std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
         assert!(!is_directory_key_mismatch(&tonic::Status::from_error(Box::new(other))));
         let peer = rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-            Arc::new(KeyError(format!("{WRONG_KEY}: not the one"))),
+            Arc::new(PeerKeyMismatch("not the one".into())),
         )));
         assert!(!is_directory_key_mismatch(&peer), "a peer's wrong key is another matter");
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, peer);
+        assert!(is_peer_key_refused(&tonic::Status::from_error(Box::new(io))));
+        let forged = rustls::Error::InvalidCertificate(CertificateError::BadSignature);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, forged);
+        assert!(is_peer_key_refused(&tonic::Status::from_error(Box::new(io))));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(!is_directory_key_mismatch(&tonic::Status::from_error(Box::new(refused))));
     }

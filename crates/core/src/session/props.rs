@@ -131,6 +131,18 @@ impl End {
     }
 }
 
+/// The callee's first frame on a link it accepted must be its Welcome,
+/// under its own spelling of its name. The dialer's handshake reads it, not
+/// its session, so it is taken off the wire here.
+fn take_welcome(callee: &mut End, link: LinkId) {
+    callee.drain();
+    let at = callee.out.iter().position(|(l, _)| *l == link);
+    match at.and_then(|i| callee.out.remove(i)) {
+        Some((_, Frame::Welcome { name })) => assert_eq!(name.as_str(), callee.s.me().as_str()),
+        other => panic!("the callee's first frame on {link:?} is {other:?}, not its Welcome"),
+    }
+}
+
 struct World {
     a: End,
     b: End,
@@ -161,6 +173,7 @@ impl World {
                 self.a_link = Some(link);
                 self.b_link = Some(b_link);
                 self.new_wire();
+                take_welcome(&mut self.b, b_link);
             }
             Err(_) => self.a.s.handle_dial_failed(link, self.now),
         }
@@ -220,6 +233,8 @@ impl World {
                     (true, Ok(c_link)) => {
                         dialer.s.handle_dialed(link, them);
                         if dialer.s.link() != Some(link) {
+                            // It read the Welcome before hanging up.
+                            take_welcome(callee, c_link);
                             // The dialer gave up on this dial and hangs up:
                             // the callee sees the stream end.
                             callee.s.handle_link_down(
@@ -237,11 +252,13 @@ impl World {
                             self.a_link = Some(c_link);
                         }
                         self.new_wire();
+                        take_welcome(if a_dials { &mut self.b } else { &mut self.a }, c_link);
                     }
                     (_, other) => {
                         if let Ok(c_link) = other {
                             // Accepted, but the dialer never heard: its
-                            // side of this link is lost.
+                            // side of this link is lost, Welcome and all.
+                            take_welcome(callee, c_link);
                             callee.s.handle_link_down(
                                 c_link,
                                 LinkDown::Error("lost".into()),
@@ -357,6 +374,10 @@ impl World {
         if Some(from_link) != from_live {
             return;
         }
+        assert!(
+            !matches!(frame, Frame::Welcome { .. }),
+            "a Welcome after the handshake, or on a link the callee did not just accept"
+        );
         if let Some(link) = link {
             from.arrived = Some(frame.clone());
             to.s.handle_frame(link, frame, self.now);

@@ -61,12 +61,28 @@ impl Pair {
     fn connected() -> Pair {
         let mut p = Pair::new();
         let a_link = p.alice.connect(name("bob")).expect("alice may dial");
-        let b_link = p.bob.handle_hello(name("alice")).expect("bob is free");
+        let b_link = p.bob_accepts();
         p.alice.handle_dialed(a_link, name("Bob"));
         p.a_link = Some(a_link);
         p.b_link = Some(b_link);
         p.drive();
         p
+    }
+
+    /// Bob accepts alice's Hello. The first frame he transmits on the new
+    /// link must be his Welcome, under his own spelling of his name; it is
+    /// taken off the wire here, because alice's handshake reads it, never
+    /// her session.
+    fn bob_accepts(&mut self) -> LinkId {
+        Self::drain(&mut self.bob, &mut self.b);
+        let before = self.b.outbound.len();
+        let link = self.bob.handle_hello(name("alice")).expect("bob accepts alice");
+        Self::drain(&mut self.bob, &mut self.b);
+        match self.b.outbound.remove(before) {
+            Some(Frame::Welcome { name }) => assert_eq!(name.as_str(), "Bob"),
+            other => panic!("bob's first frame on a new link is {other:?}, not his Welcome"),
+        }
+        link
     }
 
     fn send(&mut self, from_alice: bool, text: &str) -> String {
@@ -150,18 +166,52 @@ impl Pair {
     /// Alice's latest redial reaches bob, who takes her back.
     fn redial_succeeds(&mut self) {
         let link = *self.a.redials.last().expect("alice asked to redial");
-        let b_link = self.bob.handle_hello(name("alice")).expect("bob takes alice back");
+        let b_link = self.bob_accepts();
         self.a_link = Some(link);
         self.b_link = Some(b_link);
         self.alice.handle_dialed(link, name("Bob"));
         self.drive();
     }
 
-    fn advance(&mut self, by: Duration) {
-        self.now += by;
+    /// Moves the clock to the earliest timer either side asked for, fires
+    /// both sides' timers at that instant and lets everything settle;
+    /// returns how far the clock moved. Time moves only as the sessions ask,
+    /// so a test that checks *when* something happened catches a wrong
+    /// timer.
+    fn advance_to_next_timer(&mut self) -> Duration {
+        let next = [self.alice.poll_timeout(), self.bob.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("neither side has a timer");
+        // A timer already due would have been handled when it was set.
+        assert!(next > self.now, "a timer {:?} overdue", self.now - next);
+        let moved = next - self.now;
+        self.now = next;
         self.alice.handle_timeout(self.now);
         self.bob.handle_timeout(self.now);
         self.drive();
+        moved
+    }
+
+    /// Fires both sides' timers a millisecond before `deadline` and checks
+    /// that nothing at all happens: the deadline is not early.
+    fn nothing_happens_before(&mut self, deadline: Instant) {
+        let at = deadline - Duration::from_millis(1);
+        assert!(at >= self.now, "the deadline is already past");
+        let before = self.footprint();
+        self.now = at;
+        self.alice.handle_timeout(self.now);
+        self.bob.handle_timeout(self.now);
+        self.drive();
+        assert_eq!(self.footprint(), before, "something happened before the deadline");
+    }
+
+    /// Everything a timer could change, to compare before and after.
+    fn footprint(&self) -> impl PartialEq + std::fmt::Debug + use<> {
+        let side =
+            |s: &Side| (s.events.len(), s.log.len(), s.presence.len(), s.redials.len(), s.dropped);
+        (side(&self.a), side(&self.b), self.alice.phase(), self.bob.phase())
     }
 }
 
@@ -464,20 +514,38 @@ fn a_failed_redial_is_retried_with_backoff_until_the_window_passes() {
     let mut p = Pair::connected();
     let lost = p.send(true, "never delivered");
     p.cut("reset");
-    let first = *p.a.redials.last().expect("redial");
-    p.alice.handle_dial_failed(first, p.now);
-    p.drive();
-    assert_eq!(p.a.redials.len(), 1, "not again at once");
-    p.advance(REDIAL_INITIAL);
-    assert_eq!(p.a.redials.len(), 2, "again after the backoff");
-    let second = *p.a.redials.last().expect("redial");
-    p.alice.handle_dial_failed(second, p.now);
-    p.advance(REDIAL_INITIAL);
-    assert_eq!(p.a.redials.len(), 2, "the backoff doubled");
-    p.advance(REDIAL_INITIAL);
-    assert_eq!(p.a.redials.len(), 3);
+    let lost_at = p.now;
+    // The first redial goes out at once; while it is in progress the only
+    // timer is the end of the resume window (the same for both sides).
+    assert_eq!(p.a.redials.len(), 1);
+    assert_eq!(p.alice.poll_timeout(), Some(lost_at + WINDOW));
+    assert_eq!(p.bob.poll_timeout(), Some(lost_at + WINDOW));
+    // Each failure waits before the next try: REDIAL_INITIAL, doubling up
+    // to REDIAL_MAX.
+    let mut wait = REDIAL_INITIAL;
+    let mut waits = Vec::new();
+    while p.now + wait < lost_at + WINDOW {
+        let dial = *p.a.redials.last().expect("a redial in progress");
+        p.alice.handle_dial_failed(dial, p.now);
+        p.drive();
+        let due = p.now + wait;
+        let redials = p.a.redials.len();
+        p.nothing_happens_before(due);
+        p.advance_to_next_timer();
+        assert_eq!(p.now, due, "redial number {} is late or early", redials + 1);
+        assert_eq!(p.a.redials.len(), redials + 1, "a redial at {:?}", due - lost_at);
+        waits.push(wait);
+        wait = (wait * 2).min(REDIAL_MAX);
+    }
+    assert_eq!(waits[..4], [REDIAL_INITIAL, REDIAL_INITIAL * 2, REDIAL_INITIAL * 4, REDIAL_MAX]);
+    assert!(p.b.redials.is_empty(), "the callee waits to be called");
+    assert_eq!(p.alice.phase(), Phase::Reconnecting);
 
-    p.advance(WINDOW);
+    // The last redial hangs: the conversation fails exactly when the
+    // window ends, on both sides.
+    p.nothing_happens_before(lost_at + WINDOW);
+    p.advance_to_next_timer();
+    assert_eq!(p.now, lost_at + WINDOW);
     assert_eq!(p.alice.phase(), Phase::Idle);
     assert_eq!(p.bob.phase(), Phase::Idle);
     assert_eq!(failed(&p.a), [lost]);
@@ -486,6 +554,26 @@ fn a_failed_redial_is_retried_with_backoff_until_the_window_passes() {
     assert_eq!(disconnected(&p.b).len(), 1);
     assert_eq!(p.a.presence.last(), Some(&Presence::Available));
     assert!(p.a.dropped, "the redial in progress is dropped");
+    assert_eq!(p.alice.poll_timeout(), None);
+    assert_eq!(p.bob.poll_timeout(), None);
+}
+
+#[test]
+fn a_redial_that_fails_at_once_is_not_retried_at_once() {
+    let mut p = Pair::connected();
+    p.cut("reset");
+    let first = *p.a.redials.last().expect("redial");
+    p.alice.handle_dial_failed(first, p.now);
+    p.drive();
+    assert_eq!(p.a.redials.len(), 1, "not again at once");
+    assert_eq!(p.advance_to_next_timer(), REDIAL_INITIAL);
+    assert_eq!(p.a.redials.len(), 2, "again after the backoff");
+    // And the second redial succeeding resumes the conversation.
+    p.redial_succeeds();
+    assert_eq!(p.alice.phase(), Phase::Connected);
+    assert_eq!(p.bob.phase(), Phase::Connected);
+    assert_eq!(p.alice.poll_timeout(), None);
+    assert_eq!(p.bob.poll_timeout(), None);
 }
 
 #[test]
@@ -555,7 +643,7 @@ fn unacknowledged_messages_of_an_earlier_run_go_out_with_the_next_conversation()
         Message { id: "old".into(), text: "from before the crash".into(), sent_at_ms: 1, seq: 7 };
     p.alice.restore_unacked(name("bob"), vec![old], p.now);
     let a_link = p.alice.connect(name("bob")).expect("dial");
-    let b_link = p.bob.handle_hello(name("alice")).expect("accept");
+    let b_link = p.bob_accepts();
     p.alice.handle_dialed(a_link, name("Bob"));
     p.a_link = Some(a_link);
     p.b_link = Some(b_link);
@@ -608,23 +696,42 @@ fn end_of_stream_without_goodbye_is_a_lost_link() {
     p.drive();
     assert_eq!(link_lost(&p.b), ["link lost: the stream ended without a goodbye"]);
     assert_eq!(p.bob.phase(), Phase::Reconnecting);
+    // The callee does not redial: it waits the resume window, then ends.
+    assert_eq!(p.advance_to_next_timer(), WINDOW);
+    assert!(p.b.redials.is_empty());
+    assert_eq!(p.bob.phase(), Phase::Idle);
 }
 
 #[test]
 fn an_unanswered_goodbye_times_out() {
     let mut p = Pair::connected();
     p.send(true, "never acked");
+    let said_at = p.now;
     p.alice.disconnect(p.now).expect("connected");
     // The wire is dead: nothing reaches bob.
     Pair::drain(&mut p.alice, &mut p.a);
-    let deadline = p.alice.poll_timeout().expect("closing has a deadline");
-    p.alice.handle_timeout(deadline - Duration::from_millis(1));
+    p.a.outbound.clear();
+    p.nothing_happens_before(said_at + CLOSE_TIMEOUT);
     assert_eq!(p.alice.phase(), Phase::Closing);
-    p.alice.handle_timeout(deadline);
-    Pair::drain(&mut p.alice, &mut p.a);
+    assert!(!p.a.dropped);
+    p.advance_to_next_timer();
+    assert_eq!(p.now, said_at + CLOSE_TIMEOUT);
     assert_eq!(p.alice.phase(), Phase::Idle);
     assert!(p.a.dropped);
     assert_eq!(failed(&p.a).len(), 1);
+    assert_eq!(disconnected(&p.a), ["the goodbye was not answered in time"]);
+    // Bob heard nothing and still thinks the conversation is on.
+    assert_eq!(p.bob.phase(), Phase::Connected);
+}
+
+#[test]
+fn an_answered_goodbye_leaves_no_timer() {
+    let mut p = Pair::connected();
+    p.alice.disconnect(p.now).expect("connected");
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Idle);
+    assert_eq!(p.alice.poll_timeout(), None);
+    assert_eq!(p.bob.poll_timeout(), None);
 }
 
 #[test]
@@ -693,4 +800,174 @@ fn messages_restored_from_an_earlier_run_wait_for_a_display_client() {
         state: MessageState::Displayed
     }));
     assert_eq!(receipts(&p.a, ReceiptKind::Displayed), Vec::<String>::new());
+}
+
+#[test]
+fn the_callee_welcomes_before_it_sends_anything_again() {
+    let mut p = Pair::connected();
+    p.send(false, "from bob, lost");
+    Pair::drain(&mut p.bob, &mut p.b);
+    p.cut("reset");
+    let link = p.bob.handle_hello(name("alice")).expect("bob takes alice back");
+    let mut on_link = Vec::new();
+    while let Some(action) = p.bob.poll_action() {
+        if let Action::Transmit { link: l, frame } = action
+            && l == link
+        {
+            on_link.push(frame);
+        }
+    }
+    match &on_link[..] {
+        [Frame::Welcome { name }, Frame::Message(m)] => {
+            assert_eq!(name.as_str(), "Bob");
+            assert_eq!(&*m.text, "from bob, lost");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_welcome_inside_the_conversation_ends_the_link() {
+    let mut p = Pair::connected();
+    let link = p.a_link.expect("linked");
+    p.alice.handle_frame(link, Frame::Welcome { name: name("Bob") }, p.now);
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert!(p.a.dropped, "the link is hung up");
+    assert_eq!(link_lost(&p.a), ["link lost: unexpected welcome"]);
+    // Like any lost link: the dialer redials to resume.
+    assert_eq!(p.alice.phase(), Phase::Reconnecting);
+    assert_eq!(p.a.redials.len(), 1);
+}
+
+/// Bob, accepting alice, with everything so far polled.
+fn callee() -> (Session, LinkId) {
+    let mut bob = Session::new(name("Bob"), WINDOW);
+    let link = bob.handle_hello(name("alice")).expect("bob is free");
+    while bob.poll_action().is_some() {}
+    (bob, link)
+}
+
+fn message(n: usize) -> Frame {
+    Frame::Message(Message {
+        id: format!("m{n}").into(),
+        text: "x".into(),
+        sent_at_ms: 0,
+        seq: n as u64,
+    })
+}
+
+fn ids(range: std::ops::Range<usize>) -> Vec<Id> {
+    range.map(|n| Id::from(format!("m{n}"))).collect()
+}
+
+/// Everything the session does now, in order.
+fn poll_all(s: &mut Session) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn frames(actions: &[Action]) -> Vec<&Frame> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_messages_is_acknowledged_with_one_frame_after_all_are_stored() {
+    let (mut bob, link) = callee();
+    for n in 1..=50 {
+        bob.handle_frame(link, message(n), Instant::now());
+    }
+    let actions = poll_all(&mut bob);
+    assert_eq!(
+        frames(&actions),
+        [&Frame::Receipt { ids: ids(1..51), kind: ReceiptKind::Delivered }]
+    );
+    let receipt = actions.iter().position(|a| matches!(a, Action::Transmit { .. }));
+    let last_store = actions.iter().rposition(|a| matches!(a, Action::Persist(_)));
+    assert!(last_store < receipt, "acknowledged before stored: {actions:?}");
+    // The local actions keep their order: 50 stores and 50 events.
+    let events = actions.iter().filter(|a| matches!(a, Action::Emit(_))).count();
+    assert_eq!(events, 50);
+}
+
+#[test]
+fn a_message_between_receipts_breaks_the_row() {
+    let (mut bob, link) = callee();
+    bob.handle_frame(link, message(1), Instant::now());
+    bob.send("r1".into(), "reply".into(), 0).expect("connected");
+    bob.handle_frame(link, message(2), Instant::now());
+    bob.handle_frame(link, message(3), Instant::now());
+    let actions = poll_all(&mut bob);
+    match &frames(&actions)[..] {
+        [
+            Frame::Receipt { ids: first, kind: ReceiptKind::Delivered },
+            Frame::Message(reply),
+            Frame::Receipt { ids: rest, kind: ReceiptKind::Delivered },
+        ] => {
+            assert_eq!(*first, ids(1..2));
+            assert_eq!(&*reply.text, "reply");
+            assert_eq!(*rest, ids(2..4));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_receipt_already_polled_is_not_added_to() {
+    let (mut bob, link) = callee();
+    bob.handle_frame(link, message(1), Instant::now());
+    let first = poll_all(&mut bob);
+    bob.handle_frame(link, message(2), Instant::now());
+    bob.handle_frame(link, message(3), Instant::now());
+    let second = poll_all(&mut bob);
+    assert_eq!(frames(&first), [&Frame::Receipt { ids: ids(1..2), kind: ReceiptKind::Delivered }]);
+    assert_eq!(frames(&second), [&Frame::Receipt { ids: ids(2..4), kind: ReceiptKind::Delivered }]);
+}
+
+#[test]
+fn receipts_are_split_at_the_most_one_frame_may_carry() {
+    let (mut bob, link) = callee();
+    let n = MAX_RECEIPT_IDS + 10;
+    for i in 1..=n {
+        bob.handle_frame(link, message(i), Instant::now());
+    }
+    let actions = poll_all(&mut bob);
+    assert_eq!(
+        frames(&actions),
+        [
+            &Frame::Receipt { ids: ids(1..MAX_RECEIPT_IDS + 1), kind: ReceiptKind::Delivered },
+            &Frame::Receipt { ids: ids(MAX_RECEIPT_IDS + 1..n + 1), kind: ReceiptKind::Delivered },
+        ]
+    );
+    // One big receipt (all shown at once) is split the same way.
+    bob.handle_displayed(&ids(1..n + 1));
+    let actions = poll_all(&mut bob);
+    assert_eq!(
+        frames(&actions),
+        [
+            &Frame::Receipt { ids: ids(1..MAX_RECEIPT_IDS + 1), kind: ReceiptKind::Displayed },
+            &Frame::Receipt { ids: ids(MAX_RECEIPT_IDS + 1..n + 1), kind: ReceiptKind::Displayed },
+        ]
+    );
+}
+
+#[test]
+fn receipts_of_another_kind_are_not_merged() {
+    let (mut bob, link) = callee();
+    bob.handle_frame(link, message(1), Instant::now());
+    bob.handle_displayed(&ids(1..2));
+    bob.handle_frame(link, message(2), Instant::now());
+    let actions = poll_all(&mut bob);
+    assert_eq!(
+        frames(&actions),
+        [
+            &Frame::Receipt { ids: ids(1..2), kind: ReceiptKind::Delivered },
+            &Frame::Receipt { ids: ids(1..2), kind: ReceiptKind::Displayed },
+            &Frame::Receipt { ids: ids(2..3), kind: ReceiptKind::Delivered },
+        ]
+    );
 }

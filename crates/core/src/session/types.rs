@@ -52,6 +52,13 @@ pub const REDIAL_MAX: Duration = Duration::from_secs(2);
 /// The longest message id accepted from a peer.
 pub const MAX_ID_LEN: usize = 64;
 
+/// The most ids one receipt frame may carry. The session packs receipts of
+/// one kind that are queued in a row into one frame (a burst of received
+/// messages is acknowledged with one frame, not one each), and splits at
+/// this so the peer's link layer, which refuses bigger receipts as a
+/// protocol violation, accepts every frame.
+pub const MAX_RECEIPT_IDS: usize = 4096;
+
 /// Identifies one link (one Converse stream). Events of an old link that
 /// arrive after a new one started are ignored by comparing ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,9 +121,15 @@ impl From<ReceiptKind> for MessageState {
     }
 }
 
-/// Frames after the Hello/Welcome handshake (which the link layer does).
+/// Frames of a link. The dialer's Hello is read by the link layer. The
+/// callee's answer to it, [`Frame::Welcome`] with the callee's registered
+/// spelling of its name, is the first frame the session transmits on a link
+/// it accepted; only the dialer's handshake reads it, so a session that
+/// receives one treats it as a protocol violation. Everything after is the
+/// conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    Welcome { name: Name },
     Message(Message),
     Receipt { ids: Vec<Id>, kind: ReceiptKind },
     Goodbye { reason: String },

@@ -6,15 +6,19 @@ use peerchat_core::session::{ConnectError, DisconnectError, SendError};
 use peerchat_core::{NameError, TextError};
 use tonic::{Code, Status};
 
+use crate::driver::api::{ConnectFailed, Undelivered};
+use crate::link::dial::DialError;
+
 /// Failures of control requests.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ControlError {
     #[error("{0} is not online")]
     NotOnline(String),
-    #[error("{name} is not online: it is listed at {address} but does not answer ({why})")]
-    Unreachable { name: String, address: String, why: String },
-    #[error("{0} is busy in another conversation")]
-    Busy(String),
+    /// Dialing the peer failed; the dial's error says how.
+    #[error(transparent)]
+    Dial(DialError),
+    #[error("the connect to {0} was cancelled by disconnect")]
+    Cancelled(String),
     #[error("already connected to {0}; disconnect first")]
     AlreadyConnected(String),
     #[error("already connecting to {0}; wait for it or disconnect first")]
@@ -35,12 +39,6 @@ pub(crate) enum ControlError {
     Failed { id: String, reason: String },
     #[error("the directory is unreachable: {0}")]
     DirectoryUnreachable(String),
-    #[error("{0}")]
-    KeyChanged(String),
-    #[error("refused to talk to {name}: the peer at {address} did not prove {name}'s key ({why})")]
-    WrongKey { name: String, address: String, why: String },
-    #[error("{name} refused the conversation: {why}")]
-    Refused { name: String, why: String },
     #[error("too many messages waiting for receipts ({0}); wait for some to be delivered")]
     TooManyInFlight(usize),
     #[error("peerd is shutting down")]
@@ -66,6 +64,55 @@ impl From<ConnectError> for ControlError {
     }
 }
 
+impl From<DialError> for ControlError {
+    fn from(e: DialError) -> ControlError {
+        match e {
+            DialError::NotOnline(name) => ControlError::NotOnline(name.to_string()),
+            DialError::DirectoryUnreachable(why) => ControlError::DirectoryUnreachable(why),
+            e => ControlError::Dial(e),
+        }
+    }
+}
+
+impl From<ConnectFailed> for ControlError {
+    fn from(e: ConnectFailed) -> ControlError {
+        match e {
+            ConnectFailed::Session(e) => e.into(),
+            ConnectFailed::Dial(e) => e.into(),
+            ConnectFailed::Cancelled { peer } => ControlError::Cancelled(peer.to_string()),
+            ConnectFailed::ShuttingDown => ControlError::ShuttingDown,
+        }
+    }
+}
+
+impl From<Undelivered> for ControlError {
+    fn from(e: Undelivered) -> ControlError {
+        match e {
+            Undelivered::Failed { id, reason } => {
+                ControlError::Failed { id: id.to_string(), reason }
+            }
+            Undelivered::ShuttingDown => ControlError::ShuttingDown,
+        }
+    }
+}
+
+/// The status code of a failed dial: what kind of failure it is to any
+/// gRPC client (chatctl shows the message and exits 1 for all of them).
+fn dial_code(e: &DialError) -> Code {
+    match e {
+        DialError::NotOnline(_) | DialError::Unreachable { .. } => Code::NotFound,
+        DialError::Busy(_) | DialError::NoKey(_) | DialError::Version { .. } => {
+            Code::FailedPrecondition
+        }
+        DialError::KeyChanged(_) | DialError::WrongKey { .. } | DialError::Impostor { .. } => {
+            Code::PermissionDenied
+        }
+        DialError::Refused { .. } => Code::Aborted,
+        DialError::NoAnswer { .. } => Code::DeadlineExceeded,
+        DialError::DirectoryUnreachable(_) | DialError::Broken { .. } => Code::Unavailable,
+    }
+}
+
 impl From<SendError> for ControlError {
     fn from(e: SendError) -> ControlError {
         match e {
@@ -88,9 +135,9 @@ impl From<DisconnectError> for ControlError {
 impl From<ControlError> for Status {
     fn from(e: ControlError) -> Status {
         let code = match &e {
-            ControlError::NotOnline(_) | ControlError::Unreachable { .. } => Code::NotFound,
-            ControlError::Busy(_)
-            | ControlError::AlreadyConnected(_)
+            ControlError::NotOnline(_) => Code::NotFound,
+            ControlError::Dial(e) => dial_code(e),
+            ControlError::AlreadyConnected(_)
             | ControlError::AlreadyConnecting(_)
             | ControlError::NotConnected(_) => Code::FailedPrecondition,
             ControlError::Yourself
@@ -98,8 +145,7 @@ impl From<ControlError> for Status {
             | ControlError::InvalidName(_)
             | ControlError::Invalid(_) => Code::InvalidArgument,
             ControlError::TimedOut { .. } | ControlError::NoAnswer(_) => Code::DeadlineExceeded,
-            ControlError::Failed { .. } | ControlError::Refused { .. } => Code::Aborted,
-            ControlError::KeyChanged(_) | ControlError::WrongKey { .. } => Code::PermissionDenied,
+            ControlError::Failed { .. } | ControlError::Cancelled(_) => Code::Aborted,
             ControlError::DirectoryUnreachable(_) | ControlError::ShuttingDown => Code::Unavailable,
             ControlError::TooManyInFlight(_) => Code::ResourceExhausted,
             ControlError::Internal(_) => Code::Internal,
@@ -112,21 +158,37 @@ impl From<ControlError> for Status {
 mod tests {
     use super::*;
 
+    fn bob() -> peerchat_core::Name {
+        peerchat_core::Name::parse("bob").expect("valid")
+    }
+
     /// SPEC §2: the words scripts rely on, and the codes other clients see.
     #[test]
     fn every_spec_error_carries_its_words() {
         let table: Vec<(ControlError, Code, &str)> = vec![
             (ControlError::NotOnline("bob".into()), Code::NotFound, "not online"),
+            (DialError::NotOnline(bob()).into(), Code::NotFound, "not online"),
             (
-                ControlError::Unreachable {
-                    name: "bob".into(),
+                DialError::Unreachable {
+                    name: bob(),
                     address: "1.2.3.4:5".into(),
                     why: "refused".into(),
-                },
+                }
+                .into(),
                 Code::NotFound,
                 "not online",
             ),
-            (ControlError::Busy("bob".into()), Code::FailedPrecondition, "busy"),
+            (DialError::Busy(bob()).into(), Code::FailedPrecondition, "busy"),
+            (
+                ConnectFailed::Cancelled { peer: bob() }.into(),
+                Code::Aborted,
+                "cancelled by disconnect",
+            ),
+            (
+                DialError::Version { name: bob(), theirs: 3, ours: 2 }.into(),
+                Code::FailedPrecondition,
+                "unsupported protocol version 3",
+            ),
             (
                 ControlError::AlreadyConnected("bob".into()),
                 Code::FailedPrecondition,

@@ -1,5 +1,5 @@
 //! The control service chatctl talks to over the Unix socket. Each handler
-//! turns a request into a driver [`Input`] (or a directory call) and the
+//! turns a request into a driver [`api::Request`] (or a directory call) and the
 //! answer into a response; [`error`] is where failures become statuses,
 //! [`validate`] checks requests, [`stream`] runs `SendStream`, and
 //! [`peers`] relays presence from the roster (`WatchPeers`, `Watch` with
@@ -25,17 +25,16 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::directory::DIRECTORY_CALL_TIMEOUT;
 use crate::directory::{self, Directories, Failed, Listing};
-use crate::driver::{DriverTx, Input, Outcome, SessionStatus, Wait, wire_state};
+use crate::driver::api::{self, DriverTx, Outcome, SessionStatus, Wait, wire_state};
 use crate::history;
 use crate::known_peers::KnownPeers;
+use crate::link::dial::DialError;
 use crate::presence::DirectoryState;
 use crate::roster::{Roster, ShuttingDown};
 use crate::tls::PublicKey;
 use error::ControlError;
 use peerchat_core::identity::fingerprint;
 
-/// How long a connect may take, all steps together.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `disconnect` waits for the directory to hear we are available.
@@ -77,7 +76,7 @@ impl ControlService {
     /// Sends `input` to the driver and waits for its answer.
     async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Input,
+        make: impl FnOnce(oneshot::Sender<T>) -> api::Request,
     ) -> Result<T, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.driver.send(make(tx)).await.map_err(|_| ControlError::ShuttingDown)?;
@@ -85,7 +84,7 @@ impl ControlService {
     }
 
     async fn session(&self) -> Result<SessionStatus, ControlError> {
-        self.ask(|reply| Input::Status { reply }).await
+        self.ask(|reply| api::Request::Status { reply }).await
     }
 }
 
@@ -101,7 +100,7 @@ async fn await_outcome(
 ) -> Result<(String, MessageState, Duration), ControlError> {
     match tokio::time::timeout(timeout, outcome).await {
         Ok(Ok(Ok((state, took)))) => Ok((id, state, took)),
-        Ok(Ok(Err(e))) => Err(e),
+        Ok(Ok(Err(e))) => Err(e.into()),
         Ok(Err(_)) => Err(ControlError::ShuttingDown),
         Err(_) => Err(ControlError::TimedOut {
             id,
@@ -187,17 +186,13 @@ impl pb::control_server::Control for ControlService {
         request: Request<pb::OpenConversationRequest>,
     ) -> Result<Response<pb::OpenConversationResponse>, Status> {
         let name = validate::peer_name(&request.into_inner().name)?;
-        let asked = self.ask(|reply| Input::Connect { name: name.clone(), reply });
-        let peer = match tokio::time::timeout(CONNECT_TIMEOUT, asked).await {
-            Ok(r) => r??,
-            Err(_) => {
-                return Err(ControlError::Refused {
-                    name: name.to_string(),
-                    why: "timed out".into(),
-                }
-                .into());
-            }
-        };
+        // No timeout of our own: the driver answers when the dial ends,
+        // and a dial takes at most DIAL_TIMEOUT. Giving up sooner would
+        // report a failure while the dial goes on and may succeed.
+        let peer = self
+            .ask(|reply| api::Request::Connect { name, reply })
+            .await?
+            .map_err(ControlError::from)?;
         Ok(Response::new(pb::OpenConversationResponse { peer: peer.to_string() }))
     }
 
@@ -208,8 +203,13 @@ impl pb::control_server::Control for ControlService {
         let validate::Send { text, wait, timeout } = validate::send(request.into_inner())?;
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let id = self
-            .ask(|accepted| Input::Send { text, accepted, wait: wait.map(|w| (w, outcome_tx)) })
-            .await??
+            .ask(|accepted| api::Request::Send {
+                text,
+                accepted,
+                wait: wait.map(|w| (w, outcome_tx)),
+            })
+            .await?
+            .map_err(ControlError::from)?
             .to_string();
         let Some(w) = wait else {
             return Ok(Response::new(pb::SendResponse {
@@ -241,7 +241,10 @@ impl pb::control_server::Control for ControlService {
         &self,
         _: Request<pb::CloseConversationRequest>,
     ) -> Result<Response<pb::CloseConversationResponse>, Status> {
-        let peer = self.ask(|reply| Input::Disconnect { reply }).await??;
+        let peer = self
+            .ask(|reply| api::Request::Disconnect { reply })
+            .await?
+            .map_err(ControlError::from)?;
         // So that a `list` right after shows us available (when there is a
         // directory to tell).
         if matches!(*self.directory_state.borrow(), DirectoryState::Registered { .. }) {
@@ -272,7 +275,7 @@ impl pb::control_server::Control for ControlService {
         } else {
             None
         };
-        let rx = self.ask(|reply| Input::Watch { display, reply }).await?;
+        let rx = self.ask(|reply| api::Request::Watch { display, reply }).await?;
         let rx = match presence {
             // The usual case costs no extra hop.
             None => rx,
@@ -299,7 +302,10 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<pb::MarkDisplayedResponse>, Status> {
         let ids = validate::displayed(request.into_inner())?;
         let ids = ids.into_iter().map(Id::from).collect();
-        self.driver.send(Input::Displayed { ids }).await.map_err(|_| ControlError::ShuttingDown)?;
+        self.driver
+            .send(api::Request::Displayed { ids })
+            .await
+            .map_err(|_| ControlError::ShuttingDown)?;
         Ok(Response::new(pb::MarkDisplayedResponse {}))
     }
 
@@ -355,10 +361,10 @@ impl pb::control_server::Control for ControlService {
             Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string()).into()),
             Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why).into()),
         };
-        let key: PublicKey = listed.as_slice().try_into().map_err(|_| ControlError::Refused {
-            name: name.to_string(),
-            why: "the directory lists no key for it".into(),
-        })?;
+        let key: PublicKey = listed
+            .as_slice()
+            .try_into()
+            .map_err(|_| ControlError::from(DialError::NoKey(name.clone())))?;
         let previous =
             self.known.trust(&name, &key).map_err(|e| ControlError::Internal(e.to_string()))?;
         tracing::info!(peer = %name, key = %fingerprint(&key), "trusting a new key");
@@ -373,9 +379,9 @@ impl pb::control_server::Control for ControlService {
         &self,
         _: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
-        let asked = self.ask(|reply| Input::Ping { reply });
+        let asked = self.ask(|reply| api::Request::Ping { reply });
         let (peer, rtt) = match tokio::time::timeout(PING_TIMEOUT, asked).await {
-            Ok(r) => r??,
+            Ok(r) => r?.map_err(ControlError::from)?,
             Err(_) => {
                 let why = format!("no answer to the ping within {PING_TIMEOUT:?}");
                 return Err(ControlError::NoAnswer(why).into());

@@ -5,7 +5,7 @@
 //! the driver, so that a send costs no allocation of its own on the way:
 //! - the reader takes every request that is already there (up to
 //!   [`BATCH`]), notes them as queued (one note for the batch), and hands
-//!   them to the driver as one [`Input::SendBatch`];
+//!   them to the driver as one [`Request::SendBatch`];
 //! - the driver notes the batch as accepted (each with its id) or refused,
 //!   and later notes each receipt waited for;
 //! - the answerer keeps the unanswered sends in order and answers the
@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use peerchat::v1 as pb;
-use peerchat_core::session::{Id, MessageState};
+use peerchat_core::session::Id;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -31,39 +31,15 @@ use tonic::{Status, Streaming};
 
 use super::error::ControlError;
 use super::{micros, validate};
-use crate::driver::{DriverTx, Input, Outcome, Wait, sleep_until, wire_state};
+use crate::deadline::sleep_until;
+use crate::driver::api::{
+    DriverTx, Outcome, Request, StreamNote, StreamSend, StreamTx, Wait, wire_state,
+};
 
 /// Sends one stream may have unanswered at once.
 pub(super) const IN_FLIGHT: usize = 1024;
 /// Requests handed to the driver as one input, at most.
 const BATCH: usize = 256;
-
-/// What a stream's answerer is told about one of its sends, by number.
-#[derive(Debug)]
-pub(crate) enum StreamNote {
-    /// By the reader, before the driver sees them: sends `first`,
-    /// `first + 1`, …, what each waits for, and for how long after `at`,
-    /// when the reader took them. One note per batch, not per send.
-    Queued { first: u64, waits: Vec<Option<(Wait, Duration)>>, at: Instant },
-    /// By the reader: the request was bad; this ends the stream.
-    Refused { seq: u64, error: ControlError },
-    /// By the driver, for a batch: each send was taken, with this id, or
-    /// refused.
-    Accepted { results: Vec<(u64, Result<Id, ControlError>)> },
-    /// By the driver: the receipt waited for came, or never will.
-    Settled { seq: u64, outcome: Outcome },
-}
-
-/// Where the driver notes what became of a stream's sends.
-pub(crate) type StreamTx = mpsc::UnboundedSender<StreamNote>;
-
-/// One send of a stream, as the driver gets it.
-#[derive(Debug)]
-pub(crate) struct StreamSend {
-    pub(crate) seq: u64,
-    pub(crate) text: String,
-    pub(crate) wait: Option<Wait>,
-}
 
 /// Starts the reader and the answerer of one `SendStream`; answers come
 /// out of the returned channel.
@@ -141,7 +117,7 @@ async fn read(
                     sends.push(StreamSend { seq, text: checked.text, wait: checked.wait });
                 }
                 Err(error) => {
-                    refused = Some(StreamNote::Refused { seq, error });
+                    refused = Some(StreamNote::Refused { seq, status: error.into() });
                     done = true;
                     break;
                 }
@@ -157,7 +133,7 @@ async fn read(
         // A driver gone (shutting down) drops the batch, and with it the
         // last senders of `notes`: the answerer then fails what is left.
         if !sends.is_empty()
-            && driver.send(Input::SendBatch { sends, notes: notes.clone() }).await.is_err()
+            && driver.send(Request::SendBatch { sends, notes: notes.clone() }).await.is_err()
         {
             break;
         }
@@ -171,7 +147,7 @@ struct Slot {
     id: Option<Id>,
     /// When waiting for the receipt gives up.
     deadline: Option<Instant>,
-    answer: Option<Result<pb::SendResponse, ControlError>>,
+    answer: Option<Result<pb::SendResponse, Status>>,
 }
 
 /// The answerer: answers in order, as each oldest send is settled.
@@ -197,7 +173,6 @@ async fn answer(
             slots.pop_front();
             answered += 1;
             let failed = answer.is_err();
-            let answer = answer.map_err(Status::from);
             let sent = match out.try_send(answer) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -224,7 +199,7 @@ async fn answer(
                 note = notes.recv() => note,
                 _ = sleep_until(deadline) => {
                     if let Some(head) = slots.front_mut() {
-                        head.answer = Some(Err(timed_out(head)));
+                        head.answer = Some(Err(timed_out(head).into()));
                     }
                     continue;
                 }
@@ -234,7 +209,7 @@ async fn answer(
             // Nobody is left to settle anything: the reader is done and the
             // driver holds none of our sends (or stopped).
             match slots.front_mut() {
-                Some(head) => head.answer = Some(Err(ControlError::ShuttingDown)),
+                Some(head) => head.answer = Some(Err(ControlError::ShuttingDown.into())),
                 None => return,
             }
             continue;
@@ -251,18 +226,18 @@ fn apply(slots: &mut VecDeque<Slot>, note: StreamNote) {
                 slots.push_back(Slot { seq, wait, id: None, deadline, answer: None });
             }
         }
-        StreamNote::Refused { seq, error } => slots.push_back(Slot {
+        StreamNote::Refused { seq, status } => slots.push_back(Slot {
             seq,
             wait: None,
             id: None,
             deadline: None,
-            answer: Some(Err(error)),
+            answer: Some(Err(status)),
         }),
         StreamNote::Accepted { results } => {
             for (seq, result) in results {
                 let Some(slot) = find(slots, seq) else { continue };
                 match (result, slot.wait) {
-                    (Err(e), _) => slot.answer = Some(Err(e)),
+                    (Err(e), _) => slot.answer = Some(Err(ControlError::from(e).into())),
                     (Ok(id), None) => {
                         slot.answer = Some(Ok(pb::SendResponse {
                             id: String::from(&*id),
@@ -276,13 +251,19 @@ fn apply(slots: &mut VecDeque<Slot>, note: StreamNote) {
         }
         StreamNote::Settled { seq, outcome } => {
             let Some(slot) = find(slots, seq) else { return };
-            slot.answer =
-                Some(outcome.map(|(state, took): (MessageState, Duration)| pb::SendResponse {
-                    id: slot.id.as_deref().unwrap_or_default().to_owned(),
-                    state: wire_state(state) as i32,
-                    link_rtt_us: micros(took),
-                }));
+            slot.answer = Some(settled(slot, outcome));
         }
+    }
+}
+
+fn settled(slot: &Slot, outcome: Outcome) -> Result<pb::SendResponse, Status> {
+    match outcome {
+        Ok((state, took)) => Ok(pb::SendResponse {
+            id: slot.id.as_deref().unwrap_or_default().to_owned(),
+            state: wire_state(state) as i32,
+            link_rtt_us: micros(took),
+        }),
+        Err(e) => Err(ControlError::from(e).into()),
     }
 }
 
@@ -322,6 +303,8 @@ fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::api::Undelivered;
+    use peerchat_core::session::MessageState;
 
     fn queued(slots: &mut VecDeque<Slot>, seq: u64, wait: Option<Wait>) {
         let wait = wait.map(|w| (w, Duration::from_secs(1)));
@@ -332,7 +315,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(a) = slots.front_mut().and_then(|s| s.answer.take()) {
             slots.pop_front();
-            out.push(a.map(|r| r.id).map_err(|e| e.to_string()));
+            out.push(a.map(|r| r.id).map_err(|e| e.message().to_owned()));
         }
         out
     }
@@ -361,7 +344,7 @@ mod tests {
         apply(&mut slots, StreamNote::Accepted { results: vec![(1, Ok("x".into()))] });
         assert_eq!(answers(&mut slots), [Ok("x".into())]);
         // A late note about an answered send is ignored.
-        apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(ControlError::ShuttingDown) });
+        apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(Undelivered::ShuttingDown) });
         assert!(slots.is_empty());
     }
 
@@ -380,9 +363,10 @@ mod tests {
     fn refusals_and_failures_take_their_place_in_line() {
         let mut slots = VecDeque::new();
         queued(&mut slots, 1, Some(Wait::Delivered));
-        apply(&mut slots, StreamNote::Refused { seq: 2, error: ControlError::ShuttingDown });
+        let refused = ControlError::ShuttingDown.into();
+        apply(&mut slots, StreamNote::Refused { seq: 2, status: refused });
         apply(&mut slots, StreamNote::Accepted { results: vec![(1, Ok("a".into()))] });
-        let failed = ControlError::Failed { id: "a".into(), reason: "gone".into() };
+        let failed = Undelivered::Failed { id: "a".into(), reason: "gone".into() };
         apply(&mut slots, StreamNote::Settled { seq: 1, outcome: Err(failed) });
         let got = answers(&mut slots);
         assert_eq!(got.len(), 2);

@@ -10,12 +10,12 @@ use peerchat_core::session::MAX_ID_LEN;
 use peerchat_core::{Name, check_text};
 
 use super::error::ControlError;
-use crate::driver::Wait;
+use crate::driver::api::Wait;
 
 /// How long `send` waits for a receipt when the client gives no timeout.
 pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest `send` timeout a client may ask for.
-pub(crate) const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest `send` timeout a client may ask for (chatctl's cap too).
+pub(crate) const MAX_SEND_TIMEOUT: Duration = peerchat_core::timeouts::MAX_SEND_WAIT;
 /// History entries one request may ask for.
 pub(crate) const MAX_HISTORY: usize = 10_000;
 /// History entries when the client does not say.
@@ -42,8 +42,16 @@ pub(crate) fn send(req: pb::SendRequest) -> Result<Send, ControlError> {
     };
     let timeout = match req.timeout_ms {
         0 => DEFAULT_SEND_TIMEOUT,
-        ms => Duration::from_millis(u64::from(ms)).min(MAX_SEND_TIMEOUT),
+        ms => Duration::from_millis(u64::from(ms)),
     };
+    // Said, not silently cut: a client asking for more than we wait would
+    // wait for an answer that comes sooner than it thinks.
+    if wait.is_some() && timeout > MAX_SEND_TIMEOUT {
+        return Err(ControlError::Invalid(format!(
+            "timeout of {timeout:?} is too long (at most {}s)",
+            MAX_SEND_TIMEOUT.as_secs()
+        )));
+    }
     Ok(Send { text: req.text, wait, timeout })
 }
 
@@ -88,8 +96,12 @@ mod tests {
         assert_eq!(ok.timeout, DEFAULT_SEND_TIMEOUT);
         let none = send(pb::SendRequest { text: "hi".into(), wait: 1, timeout_ms: u32::MAX });
         let none = none.expect("ok");
-        assert_eq!(none.wait, None);
-        assert_eq!(none.timeout, MAX_SEND_TIMEOUT);
+        assert_eq!(none.wait, None, "a send that waits for nothing has no timeout to check");
+        let max = u32::try_from(MAX_SEND_TIMEOUT.as_millis()).expect("fits");
+        let longest = send(pb::SendRequest { text: "hi".into(), wait: 0, timeout_ms: max });
+        assert_eq!(longest.expect("the longest wait is allowed").timeout, MAX_SEND_TIMEOUT);
+        let over = send(pb::SendRequest { text: "hi".into(), wait: 0, timeout_ms: max + 1 });
+        assert!(over.expect_err("over the cap").to_string().contains("too long"));
         let shown = send(pb::SendRequest { text: "hi".into(), wait: 3, timeout_ms: 5 });
         assert_eq!(shown.expect("ok").wait, Some(Wait::Displayed));
         let odd = send(pb::SendRequest { text: "hi".into(), wait: -7, timeout_ms: 1 });

@@ -1,93 +1,128 @@
 //! The dialing side of a link: look the peer up, connect, say hello, wait
-//! for welcome, then hand the link to the driver.
+//! for welcome. [`Dialer::dial`] returns the open [`Link`] or a typed
+//! [`DialError`]; it knows nothing of who asked for the dial.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::session::LinkId;
+use peerchat_core::timeouts::DIAL_TIMEOUT;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 use tonic::transport::{Endpoint, Uri};
 
+use super::duplex::Link;
+use super::refusal::{Reason, Refusal};
 use super::{
-    HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, SEND_QUEUE,
+    HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    SEND_QUEUE,
 };
-use crate::control::error::ControlError;
 use crate::directory::{self, Directories, Listing};
-use crate::driver::{DriverTx, Input};
 use crate::error::with_causes;
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
-use crate::link::inbound::Inbound;
 use crate::tls::{self, Credentials, PublicKey};
 
-/// How long connecting to a peer's address may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long TCP and TLS to a peer's address may take.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a dial failed. Each says what happened, and to whom.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DialError {
+    #[error("{0} is not online")]
+    NotOnline(Name),
+    #[error("the directory is unreachable: {0}")]
+    DirectoryUnreachable(String),
+    #[error("the directory lists no key for {0}")]
+    NoKey(Name),
+    /// The directory lists a key other than the one we talked to before.
+    #[error("{0}")]
+    KeyChanged(String),
+    #[error("{name} is not online: it is listed at {address} but does not answer ({why})")]
+    Unreachable { name: Name, address: String, why: String },
+    #[error("refused to talk to {name}: the peer at {address} did not prove {name}'s key ({why})")]
+    WrongKey { name: Name, address: String, why: String },
+    #[error("{0} is busy in another conversation")]
+    Busy(Name),
+    #[error("{name} refused the conversation: {}", .refusal.message)]
+    Refused { name: Name, refusal: Refusal },
+    #[error("the peer at {address} is {callee}, not {name}")]
+    Impostor { name: Name, address: String, callee: String },
+    #[error(
+        "unsupported protocol version {theirs}: {name} speaks {theirs}, this peerd speaks {ours}"
+    )]
+    Version { name: Name, theirs: u32, ours: u32 },
+    #[error("timed out: {name} {what}")]
+    NoAnswer { name: Name, what: String },
+    #[error("{name} broke off the handshake: {why}")]
+    Broken { name: Name, why: String },
+}
+
+/// Something that dials peers: [`Dialer`], or a stand-in in tests.
+pub(crate) trait Dial: Send + Sync + 'static {
+    /// Dials `name`: the callee's name as it spells it, and the link.
+    fn dial(&self, name: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>>;
+}
+
+/// What a dial ends with.
+pub(crate) type DialResult = Result<(Name, Link), DialError>;
+
+impl Dial for Dialer {
+    fn dial(&self, name: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        Box::pin(self.clone().dial_owned(name))
+    }
+}
 
 /// Dials peers; cheap to clone (the directory channels are shared).
 #[derive(Debug, Clone)]
 pub(crate) struct Dialer {
+    pub(crate) me: Name,
     pub(crate) directory: Directories,
     pub(crate) credentials: Credentials,
     pub(crate) known: KnownPeers,
 }
 
 impl Dialer {
-    /// Dials `name` for the driver's `link` and reports the outcome as
-    /// `Input::Dialed`; the driver reads the link from then on.
-    pub(crate) async fn dial(
-        self,
-        link: LinkId,
-        name: Name,
-        me: Name,
-        resume: bool,
-        driver: DriverTx,
-    ) {
-        match self.handshake(&name, &me, resume).await {
-            Ok((peer, out, inbound)) => {
-                let result = Ok((peer, out, Inbound::new(inbound)));
-                let _ = driver.send(Input::Dialed { link, result }).await;
-            }
-            Err(e) => {
-                tracing::info!(peer = %name, error = %e, "dial failed");
-                let _ = driver.send(Input::Dialed { link, result: Err(e) }).await;
-            }
+    /// Dials `name`: the callee's name as it spells it, and the link. Takes
+    /// at most [`DIAL_TIMEOUT`], all steps together.
+    async fn dial_owned(self, name: Name) -> DialResult {
+        let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(&name)).await;
+        let result = dialed.unwrap_or_else(|_| {
+            Err(DialError::NoAnswer {
+                name: name.clone(),
+                what: format!("did not complete the dial within {DIAL_TIMEOUT:?}"),
+            })
+        });
+        if let Err(e) = &result {
+            tracing::info!(peer = %name, error = %e, "dial failed");
         }
+        result
     }
 
-    async fn handshake(
-        self,
-        name: &Name,
-        me: &Name,
-        resume: bool,
-    ) -> Result<(Name, mpsc::Sender<pb::Frame>, Streaming<pb::Frame>), ControlError> {
+    async fn handshake(&self, name: &Name) -> DialResult {
         let peer = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer,
-            Listing::NotOnline => return Err(ControlError::NotOnline(name.to_string())),
-            Listing::Unknown(why) => return Err(ControlError::DirectoryUnreachable(why)),
+            Listing::NotOnline => return Err(DialError::NotOnline(name.clone())),
+            Listing::Unknown(why) => return Err(DialError::DirectoryUnreachable(why)),
         };
         // A busy peer is dialed all the same: it may be busy with us (a
         // conversation whose link was lost), and only it can tell.
         let address = peer.address;
         let listed: PublicKey =
-            peer.public_key.as_slice().try_into().map_err(|_| ControlError::Refused {
-                name: name.to_string(),
-                why: "the directory lists no key for it".into(),
-            })?;
+            peer.public_key.as_slice().try_into().map_err(|_| DialError::NoKey(name.clone()))?;
         // The directory could be wrong or lying: a key that differs from the
         // one we talked to before is the user's call, not ours.
         if let Verdict::Changed { known } = self.known.check(name, &listed) {
-            return Err(ControlError::KeyChanged(changed_message(name, &known, &listed)));
+            return Err(DialError::KeyChanged(changed_message(name, &known, &listed)));
         }
-        let unreachable = |why: String| ControlError::Unreachable {
-            name: name.to_string(),
+        let unreachable = |why: String| DialError::Unreachable {
+            name: name.clone(),
             address: address.clone(),
             why,
         };
@@ -98,7 +133,7 @@ impl Dialer {
         );
         // The URI is required by the API but unused: the connector dials.
         let endpoint = Endpoint::from_static("http://peer.invalid")
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
@@ -111,13 +146,13 @@ impl Dialer {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }));
-        let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        let channel = match tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await {
             Err(_) => return Err(unreachable("no answer in time".into())),
             Ok(Err(e)) => {
                 let why = with_causes(e.to_string(), std::error::Error::source(&e));
-                if why.contains(tls::WRONG_KEY) || why.contains("BadSignature") {
-                    return Err(ControlError::WrongKey {
-                        name: name.to_string(),
+                if tls::is_peer_key_refused(&e) {
+                    return Err(DialError::WrongKey {
+                        name: name.clone(),
                         address: address.clone(),
                         why,
                     });
@@ -131,51 +166,72 @@ impl Dialer {
             .max_encoding_message_size(MAX_FRAME_BYTES);
         let (out, rx) = mpsc::channel(SEND_QUEUE);
         let hello = pb::Hello {
-            name: me.to_string(),
+            name: self.me.to_string(),
             to: name.to_string(),
-            version: super::PROTOCOL_VERSION,
-            resume,
+            version: PROTOCOL_VERSION,
         };
         // The queue is new and empty: this cannot fail.
         let _ = out.try_send(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) });
-        let refused = |why: String| ControlError::Refused { name: name.to_string(), why };
+        let no_answer = |what: &str| DialError::NoAnswer { name: name.clone(), what: what.into() };
+        let refused = |status: tonic::Status| refused(name, &status);
         let response =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.converse(ReceiverStream::new(rx)))
                 .await
             {
-                Err(_) => return Err(refused("no answer to hello in time".into())),
-                Ok(Err(s)) if is_busy(&s) => {
-                    return Err(ControlError::Busy(name.to_string()));
-                }
-                Ok(Err(s)) => return Err(refused(s.message().to_owned())),
+                Err(_) => return Err(no_answer("did not answer our hello in time")),
+                Ok(Err(s)) => return Err(refused(s)),
                 Ok(Ok(r)) => r,
             };
         let mut inbound = response.into_inner();
-        let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err(refused("no welcome in time".into())),
-            Ok(Err(s)) if is_busy(&s) => {
-                return Err(ControlError::Busy(name.to_string()));
+        let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
+            Err(_) => return Err(no_answer("did not welcome us in time")),
+            Ok(Err(s)) => return Err(refused(s)),
+            Ok(Ok(None)) => {
+                let why = "the stream ended before welcome".into();
+                return Err(DialError::Broken { name: name.clone(), why });
             }
-            Ok(Err(s)) => return Err(refused(s.message().to_owned())),
-            Ok(Ok(None)) => return Err(refused("the stream ended before welcome".into())),
             Ok(Ok(Some(f))) => f,
         };
-        let Some(pb::frame::Kind::Welcome(welcome)) = welcome.kind else {
-            return Err(refused("the first frame was not a welcome".into()));
+        let Some(pb::frame::Kind::Welcome(welcome)) = first.kind else {
+            let why = "the first frame was not a welcome".into();
+            return Err(DialError::Broken { name: name.clone(), why });
         };
-        let callee = Name::parse(&welcome.name).map_err(|e| refused(e.to_string()))?;
+        if welcome.version != PROTOCOL_VERSION {
+            return Err(DialError::Version {
+                name: name.clone(),
+                theirs: welcome.version,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        let callee = Name::parse(&welcome.name).map_err(|e| DialError::Broken {
+            name: name.clone(),
+            why: format!("its welcome names no valid peer: {e}"),
+        })?;
         if callee != *name {
-            return Err(refused(format!("the peer at {address} is {callee}, not {name}")));
+            return Err(DialError::Impostor {
+                name: name.clone(),
+                address,
+                callee: callee.to_string(),
+            });
         }
         if let Err(e) = self.known.remember(&callee, &listed) {
             tracing::warn!(error = %e, "cannot record the peer's key");
         }
-        Ok((callee, out, inbound))
+        Ok((callee, Link::new(out, inbound)))
     }
 }
 
-/// The callee's refusal because it is in another conversation (not, say,
-/// because its queue of pending dials is full).
-fn is_busy(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::FailedPrecondition && status.message().contains("busy")
+/// What a failed Converse call means: the callee's refusal, by the reason
+/// it carries, or (a status tonic made on our side, with the transport's
+/// error as its source) a connection that broke.
+fn refused(name: &Name, status: &tonic::Status) -> DialError {
+    if let Some(source) = std::error::Error::source(status) {
+        let why = with_causes(status.message().to_owned(), Some(source));
+        return DialError::Broken { name: name.clone(), why };
+    }
+    let refusal = Refusal::from_status(status);
+    match refusal.reason {
+        Reason::Busy => DialError::Busy(name.clone()),
+        _ => DialError::Refused { name: name.clone(), refusal },
+    }
 }

@@ -4,10 +4,9 @@
 
 use peerchat::v1 as pb;
 use peerchat_core::check_text;
-use peerchat_core::session::{Frame, Id, MAX_ID_LEN, Message, ReceiptKind};
+use peerchat_core::session::{Frame, Id, MAX_ID_LEN, MAX_RECEIPT_IDS, Message, ReceiptKind};
 
-/// The most ids one receipt frame may carry.
-pub(crate) const MAX_RECEIPT_IDS: usize = 4096;
+use super::PROTOCOL_VERSION;
 
 /// Why a frame from a peer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +91,12 @@ pub(crate) fn to_wire(frame: Frame) -> pb::Frame {
                 ReceiptKind::Displayed => pb::ReceiptState::Displayed,
             } as i32,
         }),
+        // The callee's answer to Hello, which the session now sends itself
+        // as the first frame of an accepted link. It carries our version
+        // (not the default 0): the dialer refuses a Welcome of any other.
+        Frame::Welcome { name } => {
+            Kind::Welcome(pb::Welcome { name: name.to_string(), version: PROTOCOL_VERSION })
+        }
         Frame::Goodbye { reason } => Kind::Goodbye(pb::Goodbye { reason }),
         Frame::Ping(nonce) => Kind::Ping(pb::Ping { nonce }),
         Frame::Pong(nonce) => Kind::Pong(pb::Pong { nonce }),
@@ -154,11 +159,26 @@ mod tests {
                 kind: Some(Kind::Receipt(pb::Receipt { ids: vec!["a".into()], state: 9 })),
             },
             pb::Frame { kind: Some(Kind::Hello(pb::Hello::default())) },
+            pb::Frame { kind: Some(Kind::Welcome(pb::Welcome::default())) },
         ];
         for f in bad {
             let err = from_wire(f.clone()).expect_err("must be refused");
             assert!(err.to_string().starts_with("protocol violation"), "{f:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_welcome_goes_out_but_is_never_taken_in() {
+        let name = peerchat_core::Name::parse("Bob").expect("valid");
+        let wire = to_wire(Frame::Welcome { name });
+        assert_eq!(
+            wire.kind,
+            Some(Kind::Welcome(pb::Welcome { name: "Bob".into(), version: PROTOCOL_VERSION })),
+            "the callee's name, as registered, and our version"
+        );
+        // Only the dialer's handshake reads it; after that it is refused.
+        let err = from_wire(wire).expect_err("must be refused");
+        assert!(err.to_string().contains("handshake frame"), "{err}");
     }
 
     #[test]

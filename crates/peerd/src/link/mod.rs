@@ -1,7 +1,13 @@
 //! The peer-to-peer link: one `Chat.Converse` bidirectional stream per
-//! conversation, dialed by [`dial`] or accepted by [`accept`], then read
-//! by the driver itself through [`inbound`], with frames checked and
-//! converted by [`frames`] on the way in.
+//! conversation. [`listener`] accepts TCP + TLS connections on the peer
+//! port; [`callee`] answers dials on them (the `Chat` service) and offers
+//! each verified one as an [`callee::Offer`]; [`dial`] dials a peer. Both
+//! ends end up with a [`duplex::Link`], which the driver reads itself, with
+//! frames checked and converted by [`frames`] on the way in; a refusal
+//! travels typed, as a [`refusal::Refusal`].
+//!
+//! This module knows nothing of the driver: it hands out links and
+//! offers, and reports dial failures as [`dial::DialError`]s.
 //!
 //! Both ends configure HTTP/2 keepalive (ping every second, two seconds to
 //! answer), so a peer that vanishes without a goodbye is noticed within
@@ -9,12 +15,13 @@
 //! a lost link (tonic reports a server-side keepalive timeout as a plain
 //! end of stream).
 
-pub(crate) mod accept;
+pub(crate) mod callee;
 pub(crate) mod dial;
+pub(crate) mod duplex;
 pub(crate) mod frames;
-pub(crate) mod inbound;
-pub(crate) mod incoming;
+pub(crate) mod listener;
 pub(crate) mod per_source;
+pub(crate) mod refusal;
 
 use std::time::Duration;
 
@@ -41,8 +48,9 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// ...of which one source address may hold this many, so that one host
 /// cannot lock everyone else out.
 pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
-/// Version of the chat protocol in Hello.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// The chat protocol version, in Hello and Welcome; each end refuses
+/// another. 2: refusals carry a typed reason; Welcome carries the version.
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 /// How long shutdown waits for a goodbye to complete before dropping the
 /// link: the session's own close timeout plus a little.
 pub(crate) const CLOSE_GRACE: Duration =

@@ -1,34 +1,49 @@
 //! The answering side of a link: the `Chat` service. A dial is admitted
-//! only while a slot for pending handshakes is free, must say hello within
-//! the handshake timeout, and is accepted by the driver only when we are in
-//! no conversation ("busy" otherwise).
+//! only while a slot for pending handshakes is free, must say hello (of our
+//! protocol version) within the handshake timeout, and is offered to
+//! whoever holds the [`Offer`] channel (the driver), who accepts it only
+//! when we are in no conversation. Every refusal is a typed [`Refusal`].
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
+use peerchat_core::identity::fingerprint;
 use peerchat_core::session::AcceptError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use peerchat_core::identity::fingerprint;
-
-use super::inbound::Inbound;
-use super::incoming::PeerConnectInfo;
+use super::duplex::Link;
+use super::listener::PeerConnectInfo;
 use super::per_source::PerSource;
-use super::{HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, SEND_QUEUE};
+use super::refusal::{Reason, Refusal};
+use super::{
+    HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, PROTOCOL_VERSION,
+    SEND_QUEUE,
+};
 use crate::directory::{self, Directories, Listing};
-use crate::driver::{DriverTx, Input};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
 use crate::tls::PublicKey;
+
+/// A verified dialer's link, offered for a conversation. Whoever takes it
+/// answers on `reply`; dropping the offer unanswered means shutting down.
+#[derive(Debug)]
+pub(crate) struct Offer {
+    pub(crate) peer: Name,
+    pub(crate) link: Link,
+    pub(crate) reply: oneshot::Sender<Result<(), AcceptError>>,
+}
+
+/// Where offers go: the driver reads them.
+pub(crate) type OfferTx = mpsc::Sender<Offer>;
 
 /// The `Chat` service of this daemon.
 #[derive(Debug, Clone)]
 pub(crate) struct ChatService {
-    driver: DriverTx,
+    offers: OfferTx,
     me: Name,
     pending: Arc<Semaphore>,
     pending_per_source: PerSource,
@@ -38,26 +53,27 @@ pub(crate) struct ChatService {
 
 impl ChatService {
     pub(crate) fn new(
-        driver: DriverTx,
+        offers: OfferTx,
         me: Name,
         directory: Directories,
         known: KnownPeers,
     ) -> ChatService {
         let pending = Arc::new(Semaphore::new(MAX_PENDING_DIALS));
         let pending_per_source = PerSource::new(MAX_PENDING_DIALS_PER_SOURCE);
-        ChatService { driver, me, pending, pending_per_source, directory, known }
+        ChatService { offers, me, pending, pending_per_source, directory, known }
     }
 
     /// Is the dialer who it says it is? Its TLS key must be the one the
     /// directory binds to the name, and the one we know if we know one.
-    async fn check_dialer(&self, name: &Name, key: &PublicKey) -> Result<(), Status> {
+    async fn check_dialer(&self, name: &Name, key: &PublicKey) -> Result<(), Refusal> {
+        let unverified = |why: String| Refusal::new(Reason::Unverified, why);
         if let Verdict::Changed { known } = self.known.check(name, key) {
-            return Err(Status::permission_denied(changed_message(name, &known, key)));
+            return Err(unverified(changed_message(name, &known, key)));
         }
         match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => {
                 if peer.public_key.as_slice() != key.as_slice() {
-                    return Err(Status::permission_denied(format!(
+                    return Err(unverified(format!(
                         "you are not {name}: your key {} is not the one the directory binds to {name}",
                         fingerprint(key)
                     )));
@@ -66,14 +82,17 @@ impl ChatService {
             // Without the directory, a key we already know is enough.
             _ if self.known.check(name, key) == Verdict::Known => {}
             Listing::NotOnline => {
-                return Err(Status::permission_denied(format!(
+                return Err(unverified(format!(
                     "cannot verify {name}: it is not registered in the directory"
                 )));
             }
             Listing::Unknown(why) => {
-                return Err(Status::unavailable(format!(
-                    "cannot verify {name}: the directory is unreachable ({why}) and its key is new to us"
-                )));
+                return Err(Refusal::new(
+                    Reason::CannotVerify,
+                    format!(
+                        "cannot verify {name}: the directory is unreachable ({why}) and its key is new to us"
+                    ),
+                ));
             }
         }
         if let Err(e) = self.known.remember(name, key) {
@@ -95,8 +114,9 @@ impl pb::chat_server::Chat for ChatService {
     ) -> Result<Response<FrameStream>, Status> {
         let info = request.extensions().get::<PeerConnectInfo>().cloned();
         let remote = info.as_ref().and_then(|i| i.remote);
-        // Not "busy": that word means "in another conversation" to dialers.
-        let full = || Status::resource_exhausted("too many dials in progress; try again shortly");
+        // Not "busy": that means "in another conversation" to dialers.
+        let full =
+            || Refusal::new(Reason::TooManyDials, "too many dials in progress; try again shortly");
         let _source_slot = match remote {
             Some(addr) => Some(self.pending_per_source.try_take(addr.ip()).ok_or_else(full)?),
             None => None,
@@ -106,40 +126,44 @@ impl pb::chat_server::Chat for ChatService {
             .and_then(|i| i.key)
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let mut inbound = request.into_inner();
+        let bad_hello = |why: String| Refusal::new(Reason::BadHello, why);
         let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err(Status::deadline_exceeded("no hello in time")),
+            Err(_) => return Err(Refusal::new(Reason::NoHello, "no hello in time").into()),
             Ok(Err(s)) => return Err(s),
             Ok(Ok(None)) => return Err(Status::cancelled("the stream ended before hello")),
             Ok(Ok(Some(f))) => f,
         };
         let Some(pb::frame::Kind::Hello(hello)) = first.kind else {
-            return Err(Status::invalid_argument("the first frame must be a hello"));
+            return Err(bad_hello("the first frame must be a hello".into()).into());
         };
-        let peer = Name::parse(&hello.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if hello.version != PROTOCOL_VERSION {
+            tracing::info!(?remote, version = hello.version, "refused a dial of another version");
+            return Err(Refusal::version(hello.version, PROTOCOL_VERSION).into());
+        }
+        let peer = Name::parse(&hello.name).map_err(|e| bad_hello(e.to_string()))?;
         if !hello.to.is_empty() && !self.me.matches(&hello.to) {
-            return Err(Status::failed_precondition(format!(
-                "this is {}, not {}",
-                self.me, hello.to
-            )));
+            let why = format!("this is {}, not {}", self.me, hello.to);
+            return Err(Refusal::new(Reason::WrongPeer, why).into());
         }
         self.check_dialer(&peer, &key).await?;
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
         let (reply, answer) = oneshot::channel();
-        let hello = Input::Hello { peer: peer.clone(), out, inbound: Inbound::new(inbound), reply };
-        if self.driver.send(hello).await.is_err() {
-            return Err(Status::unavailable("peerd is shutting down"));
+        let shutting_down = || Refusal::new(Reason::ShuttingDown, "peerd is shutting down");
+        let offer = Offer { peer: peer.clone(), link: Link::new(out, inbound), reply };
+        if self.offers.send(offer).await.is_err() {
+            return Err(shutting_down().into());
         }
         match answer.await {
             Ok(Ok(())) => tracing::info!(%peer, ?remote, "accepted a conversation"),
             Ok(Err(AcceptError::Busy { me })) => {
-                return Err(Status::failed_precondition(format!(
-                    "{me} is busy in another conversation"
-                )));
+                let why = format!("{me} is busy in another conversation");
+                return Err(Refusal::new(Reason::Busy, why).into());
             }
             Ok(Err(AcceptError::Yourself)) => {
-                return Err(Status::invalid_argument("a peer cannot connect to itself"));
+                let why = "a peer cannot connect to itself";
+                return Err(Refusal::new(Reason::Yourself, why).into());
             }
-            Err(_) => return Err(Status::unavailable("peerd is shutting down")),
+            Err(_) => return Err(shutting_down().into()),
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx).map(Ok))))
     }

@@ -89,7 +89,7 @@ impl AsyncWrite for Conn {
 /// Accepts on `listener` until `shutdown`, at most `max` connections open
 /// (handshaking or established), and at most `per_source` of them from one
 /// address.
-pub(crate) fn incoming(
+pub(crate) fn connections(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     max: usize,

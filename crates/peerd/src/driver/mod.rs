@@ -1,17 +1,26 @@
 //! The driver: the one task that owns the conversation [`Session`], the
-//! history writer and the links, and runs the session's actions.
+//! history writer and the links, and carries out the session's actions.
 //!
 //! Everything that changes the conversation arrives here, so the session
-//! needs no locks: an [`Input`] on one channel (control requests, inbound
-//! hellos, dial results), or a frame or the end of a link, which the driver
-//! reads from the links' streams itself. After each batch of inputs
-//! the driver drains the session's actions: all `Persist`s of the batch are
-//! written with one write (group commit), *then* the transmits, events and
-//! presence changes follow in order. That order is what makes `delivered`
-//! mean "stored".
+//! needs no locks: a [`Request`] from the control service (see [`api`],
+//! the driver's front door), an [`Offer`] of an inbound link, a finished
+//! background job (a dial, a history read), or a frame or the end of a
+//! link, which the driver reads from the links' streams itself. After each
+//! batch the driver drains the session's actions: all `Persist`s of the
+//! batch are written with one write (group commit), *then* the transmits,
+//! events and presence changes follow in order. That order is what makes
+//! `delivered` mean "stored".
+//!
+//! The driver does no blocking I/O of its own but that one write: history
+//! is read (to recognise messages sent again) on tokio's blocking pool.
+
+pub(crate) mod api;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,22 +28,27 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    AcceptError, Action, Event, Frame, Id, LinkDown, LinkId, MessageState, OwnIdMap, Phase,
-    Presence, ReceiptKind, Session,
+    Action, Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind, SendError,
+    Session,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::control::error::ControlError;
-use crate::control::stream::{StreamNote, StreamSend, StreamTx};
+use crate::deadline::sleep_until;
 use crate::history::{self, History};
-use crate::link::inbound::Inbound;
-use crate::link::{self, dial::Dialer, frames};
+use crate::link::callee::Offer;
+use crate::link::dial::{Dial, DialResult};
+use crate::link::duplex::{Link, SendFailed};
+use api::{
+    ConnectFailed, EventRx, Outcome, PingReply, Request, SessionStatus, StreamNote, StreamSend,
+    StreamTx, Undelivered, Wait, wire_state,
+};
 
-/// Inputs queued towards the driver at most.
-pub(crate) const INPUT_QUEUE: usize = 4096;
+/// Offers of inbound links queued towards the driver at most (the callee
+/// admits only a few dials at a time anyway).
+pub(crate) const OFFER_QUEUE: usize = 16;
 /// Events queued towards one watch client before it counts as stuck.
 const WATCH_QUEUE: usize = 8192;
 /// Pending `send --wait` answers before abandoned ones are swept.
@@ -42,119 +56,37 @@ const MAX_WAITERS: usize = 4096;
 /// Inputs handled per batch before actions are run.
 const BATCH: usize = 512;
 
-/// A channel to the driver.
-pub(crate) type DriverTx = mpsc::Sender<Input>;
-
 /// The open links by id. Ids are ours (a counter), so a fast hash is safe:
 /// a link is looked up for every frame sent, and SipHash was 0.5% of the
 /// receiver's instructions a round trip.
-type Links = HashMap<LinkId, LinkEntry, foldhash::fast::RandomState>;
+type Links = HashMap<LinkId, Link, foldhash::fast::RandomState>;
 
-/// What to wait for after a send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wait {
-    Delivered,
-    Displayed,
+/// Ids of a peer's messages that history holds, and whether each was
+/// shown: what the session needs to recognise a message sent again.
+type Seen = Vec<(Id, bool)>;
+
+/// A background job the driver started, finished.
+enum Done {
+    /// A dial (and the read of the peer's history that went with it).
+    Dialed { link: LinkId, seen: Option<Seen>, result: DialResult },
+    /// An offer whose peer's history had to be read first.
+    Offered { offer: Offer, seen: Option<Seen> },
 }
 
-/// The state `status` reports.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionStatus {
-    pub(crate) peer: Option<Name>,
-    pub(crate) phase: Phase,
-    pub(crate) unacknowledged: usize,
-    pub(crate) last_peer: Option<Name>,
-}
-
-/// Who answered a ping, and how long it took.
-pub(crate) type PingReply = oneshot::Sender<Result<(Name, Duration), ControlError>>;
-
-/// A sent message's final fate, for `send --wait`, and how long after its
-/// hand-off to the link the receipt came.
-pub(crate) type Outcome = Result<(MessageState, Duration), ControlError>;
-
-/// Everything the driver reacts to.
-#[derive(Debug)]
-pub(crate) enum Input {
-    Connect {
-        name: Name,
-        reply: oneshot::Sender<Result<Name, ControlError>>,
-    },
-    Send {
-        text: String,
-        /// Answered with the new message's id at once.
-        accepted: oneshot::Sender<Result<Id, ControlError>>,
-        /// Answered when the receipt waited for arrives (or never comes).
-        wait: Option<(Wait, oneshot::Sender<Outcome>)>,
-    },
-    /// Sends of one `SendStream`, in order: each is noted on `notes` as
-    /// accepted (or refused) at once, and settled when its receipt comes.
-    SendBatch {
-        sends: Vec<StreamSend>,
-        notes: StreamTx,
-    },
-    Disconnect {
-        reply: oneshot::Sender<Result<Name, ControlError>>,
-    },
-    Status {
-        reply: oneshot::Sender<SessionStatus>,
-    },
-    Watch {
-        display: bool,
-        reply: oneshot::Sender<mpsc::Receiver<Result<pb::Event, Status>>>,
-    },
-    Displayed {
-        ids: Vec<Id>,
-    },
-    /// One round trip to the peer; answered with the time it took.
-    Ping {
-        reply: PingReply,
-    },
-    /// A dialer said hello on an inbound stream.
-    Hello {
-        peer: Name,
-        out: mpsc::Sender<pb::Frame>,
-        inbound: Inbound,
-        reply: oneshot::Sender<Result<(), AcceptError>>,
-    },
-    /// Our dial finished its handshake (or failed).
-    Dialed {
-        link: LinkId,
-        result: Result<(Name, mpsc::Sender<pb::Frame>, Inbound), ControlError>,
-    },
-}
-
-/// What a batch starts with: an input, or something from a link.
+/// What a batch starts with.
 enum Next {
-    Input(Input),
+    Request(Request),
+    Offer(Offer),
+    Done(Done),
     Link(LinkId, Result<Frame, LinkDown>),
-}
-
-/// One open link: where its frames go, where the peer's come from, and
-/// the dial in progress.
-#[derive(Debug)]
-struct LinkEntry {
-    /// `None` once our half is closed.
-    out: Option<mpsc::Sender<pb::Frame>>,
-    /// `None` until the handshake is done.
-    inbound: Option<Inbound>,
-    dialing: Option<AbortHandle>,
-}
-
-impl Drop for LinkEntry {
-    fn drop(&mut self) {
-        if let Some(d) = &self.dialing {
-            d.abort();
-        }
-    }
 }
 
 /// The next frame (or end) from any open link. There are at most a few:
 /// the conversation's, and one dialed or accepted while it ends.
 fn poll_links(links: &mut Links, cx: &mut Context<'_>) -> Poll<(LinkId, Result<Frame, LinkDown>)> {
-    for (link, entry) in links.iter_mut() {
-        if let Some(Poll::Ready(r)) = entry.inbound.as_mut().map(|i| i.poll_frame(cx)) {
-            return Poll::Ready((*link, r));
+    for (id, link) in links.iter_mut() {
+        if let Poll::Ready(r) = link.poll_frame(cx) {
+            return Poll::Ready((*id, r));
         }
     }
     Poll::Pending
@@ -193,6 +125,15 @@ struct Watcher {
     tx: mpsc::Sender<Result<pb::Event, Status>>,
 }
 
+/// What the driver is wired to: built by `run`, or by a test.
+pub(crate) struct Wiring {
+    pub(crate) requests: mpsc::Receiver<Request>,
+    pub(crate) offers: mpsc::Receiver<Offer>,
+    pub(crate) dialer: Arc<dyn Dial>,
+    /// Where our availability goes (the presence task publishes it).
+    pub(crate) presence: watch::Sender<Presence>,
+}
+
 /// The driver's state. Built by `run`, consumed by [`Driver::run`].
 pub(crate) struct Driver {
     /// Makes the ids of the messages we send.
@@ -201,13 +142,17 @@ pub(crate) struct Driver {
     history: History,
     /// Where history is read from, to recognise messages sent again.
     data_dir: PathBuf,
-    rx: mpsc::Receiver<Input>,
-    tx: DriverTx,
-    dialer: Dialer,
+    requests: mpsc::Receiver<Request>,
+    offers: mpsc::Receiver<Offer>,
+    dialer: Arc<dyn Dial>,
     links: Links,
+    /// Dials and history reads in progress.
+    jobs: JoinSet<Done>,
+    /// The dial of each link being dialed, to abort it.
+    dialing: HashMap<LinkId, AbortHandle>,
     watchers: Vec<Watcher>,
-    pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ControlError>>)>,
-    pending_disconnect: Vec<oneshot::Sender<Result<Name, ControlError>>>,
+    pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ConnectFailed>>)>,
+    pending_disconnect: Vec<oneshot::Sender<Result<Name, peerchat_core::session::DisconnectError>>>,
     /// Sends waiting for a receipt: id → handed to the link when, what,
     /// who asked.
     waiters: OwnIdMap<(Instant, Wait, Asker)>,
@@ -234,20 +179,17 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)]
+    /// A driver for `me`, with what an earlier run left in `data_dir`
+    /// (read here, before the runtime's work starts: messages nobody has
+    /// seen yet, and ours nobody has acknowledged).
     pub(crate) fn new(
         me: Name,
         resume_window: Duration,
         history: History,
         data_dir: PathBuf,
-        rx: mpsc::Receiver<Input>,
-        tx: DriverTx,
-        dialer: Dialer,
-        presence: watch::Sender<Presence>,
+        wiring: Wiring,
     ) -> Driver {
         let mut session = Session::new(me, resume_window);
-        // What an earlier run left: messages nobody has seen yet, and ours
-        // nobody has acknowledged.
         let recovered = history::recover(&data_dir);
         for (from, message) in recovered.unseen {
             session.restore_undisplayed(from, message);
@@ -256,15 +198,18 @@ impl Driver {
             tracing::info!(%peer, count = messages.len(), "unacknowledged messages from before the restart");
             session.restore_unacked(peer, messages, Instant::now());
         }
+        let Wiring { requests, offers, dialer, presence } = wiring;
         Driver {
             ids: IdGen::new(random_u64()),
             data_dir,
             session,
             history,
-            rx,
-            tx,
+            requests,
+            offers,
             dialer,
             links: Links::default(),
+            jobs: JoinSet::new(),
+            dialing: HashMap::new(),
             watchers: Vec::new(),
             pending_connect: None,
             pending_disconnect: Vec::new(),
@@ -295,14 +240,22 @@ impl Driver {
                 _ = &mut cancelled, if !self.shutting_down => {
                     self.shutting_down = true;
                     self.session.shutdown(Instant::now());
-                    give_up_at = Some(tokio::time::Instant::now() + link::CLOSE_GRACE);
+                    give_up_at = Some(tokio::time::Instant::now() + crate::link::CLOSE_GRACE);
                 }
-                input = self.rx.recv() => {
-                    let Some(input) = input else { break };
-                    self.handle_batch(Next::Input(input));
+                request = self.requests.recv() => {
+                    let Some(request) = request else { break };
+                    self.handle_batch(Next::Request(request));
                 }
                 (link, r) = std::future::poll_fn(|cx| poll_links(&mut self.links, cx)) => {
                     self.handle_batch(Next::Link(link, r));
+                }
+                Some(offer) = self.offers.recv() => self.handle_batch(Next::Offer(offer)),
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    // An aborted job (a cancelled dial) was dealt with when
+                    // it was aborted.
+                    if let Ok(done) = done {
+                        self.handle_batch(Next::Done(done));
+                    }
                 }
                 _ = sleep_until(timer), if timer.is_some() => {
                     self.session.handle_timeout(Instant::now());
@@ -315,17 +268,22 @@ impl Driver {
             }
         }
         self.run_actions();
-        // Everything still open ends here: links, watch streams, waiters.
+        // Everything still open ends here: links, dials, watch streams,
+        // waiters.
         self.links.clear();
+        self.jobs.abort_all();
         self.watchers.clear();
+        if let Some((_, tx)) = self.pending_connect.take() {
+            let _ = tx.send(Err(ConnectFailed::ShuttingDown));
+        }
         self.hand_off_waits();
         for (_, (_, _, asker)) in self.waiters.drain() {
-            asker.tell(Err(ControlError::ShuttingDown));
+            asker.tell(Err(Undelivered::ShuttingDown));
         }
         tracing::debug!("driver stopped");
     }
 
-    /// Handles `first` and whatever else is ready (inputs and frames), up
+    /// Handles `first` and whatever else is ready (requests and frames), up
     /// to [`BATCH`], as one batch.
     fn handle_batch(&mut self, first: Next) {
         // One clock reading per batch: a batch is handled in microseconds,
@@ -338,8 +296,8 @@ impl Driver {
         // the next `select!` before the task sleeps.
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 1..BATCH {
-            let next = match self.rx.try_recv() {
-                Ok(input) => Next::Input(input),
+            let next = match self.requests.try_recv() {
+                Ok(request) => Next::Request(request),
                 Err(_) => match poll_links(&mut self.links, &mut cx) {
                     Poll::Ready((link, r)) => Next::Link(link, r),
                     Poll::Pending => break,
@@ -351,7 +309,12 @@ impl Driver {
 
     fn handle_next(&mut self, next: Next, now: Now) {
         match next {
-            Next::Input(input) => self.handle(input, now),
+            Next::Request(request) => self.handle(request, now),
+            Next::Offer(offer) => self.on_offer(offer),
+            Next::Done(Done::Dialed { link, seen, result }) => {
+                self.on_dialed(link, seen, result, now.at);
+            }
+            Next::Done(Done::Offered { offer, seen }) => self.take_offer(offer, seen),
             Next::Link(link, Ok(frame)) => self.session.handle_frame(link, frame, now.at),
             Next::Link(link, Err(why)) => {
                 self.session.handle_link_down(link, why, now.at);
@@ -360,14 +323,14 @@ impl Driver {
         }
     }
 
-    fn handle(&mut self, input: Input, now: Now) {
-        match input {
-            Input::Connect { name, reply } => self.on_connect(name, reply),
-            Input::Send { text, accepted, wait } => {
+    fn handle(&mut self, request: Request, now: Now) {
+        match request {
+            Request::Connect { name, reply } => self.on_connect(name, reply),
+            Request::Send { text, accepted, wait } => {
                 let wait = wait.map(|(w, tx)| (w, Asker::Call(tx)));
                 let _ = accepted.send(self.send(text, wait, now));
             }
-            Input::SendBatch { sends, notes } => {
+            Request::SendBatch { sends, notes } => {
                 let mut results = Vec::with_capacity(sends.len());
                 for StreamSend { seq, text, wait } in sends {
                     let wait = wait.map(|w| (w, Asker::Stream { notes: notes.clone(), seq }));
@@ -375,15 +338,12 @@ impl Driver {
                 }
                 let _ = notes.send(StreamNote::Accepted { results });
             }
-            Input::Disconnect { reply } => match self.session.disconnect(now.at) {
+            Request::Disconnect { reply } => match self.session.disconnect(now.at) {
                 Ok(peer) => {
                     if self.session.phase() == Phase::Idle {
                         // A dial was cancelled: nothing to wait for.
                         if let Some((_, tx)) = self.pending_connect.take() {
-                            let _ = tx.send(Err(ControlError::Refused {
-                                name: peer.to_string(),
-                                why: "cancelled by disconnect".into(),
-                            }));
+                            let _ = tx.send(Err(ConnectFailed::Cancelled { peer: peer.clone() }));
                         }
                         let _ = reply.send(Ok(peer));
                     } else {
@@ -391,10 +351,10 @@ impl Driver {
                     }
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e.into()));
+                    let _ = reply.send(Err(e));
                 }
             },
-            Input::Status { reply } => {
+            Request::Status { reply } => {
                 let _ = reply.send(SessionStatus {
                     peer: self.session.peer().cloned(),
                     phase: self.session.phase(),
@@ -402,9 +362,9 @@ impl Driver {
                     last_peer: self.session.current_or_last_peer().cloned(),
                 });
             }
-            Input::Watch { display, reply } => self.on_watch(display, reply),
-            Input::Displayed { ids } => self.session.handle_displayed(&ids),
-            Input::Ping { reply } => {
+            Request::Watch { display, reply } => self.on_watch(display, reply),
+            Request::Displayed { ids } => self.session.handle_displayed(&ids),
+            Request::Ping { reply } => {
                 let nonce = self.next_nonce;
                 self.next_nonce += 1;
                 match self.session.ping(nonce) {
@@ -415,37 +375,64 @@ impl Driver {
                         self.pings.insert(nonce, (now.at, reply));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
-            }
-            Input::Hello { peer, out, inbound, reply } => {
-                if self.shutting_down {
-                    let _ = reply.send(Err(AcceptError::Busy { me: self.session.me().clone() }));
-                    return;
-                }
-                self.load_seen(&peer);
-                match self.session.handle_hello(peer) {
-                    Ok(link) => {
-                        let welcome = pb::Frame {
-                            kind: Some(pb::frame::Kind::Welcome(pb::Welcome {
-                                name: self.session.me().to_string(),
-                            })),
-                        };
-                        // The queue is new and empty: this cannot be full.
-                        let _ = out.try_send(welcome);
-                        let entry =
-                            LinkEntry { out: Some(out), inbound: Some(inbound), dialing: None };
-                        self.links.insert(link, entry);
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                 }
             }
-            Input::Dialed { link, result } => self.on_dialed(link, result, now.at),
         }
+    }
+
+    /// A verified dialer offers a link. Its history is read first (off
+    /// this thread) if the session needs it to recognise repeats.
+    fn on_offer(&mut self, offer: Offer) {
+        match self.read_seen(&offer.peer) {
+            None => self.take_offer(offer, None),
+            Some(read) => {
+                self.jobs.spawn(async move { Done::Offered { offer, seen: read.await } });
+            }
+        }
+    }
+
+    fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
+        let Offer { peer, link, reply } = offer;
+        if self.shutting_down {
+            let _ = reply.send(Err(peerchat_core::session::AcceptError::Busy {
+                me: self.session.me().clone(),
+            }));
+            return;
+        }
+        if let Some(seen) = seen {
+            self.session.load_seen(peer.clone(), seen);
+        }
+        match self.session.handle_hello(peer) {
+            Ok(id) => {
+                // The session's first action on the link is its welcome.
+                self.links.insert(id, link);
+                let _ = reply.send(Ok(()));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Reads which of `peer`'s messages history holds, on the blocking
+    /// pool, if the session does not know yet; `None` when it does.
+    fn read_seen(&self, peer: &Name) -> Option<impl Future<Output = Option<Seen>> + use<>> {
+        if !self.session.needs_seen(peer) {
+            return None;
+        }
+        let (dir, peer) = (self.data_dir.clone(), peer.clone());
+        let read = tokio::task::spawn_blocking(move || history::recent_ids(&dir, &peer));
+        Some(async move {
+            match read.await {
+                Ok(seen) => Some(seen),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read history to recognise repeats");
+                    None
+                }
+            }
+        })
     }
 
     /// Sends `text`; with `wait`, `asker` is told when that receipt comes.
@@ -454,7 +441,7 @@ impl Driver {
         text: String,
         wait: Option<(Wait, Asker)>,
         now: Now,
-    ) -> Result<Id, ControlError> {
+    ) -> Result<Id, SendError> {
         let id = self.ids.next_id();
         self.session.send(id.clone(), text.into(), now.ms)?;
         if let Some((w, asker)) = wait {
@@ -482,46 +469,39 @@ impl Driver {
         }
     }
 
-    fn on_connect(&mut self, name: Name, reply: oneshot::Sender<Result<Name, ControlError>>) {
+    fn on_connect(&mut self, name: Name, reply: oneshot::Sender<Result<Name, ConnectFailed>>) {
         if self.shutting_down {
-            let _ = reply.send(Err(ControlError::ShuttingDown));
+            let _ = reply.send(Err(ConnectFailed::ShuttingDown));
             return;
         }
-        let link = match self.session.connect(name.clone()) {
-            Ok(link) => link,
-            Err(e) => {
-                let _ = reply.send(Err(e.into()));
-                return;
+        match self.session.connect(name.clone()) {
+            Ok(link) => {
+                self.dial(link, name);
+                self.pending_connect = Some((link, reply));
             }
-        };
-        self.load_seen(&name);
-        self.dial(link, name, false);
-        self.pending_connect = Some((link, reply));
-    }
-
-    /// Starts a dial of `peer` on `link`; it reports back as `Dialed`.
-    fn dial(&mut self, link: LinkId, peer: Name, resume: bool) {
-        let me = self.session.me().clone();
-        let task = tokio::spawn(self.dialer.clone().dial(link, peer, me, resume, self.tx.clone()));
-        let entry = LinkEntry { out: None, inbound: None, dialing: Some(task.abort_handle()) };
-        self.links.insert(link, entry);
-    }
-
-    /// Tells the session which messages from `peer` history already holds,
-    /// so that one sent again is recognised (also after our restart).
-    fn load_seen(&mut self, peer: &Name) {
-        if self.session.needs_seen(peer) {
-            let ids = history::recent_ids(&self.data_dir, peer);
-            self.session.load_seen(peer.clone(), ids);
+            Err(e) => {
+                let _ = reply.send(Err(ConnectFailed::Session(e)));
+            }
         }
     }
 
-    fn on_dialed(
-        &mut self,
-        link: LinkId,
-        result: Result<(Name, mpsc::Sender<pb::Frame>, Inbound), ControlError>,
-        now: Instant,
-    ) {
+    /// Starts a dial of `peer` on `link`, and the read of its history that
+    /// the session needs, side by side; they report back as one job.
+    fn dial(&mut self, link: LinkId, peer: Name) {
+        let read = self.read_seen(&peer);
+        let dial = self.dialer.dial(peer);
+        let job = self.jobs.spawn(async move {
+            let (seen, result) = match read {
+                Some(read) => tokio::join!(read, dial),
+                None => (None, dial.await),
+            };
+            Done::Dialed { link, seen, result }
+        });
+        self.dialing.insert(link, job);
+    }
+
+    fn on_dialed(&mut self, link: LinkId, seen: Option<Seen>, result: DialResult, now: Instant) {
+        self.dialing.remove(&link);
         let reply = match self.pending_connect.take() {
             Some((l, tx)) if l == link => Some(tx),
             other => {
@@ -530,11 +510,11 @@ impl Driver {
             }
         };
         match result {
-            Ok((peer, out, inbound)) => {
-                if let Some(entry) = self.links.get_mut(&link) {
-                    entry.out = Some(out);
-                    entry.inbound = Some(inbound);
+            Ok((peer, opened)) => {
+                if let Some(seen) = seen {
+                    self.session.load_seen(peer.clone(), seen);
                 }
+                self.links.insert(link, opened);
                 self.session.handle_dialed(link, peer.clone());
                 if let Some(tx) = reply {
                     let _ = tx.send(Ok(peer));
@@ -542,19 +522,14 @@ impl Driver {
             }
             Err(e) => {
                 self.session.handle_dial_failed(link, now);
-                self.links.remove(&link);
                 if let Some(tx) = reply {
-                    let _ = tx.send(Err(e));
+                    let _ = tx.send(Err(ConnectFailed::Dial(e)));
                 }
             }
         }
     }
 
-    fn on_watch(
-        &mut self,
-        display: bool,
-        reply: oneshot::Sender<mpsc::Receiver<Result<pb::Event, Status>>>,
-    ) {
+    fn on_watch(&mut self, display: bool, reply: oneshot::Sender<EventRx>) {
         let backlog: Vec<pb::Event> = if display {
             self.session
                 .undisplayed()
@@ -618,31 +593,9 @@ impl Driver {
             actions.clear();
             return true;
         }
-        let mut receipts: Option<(LinkId, ReceiptKind, Vec<Id>)> = None;
         for a in actions.drain(..) {
-            // Receipts of one kind in a row travel as one frame. Local
-            // actions between them (an event for the watchers, a
-            // history line already written, presence) do not touch the
-            // wire, so they do not break the row: a batch of received
-            // messages is acknowledged with one frame, not one each.
-            match a {
-                Action::Emit(_) | Action::Persist(_) | Action::Presence(_) => self.execute(a),
-                Action::Transmit { link, frame: Frame::Receipt { mut ids, kind } } => {
-                    match &mut receipts {
-                        Some((l, k, acc)) if *l == link && *k == kind => acc.append(&mut ids),
-                        _ => {
-                            self.flush_receipts(receipts.take());
-                            receipts = Some((link, kind, ids));
-                        }
-                    }
-                }
-                a => {
-                    self.flush_receipts(receipts.take());
-                    self.execute(a);
-                }
-            }
+            self.execute(a);
         }
-        self.flush_receipts(receipts.take());
         for (link, why) in std::mem::take(&mut self.broken) {
             if !why.is_empty() {
                 self.session.handle_link_down(link, LinkDown::Error(why), Instant::now());
@@ -652,31 +605,18 @@ impl Driver {
         true
     }
 
-    fn flush_receipts(&mut self, batch: Option<(LinkId, ReceiptKind, Vec<Id>)>) {
-        if let Some((link, kind, mut ids)) = batch {
-            while ids.len() > frames::MAX_RECEIPT_IDS {
-                let rest = ids.split_off(frames::MAX_RECEIPT_IDS);
-                self.transmit(link, Frame::Receipt { ids, kind });
-                ids = rest;
-            }
-            self.transmit(link, Frame::Receipt { ids, kind });
-        }
-    }
-
-    fn transmit(&mut self, link: LinkId, frame: Frame) {
-        let Some(out) = self.links.get(&link).and_then(|e| e.out.as_ref()) else {
+    fn transmit(&mut self, id: LinkId, frame: Frame) {
+        let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        match out.try_send(frames::to_wire(frame)) {
+        match link.try_send(frame) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.broken.push((link, "the peer is not reading (send queue full)".into()));
-                if let Some(e) = self.links.get_mut(&link) {
-                    e.out = None;
-                }
+            Err(SendFailed::Full) => {
+                self.broken.push((id, "the peer is not reading (send queue full)".into()));
+                link.close_send();
             }
             // The stream is gone; its inbound half reports why.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(SendFailed::Closed) => {}
         }
     }
 
@@ -685,16 +625,19 @@ impl Driver {
             Action::Persist(_) => {}
             Action::Transmit { link, frame } => self.transmit(link, frame),
             Action::CloseSend { link } => {
-                if let Some(e) = self.links.get_mut(&link) {
-                    e.out = None;
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.close_send();
                 }
             }
             Action::DropLink { link } => {
                 self.links.remove(&link);
+                if let Some(dial) = self.dialing.remove(&link) {
+                    dial.abort();
+                }
             }
             Action::Redial { link, peer } => {
                 tracing::info!(%peer, "redialing to resume the conversation");
-                self.dial(link, peer, true);
+                self.dial(link, peer);
             }
             Action::Presence(p) => {
                 self.presence.send_replace(p);
@@ -723,10 +666,7 @@ impl Driver {
             }
             Event::Failed { id, reason, .. } => {
                 if let Some((_, _, asker)) = self.waiters.remove(id) {
-                    asker.tell(Err(ControlError::Failed {
-                        id: id.to_string(),
-                        reason: reason.clone(),
-                    }));
+                    asker.tell(Err(Undelivered::Failed { id: id.clone(), reason: reason.clone() }));
                 }
             }
             Event::LinkLost { peer, reason } => {
@@ -740,8 +680,8 @@ impl Driver {
                 // Waiting for `displayed` of a delivered message: the
                 // receipt can no longer come.
                 for (id, (_, _, asker)) in self.waiters.drain() {
-                    asker.tell(Err(ControlError::Failed {
-                        id: id.to_string(),
+                    asker.tell(Err(Undelivered::Failed {
+                        id,
                         reason: format!(
                             "the conversation ended before it was displayed ({reason})"
                         ),
@@ -820,15 +760,6 @@ fn event(kind: pb::event::Kind) -> pb::Event {
     pb::Event { kind: Some(kind) }
 }
 
-pub(crate) fn wire_state(s: MessageState) -> pb::MessageState {
-    match s {
-        MessageState::Sent => pb::MessageState::Sent,
-        MessageState::Delivered => pb::MessageState::Delivered,
-        MessageState::Displayed => pb::MessageState::Displayed,
-        MessageState::Failed => pb::MessageState::Failed,
-    }
-}
-
 /// The time a batch of inputs is handled at: for timers and waits, and
 /// for the `sent_at_ms` of messages sent in it.
 #[derive(Debug, Clone, Copy)]
@@ -839,15 +770,6 @@ struct Now {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Sleeps until `at`; never wakes for `None` (a `select!` arm with no
-/// deadline).
-pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A random seed for message ids. The system's random source failing is

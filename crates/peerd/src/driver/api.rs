@@ -1,0 +1,147 @@
+//! The driver's front door: the requests it takes and the answers it
+//! gives, in types of their own. The control service depends on this
+//! module and on nothing else of the driver; it turns these answers into
+//! statuses in one place (`control/error.rs`).
+
+use std::time::Duration;
+
+use peerchat::v1 as pb;
+use peerchat_core::Name;
+use peerchat_core::session::{ConnectError, DisconnectError, Id, MessageState, Phase, SendError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::link::dial::DialError;
+
+/// Requests queued towards the driver at most.
+pub(crate) const REQUEST_QUEUE: usize = 4096;
+
+/// A channel to the driver.
+pub(crate) type DriverTx = mpsc::Sender<Request>;
+
+/// What to wait for after a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Delivered,
+    Displayed,
+}
+
+/// The state `status` reports.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionStatus {
+    pub(crate) peer: Option<Name>,
+    pub(crate) phase: Phase,
+    pub(crate) unacknowledged: usize,
+    pub(crate) last_peer: Option<Name>,
+}
+
+/// Why a connect did not open a conversation.
+#[derive(Debug)]
+pub(crate) enum ConnectFailed {
+    /// The session would not dial (already connected, yourself, ...).
+    Session(ConnectError),
+    /// The dial failed.
+    Dial(DialError),
+    /// A disconnect cancelled the dial before it finished.
+    Cancelled {
+        peer: Name,
+    },
+    ShuttingDown,
+}
+
+/// Why a sent message will never get the receipt waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Undelivered {
+    Failed { id: Id, reason: String },
+    ShuttingDown,
+}
+
+/// Who answered a ping, and how long it took.
+pub(crate) type PingReply = oneshot::Sender<Result<(Name, Duration), SendError>>;
+
+/// A sent message's final fate, for `send --wait`, and how long after its
+/// hand-off to the link the receipt came.
+pub(crate) type Outcome = Result<(MessageState, Duration), Undelivered>;
+
+/// A watch client's events.
+pub(crate) type EventRx = mpsc::Receiver<Result<pb::Event, Status>>;
+
+/// Everything the driver is asked.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Answered when the dial succeeds or fails; the dial takes at most
+    /// `DIAL_TIMEOUT`, so the answer always comes.
+    Connect {
+        name: Name,
+        reply: oneshot::Sender<Result<Name, ConnectFailed>>,
+    },
+    Send {
+        text: String,
+        /// Answered with the new message's id at once.
+        accepted: oneshot::Sender<Result<Id, SendError>>,
+        /// Answered when the receipt waited for arrives (or never comes).
+        wait: Option<(Wait, oneshot::Sender<Outcome>)>,
+    },
+    /// Sends of one `SendStream`, in order: each is noted on `notes` as
+    /// accepted (or refused) at once, and settled when its receipt comes.
+    SendBatch {
+        sends: Vec<StreamSend>,
+        notes: StreamTx,
+    },
+    Disconnect {
+        reply: oneshot::Sender<Result<Name, DisconnectError>>,
+    },
+    Status {
+        reply: oneshot::Sender<SessionStatus>,
+    },
+    Watch {
+        display: bool,
+        reply: oneshot::Sender<EventRx>,
+    },
+    Displayed {
+        ids: Vec<Id>,
+    },
+    /// One round trip to the peer; answered with the time it took.
+    Ping {
+        reply: PingReply,
+    },
+}
+
+/// What a `SendStream`'s answerer is told about one of its sends, by
+/// number.
+#[derive(Debug)]
+pub(crate) enum StreamNote {
+    /// By the stream's reader, before the driver sees them: sends `first`,
+    /// `first + 1`, …, what each waits for, and for how long after `at`,
+    /// when the reader took them. One note per batch, not per send.
+    Queued { first: u64, waits: Vec<Option<(Wait, Duration)>>, at: Instant },
+    /// By the reader: the request was bad; this ends the stream.
+    Refused { seq: u64, status: Status },
+    /// By the driver, for a batch: each send was taken, with this id, or
+    /// refused.
+    Accepted { results: Vec<(u64, Result<Id, SendError>)> },
+    /// By the driver: the receipt waited for came, or never will.
+    Settled { seq: u64, outcome: Outcome },
+}
+
+/// Where the driver notes what became of a stream's sends.
+pub(crate) type StreamTx = mpsc::UnboundedSender<StreamNote>;
+
+/// One send of a stream, as the driver gets it.
+#[derive(Debug)]
+pub(crate) struct StreamSend {
+    pub(crate) seq: u64,
+    pub(crate) text: String,
+    pub(crate) wait: Option<Wait>,
+}
+
+/// A message state as the control API spells it.
+pub(crate) fn wire_state(s: MessageState) -> pb::MessageState {
+    match s {
+        MessageState::Sent => pb::MessageState::Sent,
+        MessageState::Delivered => pb::MessageState::Delivered,
+        MessageState::Displayed => pb::MessageState::Displayed,
+        MessageState::Failed => pb::MessageState::Failed,
+    }
+}

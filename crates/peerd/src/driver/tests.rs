@@ -1,0 +1,312 @@
+//! The driver on its own: real drivers, history in temp dirs, and links
+//! made of in-process channels; dialing is a stand-in (a table of the
+//! drivers in this test, or a dial that fails or never ends), so every
+//! outcome the driver must answer can be set up without sockets.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use peerchat_core::session::{AcceptError, MessageState};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::*;
+use crate::link::dial::DialError;
+use api::REQUEST_QUEUE;
+
+/// Long enough for anything here to happen; a failing test stops here
+/// rather than hanging.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn name(s: &str) -> Name {
+    Name::parse(s).expect("test names are valid")
+}
+
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing within {PATIENCE:?}"),
+    }
+}
+
+/// Drivers in this test, by name: where to offer them a link.
+#[derive(Default, Clone)]
+struct Switchboard {
+    peers: Arc<Mutex<HashMap<Name, mpsc::Sender<Offer>>>>,
+}
+
+/// Dials through the switchboard, the way the real dialer does through
+/// the network: offer a link, wait for the answer, read the welcome.
+struct Wired {
+    me: Name,
+    board: Switchboard,
+}
+
+impl Dial for Wired {
+    fn dial(&self, to: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        let (me, board) = (self.me.clone(), self.board.clone());
+        Box::pin(async move {
+            let offers = board.peers.lock().expect("lock").get(&to).cloned();
+            let Some(offers) = offers else { return Err(DialError::NotOnline(to)) };
+            let (our_out, their_in) = mpsc::channel(1024);
+            let (their_out, our_in) = mpsc::channel(1024);
+            let theirs = Link::new(their_out, ReceiverStream::new(their_in).map(Ok));
+            let (reply, answer) = oneshot::channel();
+            if offers.send(Offer { peer: me, link: theirs, reply }).await.is_err() {
+                return Err(DialError::NotOnline(to));
+            }
+            match answer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(AcceptError::Busy { .. })) => return Err(DialError::Busy(to)),
+                Ok(Err(e)) => panic!("unexpected refusal {e:?}"),
+                Err(_) => return Err(DialError::NotOnline(to)),
+            }
+            let mut our_in = our_in;
+            let welcome = our_in.recv().await;
+            let Some(pb::Frame { kind: Some(pb::frame::Kind::Welcome(w)) }) = welcome else {
+                panic!("the callee's first frame is not a welcome: {welcome:?}");
+            };
+            assert_eq!(w.version, crate::link::PROTOCOL_VERSION, "the welcome's version");
+            let callee = Name::parse(&w.name).expect("a valid name");
+            Ok((callee, Link::new(our_out, ReceiverStream::new(our_in).map(Ok))))
+        })
+    }
+}
+
+/// A dial that never ends; `started` hears when it starts, `dropped`
+/// closes when it is abandoned.
+struct Stalled {
+    started: mpsc::UnboundedSender<()>,
+    dropped: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Dial for Stalled {
+    fn dial(&self, _: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        let _ = self.started.send(());
+        let guard = self.dropped.lock().expect("lock").take();
+        Box::pin(async move {
+            let _guard = guard;
+            std::future::pending().await
+        })
+    }
+}
+
+/// A dial that fails with `0`.
+struct Failing(DialError);
+
+impl Dial for Failing {
+    fn dial(&self, _: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        let e = self.0.clone();
+        Box::pin(async move { Err(e) })
+    }
+}
+
+/// One driver under test.
+struct Peer {
+    requests: mpsc::Sender<Request>,
+    token: CancellationToken,
+    task: JoinHandle<()>,
+    dir: PathBuf,
+}
+
+impl Peer {
+    fn start(me: &str, board: &Switchboard, dialer: Option<Arc<dyn Dial>>) -> Peer {
+        let dir = std::env::temp_dir().join(format!("pcd-{}", uuid::Uuid::new_v4().simple()));
+        let history = History::open(&dir).expect("history");
+        let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
+        let (offer_tx, offers) = mpsc::channel(OFFER_QUEUE);
+        board.peers.lock().expect("lock").insert(name(me), offer_tx);
+        let dialer =
+            dialer.unwrap_or_else(|| Arc::new(Wired { me: name(me), board: board.clone() }));
+        let (presence, _) = watch::channel(Presence::Available);
+        let wiring = Wiring { requests: requests_rx, offers, dialer, presence };
+        let driver = Driver::new(name(me), Duration::from_secs(30), history, dir.clone(), wiring);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(driver.run(token.clone()));
+        Peer { requests, token, task, dir }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> T {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(make(tx)).await.expect("the driver runs");
+        within("an answer", rx).await.expect("the driver answers")
+    }
+
+    async fn connect(&self, to: &str) -> Result<Name, ConnectFailed> {
+        self.ask(|reply| Request::Connect { name: name(to), reply }).await
+    }
+
+    async fn status(&self) -> SessionStatus {
+        self.ask(|reply| Request::Status { reply }).await
+    }
+
+    /// Sends `text`, waiting for `wait`: the id, and the outcome to come.
+    async fn send(&self, text: &str, wait: Wait) -> (Id, oneshot::Receiver<Outcome>) {
+        let (outcome_tx, outcome) = oneshot::channel();
+        let id = self
+            .ask(|accepted| Request::Send {
+                text: text.into(),
+                accepted,
+                wait: Some((wait, outcome_tx)),
+            })
+            .await
+            .expect("accepted");
+        (id, outcome)
+    }
+
+    async fn watch(&self, display: bool) -> EventRx {
+        self.ask(|reply| Request::Watch { display, reply }).await
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        within("the driver stops", self.task).await.expect("the driver task");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The next message event on `events`: its id and text.
+async fn next_message(events: &mut EventRx) -> (String, String) {
+    loop {
+        let ev = within("an event", events.recv()).await.expect("events").expect("ok");
+        if let Some(pb::event::Kind::Message(m)) = ev.kind {
+            return (m.id, m.text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_drivers_talk_and_receipts_answer_the_waits() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    let mut bob_sees = bob.watch(false).await;
+
+    assert_eq!(alice.connect("bob").await.expect("connected"), name("bob"));
+    assert_eq!(alice.status().await.phase, Phase::Connected);
+    assert_eq!(bob.status().await.peer, Some(name("alice")));
+
+    let (id, delivered) = alice.send("hi bob", Wait::Delivered).await;
+    let (state, _) = within("delivered", delivered).await.expect("told").expect("delivered");
+    assert_eq!(state, MessageState::Delivered);
+    assert_eq!(next_message(&mut bob_sees).await, (id.to_string(), "hi bob".to_owned()));
+
+    // `--wait displayed` is answered only once bob's user is shown it.
+    let (id, mut displayed) = alice.send("look", Wait::Displayed).await;
+    let (shown_id, _) = next_message(&mut bob_sees).await;
+    assert_eq!(shown_id, id.to_string());
+    tokio::task::yield_now().await;
+    assert!(displayed.try_recv().is_err(), "displayed before anyone saw it");
+    bob.requests.send(Request::Displayed { ids: vec![id.clone()] }).await.expect("runs");
+    let (state, _) = within("displayed", displayed).await.expect("told").expect("displayed");
+    assert_eq!(state, MessageState::Displayed);
+
+    // Both directions at once, and the conversation ends for both.
+    let mut alice_sees = alice.watch(false).await;
+    let (from_bob, _) = bob.send("hi alice", Wait::Delivered).await;
+    assert_eq!(next_message(&mut alice_sees).await.0, from_bob.to_string());
+    let peer = alice.ask(|reply| Request::Disconnect { reply }).await.expect("disconnected");
+    assert_eq!(peer, name("bob"));
+    assert_eq!(alice.status().await.phase, Phase::Idle);
+    loop {
+        let ev = within("bob hears", bob_sees.recv()).await.expect("events").expect("ok");
+        if matches!(ev.kind, Some(pb::event::Kind::Disconnected(_))) {
+            break;
+        }
+    }
+    assert_eq!(bob.status().await.phase, Phase::Idle);
+    alice.stop().await;
+    bob.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_callee_refuses_a_second_dialer() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    let carol = Peer::start("carol", &board, None);
+    alice.connect("bob").await.expect("connected");
+    match carol.connect("bob").await {
+        Err(ConnectFailed::Dial(DialError::Busy(who))) => assert_eq!(who, name("bob")),
+        other => panic!("carol should hear bob is busy: {other:?}"),
+    }
+    assert_eq!(carol.status().await.phase, Phase::Idle, "a failed dial frees the session");
+    for p in [alice, bob, carol] {
+        p.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn disconnect_cancels_a_dial_in_progress() {
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (dropped_tx, dropped) = oneshot::channel::<()>();
+    let stalled = Stalled { started: started_tx, dropped: Mutex::new(Some(dropped_tx)) };
+    let alice = Peer::start("alice", &Switchboard::default(), Some(Arc::new(stalled)));
+    let (reply, connected) = oneshot::channel();
+    alice.requests.send(Request::Connect { name: name("bob"), reply }).await.expect("runs");
+    within("the dial starts", started.recv()).await.expect("started");
+    assert_eq!(alice.status().await.phase, Phase::Connecting);
+
+    let peer = alice.ask(|reply| Request::Disconnect { reply }).await.expect("cancelled");
+    assert_eq!(peer, name("bob"));
+    match within("the connect's answer", connected).await.expect("answered") {
+        Err(ConnectFailed::Cancelled { peer }) => assert_eq!(peer, name("bob")),
+        other => panic!("the connect should say it was cancelled: {other:?}"),
+    }
+    // The dial itself was abandoned, not left running.
+    assert!(within("the dial is dropped", dropped).await.is_err());
+    assert_eq!(alice.status().await.phase, Phase::Idle);
+    alice.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_dial_says_why_and_a_new_one_may_start() {
+    let refused = DialError::WrongKey {
+        name: name("bob"),
+        address: "127.0.0.1:9".into(),
+        why: "another key".into(),
+    };
+    let alice = Peer::start("alice", &Switchboard::default(), Some(Arc::new(Failing(refused))));
+    for _ in 0..2 {
+        match alice.connect("bob").await {
+            Err(ConnectFailed::Dial(DialError::WrongKey { .. })) => {}
+            other => panic!("the dial's own error should come back: {other:?}"),
+        }
+        assert_eq!(alice.status().await.phase, Phase::Idle);
+    }
+    match alice.connect("alice").await {
+        Err(ConnectFailed::Session(_)) => {}
+        other => panic!("dialing yourself is the session's refusal: {other:?}"),
+    }
+    alice.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_answers_a_connect_still_dialing() {
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let stalled = Stalled { started: started_tx, dropped: Mutex::new(None) };
+    let alice = Peer::start("alice", &Switchboard::default(), Some(Arc::new(stalled)));
+    let (reply, connected) = oneshot::channel();
+    alice.requests.send(Request::Connect { name: name("bob"), reply }).await.expect("runs");
+    within("the dial starts", started.recv()).await.expect("started");
+    alice.token.cancel();
+    match within("the connect's answer", connected).await.expect("answered") {
+        Err(ConnectFailed::ShuttingDown) => {}
+        other => panic!("the connect should hear of the shutdown: {other:?}"),
+    }
+    alice.stop().await;
+}
+
+#[tokio::test]
+async fn sends_without_a_conversation_are_refused_at_once() {
+    let alice = Peer::start("alice", &Switchboard::default(), None);
+    let answer =
+        alice.ask(|accepted| Request::Send { text: "hello?".into(), accepted, wait: None }).await;
+    assert!(matches!(answer, Err(SendError::NotConnected)), "{answer:?}");
+    let ping = alice.ask(|reply| Request::Ping { reply }).await;
+    assert!(matches!(ping, Err(SendError::NotConnected)), "{ping:?}");
+    alice.stop().await;
+}
