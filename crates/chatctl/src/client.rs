@@ -23,7 +23,7 @@ pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long `connect` may take: the daemon's longest dial and a margin,
 /// so that what we print is always the daemon's own answer.
-pub(crate) const CONNECT_TIMEOUT: Duration = peerchat_core::timeouts::DIAL_TIMEOUT
+pub(crate) const CONNECT_ANSWER_TIMEOUT: Duration = peerchat_core::timeouts::DIAL_TIMEOUT
     .saturating_add(peerchat_core::timeouts::CONNECT_ANSWER_MARGIN);
 
 /// The socket to use when `--socket`/`PEERCHAT_SOCKET` is not given: the

@@ -44,7 +44,7 @@ use crate::tls::{self, DirectoryPin};
 pub(crate) const DIRECTORY_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long connecting to the directory may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const DIRECTORY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 pings while a call is open (the presence feed is one for as long
 /// as someone watches): a directory that vanished without closing the
 /// connection (host down, cable pulled) would otherwise leave the feed
@@ -245,7 +245,7 @@ fn channel(url: &str, config: &Config) -> Result<Channel, Error> {
     let uri: Uri = url.parse().map_err(|e| bad(&e))?;
     let Some(rest) = url.strip_prefix("https://") else {
         return Ok(Endpoint::from(uri)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(DIRECTORY_CONNECT_TIMEOUT)
             .timeout(DIRECTORY_CALL_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
@@ -266,7 +266,7 @@ fn channel(url: &str, config: &Config) -> Result<Channel, Error> {
     // connector below does the handshake.
     let endpoint = Endpoint::from_shared(format!("http://{}", rest.trim_end_matches('/')))
         .map_err(|e| bad(&e))?
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(DIRECTORY_CONNECT_TIMEOUT)
         .timeout(DIRECTORY_CALL_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);

@@ -5,7 +5,7 @@ use std::path::Path;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 
-use crate::client::{self, CONNECT_TIMEOUT, Control};
+use crate::client::{self, CONNECT_ANSWER_TIMEOUT, Control};
 use crate::error::Error;
 use crate::{format, output};
 
@@ -21,6 +21,6 @@ pub(crate) async fn run(socket: &Path, json: bool, name: &str) -> Result<(), Err
 pub(crate) async fn open(client: &mut Control, name: &Name) -> Result<String, Error> {
     let request = pb::OpenConversationRequest { name: name.to_string() };
     let response =
-        client::call("connect", CONNECT_TIMEOUT, client.open_conversation(request)).await?;
+        client::call("connect", CONNECT_ANSWER_TIMEOUT, client.open_conversation(request)).await?;
     Ok(if response.peer.is_empty() { name.to_string() } else { response.peer })
 }

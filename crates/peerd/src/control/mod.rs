@@ -321,11 +321,18 @@ impl pb::control_server::Control for ControlService {
             // the one whose history changed last.
             match self.session().await?.last_peer {
                 Some(p) => p,
-                None => history::last_peer(&self.me.data_dir).ok_or_else(|| {
-                    ControlError::NotConnected(
-                        "no conversation yet; name a peer: history NAME".into(),
-                    )
-                })?,
+                None => {
+                    // A look at every history file: off the runtime thread.
+                    let dir = self.me.data_dir.clone();
+                    tokio::task::spawn_blocking(move || history::last_peer(&dir))
+                        .await
+                        .map_err(|e| ControlError::Internal(e.to_string()))?
+                        .ok_or_else(|| {
+                            ControlError::NotConnected(
+                                "no conversation yet; name a peer: history NAME".into(),
+                            )
+                        })?
+                }
             }
         };
         let dir = self.me.data_dir.clone();
