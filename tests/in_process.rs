@@ -85,7 +85,15 @@ impl Daemon {
     async fn start(dir: &Directory, name: &str, advertise: Option<SocketAddr>) -> Daemon {
         let home = temp_dir();
         let config = config(dir, name, advertise, home.path());
-        let socket = config.socket.clone();
+        Daemon::run(config, home).await.0
+    }
+
+    /// Runs peerd with `config` until it is ready (and registered).
+    async fn run(
+        config: peerchat_peerd::Config,
+        home: tempfile::TempDir,
+    ) -> (Daemon, peerchat_peerd::Ready) {
+        let (name, socket) = (config.name.clone(), config.socket.clone());
         let token = CancellationToken::new();
         let (ready, is_ready) = oneshot::channel();
         let done = tokio::spawn(peerchat_peerd::run(config, token.clone(), move |r| {
@@ -93,7 +101,7 @@ impl Daemon {
         }));
         let ready = within("peerd starts", is_ready).await.expect("peerd is ready");
         assert!(ready.registered, "{name} registered: {:?}", ready.directory_error);
-        Daemon { socket, token, done: Some(done), _home: home }
+        (Daemon { socket, token, done: Some(done), _home: home }, ready)
     }
 
     async fn control(&self) -> Control {
@@ -236,15 +244,8 @@ async fn alice_and_bob_behind_a_relay(dir: &Directory) -> (Daemon, Daemon, Relay
     let home = temp_dir();
     let mut config = config(dir, "bob", Some(relay.addr), home.path());
     config.listen = bob_port;
-    let socket = config.socket.clone();
-    let token = CancellationToken::new();
-    let (ready, is_ready) = oneshot::channel();
-    let done = tokio::spawn(peerchat_peerd::run(config, token.clone(), move |r| {
-        let _ = ready.send(r);
-    }));
-    let ready = within("bob starts", is_ready).await.expect("bob is ready");
+    let (bob, ready) = Daemon::run(config, home).await;
     assert_eq!(ready.listen, bob_port);
-    let bob = Daemon { socket, token, done: Some(done), _home: home };
     let alice = Daemon::start(dir, "alice", None).await;
     (alice, bob, relay)
 }
@@ -416,20 +417,14 @@ async fn the_control_socket_is_never_reachable_by_another_user_while_starting() 
                 seen
             })
         };
-        let token = CancellationToken::new();
-        let (ready, is_ready) = oneshot::channel();
-        let done = tokio::spawn(peerchat_peerd::run(config, token.clone(), move |r| {
-            let _ = ready.send(r);
-        }));
-        within("peerd starts", is_ready).await.expect("ready");
+        let (daemon, _) = Daemon::run(config, home).await;
         starting.store(false, Ordering::Relaxed);
         let seen = looker.join().expect("the looking thread");
         for mode in &seen {
             assert_eq!(mode & 0o077, 0, "round {round}: the socket was {mode:o} at some point");
         }
         assert_eq!(socket_mode(&path), Some(0o600));
-        token.cancel();
-        within("peerd stops", done).await.expect("the task").expect("a clean stop");
+        daemon.stop().await;
         assert_eq!(socket_mode(&path), None, "the socket is removed on stop");
     }
 }

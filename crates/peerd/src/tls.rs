@@ -129,28 +129,14 @@ pub(crate) fn certificate_key(cert: &CertificateDer<'_>) -> Result<PublicKey, ru
 /// The peer we dialed showed a key other than the pinned one. A type of
 /// its own so that the dialer tells this from an unreachable peer without
 /// reading error text.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct PeerKeyMismatch(String);
 
-impl std::fmt::Display for PeerKeyMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PeerKeyMismatch {}
-
 /// A certificate that carries no well-formed ed25519 key.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct BadCertificate(String);
-
-impl std::fmt::Display for BadCertificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadCertificate {}
 
 /// The dialer's configuration for the directory (`https://` URLs): TLS 1.3,
 /// no client certificate (registrations carry their own proof), and the
@@ -236,16 +222,9 @@ fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
 /// A directory showed a key other than the pinned one (or its key could not
 /// be recorded on first use). A type of its own so that peerd can tell this
 /// refusal from an unreachable directory without reading error text.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct DirectoryKeyMismatch(String);
-
-impl std::fmt::Display for DirectoryKeyMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DirectoryKeyMismatch {}
 
 /// Whether `err` failed because the directory's key is not the pinned one.
 pub(crate) fn is_directory_key_mismatch(err: &(dyn std::error::Error + 'static)) -> bool {
