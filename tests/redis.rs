@@ -285,6 +285,10 @@ fn registering_and_listing_come_back_within_seconds_of_a_master_crash() {
         for (api, (name, key)) in apis.iter().zip(&orphans) {
             let bind = bucket_key(bucket_of(name), "bind");
             let owner = master_of(&cluster, bucket_of(name));
+            // "Healthy" is the cluster's view; the restarted node may still
+            // be in its first full sync, and until it is done the
+            // directory rightly answers "not yet durable; retry".
+            cluster.wait_replicated(owner, Duration::from_secs(20)).expect("a replica in sync");
             let before = cluster.cli(owner, &["hget", &bind, name]).expect("HGET");
             api.register(name, key, 1).unwrap_or_else(|s| panic!("{name} again: {s:?}"));
             let after = cluster.cli(owner, &["hget", &bind, name]).expect("HGET");
