@@ -14,9 +14,10 @@ use crate::link::dial::DialError;
 pub(crate) enum ControlError {
     #[error("{0} is not online")]
     NotOnline(String),
-    /// Dialing the peer failed; the dial's error says how.
+    /// Dialing the peer failed; the dial's error says how (its words are
+    /// SPEC's: "not online", "busy", ...).
     #[error(transparent)]
-    Dial(DialError),
+    Dial(#[from] DialError),
     #[error("the connect to {0} was cancelled by disconnect")]
     Cancelled(String),
     #[error("already connected to {0}; disconnect first")]
@@ -60,16 +61,6 @@ impl From<ConnectError> for ControlError {
             ConnectError::AlreadyConnecting { peer } => {
                 ControlError::AlreadyConnecting(peer.to_string())
             }
-        }
-    }
-}
-
-impl From<DialError> for ControlError {
-    fn from(e: DialError) -> ControlError {
-        match e {
-            DialError::NotOnline(name) => ControlError::NotOnline(name.to_string()),
-            DialError::DirectoryUnreachable(why) => ControlError::DirectoryUnreachable(why),
-            e => ControlError::Dial(e),
         }
     }
 }

@@ -28,8 +28,8 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    Action, Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind, SendError,
-    Session,
+    AcceptError, Action, DisconnectError, Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase,
+    Presence, ReceiptKind, SendError, Session,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -152,7 +152,7 @@ pub(crate) struct Driver {
     dialing: HashMap<LinkId, AbortHandle>,
     watchers: Vec<Watcher>,
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ConnectFailed>>)>,
-    pending_disconnect: Vec<oneshot::Sender<Result<Name, peerchat_core::session::DisconnectError>>>,
+    pending_disconnect: Vec<oneshot::Sender<Result<Name, DisconnectError>>>,
     /// Sends waiting for a receipt: id → handed to the link when, what,
     /// who asked.
     waiters: OwnIdMap<(Instant, Wait, Asker)>,
@@ -396,9 +396,7 @@ impl Driver {
     fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
         let Offer { peer, link, reply } = offer;
         if self.shutting_down {
-            let _ = reply.send(Err(peerchat_core::session::AcceptError::Busy {
-                me: self.session.me().clone(),
-            }));
+            let _ = reply.send(Err(AcceptError::Busy { me: self.session.me().clone() }));
             return;
         }
         if let Some(seen) = seen {
