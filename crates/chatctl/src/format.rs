@@ -371,7 +371,25 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
         Kind::PeerStatus(s) => listing_json("peer_status", s.peer.as_ref(), s.you),
         Kind::PeerOffline(o) => json!({ "event": "peer_offline", "name": o.name, "you": o.you }),
         Kind::PeersSynced(_) => json!({ "event": "synced" }),
+        Kind::Request(r) => {
+            json!({ "event": "request", "peer": r.peer, "expires": rfc3339(r.expires_at_ms) })
+        }
+        Kind::RequestEnded(r) => json!({
+            "event": "request_ended", "peer": r.peer, "outcome": outcome_name(r.outcome()),
+        }),
     })
+}
+
+/// A request's end as `watch --json` spells it.
+pub(crate) fn outcome_name(o: pb::request_ended_event::Outcome) -> &'static str {
+    use pb::request_ended_event::Outcome;
+    match o {
+        Outcome::Accepted => "accepted",
+        Outcome::Rejected => "rejected",
+        Outcome::Expired => "expired",
+        Outcome::Withdrawn => "withdrawn",
+        Outcome::Unspecified => "unknown",
+    }
 }
 
 /// `peer_online` and `peer_status`: the listing as `list --json` has it,
@@ -447,6 +465,15 @@ where
         Kind::PeerOffline(o) => format!("{at} - {}{} offline", clean(&o.name), you_mark(o.you)),
         // The end of `list --watch`'s first list: shown as the list itself.
         Kind::PeersSynced(_) => return None,
+        Kind::Request(r) => format!(
+            "{at} ? {} asks to talk (chatctl accept {} / chatctl reject {})",
+            clean(&r.peer),
+            clean(&r.peer),
+            clean(&r.peer)
+        ),
+        Kind::RequestEnded(r) => {
+            format!("{at} * request from {} {}", clean(&r.peer), outcome_name(r.outcome()))
+        }
     })
 }
 
@@ -578,6 +605,8 @@ mod tests {
             unacknowledged: 1,
             data_dir: "/d".into(),
             key: "ABCD-EFGH".into(),
+            accept: "all".into(),
+            requests: Vec::new(),
         }
     }
 

@@ -148,6 +148,8 @@ impl pb::control_server::Control for ControlService {
             unacknowledged: u32::try_from(s.unacknowledged).unwrap_or(u32::MAX),
             data_dir: self.me.data_dir.display().to_string(),
             key: self.me.key.clone(),
+            accept: String::new(),
+            requests: Vec::new(),
         }))
     }
 
@@ -398,6 +400,41 @@ impl pb::control_server::Control for ControlService {
             peer: peer.to_string(),
             rtt_us: u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX),
         }))
+    }
+
+    async fn accept(
+        &self,
+        _request: Request<pb::AcceptRequest>,
+    ) -> Result<Response<pb::AcceptResponse>, Status> {
+        Err(Status::unimplemented("accept"))
+    }
+
+    async fn reject(
+        &self,
+        _request: Request<pb::RejectRequest>,
+    ) -> Result<Response<pb::RejectResponse>, Status> {
+        Err(Status::unimplemented("reject"))
+    }
+
+    async fn block(
+        &self,
+        _request: Request<pb::BlockRequest>,
+    ) -> Result<Response<pb::BlockResponse>, Status> {
+        Err(Status::unimplemented("block"))
+    }
+
+    async fn unblock(
+        &self,
+        _request: Request<pb::UnblockRequest>,
+    ) -> Result<Response<pb::UnblockResponse>, Status> {
+        Err(Status::unimplemented("unblock"))
+    }
+
+    async fn list_blocked(
+        &self,
+        _request: Request<pb::ListBlockedRequest>,
+    ) -> Result<Response<pb::ListBlockedResponse>, Status> {
+        Err(Status::unimplemented("blocked"))
     }
 
     async fn stop(

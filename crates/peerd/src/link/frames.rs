@@ -65,7 +65,7 @@ pub(crate) fn from_wire(frame: pb::Frame) -> Result<Frame, Violation> {
         }
         Some(Kind::Ping(p)) => Ok(Frame::Ping(p.nonce)),
         Some(Kind::Pong(p)) => Ok(Frame::Pong(p.nonce)),
-        Some(Kind::Hello(_)) | Some(Kind::Welcome(_)) => {
+        Some(Kind::Hello(_)) | Some(Kind::Welcome(_)) | Some(Kind::Asking(_)) => {
             Err(violation("handshake frame after the handshake"))
         }
         None => Err(violation("empty frame")),
