@@ -63,7 +63,7 @@ const RSS_GROWTH_LIMIT_KIB: u64 = 32 * 1024;
 const PENDING_DIALS_PER_SOURCE: usize = 2;
 
 /// The chat protocol version in Hello.
-const PROTOCOL_VERSION: u32 = 2;
+const PROTOCOL_VERSION: u32 = 3;
 
 // ---------------------------------------------------------------- memory
 

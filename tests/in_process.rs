@@ -161,6 +161,7 @@ fn config(
         socket: home.join("run").join("peerd.sock"),
         data_dir: home.join("data"),
         resume_window: Duration::from_secs(30),
+        accept: peerchat_peerd::consent::Policy::All,
     }
 }
 

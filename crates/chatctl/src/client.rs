@@ -21,10 +21,10 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long an ordinary request may take before we give up on peerd.
 pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long `connect` may take: the daemon's longest dial and a margin,
-/// so that what we print is always the daemon's own answer.
-pub(crate) const CONNECT_ANSWER_TIMEOUT: Duration = peerchat_core::timeouts::DIAL_TIMEOUT
-    .saturating_add(peerchat_core::timeouts::CONNECT_ANSWER_MARGIN);
+/// How long `connect` may take: the daemon's longest dial, the callee's
+/// user's time to accept, and margins, so that what we print is always the
+/// daemon's own answer.
+pub(crate) const CONNECT_ANSWER_TIMEOUT: Duration = peerchat_core::timeouts::CONNECT_ANSWER_TIMEOUT;
 
 /// The socket to use when `--socket`/`PEERCHAT_SOCKET` is not given: the
 /// same rule peerd applies (both ask `dirs` for the runtime dir).

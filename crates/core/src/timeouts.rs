@@ -8,6 +8,19 @@ use std::time::Duration;
 /// prints is always the daemon's own outcome, never a guess.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long a callee that asks its user (`peerd --accept known|ask`)
+/// keeps a request open: unanswered by then, the dialer is told the peer
+/// did not accept. The dialer's wait for the answer is this plus
+/// [`CONNECT_ANSWER_MARGIN`], after the dial's own steps.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long chatctl waits for `connect`'s answer: the daemon's longest
+/// dial, the longest the callee's user may take to answer, and a margin.
+pub const CONNECT_ANSWER_TIMEOUT: Duration = DIAL_TIMEOUT
+    .saturating_add(ASK_TIMEOUT)
+    .saturating_add(CONNECT_ANSWER_MARGIN)
+    .saturating_add(CONNECT_ANSWER_MARGIN);
+
 /// What chatctl adds to [`DIAL_TIMEOUT`] for the control socket's round
 /// trip and the daemon's own work.
 pub const CONNECT_ANSWER_MARGIN: Duration = Duration::from_secs(5);

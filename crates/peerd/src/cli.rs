@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::consent::Policy;
+
 /// peerd: your peerchat daemon. It keeps you registered in the directory
 /// and holds one conversation at a time; drive it with `chatctl`.
 #[derive(Debug, Parser)]
@@ -59,6 +61,12 @@ pub struct StartArgs {
     #[arg(long, env = "PEERCHAT_RESUME_WINDOW", default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub resume_window: u64,
+    /// Who may open a conversation without asking you: `all` (anyone the
+    /// directory verified), `known` (peers you have talked to before; you
+    /// are asked about the rest), or `ask` (you are asked about everyone:
+    /// `chatctl accept` / `chatctl reject`).
+    #[arg(long, env = "PEERCHAT_ACCEPT", value_enum, default_value_t = Policy::All, value_name = "POLICY")]
+    pub accept: Policy,
     /// Stay attached and log to stderr (for systemd, containers and tests).
     #[arg(long)]
     pub foreground: bool,

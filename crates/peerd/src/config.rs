@@ -7,6 +7,7 @@ use peerchat_core::{Name, paths};
 use tonic::transport::Uri;
 
 use crate::cli::StartArgs;
+use crate::consent::Policy;
 use crate::error::Error;
 
 /// Everything `run` needs to know, with every default filled in.
@@ -24,6 +25,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How long a lost link may take to come back.
     pub resume_window: std::time::Duration,
+    /// Who may open a conversation without asking the user.
+    pub accept: Policy,
 }
 
 impl Config {
@@ -46,6 +49,7 @@ impl Config {
             advertise: args.advertise,
             socket: socket_path(args.socket.as_deref()),
             resume_window: std::time::Duration::from_secs(args.resume_window),
+            accept: args.accept,
             data_dir,
             name,
         })

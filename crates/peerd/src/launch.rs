@@ -88,7 +88,9 @@ pub fn detach(config: &Config) -> Result<String, Error> {
         .arg("--data-dir")
         .arg(&config.data_dir)
         .arg("--resume-window")
-        .arg(config.resume_window.as_secs().to_string());
+        .arg(config.resume_window.as_secs().to_string())
+        .arg("--accept")
+        .arg(config.accept.as_str());
     if let Some(k) = &config.directory_key {
         cmd.arg("--directory-key").arg(k);
     }

@@ -18,6 +18,8 @@
 //! - `control`: the `Control` service chatctl uses; `control_socket`: its
 //!   Unix socket file.
 //! - `history`: the per-peer history files.
+//! - [`consent`]: the accept policy and the requests waiting for the
+//!   user's answer; `blocked`: the peers the user blocked (on disk).
 //! - `identity`: the ed25519 key pair; `tls`: certificates from it and the
 //!   pinning verifiers; `known_peers`: the keys we have talked to.
 //! - [`launch`] and [`stop`]: `peerd start` (detaching) and `peerd stop`;
@@ -30,8 +32,10 @@
 //! the servers finish their streams, and the socket file is removed.
 
 pub mod allocator;
+mod blocked;
 pub mod cli;
 pub mod config;
+pub mod consent;
 mod control;
 mod control_socket;
 mod deadline;
@@ -67,9 +71,10 @@ use tonic::transport::server::UdsConnectInfo;
 pub use config::Config;
 pub use error::Error;
 
+use crate::blocked::Blocked;
 use crate::control::{ControlService, Facts};
 use crate::driver::api::REQUEST_QUEUE;
-use crate::driver::{Driver, OFFER_QUEUE, Wiring};
+use crate::driver::{Driver, Gate, OFFER_QUEUE, Wiring};
 use crate::identity::Identity;
 use crate::known_peers::KnownPeers;
 use crate::link::callee::ChatService;
@@ -154,11 +159,17 @@ pub async fn run(
         known: known.clone(),
     };
     let wiring = Wiring { requests, offers, dialer: Arc::new(dialer), presence: wanted_tx };
+    let gate = Gate {
+        policy: config.accept,
+        blocked: Blocked::load(&config.data_dir)?,
+        ask_for: consent::ASK_TIMEOUT,
+    };
     let driver = Driver::new(
         config.name.clone(),
         config.resume_window,
         history,
         config.data_dir.clone(),
+        gate,
         wiring,
     );
     let driver = tokio::spawn(driver.run(token.clone()));

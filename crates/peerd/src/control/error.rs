@@ -6,7 +6,7 @@ use peerchat_core::session::{ConnectError, DisconnectError, SendError};
 use peerchat_core::{NameError, TextError};
 use tonic::{Code, Status};
 
-use crate::driver::api::{ConnectFailed, Undelivered};
+use crate::driver::api::{ConnectFailed, ConsentFailed, Undelivered};
 use crate::link::dial::DialError;
 
 /// Failures of control requests.
@@ -44,6 +44,10 @@ pub(crate) enum ControlError {
     TooManyInFlight(usize),
     #[error("peerd is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    NoRequest(String),
+    #[error("you blocked {0}; `chatctl unblock {0}` first")]
+    Blocked(String),
     /// A request field out of bounds.
     #[error("{0}")]
     Invalid(String),
@@ -72,6 +76,26 @@ impl From<ConnectFailed> for ControlError {
             ConnectFailed::Dial(e) => e.into(),
             ConnectFailed::Cancelled { peer } => ControlError::Cancelled(peer.to_string()),
             ConnectFailed::ShuttingDown => ControlError::ShuttingDown,
+            ConnectFailed::Blocked(peer) => ControlError::Blocked(peer.to_string()),
+        }
+    }
+}
+
+impl From<ConsentFailed> for ControlError {
+    fn from(e: ConsentFailed) -> ControlError {
+        match e {
+            ConsentFailed::NoRequest(None) => {
+                ControlError::NoRequest("no request to talk is waiting".into())
+            }
+            ConsentFailed::NoRequest(Some(peer)) => {
+                ControlError::NoRequest(format!("no request from {peer} is waiting"))
+            }
+            ConsentFailed::Busy { with: Some(peer) } => {
+                ControlError::AlreadyConnected(peer.to_string())
+            }
+            ConsentFailed::Busy { with: None } => {
+                ControlError::NotConnected("the request could not be taken".into())
+            }
         }
     }
 }
@@ -92,9 +116,10 @@ impl From<Undelivered> for ControlError {
 fn dial_code(e: &DialError) -> Code {
     match e {
         DialError::NotOnline(_) | DialError::Unreachable { .. } => Code::NotFound,
-        DialError::Busy(_) | DialError::NoKey(_) | DialError::Version { .. } => {
-            Code::FailedPrecondition
-        }
+        DialError::Busy(_)
+        | DialError::NotAccepted(_)
+        | DialError::NoKey(_)
+        | DialError::Version { .. } => Code::FailedPrecondition,
         DialError::KeyChanged(_) | DialError::WrongKey { .. } | DialError::Impostor { .. } => {
             Code::PermissionDenied
         }
@@ -130,7 +155,9 @@ impl From<ControlError> for Status {
             ControlError::Dial(e) => dial_code(e),
             ControlError::AlreadyConnected(_)
             | ControlError::AlreadyConnecting(_)
-            | ControlError::NotConnected(_) => Code::FailedPrecondition,
+            | ControlError::NotConnected(_)
+            | ControlError::Blocked(_) => Code::FailedPrecondition,
+            ControlError::NoRequest(_) => Code::NotFound,
             ControlError::Yourself
             | ControlError::Text(_)
             | ControlError::InvalidName(_)
@@ -170,6 +197,9 @@ mod tests {
                 "not online",
             ),
             (DialError::Busy(bob()).into(), Code::FailedPrecondition, "busy"),
+            (DialError::NotAccepted(bob()).into(), Code::FailedPrecondition, "bob did not accept"),
+            (ConnectFailed::Blocked(bob()).into(), Code::FailedPrecondition, "you blocked bob"),
+            (ConsentFailed::NoRequest(Some(bob())).into(), Code::NotFound, "no request from bob"),
             (
                 ConnectFailed::Cancelled { peer: bob() }.into(),
                 Code::Aborted,

@@ -148,8 +148,15 @@ impl pb::control_server::Control for ControlService {
             unacknowledged: u32::try_from(s.unacknowledged).unwrap_or(u32::MAX),
             data_dir: self.me.data_dir.display().to_string(),
             key: self.me.key.clone(),
-            accept: String::new(),
-            requests: Vec::new(),
+            accept: s.policy.as_str().to_owned(),
+            requests: s
+                .requests
+                .into_iter()
+                .map(|(peer, expires_at_ms)| pb::PendingRequest {
+                    peer: peer.to_string(),
+                    expires_at_ms,
+                })
+                .collect(),
         }))
     }
 
@@ -404,37 +411,66 @@ impl pb::control_server::Control for ControlService {
 
     async fn accept(
         &self,
-        _request: Request<pb::AcceptRequest>,
+        request: Request<pb::AcceptRequest>,
     ) -> Result<Response<pb::AcceptResponse>, Status> {
-        Err(Status::unimplemented("accept"))
+        let name = validate::optional_peer_name(&request.into_inner().name)?;
+        let peer = self
+            .ask(|reply| api::Request::Accept { name, reply })
+            .await?
+            .map_err(ControlError::from)?;
+        Ok(Response::new(pb::AcceptResponse { peer: peer.to_string() }))
     }
 
     async fn reject(
         &self,
-        _request: Request<pb::RejectRequest>,
+        request: Request<pb::RejectRequest>,
     ) -> Result<Response<pb::RejectResponse>, Status> {
-        Err(Status::unimplemented("reject"))
+        let name = validate::optional_peer_name(&request.into_inner().name)?;
+        let peer = self
+            .ask(|reply| api::Request::Reject { name, reply })
+            .await?
+            .map_err(ControlError::from)?;
+        Ok(Response::new(pb::RejectResponse { peer: peer.to_string() }))
     }
 
     async fn block(
         &self,
-        _request: Request<pb::BlockRequest>,
+        request: Request<pb::BlockRequest>,
     ) -> Result<Response<pb::BlockResponse>, Status> {
-        Err(Status::unimplemented("block"))
+        let name = validate::peer_name(&request.into_inner().name)?;
+        let peer = name.to_string();
+        let done = self
+            .ask(|reply| api::Request::Block { name, reply })
+            .await?
+            .map_err(ControlError::Internal)?;
+        Ok(Response::new(pb::BlockResponse {
+            peer,
+            already: done.already,
+            disconnected: done.disconnected,
+        }))
     }
 
     async fn unblock(
         &self,
-        _request: Request<pb::UnblockRequest>,
+        request: Request<pb::UnblockRequest>,
     ) -> Result<Response<pb::UnblockResponse>, Status> {
-        Err(Status::unimplemented("unblock"))
+        let name = validate::peer_name(&request.into_inner().name)?;
+        let peer = name.to_string();
+        let was = self
+            .ask(|reply| api::Request::Unblock { name, reply })
+            .await?
+            .map_err(ControlError::Internal)?;
+        Ok(Response::new(pb::UnblockResponse { peer, was_not_blocked: !was }))
     }
 
     async fn list_blocked(
         &self,
-        _request: Request<pb::ListBlockedRequest>,
+        _: Request<pb::ListBlockedRequest>,
     ) -> Result<Response<pb::ListBlockedResponse>, Status> {
-        Err(Status::unimplemented("blocked"))
+        let names = self.ask(|reply| api::Request::Blocked { reply }).await?;
+        Ok(Response::new(pb::ListBlockedResponse {
+            names: names.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn stop(

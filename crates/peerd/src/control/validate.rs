@@ -60,6 +60,12 @@ pub(crate) fn peer_name(name: &str) -> Result<Name, ControlError> {
     Ok(Name::parse(name)?)
 }
 
+/// A name that may be left empty (`accept` with no name: the oldest
+/// request).
+pub(crate) fn optional_peer_name(name: &str) -> Result<Option<Name>, ControlError> {
+    if name.is_empty() { Ok(None) } else { peer_name(name).map(Some) }
+}
+
 /// `history`: the peer named (`None`: the current or last one) and how many
 /// entries.
 pub(crate) fn history(req: &pb::GetHistoryRequest) -> Result<(Option<Name>, usize), ControlError> {

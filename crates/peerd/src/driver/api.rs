@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::consent::Policy;
 use crate::link::dial::DialError;
 
 /// Requests queued towards the driver at most.
@@ -34,6 +35,29 @@ pub(crate) struct SessionStatus {
     pub(crate) phase: Phase,
     pub(crate) unacknowledged: usize,
     pub(crate) last_peer: Option<Name>,
+    pub(crate) policy: Policy,
+    /// Peers asking to talk, oldest first, and when each request lapses
+    /// (milliseconds since the Unix epoch).
+    pub(crate) requests: Vec<(Name, i64)>,
+}
+
+/// Why `accept` or `reject` did nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConsentFailed {
+    /// No request from that peer (or, with `None`, none at all) waits.
+    NoRequest(Option<Name>),
+    /// The request was there, but we are in another conversation now (it
+    /// is turned down as busy).
+    Busy { with: Option<Name> },
+}
+
+/// What `block` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Blocking {
+    /// The peer was blocked already.
+    pub(crate) already: bool,
+    /// It was the current peer: the conversation is ending.
+    pub(crate) disconnected: bool,
 }
 
 /// Why a connect did not open a conversation.
@@ -47,6 +71,8 @@ pub(crate) enum ConnectFailed {
     Cancelled {
         peer: Name,
     },
+    /// The user blocked this peer.
+    Blocked(Name),
     ShuttingDown,
 }
 
@@ -105,6 +131,31 @@ pub(crate) enum Request {
     /// One round trip to the peer; answered with the time it took.
     Ping {
         reply: PingReply,
+    },
+    /// Takes `name`'s request to talk (`None`: the oldest).
+    Accept {
+        name: Option<Name>,
+        reply: oneshot::Sender<Result<Name, ConsentFailed>>,
+    },
+    /// Turns down `name`'s request (`None`: the oldest).
+    Reject {
+        name: Option<Name>,
+        reply: oneshot::Sender<Result<Name, ConsentFailed>>,
+    },
+    /// Blocks `name` (on disk before the answer); `Err` says why it could
+    /// not be stored.
+    Block {
+        name: Name,
+        reply: oneshot::Sender<Result<Blocking, String>>,
+    },
+    /// Unblocks `name`: `Ok(false)` if it was not blocked.
+    Unblock {
+        name: Name,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+    /// The blocked names, sorted.
+    Blocked {
+        reply: oneshot::Sender<Vec<Name>>,
     },
 }
 

@@ -36,14 +36,16 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::blocked::{Added, Blocked};
+use crate::consent::{self, Policy, Requests};
 use crate::deadline::sleep_until;
 use crate::history::{self, History};
-use crate::link::callee::Offer;
+use crate::link::callee::{Answer, Declined, KeyPin, Offer};
 use crate::link::dial::{Dial, DialResult};
 use crate::link::duplex::{Link, SendFailed};
 use api::{
-    ConnectFailed, EventRx, Outcome, PingReply, Request, SessionStatus, StreamNote, StreamSend,
-    StreamTx, Undelivered, Wait, wire_state,
+    Blocking, ConnectFailed, ConsentFailed, EventRx, Outcome, PingReply, Request, SessionStatus,
+    StreamNote, StreamSend, StreamTx, Undelivered, Wait, wire_state,
 };
 
 /// Offers of inbound links queued towards the driver at most (the callee
@@ -79,6 +81,38 @@ enum Next {
     Offer(Offer),
     Done(Done),
     Link(LinkId, Result<Frame, LinkDown>),
+}
+
+/// A dial waiting for the user's answer (consent): what taking it needs.
+#[derive(Debug)]
+struct Asked {
+    link: Link,
+    /// Told why, if the answer is no; dropped if yes.
+    verdict: oneshot::Sender<Declined>,
+    pin: KeyPin,
+    seen: Option<Seen>,
+}
+
+/// Who may talk to us: the policy, the blocked peers, and the requests
+/// waiting for an answer.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub(crate) policy: Policy,
+    pub(crate) blocked: Blocked,
+    /// How long a request waits for an answer: [`consent::ASK_TIMEOUT`]
+    /// (the driver's tests use less).
+    pub(crate) ask_for: Duration,
+}
+
+/// The first waiting request whose dialer gave up (its stream ended, or
+/// it sent something before being welcomed, which it must not).
+fn poll_asking(asking: &mut Requests<Asked>, cx: &mut Context<'_>) -> Poll<Name> {
+    for r in asking.iter_mut() {
+        if r.held.link.poll_frame(cx).is_ready() {
+            return Poll::Ready(r.peer.clone());
+        }
+    }
+    Poll::Pending
 }
 
 /// The next frame (or end) from any open link. There are at most a few:
@@ -170,6 +204,9 @@ pub(crate) struct Driver {
     /// The session's actions being run (kept to reuse its allocation).
     actions: Vec<Action>,
     shutting_down: bool,
+    gate: Gate,
+    /// Dials waiting for the user's answer.
+    asking: Requests<Asked>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -187,6 +224,7 @@ impl Driver {
         resume_window: Duration,
         history: History,
         data_dir: PathBuf,
+        gate: Gate,
         wiring: Wiring,
     ) -> Driver {
         let mut session = Session::new(me, resume_window);
@@ -222,6 +260,8 @@ impl Driver {
             broken: Vec::new(),
             actions: Vec::new(),
             shutting_down: false,
+            asking: Requests::lasting(gate.ask_for),
+            gate,
         }
     }
 
@@ -235,6 +275,7 @@ impl Driver {
         tokio::pin!(cancelled);
         loop {
             let timer = self.session.poll_timeout().map(tokio::time::Instant::from_std);
+            let lapse = self.asking.next_expiry().map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 _ = &mut cancelled, if !self.shutting_down => {
@@ -260,6 +301,20 @@ impl Driver {
                 _ = sleep_until(timer), if timer.is_some() => {
                     self.session.handle_timeout(Instant::now());
                 }
+                peer = std::future::poll_fn(|cx| poll_asking(&mut self.asking, cx)),
+                    if !self.asking.is_empty() =>
+                {
+                    tracing::info!(%peer, "the peer gave up asking");
+                    if let Some(r) = self.asking.take(Some(&peer)) {
+                        self.end_request(r, None, Outcome_::Withdrawn);
+                    }
+                }
+                _ = sleep_until(lapse), if lapse.is_some() => {
+                    for r in self.asking.expire(Instant::now()) {
+                        tracing::info!(peer = %r.peer, "nobody answered the request in time");
+                        self.end_request(r, Some(Declined::NotAccepted), Outcome_::Expired);
+                    }
+                }
                 _ = sleep_until(give_up_at), if give_up_at.is_some() => break,
             }
             self.run_actions();
@@ -268,8 +323,11 @@ impl Driver {
             }
         }
         self.run_actions();
-        // Everything still open ends here: links, dials, watch streams,
-        // waiters.
+        // Everything still open ends here: requests, links, dials, watch
+        // streams, waiters.
+        for r in self.asking.drain() {
+            let _ = r.held.verdict.send(Declined::ShuttingDown);
+        }
         self.links.clear();
         self.jobs.abort_all();
         self.watchers.clear();
@@ -360,6 +418,12 @@ impl Driver {
                     phase: self.session.phase(),
                     unacknowledged: self.session.unacknowledged(),
                     last_peer: self.session.current_or_last_peer().cloned(),
+                    policy: self.gate.policy,
+                    requests: self
+                        .asking
+                        .iter()
+                        .map(|r| (r.peer.clone(), r.expires_at_ms))
+                        .collect(),
                 });
             }
             Request::Watch { display, reply } => self.on_watch(display, reply),
@@ -379,7 +443,91 @@ impl Driver {
                     }
                 }
             }
+            Request::Accept { name, reply } => {
+                let _ = reply.send(self.accept(name.as_ref()));
+            }
+            Request::Reject { name, reply } => {
+                let answer = match self.asking.take(name.as_ref()) {
+                    None => Err(ConsentFailed::NoRequest(name)),
+                    Some(r) => {
+                        let peer = r.peer.clone();
+                        tracing::info!(%peer, "request rejected");
+                        self.end_request(r, Some(Declined::NotAccepted), Outcome_::Rejected);
+                        Ok(peer)
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            Request::Block { name, reply } => {
+                let _ = reply.send(self.block(name, now));
+            }
+            Request::Unblock { name, reply } => {
+                let _ = reply.send(self.gate.blocked.remove(&name).map_err(|e| e.to_string()));
+            }
+            Request::Blocked { reply } => {
+                let _ = reply.send(self.gate.blocked.names().cloned().collect());
+            }
         }
+    }
+
+    /// Takes `name`'s request (`None`: the oldest): the conversation is on.
+    fn accept(&mut self, name: Option<&Name>) -> Result<Name, ConsentFailed> {
+        let Some(r) = self.asking.take(name) else {
+            return Err(ConsentFailed::NoRequest(name.cloned()));
+        };
+        let peer = r.peer.clone();
+        let Asked { link, verdict, pin, seen } = r.held;
+        if let Some(seen) = seen {
+            self.session.load_seen(peer.clone(), seen);
+        }
+        match self.session.handle_hello(peer.clone()) {
+            Ok(id) => {
+                tracing::info!(%peer, "request accepted");
+                self.links.insert(id, link);
+                pin.record();
+                drop(verdict);
+                self.broadcast(request_ended(&peer, Outcome_::Accepted));
+                Ok(peer)
+            }
+            Err(_) => {
+                let _ = verdict.send(Declined::Busy);
+                self.broadcast(request_ended(&peer, Outcome_::Withdrawn));
+                Err(ConsentFailed::Busy { with: self.session.peer().cloned() })
+            }
+        }
+    }
+
+    /// Ends a waiting request: the dialer is told `why` (nothing: its
+    /// stream just ends), watchers the outcome.
+    fn end_request(
+        &mut self,
+        r: consent::Request<Asked>,
+        why: Option<Declined>,
+        outcome: Outcome_,
+    ) {
+        if let Some(why) = why {
+            let _ = r.held.verdict.send(why);
+        }
+        self.broadcast(request_ended(&r.peer, outcome));
+    }
+
+    /// Blocks `name`; ends the conversation with it, and its request.
+    fn block(&mut self, name: Name, now: Now) -> Result<Blocking, String> {
+        let added = self.gate.blocked.add(&name).map_err(|e| e.to_string())?;
+        tracing::info!(peer = %name, "blocked");
+        if let Some(r) = self.asking.take(Some(&name)) {
+            // As busy: the blocked peer is not told.
+            self.end_request(r, Some(Declined::Busy), Outcome_::Rejected);
+        }
+        let current = self.session.peer().is_some_and(|p| *p == name);
+        let disconnected = current && self.session.disconnect(now.at).is_ok();
+        if disconnected && self.session.phase() == Phase::Idle {
+            // It was a dial in progress: cancelled.
+            if let Some((_, tx)) = self.pending_connect.take() {
+                let _ = tx.send(Err(ConnectFailed::Blocked(name)));
+            }
+        }
+        Ok(Blocking { already: added == Added::Already, disconnected })
     }
 
     /// A verified dialer offers a link. Its history is read first (off
@@ -394,9 +542,17 @@ impl Driver {
     }
 
     fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
-        let Offer { peer, link, reply } = offer;
-        if self.shutting_down {
-            let _ = reply.send(Err(AcceptError::Busy { me: self.session.me().clone() }));
+        let Offer { peer, link, known, pin, reply } = offer;
+        let busy = || Answer::Refused(AcceptError::Busy { me: self.session.me().clone() });
+        // A blocked peer hears what a busy one would.
+        if self.shutting_down || self.gate.blocked.contains(&peer) {
+            let _ = reply.send(busy());
+            return;
+        }
+        // Only a new conversation is asked about: a peer we are talking to
+        // (resuming) is taken back, and while busy everyone else is busy.
+        if self.session.peer().is_none() && self.gate.policy.must_ask(known) {
+            self.ask(peer, Asked { link, verdict: oneshot::channel().0, pin, seen }, reply);
             return;
         }
         if let Some(seen) = seen {
@@ -406,10 +562,36 @@ impl Driver {
             Ok(id) => {
                 // The session's first action on the link is its welcome.
                 self.links.insert(id, link);
-                let _ = reply.send(Ok(()));
+                pin.record();
+                let _ = reply.send(Answer::Accepted);
             }
             Err(e) => {
-                let _ = reply.send(Err(e));
+                let _ = reply.send(Answer::Refused(e));
+            }
+        }
+    }
+
+    /// Queues `peer`'s dial for the user's answer and tells watchers.
+    fn ask(&mut self, peer: Name, mut asked: Asked, reply: oneshot::Sender<Answer>) {
+        let (verdict, declined) = oneshot::channel();
+        asked.verdict = verdict;
+        match self.asking.add(peer.clone(), asked, Instant::now(), now_ms()) {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    // The same peer asks again: its old dial is stale.
+                    let _ = old.held.verdict.send(Declined::Busy);
+                }
+                let _ = reply.send(Answer::Asking(declined));
+                let expires_at_ms = self.asking.iter().last().map_or(0, |r| r.expires_at_ms);
+                tracing::info!(%peer, "asking the user whether to talk");
+                self.broadcast(pb::event::Kind::Request(pb::RequestEvent {
+                    peer: peer.to_string(),
+                    expires_at_ms,
+                }));
+            }
+            Err((consent::Full::TooMany, _)) => {
+                let _ = reply
+                    .send(Answer::Refused(AcceptError::Busy { me: self.session.me().clone() }));
             }
         }
     }
@@ -470,6 +652,10 @@ impl Driver {
     fn on_connect(&mut self, name: Name, reply: oneshot::Sender<Result<Name, ConnectFailed>>) {
         if self.shutting_down {
             let _ = reply.send(Err(ConnectFailed::ShuttingDown));
+            return;
+        }
+        if self.gate.blocked.contains(&name) {
+            let _ = reply.send(Err(ConnectFailed::Blocked(name)));
             return;
         }
         match self.session.connect(name.clone()) {
@@ -543,6 +729,14 @@ impl Driver {
         } else {
             Vec::new()
         };
+        let mut backlog = backlog;
+        // Requests still waiting: a client that attaches now can answer.
+        backlog.extend(self.asking.iter().map(|r| {
+            event(pb::event::Kind::Request(pb::RequestEvent {
+                peer: r.peer.to_string(),
+                expires_at_ms: r.expires_at_ms,
+            }))
+        }));
         let (tx, rx) = mpsc::channel(WATCH_QUEUE + backlog.len());
         for ev in backlog {
             let _ = tx.try_send(Ok(ev));
@@ -694,7 +888,14 @@ impl Driver {
                 }
                 return;
             }
-            Event::Message { .. } | Event::Connected { .. } => {}
+            Event::Connected { .. } => {
+                // Busy now: whoever else asked is turned down as busy.
+                let waiting: Vec<_> = self.asking.drain().collect();
+                for r in waiting {
+                    self.end_request(r, Some(Declined::Busy), Outcome_::Withdrawn);
+                }
+            }
+            Event::Message { .. } => {}
         }
         // Only then the wire form, and only for someone to send it to: at
         // full speed nobody may be watching, and then there is nothing to
@@ -703,6 +904,14 @@ impl Driver {
             return;
         }
         let Some(kind) = wire_event(ev) else { return };
+        self.broadcast(kind);
+    }
+
+    /// Sends an event to every watch client.
+    fn broadcast(&mut self, kind: pb::event::Kind) {
+        if self.watchers.is_empty() {
+            return;
+        }
         let ev = event(kind);
         self.watchers.retain(|w| {
             if w.tx.capacity() <= 1 {
@@ -756,6 +965,16 @@ fn wire_event(ev: Event) -> Option<pb::event::Kind> {
 
 fn event(kind: pb::event::Kind) -> pb::Event {
     pb::Event { kind: Some(kind) }
+}
+
+/// How a request ended, as watch clients are told.
+use pb::request_ended_event::Outcome as Outcome_;
+
+fn request_ended(peer: &Name, outcome: Outcome_) -> pb::event::Kind {
+    pb::event::Kind::RequestEnded(pb::RequestEndedEvent {
+        peer: peer.to_string(),
+        outcome: outcome as i32,
+    })
 }
 
 /// The time a batch of inputs is handled at: for timers and waits, and

@@ -14,12 +14,16 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
+use crate::link::callee::{Answer, Declined, KeyPin};
 use crate::link::dial::DialError;
 use api::REQUEST_QUEUE;
 
 /// Long enough for anything here to happen; a failing test stops here
 /// rather than hanging.
 const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long requests to talk last here, unless a test says otherwise.
+const ASK_FOR: Duration = Duration::from_secs(60);
 
 fn name(s: &str) -> Name {
     Name::parse(s).expect("test names are valid")
@@ -55,17 +59,27 @@ impl Dial for Wired {
             let (their_out, our_in) = mpsc::channel(1024);
             let theirs = Link::new(their_out, ReceiverStream::new(their_in).map(Ok));
             let (reply, answer) = oneshot::channel();
-            if offers.send(Offer { peer: me, link: theirs, reply }).await.is_err() {
+            let offer = Offer { peer: me, link: theirs, known: false, pin: KeyPin::none(), reply };
+            if offers.send(offer).await.is_err() {
                 return Err(DialError::NotOnline(to));
             }
-            match answer.await {
-                Ok(Ok(())) => {}
-                Ok(Err(AcceptError::Busy { .. })) => return Err(DialError::Busy(to)),
-                Ok(Err(e)) => panic!("unexpected refusal {e:?}"),
+            let declined = match answer.await {
+                Ok(Answer::Accepted) => None,
+                Ok(Answer::Asking(declined)) => Some(declined),
+                Ok(Answer::Refused(AcceptError::Busy { .. })) => return Err(DialError::Busy(to)),
+                Ok(Answer::Refused(e)) => panic!("unexpected refusal {e:?}"),
                 Err(_) => return Err(DialError::NotOnline(to)),
-            }
+            };
             let mut our_in = our_in;
             let welcome = our_in.recv().await;
+            // Turned down after asking: the link ends, the verdict says why.
+            if let (None, Some(declined)) = (&welcome, declined) {
+                return Err(match declined.await {
+                    Ok(Declined::NotAccepted) => DialError::NotAccepted(to),
+                    Ok(Declined::Busy) => DialError::Busy(to),
+                    Ok(Declined::ShuttingDown) | Err(_) => DialError::NotOnline(to),
+                });
+            }
             let Some(pb::Frame { kind: Some(pb::frame::Kind::Welcome(w)) }) = welcome else {
                 panic!("the callee's first frame is not a welcome: {welcome:?}");
             };
@@ -114,6 +128,18 @@ struct Peer {
 
 impl Peer {
     fn start(me: &str, board: &Switchboard, dialer: Option<Arc<dyn Dial>>) -> Peer {
+        Peer::start_asking(me, board, dialer, Policy::All, ASK_FOR)
+    }
+
+    /// A driver with the accept policy `policy`, whose requests last
+    /// `ask_for`.
+    fn start_asking(
+        me: &str,
+        board: &Switchboard,
+        dialer: Option<Arc<dyn Dial>>,
+        policy: Policy,
+        ask_for: Duration,
+    ) -> Peer {
         let dir = std::env::temp_dir().join(format!("pcd-{}", uuid::Uuid::new_v4().simple()));
         let history = History::open(&dir).expect("history");
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -123,7 +149,9 @@ impl Peer {
             dialer.unwrap_or_else(|| Arc::new(Wired { me: name(me), board: board.clone() }));
         let (presence, _) = watch::channel(Presence::Available);
         let wiring = Wiring { requests: requests_rx, offers, dialer, presence };
-        let driver = Driver::new(name(me), Duration::from_secs(30), history, dir.clone(), wiring);
+        let gate = Gate { policy, blocked: Blocked::default(), ask_for };
+        let driver =
+            Driver::new(name(me), Duration::from_secs(30), history, dir.clone(), gate, wiring);
         let token = CancellationToken::new();
         let task = tokio::spawn(driver.run(token.clone()));
         Peer { requests, token, task, dir }
@@ -309,4 +337,133 @@ async fn sends_without_a_conversation_are_refused_at_once() {
     let ping = alice.ask(|reply| Request::Ping { reply }).await;
     assert!(matches!(ping, Err(SendError::NotConnected)), "{ping:?}");
     alice.stop().await;
+}
+
+/// The next event on `events` that `pick` takes.
+async fn next_event<T>(events: &mut EventRx, pick: impl Fn(pb::event::Kind) -> Option<T>) -> T {
+    loop {
+        let ev = within("an event", events.recv()).await.expect("events").expect("ok");
+        if let Some(t) = ev.kind.and_then(&pick) {
+            return t;
+        }
+    }
+}
+
+fn request_from(kind: pb::event::Kind) -> Option<String> {
+    match kind {
+        pb::event::Kind::Request(r) => Some(r.peer),
+        _ => None,
+    }
+}
+
+fn request_ended(kind: pb::event::Kind) -> Option<(String, Outcome_)> {
+    match kind {
+        pb::event::Kind::RequestEnded(r) => Some((r.peer.clone(), r.outcome())),
+        _ => None,
+    }
+}
+
+/// Starts `alice`'s connect to `to` without waiting for its answer.
+async fn start_connect(alice: &Peer, to: &str) -> oneshot::Receiver<Result<Name, ConnectFailed>> {
+    let (reply, connected) = oneshot::channel();
+    alice.requests.send(Request::Connect { name: name(to), reply }).await.expect("runs");
+    connected
+}
+
+#[tokio::test]
+async fn asking_waits_for_the_users_yes() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start_asking("bob", &board, None, Policy::Ask, ASK_FOR);
+    let mut bob_sees = bob.watch(false).await;
+    let mut connected = start_connect(&alice, "bob").await;
+    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
+    // Asked, not taken: both still free, and alice still waiting.
+    let s = bob.status().await;
+    assert_eq!((s.phase, s.requests.len()), (Phase::Idle, 1));
+    assert_eq!(s.requests[0].0, name("alice"));
+    assert!(connected.try_recv().is_err(), "alice was answered before bob's user");
+    // A client that attaches now hears of the request too.
+    let mut late = bob.watch(false).await;
+    assert_eq!(next_event(&mut late, request_from).await, "alice");
+
+    assert_eq!(bob.ask(|reply| Request::Accept { name: None, reply }).await, Ok(name("alice")));
+    let answer = within("alice's connect", connected).await.expect("answered");
+    assert_eq!(answer.expect("connected"), name("bob"));
+    assert_eq!(
+        next_event(&mut bob_sees, request_ended).await,
+        ("alice".into(), Outcome_::Accepted)
+    );
+    assert_eq!(bob.status().await.peer, Some(name("alice")));
+    assert!(bob.status().await.requests.is_empty());
+    // Nothing left to accept.
+    let again = bob.ask(|reply| Request::Accept { name: Some(name("alice")), reply }).await;
+    assert_eq!(again, Err(ConsentFailed::NoRequest(Some(name("alice")))));
+    alice.stop().await;
+    bob.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_or_unanswered_request_is_not_accepted() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start_asking("bob", &board, None, Policy::Ask, Duration::from_millis(300));
+    let mut bob_sees = bob.watch(false).await;
+
+    let connected = start_connect(&alice, "bob").await;
+    next_event(&mut bob_sees, request_from).await;
+    let rejected = bob.ask(|reply| Request::Reject { name: Some(name("ALICE")), reply }).await;
+    assert_eq!(rejected, Ok(name("alice")));
+    match within("alice's connect", connected).await.expect("answered") {
+        Err(ConnectFailed::Dial(DialError::NotAccepted(who))) => assert_eq!(who, name("bob")),
+        other => panic!("alice should hear bob did not accept: {other:?}"),
+    }
+    assert_eq!(
+        next_event(&mut bob_sees, request_ended).await,
+        ("alice".into(), Outcome_::Rejected)
+    );
+
+    // Nobody answers: the request lapses, with the same words for alice.
+    let connected = start_connect(&alice, "bob").await;
+    next_event(&mut bob_sees, request_from).await;
+    assert_eq!(next_event(&mut bob_sees, request_ended).await, ("alice".into(), Outcome_::Expired));
+    match within("alice's connect", connected).await.expect("answered") {
+        Err(ConnectFailed::Dial(DialError::NotAccepted(_))) => {}
+        other => panic!("alice should hear bob did not accept: {other:?}"),
+    }
+    assert_eq!(alice.status().await.phase, Phase::Idle);
+    assert_eq!(bob.status().await.phase, Phase::Idle);
+    alice.stop().await;
+    bob.stop().await;
+}
+
+#[tokio::test]
+async fn a_blocked_peer_hears_busy_and_is_not_dialed() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    let blocked = bob.ask(|reply| Request::Block { name: name("Alice"), reply }).await;
+    assert_eq!(blocked, Ok(Blocking { already: false, disconnected: false }));
+    match alice.connect("bob").await {
+        Err(ConnectFailed::Dial(DialError::Busy(_))) => {}
+        other => panic!("a blocked dialer hears busy: {other:?}"),
+    }
+    match bob.connect("alice").await {
+        Err(ConnectFailed::Blocked(who)) => assert_eq!(who, name("alice")),
+        other => panic!("bob does not dial whom he blocked: {other:?}"),
+    }
+    let names = bob.ask(|reply| Request::Blocked { reply }).await;
+    assert_eq!(names, vec![name("Alice")]);
+    assert_eq!(bob.ask(|reply| Request::Unblock { name: name("alice"), reply }).await, Ok(true));
+    assert_eq!(bob.ask(|reply| Request::Unblock { name: name("alice"), reply }).await, Ok(false));
+    alice.connect("bob").await.expect("unblocked: connected");
+
+    // Blocking the current peer ends the conversation.
+    let mut bob_sees = bob.watch(false).await;
+    let blocked = bob.ask(|reply| Request::Block { name: name("alice"), reply }).await;
+    assert_eq!(blocked, Ok(Blocking { already: false, disconnected: true }));
+    next_event(&mut bob_sees, |k| matches!(k, pb::event::Kind::Disconnected(_)).then_some(()))
+        .await;
+    alice.stop().await;
+    bob.stop().await;
 }

@@ -3,7 +3,13 @@
 //! protocol version) within the handshake timeout, and is offered to
 //! whoever holds the [`Offer`] channel (the driver), who accepts it only
 //! when we are in no conversation. Every refusal is a typed [`Refusal`].
+//!
+//! The driver may also answer that the user is being asked (consent,
+//! `peerd --accept known|ask`): the call then answers at once with an
+//! `Asking` frame, and either the welcome follows on the link, or the call
+//! ends with the verdict the driver sends ([`Declined`]).
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -24,6 +30,7 @@ use super::{
     HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, PROTOCOL_VERSION,
     SEND_QUEUE,
 };
+use crate::consent::ASK_TIMEOUT;
 use crate::directory::{self, Directories, Listing};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
 use crate::tls::PublicKey;
@@ -34,7 +41,92 @@ use crate::tls::PublicKey;
 pub(crate) struct Offer {
     pub(crate) peer: Name,
     pub(crate) link: Link,
-    pub(crate) reply: oneshot::Sender<Result<(), AcceptError>>,
+    /// We have talked to this peer's key before (it is in known-peers).
+    pub(crate) known: bool,
+    /// Records the dialer's key in known-peers: the taker calls it once it
+    /// takes the conversation, not before (a stranger who was turned down
+    /// must not become "known").
+    pub(crate) pin: KeyPin,
+    pub(crate) reply: oneshot::Sender<Answer>,
+}
+
+/// The answer to an [`Offer`].
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The conversation is on: the welcome is the link's first frame.
+    Accepted,
+    Refused(AcceptError),
+    /// The user is being asked. The taker keeps the link; if the answer is
+    /// no it drops the link and says why on the receiver; if yes, it
+    /// welcomes the dialer on the link and drops the sender.
+    Asking(oneshot::Receiver<Declined>),
+}
+
+/// Why a dial that waited for the user's answer was turned down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Declined {
+    /// The user said no, or did not answer in time.
+    NotAccepted,
+    /// The user accepted, but we had become busy meanwhile (or the dialer
+    /// is blocked, which it is not told).
+    Busy,
+    ShuttingDown,
+}
+
+/// The dialer's key, to be recorded in known-peers once it is taken.
+#[derive(Debug)]
+pub(crate) struct KeyPin(Option<(KnownPeers, Name, PublicKey)>);
+
+impl KeyPin {
+    /// Records nothing (the driver's tests).
+    #[cfg(test)]
+    pub(crate) fn none() -> KeyPin {
+        KeyPin(None)
+    }
+
+    pub(crate) fn record(self) {
+        if let Some((known, name, key)) = self.0
+            && let Err(e) = known.remember(&name, &key)
+        {
+            tracing::warn!(error = %e, "cannot record the peer's key");
+        }
+    }
+}
+
+/// The end of an asking call: nothing if the user accepted (the stream
+/// ended with the conversation), the refusal if not.
+struct VerdictStream {
+    declined: Option<oneshot::Receiver<Declined>>,
+    me: Name,
+}
+
+impl Stream for VerdictStream {
+    type Item = Result<pb::Frame, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(rx) = self.declined.as_mut() else { return std::task::Poll::Ready(None) };
+        let verdict = std::task::ready!(Pin::new(rx).poll(cx));
+        self.declined = None;
+        let me = &self.me;
+        std::task::Poll::Ready(match verdict {
+            Ok(Declined::NotAccepted) => {
+                let why = format!("{me} did not accept");
+                Some(Err(Refusal::new(Reason::NotAccepted, why).into()))
+            }
+            Ok(Declined::Busy) => Some(Err(busy(me).into())),
+            Ok(Declined::ShuttingDown) => {
+                Some(Err(Refusal::new(Reason::ShuttingDown, "peerd is shutting down").into()))
+            }
+            Err(_) => None,
+        })
+    }
+}
+
+fn busy(me: &Name) -> Refusal {
+    Refusal::new(Reason::Busy, format!("{me} is busy in another conversation"))
 }
 
 /// Where offers go: the driver reads them.
@@ -65,11 +157,16 @@ impl ChatService {
 
     /// Is the dialer who it says it is? Its TLS key must be the one the
     /// directory binds to the name, and the one we know if we know one.
-    async fn check_dialer(&self, name: &Name, key: &PublicKey) -> Result<(), Refusal> {
+    /// True if we know it (have talked to it before).
+    async fn check_dialer(&self, name: &Name, key: &PublicKey) -> Result<bool, Refusal> {
         let unverified = |why: String| Refusal::new(Reason::Unverified, why);
-        if let Verdict::Changed { known } = self.known.check(name, key) {
-            return Err(unverified(changed_message(name, &known, key)));
-        }
+        let known = match self.known.check(name, key) {
+            Verdict::Changed { known } => {
+                return Err(unverified(changed_message(name, &known, key)));
+            }
+            Verdict::Known => true,
+            Verdict::New => false,
+        };
         match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => {
                 if peer.public_key.as_slice() != key.as_slice() {
@@ -80,7 +177,7 @@ impl ChatService {
                 }
             }
             // Without the directory, a key we already know is enough.
-            _ if self.known.check(name, key) == Verdict::Known => {}
+            _ if known => {}
             Listing::NotOnline => {
                 return Err(unverified(format!(
                     "cannot verify {name}: it is not registered in the directory"
@@ -95,10 +192,7 @@ impl ChatService {
                 ));
             }
         }
-        if let Err(e) = self.known.remember(name, key) {
-            tracing::warn!(error = %e, "cannot record the peer's key");
-        }
-        Ok(())
+        Ok(known)
     }
 }
 
@@ -145,26 +239,42 @@ impl pb::chat_server::Chat for ChatService {
             let why = format!("this is {}, not {}", self.me, hello.to);
             return Err(Refusal::new(Reason::WrongPeer, why).into());
         }
-        self.check_dialer(&peer, &key).await?;
+        let known = self.check_dialer(&peer, &key).await?;
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
         let (reply, answer) = oneshot::channel();
         let shutting_down = || Refusal::new(Reason::ShuttingDown, "peerd is shutting down");
-        let offer = Offer { peer: peer.clone(), link: Link::new(out, inbound), reply };
+        let offer = Offer {
+            peer: peer.clone(),
+            link: Link::new(out, inbound),
+            known,
+            pin: KeyPin(Some((self.known.clone(), peer.clone(), key))),
+            reply,
+        };
         if self.offers.send(offer).await.is_err() {
             return Err(shutting_down().into());
         }
+        let frames = ReceiverStream::new(out_rx).map(Ok);
         match answer.await {
-            Ok(Ok(())) => tracing::info!(%peer, ?remote, "accepted a conversation"),
-            Ok(Err(AcceptError::Busy { me })) => {
-                let why = format!("{me} is busy in another conversation");
-                return Err(Refusal::new(Reason::Busy, why).into());
+            Ok(Answer::Accepted) => {
+                tracing::info!(%peer, ?remote, "accepted a conversation");
+                Ok(Response::new(Box::pin(frames)))
             }
-            Ok(Err(AcceptError::Yourself)) => {
+            Ok(Answer::Asking(declined)) => {
+                tracing::info!(%peer, ?remote, "asking the user whether to talk");
+                let timeout_s = u32::try_from(ASK_TIMEOUT.as_secs()).unwrap_or(u32::MAX);
+                let asking =
+                    pb::Frame { kind: Some(pb::frame::Kind::Asking(pb::Asking { timeout_s })) };
+                let verdict = VerdictStream { declined: Some(declined), me: self.me.clone() };
+                Ok(Response::new(Box::pin(
+                    tokio_stream::once(Ok(asking)).chain(frames).chain(verdict),
+                )))
+            }
+            Ok(Answer::Refused(AcceptError::Busy { me })) => Err(busy(&me).into()),
+            Ok(Answer::Refused(AcceptError::Yourself)) => {
                 let why = "a peer cannot connect to itself";
-                return Err(Refusal::new(Reason::Yourself, why).into());
+                Err(Refusal::new(Reason::Yourself, why).into())
             }
-            Err(_) => return Err(shutting_down().into()),
+            Err(_) => Err(shutting_down().into()),
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx).map(Ok))))
     }
 }

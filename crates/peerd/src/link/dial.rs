@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::timeouts::DIAL_TIMEOUT;
+use peerchat_core::timeouts::{ASK_TIMEOUT, CONNECT_ANSWER_MARGIN, DIAL_TIMEOUT};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -50,6 +50,9 @@ pub(crate) enum DialError {
     WrongKey { name: Name, address: String, why: String },
     #[error("{0} is busy in another conversation")]
     Busy(Name),
+    /// The callee's user was asked and said no, or did not answer in time.
+    #[error("{0} did not accept")]
+    NotAccepted(Name),
     #[error("{name} refused the conversation: {}", .refusal.message)]
     Refused { name: Name, refusal: Refusal },
     #[error("the peer at {address} is {callee}, not {name}")]
@@ -90,22 +93,74 @@ pub(crate) struct Dialer {
 
 impl Dialer {
     /// Dials `name`: the callee's name as it spells it, and the link. Takes
-    /// at most [`DIAL_TIMEOUT`], all steps together.
+    /// at most [`DIAL_TIMEOUT`], all steps together, and then, if the
+    /// callee asks its user, as long as it says the asking may take (at
+    /// most [`ASK_TIMEOUT`]) and a margin.
     async fn dial_owned(self, name: Name) -> DialResult {
-        let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(&name)).await;
-        let result = dialed.unwrap_or_else(|_| {
-            Err(DialError::NoAnswer {
-                name: name.clone(),
-                what: format!("did not complete the dial within {DIAL_TIMEOUT:?}"),
-            })
-        });
+        let result = self.dial_steps(&name).await;
         if let Err(e) = &result {
             tracing::info!(peer = %name, error = %e, "dial failed");
         }
         result
     }
 
-    async fn handshake(&self, name: &Name) -> DialResult {
+    async fn dial_steps(&self, name: &Name) -> DialResult {
+        let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(name)).await;
+        let mut answered = dialed.unwrap_or_else(|_| {
+            Err(DialError::NoAnswer {
+                name: name.clone(),
+                what: format!("did not complete the dial within {DIAL_TIMEOUT:?}"),
+            })
+        })?;
+        if let Some(pb::frame::Kind::Asking(asking)) = &answered.first.kind {
+            let wait = Duration::from_secs(asking.timeout_s.into()).min(ASK_TIMEOUT);
+            tracing::info!(peer = %name, ?wait, "the peer is asking its user");
+            let next = tokio::time::timeout(
+                wait.saturating_add(CONNECT_ANSWER_MARGIN),
+                answered.inbound.message(),
+            );
+            answered.first = match next.await {
+                Err(_) => return Err(DialError::NotAccepted(name.clone())),
+                Ok(next) => first_frame(name, next)?,
+            };
+        }
+        self.welcomed(name, answered)
+    }
+
+    /// Checks the callee's welcome: of our version, from the peer dialed.
+    fn welcomed(&self, name: &Name, answered: Answered) -> DialResult {
+        let Answered { first, inbound, out, listed, address } = answered;
+        let Some(pb::frame::Kind::Welcome(welcome)) = first.kind else {
+            let why = "the first frame was not a welcome".into();
+            return Err(DialError::Broken { name: name.clone(), why });
+        };
+        if welcome.version != PROTOCOL_VERSION {
+            return Err(DialError::Version {
+                name: name.clone(),
+                theirs: welcome.version,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        let callee = Name::parse(&welcome.name).map_err(|e| DialError::Broken {
+            name: name.clone(),
+            why: format!("its welcome names no valid peer: {e}"),
+        })?;
+        if callee != *name {
+            return Err(DialError::Impostor {
+                name: name.clone(),
+                address,
+                callee: callee.to_string(),
+            });
+        }
+        if let Err(e) = self.known.remember(&callee, &listed) {
+            tracing::warn!(error = %e, "cannot record the peer's key");
+        }
+        Ok((callee, Link::new(out, inbound)))
+    }
+
+    /// Looks the peer up, connects, says hello, and reads the callee's
+    /// first frame (a welcome, or that it is asking its user).
+    async fn handshake(&self, name: &Name) -> Result<Answered, DialError> {
         let peer = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer,
             Listing::NotOnline => return Err(DialError::NotOnline(name.clone())),
@@ -185,39 +240,33 @@ impl Dialer {
         let mut inbound = response.into_inner();
         let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(no_answer("did not welcome us in time")),
-            Ok(Err(s)) => return Err(refused(s)),
-            Ok(Ok(None)) => {
-                let why = "the stream ended before welcome".into();
-                return Err(DialError::Broken { name: name.clone(), why });
-            }
-            Ok(Ok(Some(f))) => f,
+            Ok(next) => first_frame(name, next)?,
         };
-        let Some(pb::frame::Kind::Welcome(welcome)) = first.kind else {
-            let why = "the first frame was not a welcome".into();
-            return Err(DialError::Broken { name: name.clone(), why });
-        };
-        if welcome.version != PROTOCOL_VERSION {
-            return Err(DialError::Version {
-                name: name.clone(),
-                theirs: welcome.version,
-                ours: PROTOCOL_VERSION,
-            });
-        }
-        let callee = Name::parse(&welcome.name).map_err(|e| DialError::Broken {
+        Ok(Answered { first, inbound, out, listed, address })
+    }
+}
+
+/// A call the callee answered, with its first frame.
+struct Answered {
+    first: pb::Frame,
+    inbound: tonic::Streaming<pb::Frame>,
+    out: mpsc::Sender<pb::Frame>,
+    listed: PublicKey,
+    address: String,
+}
+
+/// The frame the callee answered with, or why there was none.
+fn first_frame(
+    name: &Name,
+    next: Result<Option<pb::Frame>, tonic::Status>,
+) -> Result<pb::Frame, DialError> {
+    match next {
+        Err(s) => Err(refused(name, &s)),
+        Ok(None) => Err(DialError::Broken {
             name: name.clone(),
-            why: format!("its welcome names no valid peer: {e}"),
-        })?;
-        if callee != *name {
-            return Err(DialError::Impostor {
-                name: name.clone(),
-                address,
-                callee: callee.to_string(),
-            });
-        }
-        if let Err(e) = self.known.remember(&callee, &listed) {
-            tracing::warn!(error = %e, "cannot record the peer's key");
-        }
-        Ok((callee, Link::new(out, inbound)))
+            why: "the stream ended before welcome".into(),
+        }),
+        Ok(Some(f)) => Ok(f),
     }
 }
 
@@ -232,6 +281,7 @@ fn refused(name: &Name, status: &tonic::Status) -> DialError {
     let refusal = Refusal::from_status(status);
     match refusal.reason {
         Reason::Busy => DialError::Busy(name.clone()),
+        Reason::NotAccepted => DialError::NotAccepted(name.clone()),
         _ => DialError::Refused { name: name.clone(), refusal },
     }
 }

@@ -50,7 +50,8 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
 /// The chat protocol version, in Hello and Welcome; each end refuses
 /// another. 2: refusals carry a typed reason; Welcome carries the version.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+/// 3: a callee may answer Asking (consent) before its welcome.
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 /// How long shutdown waits for a goodbye to complete before dropping the
 /// link: the session's own close timeout plus a little.
 pub(crate) const CLOSE_GRACE: Duration =

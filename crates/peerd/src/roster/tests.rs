@@ -123,6 +123,7 @@ fn directories(addr: SocketAddr) -> Directories {
         socket: "/nonexistent/s.sock".into(),
         data_dir: "/nonexistent".into(),
         resume_window: Duration::from_secs(30),
+        accept: crate::consent::Policy::All,
     };
     Directories::connect(&config).expect("directories")
 }
