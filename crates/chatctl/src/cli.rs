@@ -76,6 +76,35 @@ pub enum Command {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Take a waiting request to talk (peerd --accept known|ask): from
+    /// NAME, or the oldest
+    Accept {
+        /// The peer whose request to take [default: the oldest]
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Turn down a waiting request to talk: from NAME, or the oldest (the
+    /// dialer hears "did not accept")
+    Reject {
+        /// The peer whose request to turn down [default: the oldest]
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Block NAME: its dials are refused as if you were busy, you do not
+    /// dial it, and a conversation with it ends; kept across restarts
+    Block {
+        /// The peer to block
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Unblock NAME
+    Unblock {
+        /// The peer to unblock
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// The blocked peers
+    Blocked,
     /// Interactive: connect if NAME is given, type a line + Enter to send;
     /// /list, /connect NAME, /disconnect, /quit
     Chat {

@@ -186,6 +186,10 @@ pub(crate) fn status_json(s: &pb::GetStatusResponse) -> Value {
         "unacknowledged": s.unacknowledged,
         "data_dir": s.data_dir,
         "key": s.key,
+        "accept": s.accept,
+        "requests": s.requests.iter()
+            .map(|r| json!({ "peer": r.peer, "expires": rfc3339(r.expires_at_ms) }))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -194,6 +198,18 @@ pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
     let or = |value: &str, missing: &str| {
         if value.is_empty() { missing.to_owned() } else { value.to_owned() }
     };
+    let requests = s
+        .requests
+        .iter()
+        .map(|r| {
+            format!(
+                "{} (until {})",
+                clean(&r.peer),
+                clock(&utc(r.expires_at_ms).with_timezone(&chrono::Local))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let rows = [
         ("name", or(&s.name, "-")),
         ("pid", s.pid.to_string()),
@@ -206,6 +222,8 @@ pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
         ("unacknowledged", s.unacknowledged.to_string()),
         ("data dir", or(&s.data_dir, "-")),
         ("key", or(&s.key, "-")),
+        ("accept", or(&s.accept, "all")),
+        ("requests", or(&requests, "(none)")),
     ];
     let width = rows.iter().map(|(key, _)| key.len() + 1).max().unwrap_or(0);
     rows.iter()
@@ -270,6 +288,52 @@ pub(crate) fn trust_text(t: &pb::TrustResponse) -> String {
     } else {
         format!("trusting {}'s key {} (in place of {})", t.peer, t.key, t.previous)
     }
+}
+
+// ---- block, unblock, blocked ----
+
+/// `block --json`: `{"peer", "already", "disconnected"}`.
+pub(crate) fn block_json(b: &pb::BlockResponse) -> Value {
+    json!({ "peer": b.peer, "already": b.already, "disconnected": b.disconnected })
+}
+
+/// `block`: what changed.
+pub(crate) fn block_text(b: &pb::BlockResponse) -> String {
+    let mut line = if b.already {
+        format!("{} was already blocked", b.peer)
+    } else {
+        format!("blocked {}", b.peer)
+    };
+    if b.disconnected {
+        line.push_str(" (the conversation with them is ending)");
+    }
+    line
+}
+
+/// `unblock --json`: `{"peer", "was_blocked"}`.
+pub(crate) fn unblock_json(u: &pb::UnblockResponse) -> Value {
+    json!({ "peer": u.peer, "was_blocked": !u.was_not_blocked })
+}
+
+pub(crate) fn unblock_text(u: &pb::UnblockResponse) -> String {
+    if u.was_not_blocked {
+        format!("{} was not blocked", u.peer)
+    } else {
+        format!("unblocked {}", u.peer)
+    }
+}
+
+/// `blocked --json`: `{"blocked": [names]}`.
+pub(crate) fn blocked_json(b: &pb::ListBlockedResponse) -> Value {
+    json!({ "blocked": b.names })
+}
+
+/// `blocked`: one name per line, or a line that says there are none.
+pub(crate) fn blocked_text(b: &pb::ListBlockedResponse) -> String {
+    if b.names.is_empty() {
+        return "nobody is blocked".to_owned();
+    }
+    b.names.iter().map(|n| clean(n)).collect::<Vec<_>>().join("\n")
 }
 
 // ---- connect, disconnect, send ----
@@ -618,7 +682,7 @@ mod tests {
                 "name": "alice", "listen": "0.0.0.0:4000", "advertise": "10.0.0.5:4000",
                 "directory": "http://127.0.0.1:7300", "directory_state": "registered", "peer": null,
                 "conversation": "idle", "pid": 42, "unacknowledged": 1, "data_dir": "/d",
-                "key": "ABCD-EFGH",
+                "key": "ABCD-EFGH", "accept": "all", "requests": [],
             })
         );
         assert_eq!(status_json(&status("bob"))["peer"], json!("bob"));
@@ -638,7 +702,9 @@ mod tests {
              peer:            (none)\n\
              unacknowledged:  1\n\
              data dir:        /d\n\
-             key:             ABCD-EFGH"
+             key:             ABCD-EFGH\n\
+             accept:          all\n\
+             requests:        (none)"
         );
     }
 

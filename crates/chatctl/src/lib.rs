@@ -55,6 +55,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::History { name, limit } => {
             commands::history::run(&socket, json, name.as_deref(), *limit).await
         }
+        Command::Accept { name } => commands::consent::accept(&socket, json, name.as_deref()).await,
+        Command::Reject { name } => commands::consent::reject(&socket, json, name.as_deref()).await,
+        Command::Block { name } => commands::consent::block(&socket, json, name).await,
+        Command::Unblock { name } => commands::consent::unblock(&socket, json, name).await,
+        Command::Blocked => commands::consent::blocked(&socket, json).await,
         Command::Chat { name } => commands::chat::run(&socket, json, name.as_deref()).await,
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod chat;
 pub(crate) mod connect;
+pub(crate) mod consent;
 pub(crate) mod disconnect;
 pub(crate) mod history;
 pub(crate) mod list;

@@ -1,0 +1,218 @@
+//! Consent and blocking, as users see them, with the real binaries on
+//! 127.0.0.1: `peerd --accept ask|known` asks its user about a dial
+//! (`chatctl accept` / `reject`, the `request` event), an unanswered
+//! request lapses after 60 s with "did not accept", and `chatctl block`
+//! refuses a peer as busy, across restarts.
+//!
+//! A dial waiting for an answer is a `chatctl connect` running in the
+//! background ([`PendingConnect`]), killed if the test fails.
+
+mod support;
+
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::daemons::{assert_exit, chatctl};
+use support::proc;
+use support::watch::ev;
+use support::{Directory, EVENT_TIMEOUT, Peer};
+
+const TTL: u32 = 15;
+
+/// A `chatctl connect` in the background: a thread waits for it and hands
+/// over its output, so the test awaits its end rather than polling.
+struct PendingConnect {
+    pid: u32,
+    done: mpsc::Receiver<Output>,
+    finished: bool,
+    what: String,
+}
+
+impl PendingConnect {
+    fn start(from: &Peer, to: &str) -> PendingConnect {
+        let child = chatctl(&from.socket(), &["connect", to])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting chatctl connect");
+        let pid = child.id();
+        let (tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(out) = child.wait_with_output() {
+                let _ = tx.send(out);
+            }
+        });
+        PendingConnect { pid, done, finished: false, what: format!("{} connect {to}", from.name()) }
+    }
+
+    /// Waits (up to `timeout`) for it to end.
+    fn finish(mut self, timeout: Duration) -> Output {
+        match self.done.recv_timeout(timeout) {
+            Ok(out) => {
+                self.finished = true;
+                out
+            }
+            Err(_) => panic!("{} still running after {timeout:?}", self.what),
+        }
+    }
+
+    /// Still waiting for its answer.
+    fn is_waiting(&mut self) -> bool {
+        match self.done.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => true,
+            Ok(out) => panic!("{} ended early: {out:?}", self.what),
+            Err(mpsc::TryRecvError::Disconnected) => false,
+        }
+    }
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        // Not if it ended already: its pid may be someone else's by now.
+        if !self.finished && self.done.try_recv().is_err() {
+            proc::signal(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+/// A `request` event from `peer`.
+fn request_from(peer: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |e| e["event"] == "request" && e["peer"] == peer
+}
+
+fn request_ended<'a>(peer: &'a str, outcome: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| e["event"] == "request_ended" && e["peer"] == peer && e["outcome"] == outcome
+}
+
+#[test]
+fn ask_lets_the_user_accept_or_reject() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
+    assert_eq!(bob.status()["accept"], "ask");
+    let mut bob_sees = bob.watch();
+
+    // Asked: alice waits, bob's user hears of it and says yes.
+    let mut dial = PendingConnect::start(&alice, "bob");
+    bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
+    let requests = bob.status()["requests"].clone();
+    assert_eq!(requests.as_array().map(Vec::len), Some(1), "{requests}");
+    assert_eq!(requests[0]["peer"], "alice");
+    assert!(dial.is_waiting(), "alice's connect answered before bob did");
+    assert_eq!(bob.ctl_ok(&["accept"]).trim(), "accepted alice: connected");
+    let out = dial.finish(EVENT_TIMEOUT);
+    assert_exit(&out, 0, "alice's connect");
+    assert_eq!(stdout(&out), "connected to bob");
+    bob_sees.wait_for("connected", EVENT_TIMEOUT, ev::connected("alice"));
+    bob_sees.wait_for("accepted", EVENT_TIMEOUT, request_ended("alice", "accepted"));
+    let sent = alice.ctl_json(&["send", "hello", "bob"]);
+    assert_eq!(sent["state"], "delivered", "{sent}");
+    alice.ctl_ok(&["disconnect"]);
+    bob_sees.wait_for("disconnected", EVENT_TIMEOUT, ev::disconnected("alice"));
+
+    // Asked again (ask means every time), and turned down by name.
+    let dial = PendingConnect::start(&alice, "bob");
+    bob_sees.wait_for("alice's second request", EVENT_TIMEOUT, request_from("alice"));
+    assert_eq!(bob.ctl_json(&["reject", "Alice"]), json!({ "peer": "alice" }));
+    let out = dial.finish(EVENT_TIMEOUT);
+    assert_exit(&out, 1, "alice's turned-down connect");
+    assert_eq!(stderr(&out), "error: bob did not accept");
+    bob_sees.wait_for("rejected", EVENT_TIMEOUT, request_ended("alice", "rejected"));
+    assert_eq!(alice.status()["conversation"], "idle");
+    assert_eq!(bob.status()["conversation"], "idle");
+
+    // Nothing waits now.
+    assert_eq!(bob.ctl_err(&["accept"]), "error: no request to talk is waiting");
+    assert_eq!(bob.ctl_err(&["reject", "carol"]), "error: no request from carol is waiting");
+}
+
+#[test]
+fn known_asks_about_strangers_only() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let carol = Peer::start(&dir, "carol");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "known"]);
+    // Bob talks to alice first: her key is known to him from then on.
+    bob.ctl_ok(&["connect", "alice"]);
+    bob.ctl_ok(&["disconnect"]);
+    let mut bob_sees = bob.watch();
+
+    // Alice is known: taken at once.
+    assert_eq!(alice.ctl_ok(&["connect", "bob"]).trim(), "connected to bob");
+    alice.ctl_ok(&["disconnect"]);
+    bob_sees.wait_for("alice gone", EVENT_TIMEOUT, ev::disconnected("alice"));
+
+    // Carol is a stranger: asked, turned down, and asked again next time
+    // (a refused stranger does not become known).
+    for _ in 0..2 {
+        let dial = PendingConnect::start(&carol, "bob");
+        bob_sees.wait_for("carol's request", EVENT_TIMEOUT, request_from("carol"));
+        assert_eq!(bob.ctl_ok(&["reject"]).trim(), "rejected carol");
+        let out = dial.finish(EVENT_TIMEOUT);
+        assert_exit(&out, 1, "carol's connect");
+        assert_eq!(stderr(&out), "error: bob did not accept");
+    }
+    let seen = bob_sees.seen().to_vec();
+    assert!(!seen.iter().any(|e| e["event"] == "request" && e["peer"] == "alice"), "{seen:?}");
+}
+
+#[test]
+fn an_unanswered_request_lapses_after_a_minute_as_not_accepted() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
+    let mut bob_sees = bob.watch();
+    let started = Instant::now();
+    let dial = PendingConnect::start(&alice, "bob");
+    bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
+    let out = dial.finish(Duration::from_secs(90));
+    let took = started.elapsed();
+    assert_exit(&out, 1, "alice's unanswered connect");
+    assert_eq!(stderr(&out), "error: bob did not accept");
+    assert!(took >= Duration::from_secs(59), "lapsed after {took:?}, not 60 s");
+    bob_sees.wait_for("expired", EVENT_TIMEOUT, request_ended("alice", "expired"));
+    assert_eq!(bob.status()["requests"], json!([]));
+}
+
+#[test]
+fn a_blocked_peer_hears_busy_even_after_a_restart() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let mut bob = Peer::start(&dir, "bob");
+    assert_eq!(bob.ctl_ok(&["blocked"]).trim(), "nobody is blocked");
+    assert_eq!(
+        bob.ctl_json(&["block", "alice"]),
+        json!({ "peer": "alice", "already": false, "disconnected": false })
+    );
+    assert_eq!(alice.ctl_err(&["connect", "bob"]), "error: bob is busy in another conversation");
+    assert_eq!(
+        bob.ctl_err(&["connect", "alice"]),
+        "error: you blocked alice; `chatctl unblock alice` first"
+    );
+
+    bob.terminate();
+    bob.restart();
+    assert_eq!(bob.ctl_json(&["blocked"]), json!({ "blocked": ["alice"] }));
+    assert!(alice.ctl_err(&["connect", "bob"]).contains("busy"));
+
+    assert_eq!(bob.ctl_ok(&["unblock", "alice"]).trim(), "unblocked alice");
+    assert_eq!(alice.ctl_ok(&["connect", "bob"]).trim(), "connected to bob");
+
+    // Blocking the current peer ends the conversation.
+    let mut alice_sees = alice.watch();
+    let blocked = bob.ctl_json(&["block", "alice"]);
+    assert_eq!(blocked["disconnected"], true, "{blocked}");
+    alice_sees.wait_for("the end", EVENT_TIMEOUT, ev::disconnected("bob"));
+    assert_eq!(bob.ctl_ok(&["block", "alice"]).trim(), "alice was already blocked");
+}
