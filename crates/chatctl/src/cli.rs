@@ -112,6 +112,13 @@ pub enum Command {
         #[arg(value_name = "NAME")]
         name: Option<String>,
     },
+    /// Full-screen chat: who is online, the conversation with receipt
+    /// marks, an input line; connects to NAME first if given (? for help)
+    Tui {
+        /// The peer to connect to first
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 /// `chatctl send`.

@@ -12,6 +12,7 @@
 //! - `output`: writing lines to stdout without panicking on a closed pipe.
 //! - `marker`: reporting shown messages (MarkDisplayed) off the display path.
 //! - `signals`: Ctrl-C / SIGTERM for the long-running commands.
+//! - `tui`: the full-screen chat (`chatctl tui`, and `chat` at a terminal).
 //! - [`error`]: the one-line `error:` messages and exit statuses.
 //!
 //! Exit status: 0 success, 1 the operation failed, 2 usage error.
@@ -24,6 +25,7 @@ mod format;
 mod marker;
 mod output;
 mod signals;
+mod tui;
 
 use std::process::ExitCode;
 
@@ -61,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Unblock { name } => commands::consent::unblock(&socket, json, name).await,
         Command::Blocked => commands::consent::blocked(&socket, json).await,
         Command::Chat { name } => commands::chat::run(&socket, json, name.as_deref()).await,
+        Command::Tui { name } => tui::run(&socket, name.as_deref()).await,
     }
 }
 

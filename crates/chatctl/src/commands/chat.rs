@@ -40,6 +40,11 @@ type a line and press Enter to send it; a line starting with // sends it with on
 marks: ✓ delivered, ✓✓ displayed, ✗ failed";
 
 pub(crate) async fn run(socket: &Path, json: bool, name: Option<&str>) -> Result<(), Error> {
+    // A person at a terminal gets the full-screen chat; pipes and scripts
+    // keep the line mode below.
+    if !json && io::stdin().is_terminal() && io::stdout().is_terminal() {
+        return crate::tui::run(socket, name).await;
+    }
     let name = name.map(Name::parse).transpose()?;
     let mut client = client::connect(socket).await?;
     // Watch first, so that nothing that happens from here on is missed.

@@ -1,0 +1,547 @@
+//! The conversation pane's content: every line shown (our messages with
+//! their receipt marks, the peer's messages, system lines), where the view
+//! is scrolled to, and which received messages are on screen.
+//!
+//! Receipts are matched to our messages by id, but the id only arrives with
+//! the Send answer, and peerd may put the receipt on the Watch stream
+//! first. Receipts for ids we do not know yet wait in a small bounded map
+//! ([`EarlyReceipts`]); receipts for messages sent from elsewhere (another
+//! `chatctl send`) also land there and simply age out.
+//!
+//! Scrolling is kept as the first row shown (`top`), or none to follow the
+//! newest: new lines then arrive below a scrolled view without moving it,
+//! and stay off screen (and unreported as displayed) until the user scrolls
+//! back down.
+
+use std::collections::VecDeque;
+
+use peerchat::v1 as pb;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+
+use super::wrap::{Segment, wrap};
+use crate::format::clean;
+
+/// How many receipts for unknown ids are kept.
+const EARLY_CAP: usize = 64;
+
+/// How many entries are kept; the oldest go first.
+const ENTRIES_CAP: usize = 10_000;
+
+/// Continuation rows start under the text, past `HH:MM `.
+const INDENT: usize = 6;
+
+/// Where one of our messages has got to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Sent (or being sent), no receipt yet.
+    Pending,
+    Delivered,
+    Displayed,
+    /// It will never arrive, and why.
+    Failed(String),
+}
+
+impl Mark {
+    /// Marks only move forward: a late `delivered` after `displayed`
+    /// changes nothing, and a failure only replaces `pending`.
+    fn advance(&mut self, to: Mark) {
+        let rank = |m: &Mark| match m {
+            Mark::Pending => 0,
+            Mark::Delivered => 1,
+            Mark::Displayed => 2,
+            Mark::Failed(_) => 3,
+        };
+        let allowed = match (&*self, &to) {
+            (Mark::Failed(_), _) => false,
+            (Mark::Pending, Mark::Failed(_)) => true,
+            (_, Mark::Failed(_)) => false,
+            _ => rank(&to) > rank(self),
+        };
+        if allowed {
+            *self = to;
+        }
+    }
+
+    fn from_state(state: pb::MessageState) -> Mark {
+        match state {
+            pb::MessageState::Delivered => Mark::Delivered,
+            pb::MessageState::Displayed => Mark::Displayed,
+            pb::MessageState::Failed => Mark::Failed(String::new()),
+            pb::MessageState::Sent | pb::MessageState::Unspecified => Mark::Pending,
+        }
+    }
+}
+
+/// How a system line looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tone {
+    /// Connected, disconnected, link lost, ...
+    Info,
+    /// Wants an answer: a peer asks to talk.
+    Notice,
+    /// A command failed, or peerd went away.
+    Error,
+}
+
+/// One item of the conversation pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Own {
+        /// Our own number for it, until (and after) peerd gives an id.
+        local: u64,
+        id: Option<String>,
+        text: String,
+        at_ms: i64,
+        mark: Mark,
+    },
+    Received {
+        id: String,
+        from: String,
+        text: String,
+        at_ms: i64,
+        /// Reported to peerd as displayed.
+        shown: bool,
+    },
+    System {
+        text: String,
+        at_ms: i64,
+        tone: Tone,
+    },
+}
+
+/// Receipts that came before the Send answer naming their id.
+#[derive(Debug, Default)]
+struct EarlyReceipts {
+    marks: VecDeque<(String, Mark)>,
+}
+
+impl EarlyReceipts {
+    fn put(&mut self, id: &str, mark: Mark) {
+        if let Some((_, held)) = self.marks.iter_mut().find(|(held_id, _)| held_id == id) {
+            held.advance(mark);
+            return;
+        }
+        if self.marks.len() == EARLY_CAP {
+            self.marks.pop_front();
+        }
+        let mut held = Mark::Pending;
+        held.advance(mark);
+        self.marks.push_back((id.to_owned(), held));
+    }
+
+    fn take(&mut self, id: &str) -> Option<Mark> {
+        let at = self.marks.iter().position(|(held_id, _)| held_id == id)?;
+        self.marks.remove(at).map(|(_, mark)| mark)
+    }
+}
+
+/// The conversation pane's state.
+#[derive(Debug)]
+pub(crate) struct Conversation {
+    entries: Vec<Entry>,
+    early: EarlyReceipts,
+    /// The first row shown while scrolled back; `None` follows the newest.
+    top: Option<usize>,
+    /// The pane's inside, in columns and rows, as last drawn.
+    width: usize,
+    height: usize,
+    /// `HH:MM` for a time in ms since the epoch (local time; fixed in tests).
+    clock: fn(i64) -> String,
+}
+
+impl Conversation {
+    pub(crate) fn new(clock: fn(i64) -> String) -> Conversation {
+        Conversation {
+            entries: Vec::new(),
+            early: EarlyReceipts::default(),
+            top: None,
+            width: 0,
+            height: 0,
+            clock,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.entries.len() == ENTRIES_CAP {
+            self.entries.drain(..ENTRIES_CAP / 10);
+            // Rows moved under a scrolled view: start again at the newest.
+            self.top = None;
+        }
+        self.entries.push(entry);
+    }
+
+    /// A message of ours, just typed; its id comes with the Send answer.
+    pub(crate) fn push_own(&mut self, local: u64, text: &str, at_ms: i64) {
+        self.push(Entry::Own {
+            local,
+            id: None,
+            text: text.to_owned(),
+            at_ms,
+            mark: Mark::Pending,
+        });
+    }
+
+    fn own_by_local(&mut self, local: u64) -> Option<(&mut Option<String>, &mut Mark)> {
+        self.entries.iter_mut().rev().find_map(|entry| match entry {
+            Entry::Own { local: l, id, mark, .. } if *l == local => Some((id, mark)),
+            _ => None,
+        })
+    }
+
+    fn own_by_id(&mut self, wanted: &str) -> Option<&mut Mark> {
+        self.entries.iter_mut().rev().find_map(|entry| match entry {
+            Entry::Own { id: Some(id), mark, .. } if id == wanted => Some(mark),
+            _ => None,
+        })
+    }
+
+    /// peerd took message `local` as `id`: any receipt that came first
+    /// applies now.
+    pub(crate) fn sent(&mut self, local: u64, id: &str, state: pb::MessageState) {
+        let early = self.early.take(id);
+        if let Some((slot, mark)) = self.own_by_local(local) {
+            *slot = Some(id.to_owned());
+            mark.advance(Mark::from_state(state));
+            if let Some(early) = early {
+                mark.advance(early);
+            }
+        }
+    }
+
+    /// peerd refused message `local` (not connected, too long, ...).
+    pub(crate) fn send_failed(&mut self, local: u64, reason: &str) {
+        if let Some((_, mark)) = self.own_by_local(local) {
+            mark.advance(Mark::Failed(reason.to_owned()));
+        }
+    }
+
+    /// A receipt (or a failure) for message `id`.
+    pub(crate) fn receipt(&mut self, id: &str, mark: Mark) {
+        match self.own_by_id(id) {
+            Some(held) => held.advance(mark),
+            None => self.early.put(id, mark),
+        }
+    }
+
+    /// A message from the peer. The same id twice is shown once.
+    pub(crate) fn received(&mut self, m: &pb::MessageEvent) {
+        let seen = self.entries.iter().rev().take(1000).any(
+            |entry| matches!(entry, Entry::Received { id, .. } if !id.is_empty() && *id == m.id),
+        );
+        if !seen {
+            self.push(Entry::Received {
+                id: m.id.clone(),
+                from: m.from.clone(),
+                text: m.text.clone(),
+                at_ms: m.at_ms,
+                shown: false,
+            });
+        }
+    }
+
+    pub(crate) fn system(&mut self, text: String, at_ms: i64, tone: Tone) {
+        self.push(Entry::System { text, at_ms, tone });
+    }
+
+    // ---- layout and scrolling ----
+
+    /// The pane's inside as last drawn.
+    pub(crate) fn set_viewport(&mut self, width: usize, height: usize) {
+        self.width = width;
+        self.height = height;
+    }
+
+    /// Every row at the current width, each with the entry it belongs to.
+    fn rows(&self) -> Vec<(usize, Line<'static>)> {
+        let mut rows = Vec::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            for line in wrap(&self.segments(entry), self.width, INDENT) {
+                rows.push((i, line));
+            }
+        }
+        rows
+    }
+
+    /// The index of the first row shown, given `total` rows.
+    fn start(&self, total: usize) -> usize {
+        let last_page = total.saturating_sub(self.height);
+        self.top.map_or(last_page, |top| top.min(last_page))
+    }
+
+    /// The rows on screen now, top to bottom.
+    pub(crate) fn visible_rows(&self) -> Vec<Line<'static>> {
+        let rows = self.rows();
+        let start = self.start(rows.len());
+        rows.into_iter().skip(start).take(self.height).map(|(_, line)| line).collect()
+    }
+
+    fn page(&self) -> usize {
+        self.height.saturating_sub(1).max(1)
+    }
+
+    /// PageUp: one screen back (nothing to do when everything fits).
+    pub(crate) fn page_up(&mut self) {
+        let total = self.rows().len();
+        if total <= self.height {
+            return;
+        }
+        self.top = Some(self.start(total).saturating_sub(self.page()));
+    }
+
+    /// PageDown: one screen on; at the end, follow the newest again.
+    pub(crate) fn page_down(&mut self) {
+        let total = self.rows().len();
+        let next = self.start(total) + self.page();
+        self.top = (next < total.saturating_sub(self.height)).then_some(next);
+    }
+
+    /// True while scrolled back (new lines arrive out of view).
+    pub(crate) fn is_scrolled(&self) -> bool {
+        let total = self.rows().len();
+        self.start(total) < total.saturating_sub(self.height)
+    }
+
+    /// Received messages not shown yet (out of view).
+    pub(crate) fn unseen(&self) -> usize {
+        self.entries.iter().filter(|e| matches!(e, Entry::Received { shown: false, .. })).count()
+    }
+
+    /// The ids of received messages with a row on screen that were not
+    /// reported yet; from now on they count as reported.
+    pub(crate) fn take_newly_visible(&mut self) -> Vec<String> {
+        if self.height == 0 || self.width == 0 {
+            return Vec::new();
+        }
+        let rows = self.rows();
+        let start = self.start(rows.len());
+        let mut on_screen: Vec<usize> =
+            rows.iter().skip(start).take(self.height).map(|(i, _)| *i).collect();
+        on_screen.dedup();
+        let mut ids = Vec::new();
+        for i in on_screen {
+            if let Some(Entry::Received { id, shown, .. }) = self.entries.get_mut(i)
+                && !*shown
+            {
+                *shown = true;
+                if !id.is_empty() {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        ids
+    }
+
+    /// One entry as styled pieces of text.
+    fn segments(&self, entry: &Entry) -> Vec<Segment> {
+        let dim = Style::default().fg(Color::DarkGray);
+        let time = |at_ms: i64| (format!("{} ", (self.clock)(at_ms)), dim);
+        match entry {
+            Entry::Own { text, at_ms, mark, .. } => {
+                let mut out = vec![
+                    time(*at_ms),
+                    (
+                        "you: ".to_owned(),
+                        Style::default().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+                    ),
+                    (clean(text).into_owned(), Style::default()),
+                ];
+                out.push(match mark {
+                    Mark::Pending => (" …".to_owned(), dim),
+                    Mark::Delivered => (" ✓".to_owned(), Style::default().fg(Color::Green)),
+                    Mark::Displayed => (" ✓✓".to_owned(), Style::default().fg(Color::Green)),
+                    Mark::Failed(reason) if reason.is_empty() => {
+                        (" ✗ failed".to_owned(), Style::default().fg(Color::Red))
+                    }
+                    Mark::Failed(reason) => {
+                        (format!(" ✗ failed: {}", clean(reason)), Style::default().fg(Color::Red))
+                    }
+                });
+                out
+            }
+            Entry::Received { from, text, at_ms, .. } => vec![
+                time(*at_ms),
+                (
+                    format!("{}: ", clean(from)),
+                    Style::default().fg(Color::Magenta).add_modifier(Modifier::BOLD),
+                ),
+                (clean(text).into_owned(), Style::default()),
+            ],
+            Entry::System { text, at_ms, tone } => {
+                let style = match tone {
+                    Tone::Info => Style::default().fg(Color::Blue),
+                    Tone::Notice => Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+                    Tone::Error => Style::default().fg(Color::Red),
+                };
+                vec![time(*at_ms), (clean(text).into_owned(), style)]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(at_ms: i64) -> String {
+        let minutes = at_ms / 60_000;
+        format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+    }
+
+    fn message(id: &str, text: &str) -> pb::MessageEvent {
+        pb::MessageEvent { id: id.into(), from: "bob".into(), text: text.into(), at_ms: 0 }
+    }
+
+    fn mark_of(c: &Conversation, local: u64) -> Mark {
+        c.entries()
+            .iter()
+            .find_map(|e| match e {
+                Entry::Own { local: l, mark, .. } if *l == local => Some(mark.clone()),
+                _ => None,
+            })
+            .expect("that message is there")
+    }
+
+    fn text_rows(c: &Conversation) -> Vec<String> {
+        c.visible_rows().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn marks_follow_receipts_and_never_go_back() {
+        let mut c = Conversation::new(clock);
+        c.push_own(1, "hi", 0);
+        assert_eq!(mark_of(&c, 1), Mark::Pending);
+        c.sent(1, "m1", pb::MessageState::Sent);
+        c.receipt("m1", Mark::Delivered);
+        assert_eq!(mark_of(&c, 1), Mark::Delivered);
+        c.receipt("m1", Mark::Displayed);
+        c.receipt("m1", Mark::Delivered);
+        assert_eq!(mark_of(&c, 1), Mark::Displayed);
+        c.receipt("m1", Mark::Failed("x".into()));
+        assert_eq!(mark_of(&c, 1), Mark::Displayed, "a failure never undoes a receipt");
+    }
+
+    #[test]
+    fn a_receipt_before_the_send_answer_is_kept_for_it() {
+        let mut c = Conversation::new(clock);
+        c.push_own(1, "hi", 0);
+        c.receipt("m1", Mark::Delivered);
+        c.receipt("m1", Mark::Displayed);
+        assert_eq!(mark_of(&c, 1), Mark::Pending);
+        c.sent(1, "m1", pb::MessageState::Sent);
+        assert_eq!(mark_of(&c, 1), Mark::Displayed);
+        assert!(c.early.marks.is_empty());
+    }
+
+    #[test]
+    fn failures_show_their_reason() {
+        let mut c = Conversation::new(clock);
+        c.push_own(1, "hi", 0);
+        c.push_own(2, "there", 0);
+        c.send_failed(1, "not connected");
+        assert_eq!(mark_of(&c, 1), Mark::Failed("not connected".into()));
+        c.sent(2, "m2", pb::MessageState::Sent);
+        c.receipt("m2", Mark::Failed("bob went away".into()));
+        c.set_viewport(60, 10);
+        assert_eq!(
+            text_rows(&c),
+            ["00:00 you: hi ✗ failed: not connected", "00:00 you: there ✗ failed: bob went away"]
+        );
+    }
+
+    #[test]
+    fn early_receipts_are_bounded() {
+        let mut c = Conversation::new(clock);
+        for i in 0..EARLY_CAP + 5 {
+            c.receipt(&format!("other-{i}"), Mark::Delivered);
+        }
+        assert_eq!(c.early.marks.len(), EARLY_CAP);
+        assert!(c.early.take("other-0").is_none(), "the oldest went first");
+        assert_eq!(c.early.take(&format!("other-{}", EARLY_CAP + 4)), Some(Mark::Delivered));
+    }
+
+    #[test]
+    fn long_lines_wrap_under_the_text() {
+        let mut c = Conversation::new(clock);
+        c.received(&message("r1", "one two three four five six"));
+        c.set_viewport(20, 10);
+        assert_eq!(text_rows(&c), ["00:00 bob: one two", "      three four", "      five six"]);
+    }
+
+    #[test]
+    fn the_same_message_twice_is_shown_once() {
+        let mut c = Conversation::new(clock);
+        c.received(&message("r1", "a"));
+        c.received(&message("r1", "a"));
+        assert_eq!(c.entries().len(), 1);
+    }
+
+    #[test]
+    fn only_messages_on_screen_are_reported_once() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(40, 3);
+        for i in 0..5 {
+            c.received(&message(&format!("r{i}"), &format!("message {i}")));
+        }
+        // Following the newest: the last three rows.
+        assert_eq!(c.take_newly_visible(), ["r2", "r3", "r4"]);
+        assert!(c.take_newly_visible().is_empty(), "each id once");
+        assert_eq!(c.unseen(), 2);
+        c.page_up();
+        assert!(c.is_scrolled());
+        assert_eq!(c.take_newly_visible(), ["r0", "r1"]);
+        assert_eq!(c.unseen(), 0);
+    }
+
+    #[test]
+    fn messages_arriving_while_scrolled_back_wait_until_scrolled_into_view() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(40, 2);
+        for i in 0..4 {
+            c.system(format!("line {i}"), 0, Tone::Info);
+        }
+        c.page_up();
+        assert_eq!(text_rows(&c), ["00:00 line 1", "00:00 line 2"]);
+        c.received(&message("late", "you are scrolled away"));
+        assert_eq!(text_rows(&c), ["00:00 line 1", "00:00 line 2"], "the view stays put");
+        assert!(c.take_newly_visible().is_empty());
+        assert_eq!(c.unseen(), 1);
+        c.page_down();
+        assert_eq!(text_rows(&c), ["00:00 line 2", "00:00 line 3"]);
+        assert!(c.take_newly_visible().is_empty());
+        c.page_down();
+        assert_eq!(text_rows(&c), ["00:00 line 3", "00:00 bob: you are scrolled away"]);
+        assert_eq!(c.take_newly_visible(), ["late"]);
+        assert!(!c.is_scrolled());
+        c.page_down();
+        assert!(!c.is_scrolled(), "PageDown at the end stays at the end");
+    }
+
+    #[test]
+    fn page_up_stops_at_the_top_and_does_nothing_when_all_fits() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(40, 5);
+        c.system("only".into(), 0, Tone::Info);
+        c.page_up();
+        assert!(!c.is_scrolled());
+        for i in 0..20 {
+            c.system(format!("line {i}"), 0, Tone::Info);
+        }
+        for _ in 0..10 {
+            c.page_up();
+        }
+        assert_eq!(text_rows(&c)[0], "00:00 only");
+    }
+
+    #[test]
+    fn nothing_is_visible_before_the_first_draw() {
+        let mut c = Conversation::new(clock);
+        c.received(&message("r1", "a"));
+        assert!(c.take_newly_visible().is_empty());
+    }
+}
