@@ -245,6 +245,31 @@ impl Conversation {
         }
     }
 
+    /// A stored message from before the TUI started. Received ones that no
+    /// display client showed yet count as unshown: they are reported once
+    /// on screen (and not shown twice when the Watch stream replays them).
+    pub(crate) fn history(&mut self, e: &pb::HistoryEntry) {
+        match e.direction() {
+            pb::Direction::Out => self.push(Entry::Own {
+                local: 0,
+                id: Some(e.id.clone()),
+                text: e.text.clone(),
+                at_ms: e.at_ms,
+                mark: match e.state() {
+                    pb::MessageState::Failed => Mark::Failed(String::new()),
+                    state => Mark::from_state(state),
+                },
+            }),
+            _ => self.push(Entry::Received {
+                id: e.id.clone(),
+                from: e.peer.clone(),
+                text: e.text.clone(),
+                at_ms: e.at_ms,
+                shown: e.state() == pb::MessageState::Displayed,
+            }),
+        }
+    }
+
     pub(crate) fn system(&mut self, text: String, at_ms: i64, tone: Tone) {
         self.push(Entry::System { text, at_ms, tone });
     }
@@ -536,6 +561,32 @@ mod tests {
             c.page_up();
         }
         assert_eq!(text_rows(&c)[0], "00:00 only");
+    }
+
+    #[test]
+    fn history_comes_first_and_unshown_messages_are_reported_once() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(60, 10);
+        let entry =
+            |id: &str, direction: pb::Direction, state: pb::MessageState| pb::HistoryEntry {
+                id: id.into(),
+                direction: direction as i32,
+                peer: "bob".into(),
+                text: id.into(),
+                at_ms: 0,
+                state: state as i32,
+            };
+        c.history(&entry("old-in", pb::Direction::In, pb::MessageState::Displayed));
+        c.history(&entry("old-out", pb::Direction::Out, pb::MessageState::Delivered));
+        c.history(&entry("unseen-in", pb::Direction::In, pb::MessageState::Delivered));
+        // The Watch stream replays what no display client showed.
+        c.received(&message("unseen-in", "unseen-in"));
+        c.receipt("old-out", Mark::Displayed);
+        assert_eq!(
+            text_rows(&c),
+            ["00:00 bob: old-in", "00:00 you: old-out ✓✓", "00:00 bob: unseen-in"]
+        );
+        assert_eq!(c.take_newly_visible(), ["unseen-in"]);
     }
 
     #[test]

@@ -56,6 +56,9 @@ use crate::signals;
 /// How often the status bar is refreshed when nothing happens.
 const STATUS_INTERVAL: Duration = Duration::from_secs(3);
 
+/// How many stored messages are shown at the start.
+const HISTORY_LIMIT: u32 = 50;
+
 /// How long to wait, on the way out, for the last MarkDisplayed to get
 /// through.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,6 +78,21 @@ pub(crate) async fn run(socket: &Path, name: Option<&str>) -> Result<(), Error> 
         )));
     }
     let mut app = App::new(status, local_clock);
+    // The conversation so far: with the current peer, or the one to connect to.
+    let peer = match (&app.status.peer, &name) {
+        (current, _) if !current.is_empty() => Some(current.clone()),
+        (_, Some(name)) => Some(name.to_string()),
+        _ => None,
+    };
+    if let Some(peer) = peer {
+        let request = pb::GetHistoryRequest { peer, limit: HISTORY_LIMIT };
+        // No history is no reason not to chat.
+        if let Ok(history) =
+            client::call("read the history", ANSWER_TIMEOUT, client.get_history(request)).await
+        {
+            app.on_history(&history, now_ms());
+        }
+    }
     let first = name
         .filter(|name| !name.matches(&app.status.peer))
         .map(|name| Request::Connect(name.to_string()));

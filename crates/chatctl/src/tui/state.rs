@@ -302,6 +302,18 @@ impl App {
         }
     }
 
+    /// The stored conversation, shown before anything new.
+    pub(crate) fn on_history(&mut self, history: &pb::GetHistoryResponse, now_ms: i64) {
+        if history.entries.is_empty() {
+            return;
+        }
+        let n = history.entries.len();
+        self.say(format!("the last {n} messages with {}:", history.peer), now_ms, Tone::Info);
+        for entry in &history.entries {
+            self.conversation.history(entry);
+        }
+    }
+
     /// An event from the Watch stream.
     pub(crate) fn on_event(&mut self, event: &pb::Event, now_ms: i64) {
         let Some(kind) = &event.kind else { return };
@@ -689,6 +701,26 @@ mod tests {
         assert_eq!(app.peers.selected_index(), Some(2));
         app.apply(Action::SelectPrevious, 0);
         assert_eq!(app.peers.selected_index(), Some(1));
+    }
+
+    #[test]
+    fn the_stored_conversation_is_shown_first() {
+        let mut app = app();
+        app.on_history(&pb::GetHistoryResponse { peer: "bob".into(), entries: vec![] }, 0);
+        assert!(rows(&app).is_empty(), "no heading for nothing");
+        let history = pb::GetHistoryResponse {
+            peer: "bob".into(),
+            entries: vec![pb::HistoryEntry {
+                id: "h1".into(),
+                direction: pb::Direction::Out as i32,
+                peer: "bob".into(),
+                text: "before".into(),
+                at_ms: 0,
+                state: pb::MessageState::Displayed as i32,
+            }],
+        };
+        app.on_history(&history, 0);
+        assert_eq!(rows(&app), ["00:00 the last 1 messages with bob:", "00:00 you: before ✓✓"]);
     }
 
     #[test]
