@@ -40,6 +40,8 @@ pub(crate) mod watch;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+// Not every test binary names both.
+#[allow(unused_imports)]
 pub(crate) use daemons::{Directory, Peer};
 // Not every test binary names the type.
 #[allow(unused_imports)]

@@ -29,7 +29,14 @@ const PEERCHAT_VARS: &[&str] = &[
     "PEERCHAT_DIRECTORY_THREADS",
     "PEERCHAT_DIRECTORY_KEY",
     "PEERCHAT_RESUME_WINDOW",
+    "PEERCHAT_ACCEPT",
+    "PEERCHAT_CONFIG",
 ];
+
+/// Where the binaries look for the user's config file in tests: nowhere
+/// (a developer's own `~/.config/peerchat/config.toml` must not change
+/// what a test sees). Tests of the config file set their own.
+pub(crate) const NO_CONFIG_HOME: &str = "/nonexistent/peerchat-tests/config";
 
 /// A command for the binary at `path` with a clean peerchat environment and
 /// logging at `info` unless the developer set `RUST_LOG` (the Redis
@@ -40,6 +47,7 @@ pub(crate) fn command(path: &Path) -> Command {
     for var in PEERCHAT_VARS {
         cmd.env_remove(var);
     }
+    cmd.env("XDG_CONFIG_HOME", NO_CONFIG_HOME);
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info,redis=error");
     }

@@ -27,8 +27,26 @@ pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const CONNECT_ANSWER_TIMEOUT: Duration = peerchat_core::timeouts::CONNECT_ANSWER_TIMEOUT;
 
 /// The socket to use when `--socket`/`PEERCHAT_SOCKET` is not given: the
-/// same rule peerd applies (both ask `dirs` for the runtime dir).
+/// same rule peerd applies: the config file's `socket` (the file named by
+/// `PEERCHAT_CONFIG`, or `$XDG_CONFIG_HOME/peerchat/config.toml`), else
+/// the default location (both ask `dirs` for the runtime dir).
 pub(crate) fn default_socket() -> PathBuf {
+    use peerchat_core::config_file;
+    let file = match std::env::var_os("PEERCHAT_CONFIG").filter(|v| !v.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => config_file::default_path(dirs::config_dir().as_deref()),
+    };
+    match file.as_deref().map(config_file::load) {
+        Some(Ok(Some(settings))) => {
+            if let Some(socket) = settings.socket.filter(|s| !s.value.is_empty()) {
+                return PathBuf::from(socket.value);
+            }
+        }
+        // peerd refuses to start with such a file and says why; here it
+        // only means the default place.
+        Some(Err(e)) => crate::output::note(&format!("warning: {e}")),
+        _ => {}
+    }
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     peerchat_core::paths::default_socket(dirs::runtime_dir().as_deref(), uid)

@@ -13,6 +13,7 @@
 //!   receipts, goodbye, link loss) with its outbox and inbox.
 //! - [`timeouts`]: the timeouts peerd and chatctl must agree on.
 
+pub mod config_file;
 pub mod identity;
 pub mod ids;
 pub mod lease;

@@ -35,6 +35,9 @@ pub enum Error {
     KeyFileMode { path: PathBuf, mode: u32 },
     #[error("peerd is not running at {0} (start it with: peerd start)")]
     NotRunning(PathBuf),
+    /// The config file cannot be used: it names the file, line and key.
+    #[error(transparent)]
+    ConfigFile(#[from] peerchat_core::config_file::FileError),
     #[error("{0}")]
     Other(String),
 }

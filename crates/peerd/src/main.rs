@@ -3,8 +3,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-use peerchat_peerd::cli::{Cli, Command, StartArgs};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use peerchat_peerd::cli::{Cli, Command, ConfigArgs, StartArgs};
+use peerchat_peerd::config::{Given, Resolved};
 use peerchat_peerd::{Config, Error, launch, logging};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
@@ -21,11 +23,25 @@ use tracing_subscriber::util::SubscriberInitExt;
 static ALLOC: peerchat_peerd::allocator::MiMalloc = peerchat_peerd::allocator::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Which settings the command line or the environment gave: clap knows.
+    let sub = matches.subcommand().map(|(_, m)| m.clone()).unwrap_or_default();
+    let given = move |id: &str| given(&sub, id);
     match cli.command {
-        Command::Start(args) => start(&args),
+        Command::Start(args) => start(&args, &given),
+        Command::Config(args) => print_config(&args, &given),
         Command::Stop(args) => {
-            let socket = peerchat_peerd::config::socket_path(args.socket.as_deref());
+            let socket = match peerchat_peerd::config::stop_socket(
+                args.socket.as_deref(),
+                args.config.as_deref(),
+            ) {
+                Ok(s) => s,
+                Err(e) => return fail(&e, false),
+            };
             match runtime().and_then(|rt| rt.block_on(peerchat_peerd::stop::stop(&socket))) {
                 Ok(msg) => {
                     println!("{msg}");
@@ -37,14 +53,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(args: &StartArgs) -> ExitCode {
-    let config = match Config::from_args(args) {
-        Ok(c) => c,
+/// Did the command line or the environment give the setting `id`?
+fn given(matches: &ArgMatches, id: &str) -> Option<Given> {
+    match matches.try_get_raw(id).ok().flatten().and(matches.value_source(id)) {
+        Some(ValueSource::CommandLine) => Some(Given::Flag),
+        Some(ValueSource::EnvVariable) => Some(Given::Env),
+        _ => None,
+    }
+}
+
+/// Resolves the settings, printing the config file's warnings; a usage
+/// error exits 2, any other 1.
+fn resolve(
+    settings: &peerchat_peerd::cli::Settings,
+    given: &dyn Fn(&str) -> Option<Given>,
+) -> Result<Resolved, ExitCode> {
+    match Config::resolve(settings, given) {
+        Ok(r) => {
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(r)
+        }
         Err(e @ Error::Usage(_)) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
-        Err(e) => return fail(&e, false),
+        Err(e) => Err(fail(&e, false)),
+    }
+}
+
+/// `peerd config`: the resolved settings and where each came from.
+fn print_config(args: &ConfigArgs, given: &dyn Fn(&str) -> Option<Given>) -> ExitCode {
+    let resolved = match resolve(&args.settings, given) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let text = if args.json {
+        peerchat_peerd::config::resolved_json(&resolved).to_string()
+    } else {
+        peerchat_peerd::config::resolved_text(&resolved)
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    ExitCode::SUCCESS
+}
+
+fn start(args: &StartArgs, given: &dyn Fn(&str) -> Option<Given>) -> ExitCode {
+    let config = match resolve(&args.settings, given) {
+        Ok(r) => r.config,
+        Err(code) => return code,
     };
     if !args.foreground {
         return match launch::detach(&config) {
