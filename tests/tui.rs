@@ -132,7 +132,17 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // tmux leaves its socket file behind when killed.
+        let socket = self.command().args(["display-message", "-p", "#{socket_path}"]).output();
         let _ = self.command().arg("kill-server").output();
+        if let Ok(out) = socket
+            && out.status.success()
+        {
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if !path.is_empty() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 
