@@ -12,7 +12,12 @@
 //! newest: new lines then arrive below a scrolled view without moving it,
 //! and stay off screen (and unreported as displayed) until the user scrolls
 //! back down.
+//!
+//! Every frame needs the total number of rows; wrapping a long conversation
+//! for each key press would be slow, so each entry's row count is kept for
+//! the current width and only the entries on screen are wrapped to draw.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use peerchat::v1 as pb;
@@ -148,6 +153,10 @@ pub(crate) struct Conversation {
     height: usize,
     /// `HH:MM` for a time in ms since the epoch (local time; fixed in tests).
     clock: fn(i64) -> String,
+    /// Rows per entry at `counted_width`; `None` where not known (the entry
+    /// changed since). Filled as needed, also from `&self` methods.
+    counts: RefCell<Vec<Option<usize>>>,
+    counted_width: Cell<usize>,
 }
 
 impl Conversation {
@@ -159,6 +168,8 @@ impl Conversation {
             width: 0,
             height: 0,
             clock,
+            counts: RefCell::new(Vec::new()),
+            counted_width: Cell::new(0),
         }
     }
 
@@ -170,6 +181,7 @@ impl Conversation {
     fn push(&mut self, entry: Entry) {
         if self.entries.len() == ENTRIES_CAP {
             self.entries.drain(..ENTRIES_CAP / 10);
+            self.counts.get_mut().clear();
             // Rows moved under a scrolled view: start again at the newest.
             self.top = None;
         }
@@ -187,18 +199,31 @@ impl Conversation {
         });
     }
 
-    fn own_by_local(&mut self, local: u64) -> Option<(&mut Option<String>, &mut Mark)> {
-        self.entries.iter_mut().rev().find_map(|entry| match entry {
-            Entry::Own { local: l, id, mark, .. } if *l == local => Some((id, mark)),
+    /// Our message `i`, about to change: its rows are counted again.
+    fn own_at(&mut self, i: usize) -> Option<(&mut Option<String>, &mut Mark)> {
+        if let Some(count) = self.counts.get_mut().get_mut(i) {
+            *count = None;
+        }
+        match self.entries.get_mut(i) {
+            Some(Entry::Own { id, mark, .. }) => Some((id, mark)),
             _ => None,
-        })
+        }
+    }
+
+    fn own_by_local(&mut self, local: u64) -> Option<(&mut Option<String>, &mut Mark)> {
+        let i = self
+            .entries
+            .iter()
+            .rposition(|entry| matches!(entry, Entry::Own { local: l, .. } if *l == local))?;
+        self.own_at(i)
     }
 
     fn own_by_id(&mut self, wanted: &str) -> Option<&mut Mark> {
-        self.entries.iter_mut().rev().find_map(|entry| match entry {
-            Entry::Own { id: Some(id), mark, .. } if id == wanted => Some(mark),
-            _ => None,
-        })
+        let i = self
+            .entries
+            .iter()
+            .rposition(|entry| matches!(entry, Entry::Own { id: Some(id), .. } if id == wanted))?;
+        self.own_at(i).map(|(_, mark)| mark)
     }
 
     /// peerd took message `local` as `id`: any receipt that came first
@@ -282,13 +307,51 @@ impl Conversation {
         self.height = height;
     }
 
-    /// Every row at the current width, each with the entry it belongs to.
-    fn rows(&self) -> Vec<(usize, Line<'static>)> {
+    fn wrap_entry(&self, entry: &Entry) -> Vec<Line<'static>> {
+        wrap(&self.segments(entry), self.width, INDENT)
+    }
+
+    /// How many rows entry `i` takes at the current width.
+    fn count(&self, i: usize) -> usize {
+        let mut counts = self.counts.borrow_mut();
+        if self.counted_width.get() != self.width {
+            counts.clear();
+            self.counted_width.set(self.width);
+        }
+        if counts.len() < self.entries.len() {
+            counts.resize(self.entries.len(), None);
+        }
+        if let Some(Some(count)) = counts.get(i) {
+            return *count;
+        }
+        let count = self.entries.get(i).map_or(0, |entry| self.wrap_entry(entry).len());
+        counts[i] = Some(count);
+        count
+    }
+
+    fn total(&self) -> usize {
+        (0..self.entries.len()).map(|i| self.count(i)).sum()
+    }
+
+    /// The rows on screen, each with the entry it belongs to.
+    fn window(&self) -> Vec<(usize, Line<'static>)> {
+        let start = self.start(self.total());
+        let end = start + self.height;
         let mut rows = Vec::new();
+        let mut row = 0;
         for (i, entry) in self.entries.iter().enumerate() {
-            for line in wrap(&self.segments(entry), self.width, INDENT) {
-                rows.push((i, line));
+            if row >= end {
+                break;
             }
+            let count = self.count(i);
+            if row + count > start {
+                for (k, line) in self.wrap_entry(entry).into_iter().enumerate() {
+                    if (start..end).contains(&(row + k)) {
+                        rows.push((i, line));
+                    }
+                }
+            }
+            row += count;
         }
         rows
     }
@@ -301,9 +364,7 @@ impl Conversation {
 
     /// The rows on screen now, top to bottom.
     pub(crate) fn visible_rows(&self) -> Vec<Line<'static>> {
-        let rows = self.rows();
-        let start = self.start(rows.len());
-        rows.into_iter().skip(start).take(self.height).map(|(_, line)| line).collect()
+        self.window().into_iter().map(|(_, line)| line).collect()
     }
 
     fn page(&self) -> usize {
@@ -312,7 +373,7 @@ impl Conversation {
 
     /// PageUp: one screen back (nothing to do when everything fits).
     pub(crate) fn page_up(&mut self) {
-        let total = self.rows().len();
+        let total = self.total();
         if total <= self.height {
             return;
         }
@@ -321,14 +382,14 @@ impl Conversation {
 
     /// PageDown: one screen on; at the end, follow the newest again.
     pub(crate) fn page_down(&mut self) {
-        let total = self.rows().len();
+        let total = self.total();
         let next = self.start(total) + self.page();
         self.top = (next < total.saturating_sub(self.height)).then_some(next);
     }
 
     /// True while scrolled back (new lines arrive out of view).
     pub(crate) fn is_scrolled(&self) -> bool {
-        let total = self.rows().len();
+        let total = self.total();
         self.start(total) < total.saturating_sub(self.height)
     }
 
@@ -343,10 +404,7 @@ impl Conversation {
         if self.height == 0 || self.width == 0 {
             return Vec::new();
         }
-        let rows = self.rows();
-        let start = self.start(rows.len());
-        let mut on_screen: Vec<usize> =
-            rows.iter().skip(start).take(self.height).map(|(i, _)| *i).collect();
+        let mut on_screen: Vec<usize> = self.window().into_iter().map(|(i, _)| i).collect();
         on_screen.dedup();
         let mut ids = Vec::new();
         for i in on_screen {
@@ -587,6 +645,27 @@ mod tests {
             ["00:00 bob: old-in", "00:00 you: old-out ✓✓", "00:00 bob: unseen-in"]
         );
         assert_eq!(c.take_newly_visible(), ["unseen-in"]);
+    }
+
+    #[test]
+    fn row_counts_follow_the_width_and_changed_marks() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(21, 10);
+        c.push_own(1, "abc def ghi", 0);
+        // "00:00 you: abc def ghi …" is 24 columns: two rows at 21.
+        assert_eq!(text_rows(&c), ["00:00 you: abc def", "      ghi …"]);
+        c.sent(1, "m1", pb::MessageState::Displayed);
+        assert_eq!(text_rows(&c), ["00:00 you: abc def", "      ghi ✓✓"]);
+        c.set_viewport(40, 10);
+        assert_eq!(text_rows(&c), ["00:00 you: abc def ghi ✓✓"]);
+        c.set_viewport(18, 10);
+        c.push_own(2, "x", 0);
+        let _ = c.total();
+        c.send_failed(2, "a reason long enough to wrap");
+        let fresh: usize = c.entries.iter().map(|e| c.wrap_entry(e).len()).sum();
+        assert_eq!(c.total(), fresh);
+        assert_eq!(c.visible_rows().len(), fresh);
+        assert!(fresh > 4, "{:?}", text_rows(&c));
     }
 
     #[test]

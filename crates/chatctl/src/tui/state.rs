@@ -295,6 +295,7 @@ impl App {
                 self.help = true;
                 None
             }
+            Parsed::List => self.apply(Action::ToggleFocus, now_ms),
             Parsed::Error(message) => {
                 self.error(&message, now_ms);
                 None
@@ -420,6 +421,8 @@ enum Parsed {
     Request(Request),
     Quit,
     Help,
+    /// `/list` (line mode's command): the list is on screen, go to it.
+    List,
     /// A usage mistake, shown as an error line.
     Error(String),
 }
@@ -442,6 +445,7 @@ fn parse_line(line: &str) -> Parsed {
     let parsed = match (verb, args.as_slice()) {
         ("quit" | "exit" | "q", []) => return Parsed::Quit,
         ("help" | "?", _) => return Parsed::Help,
+        ("list", []) => return Parsed::List,
         ("disconnect", []) => Ok(Request::Disconnect),
         ("connect", [n]) => name(n).map(Request::Connect),
         ("trust", [n]) => name(n).map(Request::Trust),
@@ -453,7 +457,9 @@ fn parse_line(line: &str) -> Parsed {
         ("reject", [n]) => name(n).map(|n| Request::Reject(Some(n))),
         ("connect" | "trust" | "block" | "unblock", _) => Err(format!("usage: /{verb} NAME")),
         ("accept" | "reject", _) => Err(format!("usage: /{verb} [NAME]")),
-        ("quit" | "exit" | "disconnect", _) => Err(format!("usage: /{verb} (no arguments)")),
+        ("quit" | "exit" | "disconnect" | "list", _) => {
+            Err(format!("usage: /{verb} (no arguments)"))
+        }
         _ => Err(format!("unknown command /{verb} (try /help)")),
     };
     match parsed {
@@ -522,6 +528,7 @@ mod tests {
         assert_eq!(parse_line("/unblock eve"), Parsed::Request(Request::Unblock("eve".into())));
         assert_eq!(parse_line("/quit"), Parsed::Quit);
         assert_eq!(parse_line("/help"), Parsed::Help);
+        assert_eq!(parse_line("/list"), Parsed::List);
         assert_eq!(parse_line("/connect"), Parsed::Error("usage: /connect NAME".into()));
         assert_eq!(parse_line("/accept a b"), Parsed::Error("usage: /accept [NAME]".into()));
         assert_eq!(parse_line("/frob"), Parsed::Error("unknown command /frob (try /help)".into()));
