@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::ArgValueCompleter;
+
+use crate::completion;
 
 /// Drive the local peerchat daemon (peerd).
 #[derive(Debug, Parser)]
@@ -39,7 +42,7 @@ pub enum Command {
     /// Open a conversation with NAME
     Connect {
         /// The peer to talk to
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::online_peers))]
         name: String,
     },
     /// Send a message in the current conversation
@@ -64,7 +67,7 @@ pub enum Command {
     /// The stored conversation with NAME (default: the current or last peer)
     History {
         /// The peer whose conversation to show
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::online_peers))]
         name: Option<String>,
         /// Show the newest N entries [default: 50]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -73,34 +76,34 @@ pub enum Command {
     /// Accept the key the directory now lists for NAME (after `key changed`)
     Trust {
         /// The peer whose new key to accept
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::online_peers))]
         name: String,
     },
     /// Take a waiting request to talk (peerd --accept known|ask): from
     /// NAME, or the oldest
     Accept {
         /// The peer whose request to take [default: the oldest]
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::requesting_peers))]
         name: Option<String>,
     },
     /// Turn down a waiting request to talk: from NAME, or the oldest (the
     /// dialer hears "did not accept")
     Reject {
         /// The peer whose request to turn down [default: the oldest]
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::requesting_peers))]
         name: Option<String>,
     },
     /// Block NAME: its dials are refused as if you were busy, you do not
     /// dial it, and a conversation with it ends; kept across restarts
     Block {
         /// The peer to block
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::online_peers))]
         name: String,
     },
     /// Unblock NAME
     Unblock {
         /// The peer to unblock
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::blocked_peers))]
         name: String,
     },
     /// The blocked peers
@@ -109,14 +112,22 @@ pub enum Command {
     /// /list, /connect NAME, /disconnect, /quit
     Chat {
         /// The peer to connect to first
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::online_peers))]
         name: Option<String>,
+    },
+    /// Print the script that gives SHELL completion of chatctl's commands,
+    /// flags and peer names (asked of the daemon as you type); e.g.
+    /// `source <(chatctl completions bash)` in ~/.bashrc
+    Completions {
+        /// The shell
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: completion::Shell,
     },
     /// Full-screen chat: who is online, the conversation with receipt
     /// marks, an input line; connects to NAME first if given (? for help)
     Tui {
         /// The peer to connect to first
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::online_peers))]
         name: Option<String>,
     },
 }

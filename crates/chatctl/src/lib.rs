@@ -12,6 +12,7 @@
 //! - `output`: writing lines to stdout without panicking on a closed pipe.
 //! - `marker`: reporting shown messages (MarkDisplayed) off the display path.
 //! - `signals`: Ctrl-C / SIGTERM for the long-running commands.
+//! - [`completion`]: shell completion, with peer names from the daemon.
 //! - `tui`: the full-screen chat (`chatctl tui`, and `chat` at a terminal).
 //! - [`error`]: the one-line `error:` messages and exit statuses.
 //!
@@ -19,6 +20,7 @@
 
 pub mod cli;
 mod client;
+pub mod completion;
 mod commands;
 pub mod error;
 mod format;
@@ -62,6 +64,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Block { name } => commands::consent::block(&socket, json, name).await,
         Command::Unblock { name } => commands::consent::unblock(&socket, json, name).await,
         Command::Blocked => commands::consent::blocked(&socket, json).await,
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            completion::write_script(*shell, &mut out).map_err(Error::Stdout)
+        }
         Command::Chat { name } => commands::chat::run(&socket, json, name.as_deref()).await,
         Command::Tui { name } => tui::run(&socket, name.as_deref()).await,
     }
@@ -71,6 +77,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 /// single-threaded runtime (fast to start), and turns the outcome into an
 /// exit status and at most one `error:` line on stderr.
 pub fn main_entry() -> ExitCode {
+    // The completion script's call back: answered, and exits.
+    completion::complete_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

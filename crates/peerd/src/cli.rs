@@ -25,6 +25,30 @@ pub enum Command {
     /// Print the configuration `start` would use with these flags, and
     /// where each value comes from (flag, environment, config file, default).
     Config(ConfigArgs),
+    /// Write a systemd user unit that runs peerd (`~/.config/systemd/user/peerd.service`)
+    /// and print the line that enables it.
+    InstallService(InstallServiceArgs),
+    /// Print the script that gives SHELL completion of peerd's commands and
+    /// flags, e.g. `source <(peerd completions bash)` in ~/.bashrc.
+    Completions {
+        /// The shell
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InstallServiceArgs {
+    /// Print the unit instead of writing it.
+    #[arg(long)]
+    pub print: bool,
+    /// The config file the service reads [default: the usual one]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object (`{"path", "written", "enable"}`, and `unit`
+    /// with --print) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

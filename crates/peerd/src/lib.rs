@@ -22,6 +22,8 @@
 //!   user's answer; `blocked`: the peers the user blocked (on disk).
 //! - `identity`: the ed25519 key pair; `tls`: certificates from it and the
 //!   pinning verifiers; `known_peers`: the keys we have talked to.
+//! - [`config`]: flags, environment, config file and defaults, resolved;
+//!   [`service`]: `peerd install-service`'s systemd user unit.
 //! - [`launch`] and [`stop`]: `peerd start` (detaching) and `peerd stop`;
 //!   [`logging`]: which log lines `RUST_LOG` asks for.
 //!
@@ -51,6 +53,7 @@ mod link;
 pub mod logging;
 mod presence;
 mod roster;
+pub mod service;
 pub mod stop;
 mod tls;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
-use peerchat_peerd::cli::{Cli, Command, ConfigArgs, StartArgs};
+use peerchat_peerd::cli::{Cli, Command, ConfigArgs, InstallServiceArgs, StartArgs};
 use peerchat_peerd::config::{Given, Resolved};
 use peerchat_peerd::{Config, Error, launch, logging};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Start(args) => start(&args, &given),
         Command::Config(args) => print_config(&args, &given),
+        Command::InstallService(args) => install_service(&args),
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics when its writer
+            // fails (`peerd completions bash | head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "peerd", &mut script);
+            let _ = std::io::stdout().lock().write_all(&script);
+            ExitCode::SUCCESS
+        }
         Command::Stop(args) => {
             let socket = match peerchat_peerd::config::stop_socket(
                 args.socket.as_deref(),
@@ -96,6 +105,44 @@ fn print_config(args: &ConfigArgs, given: &dyn Fn(&str) -> Option<Given>) -> Exi
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
+    ExitCode::SUCCESS
+}
+
+/// `peerd install-service`: writes (or prints) the systemd user unit.
+fn install_service(args: &InstallServiceArgs) -> ExitCode {
+    use peerchat_peerd::service;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(&Error::Other(format!("cannot find this program: {e}")), false),
+    };
+    let text = service::unit_text(&exe, args.config.as_deref());
+    let Some(path) = service::unit_path(dirs::config_dir().as_deref()) else {
+        return fail(
+            &Error::Other("this system has no config folder for user units".into()),
+            false,
+        );
+    };
+    if !args.print
+        && let Err(e) = service::install(&path, &text)
+    {
+        return fail(&e, false);
+    }
+    let out = if args.json {
+        let mut v = serde_json::json!({
+            "path": path.display().to_string(),
+            "written": !args.print,
+            "enable": service::ENABLE,
+        });
+        if args.print {
+            v["unit"] = text.into();
+        }
+        v.to_string()
+    } else if args.print {
+        text.trim_end().to_owned()
+    } else {
+        format!("wrote {}\nnow run: {}", path.display(), service::ENABLE)
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{out}");
     ExitCode::SUCCESS
 }
 
