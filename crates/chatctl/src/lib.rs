@@ -20,8 +20,8 @@
 
 pub mod cli;
 mod client;
-pub mod completion;
 mod commands;
+pub mod completion;
 pub mod error;
 mod format;
 mod marker;
