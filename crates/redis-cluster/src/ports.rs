@@ -41,11 +41,14 @@ mod tests {
         assert_eq!(ports.len(), 12);
         assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), 12, "{ports:?}");
         assert!(ports.iter().all(|&port| port != 0));
-        for port in ports {
-            assert!(
-                TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(),
-                "port {port} still held"
-            );
-        }
+        // Closed again: bindable. Not every one, always: any outgoing
+        // connection on the machine draws its local port from the same
+        // ephemeral range and may take one in between (seen once under a
+        // full test run). Held listeners would fail all twelve.
+        let held: Vec<u16> = ports
+            .into_iter()
+            .filter(|&port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err())
+            .collect();
+        assert!(held.len() <= 2, "ports still held: {held:?}");
     }
 }
