@@ -552,7 +552,7 @@ impl Driver {
         // Only a new conversation is asked about: a peer we are talking to
         // (resuming) is taken back, and while busy everyone else is busy.
         if self.session.peer().is_none() && self.gate.policy.must_ask(known) {
-            self.ask(peer, Asked { link, verdict: oneshot::channel().0, pin, seen }, reply);
+            self.ask(peer, link, pin, seen, reply);
             return;
         }
         if let Some(seen) = seen {
@@ -571,10 +571,18 @@ impl Driver {
         }
     }
 
-    /// Queues `peer`'s dial for the user's answer and tells watchers.
-    fn ask(&mut self, peer: Name, mut asked: Asked, reply: oneshot::Sender<Answer>) {
+    /// Queues `peer`'s dial (its `link`) for the user's answer, and tells
+    /// the callee and the watchers.
+    fn ask(
+        &mut self,
+        peer: Name,
+        link: Link,
+        pin: KeyPin,
+        seen: Option<Seen>,
+        reply: oneshot::Sender<Answer>,
+    ) {
         let (verdict, declined) = oneshot::channel();
-        asked.verdict = verdict;
+        let asked = Asked { link, verdict, pin, seen };
         match self.asking.add(peer.clone(), asked, Instant::now(), now_ms()) {
             Ok(replaced) => {
                 if let Some(old) = replaced {
