@@ -441,7 +441,20 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
         Kind::RequestEnded(r) => json!({
             "event": "request_ended", "peer": r.peer, "outcome": outcome_name(r.outcome()),
         }),
+        Kind::Asking(a) => {
+            json!({ "event": "asking", "peer": a.peer, "expires": rfc3339(a.expires_at_ms) })
+        }
     })
+}
+
+/// Our dial waits for the peer's user: what `connect`, `watch` and the
+/// TUI say.
+pub(crate) fn asking_text(peer: &str) -> String {
+    let peer = clean(peer);
+    format!(
+        "waiting for {peer} to accept (up to {} s; `chatctl disconnect` gives up)",
+        peerchat_core::timeouts::ASK_TIMEOUT.as_secs()
+    )
 }
 
 /// A request's end as `watch --json` spells it.
@@ -538,6 +551,7 @@ where
         Kind::RequestEnded(r) => {
             format!("{at} * request from {} {}", clean(&r.peer), outcome_name(r.outcome()))
         }
+        Kind::Asking(a) => format!("{at} * {}", asking_text(&a.peer)),
     })
 }
 

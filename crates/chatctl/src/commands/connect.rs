@@ -5,15 +5,46 @@ use std::path::Path;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 
-use crate::client::{self, CONNECT_ANSWER_TIMEOUT, Control};
+use crate::client::{self, ANSWER_TIMEOUT, CONNECT_ANSWER_TIMEOUT, Control};
 use crate::error::Error;
 use crate::{format, output};
 
 pub(crate) async fn run(socket: &Path, json: bool, name: &str) -> Result<(), Error> {
     let name = Name::parse(name)?;
     let mut client = client::connect(socket).await?;
-    let peer = open(&mut client, &name).await?;
+    let peer = open_telling(&mut client, &name).await?;
     output::either(json, || format::peer_json(&peer), || format!("connected to {peer}"))
+}
+
+/// Like [`open`], saying on stderr when the wait is the peer's user being
+/// asked (consent), so that a connect that takes a minute says why. The
+/// events come from a Watch of our own beside the call; without it the
+/// connect is the same, only quiet.
+async fn open_telling(client: &mut Control, name: &Name) -> Result<String, Error> {
+    let mut watcher = client.clone();
+    let request = pb::WatchRequest { display: false, presence: false };
+    let events = match tokio::time::timeout(ANSWER_TIMEOUT, watcher.watch(request)).await {
+        Ok(Ok(events)) => Some(events.into_inner()),
+        _ => None,
+    };
+    let opening = open(client, name);
+    tokio::pin!(opening);
+    let Some(mut events) = events else { return opening.await };
+    loop {
+        tokio::select! {
+            opened = &mut opening => return opened,
+            event = events.message() => match event {
+                Ok(Some(pb::Event { kind: Some(pb::event::Kind::Asking(a)) }))
+                    if name.matches(&a.peer) =>
+                {
+                    output::note(&format::asking_text(&a.peer));
+                }
+                Ok(Some(_)) => {}
+                // The events stopped; the answer still comes.
+                _ => return opening.await,
+            },
+        }
+    }
 }
 
 /// Opens a conversation with `name`; returns the peer's name as it

@@ -13,7 +13,7 @@ use peerchat_core::Name;
 use super::conversation::{Conversation, Mark, Tone};
 use super::input::{History, Input};
 use super::keys::{Action, Context, Focus};
-use crate::format::outcome_name;
+use crate::format::{asking_text, outcome_name};
 
 /// Something to ask peerd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +355,7 @@ impl App {
                 now_ms,
                 Tone::Info,
             ),
+            Kind::Asking(a) => self.say(asking_text(&a.peer), now_ms, Tone::Notice),
             // Presence comes by its own feed (this Watch does not ask).
             Kind::PeerOnline(_)
             | Kind::PeerStatus(_)

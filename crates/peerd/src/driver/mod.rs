@@ -41,7 +41,7 @@ use crate::consent::{self, Policy, Requests};
 use crate::deadline::sleep_until;
 use crate::history::{self, History};
 use crate::link::callee::{Answer, Declined, KeyPin, Offer};
-use crate::link::dial::{Dial, DialResult};
+use crate::link::dial::{Dial, DialResult, OnAsked};
 use crate::link::duplex::{Link, SendFailed};
 use api::{
     Blocking, ConnectFailed, ConsentFailed, EventRx, Outcome, PingReply, Request, SessionStatus,
@@ -207,6 +207,9 @@ pub(crate) struct Driver {
     gate: Gate,
     /// Dials waiting for the user's answer.
     asking: Requests<Asked>,
+    /// Our dials whose callee is asking its user: which, and for how long.
+    dial_asked:
+        (mpsc::UnboundedSender<(LinkId, Duration)>, mpsc::UnboundedReceiver<(LinkId, Duration)>),
 }
 
 impl std::fmt::Debug for Driver {
@@ -261,6 +264,7 @@ impl Driver {
             actions: Vec::new(),
             shutting_down: false,
             asking: Requests::lasting(gate.ask_for),
+            dial_asked: mpsc::unbounded_channel(),
             gate,
         }
     }
@@ -309,6 +313,7 @@ impl Driver {
                         self.end_request(r, None, Outcome_::Withdrawn);
                     }
                 }
+                Some((link, wait)) = self.dial_asked.1.recv() => self.on_dial_asked(link, wait),
                 _ = sleep_until(lapse), if lapse.is_some() => {
                     for r in self.asking.expire(Instant::now()) {
                         tracing::info!(peer = %r.peer, "nobody answered the request in time");
@@ -681,7 +686,11 @@ impl Driver {
     /// the session needs, side by side; they report back as one job.
     fn dial(&mut self, link: LinkId, peer: Name) {
         let read = self.read_seen(&peer);
-        let dial = self.dialer.dial(peer);
+        let tx = self.dial_asked.0.clone();
+        let asked: OnAsked = Box::new(move |wait| {
+            let _ = tx.send((link, wait));
+        });
+        let dial = self.dialer.dial(peer, asked);
         let job = self.jobs.spawn(async move {
             let (seen, result) = match read {
                 Some(read) => tokio::join!(read, dial),
@@ -690,6 +699,20 @@ impl Driver {
             Done::Dialed { link, seen, result }
         });
         self.dialing.insert(link, job);
+    }
+
+    /// Our dial on `link` waits for the callee's user: watchers (and the
+    /// `chatctl connect` waiting) are told.
+    fn on_dial_asked(&mut self, link: LinkId, wait: Duration) {
+        if !self.dialing.contains_key(&link) {
+            return;
+        }
+        let Some(peer) = self.session.peer().cloned() else { return };
+        let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        self.broadcast(pb::event::Kind::Asking(pb::AskingEvent {
+            peer: peer.to_string(),
+            expires_at_ms: now_ms().saturating_add(ms),
+        }));
     }
 
     fn on_dialed(&mut self, link: LinkId, seen: Option<Seen>, result: DialResult, now: Instant) {

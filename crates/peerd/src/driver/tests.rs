@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 use crate::link::callee::{Answer, Declined, KeyPin};
-use crate::link::dial::DialError;
+use crate::link::dial::{DialError, OnAsked};
 use api::REQUEST_QUEUE;
 
 /// Long enough for anything here to happen; a failing test stops here
@@ -50,7 +50,7 @@ struct Wired {
 }
 
 impl Dial for Wired {
-    fn dial(&self, to: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+    fn dial(&self, to: Name, asked: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let (me, board) = (self.me.clone(), self.board.clone());
         Box::pin(async move {
             let offers = board.peers.lock().expect("lock").get(&to).cloned();
@@ -65,7 +65,10 @@ impl Dial for Wired {
             }
             let declined = match answer.await {
                 Ok(Answer::Accepted) => None,
-                Ok(Answer::Asking(declined)) => Some(declined),
+                Ok(Answer::Asking(declined)) => {
+                    asked(ASK_FOR);
+                    Some(declined)
+                }
                 Ok(Answer::Refused(AcceptError::Busy { .. })) => return Err(DialError::Busy(to)),
                 Ok(Answer::Refused(e)) => panic!("unexpected refusal {e:?}"),
                 Err(_) => return Err(DialError::NotOnline(to)),
@@ -98,7 +101,7 @@ struct Stalled {
 }
 
 impl Dial for Stalled {
-    fn dial(&self, _: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+    fn dial(&self, _: Name, _: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let _ = self.started.send(());
         let guard = self.dropped.lock().expect("lock").take();
         Box::pin(async move {
@@ -112,7 +115,7 @@ impl Dial for Stalled {
 struct Failing(DialError);
 
 impl Dial for Failing {
-    fn dial(&self, _: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+    fn dial(&self, _: Name, _: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let e = self.0.clone();
         Box::pin(async move { Err(e) })
     }
@@ -376,8 +379,15 @@ async fn asking_waits_for_the_users_yes() {
     let alice = Peer::start("alice", &board, None);
     let bob = Peer::start_asking("bob", &board, None, Policy::Ask, ASK_FOR);
     let mut bob_sees = bob.watch(false).await;
+    let mut alice_sees = alice.watch(false).await;
     let mut connected = start_connect(&alice, "bob").await;
     assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
+    // Alice is told why her connect waits.
+    let asking = |k| match k {
+        pb::event::Kind::Asking(a) => Some(a.peer),
+        _ => None,
+    };
+    assert_eq!(next_event(&mut alice_sees, asking).await, "bob");
     // Asked, not taken: both still free, and alice still waiting.
     let s = bob.status().await;
     assert_eq!((s.phase, s.requests.len()), (Phase::Idle, 1));

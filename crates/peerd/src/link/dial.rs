@@ -70,15 +70,20 @@ pub(crate) enum DialError {
 /// Something that dials peers: [`Dialer`], or a stand-in in tests.
 pub(crate) trait Dial: Send + Sync + 'static {
     /// Dials `name`: the callee's name as it spells it, and the link.
-    fn dial(&self, name: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>>;
+    /// `asked` is called, at most once, if the callee's user is asked
+    /// first, with how long the answer may take.
+    fn dial(&self, name: Name, asked: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>>;
 }
+
+/// Told that the callee is asking its user, and for how long at most.
+pub(crate) type OnAsked = Box<dyn FnOnce(Duration) + Send>;
 
 /// What a dial ends with.
 pub(crate) type DialResult = Result<(Name, Link), DialError>;
 
 impl Dial for Dialer {
-    fn dial(&self, name: Name) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
-        Box::pin(self.clone().dial_owned(name))
+    fn dial(&self, name: Name, asked: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        Box::pin(self.clone().dial_owned(name, asked))
     }
 }
 
@@ -96,15 +101,15 @@ impl Dialer {
     /// at most [`DIAL_TIMEOUT`], all steps together, and then, if the
     /// callee asks its user, as long as it says the asking may take (at
     /// most [`ASK_TIMEOUT`]) and a margin.
-    async fn dial_owned(self, name: Name) -> DialResult {
-        let result = self.dial_steps(&name).await;
+    async fn dial_owned(self, name: Name, asked: OnAsked) -> DialResult {
+        let result = self.dial_steps(&name, asked).await;
         if let Err(e) = &result {
             tracing::info!(peer = %name, error = %e, "dial failed");
         }
         result
     }
 
-    async fn dial_steps(&self, name: &Name) -> DialResult {
+    async fn dial_steps(&self, name: &Name, asked: OnAsked) -> DialResult {
         let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(name)).await;
         let mut answered = dialed.unwrap_or_else(|_| {
             Err(DialError::NoAnswer {
@@ -115,6 +120,7 @@ impl Dialer {
         if let Some(pb::frame::Kind::Asking(asking)) = &answered.first.kind {
             let wait = Duration::from_secs(asking.timeout_s.into()).min(ASK_TIMEOUT);
             tracing::info!(peer = %name, ?wait, "the peer is asking its user");
+            asked(wait);
             let next = tokio::time::timeout(
                 wait.saturating_add(CONNECT_ANSWER_MARGIN),
                 answered.inbound.message(),
