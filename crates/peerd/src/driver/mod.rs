@@ -745,7 +745,7 @@ impl Driver {
     }
 
     fn on_watch(&mut self, display: bool, reply: oneshot::Sender<EventRx>) {
-        let backlog: Vec<pb::Event> = if display {
+        let mut backlog: Vec<pb::Event> = if display {
             self.session
                 .undisplayed()
                 .map(|(from, m)| {
@@ -760,7 +760,6 @@ impl Driver {
         } else {
             Vec::new()
         };
-        let mut backlog = backlog;
         // Requests still waiting: a client that attaches now can answer.
         backlog.extend(self.asking.iter().map(|r| {
             event(pb::event::Kind::Request(pb::RequestEvent {
