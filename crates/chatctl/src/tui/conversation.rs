@@ -469,12 +469,8 @@ impl Conversation {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::clock;
     use super::*;
-
-    fn clock(at_ms: i64) -> String {
-        let minutes = at_ms / 60_000;
-        format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
-    }
 
     fn message(id: &str, text: &str) -> pb::MessageEvent {
         pb::MessageEvent { id: id.into(), from: "bob".into(), text: text.into(), at_ms: 0 }

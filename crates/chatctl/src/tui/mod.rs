@@ -31,6 +31,8 @@ mod input;
 mod keys;
 mod state;
 mod terminal;
+#[cfg(test)]
+mod testing;
 mod view;
 mod wrap;
 

@@ -472,12 +472,8 @@ fn parse_line(line: &str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::super::conversation::Entry;
+    use super::super::testing::clock;
     use super::*;
-
-    fn clock(at_ms: i64) -> String {
-        let minutes = at_ms / 60_000;
-        format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
-    }
 
     fn app() -> App {
         let status = pb::GetStatusResponse { name: "alice".into(), ..Default::default() };

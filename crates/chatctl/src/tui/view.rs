@@ -247,16 +247,12 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
 mod tests {
     use super::super::keys::Action;
     use super::super::state::PeersUpdate;
+    use super::super::testing::clock;
     use super::*;
     use pb::event::Kind;
     use peerchat::v1 as pb;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-
-    fn clock(at_ms: i64) -> String {
-        let minutes = at_ms / 60_000;
-        format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
-    }
 
     fn app() -> App {
         let status = pb::GetStatusResponse {
