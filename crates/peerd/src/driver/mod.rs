@@ -207,9 +207,10 @@ pub(crate) struct Driver {
     gate: Gate,
     /// Dials waiting for the user's answer.
     asking: Requests<Asked>,
-    /// Our dials whose callee is asking its user: which, and for how long.
-    dial_asked:
-        (mpsc::UnboundedSender<(LinkId, Duration)>, mpsc::UnboundedReceiver<(LinkId, Duration)>),
+    /// Our dials whose callee is asking its user: which, and for how long
+    /// (the dial jobs send, the driver reads).
+    dial_asked_tx: mpsc::UnboundedSender<(LinkId, Duration)>,
+    dial_asked: mpsc::UnboundedReceiver<(LinkId, Duration)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -240,6 +241,7 @@ impl Driver {
             session.restore_unacked(peer, messages, Instant::now());
         }
         let Wiring { requests, offers, dialer, presence } = wiring;
+        let (dial_asked_tx, dial_asked) = mpsc::unbounded_channel();
         Driver {
             ids: IdGen::new(random_u64()),
             data_dir,
@@ -264,7 +266,8 @@ impl Driver {
             actions: Vec::new(),
             shutting_down: false,
             asking: Requests::lasting(gate.ask_for),
-            dial_asked: mpsc::unbounded_channel(),
+            dial_asked_tx,
+            dial_asked,
             gate,
         }
     }
@@ -313,7 +316,7 @@ impl Driver {
                         self.end_request(r, None, Outcome_::Withdrawn);
                     }
                 }
-                Some((link, wait)) = self.dial_asked.1.recv() => self.on_dial_asked(link, wait),
+                Some((link, wait)) = self.dial_asked.recv() => self.on_dial_asked(link, wait),
                 _ = sleep_until(lapse), if lapse.is_some() => {
                     for r in self.asking.expire(Instant::now()) {
                         tracing::info!(peer = %r.peer, "nobody answered the request in time");
@@ -686,7 +689,7 @@ impl Driver {
     /// the session needs, side by side; they report back as one job.
     fn dial(&mut self, link: LinkId, peer: Name) {
         let read = self.read_seen(&peer);
-        let tx = self.dial_asked.0.clone();
+        let tx = self.dial_asked_tx.clone();
         let asked: OnAsked = Box::new(move |wait| {
             let _ = tx.send((link, wait));
         });
