@@ -127,10 +127,11 @@ impl Conversation {
         self.unacked.push_back(message);
     }
 
-    /// Takes `ids` out of the unacknowledged queue; returns the ones it had.
-    fn acknowledge(&mut self, ids: &[Id]) -> Vec<Id> {
-        let acked: Vec<Id> =
-            ids.iter().filter(|id| self.unacked_ids.remove(*id)).cloned().collect();
+    /// Takes `ids` out of the unacknowledged queue, and keeps in `ids` only
+    /// the ones it had (in place: this runs for every receipt).
+    fn acknowledge(&mut self, ids: &mut Vec<Id>) {
+        ids.retain(|id| self.unacked_ids.remove(id));
+        let acked = ids.len();
         // Receipts come in sending order, so the acknowledged messages are
         // usually at the front: pop them in O(1) each, and scan the whole
         // queue only for ones acknowledged out of order (with thousands in
@@ -144,7 +145,7 @@ impl Conversation {
             self.unacked.pop_front();
             popped += 1;
         }
-        if popped < acked.len() {
+        if popped < acked {
             let (ids, bytes) = (&self.unacked_ids, &mut self.unacked_bytes);
             self.unacked.retain(|m| {
                 let keep = ids.contains(&m.id);
@@ -154,7 +155,6 @@ impl Conversation {
                 keep
             });
         }
-        acked
     }
 }
 
@@ -193,8 +193,8 @@ pub struct Session {
     undisplayed: VecDeque<Undisplayed>,
     undisplayed_bytes: usize,
     /// Our delivered messages that may still get a `displayed` receipt:
-    /// id → peer, bounded FIFO.
-    awaiting_display: OwnIdMap<Name>,
+    /// a bounded FIFO (the set, and the order to forget them in).
+    awaiting_display: OwnIdSet,
     awaiting_display_order: VecDeque<Id>,
     /// The last peer we talked to, for `history` with no name.
     last_peer: Option<Name>,
@@ -219,7 +219,7 @@ impl Session {
             last_wire: None,
             undisplayed: VecDeque::new(),
             undisplayed_bytes: 0,
-            awaiting_display: OwnIdMap::default(),
+            awaiting_display: OwnIdSet::default(),
             awaiting_display_order: VecDeque::new(),
             last_peer: None,
             seen: None,
@@ -776,14 +776,18 @@ impl Session {
             return;
         };
         let peer = c.peer.clone();
-        let mut accepted = c.acknowledge(&ids);
-        match kind {
+        let accepted = match kind {
             ReceiptKind::Delivered => {
+                let mut accepted = ids;
+                c.acknowledge(&mut accepted);
                 for id in &accepted {
-                    self.remember_awaiting_display(id.clone(), peer.clone());
+                    self.remember_awaiting_display(id.clone());
                 }
+                accepted
             }
             ReceiptKind::Displayed => {
+                let mut accepted = ids.clone();
+                c.acknowledge(&mut accepted);
                 // `displayed` can overtake `delivered` (a receipt owed from
                 // an outage goes first on a resumed link). It implies
                 // delivery: say so first, so every watcher sees both.
@@ -795,12 +799,13 @@ impl Session {
                     }));
                 }
                 for id in ids {
-                    if self.awaiting_display.remove(&id).is_some() {
+                    if self.awaiting_display.remove(&id) {
                         accepted.push(id);
                     }
                 }
+                accepted
             }
-        }
+        };
         let state = MessageState::from(kind);
         for id in accepted {
             self.push(Action::Persist(Record::State { peer: peer.clone(), id: id.clone(), state }));
@@ -944,14 +949,14 @@ impl Session {
         }
     }
 
-    fn remember_awaiting_display(&mut self, id: Id, peer: Name) {
+    fn remember_awaiting_display(&mut self, id: Id) {
         if self.awaiting_display_order.len() >= MAX_AWAITING_DISPLAY
             && let Some(old) = self.awaiting_display_order.pop_front()
         {
             self.awaiting_display.remove(&old);
         }
         self.awaiting_display_order.push_back(id.clone());
-        self.awaiting_display.insert(id, peer);
+        self.awaiting_display.insert(id);
     }
 
     fn new_link(&mut self) -> LinkId {
