@@ -2,11 +2,37 @@
 //! definitions: one page per program and one per subcommand
 //! (`chatctl-connect.1`, ...). `scripts/man` writes them to
 //! `crates/man/pages/`; a test checks that the pages there are current.
+//! The same goes for peerd's completion scripts, which `scripts/man`
+//! writes to `crates/peerd/completions/` for peerd to print.
 
 use clap::{Command, CommandFactory};
 
 /// Where the pages are kept, from the workspace root.
 pub const PAGES_DIR: &str = "crates/man/pages";
+
+/// Where peerd's completion scripts are kept, from the workspace root.
+pub const COMPLETIONS_DIR: &str = "crates/peerd/completions";
+
+/// peerd's completion script for every shell: file name and text.
+pub fn peerd_completions() -> Vec<(String, Vec<u8>)> {
+    use peerchat_peerd::completions::Shell;
+    Shell::ALL
+        .into_iter()
+        .map(|shell| {
+            let generator = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Elvish => clap_complete::Shell::Elvish,
+                Shell::Fish => clap_complete::Shell::Fish,
+                Shell::PowerShell => clap_complete::Shell::PowerShell,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+            };
+            let mut script = Vec::new();
+            let mut cmd = peerchat_peerd::cli::Cli::command();
+            clap_complete::generate(generator, &mut cmd, "peerd", &mut script);
+            (shell.file_name().to_owned(), script)
+        })
+        .collect()
+}
 
 /// Every page: its file name and its roff text.
 pub fn pages() -> Vec<(String, Vec<u8>)> {

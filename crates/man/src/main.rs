@@ -1,6 +1,7 @@
 //! `peerchat-man [DIR]`: writes every man page into DIR (default
-//! `crates/man/pages`), removing pages of commands that no longer exist.
-//! Run through `scripts/man`.
+//! `crates/man/pages`), removing pages of commands that no longer exist,
+//! and peerd's completion scripts into `crates/peerd/completions` (run
+//! from the workspace root). Run through `scripts/man`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,12 @@ fn write(dir: &std::path::Path) -> std::io::Result<()> {
     for (name, text) in &pages {
         std::fs::write(dir.join(name), text)?;
         println!("{}", dir.join(name).display());
+    }
+    let completions = std::path::Path::new(peerchat_man::COMPLETIONS_DIR);
+    std::fs::create_dir_all(completions)?;
+    for (name, text) in peerchat_man::peerd_completions() {
+        std::fs::write(completions.join(&name), text)?;
+        println!("{}", completions.join(&name).display());
     }
     Ok(())
 }

@@ -27,3 +27,15 @@ fn the_committed_pages_are_current() {
         assert!(pages.iter().any(|(n, _)| n == program), "no page {program}");
     }
 }
+
+/// peerd prints these files for `peerd completions SHELL`: they must be
+/// what clap_complete makes of today's CLI.
+#[test]
+fn the_committed_completion_scripts_are_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peerd/completions");
+    for (name, text) in peerchat_man::peerd_completions() {
+        let committed = std::fs::read(dir.join(&name)).unwrap_or_default();
+        assert!(committed == text, "{name} is out of date (run scripts/man)");
+        assert!(text.windows(b"install-service".len()).any(|w| w == b"install-service"));
+    }
+}

@@ -33,7 +33,7 @@ pub enum Command {
     Completions {
         /// The shell
         #[arg(value_enum, value_name = "SHELL")]
-        shell: clap_complete::Shell,
+        shell: crate::completions::Shell,
     },
 }
 

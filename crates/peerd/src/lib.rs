@@ -23,7 +23,8 @@
 //! - `identity`: the ed25519 key pair; `tls`: certificates from it and the
 //!   pinning verifiers; `known_peers`: the keys we have talked to.
 //! - [`config`]: flags, environment, config file and defaults, resolved;
-//!   [`service`]: `peerd install-service`'s systemd user unit.
+//!   [`service`]: `peerd install-service`'s systemd user unit;
+//!   [`completions`]: `peerd completions`' scripts (generated, as text).
 //! - [`launch`] and [`stop`]: `peerd start` (detaching) and `peerd stop`;
 //!   [`logging`]: which log lines `RUST_LOG` asks for.
 //!
@@ -36,6 +37,7 @@
 pub mod allocator;
 mod blocked;
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod consent;
 mod control;

@@ -36,11 +36,8 @@ fn main() -> ExitCode {
         Command::Config(args) => print_config(&args, &given),
         Command::InstallService(args) => install_service(&args),
         Command::Completions { shell } => {
-            // Into memory first: clap_complete panics when its writer
-            // fails (`peerd completions bash | head`).
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "peerd", &mut script);
-            let _ = std::io::stdout().lock().write_all(&script);
+            // `peerd completions bash | head` closes the pipe early: fine.
+            let _ = std::io::stdout().lock().write_all(shell.script().as_bytes());
             ExitCode::SUCCESS
         }
         Command::Stop(args) => {
