@@ -15,10 +15,11 @@ pub const COMPLETIONS_DIR: &str = "crates/peerd/completions";
 
 /// peerd's completion script for every shell: file name and text.
 pub fn peerd_completions() -> Vec<(String, Vec<u8>)> {
+    use clap::ValueEnum;
     use peerchat_peerd::completions::Shell;
-    Shell::ALL
-        .into_iter()
-        .map(|shell| {
+    Shell::value_variants()
+        .iter()
+        .map(|&shell| {
             let generator = match shell {
                 Shell::Bash => clap_complete::Shell::Bash,
                 Shell::Elvish => clap_complete::Shell::Elvish,
@@ -29,7 +30,7 @@ pub fn peerd_completions() -> Vec<(String, Vec<u8>)> {
             let mut script = Vec::new();
             let mut cmd = peerchat_peerd::cli::Cli::command();
             clap_complete::generate(generator, &mut cmd, "peerd", &mut script);
-            (shell.file_name().to_owned(), script)
+            (shell.file().0.to_owned(), script)
         })
         .collect()
 }

@@ -21,30 +21,24 @@ pub enum Shell {
     Zsh,
 }
 
+/// A script's file name in `crates/peerd/completions/`, and its text:
+/// one literal for both, so that they cannot disagree.
+macro_rules! script {
+    ($file:literal) => {
+        ($file, include_str!(concat!("../completions/", $file)))
+    };
+}
+
 impl Shell {
-    /// Every shell, in the order of `--help`.
-    pub const ALL: [Shell; 5] =
-        [Shell::Bash, Shell::Elvish, Shell::Fish, Shell::PowerShell, Shell::Zsh];
-
-    /// The script's file name in `crates/peerd/completions/`.
-    pub fn file_name(self) -> &'static str {
+    /// The script's file name in `crates/peerd/completions/`, and the
+    /// script.
+    pub fn file(self) -> (&'static str, &'static str) {
         match self {
-            Shell::Bash => "peerd.bash",
-            Shell::Elvish => "peerd.elv",
-            Shell::Fish => "peerd.fish",
-            Shell::PowerShell => "_peerd.ps1",
-            Shell::Zsh => "_peerd",
-        }
-    }
-
-    /// The script.
-    pub fn script(self) -> &'static str {
-        match self {
-            Shell::Bash => include_str!("../completions/peerd.bash"),
-            Shell::Elvish => include_str!("../completions/peerd.elv"),
-            Shell::Fish => include_str!("../completions/peerd.fish"),
-            Shell::PowerShell => include_str!("../completions/_peerd.ps1"),
-            Shell::Zsh => include_str!("../completions/_peerd"),
+            Shell::Bash => script!("peerd.bash"),
+            Shell::Elvish => script!("peerd.elv"),
+            Shell::Fish => script!("peerd.fish"),
+            Shell::PowerShell => script!("_peerd.ps1"),
+            Shell::Zsh => script!("_peerd"),
         }
     }
 }

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Command::InstallService(args) => install_service(&args),
         Command::Completions { shell } => {
             // `peerd completions bash | head` closes the pipe early: fine.
-            let _ = std::io::stdout().lock().write_all(shell.script().as_bytes());
+            let _ = std::io::stdout().lock().write_all(shell.file().1.as_bytes());
             ExitCode::SUCCESS
         }
         Command::Stop(args) => {
