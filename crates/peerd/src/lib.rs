@@ -17,6 +17,8 @@
 //!   presence feed while a control client watches (and only then).
 //! - `control`: the `Control` service chatctl uses; `control_socket`: its
 //!   Unix socket file.
+//! - `served`: the one connection type both gRPC servers take (so their
+//!   server code is compiled once).
 //! - `history`: the per-peer history files.
 //! - [`consent`]: the accept policy and the requests waiting for the
 //!   user's answer; `blocked`: the peers the user blocked (on disk).
@@ -55,6 +57,7 @@ mod link;
 pub mod logging;
 mod presence;
 mod roster;
+mod served;
 pub mod service;
 pub mod stop;
 mod tls;
@@ -67,11 +70,11 @@ use peerchat::v1 as pb;
 use peerchat_core::session::Presence;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::UdsConnectInfo;
 
 pub use config::Config;
 pub use error::Error;
@@ -86,6 +89,7 @@ use crate::link::callee::ChatService;
 use crate::link::dial::Dialer;
 use crate::presence::{DirectoryState, FirstAttempt, PresenceTask};
 use crate::roster::Roster;
+use crate::served::{ConnInfo, Served};
 use crate::tls::Credentials;
 
 /// Largest control request: a maximal message plus room; larger ones get
@@ -225,7 +229,8 @@ pub async fn run(
             move |request: tonic::Request<()>| same_user(request, owner),
         ))
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(control_listener),
+            Box::pin(UnixListenerStream::new(control_listener).map(|c| c.map(Served::local)))
+                as served::Incoming,
             wait_for_driver(token.clone()),
         );
     let control_server = tokio::spawn(control_server);
@@ -293,11 +298,10 @@ pub async fn run(
 /// uid (SO_PEERCRED) as well, so that a loosened file mode, or root, does
 /// not open the daemon to anyone else.
 fn same_user(request: tonic::Request<()>, owner: u32) -> Result<tonic::Request<()>, tonic::Status> {
-    let uid = request
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .map(|cred| cred.uid());
+    let uid = match request.extensions().get::<ConnInfo>() {
+        Some(ConnInfo::Local { uid }) => *uid,
+        _ => None,
+    };
     match uid {
         Some(uid) if uid == owner => Ok(request),
         Some(uid) => Err(tonic::Status::permission_denied(format!(

@@ -23,7 +23,6 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::duplex::Link;
-use super::listener::PeerConnectInfo;
 use super::per_source::PerSource;
 use super::refusal::{Reason, Refusal};
 use super::{
@@ -33,6 +32,7 @@ use super::{
 use crate::consent::ASK_TIMEOUT;
 use crate::directory::{self, Directories, Listing};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
+use crate::served::ConnInfo;
 use crate::tls::PublicKey;
 
 /// A verified dialer's link, offered for a conversation. Whoever takes it
@@ -206,8 +206,10 @@ impl pb::chat_server::Chat for ChatService {
         &self,
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<FrameStream>, Status> {
-        let info = request.extensions().get::<PeerConnectInfo>().cloned();
-        let remote = info.as_ref().and_then(|i| i.remote);
+        let (remote, key) = match request.extensions().get::<ConnInfo>() {
+            Some(ConnInfo::Peer { remote, key }) => (*remote, *key),
+            _ => (None, None),
+        };
         // Not "busy": that means "in another conversation" to dialers.
         let full =
             || Refusal::new(Reason::TooManyDials, "too many dials in progress; try again shortly");
@@ -216,9 +218,7 @@ impl pb::chat_server::Chat for ChatService {
             None => None,
         };
         let _slot = self.pending.clone().try_acquire_owned().map_err(|_| full())?;
-        let key = info
-            .and_then(|i| i.key)
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let key = key.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let mut inbound = request.into_inner();
         let bad_hello = |why: String| Refusal::new(Reason::BadHello, why);
         let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {

@@ -1,12 +1,12 @@
 //! The peer port's accept loop: a bounded number of connections at a time,
 //! each with TCP_NODELAY and a TLS 1.3 handshake (in its own task, with a
-//! timeout) before it is handed to tonic's `serve_with_incoming`. A
+//! timeout) before it is handed to tonic's `serve_with_incoming` as a
+//! [`Served`] connection. A
 //! connection over the limit is closed at once and a handshake that stalls
 //! is dropped, so floods and half-open handshakes cannot exhaust the daemon
 //! (the current conversation keeps its connection).
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,35 +18,28 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Connected;
 
 use super::HANDSHAKE_TIMEOUT;
 use super::per_source::{PerSource, SourceSlot};
-use crate::tls::{PublicKey, certificate_key};
-
-/// What a handler learns about the other end of its connection.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerConnectInfo {
-    pub(crate) remote: Option<SocketAddr>,
-    /// The key the dialer proved in the TLS handshake.
-    pub(crate) key: Option<PublicKey>,
-}
+use crate::served::{ConnInfo, Incoming, Served};
+use crate::tls::certificate_key;
 
 /// A TLS connection holding its connection slots until dropped.
-#[derive(Debug)]
-pub(crate) struct Conn {
+struct Conn {
     stream: TlsStream<TcpStream>,
     _slot: OwnedSemaphorePermit,
     _source: SourceSlot,
 }
 
-impl Connected for Conn {
-    type ConnectInfo = PeerConnectInfo;
-    fn connect_info(&self) -> PeerConnectInfo {
+impl Conn {
+    /// Reads who is on the other end (once: the TLS session's peer
+    /// certificate does not change) and boxes the connection.
+    fn into_served(self) -> Served {
         let (tcp, tls) = self.stream.get_ref();
         let key =
             tls.peer_certificates().and_then(|c| c.first()).and_then(|c| certificate_key(c).ok());
-        PeerConnectInfo { remote: tcp.peer_addr().ok(), key }
+        let info = ConnInfo::Peer { remote: tcp.peer_addr().ok(), key };
+        Served::new(self, info)
     }
 }
 
@@ -95,7 +88,7 @@ pub(crate) fn connections(
     max: usize,
     per_source: usize,
     shutdown: CancellationToken,
-) -> ReceiverStream<io::Result<Conn>> {
+) -> Incoming {
     let (tx, rx) = mpsc::channel(16);
     let slots = Arc::new(Semaphore::new(max));
     let sources = PerSource::new(per_source);
@@ -141,9 +134,10 @@ pub(crate) fn connections(
                         }
                     },
                 };
-                let _ = tx.send(Ok(Conn { stream, _slot: slot, _source: source })).await;
+                let conn = Conn { stream, _slot: slot, _source: source };
+                let _ = tx.send(Ok(conn.into_served())).await;
             });
         }
     });
-    ReceiverStream::new(rx)
+    Box::pin(ReceiverStream::new(rx))
 }
