@@ -105,24 +105,30 @@ fn tls_error(e: rustls::Error) -> Error {
     Error::Other(format!("TLS configuration: {e}"))
 }
 
+/// The DER of an ed25519 SubjectPublicKeyInfo up to its key (RFC 8410
+/// §4): SEQUENCE (42 bytes) { SEQUENCE (5) { OID 1.3.101.112 }, BIT STRING
+/// (33) { no unused bits, then the 32-byte key } }. The algorithm has no
+/// parameters, so this encoding is the only one there is.
+const ED25519_SPKI_PREFIX: [u8; 12] =
+    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
 /// The ed25519 key a certificate carries, parsed properly (a key merely
-/// appearing somewhere in the bytes is not enough).
+/// appearing somewhere in the bytes is not enough). The certificate is
+/// parsed by webpki, the parser rustls itself verifies signatures with, so
+/// there is one X.509 parser facing the network, not two.
 pub(crate) fn certificate_key(cert: &CertificateDer<'_>) -> Result<PublicKey, rustls::Error> {
     let bad = |why: &str| {
         rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
             BadCertificate(why.to_owned()),
         ))))
     };
-    let (rest, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|_| bad("not an X.509 certificate"))?;
-    if !rest.is_empty() {
-        return Err(bad("trailing bytes after the certificate"));
-    }
-    let spki = parsed.public_key();
-    if spki.algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ED25519 {
-        return Err(bad("the certificate key is not ed25519"));
-    }
-    let raw: &[u8] = &spki.subject_public_key.data;
+    let parsed =
+        webpki::EndEntityCert::try_from(cert).map_err(|_| bad("not an X.509 certificate"))?;
+    let spki = parsed.subject_public_key_info();
+    let raw = spki
+        .as_ref()
+        .strip_prefix(ED25519_SPKI_PREFIX.as_slice())
+        .ok_or_else(|| bad("the certificate key is not ed25519"))?;
     raw.try_into().map_err(|_| bad("the ed25519 key is not 32 bytes"))
 }
 
@@ -445,6 +451,49 @@ mod tests {
             authority: "10.0.0.1:7300".into(),
             given: given.map(str::to_owned),
             known_file: file,
+        }
+    }
+
+    /// A self-signed certificate for a key rcgen makes with `algorithm`.
+    fn certificate(algorithm: &'static rcgen::SignatureAlgorithm) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate_for(algorithm).expect("key pair");
+        let params = rcgen::CertificateParams::new(vec!["peerchat".to_owned()]).expect("params");
+        params.self_signed(&key).expect("certificate").der().clone()
+    }
+
+    fn why(e: rustls::Error) -> String {
+        match e {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.to_string(),
+            other => panic!("not a bad certificate: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_certificate_yields_the_ed25519_key_it_was_made_for() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let identity = Identity::load_or_create(dir.path()).expect("identity");
+        let credentials = Credentials::new(&identity).expect("credentials");
+        let key = certificate_key(&credentials.chain[0]).expect("an ed25519 certificate");
+        assert_eq!(&key, identity.public_key());
+    }
+
+    #[test]
+    fn a_certificate_without_an_ed25519_key_is_refused() {
+        let ecdsa = certificate(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let err = certificate_key(&ecdsa).expect_err("not ed25519");
+        assert_eq!(why(err), "the certificate key is not ed25519");
+    }
+
+    #[test]
+    fn bytes_that_are_not_one_certificate_are_refused() {
+        let good = certificate(&rcgen::PKCS_ED25519);
+        assert!(certificate_key(&good).is_ok());
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        let cut = good[..good.len() - 1].to_vec();
+        for bad in [trailing, cut, b"not a certificate".to_vec(), Vec::new()] {
+            let err = certificate_key(&CertificateDer::from(bad)).expect_err("refused");
+            assert_eq!(why(err), "not an X.509 certificate");
         }
     }
 
