@@ -40,12 +40,14 @@
 //! daemon stopped are handed back with [`Session::restore_unacked`] and go
 //! out with the next conversation with that peer, or fail after a window.
 
+mod own_ids;
 mod recent;
 mod types;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use self::own_ids::{OwnIdMap, OwnIdSet};
 use self::recent::RecentIds;
 pub use self::types::*;
 use crate::lease::Backoff;
@@ -109,7 +111,7 @@ impl Conversation {
             close_deadline: None,
             reconnect: None,
             unacked: VecDeque::new(),
-            unacked_ids: OwnIdSet::default(),
+            unacked_ids: OwnIdSet::with_span(2 * MAX_UNACKED),
             unacked_bytes: 0,
             next_seq: 1,
             owed_displayed: Vec::new(),
@@ -123,7 +125,7 @@ impl Conversation {
     fn queue(&mut self, message: Message) {
         self.next_seq = self.next_seq.max(message.seq + 1);
         self.unacked_bytes += message.text.len();
-        self.unacked_ids.insert(message.id.clone());
+        self.unacked_ids.insert(&message.id);
         self.unacked.push_back(message);
     }
 
@@ -192,10 +194,9 @@ pub struct Session {
     /// Received messages no display client has shown yet, oldest first.
     undisplayed: VecDeque<Undisplayed>,
     undisplayed_bytes: usize,
-    /// Our delivered messages that may still get a `displayed` receipt:
-    /// a bounded FIFO (the set, and the order to forget them in).
+    /// Our delivered messages that may still get a `displayed` receipt,
+    /// at most `MAX_AWAITING_DISPLAY`, the oldest forgotten first.
     awaiting_display: OwnIdSet,
-    awaiting_display_order: VecDeque<Id>,
     /// The last peer we talked to, for `history` with no name.
     last_peer: Option<Name>,
     /// Ids received from one peer (the current or last), to recognise
@@ -219,8 +220,7 @@ impl Session {
             last_wire: None,
             undisplayed: VecDeque::new(),
             undisplayed_bytes: 0,
-            awaiting_display: OwnIdSet::default(),
-            awaiting_display_order: VecDeque::new(),
+            awaiting_display: OwnIdSet::with_span(2 * MAX_AWAITING_DISPLAY),
             last_peer: None,
             seen: None,
             pending: HashMap::new(),
@@ -781,7 +781,7 @@ impl Session {
                 let mut accepted = ids;
                 c.acknowledge(&mut accepted);
                 for id in &accepted {
-                    self.remember_awaiting_display(id.clone());
+                    self.remember_awaiting_display(id);
                 }
                 accepted
             }
@@ -949,13 +949,12 @@ impl Session {
         }
     }
 
-    fn remember_awaiting_display(&mut self, id: Id) {
-        if self.awaiting_display_order.len() >= MAX_AWAITING_DISPLAY
-            && let Some(old) = self.awaiting_display_order.pop_front()
+    fn remember_awaiting_display(&mut self, id: &Id) {
+        if self.awaiting_display.len() >= MAX_AWAITING_DISPLAY
+            && !self.awaiting_display.contains(id)
         {
-            self.awaiting_display.remove(&old);
+            self.awaiting_display.forget_oldest();
         }
-        self.awaiting_display_order.push_back(id.clone());
         self.awaiting_display.insert(id);
     }
 

@@ -78,15 +78,6 @@ pub enum Role {
 /// reference count rather than an allocation per holder.
 pub type Id = Arc<str>;
 
-/// Maps and sets keyed by ids *we* made, touched several times per message
-/// on the hot path: foldhash, seeded per process, instead of SipHash. Ids a
-/// peer chooses (`RecentIds`) stay on the std hasher, which is built to
-/// resist collision floods.
-pub type OwnIdMap<V> = std::collections::HashMap<Id, V, foldhash::fast::RandomState>;
-
-/// See [`OwnIdMap`].
-pub type OwnIdSet = std::collections::HashSet<Id, foldhash::fast::RandomState>;
-
 /// A message text, shared for the same reason (the outbox keeps it to send
 /// again while the frame and the history line are made from it).
 pub type Text = Arc<str>;

@@ -256,7 +256,7 @@ impl Driver {
             watchers: Vec::new(),
             pending_connect: None,
             pending_disconnect: Vec::new(),
-            waiters: OwnIdMap::default(),
+            waiters: OwnIdMap::with_span(2 * MAX_WAITERS),
             new_waiters: Vec::new(),
             batch_at: Instant::now(),
             pings: HashMap::new(),
@@ -659,9 +659,9 @@ impl Driver {
             // receipt; sweep them now and then so a peer that never
             // displays cannot grow this.
             if self.waiters.len() >= MAX_WAITERS {
-                self.waiters.retain(|_, (_, _, asker)| !asker.gone());
+                self.waiters.retain(|(_, _, asker)| !asker.gone());
             }
-            self.waiters.insert(id, (handed, w, asker));
+            self.waiters.insert(&id, (handed, w, asker));
         }
     }
 
@@ -880,7 +880,7 @@ impl Driver {
                 // a wait for `displayed` told of delivery goes back.
                 if let Some((handed, wait, asker)) = self.waiters.remove(id) {
                     if wait == Wait::Displayed && *kind != ReceiptKind::Displayed {
-                        self.waiters.insert(id.clone(), (handed, wait, asker));
+                        self.waiters.insert(id, (handed, wait, asker));
                     } else {
                         // Until the receipt arrived, not until now: the
                         // batch's own history write is not the link's.

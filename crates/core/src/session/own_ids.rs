@@ -1,0 +1,501 @@
+//! Sets and maps keyed by message ids *we* made, which the sending daemon
+//! touches several times per message: the unacknowledged set, the ids that
+//! may still be `displayed`, the driver's waiting sends.
+//!
+//! Every id this software makes is 32 lowercase hex digits: a prefix drawn
+//! once per run, then a counter ([`crate::ids`]). Ids are made, sent and
+//! acknowledged nearly in counter order, so these tables keep the ids of
+//! one prefix in a window: slot `counter - base` of a deque, the oldest at
+//! the front. Insert, lookup and removal are an index, touch memory that
+//! was touched a moment ago, and need no hashing. Keyed by the `Arc<str>`
+//! in hash tables, a profile of the sender at full throughput had a
+//! quarter of its samples here, nearly all of them cache misses at random
+//! places in tables of thousands of entries.
+//!
+//! Everything else is kept exactly, in hash tables beside the window: an
+//! id of another prefix (an earlier run's, restored from history), one
+//! behind the window, the oldest entries when the window would span more
+//! than its limit (one entry that is never removed must not make the
+//! window grow without end), and any id that is not 32 lowercase hex
+//! digits (membership is exactly string equality). Those tables hash with
+//! foldhash, seeded per process; ids a peer chooses (`RecentIds`) stay on
+//! the std hasher, which is built to resist collision floods.
+
+use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
+
+use super::types::Id;
+
+/// `id` as the number its 32 lowercase hex digits spell, or `None` for
+/// anything else (so two different strings never share a number).
+fn pack(id: &str) -> Option<u128> {
+    let bytes: &[u8; 32] = id.as_bytes().try_into().ok()?;
+    let mut n = 0u128;
+    let mut bad = 0u8;
+    for &b in bytes {
+        let d = HEX[usize::from(b)];
+        bad |= d;
+        n = (n << 4) | u128::from(d & 0x0f);
+    }
+    (bad & 0x80 == 0).then_some(n)
+}
+
+/// Each byte's hex value, or 0x80 for a byte that is not `0-9a-f`.
+static HEX: [u8; 256] = {
+    let mut t = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// A map from our ids. See the module.
+#[derive(Debug)]
+pub struct OwnIdMap<V> {
+    /// The prefix of the ids in the window; `None` before the first.
+    prefix: Option<u64>,
+    /// The counter of `window[0]`.
+    base: u64,
+    window: VecDeque<Option<V>>,
+    /// How many of `window`'s slots hold a value.
+    live: usize,
+    /// The most slots the window may span.
+    span: usize,
+    /// Packed ids outside the window.
+    packed: HashMap<u128, V, RandomState>,
+    /// Ids that do not pack.
+    other: HashMap<Id, V, RandomState>,
+}
+
+/// The window's limit for [`Default`].
+const DEFAULT_SPAN: usize = 1 << 15;
+
+impl<V> Default for OwnIdMap<V> {
+    fn default() -> Self {
+        OwnIdMap::with_span(DEFAULT_SPAN)
+    }
+}
+
+impl<V> OwnIdMap<V> {
+    /// A map whose window spans at most `span` counters (at least one):
+    /// about twice the entries it holds at a time.
+    pub fn with_span(span: usize) -> OwnIdMap<V> {
+        OwnIdMap {
+            prefix: None,
+            base: 0,
+            window: VecDeque::new(),
+            live: 0,
+            span: span.max(1),
+            packed: HashMap::default(),
+            other: HashMap::default(),
+        }
+    }
+
+    /// Sets `id`'s value; the value it had, if any. (By reference: only
+    /// an id that does not pack is kept as text.)
+    pub fn insert(&mut self, id: &Id, value: V) -> Option<V> {
+        match pack(id) {
+            Some(n) => self.insert_packed(n, value),
+            None => self.other.insert(id.clone(), value),
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<V> {
+        match pack(id) {
+            Some(n) => self.remove_packed(n),
+            None if self.other.is_empty() => None,
+            None => self.other.remove(id),
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        match pack(id) {
+            Some(n) => match self.slot(n) {
+                Some(i) if self.window[i].is_some() => true,
+                _ => !self.packed.is_empty() && self.packed.contains_key(&n),
+            },
+            None => !self.other.is_empty() && self.other.contains_key(id),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live + self.packed.len() + self.other.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the values `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
+        for slot in &mut self.window {
+            if let Some(v) = slot
+                && !keep(v)
+            {
+                *slot = None;
+                self.live -= 1;
+            }
+        }
+        self.trim();
+        self.packed.retain(|_, v| keep(v));
+        self.other.retain(|_, v| keep(v));
+    }
+
+    /// Takes every entry out, with its id.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Id, V)> + use<V> {
+        let (prefix, base) = (u128::from(self.prefix.unwrap_or(0)) << 64, self.base);
+        let window = std::mem::take(&mut self.window);
+        self.live = 0;
+        let windowed = (base..).zip(window).filter_map(move |(counter, slot)| {
+            slot.map(|v| (unpack(prefix | u128::from(counter)), v))
+        });
+        let packed = std::mem::take(&mut self.packed).into_iter().map(|(n, v)| (unpack(n), v));
+        windowed.chain(packed).chain(std::mem::take(&mut self.other))
+    }
+
+    /// `n`'s index in the window, if the window covers it.
+    fn slot(&self, n: u128) -> Option<usize> {
+        let (prefix, counter) = split(n);
+        if self.prefix != Some(prefix) || counter < self.base {
+            return None;
+        }
+        let i = usize::try_from(counter - self.base).ok()?;
+        (i < self.window.len()).then_some(i)
+    }
+
+    fn insert_packed(&mut self, n: u128, value: V) -> Option<V> {
+        if let Some(i) = self.slot(n) {
+            let old = self.window[i].replace(value);
+            if old.is_some() {
+                return old;
+            }
+            self.live += 1;
+            // A reset window can come to cover an id left in the table.
+            return if self.packed.is_empty() { None } else { self.packed.remove(&n) };
+        }
+        let (prefix, counter) = split(n);
+        if self.live == 0 {
+            self.window.clear();
+            self.prefix = Some(prefix);
+            self.base = counter;
+        }
+        if self.prefix != Some(prefix) || counter < self.base {
+            return self.packed.insert(n, value);
+        }
+        // Ahead of the window: make room within the span, moving the
+        // oldest entries to the table.
+        let mut ahead = counter - self.base;
+        while ahead >= self.span as u64 {
+            let Some(slot) = self.window.pop_front() else {
+                break;
+            };
+            if let Some(v) = slot {
+                self.live -= 1;
+                self.packed.insert(n_of(prefix, self.base), v);
+            }
+            self.base += 1;
+            ahead -= 1;
+        }
+        self.trim();
+        if self.window.is_empty() {
+            self.base = counter;
+        }
+        let ahead = counter - self.base;
+        let old = if self.packed.is_empty() { None } else { self.packed.remove(&n) };
+        // `ahead` is below the span, a usize.
+        let i = ahead as usize;
+        if i >= self.window.len() {
+            self.window.resize_with(i + 1, || None);
+        }
+        self.window[i] = Some(value);
+        self.live += 1;
+        old
+    }
+
+    fn remove_packed(&mut self, n: u128) -> Option<V> {
+        if let Some(i) = self.slot(n)
+            && let Some(v) = self.window[i].take()
+        {
+            self.live -= 1;
+            if i == 0 {
+                self.trim();
+            }
+            return Some(v);
+        }
+        if self.packed.is_empty() { None } else { self.packed.remove(&n) }
+    }
+
+    /// Takes out the oldest entry: one outside the window (an earlier run's,
+    /// or one the window left behind) if there is one, else the window's
+    /// front, the lowest counter.
+    pub fn pop_oldest(&mut self) -> Option<V> {
+        if let Some(&n) = self.packed.keys().next() {
+            return self.packed.remove(&n);
+        }
+        if let Some(id) = self.other.keys().next().cloned() {
+            return self.other.remove(&id);
+        }
+        while let Some(slot) = self.window.pop_front() {
+            self.base += 1;
+            if let Some(v) = slot {
+                self.live -= 1;
+                self.trim();
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Drops the empty slots at the front, so that the front holds a value
+    /// whenever the window is not empty.
+    fn trim(&mut self) {
+        while let Some(None) = self.window.front() {
+            self.window.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
+/// A set of our ids: an [`OwnIdMap`] to nothing.
+#[derive(Debug, Default)]
+pub struct OwnIdSet {
+    map: OwnIdMap<()>,
+}
+
+impl OwnIdSet {
+    /// See [`OwnIdMap::with_span`].
+    pub fn with_span(span: usize) -> OwnIdSet {
+        OwnIdSet { map: OwnIdMap::with_span(span) }
+    }
+
+    /// Adds `id`; `false` if it was there.
+    pub fn insert(&mut self, id: &Id) -> bool {
+        self.map.insert(id, ()).is_none()
+    }
+
+    /// Takes `id` out; `false` if it was not there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.map.remove(id).is_some()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.map.contains(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forgets the oldest id (see [`OwnIdMap::pop_oldest`]).
+    pub fn forget_oldest(&mut self) {
+        self.map.pop_oldest();
+    }
+}
+
+fn split(n: u128) -> (u64, u64) {
+    // Truncation is the point: the high and the low 64 bits.
+    ((n >> 64) as u64, n as u64)
+}
+
+fn n_of(prefix: u64, counter: u64) -> u128 {
+    u128::from(prefix) << 64 | u128::from(counter)
+}
+
+/// The id that packs to `n`.
+fn unpack(n: u128) -> Id {
+    Id::from(format!("{n:032x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::IdGen;
+
+    #[test]
+    fn only_32_lowercase_hex_digits_pack_and_each_to_its_own_number() {
+        assert_eq!(pack("00000000000000000000000000000000"), Some(0));
+        assert_eq!(pack("ffffffffffffffffffffffffffffffff"), Some(u128::MAX));
+        assert_eq!(
+            pack("deadbeef012345670000000000001234"),
+            Some(0xdeadbeef012345670000000000001234)
+        );
+        for other in [
+            "DEADBEEF012345670000000000001234", // upper case is another string
+            "deadbeef01234567000000000000123",  // 31 digits
+            "deadbeef0123456700000000000012345", // 33
+            "deadbeef01234567000000000000123g",
+            "deadbeef01234567000000000000123:",
+            "deadbeef0123456700000000000012é",
+            "",
+        ] {
+            assert_eq!(pack(other), None, "{other:?}");
+        }
+        let mut ids = IdGen::new(0x0123_4567_89ab_cdef);
+        for _ in 0..1000 {
+            let id = ids.next_id();
+            assert_eq!(pack(&id).map(|n| format!("{n:032x}")).as_deref(), Some(&*id));
+        }
+    }
+
+    #[test]
+    fn a_set_holds_exactly_the_strings_put_in_packed_or_not() {
+        let mut set = OwnIdSet::default();
+        let ours: Id = "deadbeef012345670000000000000001".into();
+        let old: Id = "an id of another shape".into();
+        assert!(set.insert(&ours) && set.insert(&old));
+        assert!(!set.insert(&ours), "already there");
+        assert_eq!(set.len(), 2);
+        assert!(set.contains("deadbeef012345670000000000000001"));
+        assert!(!set.contains("DEADBEEF012345670000000000000001"));
+        assert!(set.contains("an id of another shape"));
+        assert!(!set.contains("an id of another shapE"));
+        assert!(set.remove(&old) && !set.remove(&old));
+        assert!(set.remove(&ours));
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn the_window_follows_the_counter_and_moves_what_it_leaves_behind() {
+        let id = |counter: u64| unpack(n_of(7, counter));
+        let mut map = OwnIdMap::with_span(4);
+        for c in 0..4 {
+            map.insert(&id(c), c);
+        }
+        assert_eq!((map.live, map.packed.len()), (4, 0), "all in the window");
+        assert_eq!(map.remove(&id(1)), Some(1), "out of order");
+        assert_eq!(map.remove(&id(0)), Some(0));
+        assert_eq!((map.base, map.window.len()), (2, 2), "the front moved past both");
+        // 2 stays: a new id too far ahead moves it to the table.
+        map.remove(&id(3));
+        map.insert(&id(9), 9);
+        assert_eq!((map.live, map.packed.len(), map.base), (1, 1, 9));
+        assert_eq!(map.remove(&id(2)), Some(2), "found in the table");
+        assert_eq!(map.pop_oldest(), Some(9));
+        assert!(map.is_empty());
+        // The first id into an empty map starts the window, whatever its
+        // run; another run's ids go to the table.
+        map.insert(&unpack(n_of(8, 1)), 81);
+        map.insert(&id(100), 100);
+        assert_eq!((map.live, map.packed.len(), map.base), (1, 1, 1));
+        assert!(map.contains(&id(100)) && map.contains(&unpack(n_of(8, 1))));
+    }
+
+    #[test]
+    fn a_map_keeps_values_and_ids_for_drain_and_retain() {
+        let mut map = OwnIdMap::default();
+        let a: Id = "00000000000000000000000000000001".into();
+        let b: Id = "00000000000000000000000000000002".into();
+        let odd: Id = "odd".into();
+        assert_eq!(map.insert(&a, 1), None);
+        assert_eq!(map.insert(&a, 10), Some(1));
+        map.insert(&b, 2);
+        map.insert(&odd, 3);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.remove("0000000000000000000000000000000a"), None);
+        assert_eq!(map.remove("odd"), Some(3));
+        map.insert(&odd, 3);
+        map.retain(|v| {
+            *v += 1;
+            *v != 3
+        });
+        let mut left: Vec<(Id, i32)> = map.drain().collect();
+        left.sort();
+        assert_eq!(left, vec![(a, 11), (odd, 4)]);
+        let _ = b;
+        assert!(map.is_empty());
+    }
+
+    mod model {
+        use std::collections::HashMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert(usize),
+            Remove(usize),
+            Contains(usize),
+            PopOldest,
+            Retain(u32),
+            Drain,
+        }
+
+        /// Ids of two runs (one with many counters), and two of other shapes.
+        fn ids() -> Vec<Id> {
+            let mut ids: Vec<Id> = (0..40).map(|c| unpack(n_of(0xa, c))).collect();
+            ids.extend((0..5).map(|c| unpack(n_of(0xb, c))));
+            ids.extend(["x".into(), "DEADBEEF012345670000000000000001".into()]);
+            ids
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let n = ids().len();
+            prop_oneof![
+                6 => (0..n).prop_map(Op::Insert),
+                4 => (0..n).prop_map(Op::Remove),
+                2 => (0..n).prop_map(Op::Contains),
+                1 => Just(Op::PopOldest),
+                1 => (2..5u32).prop_map(Op::Retain),
+                1 => Just(Op::Drain),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the order, the map holds exactly what a plain
+            /// string-keyed map would (small spans, so that entries move).
+            #[test]
+            fn behaves_as_a_string_keyed_map(span in 1..10usize, ops in proptest::collection::vec(op(), 1..200)) {
+                let ids = ids();
+                let mut map: OwnIdMap<(Id, u32)> = OwnIdMap::with_span(span);
+                let mut model: HashMap<Id, u32> = HashMap::new();
+                for (step, op) in ops.into_iter().enumerate() {
+                    let step = step as u32;
+                    match op {
+                        Op::Insert(i) => {
+                            let got = map.insert(&ids[i], (ids[i].clone(), step));
+                            prop_assert_eq!(got.map(|(_, v)| v), model.insert(ids[i].clone(), step));
+                        }
+                        Op::Remove(i) => {
+                            prop_assert_eq!(map.remove(&ids[i]).map(|(_, v)| v), model.remove(&ids[i]));
+                        }
+                        Op::Contains(i) => {
+                            prop_assert_eq!(map.contains(&ids[i]), model.contains_key(&ids[i]));
+                        }
+                        Op::PopOldest => match map.pop_oldest() {
+                            Some((id, v)) => prop_assert_eq!(model.remove(&id), Some(v)),
+                            None => prop_assert!(model.is_empty()),
+                        },
+                        Op::Retain(m) => {
+                            map.retain(|(_, v)| *v % m != 0);
+                            model.retain(|_, v| *v % m != 0);
+                        }
+                        Op::Drain => {
+                            for (id, (own, v)) in map.drain() {
+                                prop_assert_eq!(&id, &own, "drain gives each entry's own id");
+                                prop_assert_eq!(model.remove(&id), Some(v));
+                            }
+                            prop_assert!(model.is_empty());
+                        }
+                    }
+                    prop_assert_eq!(map.len(), model.len());
+                    prop_assert!(map.window.len() <= span);
+                    prop_assert!(map.window.front().is_none_or(Option::is_some), "front holds a value");
+                }
+            }
+        }
+    }
+}
