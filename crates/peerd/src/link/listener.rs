@@ -1,10 +1,10 @@
 //! The peer port's accept loop: a bounded number of connections at a time,
 //! each with TCP_NODELAY and a TLS 1.3 handshake (in its own task, with a
 //! timeout) before it is handed to tonic's `serve_with_incoming` as a
-//! [`Served`] connection. A
-//! connection over the limit is closed at once and a handshake that stalls
-//! is dropped, so floods and half-open handshakes cannot exhaust the daemon
-//! (the current conversation keeps its connection).
+//! [`Served`] connection. A connection over the limit is closed at once and
+//! a handshake that stalls is dropped, so floods and half-open handshakes
+//! cannot exhaust the daemon (the current conversation keeps its
+//! connection).
 
 use std::io;
 use std::pin::Pin;
