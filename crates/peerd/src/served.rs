@@ -41,25 +41,28 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// An accepted connection, ready for a server: the stream and who is on
-/// the other end (read once, at accept).
+/// An accepted connection, ready for a server: the stream, who is on the
+/// other end (read once, at accept), and whatever must live as long as the
+/// connection (the peer port's connection slots).
 pub(crate) struct Served {
     io: Box<dyn Io>,
     info: ConnInfo,
+    _held: Box<dyn Send>,
 }
 
 /// What both servers take connections from.
 pub(crate) type Incoming = Pin<Box<dyn Stream<Item = io::Result<Served>> + Send>>;
 
 impl Served {
-    pub(crate) fn new(io: impl Io, info: ConnInfo) -> Served {
-        Served { io: Box::new(io), info }
+    /// `io`, holding `held` until the connection is dropped.
+    pub(crate) fn new(io: impl Io, info: ConnInfo, held: impl Send + 'static) -> Served {
+        Served { io: Box::new(io), info, _held: Box::new(held) }
     }
 
     /// A control-socket connection, with its client's uid.
     pub(crate) fn local(stream: UnixStream) -> Served {
         let uid = stream.peer_cred().ok().map(|cred| cred.uid());
-        Served::new(stream, ConnInfo::Local { uid })
+        Served::new(stream, ConnInfo::Local { uid }, ())
     }
 }
 

@@ -6,12 +6,8 @@
 //! cannot exhaust the daemon (the current conversation keeps its
 //! connection).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -24,59 +20,13 @@ use super::per_source::{PerSource, SourceSlot};
 use crate::served::{ConnInfo, Incoming, Served};
 use crate::tls::certificate_key;
 
-/// A TLS connection holding its connection slots until dropped.
-struct Conn {
-    stream: TlsStream<TcpStream>,
-    _slot: OwnedSemaphorePermit,
-    _source: SourceSlot,
-}
-
-impl Conn {
-    /// Reads who is on the other end (once: the TLS session's peer
-    /// certificate does not change) and boxes the connection.
-    fn into_served(self) -> Served {
-        let (tcp, tls) = self.stream.get_ref();
-        let key =
-            tls.peer_certificates().and_then(|c| c.first()).and_then(|c| certificate_key(c).ok());
-        let info = ConnInfo::Peer { remote: tcp.peer_addr().ok(), key };
-        Served::new(self, info)
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
+/// An established TLS connection, holding its connection slots (the
+/// overall one and its address's) until the server drops it.
+fn served(stream: TlsStream<TcpStream>, slots: (OwnedSemaphorePermit, SourceSlot)) -> Served {
+    let (tcp, tls) = stream.get_ref();
+    let key = tls.peer_certificates().and_then(|c| c.first()).and_then(|c| certificate_key(c).ok());
+    let info = ConnInfo::Peer { remote: tcp.peer_addr().ok(), key };
+    Served::new(stream, info, slots)
 }
 
 /// Accepts on `listener` until `shutdown`, at most `max` connections open
@@ -134,8 +84,7 @@ pub(crate) fn connections(
                         }
                     },
                 };
-                let conn = Conn { stream, _slot: slot, _source: source };
-                let _ = tx.send(Ok(conn.into_served())).await;
+                let _ = tx.send(Ok(served(stream, (slot, source)))).await;
             });
         }
     });
