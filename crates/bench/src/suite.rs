@@ -4,8 +4,9 @@
 //!    plain, and over TLS); alice opens a conversation with bob; both idle:
 //!    `peerd_rss_idle`;
 //! 2. rounds of tcp, link, gRPC and gRPC-over-TLS round trips in turn:
-//!    `link_rtt_p50`, `link_rtt_p99` (and the chart; the TLS one is a
-//!    diagnostic in the notes, not a goal's baseline);
+//!    `link_rtt_p50`, `link_rtt_p99`, `link_over_tls_grpc` (and the chart),
+//!    and in the notes the TLS stream paced like the link (a diagnostic,
+//!    not a goal's baseline: see [`Bidi::paced_round`]);
 //! 3. rounds of `true`, `chatctl send`, `chatctl status`: `send_process`,
 //!    `status_process`;
 //! 4. rounds of the bare gRPC stream and peerd at full speed in turn:
@@ -111,21 +112,32 @@ pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
     let link = &latency.link;
     let grpc = &latency.grpc;
     let grpc_tls = &latency.grpc_tls;
+    let paced = &latency.grpc_tls_paced;
     let call = &latency.send_call;
     notes.push(format!(
         "round trips p50/p99 (us): tcp {}/{}, grpc_bidi {}/{}, grpc_bidi over TLS {}/{}, \
-         link {}/{}, whole Control.Send call {}/{}; {} samples each",
+         the same paced like the link {}/{}, link {}/{}, whole Control.Send call {}/{}; \
+         {} samples each",
         number(tcp.median()),
         number(tcp.percentile(99.0)),
         number(grpc.median()),
         number(grpc.percentile(99.0)),
         number(grpc_tls.median()),
         number(grpc_tls.percentile(99.0)),
+        number(paced.median()),
+        number(paced.percentile(99.0)),
         number(link.median()),
         number(link.percentile(99.0)),
         number(call.median()),
         number(call.percentile(99.0)),
         link.len()
+    ));
+    notes.push(format!(
+        "the link's rhythm: {} us idle between round trips; grpc_bidi over TLS paced so is \
+         {:.2}x itself unpaced, and the link {:.2}x the paced stream",
+        number(latency.gap.as_secs_f64() * 1e6),
+        paced.median() / grpc_tls.median(),
+        link.median() / paced.median(),
     ));
     let true_ms = processes.true_.median();
     notes.push(format!(
@@ -205,6 +217,7 @@ pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
             series("tcp_rtt", tcp),
             series("grpc_bidi_rtt", grpc),
             series("grpc_bidi_rtt over TLS", grpc_tls),
+            series("grpc_bidi_rtt over TLS, paced like the link", paced),
             series("Control.Send call (client side)", call),
         ],
         notes,
@@ -226,7 +239,13 @@ struct Latency {
     link: Sorted,
     grpc: Sorted,
     grpc_tls: Sorted,
+    /// `grpc_tls` with [`Latency::gap`] before each message.
+    grpc_tls_paced: Sorted,
     send_call: Sorted,
+    /// How long the link sits idle between two of its round trips: a
+    /// whole `Control.Send` call less the link's part (medians of the
+    /// warm-up).
+    gap: Duration,
 }
 
 async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyhow::Result<Latency> {
@@ -234,19 +253,24 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
     let mut bidi = Bidi::connect(cluster.grpc.1, None).await?;
     let mut bidi_tls = Bidi::connect(cluster.grpc_tls.1, Some(cluster.tls.clone())).await?;
     let (mut tcp, mut link, mut grpc) = (Vec::new(), LinkSamples::default(), Vec::new());
-    let mut grpc_tls = Vec::new();
+    let (mut grpc_tls, mut paced) = (Vec::new(), Vec::new());
 
     progress(&format!("latency: warm-up, {} round trips of each kind", plan.warmup));
     let (p, _) = tcp_round(pinger, plan.warmup, Vec::new()).await?;
     pinger = p;
-    within(control::link_round(control, plan.warmup, &mut LinkSamples::default())).await?;
+    let mut warm = LinkSamples::default();
+    within(control::link_round(control, plan.warmup, &mut warm)).await?;
+    let gap = Sorted::new(warm.send_call).median() - Sorted::new(warm.link_rtt).median();
+    let gap = Duration::from_secs_f64(gap.max(0.0) / 1e6);
     within(bidi.rtt_round(plan.warmup, &mut Vec::new())).await?;
     within(bidi_tls.rtt_round(plan.warmup, &mut Vec::new())).await?;
+    within(bidi_tls.paced_round(plan.warmup, gap, &mut Vec::new())).await?;
 
     for round in 1..=plan.latency_rounds {
         if round == 1 || round % 10 == 0 {
             progress(&format!(
-                "latency: round {round}/{}, {} round trips each of tcp, link, grpc, grpc over TLS",
+                "latency: round {round}/{}, {} round trips each of tcp, link, grpc, grpc over \
+                 TLS (unpaced and paced)",
                 plan.latency_rounds, plan.latency_round
             ));
         }
@@ -255,13 +279,16 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         within(control::link_round(control, plan.latency_round, &mut link)).await?;
         within(bidi.rtt_round(plan.latency_round, &mut grpc)).await?;
         within(bidi_tls.rtt_round(plan.latency_round, &mut grpc_tls)).await?;
+        within(bidi_tls.paced_round(plan.latency_round, gap, &mut paced)).await?;
     }
     Ok(Latency {
         tcp: Sorted::new(tcp),
         link: Sorted::new(link.link_rtt),
         grpc: Sorted::new(grpc),
         grpc_tls: Sorted::new(grpc_tls),
+        grpc_tls_paced: Sorted::new(paced),
         send_call: Sorted::new(link.send_call),
+        gap,
     })
 }
 

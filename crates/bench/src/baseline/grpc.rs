@@ -33,6 +33,9 @@ use super::tls::{self, TlsConn};
 /// Frames buffered per direction; also bounds the client's window.
 const BUFFER: usize = 1024;
 
+/// The longest pause [`Bidi::paced_round`] keeps before a message.
+const MAX_GAP: Duration = Duration::from_millis(5);
+
 /// The `serve-grpc` child: prints its address, then serves `Chat` until
 /// killed; over TLS with the certificate in `tls`, if given.
 pub fn serve(tls: Option<&Path>) -> anyhow::Result<()> {
@@ -171,14 +174,44 @@ impl Bidi {
     /// onto `out` in microseconds.
     pub(crate) async fn rtt_round(&mut self, n: usize, out: &mut Vec<f64>) -> anyhow::Result<()> {
         for _ in 0..n {
-            self.seq += 1;
-            let frame = message(self.seq);
-            let start = Instant::now();
-            self.tx.send(frame).await.context("the gRPC stream closed")?;
-            next_receipt(&mut self.acks).await?;
-            out.push(start.elapsed().as_secs_f64() * 1e6);
+            out.push(self.round_trip().await?);
         }
         Ok(())
+    }
+
+    /// Like [`Bidi::rtt_round`], but in the rhythm `link_rtt` has: before
+    /// each message the client is busy for `gap` while the server sits
+    /// idle, as bob does while alice and the bench go through a whole
+    /// `Control.Send` call between two round trips of the link. On a
+    /// machine whose idle CPUs are slow to wake, that idle time alone
+    /// makes a round trip longer; this shows how much, with none of
+    /// peerd's work. The client spins rather than sleeps: tokio's timers
+    /// count whole milliseconds, and alice is busy, not asleep, then.
+    pub(crate) async fn paced_round(
+        &mut self,
+        n: usize,
+        gap: Duration,
+        out: &mut Vec<f64>,
+    ) -> anyhow::Result<()> {
+        let gap = gap.min(MAX_GAP);
+        for _ in 0..n {
+            let until = Instant::now() + gap;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            out.push(self.round_trip().await?);
+        }
+        Ok(())
+    }
+
+    /// One message out and its receipt back, in microseconds.
+    async fn round_trip(&mut self) -> anyhow::Result<f64> {
+        self.seq += 1;
+        let frame = message(self.seq);
+        let start = Instant::now();
+        self.tx.send(frame).await.context("the gRPC stream closed")?;
+        next_receipt(&mut self.acks).await?;
+        Ok(start.elapsed().as_secs_f64() * 1e6)
     }
 
     /// Sends `n` messages keeping up to `window` unacknowledged, and returns
