@@ -185,8 +185,10 @@ impl Bidi {
     /// `Control.Send` call between two round trips of the link. On a
     /// machine whose idle CPUs are slow to wake, that idle time alone
     /// makes a round trip longer; this shows how much, with none of
-    /// peerd's work. The client spins rather than sleeps: tokio's timers
-    /// count whole milliseconds, and alice is busy, not asleep, then.
+    /// peerd's work. The client blocks its thread (tokio's timers count
+    /// whole milliseconds; nothing else of the bench runs meanwhile) rather
+    /// than spins: a spinning client holds one of the two CPUs, so the
+    /// server could never share the client's, which the link's daemons do.
     pub(crate) async fn paced_round(
         &mut self,
         n: usize,
@@ -195,10 +197,7 @@ impl Bidi {
     ) -> anyhow::Result<()> {
         let gap = gap.min(MAX_GAP);
         for _ in 0..n {
-            let until = Instant::now() + gap;
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
+            std::thread::sleep(gap);
             out.push(self.round_trip().await?);
         }
         Ok(())
