@@ -165,6 +165,10 @@ fn a_conversation_in_the_tui() {
     let bob = Peer::start(&dir, "bob");
     // Bob's display client: it shows alice's messages, so they get ✓✓.
     let mut bob_watch = bob.watch();
+    // An earlier conversation, before the TUI: it is shown on connecting.
+    alice.ctl_ok(&["connect", "bob"]);
+    alice.ctl_ok(&["send", "--wait", "delivered", "from before the tui"]);
+    alice.ctl_ok(&["disconnect"]);
 
     tmux.start(&alice, "tui");
     tmux.wait_for("the list with bob and (you)", |s| {
@@ -175,6 +179,9 @@ fn a_conversation_in_the_tui() {
     // Connect from the list: Tab to it, down to bob (you are first), Enter.
     tmux.keys(&["Tab", "Down", "Enter"]);
     tmux.wait_for_text("connected to bob");
+    tmux.wait_for("the earlier conversation", |s| {
+        s.contains("the last 1 messages with bob:") && s.contains("you: from before the tui")
+    });
     tmux.wait_for_text(" alice · connected to bob");
     bob_watch.wait_for("alice connecting", EVENT_TIMEOUT, ev::connected("alice"));
 

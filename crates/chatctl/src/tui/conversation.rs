@@ -274,6 +274,9 @@ impl Conversation {
     /// display client showed yet count as unshown: they are reported once
     /// on screen (and not shown twice when the Watch stream replays them).
     pub(crate) fn history(&mut self, e: &pb::HistoryEntry) {
+        if self.has_id(&e.id) {
+            return;
+        }
         match e.direction() {
             pb::Direction::Out => self.push(Entry::Own {
                 local: 0,
@@ -293,6 +296,17 @@ impl Conversation {
                 shown: e.state() == pb::MessageState::Displayed,
             }),
         }
+    }
+
+    /// Whether a message with `id` is in the pane (ours once peerd named
+    /// it, or received).
+    fn has_id(&self, id: &str) -> bool {
+        !id.is_empty()
+            && self.entries.iter().any(|entry| match entry {
+                Entry::Own { id: Some(own), .. } => own == id,
+                Entry::Received { id: received, .. } => received == id,
+                _ => false,
+            })
     }
 
     pub(crate) fn system(&mut self, text: String, at_ms: i64, tone: Tone) {

@@ -45,6 +45,14 @@ async fn run_request(client: &mut Control, request: Request) -> Outcome {
                 .map_err(|err| err.to_string());
             Outcome::Sent { local, result }
         }
+        Request::History(peer) => {
+            let request = pb::GetHistoryRequest { peer, limit: super::HISTORY_LIMIT };
+            let result =
+                client::call("read the history", ANSWER_TIMEOUT, client.get_history(request))
+                    .await
+                    .map_err(|err| err.to_string());
+            Outcome::History(result)
+        }
         other => Outcome::Done(command(client, other).await.map_err(|err| err.to_string())),
     }
 }
@@ -54,7 +62,7 @@ async fn run_request(client: &mut Control, request: Request) -> Outcome {
 /// there as events).
 async fn command(client: &mut Control, request: Request) -> Result<Option<String>, Error> {
     Ok(match request {
-        Request::Send { .. } => None,
+        Request::Send { .. } | Request::History(_) => None,
         Request::Connect(name) => {
             let request = pb::OpenConversationRequest { name };
             client::call("connect", CONNECT_ANSWER_TIMEOUT, client.open_conversation(request))

@@ -58,7 +58,8 @@ use crate::signals;
 /// How often the status bar is refreshed when nothing happens.
 const STATUS_INTERVAL: Duration = Duration::from_secs(3);
 
-/// How many stored messages are shown at the start.
+/// How many stored messages are shown at the start, and when a
+/// conversation with another peer starts.
 const HISTORY_LIMIT: u32 = 50;
 
 /// How long to wait, on the way out, for the last MarkDisplayed to get
@@ -222,7 +223,9 @@ impl Loop {
                 },
                 event = self.events.message(), if self.watching => match event {
                     Ok(Some(event)) => {
-                        app.on_event(&event, now_ms());
+                        if let Some(request) = app.on_event(&event, now_ms()) {
+                            self.request(request);
+                        }
                         self.refresh_status();
                     }
                     Ok(None) => {

@@ -31,16 +31,22 @@ pub(crate) enum Request {
     Reject(Option<String>),
     Block(String),
     Unblock(String),
+    /// The stored conversation with a peer: asked for by the TUI itself
+    /// when a conversation starts with someone whose messages are not on
+    /// screen yet.
+    History(String),
 }
 
 /// peerd's answer to a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {
     /// The answer to `Send`: the message's id and state, or why not.
     Sent { local: u64, result: Result<(String, pb::MessageState), String> },
     /// Any other command: a line to show (if the answer says something the
     /// events will not), or the error's message.
     Done(Result<Option<String>, String>),
+    /// The answer to `History`.
+    History(Result<pb::GetHistoryResponse, String>),
 }
 
 /// News about who is online.
@@ -187,6 +193,8 @@ pub(crate) struct App {
     pub(crate) help: bool,
     /// peerd went away (the Watch stream ended): what it said, if anything.
     pub(crate) gone: Option<String>,
+    /// The peer whose stored conversation is on screen (or asked for).
+    history_of: Option<String>,
     next_local: u64,
     pub(crate) quit: bool,
 }
@@ -204,6 +212,7 @@ impl App {
             focus: Focus::Input,
             help: false,
             gone: None,
+            history_of: None,
             next_local: 0,
             quit: false,
         }
@@ -303,8 +312,12 @@ impl App {
         }
     }
 
-    /// The stored conversation, shown before anything new.
+    /// A peer's stored conversation: at the start, before anything new;
+    /// later, when a conversation with another peer starts, after the
+    /// `connected` line. A message already on screen (it came on the Watch
+    /// stream while the history was read) is not shown twice.
     pub(crate) fn on_history(&mut self, history: &pb::GetHistoryResponse, now_ms: i64) {
+        self.history_of = Some(history.peer.clone());
         if history.entries.is_empty() {
             return;
         }
@@ -315,9 +328,10 @@ impl App {
         }
     }
 
-    /// An event from the Watch stream.
-    pub(crate) fn on_event(&mut self, event: &pb::Event, now_ms: i64) {
-        let Some(kind) = &event.kind else { return };
+    /// An event from the Watch stream; the request it calls for, if any (a
+    /// conversation with a peer whose history is not on screen: read it).
+    pub(crate) fn on_event(&mut self, event: &pb::Event, now_ms: i64) -> Option<Request> {
+        let Some(kind) = &event.kind else { return None };
         match kind {
             Kind::Message(m) => self.conversation.received(m),
             Kind::Receipt(r) => {
@@ -325,12 +339,20 @@ impl App {
                     pb::MessageState::Displayed => Mark::Displayed,
                     pb::MessageState::Delivered => Mark::Delivered,
                     pb::MessageState::Failed => Mark::Failed(String::new()),
-                    _ => return,
+                    _ => return None,
                 };
                 self.conversation.receipt(&r.id, mark);
             }
             Kind::Failed(f) => self.conversation.receipt(&f.id, Mark::Failed(f.reason.clone())),
-            Kind::Connected(c) => self.say(format!("connected to {}", c.peer), now_ms, Tone::Info),
+            Kind::Connected(c) => {
+                self.say(format!("connected to {}", c.peer), now_ms, Tone::Info);
+                let shown =
+                    self.history_of.as_ref().is_some_and(|p| p.eq_ignore_ascii_case(&c.peer));
+                if !shown {
+                    self.history_of = Some(c.peer.clone());
+                    return Some(Request::History(c.peer.clone()));
+                }
+            }
             Kind::Disconnected(d) if d.reason.is_empty() => {
                 self.say(format!("disconnected from {}", d.peer), now_ms, Tone::Info);
             }
@@ -362,6 +384,7 @@ impl App {
             | Kind::PeerOffline(_)
             | Kind::PeersSynced(_) => {}
         }
+        None
     }
 
     /// peerd's answer to a request.
@@ -378,6 +401,9 @@ impl App {
             // Once peerd is gone, what was in flight fails too: said already.
             Outcome::Done(Err(_)) if self.gone.is_some() => {}
             Outcome::Done(Err(message)) => self.error(&message, now_ms),
+            Outcome::History(Ok(history)) => self.on_history(&history, now_ms),
+            // As at the start: no history is no reason not to chat.
+            Outcome::History(Err(_)) => {}
         }
     }
 
@@ -725,6 +751,65 @@ mod tests {
         };
         app.on_history(&history, 0);
         assert_eq!(rows(&app), ["00:00 the last 1 messages with bob:", "00:00 you: before ✓✓"]);
+    }
+
+    fn entry(id: &str, direction: pb::Direction, peer: &str, text: &str) -> pb::HistoryEntry {
+        pb::HistoryEntry {
+            id: id.into(),
+            direction: direction as i32,
+            peer: peer.into(),
+            text: text.into(),
+            at_ms: 0,
+            state: pb::MessageState::Displayed as i32,
+        }
+    }
+
+    #[test]
+    fn a_conversation_with_another_peer_brings_its_history_once() {
+        let mut app = app();
+        let bob = vec![entry("b1", pb::Direction::Out, "bob", "to bob")];
+        app.on_history(&pb::GetHistoryResponse { peer: "bob".into(), entries: bob }, 0);
+        let connected =
+            |peer: &str| event(Kind::Connected(pb::ConnectedEvent { peer: peer.into() }));
+        assert_eq!(app.on_event(&connected("bob"), 0), None, "bob's is on screen");
+        let bye = pb::DisconnectedEvent { peer: "bob".into(), reason: "".into() };
+        assert_eq!(app.on_event(&event(Kind::Disconnected(bye)), 0), None);
+        assert_eq!(app.on_event(&connected("carol"), 0), Some(Request::History("carol".into())));
+        // Carol's first message comes before her history does.
+        let live = pb::MessageEvent {
+            id: "c2".into(),
+            from: "carol".into(),
+            text: "hi again".into(),
+            at_ms: 0,
+        };
+        assert_eq!(app.on_event(&event(Kind::Message(live)), 0), None);
+        let carol = vec![
+            entry("c1", pb::Direction::Out, "carol", "last week"),
+            entry("c2", pb::Direction::In, "carol", "hi again"),
+        ];
+        let history = pb::GetHistoryResponse { peer: "carol".into(), entries: carol };
+        app.on_outcome(Outcome::History(Ok(history)), 0);
+        assert_eq!(
+            rows(&app),
+            [
+                "00:00 the last 1 messages with bob:",
+                "00:00 you: to bob ✓✓",
+                "00:00 connected to bob",
+                "00:00 disconnected from bob",
+                "00:00 connected to carol",
+                "00:00 carol: hi again",
+                "00:00 the last 2 messages with carol:",
+                "00:00 you: last week ✓✓",
+            ],
+            "carol's message is not shown twice"
+        );
+        // Back to carol (names are case-insensitive): nothing to read again.
+        assert_eq!(app.on_event(&connected("Carol"), 0), None);
+        // A failed read says nothing: no history is no reason not to chat.
+        assert_eq!(app.on_event(&connected("dave"), 0), Some(Request::History("dave".into())));
+        let before = rows(&app);
+        app.on_outcome(Outcome::History(Err("unavailable".into())), 0);
+        assert_eq!(rows(&app), before);
     }
 
     #[test]
