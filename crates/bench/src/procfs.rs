@@ -1,4 +1,4 @@
-//! Memory and CPU time of a process, read from `/proc`.
+//! Memory, CPU time and CPU of a process, read from `/proc`.
 
 use std::time::Duration;
 
@@ -44,6 +44,21 @@ fn parse_stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The CPU the process (its main thread) last ran on; `None` for this
+/// process.
+pub(crate) fn last_cpu(pid: Option<u32>) -> anyhow::Result<u32> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_stat_cpu(&text).ok_or_else(|| anyhow!("cannot parse {path}"))
+}
+
+/// `processor` (field 39) of a `/proc/PID/stat` line.
+fn parse_stat_cpu(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state).
+    rest.split_whitespace().nth(36)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +75,13 @@ mod tests {
     fn stat_ticks_after_an_odd_name() {
         let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 1 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(12));
+    }
+
+    #[test]
+    fn stat_cpu_is_field_39() {
+        let fields: Vec<String> = (3..=52).map(|f| f.to_string()).collect();
+        let stat = format!("42 (a b) {}", fields.join(" "));
+        assert_eq!(parse_stat_cpu(&stat), Some(39));
+        assert_eq!(parse_stat_cpu("42 (a) S 1 2"), None);
     }
 }

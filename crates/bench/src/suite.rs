@@ -133,6 +133,11 @@ pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
         link.len()
     ));
     notes.push(format!(
+        "placement (the CPU each end last ran on, after each round): alice and bob on one CPU \
+         after {} of {} link rounds, the bench and serve-grpc (TLS) after {} of {} rounds",
+        latency.link_shared, latency.rounds, latency.tls_shared, latency.rounds
+    ));
+    notes.push(format!(
         "the link's rhythm: {} us idle between round trips; grpc_bidi over TLS paced so is \
          {:.2}x itself unpaced, and the link {:.2}x the paced stream",
         number(latency.gap.as_secs_f64() * 1e6),
@@ -246,6 +251,22 @@ struct Latency {
     /// whole `Control.Send` call less the link's part (medians of the
     /// warm-up).
     gap: Duration,
+    /// Rounds after which alice and bob had last run on the same CPU, and
+    /// the bench and the TLS server, of `rounds`. On a machine whose idle
+    /// CPUs are slow to wake, a round trip between two CPUs pays two
+    /// wake-ups that one on a single CPU does not (see the README).
+    link_shared: usize,
+    tls_shared: usize,
+    rounds: usize,
+}
+
+/// Whether the processes `a` and `b` (`None`: the bench) last ran on the
+/// same CPU; false when either cannot be read.
+fn same_cpu(a: Option<u32>, b: Option<u32>) -> bool {
+    match (procfs::last_cpu(a), procfs::last_cpu(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyhow::Result<Latency> {
@@ -254,6 +275,9 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
     let mut bidi_tls = Bidi::connect(cluster.grpc_tls.1, Some(cluster.tls.clone())).await?;
     let (mut tcp, mut link, mut grpc) = (Vec::new(), LinkSamples::default(), Vec::new());
     let (mut grpc_tls, mut paced) = (Vec::new(), Vec::new());
+    let (mut link_shared, mut tls_shared) = (0, 0);
+    let (alice, bob) = (Some(cluster.alice.pid()), Some(cluster.bob.pid()));
+    let tls_server = Some(cluster.grpc_tls.0.pid());
 
     progress(&format!("latency: warm-up, {} round trips of each kind", plan.warmup));
     let (p, _) = tcp_round(pinger, plan.warmup, Vec::new()).await?;
@@ -277,8 +301,10 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         let (p, t) = tcp_round(pinger, plan.latency_round, tcp).await?;
         (pinger, tcp) = (p, t);
         within(control::link_round(control, plan.latency_round, &mut link)).await?;
+        link_shared += usize::from(same_cpu(alice, bob));
         within(bidi.rtt_round(plan.latency_round, &mut grpc)).await?;
         within(bidi_tls.rtt_round(plan.latency_round, &mut grpc_tls)).await?;
+        tls_shared += usize::from(same_cpu(None, tls_server));
         within(bidi_tls.paced_round(plan.latency_round, gap, &mut paced)).await?;
     }
     Ok(Latency {
@@ -289,6 +315,9 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         grpc_tls_paced: Sorted::new(paced),
         send_call: Sorted::new(link.send_call),
         gap,
+        link_shared,
+        tls_shared,
+        rounds: plan.latency_rounds,
     })
 }
 
