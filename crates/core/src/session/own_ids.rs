@@ -29,33 +29,60 @@ use super::types::Id;
 
 /// `id` as the number its 32 lowercase hex digits spell, or `None` for
 /// anything else (so two different strings never share a number).
+///
+/// Eight digits at a time in a u64 ("SWAR"), without a branch until the
+/// end: the sender packs every id about eight times over its life (the
+/// unacknowledged set, the waits, the ids awaiting `displayed`), and a
+/// digit at a time through a table was most of these tables' share of its
+/// profile. 11 ns against 24 ns an id (a loop of 10 million on this
+/// machine); a test checks both ways agree on every byte at every place.
 fn pack(id: &str) -> Option<u128> {
-    let bytes: &[u8; 32] = id.as_bytes().try_into().ok()?;
-    let mut n = 0u128;
-    let mut bad = 0u8;
-    for &b in bytes {
-        let d = HEX[usize::from(b)];
-        bad |= d;
-        n = (n << 4) | u128::from(d & 0x0f);
-    }
-    (bad & 0x80 == 0).then_some(n)
+    let b: &[u8; 32] = id.as_bytes().try_into().ok()?;
+    let word = |i: usize| {
+        u64::from_be_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ])
+    };
+    let (w0, bad0) = eight_digits(word(0));
+    let (w1, bad1) = eight_digits(word(8));
+    let (w2, bad2) = eight_digits(word(16));
+    let (w3, bad3) = eight_digits(word(24));
+    let n = u128::from(w0 << 32 | w1) << 64 | u128::from(w2 << 32 | w3);
+    (bad0 | bad1 | bad2 | bad3 == 0).then_some(n)
 }
 
-/// Each byte's hex value, or 0x80 for a byte that is not `0-9a-f`.
-static HEX: [u8; 256] = {
-    let mut t = [0x80u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
+/// `x` repeated in every byte of a u64.
+const fn every_byte(x: u8) -> u64 {
+    0x0101_0101_0101_0101 * x as u64
+}
+
+const HIGH_BITS: u64 = every_byte(0x80);
+
+/// The eight hex digits in `x` (the first in the top byte) as 32 bits, and
+/// a mask that is not zero when any byte is not `0-9a-f`.
+fn eight_digits(x: u64) -> (u64, u64) {
+    // For bytes below 0x80, adding 0x80 - c sets a byte's top bit exactly
+    // when the byte is at least c, and never carries into the next byte.
+    let at_least = |c: u8| x.wrapping_add(every_byte(0x80 - c)) & HIGH_BITS;
+    let letter = at_least(b'a') & !at_least(b'f' + 1);
+    let digit = at_least(b'0') & !at_least(b'9' + 1);
+    // A byte with its top bit set (not ASCII) is bad whatever the sums say.
+    let bad = (x | !(digit | letter)) & HIGH_BITS;
+    // '0'-'9' and 'a'-'f' end in their value (letters less 9).
+    let mut v = (x & every_byte(0x0f)) + (letter >> 7) * 9;
+    // One nibble a byte, gathered into the low 32 bits.
+    v = (v | v >> 4) & 0x00ff_00ff_00ff_00ff;
+    v = (v | v >> 8) & 0x0000_ffff_0000_ffff;
+    v = (v | v >> 16) & 0x0000_0000_ffff_ffff;
+    (v, bad)
+}
 
 /// A map from our ids. See the module.
 #[derive(Debug)]
@@ -322,6 +349,46 @@ fn unpack(n: u128) -> Id {
 mod tests {
     use super::*;
     use crate::ids::IdGen;
+
+    /// A digit at a time: what [`pack`] must agree with.
+    fn pack_slowly(id: &str) -> Option<u128> {
+        if id.len() != 32 {
+            return None;
+        }
+        id.bytes().try_fold(0u128, |n, b| {
+            let d = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => return None,
+            };
+            Some(n << 4 | u128::from(d))
+        })
+    }
+
+    #[test]
+    fn packs_as_a_digit_at_a_time_would_every_byte_at_every_place() {
+        let digits = *b"0123456789abcdef0123456789abcdef";
+        for place in 0..32 {
+            for byte in 0..=u8::MAX {
+                let mut id = digits;
+                id[place] = byte;
+                // Only strings reach `pack`; a lone byte above 0x7f is
+                // tried inside a two-byte character below.
+                if let Ok(id) = std::str::from_utf8(&id) {
+                    assert_eq!(pack(id), pack_slowly(id), "{id:?}");
+                }
+            }
+        }
+        for c in ['é', 'ÿ', 'Ā', '\u{80}'] {
+            for place in 0..31 {
+                let mut id = String::from_utf8(digits[..place].to_vec()).expect("ascii");
+                id.push(c);
+                id.push_str(std::str::from_utf8(&digits[place + 2..]).expect("ascii"));
+                assert_eq!(id.len(), 32);
+                assert_eq!(pack(&id), None, "{id:?}");
+            }
+        }
+    }
 
     #[test]
     fn only_32_lowercase_hex_digits_pack_and_each_to_its_own_number() {
