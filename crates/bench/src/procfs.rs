@@ -1,4 +1,4 @@
-//! Memory, CPU time and CPU of a process, read from `/proc`.
+//! Memory and CPU time of a process, read from `/proc`.
 
 use std::time::Duration;
 
@@ -44,19 +44,18 @@ fn parse_stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// The CPU the process (its main thread) last ran on; `None` for this
-/// process.
-pub(crate) fn last_cpu(pid: Option<u32>) -> anyhow::Result<u32> {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+/// How long the process's main thread has run on a CPU so far (the first
+/// field of `/proc/PID/schedstat`, in nanoseconds): exact, where
+/// `cpu_time` counts clock ticks. peerd and the baseline servers run on
+/// one thread.
+pub(crate) fn run_time(pid: u32) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/schedstat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_stat_cpu(&text).ok_or_else(|| anyhow!("cannot parse {path}"))
+    parse_schedstat(&text).ok_or_else(|| anyhow!("cannot parse {path}"))
 }
 
-/// `processor` (field 39) of a `/proc/PID/stat` line.
-fn parse_stat_cpu(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3 (state).
-    rest.split_whitespace().nth(36)?.parse().ok()
+fn parse_schedstat(text: &str) -> Option<Duration> {
+    text.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
 }
 
 #[cfg(test)]
@@ -78,10 +77,9 @@ mod tests {
     }
 
     #[test]
-    fn stat_cpu_is_field_39() {
-        let fields: Vec<String> = (3..=52).map(|f| f.to_string()).collect();
-        let stat = format!("42 (a b) {}", fields.join(" "));
-        assert_eq!(parse_stat_cpu(&stat), Some(39));
-        assert_eq!(parse_stat_cpu("42 (a) S 1 2"), None);
+    fn schedstat_run_time_is_the_first_field() {
+        assert_eq!(parse_schedstat("123456 789 10\n"), Some(Duration::from_nanos(123_456)));
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("x 1 2"), None);
     }
 }

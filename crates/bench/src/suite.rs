@@ -132,11 +132,15 @@ pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
         number(call.percentile(99.0)),
         link.len()
     ));
-    notes.push(format!(
-        "placement (the CPU each end last ran on, after each round): alice and bob on one CPU \
-         after {} of {} link rounds, the bench and serve-grpc (TLS) after {} of {} rounds",
-        latency.link_shared, latency.rounds, latency.tls_shared, latency.rounds
-    ));
+    if let Some([alice, bob, server]) = latency.cpu_per_trip {
+        notes.push(format!(
+            "CPU per round trip over the rounds: alice {} us (her Control.Send call included), \
+             bob {} us; serve-grpc (TLS) {} us",
+            number(alice),
+            number(bob),
+            number(server)
+        ));
+    }
     notes.push(format!(
         "the link's rhythm: {} us idle between round trips; grpc_bidi over TLS paced so is \
          {:.2}x itself unpaced, and the link {:.2}x the paced stream",
@@ -251,22 +255,20 @@ struct Latency {
     /// whole `Control.Send` call less the link's part (medians of the
     /// warm-up).
     gap: Duration,
-    /// Rounds after which alice and bob had last run on the same CPU, and
-    /// the bench and the TLS server, of `rounds`. On a machine whose idle
-    /// CPUs are slow to wake, a round trip between two CPUs pays two
-    /// wake-ups that one on a single CPU does not (see the README).
-    link_shared: usize,
-    tls_shared: usize,
-    rounds: usize,
+    /// Microseconds on a CPU per round trip of its kind, over the rounds:
+    /// alice and bob per link round trip, the TLS server per round trip of
+    /// its own (paced and unpaced). Each of them works only in its own
+    /// rounds. `None` where `/proc/PID/schedstat` cannot be read.
+    cpu_per_trip: Option<[f64; 3]>,
 }
 
-/// Whether the processes `a` and `b` (`None`: the bench) last ran on the
-/// same CPU; false when either cannot be read.
-fn same_cpu(a: Option<u32>, b: Option<u32>) -> bool {
-    match (procfs::last_cpu(a), procfs::last_cpu(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
+/// Run times of `pids` now, if all can be read.
+fn run_times<const N: usize>(pids: [u32; N]) -> Option<[std::time::Duration; N]> {
+    let mut out = [std::time::Duration::ZERO; N];
+    for (slot, pid) in out.iter_mut().zip(pids) {
+        *slot = procfs::run_time(pid).ok()?;
     }
+    Some(out)
 }
 
 async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyhow::Result<Latency> {
@@ -275,9 +277,6 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
     let mut bidi_tls = Bidi::connect(cluster.grpc_tls.1, Some(cluster.tls.clone())).await?;
     let (mut tcp, mut link, mut grpc) = (Vec::new(), LinkSamples::default(), Vec::new());
     let (mut grpc_tls, mut paced) = (Vec::new(), Vec::new());
-    let (mut link_shared, mut tls_shared) = (0, 0);
-    let (alice, bob) = (Some(cluster.alice.pid()), Some(cluster.bob.pid()));
-    let tls_server = Some(cluster.grpc_tls.0.pid());
 
     progress(&format!("latency: warm-up, {} round trips of each kind", plan.warmup));
     let (p, _) = tcp_round(pinger, plan.warmup, Vec::new()).await?;
@@ -289,6 +288,8 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
     within(bidi.rtt_round(plan.warmup, &mut Vec::new())).await?;
     within(bidi_tls.rtt_round(plan.warmup, &mut Vec::new())).await?;
     within(bidi_tls.paced_round(plan.warmup, gap, &mut Vec::new())).await?;
+    let cpu_pids = [cluster.alice.pid(), cluster.bob.pid(), cluster.grpc_tls.0.pid()];
+    let cpu_before = run_times(cpu_pids);
 
     for round in 1..=plan.latency_rounds {
         if round == 1 || round % 10 == 0 {
@@ -301,12 +302,17 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         let (p, t) = tcp_round(pinger, plan.latency_round, tcp).await?;
         (pinger, tcp) = (p, t);
         within(control::link_round(control, plan.latency_round, &mut link)).await?;
-        link_shared += usize::from(same_cpu(alice, bob));
         within(bidi.rtt_round(plan.latency_round, &mut grpc)).await?;
         within(bidi_tls.rtt_round(plan.latency_round, &mut grpc_tls)).await?;
-        tls_shared += usize::from(same_cpu(None, tls_server));
         within(bidi_tls.paced_round(plan.latency_round, gap, &mut paced)).await?;
     }
+    let cpu_per_trip = cpu_before.zip(run_times(cpu_pids)).map(|(before, after)| {
+        let per = |i: usize, trips: usize| {
+            after[i].saturating_sub(before[i]).as_secs_f64() * 1e6 / trips.max(1) as f64
+        };
+        let link_trips = link.link_rtt.len();
+        [per(0, link_trips), per(1, link_trips), per(2, grpc_tls.len() + paced.len())]
+    });
     Ok(Latency {
         tcp: Sorted::new(tcp),
         link: Sorted::new(link.link_rtt),
@@ -315,9 +321,7 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         grpc_tls_paced: Sorted::new(paced),
         send_call: Sorted::new(link.send_call),
         gap,
-        link_shared,
-        tls_shared,
-        rounds: plan.latency_rounds,
+        cpu_per_trip,
     })
 }
 
