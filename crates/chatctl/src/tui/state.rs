@@ -401,7 +401,15 @@ impl App {
             // Once peerd is gone, what was in flight fails too: said already.
             Outcome::Done(Err(_)) if self.gone.is_some() => {}
             Outcome::Done(Err(message)) => self.error(&message, now_ms),
-            Outcome::History(Ok(history)) => self.on_history(&history, now_ms),
+            // Only the history last asked for: an answer that comes after
+            // the user moved on to someone else is stale.
+            Outcome::History(Ok(history)) => {
+                let wanted =
+                    self.history_of.as_ref().is_some_and(|p| p.eq_ignore_ascii_case(&history.peer));
+                if wanted {
+                    self.on_history(&history, now_ms);
+                }
+            }
             // As at the start: no history is no reason not to chat.
             Outcome::History(Err(_)) => {}
         }
@@ -810,6 +818,19 @@ mod tests {
         let before = rows(&app);
         app.on_outcome(Outcome::History(Err("unavailable".into())), 0);
         assert_eq!(rows(&app), before);
+        // Erin's history comes after the user moved on to frank: not shown.
+        assert_eq!(app.on_event(&connected("erin"), 0), Some(Request::History("erin".into())));
+        assert_eq!(app.on_event(&connected("frank"), 0), Some(Request::History("frank".into())));
+        let erin = vec![entry("e1", pb::Direction::Out, "erin", "an old word")];
+        app.on_outcome(
+            Outcome::History(Ok(pb::GetHistoryResponse { peer: "erin".into(), entries: erin })),
+            0,
+        );
+        let shown = rows(&app);
+        assert!(
+            !shown.iter().any(|r| r.contains("with erin") || r.contains("an old word")),
+            "{shown:?}"
+        );
     }
 
     #[test]
