@@ -180,8 +180,8 @@ impl Bidi {
     }
 
     /// Like [`Bidi::rtt_round`], but in the rhythm `link_rtt` has: before
-    /// each message the client is busy for `gap` while the server sits
-    /// idle, as bob does while alice and the bench go through a whole
+    /// each message the client waits `gap` while the server sits idle, as
+    /// bob does while alice and the bench go through a whole
     /// `Control.Send` call between two round trips of the link. On a
     /// machine whose idle CPUs are slow to wake, that idle time alone
     /// makes a round trip longer; this shows how much, with none of
