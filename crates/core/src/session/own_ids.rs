@@ -36,7 +36,7 @@ use super::types::Id;
 /// digit at a time through a table was most of these tables' share of its
 /// profile. 11 ns against 24 ns an id (a loop of 10 million on this
 /// machine); a test checks both ways agree on every byte at every place.
-fn pack(id: &str) -> Option<u128> {
+pub(super) fn pack(id: &str) -> Option<u128> {
     let b: &[u8; 32] = id.as_bytes().try_into().ok()?;
     let word = |i: usize| {
         u64::from_be_bytes([
@@ -331,12 +331,12 @@ impl OwnIdSet {
     }
 }
 
-fn split(n: u128) -> (u64, u64) {
+pub(super) fn split(n: u128) -> (u64, u64) {
     // Truncation is the point: the high and the low 64 bits.
     ((n >> 64) as u64, n as u64)
 }
 
-fn n_of(prefix: u64, counter: u64) -> u128 {
+pub(super) fn n_of(prefix: u64, counter: u64) -> u128 {
     u128::from(prefix) << 64 | u128::from(counter)
 }
 
