@@ -18,6 +18,8 @@
 //!   re-executed as a hidden subcommand.
 //! - `control`: alice's control API as the bench drives it (`link_rtt`,
 //!   `throughput`).
+//! - `placement`: pinning a round's processes to chosen CPUs (the pinned
+//!   latency rounds).
 //! - `process`: wall time of whole processes (`true`, `chatctl`).
 //! - `procfs`: memory and CPU of a process, from `/proc`.
 //! - `stats`, `chart`, `report`: percentiles, the latency CDF (SVG), and the
@@ -31,6 +33,7 @@ mod bins;
 mod chart;
 mod control;
 mod daemons;
+mod placement;
 mod plan;
 mod process;
 mod procfs;

@@ -12,6 +12,9 @@ pub(crate) struct Plan {
     pub(crate) latency_rounds: usize,
     /// Round trips of each kind per round.
     pub(crate) latency_round: usize,
+    /// Rounds of `link_rtt` and the bare stream over TLS (unpaced and
+    /// paced) with the processes pinned, per placement (see `placement`).
+    pub(crate) pinned_rounds: usize,
     /// Rounds of one `true`, one `chatctl send` and one `chatctl status`.
     pub(crate) process_rounds: usize,
     /// Rounds of `grpc_bidi_throughput` and `throughput`, in turn.
@@ -34,6 +37,7 @@ impl Plan {
                 warmup: 200,
                 latency_rounds: 8,
                 latency_round: 250,
+                pinned_rounds: 2,
                 process_rounds: 20,
                 throughput_rounds: 4,
                 throughput_round: 10_000,
@@ -46,6 +50,7 @@ impl Plan {
                 warmup: 1_000,
                 latency_rounds: 40,
                 latency_round: 500,
+                pinned_rounds: 4,
                 process_rounds: 200,
                 throughput_rounds: 10,
                 throughput_round: 100_000,

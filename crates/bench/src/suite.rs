@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 
 use crate::baseline::{self, grpc::Bidi, tcp::Pinger, tls};
@@ -33,7 +33,7 @@ use crate::figure::{Figure, Goal};
 use crate::plan::Plan;
 use crate::report::number;
 use crate::stats::Sorted;
-use crate::{Measured, process, procfs};
+use crate::{Measured, placement, process, procfs};
 
 /// How long one round of any kind may take before the bench gives up.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -148,6 +148,7 @@ pub(crate) async fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Measured> {
         paced.median() / grpc_tls.median(),
         link.median() / paced.median(),
     ));
+    notes.push(pinned_note(&latency.pinned));
     let true_ms = processes.true_.median();
     notes.push(format!(
         "process medians (ms): true {}, chatctl send {}, chatctl status {}; {} each",
@@ -260,6 +261,21 @@ struct Latency {
     /// its own (paced and unpaced). Each of them works only in its own
     /// rounds. `None` where `/proc/PID/schedstat` cannot be read.
     cpu_per_trip: Option<[f64; 3]>,
+    /// The pinned rounds, or why there were none.
+    pinned: Result<Pinned, String>,
+}
+
+/// Medians (µs) of the pinned rounds: the link, the bare stream over TLS,
+/// the same paced like the link.
+#[derive(Debug)]
+struct Pinned {
+    /// Every process of the rounds on one CPU.
+    one_cpu: [f64; 3],
+    /// The far end (bob, the TLS server) on another CPU than the near end
+    /// (alice and the bench); `None` with one CPU allowed.
+    two_cpus: Option<[f64; 3]>,
+    /// Samples of each kind per placement.
+    samples: usize,
 }
 
 /// Run times of `pids` now, if all can be read.
@@ -313,6 +329,9 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         let link_trips = link.link_rtt.len();
         [per(0, link_trips), per(1, link_trips), per(2, grpc_tls.len() + paced.len())]
     });
+    let pinned = pinned_rounds(cluster, control, &mut bidi_tls, plan, gap)
+        .await
+        .map_err(|e| format!("{e:#}"));
     Ok(Latency {
         tcp: Sorted::new(tcp),
         link: Sorted::new(link.link_rtt),
@@ -322,7 +341,93 @@ async fn latency(cluster: &Cluster, control: &mut Control, plan: &Plan) -> anyho
         send_call: Sorted::new(link.send_call),
         gap,
         cpu_per_trip,
+        pinned,
     })
+}
+
+/// The link and the bare stream over TLS, both with their processes pinned
+/// to one CPU, then with the far end on a second CPU (see `placement`).
+async fn pinned_rounds(
+    cluster: &Cluster,
+    control: &mut Control,
+    bidi_tls: &mut Bidi,
+    plan: &Plan,
+    gap: Duration,
+) -> anyhow::Result<Pinned> {
+    let cpus = placement::allowed_cpus().context("reading the bench's CPU affinity")?;
+    let Some(&near) = cpus.first() else { bail!("no CPU allowed") };
+    let alice = Some(cluster.alice.pid());
+    let far = [Some(cluster.bob.pid()), Some(cluster.grpc_tls.0.pid())];
+    progress(&format!(
+        "latency: {} rounds pinned to one CPU, then to two (link, grpc over TLS)",
+        plan.pinned_rounds
+    ));
+    let mut one_cpu = None;
+    let mut two_cpus = None;
+    for (far_cpu, out) in [(Some(near), &mut one_cpu), (cpus.get(1).copied(), &mut two_cpus)] {
+        let Some(far_cpu) = far_cpu else { continue };
+        let _pinned =
+            placement::pin(&[(None, near), (alice, near), (far[0], far_cpu), (far[1], far_cpu)])
+                .context("pinning the processes")?;
+        *out = Some(pinned_samples(control, bidi_tls, plan, gap).await?);
+    }
+    Ok(Pinned {
+        one_cpu: one_cpu.context("no samples on one CPU")?,
+        two_cpus,
+        samples: plan.pinned_rounds * plan.latency_round,
+    })
+}
+
+/// Medians of a few alternating rounds, after a short warm-up in place.
+async fn pinned_samples(
+    control: &mut Control,
+    bidi_tls: &mut Bidi,
+    plan: &Plan,
+    gap: Duration,
+) -> anyhow::Result<[f64; 3]> {
+    let warmup = plan.warmup / 5;
+    within(control::link_round(control, warmup, &mut LinkSamples::default())).await?;
+    within(bidi_tls.rtt_round(warmup, &mut Vec::new())).await?;
+    let (mut link, mut tls, mut paced) = (LinkSamples::default(), Vec::new(), Vec::new());
+    for _ in 0..plan.pinned_rounds {
+        within(control::link_round(control, plan.latency_round, &mut link)).await?;
+        within(bidi_tls.rtt_round(plan.latency_round, &mut tls)).await?;
+        within(bidi_tls.paced_round(plan.latency_round, gap, &mut paced)).await?;
+    }
+    Ok([
+        Sorted::new(link.link_rtt).median(),
+        Sorted::new(tls).median(),
+        Sorted::new(paced).median(),
+    ])
+}
+
+/// `pinned (p50 us): all on one CPU: link 61, grpc_bidi over TLS 22.9
+/// (the link 2.66x), paced 34.6 (1.76x); ...`.
+fn pinned_note(pinned: &Result<Pinned, String>) -> String {
+    let p = match pinned {
+        Ok(p) => p,
+        Err(why) => return format!("pinned rounds skipped: {why}"),
+    };
+    let one = |[link, tls, paced]: [f64; 3]| {
+        format!(
+            "link {}, grpc_bidi over TLS {} (the link {:.2}x), paced like the link {} ({:.2}x)",
+            number(link),
+            number(tls),
+            link / tls,
+            number(paced),
+            link / paced
+        )
+    };
+    let mut note =
+        format!("pinned by the bench (p50 us): everything on one CPU: {}", one(p.one_cpu));
+    if let Some(two) = p.two_cpus {
+        note.push_str(&format!(
+            "; alice and the bench on one CPU, bob and the TLS server on another: {}",
+            one(two)
+        ));
+    }
+    note.push_str(&format!("; {} samples each", p.samples));
+    note
 }
 
 /// A round of blocking TCP round trips, off the runtime's thread.
