@@ -61,7 +61,15 @@ fn chatctl_completes_commands_and_names_from_the_daemon() {
     assert!(offered(&alice.socket(), &["chatctl", "accept", "c"]).is_empty());
     // No daemon: no names, and no error.
     let nowhere = short_tempdir();
-    assert!(offered(&nowhere.path().join("none.sock"), &["chatctl", "connect", "b"]).is_empty());
+    let none = nowhere.path().join("none.sock");
+    assert!(offered(&none, &["chatctl", "connect", "b"]).is_empty());
+    // A --socket on the line names the daemon asked, as it would for the
+    // command: before PEERCHAT_SOCKET.
+    let socket = alice.socket();
+    let socket = socket.to_str().expect("a UTF-8 temp path");
+    assert_eq!(offered(&none, &["chatctl", "--socket", socket, "connect", "b"]), ["bea", "bob"]);
+    let flag = format!("--socket={socket}");
+    assert_eq!(offered(&none, &["chatctl", "unblock", &flag, "c"]), ["carol"]);
 
     // A real bash, with the script chatctl prints: carol's own name is
     // not offered to her, the others are.

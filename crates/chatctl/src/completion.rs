@@ -4,11 +4,12 @@
 //! [`complete_if_asked`] answers from the clap definitions, so commands and
 //! flags are always this build's, and peer names come from the daemon
 //! (who is online for `connect`, blocked names for `unblock`, waiting
-//! requests for `accept`/`reject`). Names are asked of the daemon at
-//! `PEERCHAT_SOCKET` or the default socket (a `--socket` on the line being
-//! completed is not seen), with a short time limit: no daemon, no names.
+//! requests for `accept`/`reject`). Names are asked of the daemon the
+//! finished command would talk to: a `--socket` on the line being
+//! completed, else `PEERCHAT_SOCKET`, else the default socket; with a
+//! short time limit: no daemon, no names.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,9 +60,10 @@ fn ask<T, F>(query: impl FnOnce(Control) -> F) -> Option<T>
 where
     F: Future<Output = Option<T>>,
 {
-    let socket = std::env::var_os("PEERCHAT_SOCKET")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
+    let socket = socket_on_line(std::env::args_os(), std::env::var("_CLAP_COMPLETE_INDEX").ok())
+        .or_else(|| {
+            std::env::var_os("PEERCHAT_SOCKET").filter(|s| !s.is_empty()).map(PathBuf::from)
+        })
         .unwrap_or_else(client::default_socket);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     runtime.block_on(async {
@@ -73,6 +75,58 @@ where
         .ok()
         .flatten()
     })
+}
+
+/// The socket a `--socket PATH` or `--socket=PATH` names on the line being
+/// completed (the last one, as clap takes it), from the arguments of the
+/// call back: `chatctl -- WORD...`, with `index` the word being completed
+/// (bash passes it; the other shells complete the last word). The shell
+/// hands the words as typed, so a `~` is expanded here and one pair of
+/// quotes around the path taken off (a path that is not UTF-8 is read
+/// lossily, and then no daemon answers: no names, as without one).
+fn socket_on_line(
+    args: impl IntoIterator<Item = OsString>,
+    index: Option<String>,
+) -> Option<PathBuf> {
+    let mut words: Vec<OsString> =
+        args.into_iter().skip_while(|a| a.as_os_str() != "--").skip(1).collect();
+    let current =
+        index.and_then(|i| i.parse::<usize>().ok()).unwrap_or(words.len().saturating_sub(1));
+    words.truncate(current);
+    let mut found = None;
+    let mut words = words.iter().map(|w| w.to_string_lossy());
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        } else if word == "--socket" {
+            found = words.next().map(|w| w.into_owned());
+        } else if let Some(path) = word.strip_prefix("--socket=") {
+            found = Some(path.to_owned());
+        }
+    }
+    let path = unquote(&found?).to_owned();
+    if path.is_empty() {
+        return None;
+    }
+    if let Some(home) = dirs::home_dir() {
+        if path == "~" {
+            return Some(home);
+        }
+        if let Some(rest) = path.strip_prefix("~/") {
+            return Some(home.join(rest));
+        }
+    }
+    Some(PathBuf::from(path))
+}
+
+/// `s` without one pair of matching quotes around it.
+fn unquote(s: &str) -> &str {
+    for q in ['\'', '"'] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    s
 }
 
 /// The names in `names` that start with what was typed (without case).
@@ -125,6 +179,32 @@ mod tests {
         assert_eq!(values(matching(OsStr::new("b"), names.clone())), ["Bea", "bob"]);
         assert_eq!(values(matching(OsStr::new(""), names.clone())).len(), 3);
         assert!(matching(OsStr::new("z"), names).is_empty());
+    }
+
+    fn socket(words: &[&str], index: Option<usize>) -> Option<PathBuf> {
+        let args = ["chatctl", "--"].iter().chain(words).map(OsString::from);
+        socket_on_line(args, index.map(|i| i.to_string()))
+    }
+
+    #[test]
+    fn a_socket_on_the_line_is_the_one_asked() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(socket(&["chatctl", "--socket", "/s", "connect", "b"], None), p("/s"));
+        assert_eq!(socket(&["chatctl", "connect", "--socket=/s", "b"], None), p("/s"));
+        assert_eq!(socket(&["chatctl", "--socket", "'/a b'", "connect", ""], None), p("/a b"));
+        // The last one wins, as when the command runs.
+        assert_eq!(socket(&["chatctl", "--socket=/a", "--socket", "/b", "x"], None), p("/b"));
+        // Words after the one being completed are not the line's yet.
+        assert_eq!(socket(&["chatctl", "connect", "b", "--socket", "/s"], Some(2)), None);
+        // Nothing after a bare `--`, no path yet, or no flag at all.
+        assert_eq!(socket(&["chatctl", "send", "--", "--socket", "/s", "x"], None), None);
+        assert_eq!(socket(&["chatctl", "--socket", ""], None), None);
+        assert_eq!(socket(&["chatctl", "connect", "b"], None), None);
+        assert_eq!(socket_on_line([OsString::from("chatctl")], None), None, "not a call back");
+        if let Some(home) = dirs::home_dir() {
+            let got = socket(&["chatctl", "--socket", "~/x.sock", "connect", ""], None);
+            assert_eq!(got, Some(home.join("x.sock")));
+        }
     }
 
     #[test]
