@@ -137,8 +137,18 @@ impl Conversation {
         // Receipts come in sending order, so the acknowledged messages are
         // usually at the front: pop them in O(1) each, and scan the whole
         // queue only for ones acknowledged out of order (with thousands in
-        // flight, a scan per receipt would cost O(n) per message).
+        // flight, a scan per receipt would cost O(n) per message). The
+        // front that is the next id of the receipt goes without asking the
+        // set, which would read the id's digits again; then whatever else
+        // at the front the set no longer holds.
         let mut popped = 0;
+        while let (Some(front), Some(id)) = (self.unacked.front(), ids.get(popped))
+            && front.id == *id
+        {
+            self.unacked_bytes -= front.text.len();
+            self.unacked.pop_front();
+            popped += 1;
+        }
         while let Some(front) = self.unacked.front() {
             if self.unacked_ids.contains(&front.id) {
                 break;
@@ -950,12 +960,7 @@ impl Session {
     }
 
     fn remember_awaiting_display(&mut self, id: &Id) {
-        if self.awaiting_display.len() >= MAX_AWAITING_DISPLAY
-            && !self.awaiting_display.contains(id)
-        {
-            self.awaiting_display.forget_oldest();
-        }
-        self.awaiting_display.insert(id);
+        self.awaiting_display.insert_new_within(id, MAX_AWAITING_DISPLAY);
     }
 
     fn new_link(&mut self) -> LinkId {

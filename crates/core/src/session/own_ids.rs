@@ -144,7 +144,31 @@ impl<V> OwnIdMap<V> {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        match pack(id) {
+        self.contains_as(pack(id), id)
+    }
+
+    /// Sets `id`'s value if it has none, first taking out the oldest entry
+    /// ([`OwnIdMap::pop_oldest`]) if the map already holds `max`; `false`,
+    /// and nothing changed, if `id` has a value. The id is read once, where
+    /// `contains` and then `insert` would read it twice.
+    pub fn insert_new_within(&mut self, id: &Id, value: V, max: usize) -> bool {
+        let n = pack(id);
+        if self.contains_as(n, id) {
+            return false;
+        }
+        if self.len() >= max {
+            self.pop_oldest();
+        }
+        match n {
+            Some(n) => self.insert_packed(n, value),
+            None => self.other.insert(id.clone(), value),
+        };
+        true
+    }
+
+    /// `contains`, with `id` already packed (`n`).
+    fn contains_as(&self, n: Option<u128>, id: &str) -> bool {
+        match n {
             Some(n) => match self.slot(n) {
                 Some(i) if self.window[i].is_some() => true,
                 _ => !self.packed.is_empty() && self.packed.contains_key(&n),
@@ -329,6 +353,12 @@ impl OwnIdSet {
     pub fn forget_oldest(&mut self) {
         self.map.pop_oldest();
     }
+
+    /// Adds `id` if it is not there, forgetting the oldest first if the set
+    /// holds `max` already; `false` if it was there.
+    pub fn insert_new_within(&mut self, id: &Id, max: usize) -> bool {
+        self.map.insert_new_within(id, (), max)
+    }
 }
 
 pub(super) fn split(n: u128) -> (u64, u64) {
@@ -496,6 +526,8 @@ mod tests {
             Insert(usize),
             Remove(usize),
             Contains(usize),
+            /// `insert_new_within` with a `max` of 1 to 8.
+            InsertNewWithin(usize, usize),
             PopOldest,
             Retain(u32),
             Drain,
@@ -515,6 +547,7 @@ mod tests {
                 6 => (0..n).prop_map(Op::Insert),
                 4 => (0..n).prop_map(Op::Remove),
                 2 => (0..n).prop_map(Op::Contains),
+                2 => (0..n, 1..9usize).prop_map(|(i, max)| Op::InsertNewWithin(i, max)),
                 1 => Just(Op::PopOldest),
                 1 => (2..5u32).prop_map(Op::Retain),
                 1 => Just(Op::Drain),
@@ -541,6 +574,22 @@ mod tests {
                         }
                         Op::Contains(i) => {
                             prop_assert_eq!(map.contains(&ids[i]), model.contains_key(&ids[i]));
+                        }
+                        Op::InsertNewWithin(i, max) => {
+                            let had = model.contains_key(&ids[i]);
+                            let full = !had && model.len() >= max;
+                            let added = map.insert_new_within(&ids[i], (ids[i].clone(), step), max);
+                            prop_assert_eq!(added, !had);
+                            if full {
+                                // One entry made room: the model forgets it too.
+                                let gone: Vec<Id> =
+                                    model.keys().filter(|id| !map.contains(id)).cloned().collect();
+                                prop_assert_eq!(gone.len(), 1, "exactly one forgotten");
+                                model.remove(&gone[0]);
+                            }
+                            if !had {
+                                model.insert(ids[i].clone(), step);
+                            }
                         }
                         Op::PopOldest => match map.pop_oldest() {
                             Some((id, v)) => prop_assert_eq!(model.remove(&id), Some(v)),
