@@ -205,8 +205,10 @@ impl<V> OwnIdMap<V> {
         let (prefix, base) = (u128::from(self.prefix.unwrap_or(0)) << 64, self.base);
         let window = std::mem::take(&mut self.window);
         self.live = 0;
-        let windowed = (base..).zip(window).filter_map(move |(counter, slot)| {
-            slot.map(|v| (unpack(prefix | u128::from(counter)), v))
+        // `base + i`, not a `base..` range: a range would step past the
+        // last slot's counter, which overflows at u64::MAX.
+        let windowed = window.into_iter().enumerate().filter_map(move |(i, slot)| {
+            slot.map(|v| (unpack(prefix | u128::from(base + i as u64)), v))
         });
         let packed = std::mem::take(&mut self.packed).into_iter().map(|(n, v)| (unpack(n), v));
         windowed.chain(packed).chain(std::mem::take(&mut self.other))
@@ -295,7 +297,7 @@ impl<V> OwnIdMap<V> {
             return self.other.remove(&id);
         }
         while let Some(slot) = self.window.pop_front() {
-            self.base += 1;
+            self.base = self.base.wrapping_add(1);
             if let Some(v) = slot {
                 self.live -= 1;
                 self.trim();
@@ -307,10 +309,13 @@ impl<V> OwnIdMap<V> {
 
     /// Drops the empty slots at the front, so that the front holds a value
     /// whenever the window is not empty.
+    ///
+    /// `base` wraps (here and in `pop_oldest`) only past a slot at counter
+    /// u64::MAX, after which the window is empty: the next insert sets it.
     fn trim(&mut self) {
         while let Some(None) = self.window.front() {
             self.window.pop_front();
-            self.base += 1;
+            self.base = self.base.wrapping_add(1);
         }
     }
 }
@@ -487,6 +492,23 @@ mod tests {
         map.insert(&id(100), 100);
         assert_eq!((map.live, map.packed.len(), map.base), (1, 1, 1));
         assert!(map.contains(&id(100)) && map.contains(&unpack(n_of(8, 1))));
+    }
+
+    #[test]
+    fn counters_at_the_very_end_do_not_overflow() {
+        let last = unpack(n_of(3, u64::MAX));
+        let mut set = OwnIdSet::with_span(4);
+        assert!(set.insert(&last));
+        assert!(set.remove(&last));
+        assert!(set.insert(&last));
+        set.forget_oldest();
+        assert!(set.is_empty());
+        let mut map = OwnIdMap::with_span(4);
+        map.insert(&unpack(n_of(3, u64::MAX - 1)), 1);
+        map.insert(&last, 2);
+        let mut drained: Vec<(Id, i32)> = map.drain().collect();
+        drained.sort();
+        assert_eq!(drained, [(unpack(n_of(3, u64::MAX - 1)), 1), (last, 2)]);
     }
 
     #[test]

@@ -198,18 +198,24 @@ impl RecentIds {
     /// Moves the window's ids to `packed`, leaving it empty.
     fn empty_window(&mut self) {
         let (prefix, base) = (self.prefix, self.base);
-        for (counter, slot) in (base..).zip(self.window.drain(..)) {
+        for (i, slot) in self.window.drain(..).enumerate() {
             if let Some(d) = slot {
-                self.packed.insert(n_of(prefix, counter), d);
+                // A slot exists only up to a counter that was placed: no
+                // overflow, even at u64::MAX (a peer chooses its ids).
+                self.packed.insert(n_of(prefix, base + i as u64), d);
             }
         }
     }
 
-    /// Drops the empty slots at the front.
+    /// Drops the empty slots at the front. `base` moves only onto a slot
+    /// that holds an id, so it never passes the largest counter placed.
     fn trim(&mut self) {
-        while let Some(None) = self.window.front() {
-            self.window.pop_front();
-            self.base += 1;
+        let empty = self.window.iter().take_while(|slot| slot.is_none()).count();
+        if empty > 0 {
+            self.window.drain(..empty);
+            if !self.window.is_empty() {
+                self.base += empty as u64;
+            }
         }
     }
 }
@@ -271,6 +277,22 @@ mod tests {
         assert_eq!(r.window.len() as u64, MAX_GAP + 1);
     }
 
+    #[test]
+    fn counters_at_the_very_end_do_not_overflow() {
+        let mut r = RecentIds::new(2);
+        r.insert(id(1, u64::MAX - 1), false);
+        r.insert(id(1, u64::MAX), true);
+        r.insert(id(1, 0), false); // behind the window
+        r.insert(id(2, u64::MAX), false); // another prefix: the window moves out
+        assert_eq!(r.get(&id(1, u64::MAX)), None, "forgotten, the oldest but one");
+        assert_eq!(r.get(&id(1, 0)), Some(false));
+        assert_eq!(r.get(&id(2, u64::MAX)), Some(false));
+        r.insert(id(2, u64::MAX - 1), false);
+        r.insert(id(3, 1), false);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.get(&id(2, u64::MAX - 1)), Some(false));
+    }
+
     /// What the window must behave like: the plain first-in, first-out
     /// memory it replaced.
     struct Model {
@@ -305,6 +327,7 @@ mod tests {
         prop_oneof![
             6 => (0u64..3, 0u64..300).prop_map(|(p, c)| id(p, c)),
             1 => (0u64..3, any::<u64>()).prop_map(|(p, c)| id(p, c)),
+            1 => (0u64..3, u64::MAX - 3..=u64::MAX).prop_map(|(p, c)| id(p, c)),
             1 => "[0-9a-f]{32}".prop_map(Id::from),
             1 => "[a-z]{1,3}".prop_map(Id::from),
         ]
