@@ -252,12 +252,15 @@ fn watch_json_shows_peers_coming_and_going_among_its_events() {
     assert_eq!(online["status"], "available", "{online}");
     assert_eq!(online["address"], bob.addr().to_string(), "{online}");
 
-    // The usual events still come, presence beside them.
+    // The usual events still come, presence beside them; status changes
+    // (alice and carol busy) are `list --watch`'s, not watch's.
+    let mut la = ListWatch::start(&alice, &["--json", "list", "--watch"]);
+    la.wait_event("synced", EVENT_TIMEOUT, |e| e["event"] == "synced");
     alice.ctl_ok(&["connect", "carol"]);
     wa.wait_for("connected carol", EVENT_TIMEOUT, |e| {
         e["event"] == "connected" && e["peer"] == "carol"
     });
-    let me = wa.wait_for("alice busy", EVENT_TIMEOUT, |e| {
+    let me = la.wait_event("alice busy", EVENT_TIMEOUT, |e| {
         is("peer_status", "alice")(e) && e["status"] == "busy"
     });
     assert_eq!(me["you"], true, "{me}");
@@ -265,6 +268,9 @@ fn watch_json_shows_peers_coming_and_going_among_its_events() {
     let left = stop(&bob);
     wa.wait_for("peer_offline bob", left, is("peer_offline", "bob"));
     bob.wait_exit(EXIT_TIMEOUT);
+    // list --watch told alice busy before bob left, so watch had it too.
+    let seen = wa.seen().to_vec();
+    assert!(!seen.iter().any(|e| e["event"] == "peer_status"), "{seen:?}");
 
     // `watch` tells changes only, never who was online already.
     let seen = wa.seen().to_vec();

@@ -1,7 +1,10 @@
 //! `chatctl watch`: a display client. Prints every event as it comes (one
 //! line each, flushed) and reports each message shown with MarkDisplayed.
-//! It asks for presence too: peers coming online, changing status and
-//! going offline are events like the others.
+//! It asks for presence too: peers coming online and going offline are
+//! events like the others. A peer's status changes (busy, available) are
+//! not shown here but by `list --watch`: every connect and disconnect
+//! makes two of them, in a big community many more, and a script reading
+//! the conversation's events from `watch` would find them in between.
 //!
 //! Ends with exit 0 on Ctrl-C/SIGTERM or when stdout's reader goes away, or with `error: peerd stopped`
 //! (exit 1) when the daemon ends the stream.
@@ -45,9 +48,13 @@ async fn show_all(
             Ok(None) => return Err(Error::Stopped { detail: None }),
             Err(status) => return Err(Error::from_stream(status)),
         };
-        show(&event, json)?;
-        if let Some(pb::event::Kind::Message(message)) = event.kind {
-            marker.shown(message.id);
+        match event.kind {
+            Some(pb::event::Kind::PeerStatus(_)) => continue,
+            Some(pb::event::Kind::Message(ref message)) => {
+                show(&event, json)?;
+                marker.shown(message.id.clone());
+            }
+            _ => show(&event, json)?,
         }
     }
 }
