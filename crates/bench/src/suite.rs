@@ -582,8 +582,15 @@ impl<'a> CpuShare<'a> {
         Ok(())
     }
 
+    /// Run time of each one's main thread, where peerd, the baseline
+    /// server and the bench each run their one runtime: exact to the
+    /// nanosecond, where `/proc/PID/stat` counts 10 ms ticks and a quick
+    /// run's rounds last a few tens of milliseconds (the bench read 0.00).
     fn times(&self) -> anyhow::Result<Vec<Duration>> {
-        self.who.iter().map(|(_, pid)| procfs::cpu_time(*pid)).collect()
+        self.who
+            .iter()
+            .map(|(_, pid)| procfs::run_time(pid.unwrap_or_else(std::process::id)))
+            .collect()
     }
 
     /// `alice 1.10, bob 0.60, bench 0.30`.
