@@ -43,6 +43,7 @@
 mod own_ids;
 mod recent;
 mod types;
+mod window;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};

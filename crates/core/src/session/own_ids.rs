@@ -21,11 +21,12 @@
 //! foldhash, seeded per process; ids a peer chooses (`RecentIds`) stay on
 //! the std hasher, which is built to resist collision floods.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
 use super::types::Id;
+use super::window::Window;
 
 /// `id` as the number its 32 lowercase hex digits spell, or `None` for
 /// anything else (so two different strings never share a number).
@@ -87,11 +88,7 @@ fn eight_digits(x: u64) -> (u64, u64) {
 /// A map from our ids. See the module.
 #[derive(Debug)]
 pub struct OwnIdMap<V> {
-    /// The prefix of the ids in the window; `None` before the first.
-    prefix: Option<u64>,
-    /// The counter of `window[0]`.
-    base: u64,
-    window: VecDeque<Option<V>>,
+    window: Window<V>,
     /// How many of `window`'s slots hold a value.
     live: usize,
     /// The most slots the window may span.
@@ -116,9 +113,7 @@ impl<V> OwnIdMap<V> {
     /// about twice the entries it holds at a time.
     pub fn with_span(span: usize) -> OwnIdMap<V> {
         OwnIdMap {
-            prefix: None,
-            base: 0,
-            window: VecDeque::new(),
+            window: Window::new(),
             live: 0,
             span: span.max(1),
             packed: HashMap::default(),
@@ -169,10 +164,10 @@ impl<V> OwnIdMap<V> {
     /// `contains`, with `id` already packed (`n`).
     fn contains_as(&self, n: Option<u128>, id: &str) -> bool {
         match n {
-            Some(n) => match self.slot(n) {
-                Some(i) if self.window[i].is_some() => true,
-                _ => !self.packed.is_empty() && self.packed.contains_key(&n),
-            },
+            Some(n) => {
+                self.window.get(n).is_some()
+                    || (!self.packed.is_empty() && self.packed.contains_key(&n))
+            }
             None => !self.other.is_empty() && self.other.contains_key(id),
         }
     }
@@ -187,7 +182,7 @@ impl<V> OwnIdMap<V> {
 
     /// Keeps the values `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
-        for slot in &mut self.window {
+        for slot in self.window.values_mut() {
             if let Some(v) = slot
                 && !keep(v)
             {
@@ -195,92 +190,44 @@ impl<V> OwnIdMap<V> {
                 self.live -= 1;
             }
         }
-        self.trim();
+        self.window.trim();
         self.packed.retain(|_, v| keep(v));
         self.other.retain(|_, v| keep(v));
     }
 
     /// Takes every entry out, with its id.
     pub fn drain(&mut self) -> impl Iterator<Item = (Id, V)> + use<V> {
-        let (prefix, base) = (u128::from(self.prefix.unwrap_or(0)) << 64, self.base);
-        let window = std::mem::take(&mut self.window);
         self.live = 0;
-        // `base + i`, not a `base..` range: a range would step past the
-        // last slot's counter, which overflows at u64::MAX.
-        let windowed = window.into_iter().enumerate().filter_map(move |(i, slot)| {
-            slot.map(|v| (unpack(prefix | u128::from(base + i as u64)), v))
-        });
+        let windowed = self.window.drain().map(|(n, v)| (unpack(n), v));
         let packed = std::mem::take(&mut self.packed).into_iter().map(|(n, v)| (unpack(n), v));
         windowed.chain(packed).chain(std::mem::take(&mut self.other))
     }
 
-    /// `n`'s index in the window, if the window covers it.
-    fn slot(&self, n: u128) -> Option<usize> {
-        let (prefix, counter) = split(n);
-        if self.prefix != Some(prefix) || counter < self.base {
-            return None;
-        }
-        let i = usize::try_from(counter - self.base).ok()?;
-        (i < self.window.len()).then_some(i)
-    }
-
     fn insert_packed(&mut self, n: u128, value: V) -> Option<V> {
-        if let Some(i) = self.slot(n) {
-            let old = self.window[i].replace(value);
-            if old.is_some() {
-                return old;
-            }
-            self.live += 1;
-            // A reset window can come to cover an id left in the table.
-            return if self.packed.is_empty() { None } else { self.packed.remove(&n) };
+        if let Some(v) = self.window.get_mut(n) {
+            return Some(std::mem::replace(v, value));
         }
-        let (prefix, counter) = split(n);
-        if self.live == 0 {
-            self.window.clear();
-            self.prefix = Some(prefix);
-            self.base = counter;
-        }
-        if self.prefix != Some(prefix) || counter < self.base {
-            return self.packed.insert(n, value);
-        }
-        // Ahead of the window: make room within the span, moving the
-        // oldest entries to the table.
-        let mut ahead = counter - self.base;
-        while ahead >= self.span as u64 {
-            let Some(slot) = self.window.pop_front() else {
-                break;
-            };
-            if let Some(v) = slot {
-                self.live -= 1;
-                self.packed.insert(n_of(prefix, self.base), v);
-            }
-            self.base += 1;
-            ahead -= 1;
-        }
-        self.trim();
-        if self.window.is_empty() {
-            self.base = counter;
-        }
-        let ahead = counter - self.base;
+        // A window that comes to cover an id left in the table takes it
+        // over.
         let old = if self.packed.is_empty() { None } else { self.packed.remove(&n) };
-        // `ahead` is below the span, a usize.
-        let i = ahead as usize;
-        if i >= self.window.len() {
-            self.window.resize_with(i + 1, || None);
+        if self.window.ahead(n).is_none() {
+            self.packed.insert(n, value);
+            return old;
         }
-        self.window[i] = Some(value);
+        // Ahead of the window: past its span, the oldest entries move to
+        // the table.
+        let (live, packed) = (&mut self.live, &mut self.packed);
+        self.window.put(n, value, self.span, |m, v| {
+            *live -= 1;
+            packed.insert(m, v);
+        });
         self.live += 1;
         old
     }
 
     fn remove_packed(&mut self, n: u128) -> Option<V> {
-        if let Some(i) = self.slot(n)
-            && let Some(v) = self.window[i].take()
-        {
+        if let Some(v) = self.window.take(n) {
             self.live -= 1;
-            if i == 0 {
-                self.trim();
-            }
             return Some(v);
         }
         if self.packed.is_empty() { None } else { self.packed.remove(&n) }
@@ -296,27 +243,9 @@ impl<V> OwnIdMap<V> {
         if let Some(id) = self.other.keys().next().cloned() {
             return self.other.remove(&id);
         }
-        while let Some(slot) = self.window.pop_front() {
-            self.base = self.base.wrapping_add(1);
-            if let Some(v) = slot {
-                self.live -= 1;
-                self.trim();
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    /// Drops the empty slots at the front, so that the front holds a value
-    /// whenever the window is not empty.
-    ///
-    /// `base` wraps (here and in `pop_oldest`) only past a slot at counter
-    /// u64::MAX, after which the window is empty: the next insert sets it.
-    fn trim(&mut self) {
-        while let Some(None) = self.window.front() {
-            self.window.pop_front();
-            self.base = self.base.wrapping_add(1);
-        }
+        let (_, v) = self.window.pop_front()?;
+        self.live -= 1;
+        Some(v)
     }
 }
 
@@ -366,15 +295,6 @@ impl OwnIdSet {
     }
 }
 
-pub(super) fn split(n: u128) -> (u64, u64) {
-    // Truncation is the point: the high and the low 64 bits.
-    ((n >> 64) as u64, n as u64)
-}
-
-pub(super) fn n_of(prefix: u64, counter: u64) -> u128 {
-    u128::from(prefix) << 64 | u128::from(counter)
-}
-
 /// The id that packs to `n`.
 fn unpack(n: u128) -> Id {
     Id::from(format!("{n:032x}"))
@@ -382,6 +302,7 @@ fn unpack(n: u128) -> Id {
 
 #[cfg(test)]
 mod tests {
+    use super::super::window::n_of;
     use super::*;
     use crate::ids::IdGen;
 
@@ -478,11 +399,11 @@ mod tests {
         assert_eq!((map.live, map.packed.len()), (4, 0), "all in the window");
         assert_eq!(map.remove(&id(1)), Some(1), "out of order");
         assert_eq!(map.remove(&id(0)), Some(0));
-        assert_eq!((map.base, map.window.len()), (2, 2), "the front moved past both");
+        assert_eq!((map.window.base(), map.window.len()), (2, 2), "the front moved past both");
         // 2 stays: a new id too far ahead moves it to the table.
         map.remove(&id(3));
         map.insert(&id(9), 9);
-        assert_eq!((map.live, map.packed.len(), map.base), (1, 1, 9));
+        assert_eq!((map.live, map.packed.len(), map.window.base()), (1, 1, 9));
         assert_eq!(map.remove(&id(2)), Some(2), "found in the table");
         assert_eq!(map.pop_oldest(), Some(9));
         assert!(map.is_empty());
@@ -490,7 +411,7 @@ mod tests {
         // run; another run's ids go to the table.
         map.insert(&unpack(n_of(8, 1)), 81);
         map.insert(&id(100), 100);
-        assert_eq!((map.live, map.packed.len(), map.base), (1, 1, 1));
+        assert_eq!((map.live, map.packed.len(), map.window.base()), (1, 1, 1));
         assert!(map.contains(&id(100)) && map.contains(&unpack(n_of(8, 1))));
     }
 
@@ -631,7 +552,7 @@ mod tests {
                     }
                     prop_assert_eq!(map.len(), model.len());
                     prop_assert!(map.window.len() <= span);
-                    prop_assert!(map.window.front().is_none_or(Option::is_some), "front holds a value");
+                    prop_assert!(map.window.front_holds_value(), "front holds a value");
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! whatever ids the peer chooses. The receiving daemon inserts one id and
 //! forgets one per message, so the common case is made cheap: a peer
 //! running this software numbers its ids (a prefix per run, then a counter,
-//! see [`crate::ids`]), so they are kept in a window indexed by counter, as
+//! see [`crate::ids`]), so they are kept in a [`super::window`] by counter, as
 //! our own are ([`super::own_ids`]). In hash tables keyed by the `Arc<str>`
 //! (SipHash, a miss at a random place per insert and per forget, and the
 //! forgotten id's text read back from a cold allocation) this was a fifth
@@ -18,8 +18,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::own_ids::{n_of, pack, split};
+use super::own_ids::pack;
 use super::types::Id;
+use super::window::{Window, split};
 
 /// An id further ahead of the window's end than this starts a new window
 /// (the old one's ids move to the tables): a gap is usually messages the
@@ -36,13 +37,8 @@ pub(crate) struct RecentIds {
     cap: usize,
     /// The most slots `window` may have.
     span: usize,
-    /// The prefix of the ids in `window` (meaningless while it is empty).
-    prefix: u64,
-    /// The counter of `window[0]`.
-    base: u64,
-    /// Whether each id was shown, by counter; `None`: not remembered here.
-    /// The front is `Some` whenever the window is not empty.
-    window: VecDeque<Option<bool>>,
+    /// Whether each id was shown, for the ids of one run.
+    window: Window<bool>,
     /// Ids that pack, outside the window.
     packed: HashMap<u128, bool>,
     /// Ids that do not pack.
@@ -63,9 +59,7 @@ impl RecentIds {
             order: VecDeque::new(),
             cap,
             span: cap.saturating_mul(2),
-            prefix: 0,
-            base: 0,
-            window: VecDeque::new(),
+            window: Window::new(),
             packed: HashMap::new(),
             text: HashMap::new(),
         }
@@ -74,10 +68,7 @@ impl RecentIds {
     /// `Some(displayed)` for an id we have.
     pub(crate) fn get(&self, id: &str) -> Option<bool> {
         match pack(id) {
-            Some(n) => match self.slot(n).and_then(|i| self.window[i]) {
-                Some(displayed) => Some(displayed),
-                None => self.packed.get(&n).copied(),
-            },
+            Some(n) => self.window.get(n).or_else(|| self.packed.get(&n)).copied(),
             None => self.text.get(id).copied(),
         }
     }
@@ -115,21 +106,11 @@ impl RecentIds {
         self.order.len()
     }
 
-    /// `n`'s index in the window, if the window covers it.
-    fn slot(&self, n: u128) -> Option<usize> {
-        let (prefix, counter) = split(n);
-        if self.window.is_empty() || prefix != self.prefix || counter < self.base {
-            return None;
-        }
-        let i = usize::try_from(counter - self.base).ok()?;
-        (i < self.window.len()).then_some(i)
-    }
-
     fn value_mut(&mut self, n: Option<u128>, id: &str) -> Option<&mut bool> {
         match n {
-            Some(n) => match self.slot(n) {
-                Some(i) if self.window[i].is_some() => self.window[i].as_mut(),
-                _ => self.packed.get_mut(&n),
+            Some(n) => match self.window.get_mut(n) {
+                Some(d) => Some(d),
+                None => self.packed.get_mut(&n),
             },
             None => self.text.get_mut(id),
         }
@@ -137,85 +118,36 @@ impl RecentIds {
 
     /// Puts a new id that packs to `n` in the window if it fits there (the
     /// same prefix, at or ahead of its front, not far past its end), else
-    /// in `packed`.
+    /// in `packed`. An id of another prefix, or far ahead, starts a new
+    /// window: the old one's ids move to `packed`.
     fn place(&mut self, n: u128, displayed: bool) {
-        let (prefix, counter) = split(n);
-        if !self.window.is_empty() {
-            let end = self.window.len() as u64;
-            let restart = if prefix != self.prefix {
-                true
-            } else if counter < self.base {
+        let restart = match self.window.ahead(n) {
+            // Behind the front, of this run.
+            None if self.window.prefix() == Some(split(n).0) => {
                 self.packed.insert(n, displayed);
                 return;
-            } else {
-                counter - self.base >= end + MAX_GAP
-            };
-            if restart {
-                self.empty_window();
             }
+            None => true,
+            Some(ahead) => ahead >= self.window.len() as u64 + MAX_GAP,
+        };
+        if restart {
+            self.packed.extend(self.window.drain());
         }
-        if self.window.is_empty() {
-            self.prefix = prefix;
-            self.base = counter;
-        }
-        // At most MAX_GAP + 1 slots past the end, then the front moves on
-        // if the window would span too much.
-        let mut ahead = counter - self.base;
-        while ahead >= self.span as u64 {
-            if let Some(Some(d)) = self.window.pop_front() {
-                self.packed.insert(n_of(self.prefix, self.base), d);
-            }
-            self.base += 1;
-            ahead -= 1;
-        }
-        // `ahead` is below the span, a usize.
-        let i = ahead as usize;
-        if i >= self.window.len() {
-            self.window.resize(i + 1, None);
-        }
-        self.window[i] = Some(displayed);
-        self.trim();
+        let packed = &mut self.packed;
+        self.window.put(n, displayed, self.span, |m, d| {
+            packed.insert(m, d);
+        });
     }
 
     fn forget_oldest(&mut self) {
         match self.order.pop_front() {
-            Some(Key::Packed(n)) => match self.slot(n) {
-                Some(i) if self.window[i].is_some() => {
-                    self.window[i] = None;
-                    self.trim();
-                }
-                _ => {
-                    self.packed.remove(&n);
-                }
-            },
+            Some(Key::Packed(n)) => {
+                let _ = self.window.take(n).or_else(|| self.packed.remove(&n));
+            }
             Some(Key::Text(id)) => {
                 self.text.remove(&id);
             }
             None => {}
-        }
-    }
-
-    /// Moves the window's ids to `packed`, leaving it empty.
-    fn empty_window(&mut self) {
-        let (prefix, base) = (self.prefix, self.base);
-        for (i, slot) in self.window.drain(..).enumerate() {
-            if let Some(d) = slot {
-                // A slot exists only up to a counter that was placed: no
-                // overflow, even at u64::MAX (a peer chooses its ids).
-                self.packed.insert(n_of(prefix, base + i as u64), d);
-            }
-        }
-    }
-
-    /// Drops the empty slots at the front. `base` moves only onto a slot
-    /// that holds an id, so it never passes the largest counter placed.
-    fn trim(&mut self) {
-        let empty = self.window.iter().take_while(|slot| slot.is_none()).count();
-        if empty > 0 {
-            self.window.drain(..empty);
-            if !self.window.is_empty() {
-                self.base += empty as u64;
-            }
         }
     }
 }
@@ -366,7 +298,7 @@ mod tests {
                 }
                 prop_assert_eq!(r.len(), m.order.len());
                 prop_assert!(r.window.len() <= r.span);
-                prop_assert!(r.window.front().is_none_or(Option::is_some));
+                prop_assert!(r.window.front_holds_value());
             }
             for i in asked {
                 prop_assert_eq!(r.get(&i), m.map.get(&i).copied(), "{}", i);
