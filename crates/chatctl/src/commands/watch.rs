@@ -48,13 +48,12 @@ async fn show_all(
             Ok(None) => return Err(Error::Stopped { detail: None }),
             Err(status) => return Err(Error::from_stream(status)),
         };
-        match event.kind {
-            Some(pb::event::Kind::PeerStatus(_)) => continue,
-            Some(pb::event::Kind::Message(ref message)) => {
-                show(&event, json)?;
-                marker.shown(message.id.clone());
-            }
-            _ => show(&event, json)?,
+        if matches!(event.kind, Some(pb::event::Kind::PeerStatus(_))) {
+            continue;
+        }
+        show(&event, json)?;
+        if let Some(pb::event::Kind::Message(message)) = event.kind {
+            marker.shown(message.id);
         }
     }
 }
