@@ -121,11 +121,43 @@ pub fn load(path: &Path) -> Result<Option<FileSettings>, FileError> {
     parse(path, &text).map(Some)
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `directory`: one URL or a list of them. Deserialized by hand rather
+/// than as an untagged enum, so that a wrong value is reported by serde
+/// with what is expected ("a URL string or a list of URL strings") instead
+/// of serde's "did not match any variant", which would have to be
+/// recognised by its text to be reworded.
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OneOrMany, D::Error> {
+        struct Urls;
+        impl<'de> serde::de::Visitor<'de> for Urls {
+            type Value = OneOrMany;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a URL string or a list of URL strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(url.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    urls.push(url);
+                }
+                Ok(OneOrMany::Many(urls))
+            }
+        }
+        d.deserialize_any(Urls)
+    }
 }
 
 #[derive(Deserialize)]
@@ -147,10 +179,7 @@ pub fn parse(path: &Path, text: &str) -> Result<FileSettings, FileError> {
     let error = |e: toml::de::Error| {
         let line = e.span().map(|s| lines.line(s.start));
         let key = line.and_then(|l| key_on_line(text, l));
-        let mut message = e.message().trim().to_owned();
-        if message.contains("did not match any variant of untagged enum OneOrMany") {
-            message = "expected a URL string or a list of URL strings".into();
-        }
+        let message = e.message().trim().to_owned();
         FileError { path: path.to_owned(), line, key, message }
     };
     // Twice: once for the keys (to warn of unknown ones), once for the
@@ -275,7 +304,13 @@ mod tests {
         assert_eq!(e.line, Some(2), "{e}");
         let e = failed("directory = 5\n");
         assert_eq!(e.key.as_deref(), Some("directory"), "{e}");
-        assert!(e.message.contains("URL"), "{e}");
+        assert_eq!(
+            e.message, "invalid type: integer `5`, expected a URL string or a list of URL strings",
+            "{e}"
+        );
+        let e = failed("directory = [\"http://a:1\", 2]\n");
+        assert_eq!(e.key.as_deref(), Some("directory"), "{e}");
+        assert!(e.message.starts_with("invalid type: integer `2`, expected a string"), "{e}");
         let f = parsed("listen = \"x\"\n");
         let e = f.error(1, "listen", "not an address");
         assert_eq!(e.to_string(), "/c/config.toml:1: key `listen`: not an address");
