@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use support::daemons::{assert_exit, chatctl, error_line, parse_peerd_ready, peerd_start_detached};
+use support::daemons::{
+    assert_exit, chatctl, error_line, parse_peerd_ready, peerd_start_detached,
+    peerd_start_detached_on,
+};
 use support::watch::ev;
 use support::{
     Directory, EVENT_TIMEOUT, Peer, eventually, pid_is_gone, random_bytes, short_tempdir,
@@ -683,6 +686,19 @@ fn second_peer_with_a_live_name_is_taken() {
         assert!(stderr.contains("error:"), "{stderr}");
         assert!(stderr.contains("taken"), "{name_arg}: {stderr}");
     }
+    // The same user starting alice twice (same data dir, so the same key,
+    // which the directory would let take the name over): the second is
+    // refused by the first's lock, before it registers.
+    let (out, _guard) =
+        peerd_start_detached_on(&dir.url(), "--name=alice", home.path(), &alice.data_dir());
+    let line = error_line(&out);
+    assert_exit(&out, 1, "a second alice on alice's data dir");
+    assert!(line.contains("taken") && line.contains(&format!("(pid {})", alice.pid())), "{line}");
+    // Another name on alice's data dir would share her key and history.
+    let (out, _guard) =
+        peerd_start_detached_on(&dir.url(), "--name=mallory", home.path(), &alice.data_dir());
+    assert_exit(&out, 1, "mallory on alice's data dir");
+    assert!(error_line(&out).contains("in use by peerd alice"), "{}", error_line(&out));
     alice.assert_running();
     let list = alice.list();
     assert_eq!(names(&list), HashSet::from(["alice".into()]));

@@ -502,6 +502,16 @@ pub(crate) fn peerd_start_detached(
     name_arg: &str,
     home: &Path,
 ) -> (Output, Option<Detached>) {
+    peerd_start_detached_on(url, name_arg, home, &home.join("data-x"))
+}
+
+/// [`peerd_start_detached`] with the data dir `data_dir`.
+pub(crate) fn peerd_start_detached_on(
+    url: &str,
+    name_arg: &str,
+    home: &Path,
+    data_dir: &Path,
+) -> (Output, Option<Detached>) {
     let mut cmd = proc::command(&bin("peerd"));
     cmd.arg("start")
         .arg(name_arg)
@@ -510,7 +520,7 @@ pub(crate) fn peerd_start_detached(
         .arg("--socket")
         .arg(home.join("x.sock"))
         .arg("--data-dir")
-        .arg(home.join("data-x"));
+        .arg(data_dir);
     isolate_dirs(&mut cmd, home);
     // The launcher must exit, and must not leave its stdout/stderr held open
     // by the daemon: `run` reads both to the end.

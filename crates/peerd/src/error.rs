@@ -27,6 +27,14 @@ pub enum Error {
     },
     #[error("the name {0} is taken: the directory has it bound to another key")]
     Taken(String),
+    /// Another daemon of this user already runs as `name` on this data dir.
+    #[error(
+        "the name {name} is taken: peerd {name} (pid {pid}) is already running with the data dir {}",
+        .data_dir.display()
+    )]
+    TakenHere { name: String, pid: u32, data_dir: PathBuf },
+    #[error("the data dir {} is in use by {holder}; give this peerd its own --data-dir", .data_dir.display())]
+    DataDirInUse { data_dir: PathBuf, holder: String },
     #[error(
         "the identity key {} is readable by other users (mode {mode:o}); fix it with: chmod 600 {}",
         .path.display(),

@@ -22,8 +22,9 @@
 //! - `history`: the per-peer history files.
 //! - [`consent`]: the accept policy and the requests waiting for the
 //!   user's answer; `blocked`: the peers the user blocked (on disk).
-//! - `identity`: the ed25519 key pair; `tls`: certificates from it and the
-//!   pinning verifiers; `known_peers`: the keys we have talked to.
+//! - `data_lock`: one daemon per data dir; `identity`: the ed25519 key
+//!   pair; `tls`: certificates from it and the pinning verifiers;
+//!   `known_peers`: the keys we have talked to.
 //! - [`config`]: flags, environment, config file and defaults, resolved;
 //!   [`service`]: `peerd install-service`'s systemd user unit;
 //!   [`completions`]: `peerd completions`' scripts (generated, as text).
@@ -44,6 +45,7 @@ pub mod config;
 pub mod consent;
 mod control;
 mod control_socket;
+mod data_lock;
 mod deadline;
 mod directory;
 mod driver;
@@ -127,6 +129,9 @@ pub async fn run(
     // Our own token, so that a failed start can stop what it started.
     let token = shutdown.child_token();
     identity::ensure_private_dir(&config.data_dir)?;
+    // Held until `run` returns: before the key is read or made, so that a
+    // second daemon on this data dir neither makes a key nor takes the name.
+    let _data_dir = data_lock::lock(&config.data_dir, &config.name)?;
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
     let credentials = Credentials::new(&identity)?;
     let known = KnownPeers::load(&config.data_dir)?;
