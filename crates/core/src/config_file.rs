@@ -20,6 +20,7 @@
 //! value of the wrong type, is an error here; a key we do not know is a
 //! warning (a newer version's key must not stop an older daemon).
 
+use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -112,12 +113,21 @@ pub fn load(path: &Path) -> Result<Option<FileSettings>, FileError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(format!("cannot read it: {e}"))),
+        // Not a FIFO or a device: opening one could wait, or never end.
+        Ok(m) if !m.is_file() => return Err(fail("not a regular file".into())),
         Ok(m) if m.len() > MAX_FILE_BYTES => {
             return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
         }
         Ok(_) => {}
     }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    // Bounded again while reading: the file may have grown since.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
     parse(path, &text).map(Some)
 }
 
@@ -323,5 +333,14 @@ mod tests {
             default_path(Some(Path::new("/home/a/.config"))),
             Some(PathBuf::from("/home/a/.config/peerchat/config.toml"))
         );
+    }
+
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_read() {
+        let dir = std::env::temp_dir();
+        let e = load(&dir).expect_err("a directory");
+        assert_eq!(e.message, "not a regular file", "{e}");
+        let e = load(Path::new("/dev/zero")).expect_err("a device that never ends");
+        assert_eq!(e.message, "not a regular file", "{e}");
     }
 }

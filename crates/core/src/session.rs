@@ -124,7 +124,8 @@ impl Conversation {
     }
 
     fn queue(&mut self, message: Message) {
-        self.next_seq = self.next_seq.max(message.seq + 1);
+        // `seq` may come from a history file: no overflow on a wild one.
+        self.next_seq = self.next_seq.max(message.seq.saturating_add(1));
         self.unacked_bytes += message.text.len();
         self.unacked_ids.insert(&message.id);
         self.unacked.push_back(message);

@@ -207,7 +207,8 @@ impl PresenceTask {
     ) -> Result<Lease, Failure> {
         // Proof of possession: sign the directory's fresh nonce together
         // with everything it will publish about us.
-        let nonce = call(client.challenge(pb::ChallengeRequest {})).await?.nonce;
+        let nonce =
+            call(client.challenge(pb::ChallengeRequest {})).await.map_err(no_lease_yet)?.nonce;
         let advertise = self.advertise.map(|a| a.to_string()).unwrap_or_default();
         let port = u32::from(self.port);
         let timestamp_ms = now_ms();
@@ -222,7 +223,7 @@ impl PresenceTask {
             timestamp_ms,
             signature: self.identity.sign(&payload),
         };
-        let resp = call(client.register(req)).await?;
+        let resp = call(client.register(req)).await.map_err(no_lease_yet)?;
         tracing::info!(address = %resp.address, ttl = resp.ttl_seconds, "registered in the directory");
         self.state.send_replace(DirectoryState::Registered { address: resp.address.clone() });
         self.report_first(FirstAttempt::Registered);
@@ -254,7 +255,21 @@ impl PresenceTask {
     }
 }
 
+/// NOT_FOUND means a lease is gone; while registering there is none, so a
+/// replica answering it is misbehaving and is retried with backoff like
+/// any other failure, not at once (which would spin).
+fn no_lease_yet(f: Failure) -> Failure {
+    match f {
+        Failure::LeaseGone => {
+            Failure::Failed("the directory answered NOT_FOUND while registering".into())
+        }
+        other => other,
+    }
+}
+
 enum Failure {
+    /// The directory no longer knows our lease (NOT_FOUND to a heartbeat):
+    /// register again at once.
     LeaseGone,
     Taken,
     Rejected(String),
@@ -297,4 +312,19 @@ pub(crate) fn wire_status(p: Presence) -> pb::PeerStatus {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_while_registering_is_a_failure_to_back_off_from() {
+        assert!(matches!(no_lease_yet(Failure::LeaseGone), Failure::Failed(_)));
+        assert!(matches!(no_lease_yet(Failure::Taken), Failure::Taken));
+        assert!(matches!(
+            no_lease_yet(Failure::Unreachable(String::new())),
+            Failure::Unreachable(_)
+        ));
+    }
 }

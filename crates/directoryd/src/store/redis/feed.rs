@@ -173,7 +173,7 @@ impl Feed {
             Event::Down { seq, name } => (seq, Change::Down { name }),
         };
         if let Some(last) = seqs[bucket]
-            && seq != last + 1
+            && last.checked_add(1) != Some(seq)
         {
             tracing::info!(bucket, last, seq, "a gap in a bucket's presence events; resyncing");
             let _ = self.changes.send(Change::Resync);
