@@ -5,11 +5,16 @@
 //! handing out a wrong key for someone we already know.
 //!
 //! The file is small (one line per peer: `name hex-key`), read at start and
-//! rewritten whole (temporary file + rename) on every change.
+//! rewritten whole (temporary file + rename, fsynced) on every change. The
+//! map in memory changes at once; the file is written on tokio's blocking
+//! pool, never on the daemon's one runtime thread, one write at a time, each
+//! of the map as it is then (so a later write never loses to an earlier).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::task::JoinHandle;
 
 use peerchat_core::Name;
 use peerchat_core::identity::fingerprint;
@@ -36,6 +41,9 @@ pub(crate) enum Verdict {
 pub(crate) struct KnownPeers {
     path: PathBuf,
     keys: Arc<Mutex<BTreeMap<String, PublicKey>>>,
+    /// Held while the file is written (on the blocking pool), so that
+    /// `check` on the runtime thread never waits for a disk.
+    file: Arc<Mutex<()>>,
 }
 
 impl KnownPeers {
@@ -58,7 +66,7 @@ impl KnownPeers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&path, "reading the known peers", e)),
         }
-        Ok(KnownPeers { path, keys: Arc::new(Mutex::new(keys)) })
+        Ok(KnownPeers { path, keys: Arc::new(Mutex::new(keys)), file: Arc::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PublicKey>> {
@@ -75,27 +83,44 @@ impl KnownPeers {
     }
 
     /// Remembers `key` for `name` if we knew none (trust on first use).
-    pub(crate) fn remember(&self, name: &Name, key: &PublicKey) -> Result<(), Error> {
-        let mut keys = self.lock();
-        if keys.contains_key(&name.key()) {
-            return Ok(());
+    /// The file is written in the background (a failure is logged); the
+    /// handle, if there is a write, says when it is done.
+    pub(crate) fn remember(&self, name: &Name, key: &PublicKey) -> Option<JoinHandle<()>> {
+        {
+            let mut keys = self.lock();
+            if keys.contains_key(&name.key()) {
+                return None;
+            }
+            keys.insert(name.key(), *key);
         }
-        keys.insert(name.key(), *key);
-        self.save(&keys)
+        let this = self.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = this.save() {
+                tracing::warn!(error = %e, "cannot record the peer's key");
+            }
+        }))
     }
 
     /// Replaces whatever we knew of `name` with `key` (`chatctl trust`);
-    /// returns the key it replaces.
-    pub(crate) fn trust(&self, name: &Name, key: &PublicKey) -> Result<Option<PublicKey>, Error> {
-        let mut keys = self.lock();
-        let old = keys.insert(name.key(), *key);
-        self.save(&keys)?;
+    /// returns the key it replaces once the file says so.
+    pub(crate) async fn trust(
+        &self,
+        name: &Name,
+        key: &PublicKey,
+    ) -> Result<Option<PublicKey>, Error> {
+        let old = self.lock().insert(name.key(), *key);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.save())
+            .await
+            .map_err(|e| Error::Other(format!("saving the known peers: {e}")))??;
         Ok(old)
     }
 
-    fn save(&self, keys: &BTreeMap<String, PublicKey>) -> Result<(), Error> {
+    /// Writes the map as it is now. Blocking I/O: the blocking pool only.
+    fn save(&self) -> Result<(), Error> {
+        let _one_writer = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::from("# peerchat known peers: name, ed25519 public key (hex)\n");
-        for (name, key) in keys {
+        for (name, key) in self.lock().iter() {
             text.push_str(&format!("{name} {}\n", hex(key)));
         }
         write_private(&self.path, text.as_bytes(), "saving the known peers")
@@ -145,20 +170,20 @@ mod tests {
         Name::parse(s).expect("valid")
     }
 
-    #[test]
-    fn first_use_is_remembered_a_change_is_caught_trust_replaces() {
+    #[tokio::test]
+    async fn first_use_is_remembered_a_change_is_caught_trust_replaces() {
         let dir = std::env::temp_dir().join(format!("peerd-kp-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("tmp");
         let kp = KnownPeers::load(&dir).expect("empty");
         let (k1, k2) = ([1u8; 32], [2u8; 32]);
         assert_eq!(kp.check(&name("Bob"), &k1), Verdict::New);
-        kp.remember(&name("Bob"), &k1).expect("save");
-        kp.remember(&name("bob"), &k2).expect("no-op");
+        kp.remember(&name("Bob"), &k1).expect("a write").await.expect("saved");
+        assert!(kp.remember(&name("bob"), &k2).is_none(), "known already: nothing to write");
         let kp = KnownPeers::load(&dir).expect("reload");
         assert_eq!(kp.check(&name("BOB"), &k1), Verdict::Known);
         assert_eq!(kp.check(&name("bob"), &k2), Verdict::Changed { known: k1 });
         assert!(changed_message(&name("bob"), &k1, &k2).contains("chatctl trust bob"));
-        assert_eq!(kp.trust(&name("bob"), &k2).expect("trust"), Some(k1));
+        assert_eq!(kp.trust(&name("bob"), &k2).await.expect("trust"), Some(k1));
         assert_eq!(
             KnownPeers::load(&dir).expect("reload").check(&name("bob"), &k2),
             Verdict::Known

@@ -381,8 +381,11 @@ impl pb::control_server::Control for ControlService {
             .as_slice()
             .try_into()
             .map_err(|_| ControlError::from(DialError::NoKey(name.clone())))?;
-        let previous =
-            self.known.trust(&name, &key).map_err(|e| ControlError::Internal(e.to_string()))?;
+        let previous = self
+            .known
+            .trust(&name, &key)
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
         tracing::info!(peer = %name, key = %fingerprint(&key), "trusting a new key");
         Ok(Response::new(pb::TrustResponse {
             peer: name.to_string(),

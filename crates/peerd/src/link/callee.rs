@@ -84,11 +84,10 @@ impl KeyPin {
         KeyPin(None)
     }
 
+    /// In memory at once; on disk in the background.
     pub(crate) fn record(self) {
-        if let Some((known, name, key)) = self.0
-            && let Err(e) = known.remember(&name, &key)
-        {
-            tracing::warn!(error = %e, "cannot record the peer's key");
+        if let Some((known, name, key)) = self.0 {
+            known.remember(&name, &key);
         }
     }
 }
