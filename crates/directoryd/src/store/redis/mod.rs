@@ -472,9 +472,9 @@ impl Store for RedisStore {
             })
             .await?;
         let name = || claim.name.as_str().to_owned();
-        let (pending, old) = match reply.as_slice() {
-            [word, pending, old] if text(word).as_deref() == Some("ok") => {
-                (int(pending), text(old))
+        let (pending, old, new) = match reply.as_slice() {
+            [word, pending, old, new] if text(word).as_deref() == Some("ok") => {
+                (int(pending), text(old), int(new))
             }
             [word] if text(word).as_deref() == Some("taken") => {
                 return Err(Refusal::Taken { name: name() }.into());
@@ -486,11 +486,12 @@ impl Store for RedisStore {
         };
         let old_source = old.as_deref().and_then(codec::decode_info).map(|i| i.source);
         self.move_source(name_key, &source, old_source.as_deref()).await;
-        let pending = pending == Some(1);
-        if pending {
+        // Pending is also an older binding whose confirmation never came:
+        // it is confirmed now, but it is not new.
+        if pending == Some(1) {
             self.confirm(bucket, name_key, key_hex).await?;
         }
-        Ok(Registered { new_binding: pending })
+        Ok(Registered { new_binding: new == Some(1) })
     }
 
     async fn renew(&self, name: &Name, lease: &str, presence: Presence) -> Result<(), StoreError> {

@@ -1,9 +1,10 @@
 -- Binds a name (if free) and grants its lease, atomically, in one bucket.
 -- ARGV: 1 name_key, 2 key_hex, 3 lease_hash, 4 presence (a|b), 5 info,
 --       6 ttl_ms, 7 channel, 8 bindings allowed in this bucket
--- Returns {'taken'}, {'full'} or {'ok', pending, old_info}: pending = 1
+-- Returns {'taken'}, {'full'} or {'ok', pending, old_info, new}: pending = 1
 -- when the binding is not yet confirmed by a replica (new, or an earlier
--- attempt's confirmation never came), so the caller must WAIT for it.
+-- attempt's confirmation never came), so the caller must WAIT for it;
+-- new = 1 when this call bound the name.
 local now = now_ms()
 local name = ARGV[1]
 local bound = redis.call('HGET', K_BIND, name)
@@ -17,12 +18,14 @@ if exp and tonumber(exp) > now and old and string.sub(old, 1, 64) ~= ARGV[2] the
   return {'taken'}
 end
 local pending = 0
+local new = 0
 if not bound then
   if redis.call('HLEN', K_BIND) >= tonumber(ARGV[8]) then
     return {'full'}
   end
   redis.call('HSET', K_BIND, name, ARGV[2] .. '*')
   pending = 1
+  new = 1
 elseif string.len(bound) > 64 then
   pending = 1
 end
@@ -32,4 +35,4 @@ redis.call('ZADD', K_EXP, now + tonumber(ARGV[6]), name)
 redis.call('ZADD', K_NAMES, 0, name)
 local seq = redis.call('INCR', K_SEQ)
 redis.call('SPUBLISH', ARGV[7], 'u' .. seq .. '\n' .. ARGV[4] .. ARGV[5])
-return {'ok', pending, old or ''}
+return {'ok', pending, old or '', new}
