@@ -38,6 +38,10 @@ pub(crate) enum ControlError {
     NoAnswer(String),
     #[error("message {id} failed: {reason}")]
     Failed { id: String, reason: String },
+    #[error(
+        "message {id} was delivered but not displayed: the conversation ended before it was shown ({reason})"
+    )]
+    NotDisplayed { id: String, reason: String },
     #[error("the directory is unreachable: {0}")]
     DirectoryUnreachable(String),
     #[error("too many messages waiting for receipts ({0}); wait for some to be delivered")]
@@ -106,6 +110,9 @@ impl From<Undelivered> for ControlError {
             Undelivered::Failed { id, reason } => {
                 ControlError::Failed { id: id.to_string(), reason }
             }
+            Undelivered::NotDisplayed { id, reason } => {
+                ControlError::NotDisplayed { id: id.to_string(), reason }
+            }
             Undelivered::ShuttingDown => ControlError::ShuttingDown,
         }
     }
@@ -163,7 +170,9 @@ impl From<ControlError> for Status {
             | ControlError::InvalidName(_)
             | ControlError::Invalid(_) => Code::InvalidArgument,
             ControlError::TimedOut { .. } | ControlError::NoAnswer(_) => Code::DeadlineExceeded,
-            ControlError::Failed { .. } | ControlError::Cancelled(_) => Code::Aborted,
+            ControlError::Failed { .. }
+            | ControlError::NotDisplayed { .. }
+            | ControlError::Cancelled(_) => Code::Aborted,
             ControlError::DirectoryUnreachable(_) | ControlError::ShuttingDown => Code::Unavailable,
             ControlError::TooManyInFlight(_) => Code::ResourceExhausted,
             ControlError::Internal(_) => Code::Internal,

@@ -79,7 +79,16 @@ pub(crate) enum ConnectFailed {
 /// Why a sent message will never get the receipt waited for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Undelivered {
-    Failed { id: Id, reason: String },
+    Failed {
+        id: Id,
+        reason: String,
+    },
+    /// Delivered, but the conversation ended before the peer's user saw
+    /// it: `displayed` can no longer come (and it did not fail).
+    NotDisplayed {
+        id: Id,
+        reason: String,
+    },
     ShuttingDown,
 }
 

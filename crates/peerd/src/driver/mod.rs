@@ -905,12 +905,7 @@ impl Driver {
                 // Waiting for `displayed` of a delivered message: the
                 // receipt can no longer come.
                 for (id, (_, _, asker)) in self.waiters.drain() {
-                    asker.tell(Err(Undelivered::Failed {
-                        id,
-                        reason: format!(
-                            "the conversation ended before it was displayed ({reason})"
-                        ),
-                    }));
+                    asker.tell(Err(Undelivered::NotDisplayed { id, reason: reason.clone() }));
                 }
             }
             Event::Pong { nonce } => {

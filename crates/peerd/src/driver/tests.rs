@@ -239,8 +239,15 @@ async fn two_drivers_talk_and_receipts_answer_the_waits() {
     let mut alice_sees = alice.watch(false).await;
     let (from_bob, _) = bob.send("hi alice", Wait::Delivered).await;
     assert_eq!(next_message(&mut alice_sees).await.0, from_bob.to_string());
+    // Delivered, never shown: its `--wait displayed` learns just that.
+    let (unseen, never_shown) = alice.send("unseen", Wait::Displayed).await;
+    assert_eq!(next_message(&mut bob_sees).await.0, unseen.to_string());
     let peer = alice.ask(|reply| Request::Disconnect { reply }).await.expect("disconnected");
     assert_eq!(peer, name("bob"));
+    match within("the wait's end", never_shown).await.expect("told") {
+        Err(Undelivered::NotDisplayed { id, .. }) => assert_eq!(id, unseen),
+        other => panic!("not displayed, not failed: {other:?}"),
+    }
     assert_eq!(alice.status().await.phase, Phase::Idle);
     loop {
         let ev = within("bob hears", bob_sees.recv()).await.expect("events").expect("ok");
