@@ -11,7 +11,7 @@
 //! it. A torn last line (a crash mid-write) or any line that does not parse
 //! is skipped, so a damaged file never stops the daemon.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -280,10 +280,9 @@ pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Vec<Ent
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(&path, "reading a history file", e)),
     };
-    let mut entries =
-        fold(BufReader::new(file)).map_err(|e| Error::io(&path, "reading a history file", e))?;
-    let skip = entries.len().saturating_sub(limit);
-    Ok(entries.split_off(skip))
+    // The file grows with everything a peer ever sent: only the newest
+    // `limit` entries are held while it is read.
+    fold(BufReader::new(file), limit).map_err(|e| Error::io(&path, "reading a history file", e))
 }
 
 /// How much of the end of a history file is read to recover state: more
@@ -306,7 +305,7 @@ fn tail(path: &Path) -> Vec<Entry> {
         let mut skip = Vec::new();
         let _ = reader.read_until(b'\n', &mut skip);
     }
-    fold(reader).unwrap_or_default()
+    fold(reader, usize::MAX).unwrap_or_default()
 }
 
 /// What a restarting daemon picks up from its history.
@@ -365,9 +364,12 @@ pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(Id, bool)> {
 
 /// Folds history lines into entries: message lines in order, state lines
 /// applied to the message they name.
-fn fold(reader: impl BufRead) -> std::io::Result<Vec<Entry>> {
-    let mut entries: Vec<Entry> = Vec::new();
+fn fold(reader: impl BufRead, keep: usize) -> std::io::Result<Vec<Entry>> {
+    // The newest `keep` messages; `index` maps their ids to their number
+    // among all messages read (`dropped` of which are gone from the front).
+    let mut entries: VecDeque<Entry> = VecDeque::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut dropped = 0;
     for line in reader.split(b'\n') {
         let Ok(line) = serde_json::from_slice::<Line>(&line?) else {
             continue;
@@ -377,8 +379,17 @@ fn fold(reader: impl BufRead) -> std::io::Result<Vec<Entry>> {
                 if index.contains_key(&id) {
                     continue;
                 }
-                index.insert(id.clone(), entries.len());
-                entries.push(Entry {
+                if keep == 0 {
+                    continue;
+                }
+                if entries.len() == keep
+                    && let Some(old) = entries.pop_front()
+                {
+                    index.remove(&old.id);
+                    dropped += 1;
+                }
+                index.insert(id.clone(), dropped + entries.len());
+                entries.push_back(Entry {
                     id,
                     direction: match dir {
                         Dir::In => Direction::In,
@@ -392,14 +403,15 @@ fn fold(reader: impl BufRead) -> std::io::Result<Vec<Entry>> {
                 });
             }
             Line::State { id, state } => {
-                if let Some(&i) = index.get(&id) {
-                    let e = &mut entries[i];
+                if let Some(e) =
+                    index.get(&id).and_then(|&n| entries.get_mut(n.checked_sub(dropped)?))
+                {
                     e.state = upgrade(e.state, state.into());
                 }
             }
         }
     }
-    Ok(entries)
+    Ok(entries.into())
 }
 
 /// The peer whose history file changed last, if any.
@@ -531,6 +543,48 @@ mod tests {
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_bounded_fold_keeps_the_newest_with_their_states() {
+        let bob = name("bob");
+        let mut file = Vec::new();
+        for id in ["a", "b", "c", "d"] {
+            let record = Record::Message {
+                peer: bob.clone(),
+                direction: Direction::Out,
+                message: message(id, id),
+                state: MessageState::Sent,
+            };
+            write_line(&mut file, &record);
+        }
+        for (id, state) in [("a", MessageState::Delivered), ("c", MessageState::Displayed)] {
+            write_line(&mut file, &Record::State { peer: bob.clone(), id: id.into(), state });
+        }
+        // "c" again (a message sent again after a lost link) is not a new entry.
+        write_line(
+            &mut file,
+            &Record::Message {
+                peer: bob.clone(),
+                direction: Direction::Out,
+                message: message("c", "c"),
+                state: MessageState::Sent,
+            },
+        );
+        let got = |keep| {
+            fold(std::io::Cursor::new(&file), keep)
+                .expect("read")
+                .into_iter()
+                .map(|e| (e.id, e.state))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            got(2),
+            [("c".into(), MessageState::Displayed), ("d".into(), MessageState::Sent)]
+        );
+        assert_eq!(got(usize::MAX).len(), 4);
+        assert_eq!(got(usize::MAX)[0], ("a".into(), MessageState::Delivered));
+        assert!(got(0).is_empty());
     }
 
     #[test]
