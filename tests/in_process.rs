@@ -429,3 +429,31 @@ async fn the_control_socket_is_never_reachable_by_another_user_while_starting() 
         assert_eq!(socket_mode(&path), None, "the socket is removed on stop");
     }
 }
+
+/// `status` shows `--advertise` while no directory has confirmed it: the
+/// address others dial does not go away with the directory.
+#[tokio::test]
+async fn status_shows_the_advertised_address_while_the_directory_is_away() {
+    // A port that refuses: bound, then closed.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let away = Directory {
+        url: format!("http://{}", gone.local_addr().expect("its address")),
+        _stop: CancellationToken::new().drop_guard(),
+    };
+    drop(gone);
+    let home = temp_dir();
+    let advertise: SocketAddr = "127.0.0.9:4000".parse().expect("an address");
+    let config = config(&away, "alice", Some(advertise), home.path());
+    let (socket, token) = (config.socket.clone(), CancellationToken::new());
+    let (ready, is_ready) = oneshot::channel();
+    let done = tokio::spawn(peerchat_peerd::run(config, token.clone(), move |r| {
+        let _ = ready.send(r);
+    }));
+    let ready = within("peerd starts", is_ready).await.expect("peerd is ready");
+    assert!(!ready.registered && ready.directory_error.is_some(), "{ready:?}");
+    let alice = Daemon { socket, token, done: Some(done), _home: home };
+    let status = alice.status().await;
+    assert_eq!(status.directory_state, "unreachable");
+    assert_eq!(status.advertise, advertise.to_string());
+    alice.stop().await;
+}

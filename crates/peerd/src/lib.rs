@@ -216,6 +216,7 @@ pub async fn run(
             listen: listen.to_string(),
             data_dir: config.data_dir.clone(),
             key: identity.fingerprint(),
+            advertise: config.advertise,
         },
         driver: driver_tx,
         directory: directory.clone(),

@@ -56,6 +56,9 @@ pub(crate) struct Facts {
     pub(crate) data_dir: PathBuf,
     /// Our key's fingerprint.
     pub(crate) key: String,
+    /// `--advertise`: what `status` shows while no directory has said
+    /// which address it publishes.
+    pub(crate) advertise: Option<std::net::SocketAddr>,
 }
 
 /// The `Control` service.
@@ -133,7 +136,7 @@ impl pb::control_server::Control for ControlService {
         let dir = self.directory_state.borrow().clone();
         let advertise = match &dir {
             DirectoryState::Registered { address } => address.clone(),
-            _ => String::new(),
+            _ => self.me.advertise.map(|a| a.to_string()).unwrap_or_default(),
         };
         Ok(Response::new(pb::GetStatusResponse {
             name: self.me.name.to_string(),
