@@ -937,6 +937,50 @@ fn control_socket_flood_and_oversize_requests() {
     assert_memory_bounded("control: bob", before, mem(bob.pid()));
 }
 
+/// peerd's limit on a peer-port connection that carries no Chat stream.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections that finish TLS and then say nothing, from eight sources at
+/// eight each, hold every one of bob's 64 connection slots: each is closed
+/// once idle for IDLE_TIMEOUT (not before: a dialer may be slow to ask),
+/// and then carol can dial bob. Before the limit they were held for good.
+#[test]
+fn connections_that_carry_no_chat_stream_are_closed_when_idle() {
+    let rt = runtime();
+    let dir = Directory::start(TTL);
+    let bob = Peer::start(&dir, "bob");
+    let carol = Peer::start(&dir, "carol");
+    let closed = rt.block_on(async {
+        let config = tls_config(&throwaway_pkcs8());
+        let mut held = JoinSet::new();
+        for source in 1..=8u8 {
+            for _ in 0..8 {
+                let from = std::net::Ipv4Addr::new(127, 0, 1, source);
+                let mut tls = tls_connect_from(bob.addr(), from, config.clone())
+                    .await
+                    .expect("a TLS connection while slots are free");
+                let opened = Instant::now();
+                held.spawn(async move {
+                    until_closed(&mut tls, IDLE_TIMEOUT * 3).await.map(|_| opened.elapsed())
+                });
+            }
+        }
+        held.join_all().await
+    });
+    let never = closed.iter().filter(|c| c.is_none()).count();
+    assert_eq!(never, 0, "{never} of 64 idle connections still open after {:?}", IDLE_TIMEOUT * 3);
+    let times: Vec<Duration> = closed.into_iter().flatten().collect();
+    let (first, last) = (times.iter().min().copied(), times.iter().max().copied());
+    eprintln!("64 idle connections closed after {first:?} .. {last:?}");
+    assert!(
+        first.is_some_and(|t| t >= IDLE_TIMEOUT - Duration::from_millis(500)),
+        "closed before the idle limit: {first:?}"
+    );
+    assert!(last.is_some_and(|t| t < IDLE_TIMEOUT + Duration::from_secs(5)), "{last:?}");
+    let out = carol.ctl(&["connect", "bob"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 // ------------------------------------------- known gaps (ignored for now)
 
 /// A slowloris that reconnects: `n` connections from source address

@@ -7,13 +7,18 @@
 //! pages. Boxing the stream costs one indirect call per read or write,
 //! which is not measurable beside a TLS record or a syscall.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
+use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
@@ -28,12 +33,93 @@ pub(crate) enum ConnInfo {
         remote: Option<SocketAddr>,
         /// The key the dialer proved in the TLS handshake.
         key: Option<PublicKey>,
+        /// Its open streams: a handler holds a [`StreamGuard`] while it
+        /// serves one.
+        activity: Activity,
     },
     /// A local process on the control socket.
     Local {
         /// Its uid (SO_PEERCRED), when the kernel told.
         uid: Option<u32>,
     },
+}
+
+/// How many streams a connection carries, and since when none: a peer-port
+/// connection that carries none for too long is closed (see
+/// [`Served::closed_when_idle`]). Cheap to clone; clones share the count.
+#[derive(Debug, Clone)]
+pub(crate) struct Activity(Arc<Counts>);
+
+#[derive(Debug)]
+struct Counts {
+    open: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Activity {
+        Activity(Arc::new(Counts {
+            open: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }))
+    }
+
+    /// Counts a stream until the guard is dropped.
+    pub(crate) fn stream(&self) -> StreamGuard {
+        self.0.open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(self.clone())
+    }
+
+    /// When the connection has carried no stream since, if it carries none.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.0.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(*self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One open stream of a connection; see [`Activity::stream`].
+#[derive(Debug)]
+pub(crate) struct StreamGuard(Activity);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        // The stamp first: a reader that sees no stream open also sees
+        // when the last one ended.
+        *self.0.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The clock of an idle connection: armed for a deadline, re-armed when
+/// the connection was busy meanwhile.
+struct IdleLimit {
+    activity: Activity,
+    limit: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl IdleLimit {
+    /// Ready (with the error to end the connection on) once the connection
+    /// has carried no stream for the limit. Only looks at the clock while
+    /// no stream is open, so a conversation's reads pay one atomic load.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(since) = self.activity.idle_since() else {
+            return Poll::Pending;
+        };
+        let deadline = since + self.limit;
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no stream on this connection for {:?}", self.limit),
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A byte stream either server can serve.
@@ -47,6 +133,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 pub(crate) struct Served {
     io: Box<dyn Io>,
     info: ConnInfo,
+    idle: Option<IdleLimit>,
     _held: Box<dyn Send>,
 }
 
@@ -56,7 +143,16 @@ pub(crate) type Incoming = Pin<Box<dyn Stream<Item = io::Result<Served>> + Send>
 impl Served {
     /// `io`, holding `held` until the connection is dropped.
     pub(crate) fn new(io: impl Io, info: ConnInfo, held: impl Send + 'static) -> Served {
-        Served { io: Box::new(io), info, _held: Box::new(held) }
+        Served { io: Box::new(io), info, idle: None, _held: Box::new(held) }
+    }
+
+    /// Ends the connection (its next read fails) once `activity` shows no
+    /// stream for `limit`: a connection that holds a slot must be used.
+    /// The timer wakes the reader even if no byte ever comes.
+    pub(crate) fn closed_when_idle(mut self, activity: Activity, limit: Duration) -> Served {
+        let timer = Box::pin(tokio::time::sleep(limit));
+        self.idle = Some(IdleLimit { activity, limit, timer });
+        self
     }
 
     /// A control-socket connection, with its client's uid.
@@ -85,7 +181,13 @@ impl AsyncRead for Served {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(idle) = &mut this.idle
+            && let Poll::Ready(e) = idle.poll_expired(cx)
+        {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -120,6 +222,33 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_ended_once_it_carries_no_stream_for_its_limit() {
+        let limit = Duration::from_secs(10);
+        let mut buf = [0u8; 8];
+        let timed_out =
+            |r: io::Result<usize>| r.is_err_and(|e| e.kind() == io::ErrorKind::TimedOut);
+
+        // Never used: ended `limit` after it was accepted, without a byte.
+        let (a, _b) = UnixStream::pair().expect("socket pair");
+        let started = Instant::now();
+        let mut unused = Served::local(a).closed_when_idle(Activity::new(), limit);
+        assert!(timed_out(unused.read(&mut buf).await));
+        assert_eq!(started.elapsed(), limit);
+
+        // In use: never ended; once its last stream ends, `limit` later.
+        let (a, _b) = UnixStream::pair().expect("socket pair");
+        let activity = Activity::new();
+        let mut used = Served::local(a).closed_when_idle(activity.clone(), limit);
+        let stream = activity.stream();
+        let quiet = tokio::time::timeout(6 * limit, used.read(&mut buf)).await;
+        assert!(quiet.is_err(), "a connection with a stream open is not ended: {quiet:?}");
+        drop(stream);
+        let ended = Instant::now();
+        assert!(timed_out(used.read(&mut buf).await));
+        assert_eq!(ended.elapsed(), limit);
+    }
 
     #[tokio::test]
     async fn a_local_connection_carries_its_uid_and_its_bytes() {

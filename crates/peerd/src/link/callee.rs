@@ -205,9 +205,13 @@ impl pb::chat_server::Chat for ChatService {
         &self,
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<FrameStream>, Status> {
-        let (remote, key) = match request.extensions().get::<ConnInfo>() {
-            Some(ConnInfo::Peer { remote, key }) => (*remote, *key),
-            _ => (None, None),
+        let (remote, key, stream) = match request.extensions().get::<ConnInfo>() {
+            // Counted from here until the answer's stream ends: the
+            // connection is in use, not idle.
+            Some(ConnInfo::Peer { remote, key, activity }) => {
+                (*remote, *key, Some(activity.stream()))
+            }
+            _ => (None, None, None),
         };
         // Not "busy": that means "in another conversation" to dialers.
         let full =
@@ -252,7 +256,10 @@ impl pb::chat_server::Chat for ChatService {
         if self.offers.send(offer).await.is_err() {
             return Err(shutting_down().into());
         }
-        let frames = ReceiverStream::new(out_rx).map(Ok);
+        let frames = ReceiverStream::new(out_rx).map(move |frame| {
+            let _in_use = &stream;
+            Ok(frame)
+        });
         match answer.await {
             Ok(Answer::Accepted) => {
                 tracing::info!(%peer, ?remote, "accepted a conversation");

@@ -2,9 +2,10 @@
 //! each with TCP_NODELAY and a TLS 1.3 handshake (in its own task, with a
 //! timeout) before it is handed to tonic's `serve_with_incoming` as a
 //! [`Served`] connection. A connection over the limit is closed at once and
-//! a handshake that stalls is dropped, so floods and half-open handshakes
-//! cannot exhaust the daemon (the current conversation keeps its
-//! connection).
+//! a handshake that stalls is dropped, and so is a connection that carries
+//! no Chat stream for a while, so floods, half-open handshakes and idle
+//! connections cannot exhaust the daemon (the current conversation keeps
+//! its connection).
 
 use std::sync::Arc;
 
@@ -15,18 +16,21 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::HANDSHAKE_TIMEOUT;
 use super::per_source::{PerSource, SourceSlot};
-use crate::served::{ConnInfo, Incoming, Served};
+use super::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT};
+use crate::served::{Activity, ConnInfo, Incoming, Served};
 use crate::tls::certificate_key;
 
 /// An established TLS connection, holding its connection slots (the
-/// overall one and its address's) until the server drops it.
+/// overall one and its address's) until the server drops it, which it does
+/// once the connection has carried no Chat stream for [`IDLE_TIMEOUT`]: a
+/// slot is for a conversation, not for holding.
 fn served(stream: TlsStream<TcpStream>, slots: (OwnedSemaphorePermit, SourceSlot)) -> Served {
     let (tcp, tls) = stream.get_ref();
     let key = tls.peer_certificates().and_then(|c| c.first()).and_then(|c| certificate_key(c).ok());
-    let info = ConnInfo::Peer { remote: tcp.peer_addr().ok(), key };
-    Served::new(stream, info, slots)
+    let activity = Activity::new();
+    let info = ConnInfo::Peer { remote: tcp.peer_addr().ok(), key, activity: activity.clone() };
+    Served::new(stream, info, slots).closed_when_idle(activity, IDLE_TIMEOUT)
 }
 
 /// Accepts on `listener` until `shutdown`, at most `max` connections open

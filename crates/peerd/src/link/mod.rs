@@ -33,6 +33,10 @@ pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the Hello/Welcome exchange may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer-port connection may carry no Chat stream (before its
+/// first, or after its last) before it is closed. A dialer opens its
+/// stream at once; this only frees the slots of connections held idle.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame accepted from a peer: one maximal message plus its id and
 /// framing (not tonic's 4 MiB default).
 pub(crate) const MAX_FRAME_BYTES: usize = MAX_TEXT_BYTES + 1024;
