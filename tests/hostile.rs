@@ -981,7 +981,7 @@ fn connections_that_carry_no_chat_stream_are_closed_when_idle() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-// ------------------------------------------- known gaps (ignored for now)
+// ------------------------------------- regressions of gaps found by attack
 
 /// A slowloris that reconnects: `n` connections from source address
 /// `from`, each sending a partial ClientHello and reconnecting as soon as
