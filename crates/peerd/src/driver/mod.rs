@@ -541,6 +541,14 @@ impl Driver {
     /// A verified dialer offers a link. Its history is read first (off
     /// this thread) if the session needs it to recognise repeats.
     fn on_offer(&mut self, offer: Offer) {
+        // Turned down before its history is read: a blocked peer must not
+        // cost a file read per dial. (`take_offer` checks again: a block
+        // or a shutdown may come while the history is read.)
+        if self.turns_down(&offer.peer) {
+            let busy = Answer::Refused(AcceptError::Busy { me: self.session.me().clone() });
+            let _ = offer.reply.send(busy);
+            return;
+        }
         match self.read_seen(&offer.peer) {
             None => self.take_offer(offer, None),
             Some(read) => {
@@ -549,11 +557,16 @@ impl Driver {
         }
     }
 
+    /// Whether a dialer hears "busy" whatever the session's state: it is
+    /// blocked (and hears what a busy peer would), or we are stopping.
+    fn turns_down(&self, peer: &Name) -> bool {
+        self.shutting_down || self.gate.blocked.contains(peer)
+    }
+
     fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
         let Offer { peer, link, known, pin, reply } = offer;
         let busy = || Answer::Refused(AcceptError::Busy { me: self.session.me().clone() });
-        // A blocked peer hears what a busy one would.
-        if self.shutting_down || self.gate.blocked.contains(&peer) {
+        if self.turns_down(&peer) {
             let _ = reply.send(busy());
             return;
         }
