@@ -17,7 +17,9 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use peerchat_core::Name;
-use peerchat_core::session::{Direction, Id, Message, MessageState, Record};
+use peerchat_core::session::{
+    Direction, Id, MAX_UNDISPLAYED_BYTES, MAX_UNDISPLAYED_MESSAGES, Message, MessageState, Record,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -346,9 +348,27 @@ pub(crate) fn recover(data_dir: &Path) -> Recovered {
         if !unacked.is_empty() {
             out.unacked.push((peer, unacked));
         }
+        // Per file, so that many peers' backlogs are never all in memory.
+        keep_newest_unseen(&mut out.unseen);
     }
     out.unseen.sort_by_key(|(_, m)| m.sent_at_ms);
     out
+}
+
+/// Trims `unseen` to the newest that the session would keep anyway (its
+/// caps on messages waiting for a display client), oldest dropped first.
+fn keep_newest_unseen(unseen: &mut Vec<(Name, Message)>) {
+    let mut bytes: usize = unseen.iter().map(|(_, m)| m.text.len()).sum();
+    if unseen.len() <= MAX_UNDISPLAYED_MESSAGES && bytes <= MAX_UNDISPLAYED_BYTES {
+        return;
+    }
+    unseen.sort_by_key(|(_, m)| m.sent_at_ms);
+    let mut first = 0;
+    while unseen.len() - first > MAX_UNDISPLAYED_MESSAGES || bytes > MAX_UNDISPLAYED_BYTES {
+        bytes -= unseen[first].1.text.len();
+        first += 1;
+    }
+    unseen.drain(..first);
 }
 
 /// The ids of the messages received from `peer` lately (oldest first), and
@@ -542,6 +562,42 @@ mod tests {
         let newest = read(&dir, &bob, 1).expect("read");
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn recovery_keeps_only_the_newest_unseen_of_all_peers_within_the_caps() {
+        let dir = tmp();
+        let mut h = History::open(&dir).expect("open");
+        let text = "x".repeat(peerchat_core::MAX_TEXT_BYTES);
+        // Three peers, 2.5 MiB of unseen messages each, interleaved in time.
+        let per_peer = 40;
+        for i in 0..per_peer {
+            for (p, peer) in ["ann", "bo", "cy"].into_iter().enumerate() {
+                let at = 1_700_000_000_000 + 3 * i + p as i64;
+                h.append(&Record::Message {
+                    peer: name(peer),
+                    direction: Direction::In,
+                    message: Message {
+                        id: format!("{peer}-{i}").into(),
+                        text: text.as_str().into(),
+                        sent_at_ms: at,
+                        seq: 1,
+                    },
+                    state: MessageState::Delivered,
+                });
+            }
+        }
+        h.flush().expect("flush");
+        let unseen = recover(&dir).unseen;
+        let bytes: usize = unseen.iter().map(|(_, m)| m.text.len()).sum();
+        assert!(bytes <= MAX_UNDISPLAYED_BYTES, "{bytes}");
+        assert_eq!(unseen.len(), MAX_UNDISPLAYED_BYTES / text.len());
+        let times: Vec<i64> = unseen.iter().map(|(_, m)| m.sent_at_ms).collect();
+        assert!(times.is_sorted(), "oldest first");
+        let newest = 1_700_000_000_000 + 3 * (per_peer - 1) + 2;
+        let kept = i64::try_from(unseen.len()).expect("small");
+        assert_eq!(times, ((newest - kept + 1)..=newest).collect::<Vec<_>>(), "the newest");
         std::fs::remove_dir_all(&dir).ok();
     }
 
