@@ -1014,6 +1014,9 @@ fn help_exits_zero_and_usage_errors_exit_two() {
     for args in [&["frobnicate"][..], &["send", "x", "--wait", "sometimes"]] {
         let out = run(&mut chatctl(&socket, args), t);
         assert_exit(&out, 2, &format!("chatctl {args:?}"));
+        // One `error:` line, as for every other error (asserted there).
+        let line = error_line(&out);
+        assert!(line.contains(args[args.len() - 1]), "names what is wrong: {line}");
     }
     let out = run(command(&bin("peerd")).arg("frobnicate"), t);
     assert_exit(&out, 2, "peerd frobnicate");

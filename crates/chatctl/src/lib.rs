@@ -81,8 +81,13 @@ pub fn main_entry() -> ExitCode {
     completion::complete_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        // A usage error: one line, like every other error.
+        Err(err) if err.use_stderr() => {
+            output::note(&usage_error_line(&err.render().to_string()));
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
         Err(err) => {
-            // --help and --version come this way too, with status 0.
+            // --help and --version, on stdout, with status 0.
             let _ = err.print();
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
@@ -98,7 +103,63 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
+/// clap's rendering of a usage error (`error: …`, maybe a value list or a
+/// tip, `Usage: …`, `For more information…`, on several lines) as the one
+/// `error:` line SPEC asks of every error: the message, then the usage.
+fn usage_error_line(rendered: &str) -> String {
+    let mut parts = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage:") {
+            usage = Some(u.trim());
+        } else if !line.starts_with("For more information") {
+            parts.push(line);
+        }
+    }
+    let mut out = parts.join(" ");
+    if !out.starts_with("error:") {
+        out.insert_str(0, "error: ");
+    }
+    if let Some(usage) = usage {
+        out.push_str(&format!(" (usage: {usage}; see --help)"));
+    }
+    out
+}
+
 fn fail(err: &Error) -> ExitCode {
     output::note(&format!("error: {err}"));
     ExitCode::from(err.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn line_for(args: &[&str]) -> String {
+        let argv = std::iter::once("chatctl").chain(args.iter().copied());
+        let err = Cli::try_parse_from(argv).expect_err("a usage error");
+        assert!(err.use_stderr(), "{err}");
+        usage_error_line(&err.render().to_string())
+    }
+
+    #[test]
+    fn usage_errors_are_one_error_line_with_the_usage() {
+        let missing = line_for(&["send"]);
+        assert!(!missing.contains('\n'), "{missing}");
+        assert!(missing.starts_with("error: the following required arguments"), "{missing}");
+        assert!(
+            missing.contains("<TEXT>") && missing.contains("(usage: chatctl send"),
+            "{missing}"
+        );
+        let bad_value = line_for(&["send", "x", "--wait", "sometimes"]);
+        assert!(!bad_value.contains('\n'), "{bad_value}");
+        assert!(
+            bad_value.contains("'sometimes'") && bad_value.contains("delivered"),
+            "{bad_value}"
+        );
+        let unknown = line_for(&["frobnicate"]);
+        assert!(unknown.starts_with("error: unrecognized subcommand 'frobnicate'"), "{unknown}");
+    }
 }
