@@ -32,6 +32,7 @@ mod tui;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 
 pub use cli::{Cli, Command};
 pub use client::{Control, connect};
@@ -81,13 +82,17 @@ pub fn main_entry() -> ExitCode {
     completion::complete_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // A usage error: one line, like every other error.
-        Err(err) if err.use_stderr() => {
+        // A usage error: one line, like every other error. (A bare
+        // `chatctl` shows its help instead, on stderr, as clap does.)
+        Err(err)
+            if err.use_stderr()
+                && err.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
             output::note(&usage_error_line(&err.render().to_string()));
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
         Err(err) => {
-            // --help and --version, on stdout, with status 0.
+            // --help and --version (stdout, status 0), and a bare `chatctl`.
             let _ = err.print();
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
@@ -161,5 +166,11 @@ mod tests {
         );
         let unknown = line_for(&["frobnicate"]);
         assert!(unknown.starts_with("error: unrecognized subcommand 'frobnicate'"), "{unknown}");
+    }
+
+    #[test]
+    fn a_bare_chatctl_is_answered_with_its_help_not_folded() {
+        let err = Cli::try_parse_from(["chatctl"]).expect_err("no command");
+        assert_eq!(err.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
     }
 }
