@@ -11,7 +11,7 @@
 //! it. A torn last line (a crash mid-write) or any line that does not parse
 //! is skipped, so a damaged file never stops the daemon.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -387,8 +387,11 @@ pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(Id, bool)> {
 fn fold(reader: impl BufRead, keep: usize) -> std::io::Result<Vec<Entry>> {
     // The newest `keep` messages; `index` maps their ids to their number
     // among all messages read (`dropped` of which are gone from the front).
+    // `seen` has every id read: a message sent again after a lost link is
+    // not a new entry, even once its first line has left the window.
     let mut entries: VecDeque<Entry> = VecDeque::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut dropped = 0;
     for line in reader.split(b'\n') {
         let Ok(line) = serde_json::from_slice::<Line>(&line?) else {
@@ -396,10 +399,7 @@ fn fold(reader: impl BufRead, keep: usize) -> std::io::Result<Vec<Entry>> {
         };
         match line {
             Line::Message { id, dir, peer, text, at, seq, state } => {
-                if index.contains_key(&id) {
-                    continue;
-                }
-                if keep == 0 {
+                if keep == 0 || !seen.insert(id.clone()) {
                     continue;
                 }
                 if entries.len() == keep
@@ -617,7 +617,17 @@ mod tests {
         for (id, state) in [("a", MessageState::Delivered), ("c", MessageState::Displayed)] {
             write_line(&mut file, &Record::State { peer: bob.clone(), id: id.into(), state });
         }
-        // "c" again (a message sent again after a lost link) is not a new entry.
+        // "c" and "a" again (sent again after a lost link) are not new
+        // entries, even "a", whose first line has left a window of two.
+        write_line(
+            &mut file,
+            &Record::Message {
+                peer: bob.clone(),
+                direction: Direction::Out,
+                message: message("a", "a"),
+                state: MessageState::Sent,
+            },
+        );
         write_line(
             &mut file,
             &Record::Message {
