@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tokio::time::{Instant, Sleep};
@@ -54,6 +55,9 @@ pub(crate) struct Activity(Arc<Counts>);
 struct Counts {
     open: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// The reader's, told when the last stream ends so that it arms the
+    /// idle timer then (not only at its next read, which may never come).
+    reader: AtomicWaker,
 }
 
 impl Activity {
@@ -61,6 +65,7 @@ impl Activity {
         Activity(Arc::new(Counts {
             open: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            reader: AtomicWaker::new(),
         }))
     }
 
@@ -75,7 +80,10 @@ impl Activity {
         if self.0.open.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(*self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()))
+        let since = *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        // Again: a stream that opened meanwhile is not idle, whatever the
+        // stamp says (on a runtime with several threads).
+        (self.0.open.load(Ordering::Acquire) == 0).then_some(since)
     }
 }
 
@@ -88,7 +96,9 @@ impl Drop for StreamGuard {
         // The stamp first: a reader that sees no stream open also sees
         // when the last one ended.
         *self.0.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.0.0.open.fetch_sub(1, Ordering::AcqRel);
+        if self.0.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.0.reader.wake();
+        }
     }
 }
 
@@ -103,10 +113,20 @@ struct IdleLimit {
 impl IdleLimit {
     /// Ready (with the error to end the connection on) once the connection
     /// has carried no stream for the limit. Only looks at the clock while
-    /// no stream is open, so a conversation's reads pay one atomic load.
+    /// no stream is open; while one is, the reader's waker is left for the
+    /// last stream's guard, which wakes it to arm the timer.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let Some(since) = self.activity.idle_since() else {
-            return Poll::Pending;
+        let since = match self.activity.idle_since() {
+            Some(since) => since,
+            None => {
+                self.activity.0.reader.register(cx.waker());
+                // The last stream may have ended before the register: then
+                // nobody will wake us for it, so the timer is armed now.
+                match self.activity.idle_since() {
+                    Some(since) => since,
+                    None => return Poll::Pending,
+                }
+            }
         };
         let deadline = since + self.limit;
         if self.timer.deadline() != deadline {
@@ -148,7 +168,8 @@ impl Served {
 
     /// Ends the connection (its next read fails) once `activity` shows no
     /// stream for `limit`: a connection that holds a slot must be used.
-    /// The timer wakes the reader even if no byte ever comes.
+    /// The timer (armed while no stream is open, and when the last one
+    /// ends) wakes the reader even if no byte ever comes.
     pub(crate) fn closed_when_idle(mut self, activity: Activity, limit: Duration) -> Served {
         let timer = Box::pin(tokio::time::sleep(limit));
         self.idle = Some(IdleLimit { activity, limit, timer });
@@ -248,6 +269,27 @@ mod tests {
         let ended = Instant::now();
         assert!(timed_out(used.read(&mut buf).await));
         assert_eq!(ended.elapsed(), limit);
+    }
+
+    /// The last stream's end arms the timer of a read already waiting: no
+    /// byte, no other wake-up needed.
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_last_stream_starts_the_clock_of_a_waiting_read() {
+        let limit = Duration::from_secs(10);
+        let (a, _b) = UnixStream::pair().expect("socket pair");
+        let activity = Activity::new();
+        let mut served = Served::local(a).closed_when_idle(activity.clone(), limit);
+        let stream = activity.stream();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(stream);
+        });
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(6 * limit, served.read(&mut buf)).await;
+        let ended = read.expect("ended, not left waiting");
+        assert!(ended.is_err_and(|e| e.kind() == io::ErrorKind::TimedOut));
+        assert_eq!(started.elapsed(), Duration::from_secs(1) + limit);
     }
 
     #[tokio::test]
