@@ -93,14 +93,24 @@ impl Daemon {
         config: peerchat_peerd::Config,
         home: tempfile::TempDir,
     ) -> (Daemon, peerchat_peerd::Ready) {
-        let (name, socket) = (config.name.clone(), config.socket.clone());
+        let name = config.name.clone();
+        let (daemon, ready) = Daemon::launch(config, home).await;
+        assert!(ready.registered, "{name} registered: {:?}", ready.directory_error);
+        (daemon, ready)
+    }
+
+    /// Runs peerd with `config` until it is ready, registered or not.
+    async fn launch(
+        config: peerchat_peerd::Config,
+        home: tempfile::TempDir,
+    ) -> (Daemon, peerchat_peerd::Ready) {
+        let socket = config.socket.clone();
         let token = CancellationToken::new();
         let (ready, is_ready) = oneshot::channel();
         let done = tokio::spawn(peerchat_peerd::run(config, token.clone(), move |r| {
             let _ = ready.send(r);
         }));
         let ready = within("peerd starts", is_ready).await.expect("peerd is ready");
-        assert!(ready.registered, "{name} registered: {:?}", ready.directory_error);
         (Daemon { socket, token, done: Some(done), _home: home }, ready)
     }
 
@@ -444,14 +454,8 @@ async fn status_shows_the_advertised_address_while_the_directory_is_away() {
     let home = temp_dir();
     let advertise: SocketAddr = "127.0.0.9:4000".parse().expect("an address");
     let config = config(&away, "alice", Some(advertise), home.path());
-    let (socket, token) = (config.socket.clone(), CancellationToken::new());
-    let (ready, is_ready) = oneshot::channel();
-    let done = tokio::spawn(peerchat_peerd::run(config, token.clone(), move |r| {
-        let _ = ready.send(r);
-    }));
-    let ready = within("peerd starts", is_ready).await.expect("peerd is ready");
+    let (alice, ready) = Daemon::launch(config, home).await;
     assert!(!ready.registered && ready.directory_error.is_some(), "{ready:?}");
-    let alice = Daemon { socket, token, done: Some(done), _home: home };
     let status = alice.status().await;
     assert_eq!(status.directory_state, "unreachable");
     assert_eq!(status.advertise, advertise.to_string());

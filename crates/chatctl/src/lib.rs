@@ -82,18 +82,16 @@ pub fn main_entry() -> ExitCode {
     completion::complete_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // A usage error: one line, like every other error. (A bare
-        // `chatctl` shows its help instead, on stderr, as clap does.)
-        Err(err)
-            if err.use_stderr()
-                && err.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
-        {
-            output::note(&usage_error_line(&err.render().to_string()));
-            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
-        }
         Err(err) => {
-            // --help and --version (stdout, status 0), and a bare `chatctl`.
-            let _ = err.print();
+            // A usage error: one line, like every other error. --help and
+            // --version (stdout, status 0) and a bare `chatctl` (its help,
+            // on stderr) are printed as clap prints them.
+            if err.use_stderr() && err.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                output::note(&usage_error_line(&err.render().to_string()));
+            } else {
+                let _ = err.print();
+            }
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
     };

@@ -386,29 +386,28 @@ pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(Id, bool)> {
 /// applied to the message they name.
 fn fold(reader: impl BufRead, keep: usize) -> std::io::Result<Vec<Entry>> {
     // The newest `keep` messages; `index` maps their ids to their number
-    // among all messages read (`dropped` of which are gone from the front).
-    // `seen` has every id read: a message sent again after a lost link is
-    // not a new entry, even once its first line has left the window.
+    // among all messages read, `gone` holds the ids that left the window
+    // from the front (so `gone.len()` of them): a message sent again after
+    // a lost link is not a new entry, even once its first line has left.
     let mut entries: VecDeque<Entry> = VecDeque::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut dropped = 0;
+    let mut gone: HashSet<String> = HashSet::new();
     for line in reader.split(b'\n') {
         let Ok(line) = serde_json::from_slice::<Line>(&line?) else {
             continue;
         };
         match line {
             Line::Message { id, dir, peer, text, at, seq, state } => {
-                if keep == 0 || !seen.insert(id.clone()) {
+                if keep == 0 || index.contains_key(&id) || gone.contains(&id) {
                     continue;
                 }
                 if entries.len() == keep
                     && let Some(old) = entries.pop_front()
                 {
                     index.remove(&old.id);
-                    dropped += 1;
+                    gone.insert(old.id);
                 }
-                index.insert(id.clone(), dropped + entries.len());
+                index.insert(id.clone(), gone.len() + entries.len());
                 entries.push_back(Entry {
                     id,
                     direction: match dir {
@@ -424,7 +423,7 @@ fn fold(reader: impl BufRead, keep: usize) -> std::io::Result<Vec<Entry>> {
             }
             Line::State { id, state } => {
                 if let Some(e) =
-                    index.get(&id).and_then(|&n| entries.get_mut(n.checked_sub(dropped)?))
+                    index.get(&id).and_then(|&n| entries.get_mut(n.checked_sub(gone.len())?))
                 {
                     e.state = upgrade(e.state, state.into());
                 }

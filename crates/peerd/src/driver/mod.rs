@@ -545,8 +545,7 @@ impl Driver {
         // cost a file read per dial. (`take_offer` checks again: a block
         // or a shutdown may come while the history is read.)
         if self.turns_down(&offer.peer) {
-            let busy = Answer::Refused(AcceptError::Busy { me: self.session.me().clone() });
-            let _ = offer.reply.send(busy);
+            let _ = offer.reply.send(self.busy());
             return;
         }
         match self.read_seen(&offer.peer) {
@@ -563,11 +562,15 @@ impl Driver {
         self.shutting_down || self.gate.blocked.contains(peer)
     }
 
+    /// What a dialer hears when we are busy (or pretend to be).
+    fn busy(&self) -> Answer {
+        Answer::Refused(AcceptError::Busy { me: self.session.me().clone() })
+    }
+
     fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
         let Offer { peer, link, known, pin, reply } = offer;
-        let busy = || Answer::Refused(AcceptError::Busy { me: self.session.me().clone() });
         if self.turns_down(&peer) {
-            let _ = reply.send(busy());
+            let _ = reply.send(self.busy());
             return;
         }
         // Only a new conversation is asked about: a peer we are talking to
