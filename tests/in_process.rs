@@ -50,6 +50,7 @@ async fn directory() -> Directory {
         listen: "127.0.0.1:0".parse().expect("an address"),
         ttl: Duration::from_secs(30),
         max_connections: 256,
+        max_connections_per_source: 256,
         data_dir: None,
         register_rate: 10_000,
         list_rate: 10_000,

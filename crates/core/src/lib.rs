@@ -12,6 +12,8 @@
 //! - [`session`]: the conversation state machine (connect, duplex messages,
 //!   receipts, goodbye, link loss) with its outbox and inbox.
 //! - [`timeouts`]: the timeouts peerd and chatctl must agree on.
+//! - [`source`]: who counts as one source in every per-host limit, and a
+//!   count of what each source holds.
 
 pub mod config_file;
 pub mod identity;
@@ -20,6 +22,7 @@ pub mod lease;
 pub mod name;
 pub mod paths;
 pub mod session;
+pub mod source;
 pub mod text;
 pub mod timeouts;
 

@@ -88,7 +88,8 @@ pub struct Serve {
     )]
     pub list_rate: u32,
 
-    /// Live registrations per source IP (IPv6: per /64) at most.
+    /// Live registrations per source IP (IPv6: per /64) at most, and as
+    /// many presence watchers (WatchPeers streams).
     #[arg(
         long,
         env = "PEERCHAT_MAX_PER_SOURCE",
@@ -97,6 +98,17 @@ pub struct Serve {
         value_parser = clap::value_parser!(u64).range(1..=1_000_000),
     )]
     pub max_per_source: u64,
+
+    /// Open connections per source IP (IPv6: per /64) at most; further ones
+    /// from it are closed at once. All sources together share 16,384.
+    #[arg(
+        long,
+        env = "PEERCHAT_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 1_024,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000),
+    )]
+    pub max_connections_per_source: u64,
 
     /// Where the directory's state lives: `memory` (this process alone;
     /// bindings in --data-dir), or a Redis Cluster by its seed nodes,
@@ -196,6 +208,8 @@ impl Cli {
             register_rate: serve.register_rate,
             list_rate: serve.list_rate,
             max_per_source: usize::try_from(serve.max_per_source).unwrap_or(usize::MAX),
+            max_connections_per_source: usize::try_from(serve.max_connections_per_source)
+                .unwrap_or(usize::MAX),
             store: serve.store.clone(),
             ..Config::default()
         }
@@ -231,12 +245,26 @@ mod tests {
             "7",
             "--max-per-source",
             "3",
+            "--max-connections-per-source",
+            "9",
         ])
         .unwrap();
         let config = cli.config();
         assert_eq!(config.data_dir, Some(PathBuf::from("/srv/dir")));
         assert_eq!((config.register_rate, config.list_rate, config.max_per_source), (5, 7, 3));
-        for zero in ["--register-rate", "--list-rate", "--max-per-source", "--threads"] {
+        assert_eq!(config.max_connections_per_source, 9);
+        let defaults = Cli::try_parse_from(["directoryd"]).unwrap().config();
+        assert_eq!(
+            defaults.max_connections_per_source,
+            Config::default().max_connections_per_source
+        );
+        for zero in [
+            "--register-rate",
+            "--list-rate",
+            "--max-per-source",
+            "--max-connections-per-source",
+            "--threads",
+        ] {
             assert!(Cli::try_parse_from(["directoryd", zero, "0"]).is_err(), "{zero}");
         }
     }

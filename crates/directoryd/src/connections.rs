@@ -2,7 +2,10 @@
 //! kernel's backlog instead of costing the process a task and buffers each.
 //!
 //! An accept task holds one semaphore permit per open connection; the permit
-//! travels with the socket and is returned when hyper drops it.
+//! travels with the socket and is returned when hyper drops it. One source
+//! (an IPv4 address or an IPv6 /64) may hold only a share of them: a
+//! connection over its source's share is closed at once, so that one host
+//! cannot take every slot and leave the directory to nobody else.
 //!
 //! Plaintext gRPC and TLS share one port, so that `http://` URLs (the
 //! default, `grpcurl -plaintext`) keep working while `https://` clients can
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use peerchat_core::source::{PerSource, Source, SourceSlot};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,7 +59,7 @@ pub(crate) struct Counted {
     stream: Stream,
     /// Whether the last write yielded instead (see [`Counted::coalesce`]).
     yielded: bool,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, SourceSlot),
 }
 
 impl Counted {
@@ -89,15 +93,25 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// How many connections may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ceiling {
+    /// In all; further clients wait in the listen backlog.
+    pub(crate) total: usize,
+    /// From one source; further ones from it are closed at once.
+    pub(crate) per_source: usize,
+}
+
 /// Spawns the accept loop; the returned stream ends when `shutdown` fires.
 pub(crate) fn accept(
     listener: TcpListener,
-    max_connections: usize,
+    ceiling: Ceiling,
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Counted>> {
     let (tx, rx) = mpsc::channel(1);
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(ceiling.total.max(1)));
+    let sources = PerSource::new(ceiling.per_source.max(1));
     let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
@@ -114,6 +128,12 @@ pub(crate) fn accept(
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let Some(source) = sources.try_take(Source::of(Some(peer))) else {
+                        // Dropping the socket closes it: the client sees the
+                        // connection end before anything was said.
+                        tracing::debug!(%peer, "too many connections from this source; closing");
+                        continue;
+                    };
                     tracing::trace!(%peer, "connection accepted");
                     // Small unary RPCs: waiting to coalesce writes only adds latency.
                     if let Err(err) = stream.set_nodelay(true) {
@@ -129,7 +149,11 @@ pub(crate) fn accept(
                             Ok(stream) => {
                                 // Fails only when tonic stopped taking connections.
                                 let _ = tx
-                                    .send(Ok(Counted { stream, yielded: false, _permit: permit }))
+                                    .send(Ok(Counted {
+                                        stream,
+                                        yielded: false,
+                                        _slots: (permit, source),
+                                    }))
                                     .await;
                             }
                             Err(why) => tracing::debug!(%peer, %why, "connection dropped"),

@@ -93,6 +93,7 @@ use crate::store::memory::MemoryStore;
 pub use crate::store::redis::{RedisError, RedisOptions};
 use crate::tls::DirectoryKey;
 pub use crate::tls::KeyError;
+use crate::watch::Watchers;
 
 /// Locks one part of the state. A panic while holding a lock cannot leave a
 /// map half-updated in a way that matters more than refusing all service,
@@ -122,6 +123,9 @@ pub struct Config {
     pub ttl: Duration,
     /// Open connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections from one source address (IPv6: one /64) at most;
+    /// further ones from it are closed at once.
+    pub max_connections_per_source: usize,
     /// Where the name → key bindings and the directory key live (created
     /// 0700). `None`: in memory, for this run only.
     pub data_dir: Option<PathBuf>,
@@ -129,7 +133,8 @@ pub struct Config {
     pub register_rate: u32,
     /// List + Lookup calls a second per source (bursts of twice).
     pub list_rate: u32,
-    /// Live registrations per source address at most.
+    /// Live registrations per source address at most, and as many
+    /// presence watchers (`WatchPeers`), one for each peer it may register.
     pub max_per_source: usize,
     /// Where the directory's state lives.
     pub store: StoreConfig,
@@ -153,6 +158,9 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 7300)),
             ttl: DEFAULT_TTL,
             max_connections: 16_384,
+            // A sixteenth of the whole: one host cannot take them all, and
+            // a NAT with a thousand peerchat users behind it still fits.
+            max_connections_per_source: 1_024,
             data_dir: None,
             register_rate: 20,
             list_rate: 100,
@@ -294,7 +302,8 @@ pub async fn run(
     });
     tokio::spawn(reaper::run(store.clone(), limits.clone(), stop.clone()));
 
-    let service = DirectoryService::new(store, limits, config.ttl, stop.clone());
+    let watchers = Watchers::new(watch::MAX_WATCHERS, config.max_per_source, stop.clone());
+    let service = DirectoryService::new(store, limits, watchers, config.ttl);
     let directory = pb::directory_server::DirectoryServer::new(service)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -309,7 +318,11 @@ pub async fn run(
         .build_v1alpha()?
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
-    let incoming = connections::accept(listener, config.max_connections, tls, stop.clone());
+    let ceiling = connections::Ceiling {
+        total: config.max_connections,
+        per_source: config.max_connections_per_source,
+    };
+    let incoming = connections::accept(listener, ceiling, tls, stop.clone());
     let serve = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -330,6 +343,7 @@ pub async fn run(
         register_rate = config.register_rate,
         list_rate = config.list_rate,
         max_per_source = config.max_per_source,
+        max_connections_per_source = config.max_connections_per_source,
         store = config.store.describe(),
         "directory serving"
     );

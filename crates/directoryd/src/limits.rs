@@ -1,5 +1,6 @@
 //! Abuse limits per source address: token buckets that cap how fast one
-//! source may call, and the [`Source`] that requests are counted against.
+//! [`Source`] (an IPv4 address or an IPv6 /64, as the peer port counts
+//! them too) may call.
 //!
 //! Pure arithmetic, no clock: `now` is passed in, so refill and burst are
 //! tested deterministically. The service keeps one [`RateLimiter`] for
@@ -9,53 +10,14 @@
 //! ceiling on top.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
+
+pub(crate) use peerchat_core::source::Source;
 
 /// Sources tracked at once per limiter. Beyond it a new source is refused
 /// until the reaper has dropped idle buckets: memory stays bounded even
 /// under a flood from a huge number of addresses.
 pub(crate) const MAX_SOURCES: usize = 65_536;
-
-/// Where requests come from, as far as limits are concerned.
-///
-/// IPv6 addresses count by their /64: one host is usually given a whole /64
-/// and could otherwise dodge every per-address limit by changing address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Source {
-    V4([u8; 4]),
-    /// The upper 64 bits of the address.
-    V6Net(u64),
-    /// No peer address (not on TCP): all such requests share one budget.
-    Unknown,
-}
-
-impl Source {
-    pub(crate) fn of(remote: Option<SocketAddr>) -> Source {
-        let Some(remote) = remote else {
-            return Source::Unknown;
-        };
-        match remote.ip() {
-            IpAddr::V4(v4) => Source::V4(v4.octets()),
-            // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Source::V4(v4.octets()),
-                None => Source::V6Net((u128::from(v6) >> 64) as u64),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Source::V4(octets) => write!(f, "{}", IpAddr::from(octets)),
-            Source::V6Net(net) => write!(f, "{}/64", Ipv6Addr::from(u128::from(net) << 64)),
-            Source::Unknown => f.write_str("an unknown address"),
-        }
-    }
-}
 
 /// A sustained rate with a burst of twice that, so that a peer starting up
 /// (Challenge then Register, maybe twice) never waits.
@@ -245,15 +207,5 @@ mod tests {
         assert_eq!(limiter.sweep(t0 + Duration::from_secs(1)), 2);
         assert_eq!(limiter.len(), 0);
         limiter.check(src("10.0.0.3:1"), t0 + Duration::from_secs(1)).unwrap();
-    }
-
-    #[test]
-    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
-        assert_eq!(src("[2001:db8:1:2::1]:5"), src("[2001:db8:1:2:ffff::9]:6"));
-        assert_ne!(src("[2001:db8:1:2::1]:5"), src("[2001:db8:1:3::1]:5"));
-        assert_eq!(src("[2001:db8:1:2::1]:5").to_string(), "2001:db8:1:2::/64");
-        assert_eq!(src("[::ffff:10.0.0.1]:5"), src("10.0.0.1:9"));
-        assert_eq!(src("10.0.0.1:9").to_string(), "10.0.0.1");
-        assert_eq!(Source::of(None).to_string(), "an unknown address");
     }
 }

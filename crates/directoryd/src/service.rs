@@ -11,7 +11,6 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::identity::NONCE_LEN;
 use ring::rand::{SecureRandom as _, SystemRandom};
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::limits::{Limited, RateLimiter, Source};
@@ -51,14 +50,12 @@ pub(crate) struct DirectoryService {
 }
 
 impl DirectoryService {
-    /// `stop` ends every presence watcher's stream.
     pub(crate) fn new(
         store: Arc<dyn Store>,
         limits: Arc<Limits>,
+        watchers: Watchers,
         ttl: Duration,
-        stop: CancellationToken,
     ) -> DirectoryService {
-        let watchers = Watchers::new(watch::MAX_WATCHERS, stop);
         DirectoryService { store, limits, watchers, ttl, rng: SystemRandom::new() }
     }
 
@@ -192,8 +189,9 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::WatchPeersRequest>,
     ) -> Result<Response<Self::WatchPeersStream>, Status> {
-        charge(&self.limits.list, Source::of(request.remote_addr()))?;
-        Ok(Response::new(self.watchers.start(self.store.clone())?))
+        let source = Source::of(request.remote_addr());
+        charge(&self.limits.list, source)?;
+        Ok(Response::new(self.watchers.start(self.store.clone(), source)?))
     }
 }
 

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use peerchat::v1 as pb;
+use peerchat_core::source::{PerSource, Source, SourceSlot};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,22 +38,41 @@ const BUFFER: usize = 256;
 /// The stream a `WatchPeers` call answers with.
 pub(crate) type PeerEvents = Pin<Box<dyn Stream<Item = Result<pb::PeerEvent, Status>> + Send>>;
 
-/// The watchers of one directory: their bound, and the shutdown that ends
-/// them (so that a graceful stop does not wait for every watcher to hang
-/// up).
+/// The watchers of one directory: their bound, in all and per source, and
+/// the shutdown that ends them (so that a graceful stop does not wait for
+/// every watcher to hang up).
 #[derive(Debug, Clone)]
 pub(crate) struct Watchers {
     permits: Arc<Semaphore>,
+    /// A source may watch as often as it may register: one watcher per
+    /// peer. Without it one host could hold every watcher slot (a watcher
+    /// that never reads still holds its own).
+    per_source: PerSource,
     stop: CancellationToken,
 }
 
 impl Watchers {
-    pub(crate) fn new(max: usize, stop: CancellationToken) -> Watchers {
-        Watchers { permits: Arc::new(Semaphore::new(max)), stop }
+    pub(crate) fn new(max: usize, per_source: usize, stop: CancellationToken) -> Watchers {
+        Watchers {
+            permits: Arc::new(Semaphore::new(max)),
+            per_source: PerSource::new(per_source),
+            stop,
+        }
     }
 
-    /// Starts feeding a new watcher, or refuses when there are too many.
-    pub(crate) fn start(&self, store: Arc<dyn Store>) -> Result<PeerEvents, Status> {
+    /// Starts feeding a new watcher from `source`, or refuses when there
+    /// are too many, from it or in all.
+    pub(crate) fn start(
+        &self,
+        store: Arc<dyn Store>,
+        source: Source,
+    ) -> Result<PeerEvents, Status> {
+        let mine = self.per_source.try_take(source).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "too many presence watchers from {source}: at most {}",
+                self.per_source.max()
+            ))
+        })?;
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted("too many presence watchers on this directory; try later")
         })?;
@@ -61,7 +81,7 @@ impl Watchers {
         tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = feed(store, tx, permit) => {}
+                () = feed(store, tx, (permit, mine)) => {}
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -76,11 +96,11 @@ enum Stop {
     Failed(Status),
 }
 
-/// Feeds one watcher until it goes away; holds `_permit` that long.
+/// Feeds one watcher until it goes away; holds `_slots` that long.
 async fn feed(
     store: Arc<dyn Store>,
     tx: mpsc::Sender<Result<pb::PeerEvent, Status>>,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, SourceSlot),
 ) {
     loop {
         let changes = store.changes();

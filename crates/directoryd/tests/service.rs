@@ -719,6 +719,96 @@ async fn registrations_per_source_are_capped_and_listing_is_rate_limited() -> Te
     Ok(())
 }
 
+/// A fresh plaintext client from 127.0.0.1 whose List is answered, trying
+/// again (at most 5 s) while the directory has not yet noticed a closed
+/// connection and given its slot back.
+async fn client_once_a_slot_is_free(addr: SocketAddr) -> DirectoryClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let attempt = async {
+            let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+            let mut client = DirectoryClient::new(channel);
+            client.list(pb::ListRequest::default()).await?;
+            Ok::<_, Box<dyn std::error::Error>>(client)
+        };
+        match attempt.await {
+            Ok(client) => return client,
+            Err(err) => assert!(Instant::now() < deadline, "no slot came back: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_per_source_are_capped_and_other_sources_still_connect() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let config =
+        Config { max_connections_per_source: 3, ..config(Duration::from_secs(15), data.path()) };
+    let dir = Directory::start_with(config).await;
+    // 127.0.0.1 holds three: a client that has been answered, two silent.
+    let mut client = dir.client().await;
+    client.list(pb::ListRequest::default()).await?;
+    let silent = [TcpStream::connect(dir.addr).await?, TcpStream::connect(dir.addr).await?];
+
+    // A fourth from it is closed at once, not after the 5 s a silent
+    // connection is given, and nothing is said on it.
+    let mut over = TcpStream::connect(dir.addr).await?;
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), over.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "a fourth connection from one source was kept open");
+    assert!(sink.is_empty(), "something was sent on it: {sink:?}");
+
+    // Another source connects; the connections held are still served.
+    let mut neighbour = dir.client_from("127.0.0.2").await;
+    neighbour.list(pb::ListRequest::default()).await?;
+    client.list(pb::ListRequest::default()).await?;
+
+    // Slots come back when connections close.
+    drop(silent);
+    let mut again = client_once_a_slot_is_free(dir.addr).await;
+    again.list(pb::ListRequest::default()).await?;
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn presence_watchers_per_source_are_capped_like_registrations() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let config = Config { max_per_source: 2, ..config(Duration::from_secs(15), data.path()) };
+    let dir = Directory::start_with(config).await;
+    let mut client = dir.client().await;
+    let watch = pb::WatchPeersRequest {};
+    let mut first = client.watch_peers(watch).await?.into_inner();
+    let begin = first.message().await?.expect("a snapshot");
+    assert_eq!(begin.kind(), pb::peer_event::Kind::SnapshotBegin);
+    let _second = client.watch_peers(watch).await?.into_inner();
+    assert_status(
+        client.watch_peers(watch).await,
+        Code::ResourceExhausted,
+        "too many presence watchers from 127.0.0.1: at most 2",
+    );
+    // Another source has its own allowance.
+    let mut neighbour = dir.client_from("127.0.0.2").await;
+    neighbour.watch_peers(watch).await?;
+
+    // A watcher that goes away gives its slot back (its feed notices the
+    // stream is gone), at most 5 s later.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let _third = loop {
+        match client.watch_peers(watch).await {
+            Ok(stream) => break stream,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(Instant::now() < deadline, "the slot never came back: {status}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
+    dir.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn run_returns_when_cancelled_even_with_an_open_health_watch() -> TestResult {
     let data = tempfile::tempdir()?;

@@ -17,13 +17,13 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::identity::fingerprint;
 use peerchat_core::session::AcceptError;
+use peerchat_core::source::{PerSource, Source};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::duplex::Link;
-use super::per_source::PerSource;
 use super::refusal::{Reason, Refusal};
 use super::{
     HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, PROTOCOL_VERSION,
@@ -217,7 +217,9 @@ impl pb::chat_server::Chat for ChatService {
         let full =
             || Refusal::new(Reason::TooManyDials, "too many dials in progress; try again shortly");
         let _source_slot = match remote {
-            Some(addr) => Some(self.pending_per_source.try_take(addr.ip()).ok_or_else(full)?),
+            Some(addr) => {
+                Some(self.pending_per_source.try_take(Source::of_ip(addr.ip())).ok_or_else(full)?)
+            }
             None => None,
         };
         let _slot = self.pending.clone().try_acquire_owned().map_err(|_| full())?;

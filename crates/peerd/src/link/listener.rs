@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use peerchat_core::source::{PerSource, Source, SourceSlot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -16,7 +17,6 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::per_source::{PerSource, SourceSlot};
 use super::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT};
 use crate::served::{Activity, ConnInfo, Incoming, Served};
 use crate::tls::certificate_key;
@@ -62,7 +62,7 @@ pub(crate) fn connections(
                     continue;
                 }
             };
-            let Some(source) = sources.try_take(from.ip()) else {
+            let Some(source) = sources.try_take(Source::of_ip(from.ip())) else {
                 tracing::debug!(%from, "too many connections from this address; closing this one");
                 continue;
             };

@@ -20,7 +20,6 @@ pub(crate) mod dial;
 pub(crate) mod duplex;
 pub(crate) mod frames;
 pub(crate) mod listener;
-pub(crate) mod per_source;
 pub(crate) mod refusal;
 
 use std::time::Duration;
