@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use peerchat_core::Name;
 
@@ -46,7 +47,7 @@ pub(crate) fn lock(data_dir: &Path, name: &Name) -> Result<DataDirLock, Error> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let holder = holder(&mut file);
+            let holder = holder_once_noted(&mut file);
             return Err(match &holder {
                 Some(h) if h.name.eq_ignore_ascii_case(name.as_str()) => Error::TakenHere {
                     name: name.to_string(),
@@ -70,6 +71,26 @@ pub(crate) fn lock(data_dir: &Path, name: &Name) -> Result<DataDirLock, Error> {
         .and_then(|()| file.write_all(note.as_bytes()))
         .map_err(|e| io("writing the data dir's lock", e))?;
     Ok(DataDirLock { _file: file })
+}
+
+/// How long a refused daemon waits for the holder's note. The holder
+/// writes it just after taking the lock, so an empty note means two starts
+/// at the same moment; without the wait the second would say "in use by
+/// another peerd" where it should say `taken`.
+const NOTE_WAIT: Duration = Duration::from_millis(500);
+const NOTE_POLL: Duration = Duration::from_millis(5);
+
+/// The holder, once its note is readable, or `None` if it stays
+/// unreadable for [`NOTE_WAIT`] (a holder that never wrote one).
+fn holder_once_noted(file: &mut File) -> Option<Holder> {
+    let deadline = Instant::now() + NOTE_WAIT;
+    loop {
+        let found = holder(file);
+        if found.is_some() || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(NOTE_POLL);
+    }
 }
 
 /// Who the lock file says holds it.
@@ -127,6 +148,25 @@ mod tests {
         drop(first);
         let again = lock(dir.path(), &name("bob")).expect("free again");
         drop(again);
+    }
+
+    #[test]
+    fn a_start_racing_the_holders_note_still_says_taken() {
+        let dir = tmp();
+        // A holder that has the lock but has not written its note yet.
+        let path = dir.path().join(LOCK_FILE);
+        let held = File::create(&path).expect("create");
+        held.try_lock().expect("lock");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            (&held).write_all(b"alice 4242\n").expect("note");
+            held
+        });
+        match lock(dir.path(), &name("alice")) {
+            Err(Error::TakenHere { pid, .. }) => assert_eq!(pid, 4242),
+            other => panic!("a start racing the note: {other:?}"),
+        }
+        drop(writer.join().expect("the writer"));
     }
 
     #[test]
