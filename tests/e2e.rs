@@ -957,6 +957,31 @@ fn chat_with_piped_stdin_sends_each_line() {
     wb.wait_for("hello", EVENT_TIMEOUT, ev::message("alice", "hello"));
 }
 
+/// `/disconnect` in `chat --json` shows the end at once, once, with the
+/// daemon's reason (not an empty one), and the daemon's own event is not
+/// printed a second time.
+#[test]
+fn chat_json_disconnect_shows_the_daemons_reason_once() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    let mut wb = bob.watch();
+
+    let out =
+        alice.ctl_with_input(&["--json", "chat", "bob"], b"hi\n/disconnect\n/quit\n".to_vec());
+    assert_exit(&out, 0, "chatctl --json chat bob");
+    wb.wait_for("disconnected alice", EVENT_TIMEOUT, ev::disconnected("alice"));
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let ends: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .filter(|event: &Value| event["event"] == "disconnected")
+        .collect();
+    assert_eq!(ends.len(), 1, "one disconnected event:\n{stdout}");
+    assert_eq!(ends[0]["peer"], "bob");
+    assert_eq!(ends[0]["reason"], "you ended the conversation", "{stdout}");
+}
+
 #[test]
 fn directory_serves_grpc_health() {
     use tonic_health::pb::health_check_response::ServingStatus;

@@ -299,7 +299,13 @@ async fn disconnect_cancels_a_dial_in_progress() {
     alice.wait_phase("connecting").await;
     let mut c = alice.control().await;
     let ended = c.close_conversation(pb::CloseConversationRequest {}).await.expect("disconnect");
-    assert_eq!(ended.into_inner().peer, "bob");
+    let ended = ended.into_inner();
+    assert_eq!(ended.peer, "bob");
+    assert!(
+        matches!(ended.ended, Some(pb::close_conversation_response::Ended::DialCancelled(_))),
+        "a dial was cancelled, no conversation ended: {:?}",
+        ended.ended
+    );
     let answered = within("the connect's answer", dialing).await.expect("the task");
     let err = answered.expect_err("the dial was cancelled");
     assert_eq!(err.code(), Code::Aborted, "{err:?}");

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Local;
+use pb::close_conversation_response::Ended;
 use pb::event::Kind;
 use peerchat::v1 as pb;
 use peerchat_core::{Name, check_text};
@@ -315,17 +316,28 @@ impl Chat {
         self.announce_connected(peer)
     }
 
+    /// Shows the end at once, with the daemon's reason, before whatever is
+    /// typed next; the daemon's own `disconnected` event is then not
+    /// repeated. A cancelled dial has no such event to wait for.
     async fn disconnect(&mut self) -> Result<(), Error> {
-        let peer = disconnect::close(&mut self.client).await?;
+        let ended = disconnect::close(&mut self.client).await?;
+        let (reason, event_follows) = match ended.ended {
+            Some(Ended::ConversationReason(reason)) => (reason, true),
+            Some(Ended::DialCancelled(_)) => {
+                ("you cancelled the connection attempt".to_owned(), false)
+            }
+            // A daemon that does not say (older than this chatctl).
+            None => (String::new(), true),
+        };
+        let peer = ended.peer;
         let event = pb::Event {
-            kind: Some(Kind::Disconnected(pb::DisconnectedEvent {
-                peer: peer.clone(),
-                reason: String::new(),
-            })),
+            kind: Some(Kind::Disconnected(pb::DisconnectedEvent { peer: peer.clone(), reason })),
         };
         self.announced_connect = None;
         self.print_event(&event)?;
-        self.announced_disconnect = Some(peer);
+        if event_follows {
+            self.announced_disconnect = Some(peer);
+        }
         Ok(())
     }
 

@@ -10,14 +10,12 @@ use crate::{format, output};
 
 pub(crate) async fn run(socket: &Path, json: bool) -> Result<(), Error> {
     let mut client = client::connect(socket).await?;
-    let peer = close(&mut client).await?;
+    let peer = close(&mut client).await?.peer;
     output::either(json, || format::peer_json(&peer), || format!("disconnected from {peer}"))
 }
 
-/// Ends the current conversation; returns the peer it was with.
-pub(crate) async fn close(client: &mut Control) -> Result<String, Error> {
+/// Ends the current conversation (or dial); says with whom, and what ended.
+pub(crate) async fn close(client: &mut Control) -> Result<pb::CloseConversationResponse, Error> {
     let request = pb::CloseConversationRequest {};
-    let response =
-        client::call("disconnect", ANSWER_TIMEOUT, client.close_conversation(request)).await?;
-    Ok(response.peer)
+    client::call("disconnect", ANSWER_TIMEOUT, client.close_conversation(request)).await
 }

@@ -253,7 +253,7 @@ impl pb::control_server::Control for ControlService {
         &self,
         _: Request<pb::CloseConversationRequest>,
     ) -> Result<Response<pb::CloseConversationResponse>, Status> {
-        let peer = self
+        let ended = self
             .ask(|reply| api::Request::Disconnect { reply })
             .await?
             .map_err(ControlError::from)?;
@@ -267,7 +267,16 @@ impl pb::control_server::Control for ControlService {
             )
             .await;
         }
-        Ok(Response::new(pb::CloseConversationResponse { peer: peer.to_string() }))
+        let peer = ended.peer().to_string();
+        let ended = match ended {
+            api::Ended::Conversation { reason, .. } => {
+                pb::close_conversation_response::Ended::ConversationReason(reason)
+            }
+            api::Ended::Dial { .. } => {
+                pb::close_conversation_response::Ended::DialCancelled(pb::DialCancelled {})
+            }
+        };
+        Ok(Response::new(pb::CloseConversationResponse { peer, ended: Some(ended) }))
     }
 
     async fn watch(

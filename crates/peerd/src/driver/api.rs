@@ -28,6 +28,24 @@ pub(crate) enum Wait {
     Displayed,
 }
 
+/// What a `disconnect` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// A conversation; its `disconnected` event says `reason`.
+    Conversation { peer: Name, reason: String },
+    /// A dial still in progress; no conversation had begun, so no
+    /// `disconnected` event follows (the dial's `connect` says cancelled).
+    Dial { peer: Name },
+}
+
+impl Ended {
+    pub(crate) fn peer(&self) -> &Name {
+        match self {
+            Ended::Conversation { peer, .. } | Ended::Dial { peer } => peer,
+        }
+    }
+}
+
 /// The state `status` reports.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionStatus {
@@ -125,7 +143,7 @@ pub(crate) enum Request {
         notes: StreamTx,
     },
     Disconnect {
-        reply: oneshot::Sender<Result<Name, DisconnectError>>,
+        reply: oneshot::Sender<Result<Ended, DisconnectError>>,
     },
     Status {
         reply: oneshot::Sender<SessionStatus>,

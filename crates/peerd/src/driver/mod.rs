@@ -44,8 +44,8 @@ use crate::link::callee::{Answer, Declined, KeyPin, Offer};
 use crate::link::dial::{Dial, DialResult, OnAsked};
 use crate::link::duplex::{Link, SendFailed};
 use api::{
-    Blocking, ConnectFailed, ConsentFailed, EventRx, Outcome, PingReply, Request, SessionStatus,
-    StreamNote, StreamSend, StreamTx, Undelivered, Wait, wire_state,
+    Blocking, ConnectFailed, ConsentFailed, Ended, EventRx, Outcome, PingReply, Request,
+    SessionStatus, StreamNote, StreamSend, StreamTx, Undelivered, Wait, wire_state,
 };
 
 /// Offers of inbound links queued towards the driver at most (the callee
@@ -186,7 +186,7 @@ pub(crate) struct Driver {
     dialing: HashMap<LinkId, AbortHandle>,
     watchers: Vec<Watcher>,
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ConnectFailed>>)>,
-    pending_disconnect: Vec<oneshot::Sender<Result<Name, DisconnectError>>>,
+    pending_disconnect: Vec<oneshot::Sender<Result<Ended, DisconnectError>>>,
     /// Sends waiting for a receipt: id → handed to the link when, what,
     /// who asked.
     waiters: OwnIdMap<(Instant, Wait, Asker)>,
@@ -404,22 +404,26 @@ impl Driver {
                 }
                 let _ = notes.send(StreamNote::Accepted { results });
             }
-            Request::Disconnect { reply } => match self.session.disconnect(now.at) {
-                Ok(peer) => {
-                    if self.session.phase() == Phase::Idle {
+            Request::Disconnect { reply } => {
+                let dialing = self.session.phase() == Phase::Connecting;
+                match self.session.disconnect(now.at) {
+                    Ok(peer) if dialing => {
                         // A dial was cancelled: nothing to wait for.
                         if let Some((_, tx)) = self.pending_connect.take() {
                             let _ = tx.send(Err(ConnectFailed::Cancelled { peer: peer.clone() }));
                         }
-                        let _ = reply.send(Ok(peer));
-                    } else {
-                        self.pending_disconnect.push(reply);
+                        let _ = reply.send(Ok(Ended::Dial { peer }));
+                    }
+                    // Answered by the `disconnected` event, with its reason:
+                    // at once when the conversation was reconnecting (the
+                    // event is among the actions just queued), else after
+                    // the goodbye.
+                    Ok(_) => self.pending_disconnect.push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Request::Status { reply } => {
                 let _ = reply.send(SessionStatus {
                     peer: self.session.peer().cloned(),
@@ -916,7 +920,10 @@ impl Driver {
             Event::Resumed { peer } => tracing::info!(%peer, "conversation resumed"),
             Event::Disconnected { peer, reason } => {
                 for tx in self.pending_disconnect.drain(..) {
-                    let _ = tx.send(Ok(peer.clone()));
+                    let _ = tx.send(Ok(Ended::Conversation {
+                        peer: peer.clone(),
+                        reason: reason.clone(),
+                    }));
                 }
                 // Waiting for `displayed` of a delivered message: the
                 // receipt can no longer come.

@@ -242,8 +242,9 @@ async fn two_drivers_talk_and_receipts_answer_the_waits() {
     // Delivered, never shown: its `--wait displayed` learns just that.
     let (unseen, never_shown) = alice.send("unseen", Wait::Displayed).await;
     assert_eq!(next_message(&mut bob_sees).await.0, unseen.to_string());
-    let peer = alice.ask(|reply| Request::Disconnect { reply }).await.expect("disconnected");
-    assert_eq!(peer, name("bob"));
+    let ended = alice.ask(|reply| Request::Disconnect { reply }).await.expect("disconnected");
+    let reason = "you ended the conversation".to_owned();
+    assert_eq!(ended, Ended::Conversation { peer: name("bob"), reason });
     match within("the wait's end", never_shown).await.expect("told") {
         Err(Undelivered::NotDisplayed { id, .. }) => assert_eq!(id, unseen),
         other => panic!("not displayed, not failed: {other:?}"),
@@ -288,8 +289,8 @@ async fn disconnect_cancels_a_dial_in_progress() {
     within("the dial starts", started.recv()).await.expect("started");
     assert_eq!(alice.status().await.phase, Phase::Connecting);
 
-    let peer = alice.ask(|reply| Request::Disconnect { reply }).await.expect("cancelled");
-    assert_eq!(peer, name("bob"));
+    let ended = alice.ask(|reply| Request::Disconnect { reply }).await.expect("cancelled");
+    assert_eq!(ended, Ended::Dial { peer: name("bob") });
     match within("the connect's answer", connected).await.expect("answered") {
         Err(ConnectFailed::Cancelled { peer }) => assert_eq!(peer, name("bob")),
         other => panic!("the connect should say it was cancelled: {other:?}"),
