@@ -324,8 +324,14 @@ impl Session {
     }
 
     /// The ids already received from `peer` (from history, oldest first)
-    /// and whether each was shown.
+    /// and whether each was shown. Ignored while talking to someone else:
+    /// a dialer about to be told "busy" must not wipe the current peer's
+    /// ids, or a message of theirs resent after a resume would be taken
+    /// for new and stored twice.
     pub fn load_seen(&mut self, peer: Name, ids: impl IntoIterator<Item = (Id, bool)>) {
+        if self.peer().is_some_and(|current| *current != peer) {
+            return;
+        }
         let mut recent = RecentIds::new(MAX_SEEN_IDS);
         for (id, displayed) in ids {
             recent.insert(id, displayed);

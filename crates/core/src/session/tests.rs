@@ -623,6 +623,39 @@ fn a_restarted_receiver_recognises_what_it_already_has() {
     assert_eq!(receipts(&p.a, ReceiptKind::Displayed).len(), 1, "its display is told again");
 }
 
+/// A third peer dialing while bob talks to alice is turned away busy; the
+/// history the driver read for it must not replace what bob remembers of
+/// alice, or her message resent after a resume is stored twice.
+#[test]
+fn a_busy_refusal_keeps_the_current_peers_seen_ids() {
+    let mut p = Pair::connected();
+    p.send(true, "one");
+    Pair::drain(&mut p.alice, &mut p.a);
+    let frame = p.a.outbound.pop_front().expect("on the wire");
+    p.bob.handle_frame(p.b_link.expect("linked"), frame, p.now);
+    Pair::drain(&mut p.bob, &mut p.b);
+    // Bob's `delivered` is lost with the link, below.
+    p.b.outbound.clear();
+
+    p.bob.load_seen(name("mallory"), Vec::new());
+    assert!(matches!(p.bob.handle_hello(name("mallory")), Err(AcceptError::Busy { .. })));
+    assert!(!p.bob.needs_seen(&name("alice")), "bob still knows alice's ids");
+    p.send(true, "two");
+    p.drive();
+    p.cut("reset");
+    p.redial_succeeds();
+    let stored: Vec<String> =
+        p.b.stored
+            .iter()
+            .filter_map(|r| match r {
+                Record::Message { message, .. } => Some(message.text.to_string()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(stored, ["one", "two"], "each stored once");
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered).len(), 2);
+}
+
 #[test]
 fn displayed_receipts_owed_during_an_outage_are_paid_on_resume() {
     let mut p = Pair::connected();

@@ -552,6 +552,12 @@ impl Driver {
             let _ = offer.reply.send(self.busy());
             return;
         }
+        // Talking to someone else: the session answers busy, and the
+        // dialer's history is of no use (nor worth a read per dial).
+        if self.session.peer().is_some_and(|current| *current != offer.peer) {
+            self.take_offer(offer, None);
+            return;
+        }
         match self.read_seen(&offer.peer) {
             None => self.take_offer(offer, None),
             Some(read) => {
