@@ -207,8 +207,9 @@ pub struct Session {
     undisplayed: VecDeque<Undisplayed>,
     undisplayed_bytes: usize,
     /// Our delivered messages that may still get a `displayed` receipt,
+    /// and the peer each went to (only that peer may say it was shown),
     /// at most `MAX_AWAITING_DISPLAY`, the oldest forgotten first.
-    awaiting_display: OwnIdSet,
+    awaiting_display: OwnIdMap<Name>,
     /// The last peer we talked to, for `history` with no name.
     last_peer: Option<Name>,
     /// Ids received from one peer (the current or last), to recognise
@@ -232,7 +233,7 @@ impl Session {
             last_wire: None,
             undisplayed: VecDeque::new(),
             undisplayed_bytes: 0,
-            awaiting_display: OwnIdSet::with_span(2 * MAX_AWAITING_DISPLAY),
+            awaiting_display: OwnIdMap::with_span(2 * MAX_AWAITING_DISPLAY),
             last_peer: None,
             seen: None,
             pending: HashMap::new(),
@@ -799,7 +800,7 @@ impl Session {
                 let mut accepted = ids;
                 c.acknowledge(&mut accepted);
                 for id in &accepted {
-                    self.remember_awaiting_display(id);
+                    self.awaiting_display.insert_new_within(id, peer.clone(), MAX_AWAITING_DISPLAY);
                 }
                 accepted
             }
@@ -817,7 +818,10 @@ impl Session {
                     }));
                 }
                 for id in ids {
-                    if self.awaiting_display.remove(&id) {
+                    // Ours, delivered to this peer: a later peer cannot say
+                    // that an earlier one's messages were shown.
+                    if self.awaiting_display.get(&id) == Some(&peer) {
+                        self.awaiting_display.remove(&id);
                         accepted.push(id);
                     }
                 }
@@ -965,10 +969,6 @@ impl Session {
                 frame: Frame::Receipt { ids: owed, kind: ReceiptKind::Displayed },
             });
         }
-    }
-
-    fn remember_awaiting_display(&mut self, id: &Id) {
-        self.awaiting_display.insert_new_within(id, MAX_AWAITING_DISPLAY);
     }
 
     fn new_link(&mut self) -> LinkId {

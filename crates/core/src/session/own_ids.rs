@@ -142,6 +142,13 @@ impl<V> OwnIdMap<V> {
         self.contains_as(pack(id), id)
     }
 
+    pub fn get(&self, id: &str) -> Option<&V> {
+        match pack(id) {
+            Some(n) => self.window.get(n).or_else(|| self.packed.get(&n)),
+            None => self.other.get(id),
+        }
+    }
+
     /// Sets `id`'s value if it has none, first taking out the oldest entry
     /// ([`OwnIdMap::pop_oldest`]) if the map already holds `max`; `false`,
     /// and nothing changed, if `id` has a value. The id is read once, where
@@ -387,6 +394,26 @@ mod tests {
         assert!(set.remove(&old) && !set.remove(&old));
         assert!(set.remove(&ours));
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn get_finds_values_in_the_window_behind_it_and_unpacked() {
+        let mut map: OwnIdMap<u32> = OwnIdMap::with_span(4);
+        let mut ids = IdGen::new(7);
+        let all: Vec<Id> = (0..10).map(|_| ids.next_id()).collect();
+        for (i, id) in all.iter().enumerate() {
+            map.insert(id, i as u32);
+        }
+        let odd: Id = "an id of another shape".into();
+        map.insert(&odd, 99);
+        // The first ids have left a window of four for the packed map.
+        for (i, id) in all.iter().enumerate() {
+            assert_eq!(map.get(id), Some(&(i as u32)), "{id}");
+        }
+        assert_eq!(map.get(&odd), Some(&99));
+        assert_eq!(map.get("deadbeef012345670000000000000001"), None);
+        assert_eq!(map.remove(&all[0]), Some(0));
+        assert_eq!(map.get(&all[0]), None);
     }
 
     #[test]

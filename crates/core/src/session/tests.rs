@@ -376,6 +376,32 @@ fn receipts_for_unknown_ids_are_ignored() {
     assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty());
 }
 
+/// Only the peer a message went to may say it was shown: a later peer
+/// that guesses our ids (a per-run prefix and a counter) cannot mark an
+/// earlier conversation's messages displayed.
+#[test]
+fn a_later_peer_cannot_mark_an_earlier_peers_message_displayed() {
+    let mut p = Pair::connected();
+    let id = p.send(true, "for bob's eyes");
+    p.drive();
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered), std::slice::from_ref(&id));
+    assert_eq!(p.alice.disconnect(p.now), Ok(name("bob")));
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Idle);
+
+    let link = p.alice.connect(name("mallory")).expect("alice may dial");
+    p.alice.handle_dialed(link, name("mallory"));
+    let forged = Frame::Receipt { ids: vec![id.as_str().into()], kind: ReceiptKind::Displayed };
+    p.alice.handle_frame(link, forged, p.now);
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty(), "mallory marked it displayed");
+    let marked =
+        p.a.stored
+            .iter()
+            .any(|r| matches!(r, Record::State { state: MessageState::Displayed, .. }));
+    assert!(!marked, "a displayed state was stored: {:?}", p.a.stored);
+}
+
 #[test]
 fn a_replayed_message_is_acknowledged_but_not_shown_twice() {
     let mut p = Pair::connected();
