@@ -368,6 +368,12 @@ fn full_duplex_thousand_messages_each_way_in_order_exactly_once() {
     };
     assert_eq!(dup(&mut wb, "alice"), N, "bob's watch saw duplicates");
     assert_eq!(dup(&mut wa, "bob"), N, "alice's watch saw duplicates");
+
+    // With no --limit, `history` is the whole stored conversation.
+    match bob.ctl_json(&["history", "alice"]) {
+        Value::Array(entries) => assert_eq!(entries.len(), 2 * N, "all of it"),
+        other => panic!("history printed {other}, not an array"),
+    }
 }
 
 #[test]

@@ -69,7 +69,7 @@ pub enum Command {
         /// The peer whose conversation to show
         #[arg(value_name = "NAME", add = ArgValueCompleter::new(completion::online_peers))]
         name: Option<String>,
-        /// Show the newest N entries [default: 50]
+        /// Show the newest N entries [default: all, up to 10,000]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: Option<u32>,
     },

@@ -782,6 +782,7 @@ mod tests {
                 entry("c", pb::Direction::Out, "lost", pb::MessageState::Failed),
                 entry("d", pb::Direction::Out, "pending", pb::MessageState::Sent),
             ],
+            older: 0,
         };
         assert_eq!(
             history_text(&h, &tz),
@@ -790,7 +791,7 @@ mod tests {
              [2026-11-25 12:19:00] you → bob: lost ✗\n\
              [2026-11-25 12:19:00] you → bob: pending"
         );
-        let empty = pb::GetHistoryResponse { peer: "bob".into(), entries: vec![] };
+        let empty = pb::GetHistoryResponse { peer: "bob".into(), entries: vec![], older: 0 };
         assert_eq!(history_text(&empty, &tz), "no messages with bob");
     }
 

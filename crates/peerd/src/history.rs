@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use peerchat_core::Name;
 use peerchat_core::session::{
-    Direction, Id, MAX_UNDISPLAYED_BYTES, MAX_UNDISPLAYED_MESSAGES, Message, MessageState, Record,
+    Direction, Id, MAX_UNACKED, MAX_UNACKED_BYTES, MAX_UNDISPLAYED_BYTES, MAX_UNDISPLAYED_MESSAGES,
+    Message, MessageState, Record,
 };
 use serde::{Deserialize, Serialize};
 
@@ -275,39 +276,61 @@ impl History {
 
 /// Reads the newest `limit` messages of the conversation with `peer`,
 /// oldest first. A missing file is an empty history.
-pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Vec<Entry>, Error> {
+/// The most text one `history` answer carries: the newest entries that
+/// fit, so that the answer stays well inside what chatctl accepts (64 MiB)
+/// and peerd never holds more than this of a file while reading it.
+pub(crate) const MAX_READ_TEXT_BYTES: usize = 32 * 1024 * 1024;
+
+/// The newest entries of a conversation, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Read {
+    pub(crate) entries: Vec<Entry>,
+    /// Older entries left out, by the limit or by [`MAX_READ_TEXT_BYTES`].
+    pub(crate) older: u64,
+}
+
+/// The newest `limit` entries of the conversation with `peer` that fit in
+/// [`MAX_READ_TEXT_BYTES`]. Blocking I/O.
+pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Read, Error> {
     let path = History::path_of(data_dir, peer);
     let file = match File::open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::default()),
         Err(e) => return Err(Error::io(&path, "reading a history file", e)),
     };
     // The file grows with everything a peer ever sent: only the newest
-    // `limit` entries are held while it is read.
-    fold(BufReader::new(file), limit).map_err(|e| Error::io(&path, "reading a history file", e))
+    // entries are held while it is read.
+    let window = Window { count: limit, text_bytes: MAX_READ_TEXT_BYTES };
+    fold(BufReader::new(file), window).map_err(|e| Error::io(&path, "reading a history file", e))
 }
 
-/// How much of the end of a history file is read to recover state: more
-/// than the unacknowledged messages a conversation may hold.
+/// How much of the end of a history file is read on each connect for the
+/// ids received lately: the peer sends again only what we had not
+/// acknowledged, which we stored last.
 const TAIL_BYTES: u64 = 4 * 1024 * 1024;
 
-/// The newest entries of one history file (its last few MiB).
-fn tail(path: &Path) -> Vec<Entry> {
-    let Ok(mut file) = File::open(path) else {
-        return Vec::new();
-    };
+/// How much of the end of a history file a restart reads for what it must
+/// not lose: room for the most of our messages that may wait for
+/// `delivered` ([`MAX_UNACKED`], [`MAX_UNACKED_BYTES`] of text) even if
+/// every byte of their text was escaped to six (`\u0001`), each line's
+/// other fields, and more besides. (4 MiB lost all but the last 63 of 500
+/// unacknowledged 64 KiB messages.) Only what waits is kept while reading.
+const RECOVERY_TAIL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A reader over the last `bytes` of the file at `path`, from the first
+/// whole line; `None` if it cannot be read.
+fn tail_reader(path: &Path, bytes: u64) -> Option<BufReader<File>> {
+    let mut file = File::open(path).ok()?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(TAIL_BYTES);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return Vec::new();
-    }
+    let start = len.saturating_sub(bytes);
+    file.seek(SeekFrom::Start(start)).ok()?;
     let mut reader = BufReader::new(file);
     if start > 0 {
         // Starting mid-file: the first line is a fragment.
         let mut skip = Vec::new();
         let _ = reader.read_until(b'\n', &mut skip);
     }
-    fold(reader, usize::MAX).unwrap_or_default()
+    Some(reader)
 }
 
 /// What a restarting daemon picks up from its history.
@@ -333,18 +356,16 @@ pub(crate) fn recover(data_dir: &Path) -> Recovered {
         else {
             continue;
         };
-        let mut unacked = Vec::new();
-        for e in tail(&path) {
-            match (e.direction, e.state) {
-                (Direction::In, MessageState::Delivered) => {
-                    if let Ok(from) = Name::parse(&e.peer) {
-                        out.unseen.push((from, e.message()));
-                    }
-                }
-                (Direction::Out, MessageState::Sent) => unacked.push(e.message()),
-                _ => {}
+        let Some(reader) = tail_reader(&path, RECOVERY_TAIL_BYTES) else {
+            continue;
+        };
+        let (unseen, unacked) = outstanding(reader);
+        for e in unseen {
+            if let Ok(from) = Name::parse(&e.peer) {
+                out.unseen.push((from, e.message()));
             }
         }
+        let unacked: Vec<Message> = unacked.into_iter().map(Entry::message).collect();
         if !unacked.is_empty() {
             out.unacked.push((peer, unacked));
         }
@@ -375,39 +396,142 @@ fn keep_newest_unseen(unseen: &mut Vec<(Name, Message)>) {
 /// whether each was shown: how a message sent again is recognised, also
 /// after a restart.
 pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(Id, bool)> {
-    tail(&History::path_of(data_dir, peer))
+    let Some(reader) = tail_reader(&History::path_of(data_dir, peer), TAIL_BYTES) else {
+        return Vec::new();
+    };
+    let window = Window { count: usize::MAX, text_bytes: usize::MAX };
+    fold(reader, window)
+        .unwrap_or_default()
+        .entries
         .into_iter()
         .filter(|e| e.direction == Direction::In)
         .map(|e| (e.id.into(), e.state == MessageState::Displayed))
         .collect()
 }
 
+/// What a restart must pick up from one file, oldest first: received
+/// messages no display client has shown (the newest within the session's
+/// caps for them), and ours never acknowledged (within its caps for
+/// those). Holds only those while reading, whatever the file's size.
+fn outstanding(reader: impl BufRead) -> (Vec<Entry>, Vec<Entry>) {
+    let mut unseen = Waiting::new(MAX_UNDISPLAYED_MESSAGES, MAX_UNDISPLAYED_BYTES);
+    let mut unacked = Waiting::new(MAX_UNACKED, MAX_UNACKED_BYTES);
+    for line in reader.split(b'\n') {
+        let Ok(line) = line else { break };
+        let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+            continue;
+        };
+        match line {
+            Line::Message { id, dir, peer, text, at, seq, state } => {
+                let waiting = match (dir, MessageState::from(state)) {
+                    (Dir::In, MessageState::Delivered) => &mut unseen,
+                    (Dir::Out, MessageState::Sent) => &mut unacked,
+                    _ => continue,
+                };
+                let direction = match dir {
+                    Dir::In => Direction::In,
+                    Dir::Out => Direction::Out,
+                };
+                let state = state.into();
+                waiting.add(Entry { id, direction, peer, text, at_ms: at, seq, state });
+            }
+            Line::State { id, state } => match MessageState::from(state) {
+                MessageState::Displayed => {
+                    unseen.settle(&id);
+                    unacked.settle(&id);
+                }
+                MessageState::Delivered | MessageState::Failed => unacked.settle(&id),
+                _ => {}
+            },
+        }
+    }
+    (unseen.into_entries(), unacked.into_entries())
+}
+
+/// Entries waiting for something (a display, a receipt), in the order
+/// read, at most `max_count` of them and `max_bytes` of text: the oldest
+/// go first when more come.
+struct Waiting {
+    /// Ids in the order read; some may have been settled since (dropped
+    /// from here lazily).
+    order: VecDeque<String>,
+    by_id: HashMap<String, Entry>,
+    bytes: usize,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+impl Waiting {
+    fn new(max_count: usize, max_bytes: usize) -> Waiting {
+        Waiting { order: VecDeque::new(), by_id: HashMap::new(), bytes: 0, max_count, max_bytes }
+    }
+
+    fn add(&mut self, entry: Entry) {
+        if self.by_id.contains_key(&entry.id) {
+            return;
+        }
+        self.bytes += entry.text.len();
+        self.order.push_back(entry.id.clone());
+        self.by_id.insert(entry.id.clone(), entry);
+        while self.by_id.len() > self.max_count || self.bytes > self.max_bytes {
+            let Some(oldest) = self.order.pop_front() else { break };
+            self.settle(&oldest);
+        }
+    }
+
+    fn settle(&mut self, id: &str) {
+        if let Some(entry) = self.by_id.remove(id) {
+            self.bytes -= entry.text.len();
+        }
+        // Settled ids leave `order` lazily; keep it within twice the rest.
+        if self.order.len() > 2 * self.by_id.len() + 1024 {
+            let by_id = &self.by_id;
+            self.order.retain(|id| by_id.contains_key(id));
+        }
+    }
+
+    fn into_entries(mut self) -> Vec<Entry> {
+        self.order.iter().filter_map(|id| self.by_id.remove(id)).collect()
+    }
+}
+
+/// Which entries a fold keeps: the newest `count` whose text fits in
+/// `text_bytes`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    count: usize,
+    text_bytes: usize,
+}
+
+/// Ids that left a fold's window remembered, newest: enough to recognise
+/// a message stored again (the sender resends only what it had not heard
+/// acknowledged, at most [`MAX_UNACKED`], and that soon after).
+const GONE_REMEMBERED: usize = MAX_UNACKED;
+
 /// Folds history lines into entries: message lines in order, state lines
 /// applied to the message they name.
-fn fold(reader: impl BufRead, keep: usize) -> std::io::Result<Vec<Entry>> {
-    // The newest `keep` messages; `index` maps their ids to their number
-    // among all messages read, `gone` holds the ids that left the window
-    // from the front (so `gone.len()` of them): a message sent again after
-    // a lost link is not a new entry, even once its first line has left.
+fn fold(reader: impl BufRead, window: Window) -> std::io::Result<Read> {
+    // The newest messages within `window`; `index` maps their ids to their
+    // number among all messages read (`left` of which have left the
+    // window), `gone` the newest ids that left it: a message stored again
+    // is not a new entry, even once its first line has left.
     let mut entries: VecDeque<Entry> = VecDeque::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut text_bytes = 0usize;
+    let mut index: HashMap<String, u64> = HashMap::new();
+    let mut left: u64 = 0;
     let mut gone: HashSet<String> = HashSet::new();
+    let mut gone_order: VecDeque<String> = VecDeque::new();
     for line in reader.split(b'\n') {
         let Ok(line) = serde_json::from_slice::<Line>(&line?) else {
             continue;
         };
         match line {
             Line::Message { id, dir, peer, text, at, seq, state } => {
-                if keep == 0 || index.contains_key(&id) || gone.contains(&id) {
+                if index.contains_key(&id) || gone.contains(&id) {
                     continue;
                 }
-                if entries.len() == keep
-                    && let Some(old) = entries.pop_front()
-                {
-                    index.remove(&old.id);
-                    gone.insert(old.id);
-                }
-                index.insert(id.clone(), gone.len() + entries.len());
+                index.insert(id.clone(), left + entries.len() as u64);
+                text_bytes += text.len();
                 entries.push_back(Entry {
                     id,
                     direction: match dir {
@@ -420,17 +544,29 @@ fn fold(reader: impl BufRead, keep: usize) -> std::io::Result<Vec<Entry>> {
                     seq,
                     state: state.into(),
                 });
+                while entries.len() > window.count || text_bytes > window.text_bytes {
+                    let Some(old) = entries.pop_front() else { break };
+                    text_bytes -= old.text.len();
+                    index.remove(&old.id);
+                    left += 1;
+                    if gone_order.len() == GONE_REMEMBERED
+                        && let Some(forgotten) = gone_order.pop_front()
+                    {
+                        gone.remove(&forgotten);
+                    }
+                    gone.insert(old.id.clone());
+                    gone_order.push_back(old.id);
+                }
             }
             Line::State { id, state } => {
-                if let Some(e) =
-                    index.get(&id).and_then(|&n| entries.get_mut(n.checked_sub(gone.len())?))
-                {
+                let at = index.get(&id).and_then(|&n| usize::try_from(n.checked_sub(left)?).ok());
+                if let Some(e) = at.and_then(|i| entries.get_mut(i)) {
                     e.state = upgrade(e.state, state.into());
                 }
             }
         }
     }
-    Ok(entries.into())
+    Ok(Read { entries: entries.into(), older: left })
 }
 
 /// The peer whose history file changed last, if any.
@@ -545,7 +681,7 @@ mod tests {
             state: MessageState::Delivered,
         });
         h.flush().expect("flush");
-        let got = read(&dir, &name("bob"), 50).expect("read");
+        let got = read(&dir, &name("bob"), 50).expect("read").entries;
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].text, "hi");
         assert_eq!(got[0].state, MessageState::Displayed);
@@ -558,7 +694,7 @@ mod tests {
         assert_eq!(unseen, [("Bob".to_owned(), "hello".into())]);
         assert!(recovered.unacked.is_empty(), "message a was delivered");
         assert_eq!(recent_ids(&dir, &bob), [("b".into(), false)]);
-        let newest = read(&dir, &bob, 1).expect("read");
+        let newest = read(&dir, &bob, 1).expect("read").entries;
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");
         std::fs::remove_dir_all(&dir).ok();
@@ -601,6 +737,77 @@ mod tests {
     }
 
     #[test]
+    fn recovery_finds_every_unacknowledged_message_the_session_may_hold() {
+        let dir = tmp();
+        let mut h = History::open(&dir).expect("open");
+        let bob = name("bob");
+        let text = "x".repeat(peerchat_core::MAX_TEXT_BYTES);
+        let n = MAX_UNACKED_BYTES / text.len() - 12; // 500: 4 MiB held 63
+        for i in 0..n {
+            h.append(&Record::Message {
+                peer: bob.clone(),
+                direction: Direction::Out,
+                message: Message {
+                    id: format!("m{i}").into(),
+                    text: text.as_str().into(),
+                    sent_at_ms: i as i64,
+                    seq: i as u64 + 1,
+                },
+                state: MessageState::Sent,
+            });
+            // Every tenth was acknowledged; and bob's answers come between.
+            if i % 10 == 0 {
+                let id = format!("m{i}").into();
+                h.append(&Record::State { peer: bob.clone(), id, state: MessageState::Delivered });
+                h.append(&Record::Message {
+                    peer: bob.clone(),
+                    direction: Direction::In,
+                    message: message(&format!("r{i}"), "ok"),
+                    state: MessageState::Delivered,
+                });
+                let id = format!("r{i}").into();
+                h.append(&Record::State { peer: bob.clone(), id, state: MessageState::Displayed });
+            }
+        }
+        h.flush().expect("flush");
+        let recovered = recover(&dir);
+        assert!(recovered.unseen.is_empty(), "every answer was shown");
+        let [(peer, unacked)] = &recovered.unacked[..] else {
+            panic!("one peer's unacknowledged: {:?}", recovered.unacked.len());
+        };
+        assert_eq!(peer, &bob);
+        let ids: Vec<String> = unacked.iter().map(|m| m.id.to_string()).collect();
+        let want: Vec<String> = (0..n).filter(|i| i % 10 != 0).map(|i| format!("m{i}")).collect();
+        assert_eq!(ids, want, "all of them, oldest first");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_read_holds_the_newest_that_fit_and_counts_the_older() {
+        let bob = name("bob");
+        let mut file = Vec::new();
+        for (id, text) in [("a", "1234"), ("b", "12345678"), ("c", "12"), ("d", "1234")] {
+            let message = message(id, text);
+            let record = Record::Message {
+                peer: bob.clone(),
+                direction: Direction::In,
+                message,
+                state: MessageState::Delivered,
+            };
+            write_line(&mut file, &record);
+        }
+        let read = |count, text_bytes| {
+            let read =
+                fold(std::io::Cursor::new(&file), Window { count, text_bytes }).expect("read");
+            (read.entries.into_iter().map(|e| e.id).collect::<Vec<_>>(), read.older)
+        };
+        assert_eq!(read(10, 6), (vec!["c".to_owned(), "d".to_owned()], 2));
+        assert_eq!(read(10, 14), (vec!["b".to_owned(), "c".to_owned(), "d".to_owned()], 1));
+        assert_eq!(read(1, 100), (vec!["d".to_owned()], 3));
+        assert_eq!(read(10, 100).1, 0);
+    }
+
+    #[test]
     fn a_bounded_fold_keeps_the_newest_with_their_states() {
         let bob = name("bob");
         let mut file = Vec::new();
@@ -637,8 +844,9 @@ mod tests {
             },
         );
         let got = |keep| {
-            fold(std::io::Cursor::new(&file), keep)
+            fold(std::io::Cursor::new(&file), Window { count: keep, text_bytes: usize::MAX })
                 .expect("read")
+                .entries
                 .into_iter()
                 .map(|e| (e.id, e.state))
                 .collect::<Vec<_>>()
@@ -698,8 +906,8 @@ mod tests {
         let path = History::path_of(&dir, &bob);
         let mut f = OpenOptions::new().append(true).open(&path).expect("reopen");
         f.write_all(b"garbage\n{\"kind\":\"message\",\"id\":\"x\",\"te").expect("write");
-        assert_eq!(read(&dir, &bob, 50).expect("read").len(), 1);
-        assert!(read(&dir, &name("nobody"), 50).expect("missing is empty").is_empty());
+        assert_eq!(read(&dir, &bob, 50).expect("read").entries.len(), 1);
+        assert!(read(&dir, &name("nobody"), 50).expect("missing is empty").entries.is_empty());
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -17,10 +17,18 @@ pub(crate) async fn run(
 ) -> Result<(), Error> {
     let peer = name.map(Name::parse).transpose()?.map(|n| n.to_string()).unwrap_or_default();
     let mut client = client::connect(socket).await?;
-    // limit 0 asks for the daemon's default (50).
+    // limit 0 asks for the daemon's default: the whole conversation, as
+    // far as one answer holds it.
     let request = pb::GetHistoryRequest { peer, limit: limit.unwrap_or(0) };
     let history =
         client::call("read the history", ANSWER_TIMEOUT, client.get_history(request)).await?;
+    let cut_short = limit.is_none_or(|n| history.entries.len() < n as usize);
+    if history.older > 0 && cut_short {
+        output::note(&format!(
+            "{} older entries not shown: one answer holds at most 10,000 entries and 32 MiB of text",
+            history.older
+        ));
+    }
     output::either(
         json,
         || format::history_json(&history.entries),

@@ -744,7 +744,10 @@ mod tests {
     #[test]
     fn the_stored_conversation_is_shown_first() {
         let mut app = app();
-        app.on_history(&pb::GetHistoryResponse { peer: "bob".into(), entries: vec![] }, 0);
+        app.on_history(
+            &pb::GetHistoryResponse { peer: "bob".into(), entries: vec![], older: 0 },
+            0,
+        );
         assert!(rows(&app).is_empty(), "no heading for nothing");
         let history = pb::GetHistoryResponse {
             peer: "bob".into(),
@@ -756,6 +759,7 @@ mod tests {
                 at_ms: 0,
                 state: pb::MessageState::Displayed as i32,
             }],
+            older: 0,
         };
         app.on_history(&history, 0);
         assert_eq!(rows(&app), ["00:00 the last 1 messages with bob:", "00:00 you: before ✓✓"]);
@@ -776,7 +780,7 @@ mod tests {
     fn a_conversation_with_another_peer_brings_its_history_once() {
         let mut app = app();
         let bob = vec![entry("b1", pb::Direction::Out, "bob", "to bob")];
-        app.on_history(&pb::GetHistoryResponse { peer: "bob".into(), entries: bob }, 0);
+        app.on_history(&pb::GetHistoryResponse { peer: "bob".into(), entries: bob, older: 0 }, 0);
         let connected =
             |peer: &str| event(Kind::Connected(pb::ConnectedEvent { peer: peer.into() }));
         assert_eq!(app.on_event(&connected("bob"), 0), None, "bob's is on screen");
@@ -795,7 +799,7 @@ mod tests {
             entry("c1", pb::Direction::Out, "carol", "last week"),
             entry("c2", pb::Direction::In, "carol", "hi again"),
         ];
-        let history = pb::GetHistoryResponse { peer: "carol".into(), entries: carol };
+        let history = pb::GetHistoryResponse { peer: "carol".into(), entries: carol, older: 0 };
         app.on_outcome(Outcome::History(Ok(history)), 0);
         assert_eq!(
             rows(&app),
@@ -823,7 +827,11 @@ mod tests {
         assert_eq!(app.on_event(&connected("frank"), 0), Some(Request::History("frank".into())));
         let erin = vec![entry("e1", pb::Direction::Out, "erin", "an old word")];
         app.on_outcome(
-            Outcome::History(Ok(pb::GetHistoryResponse { peer: "erin".into(), entries: erin })),
+            Outcome::History(Ok(pb::GetHistoryResponse {
+                peer: "erin".into(),
+                entries: erin,
+                older: 0,
+            })),
             0,
         );
         let shown = rows(&app);

@@ -358,11 +358,12 @@ impl pb::control_server::Control for ControlService {
         };
         let dir = self.me.data_dir.clone();
         let who = peer.clone();
-        let entries = tokio::task::spawn_blocking(move || history::read(&dir, &who, limit))
+        let read = tokio::task::spawn_blocking(move || history::read(&dir, &who, limit))
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Internal(e.to_string()))?;
-        let entries = entries
+        let entries = read
+            .entries
             .into_iter()
             .map(|e| pb::HistoryEntry {
                 id: e.id,
@@ -376,7 +377,11 @@ impl pb::control_server::Control for ControlService {
                 state: wire_state(e.state) as i32,
             })
             .collect();
-        Ok(Response::new(pb::GetHistoryResponse { peer: peer.to_string(), entries }))
+        Ok(Response::new(pb::GetHistoryResponse {
+            peer: peer.to_string(),
+            entries,
+            older: read.older,
+        }))
     }
 
     async fn trust(

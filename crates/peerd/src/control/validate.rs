@@ -18,8 +18,9 @@ pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_SEND_TIMEOUT: Duration = peerchat_core::timeouts::MAX_SEND_WAIT;
 /// History entries one request may ask for.
 pub(crate) const MAX_HISTORY: usize = 10_000;
-/// History entries when the client does not say.
-pub(crate) const DEFAULT_HISTORY: usize = 50;
+/// History entries when the client does not say: the stored conversation
+/// (SPEC), as far as one answer holds it.
+pub(crate) const DEFAULT_HISTORY: usize = MAX_HISTORY;
 /// Ids one MarkDisplayed may carry.
 pub(crate) const MAX_DISPLAYED_IDS: usize = 10_000;
 
