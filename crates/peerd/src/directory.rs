@@ -53,6 +53,12 @@ const DIRECTORY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest answer taken from a directory. A page of List holds at most
+/// 1,000 peers of well under 400 bytes each; a directory that sends more
+/// (a few MiB of two-byte entries would be millions of peers in memory)
+/// gets a clear error instead.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// The directory's replicas and which one is in use; cheap to clone, and
 /// every clone shares the choice.
 #[derive(Debug, Clone)]
@@ -76,7 +82,9 @@ impl Directories {
             .iter()
             .map(|url| {
                 let channel = channel(url, config)?;
-                Ok(Replica { url: url.clone(), client: DirectoryClient::new(channel) })
+                let client =
+                    DirectoryClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
+                Ok(Replica { url: url.clone(), client })
             })
             .collect::<Result<Arc<[Replica]>, Error>>()?;
         if replicas.is_empty() {

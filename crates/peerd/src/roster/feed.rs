@@ -32,7 +32,7 @@ use crate::directory::DIRECTORY_CALL_TIMEOUT;
 use crate::directory::{self, Directories, Verdict};
 
 /// Peers asked for per List page when polling (the directory's maximum).
-const PAGE_SIZE: u32 = 1000;
+pub(super) const PAGE_SIZE: u32 = 1000;
 
 /// What the task needs.
 #[derive(Debug)]
@@ -257,9 +257,13 @@ async fn list_all(mut client: DirectoryClient<Channel>) -> Result<Vec<pb::Peer>,
             Ok(Err(status)) => return Err(Failure::Status(status)),
             Err(_) => return Err(Failure::Timeout),
         };
-        peers.extend(page.peers);
+        // No more than asked for, nor past what the roster keeps: a
+        // directory that sends more cannot make us hold it.
+        let room = (super::known::MAX_PEERS - peers.len()).min(PAGE_SIZE as usize);
+        peers.extend(page.peers.into_iter().take(room));
+        let full = peers.len() >= super::known::MAX_PEERS;
         // A token that does not move would loop for nothing.
-        if page.next_page_token.is_empty() || page.next_page_token == token {
+        if full || page.next_page_token.is_empty() || page.next_page_token == token {
             break;
         }
         token = page.next_page_token;

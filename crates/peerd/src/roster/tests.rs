@@ -228,6 +228,18 @@ async fn after_a_break_the_fresh_snapshot_tells_only_what_changed() {
     assert_eq!(next(&mut sub).await, Change::Online(available("carol")));
 }
 
+/// A page longer than asked for is read only as far as asked: a directory
+/// cannot make a polled roster hold more than it meant to.
+#[tokio::test]
+async fn a_polled_page_longer_than_asked_for_is_cut() {
+    let s = setup(false).await;
+    let many: Vec<pb::Peer> = (0..1500).map(|i| available(&format!("p{i:04}"))).collect();
+    *s.listed.lock().expect("lock") = many;
+    let mut sub = s.roster.subscribe().expect("subscribe");
+    let listed = sub.synced(SOON).await.expect("synced");
+    assert_eq!(listed.len(), feed::PAGE_SIZE as usize, "only the page asked for");
+}
+
 #[tokio::test]
 async fn a_directory_without_watch_peers_is_polled_for_the_same_changes() {
     let s = setup(false).await;
