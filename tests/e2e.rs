@@ -400,6 +400,33 @@ fn connect_errors_busy_already_connected_yourself_not_online_invalid_name() {
     assert!(carol.status()["peer"].is_null());
 }
 
+/// Five peers on one machine (one source address to bob) dial bob at the
+/// same moment: one gets the conversation and every other hears `busy`,
+/// the answer SPEC gives, not a refusal about dials in progress.
+#[test]
+fn simultaneous_dials_from_one_address_each_get_connected_or_busy() {
+    let dir = Directory::start(TTL);
+    let bob = Peer::start(&dir, "bob");
+    let dialers: Vec<Peer> =
+        ["carol", "dave", "erin", "frank", "grace"].iter().map(|n| Peer::start(&dir, n)).collect();
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let runs: Vec<_> =
+            dialers.iter().map(|p| s.spawn(move || p.ctl(&["connect", "bob"]))).collect();
+        runs.into_iter().map(|r| r.join().expect("a connect thread")).collect()
+    });
+    let mut connected = 0;
+    for (peer, out) in dialers.iter().zip(&outs) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => connected += 1,
+            Some(1) => assert!(stderr.contains("busy"), "{}: {stderr}", peer.name()),
+            other => panic!("{}: exit {other:?}: {stderr}", peer.name()),
+        }
+    }
+    assert_eq!(connected, 1, "exactly one conversation");
+    assert!(!bob.status()["peer"].is_null());
+}
+
 #[test]
 fn send_and_disconnect_without_conversation_are_not_connected() {
     let dir = Directory::start(TTL);

@@ -690,8 +690,9 @@ fn malformed_and_oversize_frames_on_the_peer_port() {
             }
 
             // Dials that never say hello take every pending-handshake slot
-            // this source address has; one more is refused at once, and
-            // the silent ones end at the handshake timeout.
+            // this source address has; one more waits a moment for a slot
+            // and is refused, and the silent ones end at the handshake
+            // timeout.
             let mut silent = Vec::new();
             for _ in 0..PENDING_DIALS_PER_SOURCE {
                 let mut client = chat_client(bob_addr, stranger.clone()).await;

@@ -11,24 +11,21 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::identity::fingerprint;
 use peerchat_core::session::AcceptError;
-use peerchat_core::source::{PerSource, Source};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use peerchat_core::source::Source;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::duplex::Link;
+use super::pending::PendingDials;
 use super::refusal::{Reason, Refusal};
-use super::{
-    HANDSHAKE_TIMEOUT, MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE, PROTOCOL_VERSION,
-    SEND_QUEUE,
-};
+use super::{HANDSHAKE_TIMEOUT, PROTOCOL_VERSION, SEND_QUEUE};
 use crate::consent::ASK_TIMEOUT;
 use crate::directory::{self, Directories, Listing};
 use crate::known_peers::{KnownPeers, Verdict, changed_message};
@@ -136,8 +133,7 @@ pub(crate) type OfferTx = mpsc::Sender<Offer>;
 pub(crate) struct ChatService {
     offers: OfferTx,
     me: Name,
-    pending: Arc<Semaphore>,
-    pending_per_source: PerSource,
+    pending: PendingDials,
     directory: Directories,
     known: KnownPeers,
 }
@@ -149,9 +145,7 @@ impl ChatService {
         directory: Directories,
         known: KnownPeers,
     ) -> ChatService {
-        let pending = Arc::new(Semaphore::new(MAX_PENDING_DIALS));
-        let pending_per_source = PerSource::new(MAX_PENDING_DIALS_PER_SOURCE);
-        ChatService { offers, me, pending, pending_per_source, directory, known }
+        ChatService { offers, me, pending: PendingDials::default(), directory, known }
     }
 
     /// Is the dialer who it says it is? Its TLS key must be the one the
@@ -216,13 +210,8 @@ impl pb::chat_server::Chat for ChatService {
         // Not "busy": that means "in another conversation" to dialers.
         let full =
             || Refusal::new(Reason::TooManyDials, "too many dials in progress; try again shortly");
-        let _source_slot = match remote {
-            Some(addr) => {
-                Some(self.pending_per_source.try_take(Source::of_ip(addr.ip())).ok_or_else(full)?)
-            }
-            None => None,
-        };
-        let _slot = self.pending.clone().try_acquire_owned().map_err(|_| full())?;
+        let source = remote.map(|addr| Source::of_ip(addr.ip()));
+        let _slot = self.pending.take(source).await.ok_or_else(full)?;
         let key = key.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let mut inbound = request.into_inner();
         let bad_hello = |why: String| Refusal::new(Reason::BadHello, why);

@@ -20,6 +20,7 @@ pub(crate) mod dial;
 pub(crate) mod duplex;
 pub(crate) mod frames;
 pub(crate) mod listener;
+pub(crate) mod pending;
 pub(crate) mod refusal;
 
 use std::time::Duration;
@@ -42,7 +43,8 @@ pub(crate) const MAX_FRAME_BYTES: usize = MAX_TEXT_BYTES + 1024;
 /// Frames queued towards one peer. A peer that lets this many pile up is
 /// not reading, and the link is dropped rather than buffering without end.
 pub(crate) const SEND_QUEUE: usize = 65_536;
-/// Inbound dials waiting for their Hello at once; more are refused at once.
+/// Inbound dials not yet answered at once; more wait a little for a slot
+/// (see `pending`), then are refused.
 pub(crate) const MAX_PENDING_DIALS: usize = 16;
 /// ...of which one source address may hold this many.
 pub(crate) const MAX_PENDING_DIALS_PER_SOURCE: usize = 2;
