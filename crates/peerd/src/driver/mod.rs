@@ -830,9 +830,17 @@ impl Driver {
         let flushed = self.history.flush();
         self.hand_off_waits();
         if let Err(e) = flushed {
-            // Acknowledging what we could not store would be a lie:
-            // end the link instead, so the sender reports failures.
+            // Acknowledging what we could not store would be a lie: nothing
+            // goes on the wire this round, and the link ends, so the sender
+            // sends again later. Everything else still happens (events,
+            // presence, dropped links, redials): a conversation must still
+            // be able to end while the disk is full. (The lines stay queued
+            // and are written once the disk takes them.)
             tracing::error!(error = %e, "cannot write history");
+            actions.retain(|a| !matches!(a, Action::Transmit { .. } | Action::CloseSend { .. }));
+            for a in actions.drain(..) {
+                self.execute(a);
+            }
             if let Some(link) = self.session.link() {
                 self.links.remove(&link);
                 self.session.handle_link_down(
@@ -841,7 +849,6 @@ impl Driver {
                     Instant::now(),
                 );
             }
-            actions.clear();
             return true;
         }
         for a in actions.drain(..) {

@@ -83,8 +83,14 @@ impl Dial for Wired {
                     Ok(Declined::ShuttingDown) | Err(_) => DialError::NotOnline(to),
                 });
             }
-            let Some(pb::Frame { kind: Some(pb::frame::Kind::Welcome(w)) }) = welcome else {
-                panic!("the callee's first frame is not a welcome: {welcome:?}");
+            let w = match welcome {
+                Some(pb::Frame { kind: Some(pb::frame::Kind::Welcome(w)) }) => w,
+                // The callee ended the link first (it cannot store, say).
+                None => {
+                    let why = "the stream ended before the welcome".to_owned();
+                    return Err(DialError::Broken { name: to, why });
+                }
+                other => panic!("the callee's first frame is not a welcome: {other:?}"),
             };
             assert_eq!(w.version, crate::link::PROTOCOL_VERSION, "the welcome's version");
             let callee = Name::parse(&w.name).expect("a valid name");
@@ -257,6 +263,35 @@ async fn two_drivers_talk_and_receipts_answer_the_waits() {
         }
     }
     assert_eq!(bob.status().await.phase, Phase::Idle);
+    alice.stop().await;
+    bob.stop().await;
+}
+
+/// Bob cannot write his history (a directory sits where the file goes):
+/// he acknowledges nothing, but the rest still happens. His user can end
+/// the conversation and is told so, and he is free again.
+#[tokio::test]
+async fn a_history_that_cannot_be_written_still_lets_the_conversation_end() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    std::fs::create_dir_all(bob.dir.join("history").join("alice.jsonl")).expect("in the way");
+    let mut bob_sees = bob.watch(false).await;
+    alice.connect("bob").await.expect("connected");
+    let (_, delivered) = alice.send("hi", Wait::Delivered).await;
+    let lost = within("bob drops the link he cannot store for", async {
+        loop {
+            let ev = bob_sees.recv().await.expect("events").expect("ok");
+            if matches!(ev.kind, Some(pb::event::Kind::LinkLost(_))) {
+                return ev;
+            }
+        }
+    });
+    lost.await;
+    let ended = bob.ask(|reply| Request::Disconnect { reply }).await.expect("ended");
+    assert_eq!(ended.peer(), &name("alice"));
+    assert_eq!(bob.status().await.phase, Phase::Idle);
+    drop(delivered);
     alice.stop().await;
     bob.stop().await;
 }
