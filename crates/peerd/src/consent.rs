@@ -11,11 +11,17 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use peerchat_core::Name;
+use peerchat_core::source::Source;
 pub(crate) use peerchat_core::timeouts::ASK_TIMEOUT;
 
 /// Requests waiting for an answer at once; more dials are refused as busy
 /// (a flood of strangers must not grow this).
 pub(crate) const MAX_REQUESTS: usize = 8;
+
+/// ...of which one source address may hold this many, so that one host
+/// registering a few names cannot keep the queue full and every other
+/// stranger busy.
+pub(crate) const MAX_REQUESTS_PER_SOURCE: usize = 2;
 
 /// Who may open a conversation without asking the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -69,6 +75,8 @@ impl std::str::FromStr for Policy {
 #[derive(Debug)]
 pub(crate) struct Request<T> {
     pub(crate) peer: Name,
+    /// Where the dial came from (`None`: no address to count it by).
+    pub(crate) source: Option<Source>,
     pub(crate) expires: Instant,
     /// The same moment as wall-clock milliseconds, for clients.
     pub(crate) expires_at_ms: i64,
@@ -80,6 +88,8 @@ pub(crate) struct Request<T> {
 pub(crate) enum Full {
     /// [`MAX_REQUESTS`] are waiting already.
     TooMany,
+    /// [`MAX_REQUESTS_PER_SOURCE`] from the dial's source are waiting.
+    TooManyFromSource,
 }
 
 /// The waiting requests, oldest first. A peer asks at most once: a new
@@ -103,21 +113,30 @@ impl<T> Requests<T> {
         Requests { waiting: VecDeque::new(), lasts }
     }
 
-    /// Queues `peer`'s request. Returns the one it replaces, if any.
+    /// Queues `peer`'s request, from `source`. Returns the one it
+    /// replaces, if any.
     pub(crate) fn add(
         &mut self,
         peer: Name,
+        source: Option<Source>,
         held: T,
         now: Instant,
         now_ms: i64,
     ) -> Result<Option<Request<T>>, (Full, T)> {
-        let replaced = self.take(Some(&peer));
-        if replaced.is_none() && self.waiting.len() >= MAX_REQUESTS {
+        let others = |r: &&Request<T>| r.peer != peer;
+        if self.waiting.iter().filter(others).count() >= MAX_REQUESTS {
             return Err((Full::TooMany, held));
         }
+        let from_source = |r: &&Request<T>| source.is_some() && r.source == source;
+        if self.waiting.iter().filter(others).filter(from_source).count() >= MAX_REQUESTS_PER_SOURCE
+        {
+            return Err((Full::TooManyFromSource, held));
+        }
+        let replaced = self.take(Some(&peer));
         let ms = i64::try_from(self.lasts.as_millis()).unwrap_or(i64::MAX);
         self.waiting.push_back(Request {
             peer,
+            source,
             expires: now + self.lasts,
             expires_at_ms: now_ms.saturating_add(ms),
             held,
@@ -193,8 +212,8 @@ mod tests {
     fn requests_are_answered_by_name_or_oldest_first() {
         let now = Instant::now();
         let mut r = Requests::default();
-        assert!(r.add(name("alice"), 1, now, 1000).expect("room").is_none());
-        assert!(r.add(name("bob"), 2, now, 1000).expect("room").is_none());
+        assert!(r.add(name("alice"), None, 1, now, 1000).expect("room").is_none());
+        assert!(r.add(name("bob"), None, 2, now, 1000).expect("room").is_none());
         assert_eq!(r.iter().next().map(|q| q.expires_at_ms), Some(61_000));
         assert_eq!(r.take(Some(&name("BOB"))).map(|q| q.held), Some(2));
         assert!(r.take(Some(&name("bob"))).is_none());
@@ -206,8 +225,8 @@ mod tests {
     fn a_peer_asking_again_replaces_its_request() {
         let now = Instant::now();
         let mut r = Requests::default();
-        r.add(name("alice"), 1, now, 0).expect("room");
-        let old = r.add(name("alice"), 2, now, 0).expect("room").expect("replaced");
+        r.add(name("alice"), None, 1, now, 0).expect("room");
+        let old = r.add(name("alice"), None, 2, now, 0).expect("room").expect("replaced");
         assert_eq!(old.held, 1);
         assert_eq!(r.iter().count(), 1);
     }
@@ -217,19 +236,37 @@ mod tests {
         let now = Instant::now();
         let mut r = Requests::default();
         for i in 0..MAX_REQUESTS {
-            r.add(name(&format!("p{i}")), i, now, 0).expect("room");
+            r.add(name(&format!("p{i}")), None, i, now, 0).expect("room");
         }
-        assert_eq!(r.add(name("late"), 99, now, 0).err(), Some((Full::TooMany, 99)));
+        assert_eq!(r.add(name("late"), None, 99, now, 0).err(), Some((Full::TooMany, 99)));
         // Replacing a waiting peer's request needs no new room.
-        assert!(r.add(name("p0"), 100, now, 0).is_ok());
+        assert!(r.add(name("p0"), None, 100, now, 0).is_ok());
+    }
+
+    #[test]
+    fn one_source_holds_only_its_share_of_the_requests() {
+        let now = Instant::now();
+        let src = |s: &str| Some(Source::of(Some(s.parse().expect("an address"))));
+        let mut r = Requests::default();
+        for (i, who) in ["m1", "m2"].into_iter().enumerate() {
+            r.add(name(who), src("10.0.0.9:1"), i, now, 0).expect("room");
+        }
+        let third = r.add(name("m3"), src("10.0.0.9:2"), 3, now, 0);
+        assert_eq!(third.err(), Some((Full::TooManyFromSource, 3)));
+        // One of its peers asking again replaces its own request.
+        assert!(r.add(name("m1"), src("10.0.0.9:3"), 4, now, 0).is_ok());
+        // Others still get in.
+        r.add(name("carol"), src("10.0.0.1:1"), 5, now, 0).expect("room");
+        r.add(name("dave"), None, 6, now, 0).expect("room");
+        assert_eq!(r.iter().count(), 4);
     }
 
     #[test]
     fn requests_lapse_in_order_at_their_time() {
         let t0 = Instant::now();
         let mut r = Requests::lasting(Duration::from_secs(10));
-        r.add(name("alice"), 1, t0, 0).expect("room");
-        r.add(name("bob"), 2, t0 + Duration::from_secs(3), 0).expect("room");
+        r.add(name("alice"), None, 1, t0, 0).expect("room");
+        r.add(name("bob"), None, 2, t0 + Duration::from_secs(3), 0).expect("room");
         assert_eq!(r.next_expiry(), Some(t0 + Duration::from_secs(10)));
         assert!(r.expire(t0 + Duration::from_secs(9)).is_empty());
         let lapsed = r.expire(t0 + Duration::from_secs(10));

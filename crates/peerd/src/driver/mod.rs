@@ -31,6 +31,7 @@ use peerchat_core::session::{
     AcceptError, Action, DisconnectError, Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase,
     Presence, ReceiptKind, SendError, Session,
 };
+use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -578,7 +579,7 @@ impl Driver {
     }
 
     fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
-        let Offer { peer, link, known, pin, reply } = offer;
+        let Offer { peer, source, link, known, pin, reply } = offer;
         if self.turns_down(&peer) {
             let _ = reply.send(self.busy());
             return;
@@ -586,7 +587,7 @@ impl Driver {
         // Only a new conversation is asked about: a peer we are talking to
         // (resuming) is taken back, and while busy everyone else is busy.
         if self.session.peer().is_none() && self.gate.policy.must_ask(known) {
-            self.ask(peer, link, pin, seen, reply);
+            self.ask(peer, source, link, pin, seen, reply);
             return;
         }
         if let Some(seen) = seen {
@@ -610,6 +611,7 @@ impl Driver {
     fn ask(
         &mut self,
         peer: Name,
+        source: Option<Source>,
         link: Link,
         pin: KeyPin,
         seen: Option<Seen>,
@@ -617,7 +619,7 @@ impl Driver {
     ) {
         let (verdict, declined) = oneshot::channel();
         let asked = Asked { link, verdict, pin, seen };
-        match self.asking.add(peer.clone(), asked, Instant::now(), now_ms()) {
+        match self.asking.add(peer.clone(), source, asked, Instant::now(), now_ms()) {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     // The same peer asks again: its old dial is stale.
@@ -631,7 +633,7 @@ impl Driver {
                     expires_at_ms,
                 }));
             }
-            Err((consent::Full::TooMany, _)) => {
+            Err((consent::Full::TooMany | consent::Full::TooManyFromSource, _)) => {
                 let _ = reply
                     .send(Answer::Refused(AcceptError::Busy { me: self.session.me().clone() }));
             }

@@ -59,7 +59,8 @@ impl Dial for Wired {
             let (their_out, our_in) = mpsc::channel(1024);
             let theirs = Link::new(their_out, ReceiverStream::new(their_in).map(Ok));
             let (reply, answer) = oneshot::channel();
-            let offer = Offer { peer: me, link: theirs, known: false, pin: KeyPin::none(), reply };
+            let pin = KeyPin::none();
+            let offer = Offer { peer: me, source: None, link: theirs, known: false, pin, reply };
             if offers.send(offer).await.is_err() {
                 return Err(DialError::NotOnline(to));
             }

@@ -37,6 +37,8 @@ use crate::tls::PublicKey;
 #[derive(Debug)]
 pub(crate) struct Offer {
     pub(crate) peer: Name,
+    /// Where the dial came from (`None`: no address to count it by).
+    pub(crate) source: Option<Source>,
     pub(crate) link: Link,
     /// We have talked to this peer's key before (it is in known-peers).
     pub(crate) known: bool,
@@ -239,6 +241,7 @@ impl pb::chat_server::Chat for ChatService {
         let shutting_down = || Refusal::new(Reason::ShuttingDown, "peerd is shutting down");
         let offer = Offer {
             peer: peer.clone(),
+            source,
             link: Link::new(out, inbound),
             known,
             pin: KeyPin(Some((self.known.clone(), peer.clone(), key))),
