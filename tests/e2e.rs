@@ -669,6 +669,8 @@ fn directory_outage_does_not_stop_the_conversation() {
     let mut wb = bob.watch();
     connect(&alice, &bob);
     wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
+    let advertised = alice.status()["advertise"].clone();
+    assert!(advertised.as_str().is_some_and(|a| !a.is_empty()), "{advertised}");
 
     dir.kill9();
     let (id, state) = send(&alice, &["is the directory gone?"]);
@@ -683,7 +685,10 @@ fn directory_outage_does_not_stop_the_conversation() {
         let status = alice.status();
         if status["directory_state"] == "unreachable" { Ok(()) } else { Err(status.to_string()) }
     });
-    assert_eq!(alice.status()["peer"], "bob");
+    let status = alice.status();
+    assert_eq!(status["peer"], "bob");
+    // The address the directory last confirmed, not nothing.
+    assert_eq!(status["advertise"], advertised, "{status}");
 
     dir.restart_on_same_port();
     eventually("both registered again", Duration::from_secs(20), || {

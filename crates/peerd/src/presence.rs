@@ -35,8 +35,16 @@ use crate::identity::Identity;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DirectoryState {
     Registering,
-    Registered { address: String },
-    Unreachable { why: String },
+    Registered {
+        address: String,
+    },
+    /// `last_address`: the address the directory last confirmed, which it
+    /// may well still publish (its lease has not run out, or it is only
+    /// out of our reach).
+    Unreachable {
+        why: String,
+        last_address: Option<String>,
+    },
     Taken,
 }
 
@@ -110,13 +118,17 @@ impl PresenceTask {
                 }
                 Err(Failure::Rejected(why) | Failure::WrongKey(why)) => {
                     tracing::error!(%why, "the directory refused our registration");
-                    self.state.send_replace(DirectoryState::Unreachable { why: why.clone() });
+                    let last_address = None;
+                    let state = DirectoryState::Unreachable { why: why.clone(), last_address };
+                    self.state.send_replace(state);
                     self.report_first(FirstAttempt::Rejected(why));
                     backoff.next_delay()
                 }
                 Err(Failure::Unreachable(why) | Failure::Failed(why)) => {
                     tracing::warn!(%why, "directory unreachable");
-                    self.state.send_replace(DirectoryState::Unreachable { why: why.clone() });
+                    let last_address = lease.as_ref().map(|l| l.address.clone());
+                    let state = DirectoryState::Unreachable { why: why.clone(), last_address };
+                    self.state.send_replace(state);
                     self.report_first(FirstAttempt::Unreachable(why));
                     backoff.next_delay()
                 }

@@ -135,7 +135,8 @@ impl pb::control_server::Control for ControlService {
         let s = self.session().await?;
         let dir = self.directory_state.borrow().clone();
         let advertise = match &dir {
-            DirectoryState::Registered { address } => address.clone(),
+            DirectoryState::Registered { address }
+            | DirectoryState::Unreachable { last_address: Some(address), .. } => address.clone(),
             _ => self.me.advertise.map(|a| a.to_string()).unwrap_or_default(),
         };
         Ok(Response::new(pb::GetStatusResponse {
