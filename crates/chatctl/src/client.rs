@@ -14,8 +14,9 @@ use crate::error::Error;
 /// A Control client on an open channel. Cheap to clone (one connection).
 pub type Control = pb::control_client::ControlClient<Channel>;
 
-/// Big enough for a full page of history (10,000 messages of 64 KiB would
-/// not fit, but the daemon pages by count and typical messages are short).
+/// Big enough for any answer of the daemon: a `history` answer holds at
+/// most 32 MiB of text (and at most 10,000 entries) with room for its
+/// other fields.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long an ordinary request may take before we give up on peerd.

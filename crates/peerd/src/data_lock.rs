@@ -81,7 +81,8 @@ const NOTE_WAIT: Duration = Duration::from_millis(500);
 const NOTE_POLL: Duration = Duration::from_millis(5);
 
 /// The holder, once its note is readable, or `None` if it stays
-/// unreadable for [`NOTE_WAIT`] (a holder that never wrote one).
+/// unreadable for [`NOTE_WAIT`] (a holder that never wrote one). Blocks:
+/// called off the runtime's thread.
 fn holder_once_noted(file: &mut File) -> Option<Holder> {
     let deadline = Instant::now() + NOTE_WAIT;
     loop {

@@ -264,8 +264,23 @@ impl History {
                     self.files.entry(peer.clone()).or_insert(f)
                 }
             };
-            file.write_all(buf).map_err(|e| Error::io(path(), "appending to a history file", e))?;
-            buf.clear();
+            // What was written leaves the buffer even when a later part
+            // fails (disk full): the retry goes on from there, so no line
+            // is written twice and none torn in two.
+            let mut written = 0;
+            let result = loop {
+                if written == buf.len() {
+                    break Ok(());
+                }
+                match file.write(&buf[written..]) {
+                    Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.drain(..written);
+            result.map_err(|e| Error::io(path(), "appending to a history file", e))?;
         }
         if self.pending.len() > MAX_OPEN_FILES {
             self.pending.clear();
@@ -274,8 +289,6 @@ impl History {
     }
 }
 
-/// Reads the newest `limit` messages of the conversation with `peer`,
-/// oldest first. A missing file is an empty history.
 /// The most text one `history` answer carries: the newest entries that
 /// fit, so that the answer stays well inside what chatctl accepts (64 MiB)
 /// and peerd never holds more than this of a file while reading it.
@@ -290,7 +303,8 @@ pub(crate) struct Read {
 }
 
 /// The newest `limit` entries of the conversation with `peer` that fit in
-/// [`MAX_READ_TEXT_BYTES`]. Blocking I/O.
+/// [`MAX_READ_TEXT_BYTES`], oldest first. A missing file is an empty
+/// history. Blocking I/O.
 pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Read, Error> {
     let path = History::path_of(data_dir, peer);
     let file = match File::open(&path) {
@@ -305,8 +319,12 @@ pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Read, E
 }
 
 /// How much of the end of a history file is read on each connect for the
-/// ids received lately: the peer sends again only what we had not
-/// acknowledged, which we stored last.
+/// ids received lately. Of what a peer sends again, we can have stored only
+/// what we had not yet acknowledged when the link died: the few messages
+/// received last (we acknowledge each as soon as it is stored), so the
+/// end of the file holds them unless we wrote more than this since (our
+/// own messages queued while the link was down). Read on every connect to
+/// a peer the session does not know: kept small.
 const TAIL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How much of the end of a history file a restart reads for what it must

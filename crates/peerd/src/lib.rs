@@ -131,7 +131,12 @@ pub async fn run(
     identity::ensure_private_dir(&config.data_dir)?;
     // Held until `run` returns: before the key is read or made, so that a
     // second daemon on this data dir neither makes a key nor takes the name.
-    let _data_dir = data_lock::lock(&config.data_dir, &config.name)?;
+    // (Off the runtime's thread: a refused start waits a moment for the
+    // holder's note.)
+    let (dir, name) = (config.data_dir.clone(), config.name.clone());
+    let _data_dir = tokio::task::spawn_blocking(move || data_lock::lock(&dir, &name))
+        .await
+        .map_err(|e| Error::Other(format!("locking the data dir: {e}")))??;
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
     let credentials = Credentials::new(&identity)?;
     let known = KnownPeers::load(&config.data_dir)?;
@@ -178,10 +183,16 @@ pub async fn run(
         blocked: Blocked::load(&config.data_dir)?,
         ask_for: consent::ASK_TIMEOUT,
     };
+    // What an earlier run left: up to 256 MiB of each history file read,
+    // so off the runtime's thread.
+    let dir = config.data_dir.clone();
+    let recovered = tokio::task::spawn_blocking(move || history::recover(&dir))
+        .await
+        .map_err(|e| Error::Other(format!("reading back the history: {e}")))?;
     let driver = Driver::new(
         config.name.clone(),
         config.resume_window,
-        history,
+        (history, recovered),
         config.data_dir.clone(),
         gate,
         wiring,

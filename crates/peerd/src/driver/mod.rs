@@ -222,18 +222,17 @@ impl std::fmt::Debug for Driver {
 
 impl Driver {
     /// A driver for `me`, with what an earlier run left in `data_dir`
-    /// (read here, before the runtime's work starts: messages nobody has
+    /// (`recovered`, read with [`history::recover`]: messages nobody has
     /// seen yet, and ours nobody has acknowledged).
     pub(crate) fn new(
         me: Name,
         resume_window: Duration,
-        history: History,
+        (history, recovered): (History, history::Recovered),
         data_dir: PathBuf,
         gate: Gate,
         wiring: Wiring,
     ) -> Driver {
         let mut session = Session::new(me, resume_window);
-        let recovered = history::recover(&data_dir);
         for (from, message) in recovered.unseen {
             session.restore_undisplayed(from, message);
         }
@@ -833,25 +832,17 @@ impl Driver {
         self.hand_off_waits();
         if let Err(e) = flushed {
             // Acknowledging what we could not store would be a lie: nothing
-            // goes on the wire this round, and the link ends, so the sender
-            // sends again later. Everything else still happens (events,
-            // presence, dropped links, redials): a conversation must still
-            // be able to end while the disk is full. (The lines stay queued
-            // and are written once the disk takes them.)
+            // goes on the wire this round, and the link ends (with the
+            // links broken anyway, below), so the sender sends again
+            // later. Everything else still happens (events, presence,
+            // dropped links, redials): a conversation must still be able
+            // to end while the disk is full. (The lines stay queued and
+            // are written once the disk takes them.)
             tracing::error!(error = %e, "cannot write history");
             actions.retain(|a| !matches!(a, Action::Transmit { .. } | Action::CloseSend { .. }));
-            for a in actions.drain(..) {
-                self.execute(a);
-            }
             if let Some(link) = self.session.link() {
-                self.links.remove(&link);
-                self.session.handle_link_down(
-                    link,
-                    LinkDown::Error(format!("{e}")),
-                    Instant::now(),
-                );
+                self.broken.push((link, e.to_string()));
             }
-            return true;
         }
         for a in actions.drain(..) {
             self.execute(a);

@@ -152,6 +152,7 @@ impl Peer {
     ) -> Peer {
         let dir = std::env::temp_dir().join(format!("pcd-{}", uuid::Uuid::new_v4().simple()));
         let history = History::open(&dir).expect("history");
+        let recovered = history::recover(&dir);
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
         let (offer_tx, offers) = mpsc::channel(OFFER_QUEUE);
         board.peers.lock().expect("lock").insert(name(me), offer_tx);
@@ -160,8 +161,14 @@ impl Peer {
         let (presence, _) = watch::channel(Presence::Available);
         let wiring = Wiring { requests: requests_rx, offers, dialer, presence };
         let gate = Gate { policy, blocked: Blocked::default(), ask_for };
-        let driver =
-            Driver::new(name(me), Duration::from_secs(30), history, dir.clone(), gate, wiring);
+        let driver = Driver::new(
+            name(me),
+            Duration::from_secs(30),
+            (history, recovered),
+            dir.clone(),
+            gate,
+            wiring,
+        );
         let token = CancellationToken::new();
         let task = tokio::spawn(driver.run(token.clone()));
         Peer { requests, token, task, dir }

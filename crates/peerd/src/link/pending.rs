@@ -9,7 +9,8 @@
 //! usually a few milliseconds; so several peers behind one address (a NAT,
 //! or one machine) that dial at the same moment each get the real answer,
 //! a conversation or `busy`, instead of a refusal that says nothing about
-//! the peer. The wait stays well inside the dialer's handshake timeout.
+//! the peer. The wait, with the directory's word on the key after it, stays
+//! inside the dialer's handshake timeout (a unit test checks).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,10 @@ use tokio::time::Instant;
 
 use super::{MAX_PENDING_DIALS, MAX_PENDING_DIALS_PER_SOURCE};
 
-/// How long a dial waits for a free slot.
-pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(2);
+/// How long a dial waits for a free slot: what the dialer's handshake
+/// timeout leaves after the longest directory lookup, less a second for
+/// the rest of the answer.
+pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// The slots of one daemon's peer port.
 #[derive(Debug, Clone)]
@@ -101,6 +104,13 @@ mod tests {
         Some(Source::of(Some(s.parse().expect("a socket address"))))
     }
 
+    #[test]
+    fn the_wait_and_the_key_check_fit_in_the_dialers_handshake_timeout() {
+        let answer = Duration::from_secs(1);
+        let longest = SLOT_WAIT + crate::directory::DIRECTORY_CALL_TIMEOUT + answer;
+        assert!(longest <= super::super::HANDSHAKE_TIMEOUT, "{longest:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_dial_over_its_sources_share_waits_for_a_slot_to_come_back() {
         let dials = PendingDials::new(16, 2);
@@ -111,7 +121,7 @@ mod tests {
             let dials = dials.clone();
             tokio::spawn(async move { dials.take(src("10.0.0.1:3")).await.map(|_| ()) })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(SLOT_WAIT / 2).await;
         assert!(!waiting.is_finished(), "the third waits while both are held");
         // Another source is not held up meanwhile.
         assert!(dials.take(src("10.0.0.2:1")).await.is_some());
