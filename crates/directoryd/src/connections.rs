@@ -21,6 +21,7 @@
 //! `Counted::coalesce`). Under heartbeat load that is about fifteen times
 //! fewer writes and a fifth less CPU a heartbeat.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Sleep, sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -52,6 +54,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// How long a connection's writes may stay blocked (the client reads
+/// nothing) before it is closed. Every answer a client asked for and does
+/// not read waits in the server's memory meanwhile: a client that opens
+/// large HTTP/2 windows and stops reading parks whole List pages. So what
+/// one source can park is at most its List rate times this of pages
+/// (100/s x 10 s of pages of up to 1,000 peers: about 120 MB), where only
+/// HTTP/2 keepalive (20 s) bounded it before.
+pub(crate) const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connection, plaintext or TLS, that counts against the ceiling while it
 /// lives.
 #[derive(Debug)]
@@ -59,6 +70,8 @@ pub(crate) struct Counted {
     stream: Stream,
     /// Whether the last write yielded instead (see [`Counted::coalesce`]).
     yielded: bool,
+    /// Running while writes are blocked (see [`Counted::stalled`]).
+    stall: Option<Pin<Box<Sleep>>>,
     _slots: (OwnedSemaphorePermit, SourceSlot),
 }
 
@@ -82,6 +95,28 @@ impl Counted {
             cx.waker().wake_by_ref();
             Poll::Pending
         }
+    }
+}
+
+impl Counted {
+    /// Passes a write's outcome through, timing how long writes stay
+    /// blocked: past [`WRITE_STALL_TIMEOUT`] without progress the write
+    /// fails, and hyper closes the connection.
+    fn stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stall = None;
+            return poll;
+        }
+        let timer = self.stall.get_or_insert_with(|| Box::pin(sleep(WRITE_STALL_TIMEOUT)));
+        if timer.as_mut().poll(cx).is_ready() {
+            let why = format!("the client read nothing for {WRITE_STALL_TIMEOUT:?}");
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+        }
+        Poll::Pending
     }
 }
 
@@ -152,6 +187,7 @@ pub(crate) fn accept(
                                     .send(Ok(Counted {
                                         stream,
                                         yielded: false,
+                                        stall: None,
                                         _slots: (permit, source),
                                     }))
                                     .await;
@@ -231,10 +267,11 @@ impl AsyncWrite for Counted {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(self.coalesce(cx));
-        match &mut self.stream {
+        let poll = match &mut self.stream {
             Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
+        };
+        self.stalled(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -243,10 +280,11 @@ impl AsyncWrite for Counted {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.coalesce(cx));
-        match &mut self.stream {
+        let poll = match &mut self.stream {
             Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        };
+        self.stalled(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -257,10 +295,11 @@ impl AsyncWrite for Counted {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.stream {
+        let poll = match &mut self.stream {
             Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
+        };
+        self.stalled(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -809,6 +809,89 @@ async fn presence_watchers_per_source_are_capped_like_registrations() -> TestRes
     Ok(())
 }
 
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A header field as an HPACK literal without indexing (short strings).
+fn hpack(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(0);
+    for s in [name, value] {
+        out.push(u8::try_from(s.len()).unwrap());
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// A client that gives the server every HTTP/2 window it could want, asks
+/// for many full pages of List, and then reads nothing: the answers would
+/// wait in the server's memory for as long as the connection lives. The
+/// directory closes a connection whose writes stay blocked.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed() -> TestResult {
+    let config = Config {
+        ttl: Duration::from_secs(600),
+        register_rate: 100_000,
+        list_rate: 100_000,
+        max_per_source: 10_000,
+        ..Config::default()
+    };
+    let dir = Directory::start_with(config).await;
+    let mut client = dir.client().await;
+    let key = Key::generate();
+    // Pages of 1,000 peers of ~120 bytes: 64 of them are far more than the
+    // kernel's socket buffers hold.
+    let advertise = "[1111:2222:3333:4444:5555:6666:7777:8888]:65535";
+    for i in 0..1000 {
+        key.register(&mut client, &format!("{}{i:04}", "p".repeat(28)), advertise, 0).await?;
+    }
+
+    let socket = TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut tcp = socket.connect(dir.addr).await?;
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut settings = vec![0, 4]; // SETTINGS_INITIAL_WINDOW_SIZE
+    settings.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    hello.extend(h2_frame(4, 0, 0, &settings));
+    hello.extend(h2_frame(8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes()));
+    hello.extend(h2_frame(4, 1, 0, &[])); // ACK of the server's SETTINGS
+    tcp.write_all(&hello).await?;
+    let list = [0u8, 0, 0, 0, 3, 0x08, 0xe8, 0x07]; // ListRequest { page_size: 1000 }
+    for i in 0..64u32 {
+        let mut headers = Vec::new();
+        for (name, value) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/peerchat.v1.Directory/List"),
+            (":authority", "directory"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ] {
+            hpack(&mut headers, name, value);
+        }
+        let id = 1 + 2 * i;
+        let mut request = h2_frame(1, 4, id, &headers);
+        request.extend(h2_frame(0, 1, id, &list));
+        tcp.write_all(&request).await?;
+    }
+
+    // Reading nothing for the stall timeout (10 s) and a margin; then the
+    // connection must have been closed: reading drains what the kernel
+    // holds and ends. An open one would be served on, and closed only
+    // when HTTP/2 keepalive gives up on its unanswered ping (at 20 s).
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let mut sink = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut sink)).await;
+    assert!(ended.is_ok(), "the connection was kept open ({} bytes read)", sink.len());
+    // The directory still serves others.
+    client.list(pb::ListRequest::default()).await?;
+    dir.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn run_returns_when_cancelled_even_with_an_open_health_watch() -> TestResult {
     let data = tempfile::tempdir()?;
