@@ -16,9 +16,13 @@ pub(crate) fn store_status(err: StoreError) -> Status {
     match err {
         StoreError::Refused(refusal) => refusal_status(refusal),
         StoreError::Busy { .. } => Status::resource_exhausted(err.to_string()),
-        StoreError::Unavailable { .. } | StoreError::NotDurable => {
-            Status::unavailable(err.to_string())
+        // Why is for the operator's log (Redis answers name nodes, slots
+        // and OS errors), not the caller.
+        StoreError::Unavailable { why } => {
+            tracing::debug!(%why, "the store cannot answer");
+            Status::unavailable("directory store unavailable; retry")
         }
+        StoreError::NotDurable => Status::unavailable(err.to_string()),
         StoreError::Bindings(BindingsError::Closed) => {
             Status::unavailable(BindingsError::Closed.to_string())
         }
@@ -84,5 +88,16 @@ mod tests {
                 assert!(s.message().contains("bob"), "{}", s.message());
             }
         }
+    }
+
+    #[test]
+    fn an_unavailable_store_says_so_without_its_insides() {
+        let why = "listing: Moved: 743 127.0.0.1:35357".to_owned();
+        let s = store_status(StoreError::Unavailable { why });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(s.message(), "directory store unavailable; retry");
+        let s = store_status(StoreError::NotDurable);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("not yet durable"), "{}", s.message());
     }
 }
