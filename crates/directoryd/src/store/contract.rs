@@ -244,6 +244,35 @@ async fn the_feed_tells_every_change(store: &dyn Store) {
     }
 }
 
+/// A Register whose caller goes away mid-claim (a client's short
+/// grpc-timeout) may or may not take effect; if it did, it was announced.
+async fn a_claim_left_midway_is_announced_if_it_holds(store: &dyn Store) {
+    let mut feed = store.changes();
+    // One poll: the claim starts, then its future is dropped.
+    let finished = tokio::select! {
+        biased;
+        done = store.register(claim("judy", KEY_A, "j1")) => Some(done),
+        () = std::future::ready(()) => None,
+    };
+    assert!(finished.is_none(), "the claim finished at its first poll: {finished:?}");
+    // The memory store's claim goes on without its caller; a Redis claim
+    // may not have been sent at all.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let registered = loop {
+        if store.lookup(&name("judy")).await.is_ok() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if registered {
+        let Change::Up(up) = next_change(&mut feed).await else { panic!("not up") };
+        assert_eq!(up.name, "judy");
+    }
+}
+
 /// Makes a fresh, empty store for each case.
 trait Fresh {
     async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store>;
@@ -263,6 +292,7 @@ async fn keeps_the_contract(stores: &mut impl Fresh) {
     registrations_per_source_are_capped(stores.fresh().await.as_ref()).await;
     racing_keys_end_with_one_owner(stores.fresh().await).await;
     the_feed_tells_every_change(stores.fresh().await.as_ref()).await;
+    a_claim_left_midway_is_announced_if_it_holds(stores.fresh().await.as_ref()).await;
 }
 
 struct Memory;

@@ -74,27 +74,29 @@ impl Store for MemoryStore {
             public_key: claim.public_key,
         };
         let (registry, bindings) = (self.registry.clone(), self.bindings.clone());
+        let feed = self.feed.clone();
         // A new binding appends to the bindings file and syncs it: blocking.
-        let registered = tokio::task::spawn_blocking(move || {
-            claim_name(&registry, &bindings, claim)
-        })
-        .await
-        .map_err(|err| StoreError::Unavailable { why: format!("the claim failed: {err}") })??;
-        self.announce(Change::Up(listing));
-        Ok(registered)
+        // The claim is announced in there too, so that it is announced even
+        // if the caller goes away meanwhile (the claim goes on without it).
+        tokio::task::spawn_blocking(move || claim_name(&registry, &bindings, claim, &feed, listing))
+            .await
+            .map_err(|err| StoreError::Unavailable { why: format!("the claim failed: {err}") })?
     }
 
+    // Every change is announced while the registry is still locked, so
+    // that watchers hear the changes in the order the registry made them.
+
     async fn renew(&self, name: &Name, lease: &str, presence: Presence) -> Result<(), StoreError> {
-        let changed = lock(&self.registry).heartbeat(name, lease, presence, Instant::now())?;
-        if let Some(listing) = changed {
+        let mut registry = lock(&self.registry);
+        if let Some(listing) = registry.heartbeat(name, lease, presence, Instant::now())? {
             self.announce(Change::Up(listing));
         }
         Ok(())
     }
 
     async fn unregister(&self, name: &Name, lease: &str) -> Result<(), StoreError> {
-        let gone = lock(&self.registry).unregister(name, lease, Instant::now())?;
-        if let Some(name) = gone {
+        let mut registry = lock(&self.registry);
+        if let Some(name) = registry.unregister(name, lease, Instant::now())? {
             self.announce(Change::Down { name });
         }
         Ok(())
@@ -113,23 +115,18 @@ impl Store for MemoryStore {
         // One lock at a time: requests wait for one map, never for the sweep.
         let (reaped, left) = {
             let mut registry = lock(&self.registry);
-            (registry.reap(now), registry.len())
+            let reaped = registry.reap(now);
+            for name in &reaped {
+                self.announce(Change::Down { name: name.clone() });
+            }
+            (reaped.len(), registry.len())
         };
         let (nonces, nonces_left) = {
             let mut challenges = lock(&self.challenges);
             (challenges.sweep(now), challenges.len())
         };
-        if !reaped.is_empty() || nonces > 0 {
-            tracing::debug!(
-                reaped = reaped.len(),
-                left,
-                nonces,
-                nonces_left,
-                "expired state dropped"
-            );
-        }
-        for name in reaped {
-            self.announce(Change::Down { name });
+        if reaped > 0 || nonces > 0 {
+            tracing::debug!(reaped, left, nonces, nonces_left, "expired state dropped");
         }
     }
 
@@ -139,12 +136,15 @@ impl Store for MemoryStore {
 }
 
 /// Grants `claim` if its name is free or bound to its key, making a new
-/// binding durable before the registration exists. Blocking: a new binding
-/// appends to the bindings file and syncs it.
+/// binding durable before the registration exists, and announces it on
+/// `feed` as `listing`. Blocking: a new binding appends to the bindings
+/// file and syncs it.
 fn claim_name(
     registry: &Mutex<Registry>,
     bindings: &Mutex<BindingStore>,
     claim: Claim,
+    feed: &broadcast::Sender<Change>,
+    listing: Listing,
 ) -> Result<Registered, StoreError> {
     let mut bindings = lock(bindings);
     let name_key = claim.name.key();
@@ -164,6 +164,9 @@ fn claim_name(
         }
         bindings.bind(&name_key, &claim.public_key)?;
     }
-    lock(registry).register(claim, Instant::now())?;
+    let mut registry = lock(registry);
+    registry.register(claim, Instant::now())?;
+    // No watcher is not an error.
+    let _ = feed.send(Change::Up(listing));
     Ok(Registered { new_binding })
 }
