@@ -114,6 +114,15 @@ impl Pair {
         }
     }
 
+    /// Alice's next frame reaches bob, and nothing else moves: what bob
+    /// answers stays in his outbound queue.
+    fn bob_takes_one_frame(&mut self) {
+        Self::drain(&mut self.alice, &mut self.a);
+        let frame = self.a.outbound.pop_front().expect("on the wire");
+        self.bob.handle_frame(self.b_link.expect("linked"), frame, self.now);
+        Self::drain(&mut self.bob, &mut self.b);
+    }
+
     /// Moves everything until both sides are quiet.
     fn drive(&mut self) {
         for _ in 0..10_000 {
@@ -619,10 +628,7 @@ fn disconnect_while_reconnecting_ends_at_once() {
 fn a_restarted_receiver_recognises_what_it_already_has() {
     let mut p = Pair::connected();
     p.send(true, "one");
-    Pair::drain(&mut p.alice, &mut p.a);
-    let frame = p.a.outbound.pop_front().expect("on the wire");
-    p.bob.handle_frame(p.b_link.expect("linked"), frame, p.now);
-    Pair::drain(&mut p.bob, &mut p.b);
+    p.bob_takes_one_frame();
     let shown = p.bob.undisplayed().next().expect("shown").1.id.clone();
     p.bob.handle_displayed(&[shown]);
     let seen: Vec<(Id, bool)> =
@@ -656,10 +662,7 @@ fn a_restarted_receiver_recognises_what_it_already_has() {
 fn a_busy_refusal_keeps_the_current_peers_seen_ids() {
     let mut p = Pair::connected();
     p.send(true, "one");
-    Pair::drain(&mut p.alice, &mut p.a);
-    let frame = p.a.outbound.pop_front().expect("on the wire");
-    p.bob.handle_frame(p.b_link.expect("linked"), frame, p.now);
-    Pair::drain(&mut p.bob, &mut p.b);
+    p.bob_takes_one_frame();
     // Bob's `delivered` is lost with the link, below.
     p.b.outbound.clear();
 
