@@ -25,8 +25,11 @@ pub(crate) async fn run(store: Arc<dyn Store>, limits: Arc<Limits>, shutdown: Ca
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                store.sweep().await;
+                // The limits first: a store sweep can be slow (a Redis
+                // sweep of many expired leases), and full limiter maps
+                // would refuse every new source meanwhile.
                 sweep_limits(&limits, Instant::now());
+                store.sweep().await;
             }
         }
     }
