@@ -142,6 +142,15 @@ enum Dir {
     Out,
 }
 
+impl From<Dir> for Direction {
+    fn from(d: Dir) -> Direction {
+        match d {
+            Dir::In => Direction::In,
+            Dir::Out => Direction::Out,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum State {
@@ -446,11 +455,7 @@ fn outstanding(reader: impl BufRead) -> (Vec<Entry>, Vec<Entry>) {
                     (Dir::Out, MessageState::Sent) => &mut unacked,
                     _ => continue,
                 };
-                let direction = match dir {
-                    Dir::In => Direction::In,
-                    Dir::Out => Direction::Out,
-                };
-                let state = state.into();
+                let (direction, state) = (dir.into(), state.into());
                 waiting.add(Entry { id, direction, peer, text, at_ms: at, seq, state });
             }
             Line::State { id, state } => match MessageState::from(state) {
@@ -552,10 +557,7 @@ fn fold(reader: impl BufRead, window: Window) -> std::io::Result<Read> {
                 text_bytes += text.len();
                 entries.push_back(Entry {
                     id,
-                    direction: match dir {
-                        Dir::In => Direction::In,
-                        Dir::Out => Direction::Out,
-                    },
+                    direction: dir.into(),
                     peer,
                     text,
                     at_ms: at,
