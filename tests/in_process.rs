@@ -46,13 +46,19 @@ struct Directory {
 }
 
 async fn directory() -> Directory {
+    directory_limited(10_000).await
+}
+
+/// A directory whose registration bucket holds `register_rate` a second
+/// (twice that in a burst): status changes are charged to it too.
+async fn directory_limited(register_rate: u32) -> Directory {
     let config = peerchat_directoryd::Config {
         listen: "127.0.0.1:0".parse().expect("an address"),
         ttl: Duration::from_secs(30),
         max_connections: 256,
         max_connections_per_source: 256,
         data_dir: None,
-        register_rate: 10_000,
+        register_rate,
         list_rate: 10_000,
         max_per_source: 1_000,
         store: StoreConfig::Memory,
@@ -467,4 +473,38 @@ async fn status_shows_the_advertised_address_while_the_directory_is_away() {
     assert_eq!(status.directory_state, "unreachable");
     assert_eq!(status.advertise, advertise.to_string());
     alice.stop().await;
+}
+
+/// The status `name` has in the directory's list.
+async fn listed_status(dir: &Directory, name: &str) -> pb::PeerStatus {
+    let channel = tonic::transport::Endpoint::from_shared(dir.url.clone())
+        .expect("the directory's url")
+        .connect()
+        .await
+        .expect("the directory answers");
+    let mut client = pb::directory_client::DirectoryClient::new(channel);
+    let page = client.list(pb::ListRequest::default()).await.expect("a list").into_inner();
+    page.peers.iter().find(|p| p.name == name).map_or(pb::PeerStatus::Unspecified, |p| p.status())
+}
+
+#[tokio::test]
+async fn a_status_change_the_directory_held_back_is_sent_again_within_seconds() {
+    // A bucket of four: alice's and bob's registrations spend it, so the
+    // directory keeps both "available" when the conversation starts.
+    let dir = directory_limited(2).await;
+    let alice = Daemon::start(&dir, "alice", None).await;
+    let bob = Daemon::start(&dir, "bob", None).await;
+    assert_eq!(listed_status(&dir, "alice").await, pb::PeerStatus::Available);
+    assert_eq!(alice.connect("bob").await.expect("bob answers"), "bob");
+    // Each asks again a second later instead of at its next renewal
+    // (ttl/3 = 10 s), by when the bucket has refilled.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    for name in ["alice", "bob"] {
+        while listed_status(&dir, name).await != pb::PeerStatus::Busy {
+            assert!(Instant::now() < deadline, "{name} is still listed available");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    alice.stop().await;
+    bob.stop().await;
 }

@@ -66,8 +66,8 @@ pub struct Serve {
     #[arg(long, env = "PEERCHAT_DIRECTORY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Challenge and Register calls a second per source IP (IPv6: per /64),
-    /// with bursts of twice that.
+    /// Challenge and Register calls, and status changes by Heartbeat, a
+    /// second per source IP (IPv6: per /64), with bursts of twice that.
     #[arg(
         long,
         env = "PEERCHAT_REGISTER_RATE",

@@ -129,7 +129,9 @@ pub struct Config {
     /// Where the name → key bindings and the directory key live (created
     /// 0700). `None`: in memory, for this run only.
     pub data_dir: Option<PathBuf>,
-    /// Challenge + Register calls a second per source (bursts of twice).
+    /// Challenge + Register calls, and status changes by Heartbeat, a
+    /// second per source (bursts of twice). Heartbeat + Unregister calls
+    /// have a rate derived from `ttl`, `max_per_source` and `list_rate`.
     pub register_rate: u32,
     /// List + Lookup calls a second per source (bursts of twice).
     pub list_rate: u32,
@@ -299,6 +301,10 @@ pub async fn run(
     let limits = Arc::new(Limits {
         register: Mutex::new(RateLimiter::new(config.register_rate, limits::MAX_SOURCES)),
         list: Mutex::new(RateLimiter::new(config.list_rate, limits::MAX_SOURCES)),
+        leases: Mutex::new(RateLimiter::new(
+            service::lease_rate(config.ttl, config.max_per_source, config.list_rate),
+            limits::MAX_SOURCES,
+        )),
     });
     tokio::spawn(reaper::run(store.clone(), limits.clone(), stop.clone()));
 

@@ -4,7 +4,8 @@
 //!
 //! Pure arithmetic, no clock: `now` is passed in, so refill and burst are
 //! tested deterministically. The service keeps one [`RateLimiter`] for
-//! Challenge+Register and one for List+Lookup; the reaper drops buckets that
+//! Challenge+Register (and status changes), one for List+Lookup and one
+//! for Heartbeat+Unregister; the reaper drops buckets that
 //! have refilled completely (a full bucket is the same as no bucket), so the
 //! map only holds sources active in the last few seconds, and it has a hard
 //! ceiling on top.
@@ -59,6 +60,11 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Puts back a token taken for a request that turned out not to need it.
+    pub(crate) fn give_back(&mut self, rate: Rate) {
+        self.tokens = (self.tokens + 1.0).min(rate.burst);
     }
 
     /// True once the bucket has refilled completely: forgetting it then
@@ -117,6 +123,16 @@ impl RateLimiter {
             Ok(())
         } else {
             Err(Limited::TooFast { from: source, per_sec: self.per_sec })
+        }
+    }
+
+    /// Gives back the token [`RateLimiter::check`] took from `source`, for a
+    /// request that turned out to cost nothing (a heartbeat that changed no
+    /// presence). A bucket swept meanwhile was full: nothing to give back.
+    pub(crate) fn refund(&mut self, source: Source) {
+        let rate = self.rate;
+        if let Some(bucket) = self.buckets.get_mut(&source) {
+            bucket.give_back(rate);
         }
     }
 
@@ -207,5 +223,29 @@ mod tests {
         assert_eq!(limiter.sweep(t0 + Duration::from_secs(1)), 2);
         assert_eq!(limiter.len(), 0);
         limiter.check(src("10.0.0.3:1"), t0 + Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn a_refund_gives_back_one_token_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(1, MAX_SOURCES);
+        let a = src("10.0.0.1:1");
+        limiter.check(a, t0).unwrap();
+        limiter.check(a, t0).unwrap();
+        assert!(limiter.check(a, t0).is_err());
+        limiter.refund(a);
+        limiter.check(a, t0).unwrap();
+        assert!(limiter.check(a, t0).is_err());
+        // Refunds never make a burst bigger than twice the rate.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..5 {
+            limiter.refund(a);
+        }
+        limiter.check(a, later).unwrap();
+        limiter.check(a, later).unwrap();
+        assert!(limiter.check(a, later).is_err());
+        // Nothing to refund to a source that has no bucket.
+        limiter.refund(src("10.0.0.2:1"));
+        assert_eq!(limiter.len(), 1);
     }
 }

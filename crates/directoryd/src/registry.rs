@@ -24,6 +24,15 @@ struct Entry {
     source: Source,
 }
 
+/// What a heartbeat left listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// The presence was already this (or the heartbeat asked to keep it).
+    Kept(Presence),
+    /// The presence changed: the listing as it is now, for the feed.
+    Changed(Listing),
+}
+
 /// Every live (and not yet reaped) registration, keyed by case-folded name
 /// so that uniqueness is case-insensitive and listing is ordered.
 #[derive(Debug)]
@@ -113,15 +122,15 @@ impl Registry {
         }
     }
 
-    /// Renews the lease `lease_token` on `name` and records its presence.
-    /// Returns the listing when the presence changed, for the feed.
+    /// Renews the lease `lease_token` on `name` and records `presence`
+    /// (`None` keeps the listed one).
     pub(crate) fn heartbeat(
         &mut self,
         name: &Name,
         lease_token: &str,
-        presence: Presence,
+        presence: Option<Presence>,
         now: Instant,
-    ) -> Result<Option<Listing>, Refusal> {
+    ) -> Result<Renewal, Refusal> {
         let unknown = || Refusal::UnknownLease { name: name.as_str().to_owned() };
         let entry = self.entries.get_mut(&name.key()).ok_or_else(unknown)?;
         if entry.lease.expired(now)
@@ -130,11 +139,13 @@ impl Registry {
             return Err(unknown());
         }
         entry.lease = Lease::new(now, self.ttl);
-        if entry.listing.presence == presence {
-            return Ok(None);
+        match presence {
+            Some(presence) if presence != entry.listing.presence => {
+                entry.listing.presence = presence;
+                Ok(Renewal::Changed(entry.listing.clone()))
+            }
+            _ => Ok(Renewal::Kept(entry.listing.presence)),
         }
-        entry.listing.presence = presence;
-        Ok(Some(entry.listing.clone()))
     }
 
     /// Releases `name`. Releasing a name nobody holds succeeds, so that a
@@ -297,10 +308,10 @@ mod tests {
         assert_eq!(bob.public_key, KEY_A);
         // The crashed daemon's lease is dead; the new one lives.
         assert!(matches!(
-            reg.heartbeat(&name("bob"), "old", Presence::Available, t1),
+            reg.heartbeat(&name("bob"), "old", Some(Presence::Available), t1),
             Err(Refusal::UnknownLease { .. })
         ));
-        reg.heartbeat(&name("bob"), "new", Presence::Available, t1).unwrap();
+        reg.heartbeat(&name("bob"), "new", Some(Presence::Available), t1).unwrap();
         assert_eq!(reg.len(), 1);
     }
 
@@ -319,7 +330,7 @@ mod tests {
         assert!(err.to_string().contains("not online"));
         assert!(reg.list(None, 10, at_ttl).peers.is_empty());
         assert!(matches!(
-            reg.heartbeat(&name("bob"), "l1", Presence::Available, at_ttl),
+            reg.heartbeat(&name("bob"), "l1", Some(Presence::Available), at_ttl),
             Err(Refusal::UnknownLease { .. })
         ));
         reg.register(claim("bob", KEY_B, "l2", "10.0.0.2:2"), at_ttl).unwrap();
@@ -334,7 +345,7 @@ mod tests {
         let mut now = t0;
         for _ in 0..5 {
             now += Duration::from_secs(10);
-            reg.heartbeat(&name("BOB"), "l1", Presence::Available, now).unwrap();
+            reg.heartbeat(&name("BOB"), "l1", Some(Presence::Available), now).unwrap();
         }
         assert!(now > t0 + TTL);
         assert!(reg.lookup(&name("bob"), now + TTL - Duration::from_millis(1)).is_ok());
@@ -346,9 +357,9 @@ mod tests {
         let t0 = Instant::now();
         let mut reg = registry();
         reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
-        let err = reg.heartbeat(&name("bob"), "nope", Presence::Busy, t0).unwrap_err();
+        let err = reg.heartbeat(&name("bob"), "nope", Some(Presence::Busy), t0).unwrap_err();
         assert!(err.to_string().contains("register again"));
-        assert!(reg.heartbeat(&name("alice"), "l1", Presence::Busy, t0).is_err());
+        assert!(reg.heartbeat(&name("alice"), "l1", Some(Presence::Busy), t0).is_err());
         assert_eq!(reg.lookup(&name("bob"), t0).unwrap().presence, Presence::Available);
     }
 
@@ -357,11 +368,19 @@ mod tests {
         let t0 = Instant::now();
         let mut reg = registry();
         reg.register(claim("bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
-        reg.heartbeat(&name("bob"), "l1", Presence::Busy, t0).unwrap();
+        let busy = reg.heartbeat(&name("bob"), "l1", Some(Presence::Busy), t0).unwrap();
+        assert!(matches!(busy, Renewal::Changed(Listing { presence: Presence::Busy, .. })));
         assert_eq!(reg.lookup(&name("bob"), t0).unwrap().presence, Presence::Busy);
         assert_eq!(reg.list(None, 10, t0).peers[0].presence, Presence::Busy);
-        reg.heartbeat(&name("bob"), "l1", Presence::Available, t0).unwrap();
-        assert_eq!(reg.lookup(&name("bob"), t0).unwrap().presence, Presence::Available);
+        let again = reg.heartbeat(&name("bob"), "l1", Some(Presence::Busy), t0).unwrap();
+        assert_eq!(again, Renewal::Kept(Presence::Busy));
+        // Keeping renews the lease and leaves the presence alone.
+        let t1 = t0 + Duration::from_secs(10);
+        let kept = reg.heartbeat(&name("bob"), "l1", None, t1).unwrap();
+        assert_eq!(kept, Renewal::Kept(Presence::Busy));
+        assert_eq!(reg.lookup(&name("bob"), t0 + TTL).unwrap().presence, Presence::Busy);
+        reg.heartbeat(&name("bob"), "l1", Some(Presence::Available), t1).unwrap();
+        assert_eq!(reg.lookup(&name("bob"), t1).unwrap().presence, Presence::Available);
     }
 
     #[test]
@@ -473,7 +492,8 @@ mod tests {
         assert_eq!(reg.earliest_expiry, Some(t0 + TTL));
         // Renewed: a expires later than the bound says, which only costs
         // one sweep that finds nothing, after which the bound is exact.
-        reg.heartbeat(&name("a"), "a", Presence::Available, t0 + Duration::from_secs(10)).unwrap();
+        reg.heartbeat(&name("a"), "a", Some(Presence::Available), t0 + Duration::from_secs(10))
+            .unwrap();
         assert_eq!(reg.reap(t0 + TTL).len(), 0);
         assert_eq!(reg.earliest_expiry, Some(t0 + TTL + Duration::from_secs(5)));
         // b, then a, go exactly at their TTL; the last one out clears the

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::identity::NONCE_LEN;
+use peerchat_core::lease::renew_interval;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tonic::{Request, Response, Status};
 
@@ -19,7 +20,7 @@ use crate::model::{Claim, Presence};
 use crate::proof::{self, ProofError, Signed};
 use crate::store::Store;
 use crate::watch::{self, Watchers};
-use crate::wire::{peer, store_status};
+use crate::wire::{self, peer, store_status};
 
 const MAX_ADVERTISE: usize = 256;
 /// Page tokens are case-folded names; anything longer is not one of ours.
@@ -37,6 +38,20 @@ pub(crate) struct Limits {
     pub(crate) register: Mutex<RateLimiter>,
     /// List, Lookup and WatchPeers.
     pub(crate) list: Mutex<RateLimiter>,
+    /// Heartbeat and Unregister: free of proofs, but each is a store call.
+    /// Its rate follows from the other limits (see [`lease_rate`]), so it
+    /// is never what stops a well-behaved host.
+    pub(crate) leases: Mutex<RateLimiter>,
+}
+
+/// Heartbeat+Unregister calls a second allowed per source: twice what
+/// `max_per_source` leases need when each renews every `renew_interval`
+/// (room for status changes, retries and a replica switch), and never less
+/// than `list_rate`.
+pub(crate) fn lease_rate(ttl: Duration, max_per_source: usize, list_rate: u32) -> u32 {
+    let renewals = max_per_source as f64 / renew_interval(ttl).as_secs_f64();
+    let needed = (2.0 * renewals).ceil().min(f64::from(u32::MAX)) as u32;
+    needed.max(list_rate)
 }
 
 /// The `peerchat.v1.Directory` service.
@@ -134,18 +149,39 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let source = Source::of(request.remote_addr());
+        charge(&self.limits.leases, source)?;
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
-        let presence = parse_presence(req.status)?;
-        self.store.renew(&name, &req.lease, presence).await.map_err(store_status)?;
-        tracing::debug!(name = %name, ?presence, "renewed");
-        Ok(Response::new(pb::HeartbeatResponse { ttl_seconds: self.ttl_seconds() }))
+        let wanted = parse_presence(req.status)?;
+        // A change of presence reaches every watcher, as a registration
+        // does, so it costs a token of the same bucket. The token is taken
+        // up front (two heartbeats at once cannot both spend the last one)
+        // and given back when nothing changed: renewing alone is free.
+        // Without a token the lease is still renewed and the presence kept,
+        // so a flood of busy/available flips cannot cost anyone the lease.
+        let may_change = charge(&self.limits.register, source).is_ok();
+        let renewed = self.store.renew(&name, &req.lease, may_change.then_some(wanted)).await;
+        if may_change && !renewed.as_ref().is_ok_and(|r| r.changed) {
+            lock(&self.limits.register).refund(source);
+        }
+        let renewed = renewed.map_err(store_status)?;
+        if renewed.presence == wanted {
+            tracing::debug!(name = %name, presence = ?wanted, "renewed");
+        } else {
+            tracing::debug!(name = %name, kept = ?renewed.presence, ?wanted, %source, "renewed; presence change over the rate limit");
+        }
+        Ok(Response::new(pb::HeartbeatResponse {
+            ttl_seconds: self.ttl_seconds(),
+            status: wire::status(renewed.presence).into(),
+        }))
     }
 
     async fn unregister(
         &self,
         request: Request<pb::UnregisterRequest>,
     ) -> Result<Response<pb::UnregisterResponse>, Status> {
+        charge(&self.limits.leases, Source::of(request.remote_addr()))?;
         let req = request.into_inner();
         let name = parse_name(&req.name)?;
         self.store.unregister(&name, &req.lease).await.map_err(store_status)?;
@@ -321,6 +357,16 @@ mod tests {
         let s = store_status(io.into());
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("/secret"), "{}", s.message());
+    }
+
+    #[test]
+    fn the_lease_rate_covers_every_lease_a_source_may_hold_twice() {
+        // 256 leases renewed every 5 s: 51.2 a second, twice over.
+        assert_eq!(lease_rate(Duration::from_secs(15), 256, 100), 103);
+        // Never below the list rate; short leases need more.
+        assert_eq!(lease_rate(Duration::from_secs(15), 2, 100), 100);
+        assert_eq!(lease_rate(Duration::from_secs(3), 256, 100), 512);
+        assert_eq!(lease_rate(Duration::ZERO, usize::MAX, 1), u32::MAX);
     }
 
     #[test]

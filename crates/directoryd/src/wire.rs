@@ -44,15 +44,18 @@ fn refusal_status(err: Refusal) -> Status {
     Status::new(code, err.to_string())
 }
 
-pub(crate) fn peer(listing: Listing) -> pb::Peer {
-    let status = match listing.presence {
+pub(crate) fn status(presence: Presence) -> pb::PeerStatus {
+    match presence {
         Presence::Available => pb::PeerStatus::Available,
         Presence::Busy => pb::PeerStatus::Busy,
-    };
+    }
+}
+
+pub(crate) fn peer(listing: Listing) -> pb::Peer {
     pb::Peer {
         name: listing.name,
         address: listing.address,
-        status: status.into(),
+        status: status(listing.presence).into(),
         public_key: listing.public_key.to_vec(),
     }
 }

@@ -676,6 +676,111 @@ async fn a_register_flood_is_throttled_while_another_source_still_registers() ->
 }
 
 #[tokio::test]
+async fn presence_flips_cost_registration_tokens_and_never_the_lease() -> TestResult {
+    let data = tempfile::tempdir()?;
+    // A burst of 6 tokens; Challenge and Register take two of them.
+    let config = Config { register_rate: 3, ..config(Duration::from_secs(15), data.path()) };
+    let dir = Directory::start_with(config).await;
+    let mut flipper = dir.client().await;
+    let bob = Key::generate().register(&mut flipper, "bob", "", 7400).await?;
+    let mut watcher = dir.client_from("127.0.0.3").await;
+    let mut events = watcher.watch_peers(pb::WatchPeersRequest {}).await?.into_inner();
+    while events.message().await?.expect("the snapshot").kind() != pb::peer_event::Kind::SnapshotEnd
+    {
+    }
+    let beat = |status: pb::PeerStatus| pb::HeartbeatRequest {
+        name: "bob".into(),
+        lease: bob.lease.clone(),
+        status: status.into(),
+    };
+
+    // Renewing without a change is free: forty of them spend no token.
+    for _ in 0..40 {
+        let reply = flipper.heartbeat(beat(pb::PeerStatus::Available)).await?.into_inner();
+        assert_eq!(reply.status(), pb::PeerStatus::Available);
+    }
+    // Flipping is not: after the bucket's few tokens the directory keeps
+    // the status it lists, says so, and still renews the lease.
+    let (mut taken, mut kept) = (0, 0);
+    let mut listed = pb::PeerStatus::Available;
+    for i in 0..40 {
+        // Always the other status: every one of these asks for a change.
+        let wanted = match listed {
+            pb::PeerStatus::Busy => pb::PeerStatus::Available,
+            _ => pb::PeerStatus::Busy,
+        };
+        let reply = flipper.heartbeat(beat(wanted)).await?.into_inner();
+        if reply.status() == wanted {
+            taken += 1;
+        } else {
+            assert_eq!(reply.status(), listed, "flip {i}: only the old status may stay");
+            kept += 1;
+        }
+        listed = reply.status();
+    }
+    assert!(taken >= 3, "the bucket's tokens buy changes: only {taken}");
+    assert!(kept >= 25, "only {kept} of 40 flips held back");
+    assert_eq!(lookup(&mut flipper, "bob").await?.status(), listed, "the directory lists it");
+
+    // Watchers heard exactly the changes that were taken: a marker from
+    // another source comes after all of them.
+    Key::generate().register(&mut dir.client_from("127.0.0.2").await, "marker", "", 7401).await?;
+    let mut heard = 0;
+    loop {
+        let event = events.message().await?.expect("an event");
+        let kind = event.kind();
+        let peer = event.peer.expect("a peer");
+        if peer.name == "marker" {
+            break;
+        }
+        assert_eq!((kind, peer.name.as_str()), (pb::peer_event::Kind::Online, "bob"));
+        heard += 1;
+    }
+    assert_eq!(heard, taken);
+    // Another source changes its own presence at once.
+    let mut neighbour = dir.client_from("127.0.0.4").await;
+    let carol = Key::generate().register(&mut neighbour, "carol", "", 7402).await?;
+    let busy = pb::HeartbeatRequest { name: "carol".into(), lease: carol.lease, status: 2 };
+    assert_eq!(neighbour.heartbeat(busy).await?.into_inner().status(), pb::PeerStatus::Busy);
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_heartbeat_flood_is_throttled_and_other_sources_still_renew() -> TestResult {
+    let data = tempfile::tempdir()?;
+    // Two leases renewed every 5 s need less than the list rate: 5 a
+    // second, bursts of 10, for Heartbeat and Unregister together.
+    let config =
+        Config { list_rate: 5, max_per_source: 2, ..config(Duration::from_secs(15), data.path()) };
+    let dir = Directory::start_with(config).await;
+    let mut flooder = dir.client().await;
+    let bob = Key::generate().register(&mut flooder, "bob", "", 7400).await?;
+    let beat = pb::HeartbeatRequest { name: "bob".into(), lease: bob.lease.clone(), status: 0 };
+    let mut throttled = 0;
+    for _ in 0..30 {
+        match flooder.heartbeat(beat.clone()).await {
+            Ok(_) => {}
+            Err(err) => {
+                assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+                assert!(err.message().contains("rate limit"), "{}", err.message());
+                throttled += 1;
+            }
+        }
+    }
+    assert!(throttled >= 15, "only {throttled} of 30 throttled");
+    // Unregister shares the bucket; wrong leases cost the same as right ones.
+    let leave = pb::UnregisterRequest { name: "bob".into(), lease: "not-a-lease".into() };
+    assert_status(flooder.unregister(leave).await, Code::ResourceExhausted, "rate limit");
+    // Another source renews bob's lease (it is the lease that counts).
+    let mut neighbour = dir.client_from("127.0.0.2").await;
+    neighbour.heartbeat(beat).await?;
+    assert_eq!(lookup(&mut neighbour, "bob").await?.name, "bob");
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn registrations_per_source_are_capped_and_listing_is_rate_limited() -> TestResult {
     let data = tempfile::tempdir()?;
     let config =

@@ -31,6 +31,11 @@ use tonic::transport::Channel;
 use crate::directory::{self, DIRECTORY_CALL_TIMEOUT, Directories, Failed, Verdict};
 use crate::identity::Identity;
 
+/// How soon a status change the directory kept back (its rate limit on
+/// changes) is asked for again: soon enough that others see us busy within
+/// a second or two, slow enough to stay far under that limit.
+const STATUS_RETRY: Duration = Duration::from_secs(1);
+
 /// How the directory sees us, for `chatctl status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DirectoryState {
@@ -100,10 +105,21 @@ impl PresenceTask {
             let status = *self.wanted.borrow_and_update();
             let outcome = self.once_around(&mut lease, status).await;
             let wait = match outcome {
-                Ok(()) => {
+                Ok(listed) => {
                     backoff.reset();
-                    self.published.send_replace(Some(status));
-                    lease.as_ref().map_or(Duration::from_secs(1), |l| renew_interval(l.ttl))
+                    self.published.send_replace(Some(listed));
+                    let renew =
+                        lease.as_ref().map_or(Duration::from_secs(1), |l| renew_interval(l.ttl));
+                    if listed == status {
+                        renew
+                    } else {
+                        tracing::info!(
+                            ?listed,
+                            wanted = ?status,
+                            "the directory kept our old status (rate limit); trying again soon"
+                        );
+                        renew.min(STATUS_RETRY)
+                    }
                 }
                 Err(Failure::LeaseGone) => {
                     tracing::info!("the directory forgot our lease; registering again");
@@ -164,18 +180,22 @@ impl PresenceTask {
     /// replica, moving on to the next one at once while replicas do not
     /// answer, each at most once. The error is the last replica's, except
     /// that when every replica showed a wrong key it is that refusal.
+    /// Returns the status the directory lists now.
     async fn once_around(
         &mut self,
         lease: &mut Option<Lease>,
         status: Presence,
-    ) -> Result<(), Failure> {
+    ) -> Result<Presence, Failure> {
         let count = self.directories.len();
         let mut all_wrong_key = true;
         let mut tried = 0;
         loop {
             let (index, client) = self.directories.current();
             let outcome = match lease.as_ref() {
-                None => self.register(client, status).await.map(|l| *lease = Some(l)),
+                None => self.register(client, status).await.map(|l| {
+                    *lease = Some(l);
+                    status
+                }),
                 Some(l) => self.heartbeat(client, l, status).await,
             };
             let (why, wrong_key) = match outcome {
@@ -246,24 +266,32 @@ impl PresenceTask {
         })
     }
 
+    /// Renews `lease` and asks for `status`; returns the status the
+    /// directory lists now, which is the old one when it refused the change
+    /// for now (its rate limit).
     async fn heartbeat(
         &mut self,
         mut client: DirectoryClient<Channel>,
         lease: &Lease,
         status: Presence,
-    ) -> Result<(), Failure> {
+    ) -> Result<Presence, Failure> {
         let req = pb::HeartbeatRequest {
             name: self.name.clone(),
             lease: lease.token.clone(),
             status: wire_status(status) as i32,
         };
-        call(client.heartbeat(req)).await?;
+        let listed = match call(client.heartbeat(req)).await?.status() {
+            pb::PeerStatus::Available => Presence::Available,
+            pb::PeerStatus::Busy => Presence::Busy,
+            // An older directory, which always takes the request's status.
+            pb::PeerStatus::Unspecified => status,
+        };
         // Back from an outage with the lease intact.
         if !matches!(*self.state.borrow(), DirectoryState::Registered { .. }) {
             tracing::info!("the directory is reachable again");
             self.state.send_replace(DirectoryState::Registered { address: lease.address.clone() });
         }
-        Ok(())
+        Ok(listed)
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::MemoryStore;
 use super::redis::{RedisOptions, RedisStore};
-use super::{Store, StoreError};
+use super::{Renewed, Store, StoreError};
 use crate::bindings::BindingStore;
 use crate::model::{Change, Claim, Presence, PublicKey, Refusal, Source};
 
@@ -89,28 +89,39 @@ async fn registration_and_lookup(store: &dyn Store) {
     let again = store.register(claim("bob", KEY_A, "l3")).await.expect("bob again");
     assert!(!again.new_binding);
     assert!(matches!(
-        refusal(store.renew(&name("bob"), "l1", Presence::Available).await),
+        refusal(store.renew(&name("bob"), "l1", Some(Presence::Available)).await),
         Refusal::UnknownLease { .. }
     ));
-    store.renew(&name("bob"), "l3", Presence::Available).await.expect("the new lease renews");
+    store.renew(&name("bob"), "l3", Some(Presence::Available)).await.expect("the new lease renews");
     assert!(matches!(refusal(store.lookup(&name("nobody")).await), Refusal::NotOnline { .. }));
 }
 
 async fn renewal_and_status(store: &dyn Store) {
     store.register(claim("carol", KEY_A, "c1")).await.expect("carol registers");
     assert!(matches!(
-        refusal(store.renew(&name("carol"), "wrong", Presence::Busy).await),
+        refusal(store.renew(&name("carol"), "wrong", Some(Presence::Busy)).await),
         Refusal::UnknownLease { .. }
     ));
     assert!(matches!(
-        refusal(store.renew(&name("dave"), "c1", Presence::Busy).await),
+        refusal(store.renew(&name("dave"), "c1", Some(Presence::Busy)).await),
         Refusal::UnknownLease { .. }
     ));
-    store.renew(&name("Carol"), "c1", Presence::Busy).await.expect("carol goes busy");
+    let busy = store.renew(&name("Carol"), "c1", Some(Presence::Busy)).await.expect("busy");
+    assert_eq!(busy, Renewed { presence: Presence::Busy, changed: true });
     assert_eq!(store.lookup(&name("carol")).await.expect("carol").presence, Presence::Busy);
     let page = store.list(None, 10).await.expect("a page");
     assert_eq!(page.peers.len(), 1);
     assert_eq!(page.peers[0].presence, Presence::Busy);
+    let again = store.renew(&name("carol"), "c1", Some(Presence::Busy)).await.expect("again");
+    assert_eq!(again, Renewed { presence: Presence::Busy, changed: false });
+    // `None` renews and keeps what is listed, whatever the caller wanted.
+    let kept = store.renew(&name("carol"), "c1", None).await.expect("kept");
+    assert_eq!(kept, Renewed { presence: Presence::Busy, changed: false });
+    assert_eq!(store.lookup(&name("carol")).await.expect("carol").presence, Presence::Busy);
+    assert!(matches!(
+        refusal(store.renew(&name("carol"), "wrong", None).await),
+        Refusal::UnknownLease { .. }
+    ));
 }
 
 async fn unregistering_keeps_the_binding(store: &dyn Store) {
@@ -141,7 +152,7 @@ async fn leases_expire_at_their_ttl(store: &dyn Store) {
     assert!(started.elapsed() >= TTL - Duration::from_millis(100), "{:?}", started.elapsed());
     assert!(store.list(None, 10).await.expect("a page").peers.is_empty());
     assert!(matches!(
-        refusal(store.renew(&name("frank"), "f1", Presence::Available).await),
+        refusal(store.renew(&name("frank"), "f1", Some(Presence::Available)).await),
         Refusal::UnknownLease { .. }
     ));
 }
@@ -222,8 +233,9 @@ async fn the_feed_tells_every_change(store: &dyn Store) {
     store.register(claim("heidi", KEY_A, "h1")).await.expect("heidi registers");
     let Change::Up(up) = next_change(&mut feed).await else { panic!("not up") };
     assert_eq!((up.name.as_str(), up.presence), ("heidi", Presence::Available));
-    store.renew(&name("heidi"), "h1", Presence::Available).await.expect("no change");
-    store.renew(&name("heidi"), "h1", Presence::Busy).await.expect("busy");
+    store.renew(&name("heidi"), "h1", Some(Presence::Available)).await.expect("no change");
+    store.renew(&name("heidi"), "h1", None).await.expect("kept");
+    store.renew(&name("heidi"), "h1", Some(Presence::Busy)).await.expect("busy");
     let Change::Up(busy) = next_change(&mut feed).await else { panic!("not up") };
     assert_eq!(busy.presence, Presence::Busy, "a renewal without a change says nothing");
     store.unregister(&name("heidi"), "h1").await.expect("heidi leaves");

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use peerchat_core::Name;
 use tokio::sync::broadcast;
 
-use super::{FEED_CAPACITY, Nonce, Registered, Store, StoreError};
+use super::{FEED_CAPACITY, Nonce, Registered, Renewed, Store, StoreError};
 use crate::bindings::{BindingStore, Check, MAX_BINDINGS};
 use crate::challenges::{self, ChallengeError, Challenges};
 use crate::lock;
 use crate::model::{Change, Claim, Listing, Page, Presence, Refusal};
-use crate::registry::Registry;
+use crate::registry::{Registry, Renewal};
 
 /// The embedded store. Dropping the last handle closes the bindings file.
 #[derive(Debug)]
@@ -86,12 +86,21 @@ impl Store for MemoryStore {
     // Every change is announced while the registry is still locked, so
     // that watchers hear the changes in the order the registry made them.
 
-    async fn renew(&self, name: &Name, lease: &str, presence: Presence) -> Result<(), StoreError> {
+    async fn renew(
+        &self,
+        name: &Name,
+        lease: &str,
+        presence: Option<Presence>,
+    ) -> Result<Renewed, StoreError> {
         let mut registry = lock(&self.registry);
-        if let Some(listing) = registry.heartbeat(name, lease, presence, Instant::now())? {
-            self.announce(Change::Up(listing));
+        match registry.heartbeat(name, lease, presence, Instant::now())? {
+            Renewal::Kept(presence) => Ok(Renewed { presence, changed: false }),
+            Renewal::Changed(listing) => {
+                let presence = listing.presence;
+                self.announce(Change::Up(listing));
+                Ok(Renewed { presence, changed: true })
+            }
         }
-        Ok(())
     }
 
     async fn unregister(&self, name: &Name, lease: &str) -> Result<(), StoreError> {

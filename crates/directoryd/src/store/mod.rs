@@ -59,6 +59,15 @@ pub(crate) struct Registered {
     pub(crate) new_binding: bool,
 }
 
+/// What [`Store::renew`] left listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Renewed {
+    /// The presence listed now.
+    pub(crate) presence: Presence,
+    /// This renewal changed it (and so announced it to every watcher).
+    pub(crate) changed: bool,
+}
+
 /// The directory's state. Implementations are cheap to share (`Arc`) and
 /// answer each call within their own deadline: a call never hangs on a
 /// store that stopped answering.
@@ -78,9 +87,16 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// durable before this returns.
     async fn register(&self, claim: Claim) -> Result<Registered, StoreError>;
 
-    /// Renews the lease on `name` and records its presence.
+    /// Renews the lease on `name` and records `presence`, or keeps the
+    /// listed one when it is `None` (the service's choice when the caller
+    /// may not announce a change right now).
     /// [`Refusal::UnknownLease`] when the lease is gone: register again.
-    async fn renew(&self, name: &Name, lease: &str, presence: Presence) -> Result<(), StoreError>;
+    async fn renew(
+        &self,
+        name: &Name,
+        lease: &str,
+        presence: Option<Presence>,
+    ) -> Result<Renewed, StoreError>;
 
     /// Releases `name`; idempotent. [`Refusal::WrongLease`] if someone else
     /// holds it now.

@@ -45,8 +45,9 @@ pub(crate) fn presence_byte(presence: Presence) -> &'static str {
     }
 }
 
-fn presence_of(byte: Option<&str>) -> Option<Presence> {
-    match byte? {
+/// The presence a `live` value's first byte stands for.
+pub(crate) fn presence_of(byte: &str) -> Option<Presence> {
+    match byte {
         "a" => Some(Presence::Available),
         "b" => Some(Presence::Busy),
         _ => None,
@@ -59,7 +60,7 @@ pub(crate) fn listing(live: &str, info: &str) -> Option<Listing> {
     Some(Listing {
         name: info.name,
         address: info.address,
-        presence: presence_of(live.get(..1))?,
+        presence: presence_of(live.get(..1)?)?,
         public_key: info.public_key,
     })
 }

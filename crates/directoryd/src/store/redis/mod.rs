@@ -74,7 +74,7 @@ use self::codec::Info;
 use self::keys::Bucket;
 use self::merge::{Merge, Query, Reply};
 use self::scripts::Scripts;
-use super::{FEED_CAPACITY, Nonce, Registered, Store, StoreError};
+use super::{FEED_CAPACITY, Nonce, Registered, Renewed, Store, StoreError};
 use crate::bindings::{MAX_BINDINGS, hex};
 use crate::challenges::NONCE_TTL;
 use crate::model::{Change, Claim, Listing, Page, Presence, PublicKey, Refusal};
@@ -494,22 +494,33 @@ impl Store for RedisStore {
         Ok(Registered { new_binding: new == Some(1) })
     }
 
-    async fn renew(&self, name: &Name, lease: &str, presence: Presence) -> Result<(), StoreError> {
+    async fn renew(
+        &self,
+        name: &Name,
+        lease: &str,
+        presence: Option<Presence>,
+    ) -> Result<Renewed, StoreError> {
         let name_key = name.key();
         let bucket = self.bucket(&name_key);
-        let renewed: i64 = self
+        let reply: Vec<Value> = self
             .eval("renewing", &self.scripts.renew, bucket, |call| {
                 call.arg(&name_key)
                     .arg(lease_hash(lease))
-                    .arg(codec::presence_byte(presence))
+                    .arg(presence.map_or("", codec::presence_byte))
                     .arg(self.ttl_ms)
                     .arg(&bucket.channel);
             })
             .await?;
-        if renewed == 1 {
-            Ok(())
-        } else {
-            Err(Refusal::UnknownLease { name: name.as_str().to_owned() }.into())
+        match reply.as_slice() {
+            [] => Err(Refusal::UnknownLease { name: name.as_str().to_owned() }.into()),
+            [listed, changed] => {
+                let presence = text(listed)
+                    .as_deref()
+                    .and_then(codec::presence_of)
+                    .ok_or_else(|| unavailable("an unreadable renew reply"))?;
+                Ok(Renewed { presence, changed: text(changed).as_deref() == Some("1") })
+            }
+            _ => Err(unavailable("an unreadable renew reply")),
         }
     }
 
