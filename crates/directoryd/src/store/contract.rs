@@ -258,31 +258,41 @@ async fn the_feed_tells_every_change(store: &dyn Store) {
 
 /// A Register whose caller goes away mid-claim (a client's short
 /// grpc-timeout) may or may not take effect; if it did, it was announced.
-async fn a_claim_left_midway_is_announced_if_it_holds(store: &dyn Store) {
-    let mut feed = store.changes();
-    // One poll: the claim starts, then its future is dropped (unless it
-    // was done by then).
+/// Polls `call` once, then drops it (unless it was done by then): a
+/// caller that went away, as a reset gRPC request does.
+async fn left_after_one_poll(call: impl Future) {
     tokio::select! {
         biased;
-        _ = store.register(claim("judy", KEY_A, "j1")) => {}
+        _ = call => {}
         () = std::future::ready(()) => {}
     }
-    // The memory store's claim goes on without its caller; a Redis claim
-    // may not have been sent at all.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let registered = loop {
-        if store.lookup(&name("judy")).await.is_ok() {
-            break true;
-        }
-        if Instant::now() >= deadline {
-            break false;
-        }
+}
+
+/// Waits until `name` is online (`true`) or not.
+async fn until_online(store: &dyn Store, who: &str, online: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.lookup(&name(who)).await.is_ok() != online {
+        assert!(Instant::now() < deadline, "{who} never became online={online}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    if registered {
-        let Change::Up(up) = next_change(&mut feed).await else { panic!("not up") };
-        assert_eq!(up.name, "judy");
     }
+}
+
+async fn a_claim_or_release_left_midway_goes_on(store: &dyn Store) {
+    let mut feed = store.changes();
+    left_after_one_poll(store.register(claim("judy", KEY_A, "j1"))).await;
+    until_online(store, "judy", true).await;
+    let Change::Up(up) = next_change(&mut feed).await else { panic!("not up") };
+    assert_eq!(up.name, "judy");
+    // It counts against its source: judy and MAX_PER_SOURCE - 1 more fill it.
+    for i in 1..MAX_PER_SOURCE {
+        store.register(claim(&format!("j{i}"), KEY_A, "x")).await.expect("within the cap");
+    }
+    let over = refusal(store.register(claim("j-over", KEY_A, "x")).await);
+    assert!(matches!(over, Refusal::TooManyFromSource { .. }), "{over:?}");
+    // A release goes on too, and gives judy's place back.
+    left_after_one_poll(store.unregister(&name("judy"), "j1")).await;
+    until_online(store, "judy", false).await;
+    store.register(claim("j-over", KEY_A, "x")).await.expect("judy's place is free");
 }
 
 /// Makes a fresh, empty store for each case.
@@ -304,7 +314,7 @@ async fn keeps_the_contract(stores: &mut impl Fresh) {
     registrations_per_source_are_capped(stores.fresh().await.as_ref()).await;
     racing_keys_end_with_one_owner(stores.fresh().await).await;
     the_feed_tells_every_change(stores.fresh().await.as_ref()).await;
-    a_claim_left_midway_is_announced_if_it_holds(stores.fresh().await.as_ref()).await;
+    a_claim_or_release_left_midway_goes_on(stores.fresh().await.as_ref()).await;
 }
 
 struct Memory;

@@ -146,8 +146,8 @@ impl FromStr for RedisOptions {
     }
 }
 
-/// The Redis Cluster store of one replica.
-#[derive(Debug)]
+/// The Redis Cluster store of one replica. Clones share everything.
+#[derive(Debug, Clone)]
 pub(crate) struct RedisStore {
     client: Arc<Client>,
     buckets: Arc<Vec<Bucket>>,
@@ -409,43 +409,9 @@ impl RedisStore {
             .filter_map(|pair| Some((text(&pair[0])?, text(&pair[1])?)))
             .collect())
     }
-}
 
-#[tonic::async_trait]
-impl Store for RedisStore {
-    async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
-        let key = keys::nonce(&nonce);
-        let ttl = NONCE_TTL.as_millis() as u64;
-        self.client
-            .call("storing a challenge", |mut conn| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(())
-    }
-
-    async fn consume_nonce(&self, nonce: &[u8]) -> Result<bool, StoreError> {
-        if nonce.len() != peerchat_core::identity::NONCE_LEN {
-            return Ok(false);
-        }
-        let key = keys::nonce(nonce);
-        let deleted: i64 = self
-            .client
-            .call("spending a challenge", |mut conn| async move {
-                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
-            })
-            .await?;
-        Ok(deleted == 1)
-    }
-
-    async fn register(&self, claim: Claim) -> Result<Registered, StoreError> {
+    /// [`Store::register`], to the end.
+    async fn claim(&self, claim: Claim) -> Result<Registered, StoreError> {
         let name_key = claim.name.key();
         self.admit_source(&claim, &name_key).await?;
         let bucket = self.bucket(&name_key);
@@ -494,6 +460,74 @@ impl Store for RedisStore {
         Ok(Registered { new_binding: new == Some(1) })
     }
 
+    /// [`Store::unregister`], to the end.
+    async fn release(&self, name: &Name, lease: &str) -> Result<(), StoreError> {
+        let name_key = &name.key();
+        let bucket = self.bucket(name_key);
+        let reply: Vec<Value> = self
+            .eval("unregistering", &self.scripts.unregister, bucket, |call| {
+                call.arg(name_key).arg(lease_hash(lease)).arg(&bucket.channel);
+            })
+            .await?;
+        match reply.as_slice() {
+            [word] if text(word).as_deref() == Some("wrong") => {
+                Err(Refusal::WrongLease { name: name.as_str().to_owned() }.into())
+            }
+            [word, info] if text(word).as_deref() == Some("ok") => {
+                if let Some(info) = text(info).as_deref().and_then(codec::decode_info) {
+                    self.forget_source(name_key, &info.source).await;
+                }
+                Ok(())
+            }
+            _ => Err(unavailable("an unreadable unregister reply")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Store for RedisStore {
+    async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
+        let key = keys::nonce(&nonce);
+        let ttl = NONCE_TTL.as_millis() as u64;
+        self.client
+            .call("storing a challenge", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn consume_nonce(&self, nonce: &[u8]) -> Result<bool, StoreError> {
+        if nonce.len() != peerchat_core::identity::NONCE_LEN {
+            return Ok(false);
+        }
+        let key = keys::nonce(nonce);
+        let deleted: i64 = self
+            .client
+            .call("spending a challenge", |mut conn| async move {
+                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    // A claim and a release run to their end without their caller: once
+    // the script has run, the count per source must follow it, and a
+    // client that resets its request must not be able to skip that (nor
+    // the confirmation of a new binding). Each step has its own deadline.
+
+    async fn register(&self, claim: Claim) -> Result<Registered, StoreError> {
+        let store = self.clone();
+        finish(tokio::spawn(async move { store.claim(claim).await })).await
+    }
+
     async fn renew(
         &self,
         name: &Name,
@@ -525,25 +559,8 @@ impl Store for RedisStore {
     }
 
     async fn unregister(&self, name: &Name, lease: &str) -> Result<(), StoreError> {
-        let name_key = &name.key();
-        let bucket = self.bucket(name_key);
-        let reply: Vec<Value> = self
-            .eval("unregistering", &self.scripts.unregister, bucket, |call| {
-                call.arg(name_key).arg(lease_hash(lease)).arg(&bucket.channel);
-            })
-            .await?;
-        match reply.as_slice() {
-            [word] if text(word).as_deref() == Some("wrong") => {
-                Err(Refusal::WrongLease { name: name.as_str().to_owned() }.into())
-            }
-            [word, info] if text(word).as_deref() == Some("ok") => {
-                if let Some(info) = text(info).as_deref().and_then(codec::decode_info) {
-                    self.forget_source(name_key, &info.source).await;
-                }
-                Ok(())
-            }
-            _ => Err(unavailable("an unreadable unregister reply")),
-        }
+        let (store, name, lease) = (self.clone(), name.clone(), lease.to_owned());
+        finish(tokio::spawn(async move { store.release(&name, &lease).await })).await
     }
 
     async fn lookup(&self, name: &Name) -> Result<Listing, StoreError> {
@@ -667,6 +684,12 @@ fn lease_hash(lease: &str) -> String {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The outcome of a store task that runs without its caller.
+async fn finish<T>(task: tokio::task::JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
+    task.await
+        .map_err(|err| StoreError::Unavailable { why: format!("a store task failed: {err}") })?
 }
 
 fn unavailable(why: &str) -> StoreError {
