@@ -145,6 +145,10 @@ async fn leases_expire_at_their_ttl(store: &dyn Store) {
     let started = Instant::now();
     store.register(claim("frank", KEY_A, "f1")).await.expect("frank registers");
     assert!(store.lookup(&name("frank")).await.is_ok());
+    // Frank and others fill their source's places.
+    for i in 1..MAX_PER_SOURCE {
+        store.register(claim(&format!("f{i}"), KEY_A, "x")).await.expect("within the cap");
+    }
     eventually(TTL + Duration::from_secs(2), "frank expires", async || {
         store.lookup(&name("frank")).await.is_err()
     })
@@ -155,6 +159,11 @@ async fn leases_expire_at_their_ttl(store: &dyn Store) {
         refusal(store.renew(&name("frank"), "f1", Some(Presence::Available)).await),
         Refusal::UnknownLease { .. }
     ));
+    // Once swept, every expired registration gives its place back.
+    store.sweep().await;
+    for i in 0..MAX_PER_SOURCE {
+        store.register(claim(&format!("g{i}"), KEY_A, "x")).await.expect("a place is free");
+    }
 }
 
 async fn pages_cover_everyone_once_in_order(store: &dyn Store) {

@@ -63,6 +63,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt as _;
 use peerchat_core::Name;
 use redis::Value;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -82,6 +83,8 @@ use crate::model::{Change, Claim, Listing, Page, Presence, PublicKey, Refusal};
 /// Registrations reaped per bucket per sweep at most, so that one script
 /// stays short (about 10 ms for 1000 with their announcements).
 const REAP_BATCH: usize = 500;
+/// Reaped names uncounted from their sources at once, per sweep.
+const FORGET_CONCURRENCY: usize = 64;
 /// How long a replica gets to confirm a new binding, in ms: first
 /// [`WAIT_MS`] (the design notes' figure; a replica on a quiet machine
 /// answers within a millisecond), then, if the master does have a replica,
@@ -612,15 +615,17 @@ impl Store for RedisStore {
     async fn sweep(&self) {
         let reaped =
             futures_util::future::join_all(self.buckets.iter().map(|b| self.reap_bucket(b))).await;
-        let mut count = 0;
-        for gone in reaped.into_iter().flatten() {
-            for (name_key, info) in gone {
-                count += 1;
+        let gone: Vec<(String, String)> = reaped.into_iter().flatten().flatten().collect();
+        let count = gone.len();
+        // Up to REAP_BATCH per bucket: one at a time they could hold the
+        // next sweep back for seconds.
+        futures_util::stream::iter(gone)
+            .for_each_concurrent(FORGET_CONCURRENCY, |(name_key, info)| async move {
                 if let Some(info) = codec::decode_info(&info) {
                     self.forget_source(&name_key, &info.source).await;
                 }
-            }
-        }
+            })
+            .await;
         if count > 0 {
             tracing::debug!(reaped = count, "expired registrations dropped");
         }
