@@ -14,6 +14,7 @@
 //! - [`timeouts`]: the timeouts peerd and chatctl must agree on.
 //! - [`source`]: who counts as one source in every per-host limit, and a
 //!   count of what each source holds.
+//! - [`rate`]: token buckets per source, for rate limits.
 
 pub mod config_file;
 pub mod identity;
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod lease;
 pub mod name;
 pub mod paths;
+pub mod rate;
 pub mod session;
 pub mod source;
 pub mod text;

@@ -34,8 +34,8 @@
 //! - `challenges`: the embedded store's outstanding single-use nonces
 //!   (pure).
 //! - `proof`: checks a registration's signature, nonce and clock (pure).
-//! - `limits`: token buckets per source address (pure).
-//! - `service`: `DirectoryService`, the tonic boundary; applies limits,
+//! - `service`: `DirectoryService`, the tonic boundary; applies the rate
+//!   limits (token buckets per source, from `peerchat_core::rate`),
 //!   validates input and builds the statuses of its own refusals.
 //! - `wire`: the store's answers as gRPC (`pb::Peer`, the one
 //!   `StoreError` → `Status` mapping); a leaf.
@@ -53,7 +53,6 @@ mod bindings;
 mod challenges;
 pub mod cli;
 mod connections;
-mod limits;
 mod model;
 mod proof;
 mod reaper;
@@ -86,7 +85,6 @@ use tonic::transport::Server;
 
 use crate::bindings::BindingStore;
 pub use crate::bindings::{BindingsError, Forgotten};
-use crate::limits::RateLimiter;
 use crate::service::{DirectoryService, Limits};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
@@ -94,6 +92,7 @@ pub use crate::store::redis::{RedisError, RedisOptions};
 use crate::tls::DirectoryKey;
 pub use crate::tls::KeyError;
 use crate::watch::Watchers;
+use peerchat_core::rate::RateLimiter;
 
 /// Locks one part of the state. A panic while holding a lock cannot leave a
 /// map half-updated in a way that matters more than refusing all service,
@@ -299,11 +298,11 @@ pub async fn run(
     let tls = key.server_config()?;
     tracing::info!(key = %key.fingerprint(), "directory key");
     let limits = Arc::new(Limits {
-        register: Mutex::new(RateLimiter::new(config.register_rate, limits::MAX_SOURCES)),
-        list: Mutex::new(RateLimiter::new(config.list_rate, limits::MAX_SOURCES)),
+        register: Mutex::new(RateLimiter::new(config.register_rate, service::MAX_SOURCES)),
+        list: Mutex::new(RateLimiter::new(config.list_rate, service::MAX_SOURCES)),
         leases: Mutex::new(RateLimiter::new(
             service::lease_rate(config.ttl, config.max_per_source, config.list_rate),
-            limits::MAX_SOURCES,
+            service::MAX_SOURCES,
         )),
     });
     tokio::spawn(reaper::run(store.clone(), limits.clone(), stop.clone()));

@@ -9,8 +9,8 @@
 
 use peerchat_core::Name;
 
-pub(crate) use crate::limits::Source;
 pub(crate) use crate::proof::PublicKey;
+pub(crate) use peerchat_core::source::Source;
 
 /// What a peer says about itself to others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

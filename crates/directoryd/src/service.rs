@@ -14,13 +14,19 @@ use peerchat_core::lease::renew_interval;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tonic::{Request, Response, Status};
 
-use crate::limits::{Limited, RateLimiter, Source};
 use crate::lock;
 use crate::model::{Claim, Presence};
 use crate::proof::{self, ProofError, Signed};
 use crate::store::Store;
 use crate::watch::{self, Watchers};
 use crate::wire::{self, peer, store_status};
+use peerchat_core::rate::{Limited, RateLimiter};
+use peerchat_core::source::Source;
+
+/// Sources tracked at once per limiter. Beyond it a new source is refused
+/// until the reaper has dropped idle buckets: memory stays bounded even
+/// under a flood from a huge number of addresses.
+pub(crate) const MAX_SOURCES: usize = 65_536;
 
 const MAX_ADVERTISE: usize = 256;
 /// Page tokens are case-folded names; anything longer is not one of ours.

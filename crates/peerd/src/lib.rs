@@ -50,6 +50,8 @@ mod deadline;
 mod directory;
 mod driver;
 pub mod error;
+#[cfg(test)]
+mod fake_directory;
 pub mod fuzzing;
 mod history;
 mod identity;

@@ -14,7 +14,6 @@ use std::pin::Pin;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::identity::fingerprint;
 use peerchat_core::session::AcceptError;
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot};
@@ -22,13 +21,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::dialer_check::DialerCheck;
 use super::duplex::Link;
 use super::pending::PendingDials;
 use super::refusal::{Reason, Refusal};
 use super::{HANDSHAKE_TIMEOUT, PROTOCOL_VERSION, SEND_QUEUE};
 use crate::consent::ASK_TIMEOUT;
-use crate::directory::{self, Directories, Listing};
-use crate::known_peers::{KnownPeers, Verdict, changed_message};
+use crate::directory::Directories;
+use crate::known_peers::KnownPeers;
 use crate::served::ConnInfo;
 use crate::tls::PublicKey;
 
@@ -136,7 +136,9 @@ pub(crate) struct ChatService {
     offers: OfferTx,
     me: Name,
     pending: PendingDials,
-    directory: Directories,
+    /// Whether a dialer is who it says it is.
+    dialers: DialerCheck,
+    /// Where a taken dialer's key is recorded.
     known: KnownPeers,
 }
 
@@ -147,47 +149,8 @@ impl ChatService {
         directory: Directories,
         known: KnownPeers,
     ) -> ChatService {
-        ChatService { offers, me, pending: PendingDials::default(), directory, known }
-    }
-
-    /// Is the dialer who it says it is? Its TLS key must be the one the
-    /// directory binds to the name, and the one we know if we know one.
-    /// True if we know it (have talked to it before).
-    async fn check_dialer(&self, name: &Name, key: &PublicKey) -> Result<bool, Refusal> {
-        let unverified = |why: String| Refusal::new(Reason::Unverified, why);
-        let known = match self.known.check(name, key) {
-            Verdict::Changed { known } => {
-                return Err(unverified(changed_message(name, &known, key)));
-            }
-            Verdict::Known => true,
-            Verdict::New => false,
-        };
-        match directory::lookup(&self.directory, name.as_str()).await {
-            Listing::Online(peer) => {
-                if peer.public_key.as_slice() != key.as_slice() {
-                    return Err(unverified(format!(
-                        "you are not {name}: your key {} is not the one the directory binds to {name}",
-                        fingerprint(key)
-                    )));
-                }
-            }
-            // Without the directory, a key we already know is enough.
-            _ if known => {}
-            Listing::NotOnline => {
-                return Err(unverified(format!(
-                    "cannot verify {name}: it is not registered in the directory"
-                )));
-            }
-            Listing::Unknown(why) => {
-                return Err(Refusal::new(
-                    Reason::CannotVerify,
-                    format!(
-                        "cannot verify {name}: the directory is unreachable ({why}) and its key is new to us"
-                    ),
-                ));
-            }
-        }
-        Ok(known)
+        let dialers = DialerCheck::new(directory, known.clone());
+        ChatService { offers, me, pending: PendingDials::default(), dialers, known }
     }
 }
 
@@ -235,7 +198,7 @@ impl pb::chat_server::Chat for ChatService {
             let why = format!("this is {}, not {}", self.me, hello.to);
             return Err(Refusal::new(Reason::WrongPeer, why).into());
         }
-        let known = self.check_dialer(&peer, &key).await?;
+        let known = self.dialers.check(&peer, &key, Source::of(remote)).await?;
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
         let (reply, answer) = oneshot::channel();
         let shutting_down = || Refusal::new(Reason::ShuttingDown, "peerd is shutting down");

@@ -17,6 +17,7 @@
 
 pub(crate) mod callee;
 pub(crate) mod dial;
+pub(crate) mod dialer_check;
 pub(crate) mod duplex;
 pub(crate) mod frames;
 pub(crate) mod listener;

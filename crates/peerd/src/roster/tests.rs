@@ -2,90 +2,21 @@
 //! opens and closes, reconnecting, polling a directory without WatchPeers,
 //! shutdown. (The diffing itself is tested in `known`, without sockets.)
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerchat::v1 as pb;
-use peerchat::v1::directory_server::{Directory, DirectoryServer};
-use peerchat_core::Name;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use super::*;
-use crate::config::Config;
+use crate::fake_directory::{EventTx, Fake, directories};
 
 /// Long enough for anything that should happen at once on a loaded
 /// machine; only reached when a test fails.
 const SOON: Duration = Duration::from_secs(10);
-
-type EventTx = mpsc::Sender<Result<pb::PeerEvent, Status>>;
-
-/// A directory that hands each WatchPeers stream to the test (or answers
-/// UNIMPLEMENTED), and lists what the test puts in `listed`.
-#[derive(Clone)]
-struct Fake {
-    streams: Option<mpsc::UnboundedSender<EventTx>>,
-    listed: Arc<Mutex<Vec<pb::Peer>>>,
-}
-
-#[tonic::async_trait]
-impl Directory for Fake {
-    async fn challenge(
-        &self,
-        _: Request<pb::ChallengeRequest>,
-    ) -> Result<Response<pb::ChallengeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn register(
-        &self,
-        _: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn heartbeat(
-        &self,
-        _: Request<pb::HeartbeatRequest>,
-    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn unregister(
-        &self,
-        _: Request<pb::UnregisterRequest>,
-    ) -> Result<Response<pb::UnregisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn list(
-        &self,
-        _: Request<pb::ListRequest>,
-    ) -> Result<Response<pb::ListResponse>, Status> {
-        let peers = self.listed.lock().map_err(|_| Status::internal("poisoned"))?.clone();
-        Ok(Response::new(pb::ListResponse { peers, next_page_token: String::new() }))
-    }
-    async fn lookup(
-        &self,
-        _: Request<pb::LookupRequest>,
-    ) -> Result<Response<pb::LookupResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    type WatchPeersStream = ReceiverStream<Result<pb::PeerEvent, Status>>;
-
-    async fn watch_peers(
-        &self,
-        _: Request<pb::WatchPeersRequest>,
-    ) -> Result<Response<Self::WatchPeersStream>, Status> {
-        let Some(streams) = &self.streams else {
-            return Err(Status::unimplemented("no presence feed here"));
-        };
-        let (tx, rx) = mpsc::channel(64);
-        streams.send(tx).map_err(|_| Status::internal("test over"))?;
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
 
 /// A running fake and a roster following it.
 struct Setup {
@@ -97,35 +28,13 @@ struct Setup {
 }
 
 async fn setup(watch_peers: bool) -> Setup {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let (streams_tx, streams) = mpsc::unbounded_channel();
-    let listed = Arc::new(Mutex::new(Vec::new()));
-    let fake = Fake { streams: watch_peers.then_some(streams_tx), listed: listed.clone() };
-    let server = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(DirectoryServer::new(fake))
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-    });
+    let fake = Fake { streams: watch_peers.then_some(streams_tx), ..Fake::default() };
+    let listed = fake.listed.clone();
+    let (addr, server) = fake.serve().await;
     let shutdown = CancellationToken::new();
     let roster = Roster::new(directories(addr), Duration::from_millis(20), shutdown.clone());
     Setup { roster, shutdown, streams, listed, _server: server }
-}
-
-fn directories(addr: SocketAddr) -> Directories {
-    let config = Config {
-        name: Name::parse("me").expect("name"),
-        directories: vec![format!("http://{addr}")],
-        directory_key: None,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        advertise: None,
-        socket: "/nonexistent/s.sock".into(),
-        data_dir: "/nonexistent".into(),
-        resume_window: Duration::from_secs(30),
-        accept: crate::consent::Policy::All,
-    };
-    Directories::connect(&config).expect("directories")
 }
 
 fn peer(name: &str, status: pb::PeerStatus) -> pb::Peer {

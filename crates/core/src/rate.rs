@@ -1,36 +1,31 @@
-//! Abuse limits per source address: token buckets that cap how fast one
-//! [`Source`] (an IPv4 address or an IPv6 /64, as the peer port counts
-//! them too) may call.
+//! Rate limits per source: token buckets that cap how fast one [`Source`]
+//! (an IPv4 address or an IPv6 /64) may make us do something costly.
 //!
 //! Pure arithmetic, no clock: `now` is passed in, so refill and burst are
-//! tested deterministically. The service keeps one [`RateLimiter`] for
+//! tested deterministically. The directory keeps one [`RateLimiter`] for
 //! Challenge+Register (and status changes), one for List+Lookup and one
-//! for Heartbeat+Unregister; the reaper drops buckets that
-//! have refilled completely (a full bucket is the same as no bucket), so the
-//! map only holds sources active in the last few seconds, and it has a hard
-//! ceiling on top.
+//! for Heartbeat+Unregister; peerd keeps one for the directory lookups
+//! that dialers make it do. Their owners drop buckets that have refilled
+//! completely (a full bucket is the same as no bucket), so a map only
+//! holds sources active in the last few seconds, and it has a hard ceiling
+//! on top.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-pub(crate) use peerchat_core::source::Source;
-
-/// Sources tracked at once per limiter. Beyond it a new source is refused
-/// until the reaper has dropped idle buckets: memory stays bounded even
-/// under a flood from a huge number of addresses.
-pub(crate) const MAX_SOURCES: usize = 65_536;
+use crate::source::Source;
 
 /// A sustained rate with a burst of twice that, so that a peer starting up
 /// (Challenge then Register, maybe twice) never waits.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Rate {
+pub struct Rate {
     per_sec: f64,
     burst: f64,
 }
 
 impl Rate {
     /// `per_sec` requests a second (at least one), bursts of `2 * per_sec`.
-    pub(crate) fn per_second(per_sec: u32) -> Rate {
+    pub fn per_second(per_sec: u32) -> Rate {
         let per_sec = f64::from(per_sec.max(1));
         Rate { per_sec, burst: 2.0 * per_sec }
     }
@@ -39,20 +34,20 @@ impl Rate {
 /// Tokens refill continuously at `rate.per_sec` up to `rate.burst`; each
 /// request takes one.
 #[derive(Debug, Clone)]
-pub(crate) struct TokenBucket {
+pub struct TokenBucket {
     tokens: f64,
     /// When `tokens` was last brought up to date.
     last: Instant,
 }
 
 impl TokenBucket {
-    pub(crate) fn full(rate: Rate, now: Instant) -> TokenBucket {
+    pub fn full(rate: Rate, now: Instant) -> TokenBucket {
         TokenBucket { tokens: rate.burst, last: now }
     }
 
     /// Takes a token if there is one. A `now` earlier than the last call
     /// (callers read the clock before taking the lock) adds nothing.
-    pub(crate) fn try_take(&mut self, rate: Rate, now: Instant) -> bool {
+    pub fn try_take(&mut self, rate: Rate, now: Instant) -> bool {
         self.refill(rate, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -63,13 +58,13 @@ impl TokenBucket {
     }
 
     /// Puts back a token taken for a request that turned out not to need it.
-    pub(crate) fn give_back(&mut self, rate: Rate) {
+    pub fn give_back(&mut self, rate: Rate) {
         self.tokens = (self.tokens + 1.0).min(rate.burst);
     }
 
     /// True once the bucket has refilled completely: forgetting it then
     /// changes nothing for its source.
-    pub(crate) fn is_full(&self, rate: Rate, now: Instant) -> bool {
+    pub fn is_full(&self, rate: Rate, now: Instant) -> bool {
         let mut probe = self.clone();
         probe.refill(rate, now);
         probe.tokens >= rate.burst
@@ -84,7 +79,7 @@ impl TokenBucket {
 
 /// Why a request was refused. Every message contains `rate limit`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Limited {
+pub enum Limited {
     #[error("rate limit exceeded for requests from {from}: at most {per_sec} a second; slow down")]
     TooFast { from: Source, per_sec: u32 },
     #[error(
@@ -95,7 +90,7 @@ pub(crate) enum Limited {
 
 /// One token bucket per source.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub struct RateLimiter {
     per_sec: u32,
     rate: Rate,
     max_sources: usize,
@@ -103,7 +98,7 @@ pub(crate) struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub(crate) fn new(per_sec: u32, max_sources: usize) -> RateLimiter {
+    pub fn new(per_sec: u32, max_sources: usize) -> RateLimiter {
         RateLimiter {
             per_sec,
             rate: Rate::per_second(per_sec),
@@ -113,7 +108,7 @@ impl RateLimiter {
     }
 
     /// Charges one request to `source`.
-    pub(crate) fn check(&mut self, source: Source, now: Instant) -> Result<(), Limited> {
+    pub fn check(&mut self, source: Source, now: Instant) -> Result<(), Limited> {
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.max_sources {
             return Err(Limited::TooManySources);
         }
@@ -129,7 +124,7 @@ impl RateLimiter {
     /// Gives back the token [`RateLimiter::check`] took from `source`, for a
     /// request that turned out to cost nothing (a heartbeat that changed no
     /// presence). A bucket swept meanwhile was full: nothing to give back.
-    pub(crate) fn refund(&mut self, source: Source) {
+    pub fn refund(&mut self, source: Source) {
         let rate = self.rate;
         if let Some(bucket) = self.buckets.get_mut(&source) {
             bucket.give_back(rate);
@@ -137,7 +132,7 @@ impl RateLimiter {
     }
 
     /// Drops the buckets that have refilled. Returns how many went.
-    pub(crate) fn sweep(&mut self, now: Instant) -> usize {
+    pub fn sweep(&mut self, now: Instant) -> usize {
         let before = self.buckets.len();
         let rate = self.rate;
         self.buckets.retain(|_, bucket| !bucket.is_full(rate, now));
@@ -145,8 +140,13 @@ impl RateLimiter {
     }
 
     /// Sources currently tracked.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// No source is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }
 
@@ -156,6 +156,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    const MAX_SOURCES: usize = 65_536;
 
     fn src(s: &str) -> Source {
         Source::of(Some(s.parse().unwrap()))
@@ -221,7 +223,7 @@ mod tests {
         // One token used at 1/s: full again after a second, not before.
         assert_eq!(limiter.sweep(t0 + Duration::from_millis(999)), 0);
         assert_eq!(limiter.sweep(t0 + Duration::from_secs(1)), 2);
-        assert_eq!(limiter.len(), 0);
+        assert!(limiter.is_empty());
         limiter.check(src("10.0.0.3:1"), t0 + Duration::from_secs(1)).unwrap();
     }
 
