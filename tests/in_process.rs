@@ -61,6 +61,7 @@ async fn directory_limited(register_rate: u32) -> Directory {
         register_rate,
         list_rate: 10_000,
         max_per_source: 1_000,
+        new_names_per_day: 1_000,
         store: StoreConfig::Memory,
     };
     let listener = peerchat_directoryd::bind(&config).await.expect("bind the directory");

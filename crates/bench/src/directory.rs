@@ -287,6 +287,7 @@ impl Directoryd {
             // One source registers every peer: the defaults (20 and 100
             // calls a second, 256 peers per source) would refuse the load.
             .args(["--register-rate", "1000000", "--list-rate", "1000000"])
+            .args(["--new-names-per-day", "4000000000"])
             .args(["--max-per-source", &(2 * peers).to_string()]);
         if let Some(store) = store {
             cmd.args(["--store", store]);

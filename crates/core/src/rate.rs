@@ -29,6 +29,13 @@ impl Rate {
         let per_sec = f64::from(per_sec.max(1));
         Rate { per_sec, burst: 2.0 * per_sec }
     }
+
+    /// `per_day` requests a day (at least one), all of them at once if
+    /// the day's were not used: a quota rather than a speed.
+    pub fn per_day(per_day: u32) -> Rate {
+        let per_day = f64::from(per_day.max(1));
+        Rate { per_sec: per_day / 86_400.0, burst: per_day }
+    }
 }
 
 /// Tokens refill continuously at `rate.per_sec` up to `rate.burst`; each
@@ -99,12 +106,14 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_sec: u32, max_sources: usize) -> RateLimiter {
-        RateLimiter {
-            per_sec,
-            rate: Rate::per_second(per_sec),
-            max_sources,
-            buckets: HashMap::new(),
-        }
+        RateLimiter::with_rate(Rate::per_second(per_sec), max_sources)
+    }
+
+    /// One bucket of `rate` per source, for `max_sources` sources at most.
+    pub fn with_rate(rate: Rate, max_sources: usize) -> RateLimiter {
+        // For messages: the sustained rate, rounded up to a whole request.
+        let per_sec = rate.per_sec.ceil().min(f64::from(u32::MAX)) as u32;
+        RateLimiter { per_sec, rate, max_sources, buckets: HashMap::new() }
     }
 
     /// Charges one request to `source`.
@@ -181,6 +190,19 @@ mod tests {
         assert!(bucket.is_full(rate, t2));
         let taken = (0..100).take_while(|_| bucket.try_take(rate, t2)).count();
         assert_eq!(taken, 20);
+    }
+
+    #[test]
+    fn a_daily_quota_is_spent_at_once_and_comes_back_over_the_day() {
+        let t0 = Instant::now();
+        let rate = Rate::per_day(3);
+        let mut bucket = TokenBucket::full(rate, t0);
+        for i in 0..3 {
+            assert!(bucket.try_take(rate, t0), "new name {i}");
+        }
+        assert!(!bucket.try_take(rate, t0 + Duration::from_secs(28_799)));
+        assert!(bucket.try_take(rate, t0 + Duration::from_secs(28_801)));
+        assert!(bucket.is_full(rate, t0 + Duration::from_secs(3 * 86_400)));
     }
 
     #[test]

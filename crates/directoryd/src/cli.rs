@@ -99,6 +99,20 @@ pub struct Serve {
     )]
     pub max_per_source: u64,
 
+    /// New names (bound to a key for the first time) per source IP (IPv6:
+    /// per /64) and day at most, all at once if the day's were not used.
+    /// A binding lasts for good, so this keeps one host from claiming
+    /// every name; an owner registering its own name again is never
+    /// counted.
+    #[arg(
+        long,
+        env = "PEERCHAT_NEW_NAMES_PER_DAY",
+        default_value_t = 64,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    pub new_names_per_day: u32,
+
     /// Open connections per source IP (IPv6: per /64) at most; further ones
     /// from it are closed at once. All sources together share 16,384.
     #[arg(
@@ -208,6 +222,7 @@ impl Cli {
             register_rate: serve.register_rate,
             list_rate: serve.list_rate,
             max_per_source: usize::try_from(serve.max_per_source).unwrap_or(usize::MAX),
+            new_names_per_day: serve.new_names_per_day,
             max_connections_per_source: usize::try_from(serve.max_connections_per_source)
                 .unwrap_or(usize::MAX),
             store: serve.store.clone(),
@@ -247,13 +262,17 @@ mod tests {
             "3",
             "--max-connections-per-source",
             "9",
+            "--new-names-per-day",
+            "11",
         ])
         .unwrap();
         let config = cli.config();
         assert_eq!(config.data_dir, Some(PathBuf::from("/srv/dir")));
         assert_eq!((config.register_rate, config.list_rate, config.max_per_source), (5, 7, 3));
         assert_eq!(config.max_connections_per_source, 9);
+        assert_eq!(config.new_names_per_day, 11);
         let defaults = Cli::try_parse_from(["directoryd"]).unwrap().config();
+        assert_eq!(defaults.new_names_per_day, Config::default().new_names_per_day);
         assert_eq!(
             defaults.max_connections_per_source,
             Config::default().max_connections_per_source
@@ -263,6 +282,7 @@ mod tests {
             "--list-rate",
             "--max-per-source",
             "--max-connections-per-source",
+            "--new-names-per-day",
             "--threads",
         ] {
             assert!(Cli::try_parse_from(["directoryd", zero, "0"]).is_err(), "{zero}");

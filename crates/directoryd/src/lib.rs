@@ -92,7 +92,7 @@ pub use crate::store::redis::{RedisError, RedisOptions};
 use crate::tls::DirectoryKey;
 pub use crate::tls::KeyError;
 use crate::watch::Watchers;
-use peerchat_core::rate::RateLimiter;
+use peerchat_core::rate::{Rate, RateLimiter};
 
 /// Locks one part of the state. A panic while holding a lock cannot leave a
 /// map half-updated in a way that matters more than refusing all service,
@@ -137,6 +137,10 @@ pub struct Config {
     /// Live registrations per source address at most, and as many
     /// presence watchers (`WatchPeers`), one for each peer it may register.
     pub max_per_source: usize,
+    /// Names bound for the first time per source address and day at most
+    /// (all at once if the day's were not used). A name's owner registering
+    /// it again costs nothing.
+    pub new_names_per_day: u32,
     /// Where the directory's state lives.
     pub store: StoreConfig,
 }
@@ -166,6 +170,7 @@ impl Default for Config {
             register_rate: 20,
             list_rate: 100,
             max_per_source: 256,
+            new_names_per_day: 64,
             store: StoreConfig::Memory,
         }
     }
@@ -300,6 +305,10 @@ pub async fn run(
     let limits = Arc::new(Limits {
         register: Mutex::new(RateLimiter::new(config.register_rate, service::MAX_SOURCES)),
         list: Mutex::new(RateLimiter::new(config.list_rate, service::MAX_SOURCES)),
+        new_names: Mutex::new(RateLimiter::with_rate(
+            Rate::per_day(config.new_names_per_day),
+            service::MAX_NAMING_SOURCES,
+        )),
         leases: Mutex::new(RateLimiter::new(
             service::lease_rate(config.ttl, config.max_per_source, config.list_rate),
             service::MAX_SOURCES,

@@ -32,6 +32,9 @@ pub(crate) struct Claim {
     pub(crate) lease_token: String,
     /// Where the registration came from, for the cap per source.
     pub(crate) source: Source,
+    /// The source may bind a name nobody owns yet (its quota of new names
+    /// is not spent): else only a name the key already owns is claimed.
+    pub(crate) may_bind: bool,
 }
 
 /// One peer as others see it.
@@ -74,6 +77,10 @@ pub(crate) enum Refusal {
     Taken { name: String },
     #[error("too many registrations from {from} (at most {max}); unregister some first")]
     TooManyFromSource { from: Source, max: usize },
+    #[error(
+        "too many new names from {from} lately; register a name your key already owns, or try again tomorrow"
+    )]
+    NewNames { from: Source },
     #[error("no registration for {name} with that lease; register again")]
     UnknownLease { name: String },
     #[error("{name} is held with a different lease")]

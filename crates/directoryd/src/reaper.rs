@@ -38,7 +38,7 @@ pub(crate) async fn run(store: Arc<dyn Store>, limits: Arc<Limits>, shutdown: Ca
 fn sweep_limits(limits: &Limits, now: Instant) {
     let mut buckets = 0;
     let mut sources = 0;
-    for limiter in [&limits.register, &limits.list, &limits.leases] {
+    for limiter in [&limits.register, &limits.list, &limits.leases, &limits.new_names] {
         let mut limiter = lock(limiter);
         buckets += limiter.sweep(now);
         sources += limiter.len();

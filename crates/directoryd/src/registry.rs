@@ -275,6 +275,7 @@ mod tests {
             public_key: key,
             lease_token: lease.to_owned(),
             source: source("10.0.0.1"),
+            may_bind: true,
         }
     }
 

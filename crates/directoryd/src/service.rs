@@ -27,6 +27,11 @@ use peerchat_core::source::Source;
 /// until the reaper has dropped idle buckets: memory stays bounded even
 /// under a flood from a huge number of addresses.
 pub(crate) const MAX_SOURCES: usize = 65_536;
+/// Sources tracked at once for the quota of new names. A bucket there is
+/// full again only a day after its last new name, so this map holds every
+/// source that bound a name in the last day; beyond it, no new source may
+/// bind one (a claim of an owned name still works).
+pub(crate) const MAX_NAMING_SOURCES: usize = 262_144;
 
 const MAX_ADVERTISE: usize = 256;
 /// Page tokens are case-folded names; anything longer is not one of ours.
@@ -44,6 +49,9 @@ pub(crate) struct Limits {
     pub(crate) register: Mutex<RateLimiter>,
     /// List, Lookup and WatchPeers.
     pub(crate) list: Mutex<RateLimiter>,
+    /// Names bound for the first time: a daily quota, since a binding
+    /// lasts for good and the directory holds a limited number.
+    pub(crate) new_names: Mutex<RateLimiter>,
     /// Heartbeat and Unregister: free of proofs, but each is a store call.
     /// Its rate follows from the other limits (see [`lease_rate`]), so it
     /// is never what stops a well-behaved host.
@@ -134,6 +142,10 @@ impl pb::directory_server::Directory for DirectoryService {
             .map_err(|err| proof_status(&name, source, err))?;
 
         let lease = uuid::Uuid::new_v4().to_string();
+        // A name nobody owns yet is bound for good, so new names are a
+        // daily quota per source. As with status changes, the token is
+        // taken up front and given back unless a name was bound.
+        let may_bind = charge(&self.limits.new_names, source).is_ok();
         let claim = Claim {
             name: name.clone(),
             address: address.clone(),
@@ -141,8 +153,13 @@ impl pb::directory_server::Directory for DirectoryService {
             public_key,
             lease_token: lease.clone(),
             source,
+            may_bind,
         };
-        let registered = self.store.register(claim).await.map_err(store_status)?;
+        let registered = self.store.register(claim).await;
+        if may_bind && !registered.as_ref().is_ok_and(|r| r.new_binding) {
+            lock(&self.limits.new_names).refund(source);
+        }
+        let registered = registered.map_err(store_status)?;
         let fingerprint = peerchat_core::identity::fingerprint(&public_key);
         if registered.new_binding {
             tracing::info!(name = %name, key = %fingerprint, "name bound to a key");
@@ -350,6 +367,13 @@ mod tests {
         assert!(s.message().starts_with("registration proof failed: the nonce"));
         let full = StoreError::Refused(Refusal::Full { max: 1 });
         assert_eq!(store_status(full).code(), Code::ResourceExhausted);
+        let quota = store_status(StoreError::Refused(Refusal::NewNames { from: source }));
+        assert_eq!(quota.code(), Code::ResourceExhausted);
+        assert!(
+            quota.message().contains("too many new names from 10.0.0.1"),
+            "{}",
+            quota.message()
+        );
         assert_eq!(store_status(BindingsError::Closed.into()).code(), Code::Unavailable);
         let down = store_status(StoreError::Unavailable { why: "timed out".into() });
         assert_eq!(down.code(), Code::Unavailable);

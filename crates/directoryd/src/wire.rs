@@ -37,7 +37,9 @@ pub(crate) fn store_status(err: StoreError) -> Status {
 fn refusal_status(err: Refusal) -> Status {
     let code = match err {
         Refusal::Taken { .. } => Code::AlreadyExists,
-        Refusal::TooManyFromSource { .. } | Refusal::Full { .. } => Code::ResourceExhausted,
+        Refusal::TooManyFromSource { .. } | Refusal::NewNames { .. } | Refusal::Full { .. } => {
+            Code::ResourceExhausted
+        }
         Refusal::UnknownLease { .. } | Refusal::NotOnline { .. } => Code::NotFound,
         Refusal::WrongLease { .. } => Code::PermissionDenied,
     };

@@ -139,6 +139,7 @@ async fn two_thousand_heartbeating_peers_and_list_keeps_answering() {
         register_rate: 1_000_000,
         list_rate: 1_000_000,
         max_per_source: 10 * PEERS,
+        new_names_per_day: u32::MAX,
         ..Config::default()
     };
     let shutdown = CancellationToken::new();

@@ -47,6 +47,7 @@ fn config(ttl: Duration, data_dir: &Path) -> Config {
         data_dir: Some(data_dir.to_owned()),
         register_rate: 100_000,
         list_rate: 100_000,
+        new_names_per_day: 100_000,
         ..Config::default()
     }
 }
@@ -781,6 +782,47 @@ async fn a_heartbeat_flood_is_throttled_and_other_sources_still_renew() -> TestR
 }
 
 #[tokio::test]
+async fn new_names_are_a_daily_quota_per_source_and_owned_names_are_free() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let config = Config { new_names_per_day: 3, ..config(Duration::from_secs(15), data.path()) };
+    let dir = Directory::start_with(config).await;
+    let mut client = dir.client().await;
+    let key = Key::generate();
+    key.register(&mut client, "n1", "", 7400).await?;
+    // Registering a name the key owns costs nothing, again and again.
+    for _ in 0..5 {
+        key.register(&mut client, "n1", "", 7400).await?;
+    }
+    for name in ["n2", "n3"] {
+        key.register(&mut client, name, "", 7400).await?;
+    }
+    assert_status(
+        key.register(&mut client, "n4", "", 7400).await,
+        Code::ResourceExhausted,
+        "too many new names from 127.0.0.1",
+    );
+    // Refused names are not bound: another source's key takes n4.
+    let mut neighbour = dir.client_from("127.0.0.2").await;
+    Key::generate().register(&mut neighbour, "n4", "", 7401).await?;
+    // With the quota spent, owned names still register.
+    for _ in 0..5 {
+        key.register(&mut client, "n1", "", 7400).await?;
+        assert_status(
+            key.register(&mut client, "n4", "", 7400).await,
+            Code::AlreadyExists,
+            "taken",
+        );
+    }
+    assert_status(
+        key.register(&mut client, "n5", "", 7400).await,
+        Code::ResourceExhausted,
+        "new names",
+    );
+    dir.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn registrations_per_source_are_capped_and_listing_is_rate_limited() -> TestResult {
     let data = tempfile::tempdir()?;
     let config =
@@ -942,6 +984,7 @@ async fn a_client_that_stops_reading_is_closed() -> TestResult {
         register_rate: 100_000,
         list_rate: 100_000,
         max_per_source: 10_000,
+        new_names_per_day: 10_000,
         ..Config::default()
     };
     let dir = Directory::start_with(config).await;

@@ -41,6 +41,7 @@ fn claim(n: &str, key: PublicKey, lease: &str) -> Claim {
         public_key: key,
         lease_token: lease.to_owned(),
         source: source("10.0.0.1"),
+        may_bind: true,
     }
 }
 
@@ -124,6 +125,23 @@ async fn renewal_and_status(store: &dyn Store) {
     ));
 }
 
+async fn a_claim_that_may_not_bind_takes_only_an_owned_name(store: &dyn Store) {
+    let no_new =
+        |n: &str, key: PublicKey, lease: &str| Claim { may_bind: false, ..claim(n, key, lease) };
+    let refused = refusal(store.register(no_new("kim", KEY_A, "k1")).await);
+    assert!(matches!(refused, Refusal::NewNames { .. }), "{refused:?}");
+    assert!(refused.to_string().contains("new names"), "{refused}");
+    assert!(store.lookup(&name("kim")).await.is_err(), "nothing registered");
+    // Nothing was bound either: any key may still claim it.
+    let bound = store.register(claim("kim", KEY_B, "k2")).await.expect("kim is bound now");
+    assert!(bound.new_binding);
+    // Its owner takes it again without a new binding; others hear `taken`.
+    let again = store.register(no_new("KIM", KEY_B, "k3")).await.expect("kim's key");
+    assert!(!again.new_binding);
+    let taken = refusal(store.register(no_new("kim", KEY_A, "k4")).await);
+    assert!(matches!(taken, Refusal::Taken { .. }), "{taken:?}");
+}
+
 async fn unregistering_keeps_the_binding(store: &dyn Store) {
     store.register(claim("erin", KEY_A, "e1")).await.expect("erin registers");
     assert!(matches!(
@@ -154,7 +172,11 @@ async fn leases_expire_at_their_ttl(store: &dyn Store) {
     })
     .await;
     assert!(started.elapsed() >= TTL - Duration::from_millis(100), "{:?}", started.elapsed());
-    assert!(store.list(None, 10).await.expect("a page").peers.is_empty());
+    // The others, registered a moment later, expire a moment later.
+    eventually(TTL, "everyone expires", async || {
+        store.list(None, 10).await.expect("a page").peers.is_empty()
+    })
+    .await;
     assert!(matches!(
         refusal(store.renew(&name("frank"), "f1", Some(Presence::Available)).await),
         Refusal::UnknownLease { .. }
@@ -317,6 +339,7 @@ async fn keeps_the_contract(stores: &mut impl Fresh) {
     registration_and_lookup(stores.fresh().await.as_ref()).await;
     renewal_and_status(stores.fresh().await.as_ref()).await;
     unregistering_keeps_the_binding(stores.fresh().await.as_ref()).await;
+    a_claim_that_may_not_bind_takes_only_an_owned_name(stores.fresh().await.as_ref()).await;
     leases_expire_at_their_ttl(stores.fresh().await.as_ref()).await;
     pages_cover_everyone_once_in_order(stores.fresh_with(LONG_TTL).await.as_ref()).await;
     nonces_are_spent_once(stores.fresh().await.as_ref()).await;

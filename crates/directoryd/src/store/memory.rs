@@ -161,6 +161,9 @@ fn claim_name(
         // Whether or not its owner is online: nobody takes an offline name.
         Check::Other => return Err(Refusal::Taken { name: claim.name.as_str().to_owned() }.into()),
         Check::Same => false,
+        Check::Free if !claim.may_bind => {
+            return Err(Refusal::NewNames { from: claim.source }.into());
+        }
         Check::Free => true,
     };
     // Asked first, so that a registration refused for its source leaves no

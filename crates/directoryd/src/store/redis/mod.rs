@@ -437,7 +437,8 @@ impl RedisStore {
                     .arg(info)
                     .arg(self.ttl_ms)
                     .arg(&bucket.channel)
-                    .arg(per_bucket);
+                    .arg(per_bucket)
+                    .arg(if claim.may_bind { "1" } else { "0" });
             })
             .await?;
         let name = || claim.name.as_str().to_owned();
@@ -450,6 +451,9 @@ impl RedisStore {
             }
             [word] if text(word).as_deref() == Some("full") => {
                 return Err(Refusal::Full { max: MAX_BINDINGS }.into());
+            }
+            [word] if text(word).as_deref() == Some("quota") => {
+                return Err(Refusal::NewNames { from: claim.source }.into());
             }
             _ => return Err(unavailable("an unreadable register reply")),
         };

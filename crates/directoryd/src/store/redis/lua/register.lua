@@ -1,7 +1,9 @@
 -- Binds a name (if free) and grants its lease, atomically, in one bucket.
 -- ARGV: 1 name_key, 2 key_hex, 3 lease_hash, 4 presence (a|b), 5 info,
---       6 ttl_ms, 7 channel, 8 bindings allowed in this bucket
--- Returns {'taken'}, {'full'} or {'ok', pending, old_info, new}: pending = 1
+--       6 ttl_ms, 7 channel, 8 bindings allowed in this bucket,
+--       9 '1' if the claim may bind a free name, else '0'
+-- Returns {'taken'}, {'full'}, {'quota'} (a free name, and the claim may
+-- not bind one) or {'ok', pending, old_info, new}: pending = 1
 -- when the binding is not yet confirmed by a replica (new, or an earlier
 -- attempt's confirmation never came), so the caller must WAIT for it;
 -- new = 1 when this call bound the name.
@@ -20,6 +22,9 @@ end
 local pending = 0
 local new = 0
 if not bound then
+  if ARGV[9] ~= '1' then
+    return {'quota'}
+  end
   if redis.call('HLEN', K_BIND) >= tonumber(ARGV[8]) then
     return {'full'}
   end
