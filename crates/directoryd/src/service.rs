@@ -11,6 +11,8 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::identity::NONCE_LEN;
 use peerchat_core::lease::renew_interval;
+use peerchat_core::rate::{Limited, RateLimiter};
+use peerchat_core::source::Source;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tonic::{Request, Response, Status};
 
@@ -20,8 +22,6 @@ use crate::proof::{self, ProofError, Signed};
 use crate::store::Store;
 use crate::watch::{self, Watchers};
 use crate::wire::{self, peer, store_status};
-use peerchat_core::rate::{Limited, RateLimiter};
-use peerchat_core::source::Source;
 
 /// Sources tracked at once per limiter. Beyond it a new source is refused
 /// until the reaper has dropped idle buckets: memory stays bounded even
@@ -192,7 +192,8 @@ impl pb::directory_server::Directory for DirectoryService {
         if renewed.presence == wanted {
             tracing::debug!(name = %name, presence = ?wanted, "renewed");
         } else {
-            tracing::debug!(name = %name, kept = ?renewed.presence, ?wanted, %source, "renewed; presence change over the rate limit");
+            let kept = renewed.presence;
+            tracing::debug!(name = %name, ?kept, ?wanted, %source, "renewed; change over the rate limit");
         }
         Ok(Response::new(pb::HeartbeatResponse {
             ttl_seconds: self.ttl_seconds(),
