@@ -392,5 +392,18 @@ async fn the_redis_store_keeps_the_contract() {
     let Some(cluster) = Cluster::start_or_skip(Options::default()) else { return };
     let mut redis = Redis { cluster, stop: CancellationToken::new() };
     keeps_the_contract(&mut redis).await;
+
+    // Each nonce lives in Redis for a minute: one replica hands them out
+    // at a bounded rate, however many sources ask.
+    let options = RedisOptions { seeds: redis.cluster.seeds() };
+    let store = RedisStore::connect(&options, TTL, MAX_PER_SOURCE, &redis.stop)
+        .await
+        .expect("the Redis store connects")
+        .with_nonce_rate(5);
+    for i in 0..10 {
+        store.issue_nonce([i; peerchat_core::identity::NONCE_LEN]).await.expect("within the burst");
+    }
+    let over = store.issue_nonce([99; peerchat_core::identity::NONCE_LEN]).await;
+    assert!(matches!(over, Err(StoreError::Busy { .. })), "{over:?}");
     redis.stop.cancel();
 }

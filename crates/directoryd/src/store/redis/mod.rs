@@ -60,11 +60,12 @@ pub(crate) mod layout {
 }
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
 use peerchat_core::Name;
+use peerchat_core::rate::{Rate, TokenBucket};
 use redis::Value;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use tokio::sync::broadcast;
@@ -78,11 +79,24 @@ use self::scripts::Scripts;
 use super::{FEED_CAPACITY, Nonce, Registered, Renewed, Store, StoreError};
 use crate::bindings::{MAX_BINDINGS, hex};
 use crate::challenges::NONCE_TTL;
+use crate::lock;
 use crate::model::{Change, Claim, Listing, Page, Presence, PublicKey, Refusal};
 
 /// Registrations reaped per bucket per sweep at most, so that one script
 /// stays short (about 10 ms for 1000 with their announcements).
 const REAP_BATCH: usize = 500;
+/// Challenges one replica may have outstanding in Redis, about: handed out
+/// at MAX_NONCES per NONCE_TTL (16,666 a second, bursts of twice that).
+/// The embedded store holds 100,000 in all; a replica's challenges cost
+/// the cluster about 100 bytes each.
+const MAX_NONCES: usize = 1_000_000;
+
+/// The rate that keeps [`MAX_NONCES`] outstanding at most, about.
+fn nonce_rate() -> Rate {
+    let per_sec = MAX_NONCES as u64 / NONCE_TTL.as_secs().max(1);
+    Rate::per_second(u32::try_from(per_sec).unwrap_or(u32::MAX))
+}
+
 /// Reaped names uncounted from their sources at once, per sweep.
 const FORGET_CONCURRENCY: usize = 64;
 /// How long a replica gets to confirm a new binding, in ms: first
@@ -158,6 +172,11 @@ pub(crate) struct RedisStore {
     ttl_ms: u64,
     max_per_source: usize,
     feed: broadcast::Sender<Change>,
+    /// Challenges this replica may still hand out now: each nonce lives in
+    /// Redis for NONCE_TTL, so this bounds what one replica can make the
+    /// cluster hold, whatever the number of sources asking.
+    nonces: Arc<Mutex<TokenBucket>>,
+    nonce_rate: Rate,
 }
 
 impl RedisStore {
@@ -203,7 +222,18 @@ impl RedisStore {
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             max_per_source,
             feed,
+            nonces: Arc::new(Mutex::new(TokenBucket::full(nonce_rate(), Instant::now()))),
+            nonce_rate: nonce_rate(),
         })
+    }
+
+    /// The same store handing out at most `per_sec` challenges a second
+    /// (bursts of twice that).
+    #[cfg(test)]
+    pub(crate) fn with_nonce_rate(mut self, per_sec: u32) -> RedisStore {
+        self.nonce_rate = Rate::per_second(per_sec);
+        self.nonces = Arc::new(Mutex::new(TokenBucket::full(self.nonce_rate, Instant::now())));
+        self
     }
 
     fn bucket(&self, name_key: &str) -> &Bucket {
@@ -494,6 +524,9 @@ impl RedisStore {
 #[tonic::async_trait]
 impl Store for RedisStore {
     async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
+        if !lock(&self.nonces).try_take(self.nonce_rate, Instant::now()) {
+            return Err(StoreError::Busy { max: MAX_NONCES });
+        }
         let key = keys::nonce(&nonce);
         let ttl = NONCE_TTL.as_millis() as u64;
         self.client
