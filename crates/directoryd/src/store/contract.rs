@@ -365,6 +365,12 @@ struct Redis {
 
 impl Fresh for Redis {
     async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store> {
+        Arc::new(self.fresh_redis(ttl).await)
+    }
+}
+
+impl Redis {
+    async fn fresh_redis(&mut self, ttl: Duration) -> RedisStore {
         self.stop.cancel();
         self.stop = CancellationToken::new();
         for master in self.cluster.masters().expect("the masters") {
@@ -378,7 +384,7 @@ impl Fresh for Redis {
         // The feed is live once it has subscribed (its first Resync).
         let subscribed = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await;
         assert!(matches!(subscribed, Ok(Ok(Change::Resync))), "{subscribed:?}");
-        Arc::new(store)
+        store
     }
 }
 
@@ -392,6 +398,20 @@ async fn the_redis_store_keeps_the_contract() {
     let Some(cluster) = Cluster::start_or_skip(Options::default()) else { return };
     let mut redis = Redis { cluster, stop: CancellationToken::new() };
     keeps_the_contract(&mut redis).await;
+
+    // Counts older than a day are looked at again: names still live from
+    // their source count on, the rest (a ghost whose uncounting was lost)
+    // are dropped.
+    let store = redis.fresh_redis(TTL).await;
+    let from = source("10.0.0.1");
+    for i in 0..MAX_PER_SOURCE - 1 {
+        store.register(claim(&format!("old{i}"), KEY_A, "x")).await.expect("within the cap");
+        store.count_long_ago(&format!("old{i}"), &from).await;
+    }
+    store.count_long_ago("ghost", &from).await;
+    store.register(claim("new0", KEY_A, "x")).await.expect("the ghost's place is free");
+    let over = refusal(store.register(claim("new1", KEY_A, "x")).await);
+    assert!(matches!(over, Refusal::TooManyFromSource { .. }), "old names count: {over:?}");
 
     // Each nonce lives in Redis for a minute: one replica hands them out
     // at a bounded rate, however many sources ask.

@@ -108,9 +108,10 @@ const FORGET_CONCURRENCY: usize = 64;
 /// name wait the longer time.
 const WAIT_MS: u64 = 100;
 const WAIT_MORE_MS: u64 = 400;
-/// Entries of the per-source sets older than this no longer count: a
-/// replica that died between a registration and its reaping cannot leave
-/// a source's allowance used up for good.
+/// Entries of the per-source sets older than this are looked at again
+/// (see `recount_stale`): a replica that died between a registration and
+/// its reaping cannot leave a source's allowance used up for good, and a
+/// name kept alive longer still counts.
 const SOURCE_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// Where the cluster is.
@@ -244,16 +245,13 @@ impl RedisStore {
     /// across replicas (two racing registrations may both pass), as the
     /// embedded store's is across a second.
     async fn admit_source(&self, claim: &Claim, name_key: &str) -> Result<(), StoreError> {
-        let key = keys::source(&claim.source.to_string());
-        let window_start = now_ms().saturating_sub(SOURCE_WINDOW.as_millis() as u64);
+        let source = claim.source.to_string();
+        let key = keys::source(&source);
+        self.recount_stale(&key, &source).await?;
         let (count, held): (usize, Option<f64>) = self
             .client
             .call("checking the cap per source", |mut conn| async move {
-                let (_, count, held): (i64, usize, Option<f64>) = redis::pipe()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(&key)
-                    .arg("-inf")
-                    .arg(window_start)
+                let (count, held): (usize, Option<f64>) = redis::pipe()
                     .cmd("ZCARD")
                     .arg(&key)
                     .cmd("ZSCORE")
@@ -274,9 +272,77 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Looks again at the names counted against `source` more than
+    /// [`SOURCE_WINDOW`] ago: one still live from there counts on (from
+    /// now), one that is not is dropped. So a name kept alive for days
+    /// keeps counting, and one whose uncounting was lost (a replica died
+    /// between taking a name down and uncounting it) stops counting within
+    /// a day. Each entry is looked at about once a day.
+    async fn recount_stale(&self, key: &str, source: &str) -> Result<(), StoreError> {
+        let window_start = now_ms().saturating_sub(SOURCE_WINDOW.as_millis() as u64);
+        let limit = 2 * self.max_per_source;
+        let stale: Vec<String> = self
+            .client
+            .call("reading a source's old counts", |mut conn| async move {
+                redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(window_start)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        for name_key in stale {
+            let bucket = self.bucket(&name_key);
+            let reply: Vec<Value> = self
+                .eval("looking up", &self.scripts.lookup, bucket, |call| {
+                    call.arg(&name_key);
+                })
+                .await?;
+            let still_ours = match reply.as_slice() {
+                [_, info] => text(info)
+                    .as_deref()
+                    .and_then(codec::decode_info)
+                    .is_some_and(|info| info.source == source),
+                _ => false,
+            };
+            if still_ours {
+                self.count_source(&name_key, source).await;
+            } else {
+                self.forget_source(&name_key, source).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Counts `name_key` against its new source, and off its old one.
     async fn move_source(&self, name_key: &str, new: &str, old: Option<&str>) {
-        let key = keys::source(new);
+        self.count_source(name_key, new).await;
+        if let Some(old) = old.filter(|old| *old != new) {
+            self.forget_source(name_key, old).await;
+        }
+    }
+
+    /// Counts `name_key` against `source` as if two days ago, for tests of
+    /// what becomes of old counts.
+    #[cfg(test)]
+    pub(crate) async fn count_long_ago(&self, name_key: &str, source: &crate::model::Source) {
+        let key = keys::source(&source.to_string());
+        self.client
+            .call("backdating a count", |mut conn| async move {
+                redis::cmd("ZADD").arg(&key).arg(0).arg(name_key).query_async::<()>(&mut conn).await
+            })
+            .await
+            .expect("backdated");
+    }
+
+    /// Counts `name_key` against `source`, from now.
+    async fn count_source(&self, name_key: &str, source: &str) {
+        let key = keys::source(source);
         let now = now_ms();
         let window = SOURCE_WINDOW.as_millis() as u64 * 2;
         let added = self
@@ -298,9 +364,6 @@ impl RedisStore {
             .await;
         if let Err(err) = added {
             tracing::warn!(%err, "cannot count a registration against its source");
-        }
-        if let Some(old) = old.filter(|old| *old != new) {
-            self.forget_source(name_key, old).await;
         }
     }
 
