@@ -8,13 +8,20 @@
 //! bound, or a stranger redialing in a loop (or one we blocked, whom the
 //! driver turns away only after this check) could leave the user unable to
 //! list. Two things bound it:
-//! - what the directory said about a name is remembered for [`RECENT`]: a
-//!   dialer that redials, or was told `busy` and tries again, costs
-//!   nothing more;
-//! - the lookups dialers may cause are rate-limited, per source and in
-//!   all ([`PER_SOURCE_RATE`], [`ALL_RATE`]). Over the limit, a dialer
-//!   whose key we know is taken on that key, as when the directory is out
-//!   of reach; one we do not know is told to try again shortly.
+//! - what the directory said about a name (its key, or that it is not
+//!   online) is remembered for [`RECENT`]: a dialer that redials, or was
+//!   told `busy` and tries again, costs nothing more;
+//! - the lookups strangers may cause are rate-limited, per source and in
+//!   all ([`PER_SOURCE_RATE`], [`ALL_RATE`]); over the limit a stranger is
+//!   told to try again shortly. A dialer whose key we know for its name is
+//!   not limited (the memory already holds it to one lookup per name and
+//!   [`RECENT`]), so strangers cannot lock out the people we talk to, nor
+//!   push us to take a known key without asking the directory: it is still
+//!   asked, and a name it now binds to another key is refused.
+//!
+//! That a name is not online is remembered too, so a stranger who starts
+//! moments after someone dialed under its name may be told `cannot verify`
+//! for up to [`RECENT`]; a retry works.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,25 +83,34 @@ impl DialerCheck {
                 fingerprint(key)
             ))
         };
-        let asked = self.with_memory(|m| m.ask(name, source, Instant::now()));
+        let asked = self.with_memory(|m| m.ask(name, source, known, Instant::now()));
         let listed = match asked {
-            Ask::Remembered(listed) if listed == *key => return Ok(known),
-            Ask::Remembered(_) => return Err(not_yours()),
-            // A key we know is enough without the directory.
-            Ask::TooMany if known => return Ok(true),
+            Ask::Remembered(Word::Key(listed)) if listed == *key => return Ok(known),
+            Ask::Remembered(Word::Key(_)) => return Err(not_yours()),
+            Ask::Remembered(Word::NotOnline) => Listing::NotOnline,
             Ask::TooMany => {
                 let why = "too many dials to check at once; try again shortly";
                 return Err(Refusal::new(Reason::TooManyDials, why));
             }
-            Ask::Directory => directory::lookup(&self.directory, name.as_str()).await,
+            Ask::Directory => {
+                let listed = directory::lookup(&self.directory, name.as_str()).await;
+                let word = match &listed {
+                    Listing::Online(peer) => {
+                        PublicKey::try_from(peer.public_key.as_slice()).ok().map(Word::Key)
+                    }
+                    Listing::NotOnline => Some(Word::NotOnline),
+                    // Not an answer about the name: nothing to remember.
+                    Listing::Unknown(_) => None,
+                };
+                if let Some(word) = word {
+                    self.with_memory(|m| m.remember(name, word, Instant::now()));
+                }
+                listed
+            }
         };
         match listed {
             Listing::Online(peer) => {
-                let Ok(listed) = PublicKey::try_from(peer.public_key.as_slice()) else {
-                    return Err(not_yours());
-                };
-                self.with_memory(|m| m.remember(name, listed, Instant::now()));
-                if listed != *key {
+                if peer.public_key.as_slice() != key.as_slice() {
                     return Err(not_yours());
                 }
             }
@@ -123,14 +139,23 @@ impl DialerCheck {
     }
 }
 
+/// What the directory said about a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word {
+    /// It is online under this key.
+    Key(PublicKey),
+    NotOnline,
+}
+
 /// What [`Memory::ask`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
-    /// The directory said lately that the name is this key's.
-    Remembered(PublicKey),
-    /// Ask the directory (a lookup was charged).
+    /// The directory said this lately.
+    Remembered(Word),
+    /// Ask the directory (a stranger's lookup was charged).
     Directory,
-    /// No lookup left for this source, or for anyone, right now.
+    /// No lookup left for this stranger's source, or for strangers at all,
+    /// right now.
     TooMany,
 }
 
@@ -138,7 +163,7 @@ enum Ask {
 /// left. `now` is passed in.
 #[derive(Debug)]
 struct Memory {
-    vouched: HashMap<String, (PublicKey, Instant)>,
+    said: HashMap<String, (Word, Instant)>,
     per_source: RateLimiter,
     all: TokenBucket,
 }
@@ -146,17 +171,21 @@ struct Memory {
 impl Memory {
     fn new(now: Instant) -> Memory {
         Memory {
-            vouched: HashMap::new(),
+            said: HashMap::new(),
             per_source: RateLimiter::new(PER_SOURCE_RATE, MAX_REMEMBERED),
             all: TokenBucket::full(Rate::per_second(ALL_RATE), now),
         }
     }
 
-    fn ask(&mut self, name: &Name, source: Source, now: Instant) -> Ask {
-        if let Some(&(key, at)) = self.vouched.get(&name.key())
+    /// `known`: the dialer's key is the one we know for `name`.
+    fn ask(&mut self, name: &Name, source: Source, known: bool, now: Instant) -> Ask {
+        if let Some(&(word, at)) = self.said.get(&name.key())
             && now.saturating_duration_since(at) < RECENT
         {
-            return Ask::Remembered(key);
+            return Ask::Remembered(word);
+        }
+        if known {
+            return Ask::Directory;
         }
         let mut charged = self.per_source.check(source, now);
         if charged.is_err() && self.per_source.len() >= MAX_REMEMBERED {
@@ -171,12 +200,12 @@ impl Memory {
         }
     }
 
-    fn remember(&mut self, name: &Name, key: PublicKey, now: Instant) {
-        if self.vouched.len() >= MAX_REMEMBERED {
-            self.vouched.retain(|_, (_, at)| now.saturating_duration_since(*at) < RECENT);
+    fn remember(&mut self, name: &Name, word: Word, now: Instant) {
+        if self.said.len() >= MAX_REMEMBERED {
+            self.said.retain(|_, (_, at)| now.saturating_duration_since(*at) < RECENT);
         }
-        if self.vouched.len() < MAX_REMEMBERED {
-            self.vouched.insert(name.key(), (key, now));
+        if self.said.len() < MAX_REMEMBERED {
+            self.said.insert(name.key(), (word, now));
         }
     }
 }
@@ -203,34 +232,38 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Memory::new(t0);
         let a = source("10.0.0.1");
-        assert_eq!(m.ask(&name("bob"), a, t0), Ask::Directory);
-        m.remember(&name("bob"), [7; 32], t0);
+        assert_eq!(m.ask(&name("bob"), a, false, t0), Ask::Directory);
+        m.remember(&name("bob"), Word::Key([7; 32]), t0);
+        m.remember(&name("eve"), Word::NotOnline, t0);
         let soon = t0 + RECENT - Duration::from_millis(1);
-        assert_eq!(m.ask(&name("BOB"), a, soon), Ask::Remembered([7; 32]));
-        assert_eq!(m.ask(&name("bob"), a, t0 + RECENT), Ask::Directory);
+        assert_eq!(m.ask(&name("BOB"), a, false, soon), Ask::Remembered(Word::Key([7; 32])));
+        assert_eq!(m.ask(&name("eve"), a, true, soon), Ask::Remembered(Word::NotOnline));
+        assert_eq!(m.ask(&name("bob"), a, false, t0 + RECENT), Ask::Directory);
     }
 
     #[test]
-    fn lookups_are_limited_per_source_and_in_all() {
+    fn strangers_lookups_are_limited_per_source_and_in_all_and_known_keys_are_not() {
         let t0 = Instant::now();
         let mut m = Memory::new(t0);
         let a = source("10.0.0.1");
         let burst = 2 * PER_SOURCE_RATE;
         for i in 0..burst {
-            assert_eq!(m.ask(&name(&format!("p{i}")), a, t0), Ask::Directory, "dial {i}");
+            assert_eq!(m.ask(&name(&format!("p{i}")), a, false, t0), Ask::Directory, "dial {i}");
         }
-        assert_eq!(m.ask(&name("one-more"), a, t0), Ask::TooMany);
-        // Another source still may, until all dialers together spent theirs.
+        assert_eq!(m.ask(&name("one-more"), a, false, t0), Ask::TooMany);
+        // Another source still may, until all strangers together spent theirs.
         let mut asked = 0;
         for i in 0..100u8 {
             let from = source(&format!("10.0.1.{i}"));
-            if m.ask(&name(&format!("q{i}")), from, t0) == Ask::Directory {
+            if m.ask(&name(&format!("q{i}")), from, false, t0) == Ask::Directory {
                 asked += 1;
             }
         }
         assert_eq!(asked + burst, 2 * ALL_RATE);
+        // Someone whose key we know is still looked up, from anywhere.
+        assert_eq!(m.ask(&name("friend"), a, true, t0), Ask::Directory);
         // Time refills both.
-        assert_eq!(m.ask(&name("later"), a, t0 + Duration::from_secs(1)), Ask::Directory);
+        assert_eq!(m.ask(&name("later"), a, false, t0 + Duration::from_secs(1)), Ask::Directory);
     }
 
     #[test]
@@ -238,15 +271,15 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Memory::new(t0);
         for i in 0..(2 * MAX_REMEMBERED) {
-            m.remember(&name(&format!("p{i}")), [1; 32], t0);
+            m.remember(&name(&format!("p{i}")), Word::NotOnline, t0);
         }
-        assert_eq!(m.vouched.len(), MAX_REMEMBERED);
+        assert_eq!(m.said.len(), MAX_REMEMBERED);
         // Once old, they make room.
-        m.remember(&name("new"), [2; 32], t0 + RECENT);
-        assert_eq!(m.vouched.len(), 1);
+        m.remember(&name("new"), Word::Key([2; 32]), t0 + RECENT);
+        assert_eq!(m.said.len(), 1);
         for i in 0..(2 * MAX_REMEMBERED) {
             let from = source(&format!("10.{}.{}.1", i / 250, i % 250));
-            let _ = m.ask(&name("x"), from, t0 + RECENT + Duration::from_secs(60));
+            let _ = m.ask(&name("x"), from, false, t0 + RECENT + Duration::from_secs(60));
         }
         assert!(m.per_source.len() <= MAX_REMEMBERED);
     }
@@ -260,10 +293,17 @@ mod tests {
         }
     }
 
+    fn lock_listed(
+        listed: &std::sync::Mutex<Vec<pb::Peer>>,
+    ) -> std::sync::MutexGuard<'_, Vec<pb::Peer>> {
+        listed.lock().expect("the fake's list")
+    }
+
     #[tokio::test]
     async fn a_redial_costs_no_lookup_and_a_flood_costs_a_bounded_few() {
         let fake = Fake::default();
-        fake.listed.lock().expect("listed").push(listed("carol", [3; 32]));
+        let listed_peers = fake.listed.clone();
+        lock_listed(&listed_peers).push(listed("carol", [3; 32]));
         let lookups = fake.lookups.clone();
         let (addr, _server) = fake.serve().await;
         let data = tempfile::tempdir().expect("a temp dir");
@@ -289,16 +329,28 @@ mod tests {
         let asked = lookups.load(Ordering::SeqCst) - 1;
         assert!(asked <= 2 * PER_SOURCE_RATE as usize + 1, "{asked} lookups for a flood");
         assert!(too_many >= 30, "{too_many}");
-        // Over the limit, a peer we know is taken on its key.
+        // With strangers' lookups spent, a peer we know is still looked up
+        // (once per RECENT) and taken.
         let dave = name("dave");
         if let Some(written) = known.remember(&dave, &[6; 32]) {
             written.await.expect("written");
         }
         let spent = |m: &mut Memory| {
-            (0..100).any(|_| m.ask(&name("y"), from, Instant::now()) == Ask::TooMany)
+            (0..100).any(|_| m.ask(&name("y"), from, false, Instant::now()) == Ask::TooMany)
         };
         assert!(check.with_memory(spent));
+        assert_eq!(check.check(&dave, &[6; 32], from).await, Ok(true), "not online: known key");
         assert_eq!(check.check(&dave, &[6; 32], from).await, Ok(true));
-        assert_eq!(lookups.load(Ordering::SeqCst) - 1, asked, "no lookup for dave");
+        assert_eq!(lookups.load(Ordering::SeqCst) - 1, asked + 1, "dave looked up once");
+        // A known key whose name the directory now binds to another key
+        // (a stolen key, its name moved on) is refused all the same.
+        let erin = name("erin");
+        if let Some(written) = known.remember(&erin, &[7; 32]) {
+            written.await.expect("written");
+        }
+        lock_listed(&listed_peers).push(listed("erin", [8; 32]));
+        assert!(check.with_memory(spent));
+        let thief = check.check(&erin, &[7; 32], from).await.expect_err("erin moved on");
+        assert_eq!(thief.reason, Reason::Unverified);
     }
 }
