@@ -17,6 +17,9 @@ pub enum Source {
     V4([u8; 4]),
     /// The upper 64 bits of the address.
     V6Net(u64),
+    /// An IPv6 /48, as [`Source::site`] makes it: the upper 64 bits of the
+    /// address with the lower 16 of them zero.
+    V6Site(u64),
     /// No peer address (not on TCP): all such traffic shares one budget.
     Unknown,
 }
@@ -37,6 +40,17 @@ impl Source {
             },
         }
     }
+
+    /// The site this source belongs to, for quotas on what lasts (names):
+    /// an IPv6 /48, which is what one customer site is usually given
+    /// (65,536 /64s, each a source of its own for rates), else the source
+    /// itself.
+    pub fn site(self) -> Source {
+        match self {
+            Source::V6Net(net) => Source::V6Site(net & !0xffff),
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -44,6 +58,7 @@ impl fmt::Display for Source {
         match *self {
             Source::V4(octets) => write!(f, "{}", IpAddr::from(octets)),
             Source::V6Net(net) => write!(f, "{}/64", Ipv6Addr::from(u128::from(net) << 64)),
+            Source::V6Site(net) => write!(f, "{}/48", Ipv6Addr::from(u128::from(net) << 64)),
             Source::Unknown => f.write_str("an unknown address"),
         }
     }
@@ -116,6 +131,16 @@ mod tests {
         assert_eq!(src("[::ffff:10.0.0.1]:5"), src("10.0.0.1:9"));
         assert_eq!(src("10.0.0.1:9").to_string(), "10.0.0.1");
         assert_eq!(Source::of(None).to_string(), "an unknown address");
+    }
+
+    #[test]
+    fn a_site_is_an_ipv6_slash_48_and_any_other_source_itself() {
+        let a = src("[2001:db8:1:2::1]:5").site();
+        assert_eq!(a, src("[2001:db8:1:ffff::9]:6").site());
+        assert_ne!(a, src("[2001:db8:2:2::1]:5").site());
+        assert_eq!(a.to_string(), "2001:db8:1::/48");
+        assert_eq!(src("10.0.0.1:9").site(), src("10.0.0.1:9"));
+        assert_eq!(a.site(), a);
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub struct Serve {
     pub max_per_source: u64,
 
     /// New names (bound to a key for the first time) per source IP (IPv6:
-    /// per /64) and day at most, all at once if the day's were not used.
+    /// per /48) and day at most, all at once if the day's were not used.
     /// A binding lasts for good, so this keeps one host from claiming
     /// every name; an owner registering its own name again is never
     /// counted.

@@ -137,7 +137,8 @@ pub struct Config {
     /// Live registrations per source address at most, and as many
     /// presence watchers (`WatchPeers`), one for each peer it may register.
     pub max_per_source: usize,
-    /// Names bound for the first time per source address and day at most
+    /// Names bound for the first time per site (an IPv4 address, an IPv6
+    /// /48) and day at most
     /// (all at once if the day's were not used). A name's owner registering
     /// it again costs nothing.
     pub new_names_per_day: u32,

@@ -78,7 +78,7 @@ pub(crate) enum Refusal {
     #[error("too many registrations from {from} (at most {max}); unregister some first")]
     TooManyFromSource { from: Source, max: usize },
     #[error(
-        "too many new names from {from} lately; register a name your key already owns, or try again tomorrow"
+        "too many new names from {from} today; register a name your key already owns, or try again later"
     )]
     NewNames { from: Source },
     #[error("no registration for {name} with that lease; register again")]

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::lock;
 use crate::model::{Claim, Presence};
 use crate::proof::{self, ProofError, Signed};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::watch::{self, Watchers};
 use crate::wire::{self, peer, store_status};
 
@@ -27,10 +27,11 @@ use crate::wire::{self, peer, store_status};
 /// until the reaper has dropped idle buckets: memory stays bounded even
 /// under a flood from a huge number of addresses.
 pub(crate) const MAX_SOURCES: usize = 65_536;
-/// Sources tracked at once for the quota of new names. A bucket there is
-/// full again only a day after its last new name, so this map holds every
-/// source that bound a name in the last day; beyond it, no new source may
-/// bind one (a claim of an owned name still works).
+/// Sites tracked at once for the quota of new names. A bucket there is
+/// forgotten once it is full again, a day after the site's names used its
+/// whole quota (a day / quota for each name used), so the map holds the
+/// sites that bound names lately; beyond it, no new site may bind one
+/// until the reaper makes room (a claim of an owned name still works).
 pub(crate) const MAX_NAMING_SOURCES: usize = 262_144;
 
 const MAX_ADVERTISE: usize = 256;
@@ -143,9 +144,11 @@ impl pb::directory_server::Directory for DirectoryService {
 
         let lease = uuid::Uuid::new_v4().to_string();
         // A name nobody owns yet is bound for good, so new names are a
-        // daily quota per source. As with status changes, the token is
-        // taken up front and given back unless a name was bound.
-        let may_bind = charge(&self.limits.new_names, source).is_ok();
+        // daily quota per site (an IPv6 /48: a host has 65,536 /64s). As
+        // with status changes, the token is taken up front, and given back
+        // when the store answered that it bound nothing.
+        let site = source.site();
+        let may_bind = charge(&self.limits.new_names, site).is_ok();
         let claim = Claim {
             name: name.clone(),
             address: address.clone(),
@@ -156,8 +159,15 @@ impl pb::directory_server::Directory for DirectoryService {
             may_bind,
         };
         let registered = self.store.register(claim).await;
-        if may_bind && !registered.as_ref().is_ok_and(|r| r.new_binding) {
-            lock(&self.limits.new_names).refund(source);
+        // Not on other errors: the store may have bound the name before it
+        // failed (a binding not yet confirmed, a reply lost), and the retry
+        // will find it bound and not count it again.
+        let bound_nothing = match &registered {
+            Ok(registered) => !registered.new_binding,
+            Err(err) => matches!(err, StoreError::Refused(_)),
+        };
+        if may_bind && bound_nothing {
+            lock(&self.limits.new_names).refund(site);
         }
         let registered = registered.map_err(store_status)?;
         let fingerprint = peerchat_core::identity::fingerprint(&public_key);
@@ -185,7 +195,11 @@ impl pb::directory_server::Directory for DirectoryService {
         // so a flood of busy/available flips cannot cost anyone the lease.
         let may_change = charge(&self.limits.register, source).is_ok();
         let renewed = self.store.renew(&name, &req.lease, may_change.then_some(wanted)).await;
-        if may_change && !renewed.as_ref().is_ok_and(|r| r.changed) {
+        let changed_nothing = match &renewed {
+            Ok(renewed) => !renewed.changed,
+            Err(err) => matches!(err, StoreError::Refused(_)),
+        };
+        if may_change && changed_nothing {
             lock(&self.limits.register).refund(source);
         }
         let renewed = renewed.map_err(store_status)?;
@@ -350,7 +364,6 @@ mod tests {
     use super::*;
     use crate::bindings::BindingsError;
     use crate::model::Refusal;
-    use crate::store::StoreError;
 
     #[test]
     fn limits_and_proofs_map_to_the_promised_codes_and_words() {

@@ -162,7 +162,7 @@ fn claim_name(
         Check::Other => return Err(Refusal::Taken { name: claim.name.as_str().to_owned() }.into()),
         Check::Same => false,
         Check::Free if !claim.may_bind => {
-            return Err(Refusal::NewNames { from: claim.source }.into());
+            return Err(Refusal::NewNames { from: claim.source.site() }.into());
         }
         Check::Free => true,
     };

@@ -546,7 +546,7 @@ impl RedisStore {
                 return Err(Refusal::Full { max: MAX_BINDINGS }.into());
             }
             [word] if text(word).as_deref() == Some("quota") => {
-                return Err(Refusal::NewNames { from: claim.source }.into());
+                return Err(Refusal::NewNames { from: claim.source.site() }.into());
             }
             _ => return Err(unavailable("an unreadable register reply")),
         };
