@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// Long enough for anything here; a failing test stops rather than hangs.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -476,26 +477,37 @@ async fn status_shows_the_advertised_address_while_the_directory_is_away() {
     alice.stop().await;
 }
 
-/// The status `name` has in the directory's list.
-async fn listed_status(dir: &Directory, name: &str) -> pb::PeerStatus {
+async fn directory_client(dir: &Directory) -> pb::directory_client::DirectoryClient<Channel> {
     let channel = tonic::transport::Endpoint::from_shared(dir.url.clone())
         .expect("the directory's url")
         .connect()
         .await
         .expect("the directory answers");
-    let mut client = pb::directory_client::DirectoryClient::new(channel);
+    pb::directory_client::DirectoryClient::new(channel)
+}
+
+/// The status `name` has in the directory's list.
+async fn listed_status(dir: &Directory, name: &str) -> pb::PeerStatus {
+    let mut client = directory_client(dir).await;
     let page = client.list(pb::ListRequest::default()).await.expect("a list").into_inner();
     page.peers.iter().find(|p| p.name == name).map_or(pb::PeerStatus::Unspecified, |p| p.status())
 }
 
 #[tokio::test]
 async fn a_status_change_the_directory_held_back_is_sent_again_within_seconds() {
-    // A bucket of four: alice's and bob's registrations spend it, so the
-    // directory keeps both "available" when the conversation starts.
     let dir = directory_limited(2).await;
     let alice = Daemon::start(&dir, "alice", None).await;
     let bob = Daemon::start(&dir, "bob", None).await;
     assert_eq!(listed_status(&dir, "alice").await, pb::PeerStatus::Available);
+    // Spend the bucket (2 a second) that this host's status changes are
+    // charged to, so the directory keeps both "available" for now.
+    let mut client = directory_client(&dir).await;
+    for _ in 0..100 {
+        if client.challenge(pb::ChallengeRequest {}).await.is_err() {
+            break;
+        }
+    }
+    assert!(client.challenge(pb::ChallengeRequest {}).await.is_err(), "the bucket is spent");
     assert_eq!(alice.connect("bob").await.expect("bob answers"), "bob");
     // Each asks again a second later instead of at its next renewal
     // (ttl/3 = 10 s), by when the bucket has refilled.

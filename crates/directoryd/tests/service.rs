@@ -720,7 +720,7 @@ async fn presence_flips_cost_registration_tokens_and_never_the_lease() -> TestRe
         listed = reply.status();
     }
     assert!(taken >= 3, "the bucket's tokens buy changes: only {taken}");
-    assert!(kept >= 25, "only {kept} of 40 flips held back");
+    assert!(kept >= 20, "only {kept} of 40 flips held back");
     assert_eq!(lookup(&mut flipper, "bob").await?.status(), listed, "the directory lists it");
 
     // Watchers heard exactly the changes that were taken: a marker from
@@ -750,10 +750,10 @@ async fn presence_flips_cost_registration_tokens_and_never_the_lease() -> TestRe
 #[tokio::test]
 async fn a_heartbeat_flood_is_throttled_and_other_sources_still_renew() -> TestResult {
     let data = tempfile::tempdir()?;
-    // Two leases renewed every 5 s need less than the list rate: 5 a
-    // second, bursts of 10, for Heartbeat and Unregister together.
+    // Two leases renewed every 5 s need less than the list rate: 1 a
+    // second, bursts of 2, for Heartbeat and Unregister together.
     let config =
-        Config { list_rate: 5, max_per_source: 2, ..config(Duration::from_secs(15), data.path()) };
+        Config { list_rate: 1, max_per_source: 2, ..config(Duration::from_secs(15), data.path()) };
     let dir = Directory::start_with(config).await;
     let mut flooder = dir.client().await;
     let bob = Key::generate().register(&mut flooder, "bob", "", 7400).await?;
@@ -769,7 +769,7 @@ async fn a_heartbeat_flood_is_throttled_and_other_sources_still_renew() -> TestR
             }
         }
     }
-    assert!(throttled >= 15, "only {throttled} of 30 throttled");
+    assert!(throttled >= 20, "only {throttled} of 30 throttled");
     // Unregister shares the bucket; wrong leases cost the same as right ones.
     let leave = pb::UnregisterRequest { name: "bob".into(), lease: "not-a-lease".into() };
     assert_status(flooder.unregister(leave).await, Code::ResourceExhausted, "rate limit");
