@@ -53,18 +53,24 @@ async fn directory() -> Directory {
 /// A directory whose registration bucket holds `register_rate` a second
 /// (twice that in a burst): status changes are charged to it too.
 async fn directory_limited(register_rate: u32) -> Directory {
-    let config = peerchat_directoryd::Config {
+    directory_with(|config| config.register_rate = register_rate).await
+}
+
+/// A directory with `change` made to the tests' usual configuration.
+async fn directory_with(change: impl FnOnce(&mut peerchat_directoryd::Config)) -> Directory {
+    let mut config = peerchat_directoryd::Config {
         listen: "127.0.0.1:0".parse().expect("an address"),
         ttl: Duration::from_secs(30),
         max_connections: 256,
         max_connections_per_source: 256,
         data_dir: None,
-        register_rate,
+        register_rate: 10_000,
         list_rate: 10_000,
         max_per_source: 1_000,
         new_names_per_day: 1_000,
         store: StoreConfig::Memory,
     };
+    change(&mut config);
     let listener = peerchat_directoryd::bind(&config).await.expect("bind the directory");
     let addr = listener.local_addr().expect("its address");
     let token = CancellationToken::new();
@@ -520,4 +526,22 @@ async fn a_status_change_the_directory_held_back_is_sent_again_within_seconds() 
     }
     alice.stop().await;
     bob.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_name_over_the_quota_fails_the_start_and_says_why() {
+    let dir = directory_with(|config| config.new_names_per_day = 1).await;
+    let alice = Daemon::start(&dir, "alice", None).await;
+    // Bob is a new name from the same host: the directory refuses it for
+    // the day, and peerd says so instead of retrying as if it were away.
+    let home = temp_dir();
+    let token = CancellationToken::new();
+    let _stop = token.clone().drop_guard();
+    let started = peerchat_peerd::run(config(&dir, "bob", None, home.path()), token, |_| {});
+    let err = within("bob's start ends", started).await.expect_err("bob's name is refused");
+    let err = err.to_string();
+    assert!(err.contains("the directory refused the registration"), "{err}");
+    assert!(err.contains("too many new names from 127.0.0.1"), "{err}");
+    assert_eq!(alice.status().await.directory_state, "registered");
+    alice.stop().await;
 }

@@ -3,6 +3,7 @@
 //! service and the presence feed, so neither depends on the other.
 
 use peerchat::v1 as pb;
+use prost::Message as _;
 use tonic::{Code, Status};
 
 use crate::bindings::BindingsError;
@@ -43,7 +44,12 @@ fn refusal_status(err: Refusal) -> Status {
         Refusal::UnknownLease { .. } | Refusal::NotOnline { .. } => Code::NotFound,
         Refusal::WrongLease { .. } => Code::PermissionDenied,
     };
-    Status::new(code, err.to_string())
+    let reason = match err {
+        Refusal::NewNames { .. } => pb::directory_refusal::Reason::NewNameQuota,
+        _ => return Status::new(code, err.to_string()),
+    };
+    let details = pb::DirectoryRefusal { reason: reason.into() };
+    Status::with_details(code, err.to_string(), details.encode_to_vec().into())
 }
 
 pub(crate) fn status(presence: Presence) -> pb::PeerStatus {

@@ -29,6 +29,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use peerchat::v1 as pb;
 use peerchat::v1::directory_client::DirectoryClient;
+use prost::Message as _;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -238,6 +239,13 @@ impl Verdict {
             _ => Verdict::Answer,
         }
     }
+}
+
+/// The typed reason a directory's refusal carries in its details, if any
+/// (`Unspecified` for none, or for one this version does not know).
+pub(crate) fn refusal_reason(status: &Status) -> pb::directory_refusal::Reason {
+    let details = pb::DirectoryRefusal::decode(status.details()).unwrap_or_default();
+    pb::directory_refusal::Reason::try_from(details.reason).unwrap_or_default()
 }
 
 /// A status on one line with the causes behind it ("transport error: tcp

@@ -338,6 +338,13 @@ async fn call<T>(
             (Verdict::Answer, Code::InvalidArgument | Code::PermissionDenied) => {
                 Failure::Rejected(status.message().to_owned())
             }
+            // Unlike a rate limit, not over in a few seconds: say so.
+            (Verdict::Answer, Code::ResourceExhausted)
+                if directory::refusal_reason(&status)
+                    == pb::directory_refusal::Reason::NewNameQuota =>
+            {
+                Failure::Rejected(status.message().to_owned())
+            }
             (Verdict::Answer, _) => Failure::Failed(directory::reason(&status)),
         }),
     }
