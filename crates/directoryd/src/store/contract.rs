@@ -417,7 +417,7 @@ async fn the_redis_store_keeps_the_contract() {
     // Counts older than a day are looked at again: names still live from
     // their source count on, the rest (a ghost whose uncounting was lost)
     // are dropped.
-    let store = redis.fresh_redis(TTL).await;
+    let store = redis.fresh_redis(LONG_TTL).await;
     let from = source("10.0.0.1");
     for i in 0..MAX_PER_SOURCE - 1 {
         store.register(claim(&format!("old{i}"), KEY_A, "x")).await.expect("within the cap");

@@ -8,9 +8,10 @@
 //! bound, or a stranger redialing in a loop (or one we blocked, whom the
 //! driver turns away only after this check) could leave the user unable to
 //! list. Two things bound it:
-//! - what the directory said about a name (its key, or that it is not
-//!   online) is remembered for [`RECENT`]: a dialer that redials, or was
-//!   told `busy` and tries again, costs nothing more;
+//! - what the directory said about a name (its key, that it is not
+//!   online, or nothing: it failed to answer) is remembered for
+//!   [`RECENT`]: a dialer that redials, or was told `busy` and tries
+//!   again, costs nothing more;
 //! - the lookups strangers may cause are rate-limited, per source and in
 //!   all ([`PER_SOURCE_RATE`], [`ALL_RATE`]); over the limit a stranger is
 //!   told to try again shortly. A dialer whose key we know for its name is
@@ -88,6 +89,9 @@ impl DialerCheck {
             Ask::Remembered(Word::Key(listed)) if listed == *key => return Ok(known),
             Ask::Remembered(Word::Key(_)) => return Err(not_yours()),
             Ask::Remembered(Word::NotOnline) => Listing::NotOnline,
+            Ask::Remembered(Word::NoAnswer) => {
+                Listing::Unknown("it did not answer a moment ago".to_owned())
+            }
             Ask::TooMany => {
                 let why = "too many dials to check at once; try again shortly";
                 return Err(Refusal::new(Reason::TooManyDials, why));
@@ -99,8 +103,9 @@ impl DialerCheck {
                         PublicKey::try_from(peer.public_key.as_slice()).ok().map(Word::Key)
                     }
                     Listing::NotOnline => Some(Word::NotOnline),
-                    // Not an answer about the name: nothing to remember.
-                    Listing::Unknown(_) => None,
+                    // Remembered too: a directory that fails (or limits
+                    // our rate) is not asked again for every redial.
+                    Listing::Unknown(_) => Some(Word::NoAnswer),
                 };
                 if let Some(word) = word {
                     self.with_memory(|m| m.remember(name, word, Instant::now()));
@@ -145,6 +150,8 @@ enum Word {
     /// It is online under this key.
     Key(PublicKey),
     NotOnline,
+    /// The directory did not answer (or refused to).
+    NoAnswer,
 }
 
 /// What [`Memory::ask`] decided.
@@ -235,9 +242,11 @@ mod tests {
         assert_eq!(m.ask(&name("bob"), a, false, t0), Ask::Directory);
         m.remember(&name("bob"), Word::Key([7; 32]), t0);
         m.remember(&name("eve"), Word::NotOnline, t0);
+        m.remember(&name("ida"), Word::NoAnswer, t0);
         let soon = t0 + RECENT - Duration::from_millis(1);
         assert_eq!(m.ask(&name("BOB"), a, false, soon), Ask::Remembered(Word::Key([7; 32])));
         assert_eq!(m.ask(&name("eve"), a, true, soon), Ask::Remembered(Word::NotOnline));
+        assert_eq!(m.ask(&name("ida"), a, true, soon), Ask::Remembered(Word::NoAnswer));
         assert_eq!(m.ask(&name("bob"), a, false, t0 + RECENT), Ask::Directory);
     }
 
@@ -352,5 +361,27 @@ mod tests {
         assert!(check.with_memory(spent));
         let thief = check.check(&erin, &[7; 32], from).await.expect_err("erin moved on");
         assert_eq!(thief.reason, Reason::Unverified);
+    }
+
+    #[tokio::test]
+    async fn without_the_directory_a_known_key_is_enough_and_a_new_one_is_not() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let addr = gone.local_addr().expect("its address");
+        drop(gone);
+        let data = tempfile::tempdir().expect("a temp dir");
+        let known = KnownPeers::load(data.path()).expect("known peers");
+        if let Some(written) = known.remember(&name("dave"), &[6; 32]) {
+            written.await.expect("written");
+        }
+        let check = DialerCheck::new(directories(addr), known);
+        let from = source("127.0.0.5");
+        for _ in 0..2 {
+            assert_eq!(check.check(&name("dave"), &[6; 32], from).await, Ok(true));
+        }
+        let stranger = check.check(&name("zed"), &[9; 32], from).await.expect_err("unverifiable");
+        assert_eq!(stranger.reason, Reason::CannotVerify);
+        // The failure is remembered: dave's redial did not ask again.
+        let asked = check.with_memory(|m| m.ask(&name("dave"), from, true, Instant::now()));
+        assert_eq!(asked, Ask::Remembered(Word::NoAnswer));
     }
 }

@@ -85,6 +85,11 @@ use crate::model::{Change, Claim, Listing, Page, Presence, PublicKey, Refusal};
 /// Registrations reaped per bucket per sweep at most, so that one script
 /// stays short (about 10 ms for 1000 with their announcements).
 const REAP_BATCH: usize = 500;
+/// Old counts per source looked at again per registration from it, at
+/// once: the work one Register can cause stays small, and a source with
+/// more old counts has them looked at over its next registrations.
+const RECOUNT_BATCH: usize = 16;
+
 /// Challenges one replica may have outstanding in Redis, about: handed out
 /// at MAX_NONCES per NONCE_TTL (16,666 a second, bursts of twice that).
 /// The embedded store holds 100,000 in all; a replica's challenges cost
@@ -247,7 +252,7 @@ impl RedisStore {
     async fn admit_source(&self, claim: &Claim, name_key: &str) -> Result<(), StoreError> {
         let source = claim.source.to_string();
         let key = keys::source(&source);
-        self.recount_stale(&key, &source).await?;
+        self.recount_stale(&key, &source).await;
         let (count, held): (usize, Option<f64>) = self
             .client
             .call("checking the cap per source", |mut conn| async move {
@@ -272,16 +277,16 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Looks again at the names counted against `source` more than
-    /// [`SOURCE_WINDOW`] ago: one still live from there counts on (from
-    /// now), one that is not is dropped. So a name kept alive for days
-    /// keeps counting, and one whose uncounting was lost (a replica died
-    /// between taking a name down and uncounting it) stops counting within
-    /// a day. Each entry is looked at about once a day.
-    async fn recount_stale(&self, key: &str, source: &str) -> Result<(), StoreError> {
+    /// Looks again at (up to [`RECOUNT_BATCH`] of) the names counted
+    /// against `source` more than [`SOURCE_WINDOW`] ago: one still live
+    /// from there counts on (from now), one that is not is dropped. So a
+    /// name kept alive for days keeps counting, and one whose uncounting
+    /// was lost (a replica died between taking a name down and uncounting
+    /// it) stops counting within a day. Each entry is looked at about once
+    /// a day; a failure only leaves it for the next registration.
+    async fn recount_stale(&self, key: &str, source: &str) {
         let window_start = now_ms().saturating_sub(SOURCE_WINDOW.as_millis() as u64);
-        let limit = 2 * self.max_per_source;
-        let stale: Vec<String> = self
+        let read = self
             .client
             .call("reading a source's old counts", |mut conn| async move {
                 redis::cmd("ZRANGE")
@@ -291,32 +296,78 @@ impl RedisStore {
                     .arg("BYSCORE")
                     .arg("LIMIT")
                     .arg(0)
-                    .arg(limit)
-                    .query_async(&mut conn)
+                    .arg(RECOUNT_BATCH)
+                    .arg("WITHSCORES")
+                    .query_async::<Vec<(String, u64)>>(&mut conn)
                     .await
             })
-            .await?;
-        for name_key in stale {
-            let bucket = self.bucket(&name_key);
-            let reply: Vec<Value> = self
-                .eval("looking up", &self.scripts.lookup, bucket, |call| {
-                    call.arg(&name_key);
-                })
-                .await?;
-            let still_ours = match reply.as_slice() {
-                [_, info] => text(info)
-                    .as_deref()
-                    .and_then(codec::decode_info)
-                    .is_some_and(|info| info.source == source),
-                _ => false,
-            };
-            if still_ours {
-                self.count_source(&name_key, source).await;
-            } else {
-                self.forget_source(&name_key, source).await;
+            .await;
+        let stale = match read {
+            Ok(stale) => stale,
+            Err(err) => {
+                tracing::debug!(%err, "cannot read a source's old counts");
+                return;
             }
+        };
+        futures_util::stream::iter(stale)
+            .for_each_concurrent(RECOUNT_BATCH, |(name_key, score)| async move {
+                match self.still_counts(&name_key, source).await {
+                    Ok(true) => self.count_again(key, &name_key).await,
+                    Ok(false) => self.uncount_stale(key, &name_key, score).await,
+                    Err(err) => tracing::debug!(%err, "cannot recount a registration"),
+                }
+            })
+            .await;
+    }
+
+    /// Whether `name_key` is live and registered from `source`.
+    async fn still_counts(&self, name_key: &str, source: &str) -> Result<bool, StoreError> {
+        let reply: Vec<Value> = self
+            .eval("looking up", &self.scripts.lookup, self.bucket(name_key), |call| {
+                call.arg(name_key);
+            })
+            .await?;
+        Ok(match reply.as_slice() {
+            [_, info] => text(info)
+                .as_deref()
+                .and_then(codec::decode_info)
+                .is_some_and(|info| info.source == source),
+            _ => false,
+        })
+    }
+
+    /// Counts a live name on, from now; not if it was uncounted meanwhile.
+    async fn count_again(&self, key: &str, name_key: &str) {
+        let now = now_ms();
+        let counted = self
+            .client
+            .call("recounting a registration", |mut conn| async move {
+                redis::cmd("ZADD")
+                    .arg(key)
+                    .arg("XX")
+                    .arg(now)
+                    .arg(name_key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(err) = counted {
+            tracing::debug!(%err, "cannot recount a registration");
         }
-        Ok(())
+    }
+
+    /// Drops a stale count, unless it was counted again since it was read.
+    async fn uncount_stale(&self, key: &str, name_key: &str, score: u64) {
+        let script = &self.scripts.uncount_stale;
+        let dropped = self
+            .client
+            .call("dropping an old count", |mut conn| async move {
+                script.key(key).arg(name_key).arg(score).invoke_async::<i64>(&mut conn).await
+            })
+            .await;
+        if let Err(err) = dropped {
+            tracing::debug!(%err, "cannot drop an old count");
+        }
     }
 
     /// Counts `name_key` against its new source, and off its old one.
@@ -342,23 +393,19 @@ impl RedisStore {
 
     /// Counts `name_key` against `source`, from now.
     async fn count_source(&self, name_key: &str, source: &str) {
+        // No expiry on the set: names kept alive for days must go on
+        // counting; an empty set is gone by itself, and a count left
+        // behind is dropped by the next recount.
         let key = keys::source(source);
         let now = now_ms();
-        let window = SOURCE_WINDOW.as_millis() as u64 * 2;
         let added = self
             .client
             .call("counting a registration", |mut conn| async move {
-                redis::pipe()
-                    .cmd("ZADD")
+                redis::cmd("ZADD")
                     .arg(&key)
                     .arg(now)
                     .arg(name_key)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(window)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
+                    .query_async::<i64>(&mut conn)
                     .await
             })
             .await;

@@ -27,6 +27,8 @@ pub(crate) struct Scripts {
     pub(crate) reap: Script,
     pub(crate) forget: Script,
     pub(crate) probe: Script,
+    /// On a source's set, not a bucket: no prelude.
+    pub(crate) uncount_stale: Script,
 }
 
 impl Scripts {
@@ -41,6 +43,7 @@ impl Scripts {
             reap: Script::new(with_prelude!("reap")),
             forget: Script::new(with_prelude!("forget")),
             probe: Script::new(with_prelude!("probe")),
+            uncount_stale: Script::new(include_str!("lua/uncount_stale.lua")),
         }
     }
 }
