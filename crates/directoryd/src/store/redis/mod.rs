@@ -114,7 +114,7 @@ const FORGET_CONCURRENCY: usize = 64;
 const WAIT_MS: u64 = 100;
 const WAIT_MORE_MS: u64 = 400;
 /// Entries of the per-source sets older than this are looked at again
-/// (see `recount_stale`): a replica that died between a registration and
+/// (see `RedisStore::recount`): a replica that died between a registration and
 /// its reaping cannot leave a source's allowance used up for good, and a
 /// name kept alive longer still counts.
 const SOURCE_WINDOW: Duration = Duration::from_secs(86_400);
@@ -249,25 +249,39 @@ impl RedisStore {
     /// Refuses a claim that would take its source over the cap. Approximate
     /// across replicas (two racing registrations may both pass), as the
     /// embedded store's is across a second.
+    ///
+    /// The same round trip reads up to [`RECOUNT_BATCH`] of the names
+    /// counted against the source more than [`SOURCE_WINDOW`] ago, which
+    /// are then looked at again (see [`RedisStore::recount`]).
     async fn admit_source(&self, claim: &Claim, name_key: &str) -> Result<(), StoreError> {
         let source = claim.source.to_string();
         let key = keys::source(&source);
-        self.recount_stale(&key, &source).await;
-        let (count, held): (usize, Option<f64>) = self
+        let window_start = now_ms().saturating_sub(SOURCE_WINDOW.as_millis() as u64);
+        let set: &str = &key;
+        let (stale, count, held): (Vec<(String, u64)>, usize, Option<f64>) = self
             .client
             .call("checking the cap per source", |mut conn| async move {
-                let (count, held): (usize, Option<f64>) = redis::pipe()
+                redis::pipe()
+                    .cmd("ZRANGE")
+                    .arg(set)
+                    .arg("-inf")
+                    .arg(window_start)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(RECOUNT_BATCH)
+                    .arg("WITHSCORES")
                     .cmd("ZCARD")
-                    .arg(&key)
+                    .arg(set)
                     .cmd("ZSCORE")
-                    .arg(&key)
+                    .arg(set)
                     .arg(name_key)
                     .query_async(&mut conn)
-                    .await?;
-                Ok((count, held))
+                    .await
             })
             .await?;
-        if held.is_none() && count >= self.max_per_source {
+        let dropped = if stale.is_empty() { 0 } else { self.recount(&key, &source, stale).await };
+        if held.is_none() && count.saturating_sub(dropped) >= self.max_per_source {
             return Err(Refusal::TooManyFromSource {
                 from: claim.source,
                 max: self.max_per_source,
@@ -277,47 +291,32 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Looks again at (up to [`RECOUNT_BATCH`] of) the names counted
-    /// against `source` more than [`SOURCE_WINDOW`] ago: one still live
-    /// from there counts on (from now), one that is not is dropped. So a
-    /// name kept alive for days keeps counting, and one whose uncounting
-    /// was lost (a replica died between taking a name down and uncounting
-    /// it) stops counting within a day. Each entry is looked at about once
-    /// a day; a failure only leaves it for the next registration.
-    async fn recount_stale(&self, key: &str, source: &str) {
-        let window_start = now_ms().saturating_sub(SOURCE_WINDOW.as_millis() as u64);
-        let read = self
-            .client
-            .call("reading a source's old counts", |mut conn| async move {
-                redis::cmd("ZRANGE")
-                    .arg(key)
-                    .arg("-inf")
-                    .arg(window_start)
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(RECOUNT_BATCH)
-                    .arg("WITHSCORES")
-                    .query_async::<Vec<(String, u64)>>(&mut conn)
-                    .await
-            })
-            .await;
-        let stale = match read {
-            Ok(stale) => stale,
-            Err(err) => {
-                tracing::debug!(%err, "cannot read a source's old counts");
-                return;
-            }
-        };
+    /// Looks again at old counts against `source`: a name still live from
+    /// there counts on (from now), one that is not is dropped. So a name
+    /// kept alive for days keeps counting, and one whose uncounting was
+    /// lost (a replica died between taking a name down and uncounting it)
+    /// stops counting within a day. Each entry is looked at about once a
+    /// day; a failure only leaves it for the next registration. Returns
+    /// how many were dropped.
+    async fn recount(&self, key: &str, source: &str, stale: Vec<(String, u64)>) -> usize {
+        let dropped = std::sync::atomic::AtomicUsize::new(0);
         futures_util::stream::iter(stale)
-            .for_each_concurrent(RECOUNT_BATCH, |(name_key, score)| async move {
-                match self.still_counts(&name_key, source).await {
-                    Ok(true) => self.count_again(key, &name_key).await,
-                    Ok(false) => self.uncount_stale(key, &name_key, score).await,
-                    Err(err) => tracing::debug!(%err, "cannot recount a registration"),
+            .for_each_concurrent(RECOUNT_BATCH, |(name_key, score)| {
+                let dropped = &dropped;
+                async move {
+                    match self.still_counts(&name_key, source).await {
+                        Ok(true) => self.count_again(key, &name_key).await,
+                        Ok(false) => {
+                            if self.uncount_stale(key, &name_key, score).await {
+                                dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        Err(err) => tracing::debug!(%err, "cannot recount a registration"),
+                    }
                 }
             })
             .await;
+        dropped.into_inner()
     }
 
     /// Whether `name_key` is live and registered from `source`.
@@ -357,7 +356,8 @@ impl RedisStore {
     }
 
     /// Drops a stale count, unless it was counted again since it was read.
-    async fn uncount_stale(&self, key: &str, name_key: &str, score: u64) {
+    /// True if it was dropped.
+    async fn uncount_stale(&self, key: &str, name_key: &str, score: u64) -> bool {
         let script = &self.scripts.uncount_stale;
         let dropped = self
             .client
@@ -365,8 +365,12 @@ impl RedisStore {
                 script.key(key).arg(name_key).arg(score).invoke_async::<i64>(&mut conn).await
             })
             .await;
-        if let Err(err) = dropped {
-            tracing::debug!(%err, "cannot drop an old count");
+        match dropped {
+            Ok(n) => n == 1,
+            Err(err) => {
+                tracing::debug!(%err, "cannot drop an old count");
+                false
+            }
         }
     }
 
