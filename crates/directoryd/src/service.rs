@@ -94,6 +94,18 @@ impl DirectoryService {
     }
 }
 
+/// Whether a store call surely did nothing, so that a token taken for it
+/// up front may be given back: it answered so (`nothing` of its answer),
+/// or refused. Not on other errors: the store may have acted before it
+/// failed (a binding not yet confirmed, a reply lost), and a retry will
+/// find it done and not charge it again.
+fn did_nothing<T>(outcome: &Result<T, StoreError>, nothing: impl FnOnce(&T) -> bool) -> bool {
+    match outcome {
+        Ok(answer) => nothing(answer),
+        Err(err) => matches!(err, StoreError::Refused(_)),
+    }
+}
+
 /// Charges one request from `source` to `limiter`.
 fn charge(limiter: &Mutex<RateLimiter>, source: Source) -> Result<(), Status> {
     lock(limiter).check(source, Instant::now()).map_err(limited)
@@ -159,14 +171,7 @@ impl pb::directory_server::Directory for DirectoryService {
             may_bind,
         };
         let registered = self.store.register(claim).await;
-        // Not on other errors: the store may have bound the name before it
-        // failed (a binding not yet confirmed, a reply lost), and the retry
-        // will find it bound and not count it again.
-        let bound_nothing = match &registered {
-            Ok(registered) => !registered.new_binding,
-            Err(err) => matches!(err, StoreError::Refused(_)),
-        };
-        if may_bind && bound_nothing {
+        if may_bind && did_nothing(&registered, |r| !r.new_binding) {
             lock(&self.limits.new_names).refund(site);
         }
         let registered = registered.map_err(store_status)?;
@@ -195,11 +200,7 @@ impl pb::directory_server::Directory for DirectoryService {
         // so a flood of busy/available flips cannot cost anyone the lease.
         let may_change = charge(&self.limits.register, source).is_ok();
         let renewed = self.store.renew(&name, &req.lease, may_change.then_some(wanted)).await;
-        let changed_nothing = match &renewed {
-            Ok(renewed) => !renewed.changed,
-            Err(err) => matches!(err, StoreError::Refused(_)),
-        };
-        if may_change && changed_nothing {
+        if may_change && did_nothing(&renewed, |r| !r.changed) {
             lock(&self.limits.register).refund(source);
         }
         let renewed = renewed.map_err(store_status)?;
@@ -401,6 +402,18 @@ mod tests {
         let s = store_status(io.into());
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("/secret"), "{}", s.message());
+    }
+
+    #[test]
+    fn tokens_come_back_only_when_the_store_surely_did_nothing() {
+        assert!(!did_nothing(&Ok::<bool, StoreError>(true), |&done| !done));
+        assert!(did_nothing(&Ok::<bool, StoreError>(false), |&done| !done));
+        let taken = StoreError::Refused(Refusal::Taken { name: "bob".into() });
+        assert!(did_nothing(&Err::<bool, _>(taken), |_| false));
+        // It may have bound the name, or changed the status, before it failed.
+        for failed in [StoreError::NotDurable, StoreError::Unavailable { why: "lost".into() }] {
+            assert!(!did_nothing(&Err::<bool, _>(failed), |_| true));
+        }
     }
 
     #[test]
