@@ -295,12 +295,25 @@ fn registering_and_listing_come_back_within_seconds_of_a_master_crash() {
             let before = cluster.cli(owner, &["hget", &bind, name]).expect("HGET");
             // On a loaded machine the replica may still miss the
             // confirmation window: "not yet durable; retry" means just
-            // that, and peerd retries it too.
+            // that, and peerd retries it too. A directory whose view of
+            // the cluster still lags the failover may also find no replica
+            // and leave the binding pending (its answer is then a plain
+            // success): the next registration waits for one again, so the
+            // name is registered until the binding is confirmed.
             let again =
                 eventually(&format!("{name} registered again"), RETRY_DURABLE, || {
                     match api.register(name, key, 1) {
                         Err(s) if s.code() == Code::Unavailable => Err(format!("{s:?}")),
-                        other => Ok(other),
+                        Ok(_) => {
+                            let now = cluster.cli(owner, &["hget", &bind, name]);
+                            match now {
+                                Ok(bound) if bound.ends_with('*') => {
+                                    Err(format!("{name}'s binding still pending: {bound:?}"))
+                                }
+                                _ => Ok(Ok(())),
+                            }
+                        }
+                        Err(other) => Ok(Err(other)),
                     }
                 });
             again.unwrap_or_else(|s| panic!("{name} again: {s:?}"));
