@@ -502,6 +502,10 @@ impl RedisStore {
     }
 
     /// How many replicas the master of `bucket` has connected now.
+    /// How many replicas the master of `bucket` has. An answer from a node
+    /// that is not a master (the client's map of the cluster lags a
+    /// failover) says nothing about that: UNAVAILABLE, to be retried,
+    /// rather than "no replica", which would let a binding rest on one node.
     async fn replicas_of(&self, bucket: &Bucket) -> Result<u64, StoreError> {
         let route = master_of(bucket);
         let info: String = self
@@ -513,6 +517,9 @@ impl RedisStore {
                 redis::from_redis_value(value).map_err(redis::RedisError::from)
             })
             .await?;
+        if !is_master(&info) {
+            return Err(unavailable("the bucket's master has just moved"));
+        }
         Ok(connected_replicas(&info))
     }
 
@@ -823,6 +830,11 @@ fn master_of(bucket: &Bucket) -> RoutingInfo {
     )))
 }
 
+/// `role:master` in `INFO replication`.
+fn is_master(info: &str) -> bool {
+    info.lines().any(|line| line.trim() == "role:master")
+}
+
 /// `connected_slaves:N` from `INFO replication`; 0 when absent.
 fn connected_replicas(info: &str) -> u64 {
     info.lines()
@@ -891,6 +903,9 @@ mod tests {
         assert_eq!(connected_replicas(info), 1);
         assert_eq!(connected_replicas("role:master\r\nconnected_slaves:0\r\n"), 0);
         assert_eq!(connected_replicas("garbage"), 0);
+        assert!(is_master(info));
+        assert!(!is_master("# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n"));
+        assert!(!is_master("garbage"));
     }
 
     #[test]
