@@ -427,6 +427,11 @@ async fn the_redis_store_keeps_the_contract() {
     store.register(claim("new0", KEY_A, "x")).await.expect("the ghost's place is free");
     let over = refusal(store.register(claim("new1", KEY_A, "x")).await);
     assert!(matches!(over, Refusal::TooManyFromSource { .. }), "old names count: {over:?}");
+    // A ghost under the very name being claimed does not let it past the
+    // cap as if the source held that name.
+    store.count_long_ago("new2", &from).await;
+    let over = refusal(store.register(claim("new2", KEY_A, "x")).await);
+    assert!(matches!(over, Refusal::TooManyFromSource { .. }), "a ghost is not held: {over:?}");
 
     // Each nonce lives in Redis for a minute: one replica hands them out
     // at a bounded rate, however many sources ask.

@@ -280,8 +280,11 @@ impl RedisStore {
                     .await
             })
             .await?;
-        let dropped = if stale.is_empty() { 0 } else { self.recount(&key, &source, stale).await };
-        if held.is_none() && count.saturating_sub(dropped) >= self.max_per_source {
+        let dropped =
+            if stale.is_empty() { Vec::new() } else { self.recount(&key, &source, stale).await };
+        // A name of the claim's own that was just dropped is not held.
+        let held = held.is_some() && !dropped.iter().any(|dropped| dropped == name_key);
+        if !held && count.saturating_sub(dropped.len()) >= self.max_per_source {
             return Err(Refusal::TooManyFromSource {
                 from: claim.source,
                 max: self.max_per_source,
@@ -297,26 +300,25 @@ impl RedisStore {
     /// lost (a replica died between taking a name down and uncounting it)
     /// stops counting within a day. Each entry is looked at about once a
     /// day; a failure only leaves it for the next registration. Returns
-    /// how many were dropped.
-    async fn recount(&self, key: &str, source: &str, stale: Vec<(String, u64)>) -> usize {
-        let dropped = std::sync::atomic::AtomicUsize::new(0);
+    /// the names dropped.
+    async fn recount(&self, key: &str, source: &str, stale: Vec<(String, u64)>) -> Vec<String> {
         futures_util::stream::iter(stale)
-            .for_each_concurrent(RECOUNT_BATCH, |(name_key, score)| {
-                let dropped = &dropped;
-                async move {
-                    match self.still_counts(&name_key, source).await {
-                        Ok(true) => self.count_again(key, &name_key).await,
-                        Ok(false) => {
-                            if self.uncount_stale(key, &name_key, score).await {
-                                dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
+            .map(|(name_key, score)| async move {
+                match self.still_counts(&name_key, source).await {
+                    Ok(true) => self.count_again(key, &name_key).await,
+                    Ok(false) => {
+                        if self.uncount_stale(key, &name_key, score).await {
+                            return Some(name_key);
                         }
-                        Err(err) => tracing::debug!(%err, "cannot recount a registration"),
                     }
+                    Err(err) => tracing::debug!(%err, "cannot recount a registration"),
                 }
+                None
             })
-            .await;
-        dropped.into_inner()
+            .buffer_unordered(RECOUNT_BATCH)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
     }
 
     /// Whether `name_key` is live and registered from `source`.
