@@ -85,6 +85,15 @@ use crate::model::{Change, Claim, Listing, Page, Presence, PublicKey, Refusal};
 /// Registrations reaped per bucket per sweep at most, so that one script
 /// stays short (about 10 ms for 1000 with their announcements).
 const REAP_BATCH: usize = 500;
+/// How [`RedisStore::count`] counts a name against its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    /// A registration just made.
+    New,
+    /// A recount of a live name: not if it was uncounted meanwhile.
+    AgainIfStillCounted,
+}
+
 /// Old counts per source looked at again per registration from it, at
 /// once: the work one Register can cause stays small, and a source with
 /// more old counts has them looked at over its next registrations.
@@ -305,7 +314,7 @@ impl RedisStore {
         futures_util::stream::iter(stale)
             .map(|(name_key, score)| async move {
                 match self.still_counts(&name_key, source).await {
-                    Ok(true) => self.count_again(key, &name_key).await,
+                    Ok(true) => self.count(key, &name_key, Counting::AgainIfStillCounted).await,
                     Ok(false) => {
                         if self.uncount_stale(key, &name_key, score).await {
                             return Some(name_key);
@@ -337,26 +346,6 @@ impl RedisStore {
         })
     }
 
-    /// Counts a live name on, from now; not if it was uncounted meanwhile.
-    async fn count_again(&self, key: &str, name_key: &str) {
-        let now = now_ms();
-        let counted = self
-            .client
-            .call("recounting a registration", |mut conn| async move {
-                redis::cmd("ZADD")
-                    .arg(key)
-                    .arg("XX")
-                    .arg(now)
-                    .arg(name_key)
-                    .query_async::<i64>(&mut conn)
-                    .await
-            })
-            .await;
-        if let Err(err) = counted {
-            tracing::debug!(%err, "cannot recount a registration");
-        }
-    }
-
     /// Drops a stale count, unless it was counted again since it was read.
     /// True if it was dropped.
     async fn uncount_stale(&self, key: &str, name_key: &str, score: u64) -> bool {
@@ -378,7 +367,7 @@ impl RedisStore {
 
     /// Counts `name_key` against its new source, and off its old one.
     async fn move_source(&self, name_key: &str, new: &str, old: Option<&str>) {
-        self.count_source(name_key, new).await;
+        self.count(&keys::source(new), name_key, Counting::New).await;
         if let Some(old) = old.filter(|old| *old != new) {
             self.forget_source(name_key, old).await;
         }
@@ -397,26 +386,25 @@ impl RedisStore {
             .expect("backdated");
     }
 
-    /// Counts `name_key` against `source`, from now.
-    async fn count_source(&self, name_key: &str, source: &str) {
+    /// Counts `name_key` in the source set `key`, from now.
+    async fn count(&self, key: &str, name_key: &str, counting: Counting) {
         // No expiry on the set: names kept alive for days must go on
         // counting; an empty set is gone by itself, and a count left
         // behind is dropped by the next recount.
-        let key = keys::source(source);
         let now = now_ms();
-        let added = self
+        let counted = self
             .client
             .call("counting a registration", |mut conn| async move {
-                redis::cmd("ZADD")
-                    .arg(&key)
-                    .arg(now)
-                    .arg(name_key)
-                    .query_async::<i64>(&mut conn)
-                    .await
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(key);
+                if counting == Counting::AgainIfStillCounted {
+                    zadd.arg("XX");
+                }
+                zadd.arg(now).arg(name_key).query_async::<i64>(&mut conn).await
             })
             .await;
-        if let Err(err) = added {
-            tracing::warn!(%err, "cannot count a registration against its source");
+        if let Err(err) = counted {
+            tracing::warn!(%err, ?counting, "cannot count a registration against its source");
         }
     }
 
