@@ -292,6 +292,7 @@ fn hello(name: &str, to: &str) -> pb::Frame {
             name: name.to_owned(),
             to: to.to_owned(),
             version: PROTOCOL_VERSION,
+            redial: false,
         })),
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use support::watch::ev;
 use support::{Directory, EVENT_TIMEOUT, Peer, eventually};
 
 const TTL: u32 = 15;
@@ -117,4 +118,40 @@ fn sender_killed_with_unacknowledged_messages_sends_them_after_its_restart() {
     assert_eq!(texts(&history(&bob, "alice"), "in"), sent, "bob has each once, in order");
     let out = history(&alice, "bob");
     assert!(out.iter().all(|e| e["state"] == "delivered" || e["state"] == "displayed"), "{out:?}");
+}
+
+/// SPEC §3.1: `disconnect` while reconnecting ends the conversation at
+/// once, also on the side that waits to be redialed. The dialer could not
+/// hear that then; when it comes back its redial is refused, and it ends
+/// the conversation too, instead of the callee's user finding it back.
+#[test]
+fn a_conversation_ended_while_reconnecting_stays_ended_when_the_dialer_is_back() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    alice.ctl_ok(&["connect", "bob"]);
+    let mut wa = alice.watch();
+    let mut wb = bob.watch();
+
+    // Alice frozen: bob finds the link lost and gives up on it.
+    support::proc::signal(alice.pid(), libc::SIGSTOP);
+    wb.wait_for("link_lost", EVENT_TIMEOUT, |e| e["event"] == "link_lost");
+    bob.ctl_ok(&["disconnect"]);
+    wb.wait_for("bob's disconnected", EVENT_TIMEOUT, ev::disconnected("alice"));
+
+    // Alice is back: her link is dead, she redials, and hears it ended.
+    support::proc::signal(alice.pid(), libc::SIGCONT);
+    let ended = wa.wait_for("alice's disconnected", EVENT_TIMEOUT, ev::disconnected("bob"));
+    let reason = ended["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("bob ended the conversation"), "{ended}");
+    assert_eq!(alice.status()["peer"], Value::Null);
+    assert_eq!(bob.status()["peer"], Value::Null);
+    assert!(
+        !wb.seen().iter().any(|e| e["event"] == "connected" || e["event"] == "resumed"),
+        "bob's user did not ask for alice back: {:?}",
+        wb.seen()
+    );
+    // And either of them may start a new one.
+    bob.ctl_ok(&["connect", "alice"]);
+    wa.wait_for("connected", EVENT_TIMEOUT, ev::connected("bob"));
 }

@@ -219,6 +219,11 @@ pub struct Session {
     /// they fail if no conversation with their peer takes them.
     pending: HashMap<String, Pending>,
     pending_deadline: Option<Instant>,
+    /// The peer whose conversation our user ended while its link was
+    /// down and who dialed it (so will redial), until when its redials
+    /// are refused: it could not be told then, and is told by that
+    /// refusal.
+    ended_away: Option<(Name, Instant)>,
 }
 
 impl Session {
@@ -238,6 +243,7 @@ impl Session {
             seen: None,
             pending: HashMap::new(),
             pending_deadline: None,
+            ended_away: None,
         }
     }
 
@@ -408,6 +414,32 @@ impl Session {
         }
     }
 
+    /// The callee refused our redial on `link` because its user ended the
+    /// conversation while the link was down (see
+    /// [`Session::refuses_redial`]): it ends here too. Any other refusal of
+    /// a redial is [`Session::handle_dial_failed`] (it may be brief).
+    pub fn handle_redial_refused_ended(&mut self, link: LinkId, now: Instant) {
+        match &self.state {
+            State::Connected(c) if c.reconnect.as_ref().is_some_and(|r| r.dial == Some(link)) => {
+                let reason = format!("{} ended the conversation while the link was down", c.peer);
+                self.finish(reason, "the conversation ended before it was delivered");
+            }
+            _ => self.handle_dial_failed(link, now),
+        }
+    }
+
+    /// Whether a redial from `peer` is refused before anything else: our
+    /// user ended that conversation while its link was down, within the
+    /// resume window. The dialer, who could not hear a goodbye then, hears
+    /// it this way and stops redialing. A fresh dial (its user ran
+    /// `connect`) is not a redial and is never refused for this.
+    pub fn refuses_redial(&self, peer: &Name, now: Instant) -> Option<AcceptError> {
+        let (ended, until) = self.ended_away.as_ref()?;
+        let talking = self.peer().is_some_and(|p| p == peer);
+        (ended == peer && now < *until && !talking)
+            .then(|| AcceptError::Ended { me: self.me.clone() })
+    }
+
     /// A dialer says hello. On success the driver starts reading the
     /// returned link's frames; the first action on that link is the
     /// [`Frame::Welcome`] to transmit, ahead of any message sent again. The
@@ -496,7 +528,14 @@ impl Session {
             }
             State::Connected(c) if c.link.is_none() => {
                 let peer = c.peer.clone();
-                if let Some(dial) = c.reconnect.as_ref().and_then(|r| r.dial) {
+                let redial = c.reconnect.as_ref().and_then(|r| r.dial);
+                if c.role == Role::Callee {
+                    // The peer will redial within its window (ours, or
+                    // the default if that is longer: it may have kept it).
+                    let until = now + self.resume_window.max(DEFAULT_RESUME_WINDOW);
+                    self.ended_away = Some((peer.clone(), until));
+                }
+                if let Some(dial) = redial {
                     self.push(Action::DropLink { link: dial });
                 }
                 self.finish(
@@ -927,6 +966,9 @@ impl Session {
 
     fn start(&mut self, mut conversation: Box<Conversation>) {
         let peer = conversation.peer.clone();
+        if self.ended_away.as_ref().is_some_and(|(ended, _)| *ended == peer) {
+            self.ended_away = None;
+        }
         // Messages an earlier run could not deliver to this peer go first.
         let pending = self.pending.remove(&peer.key());
         if self.pending.is_empty() {

@@ -624,6 +624,61 @@ fn disconnect_while_reconnecting_ends_at_once() {
     assert!(p.a.dropped, "the redial in progress is dropped");
 }
 
+/// The callee ends a conversation whose link is down: the dialer could not
+/// hear a goodbye, so its redial is refused (and it ends there too), not
+/// taken as a new conversation the callee's user never asked for.
+#[test]
+fn a_callee_that_ended_while_reconnecting_refuses_the_redial() {
+    let mut p = Pair::connected();
+    let lost = p.send(true, "never delivered");
+    p.cut("reset");
+    let ended_at = p.now;
+    assert_eq!(p.bob.disconnect(p.now), Ok(name("alice")));
+    p.drive();
+    assert_eq!(p.bob.phase(), Phase::Idle);
+    assert_eq!(disconnected(&p.b).len(), 1);
+
+    // Alice's redial is refused, within the window and only then...
+    let refusal = p.bob.refuses_redial(&name("ALICE"), p.now);
+    assert_eq!(refusal, Some(AcceptError::Ended { me: name("Bob") }));
+    assert_eq!(p.bob.refuses_redial(&name("carol"), p.now), None, "only alice's");
+    assert_eq!(p.bob.refuses_redial(&name("alice"), ended_at + WINDOW), None);
+    // ...and she ends the conversation on it, failing what she had queued.
+    let redial = *p.a.redials.last().expect("alice redials");
+    p.alice.handle_redial_refused_ended(redial, p.now);
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Idle);
+    assert_eq!(failed(&p.a), [lost]);
+    let reason = &disconnected(&p.a)[0];
+    assert_eq!(reason, "Bob ended the conversation while the link was down");
+    assert_eq!(p.a.presence.last(), Some(&Presence::Available));
+    assert_eq!(p.alice.poll_timeout(), None, "no more redials");
+
+    // A conversation her user asks for is no redial: bob takes it, and
+    // forgets the ended one.
+    let link = p.alice.connect(name("bob")).expect("alice may dial again");
+    p.bob_accepts();
+    p.alice.handle_dialed(link, name("Bob"));
+    p.drive();
+    assert_eq!(p.bob.phase(), Phase::Connected);
+    assert_eq!(p.bob.refuses_redial(&name("alice"), p.now), None);
+}
+
+/// Only the callee remembers: a dialer that gives up reconnecting simply
+/// stops redialing.
+#[test]
+fn a_dialer_that_ended_while_reconnecting_refuses_nothing() {
+    let mut p = Pair::connected();
+    p.cut("reset");
+    assert_eq!(p.alice.disconnect(p.now), Ok(name("bob")));
+    p.drive();
+    assert_eq!(p.alice.refuses_redial(&name("bob"), p.now), None);
+    // And a redial refusal for a dial nobody is waiting for changes nothing.
+    p.alice.handle_redial_refused_ended(LinkId(999), p.now);
+    p.drive();
+    assert_eq!(disconnected(&p.a).len(), 1);
+}
+
 #[test]
 fn a_restarted_receiver_recognises_what_it_already_has() {
     let mut p = Pair::connected();

@@ -244,6 +244,8 @@ pub enum ConnectError {
     Yourself,
     #[error("already connected to {peer}; disconnect first")]
     AlreadyConnected { peer: Name },
+    /// A dial in progress counts as a conversation (the control error
+    /// carries SPEC's words for it, "already connected").
     #[error("already connecting to {peer}; wait for it or disconnect first")]
     AlreadyConnecting { peer: Name },
 }
@@ -255,6 +257,9 @@ pub enum AcceptError {
     Busy { me: Name },
     #[error("a peer cannot connect to itself")]
     Yourself,
+    /// A redial of a conversation our user ended while its link was down.
+    #[error("{me} ended the conversation while the link was down")]
+    Ended { me: Name },
 }
 
 /// Refusals of `send`, `disconnect` and friends.

@@ -22,7 +22,9 @@ pub(crate) enum ControlError {
     Cancelled(String),
     #[error("already connected to {0}; disconnect first")]
     AlreadyConnected(String),
-    #[error("already connecting to {0}; wait for it or disconnect first")]
+    /// A dial in progress counts as a conversation: the words are SPEC's
+    /// for a connect while in one.
+    #[error("already connected or connecting: dialing {0}; wait for it or disconnect first")]
     AlreadyConnecting(String),
     #[error("you cannot connect to yourself")]
     Yourself,
@@ -124,6 +126,7 @@ fn dial_code(e: &DialError) -> Code {
     match e {
         DialError::NotOnline(_) | DialError::Unreachable { .. } => Code::NotFound,
         DialError::Busy(_)
+        | DialError::Ended(_)
         | DialError::NotAccepted(_)
         | DialError::NoKey(_)
         | DialError::Version { .. } => Code::FailedPrecondition,
@@ -221,6 +224,11 @@ mod tests {
             ),
             (
                 ControlError::AlreadyConnected("bob".into()),
+                Code::FailedPrecondition,
+                "already connected",
+            ),
+            (
+                ConnectError::AlreadyConnecting { peer: bob() }.into(),
                 Code::FailedPrecondition,
                 "already connected",
             ),

@@ -42,7 +42,7 @@ use crate::consent::{self, Policy, Requests};
 use crate::deadline::sleep_until;
 use crate::history::{self, History};
 use crate::link::callee::{Answer, Declined, KeyPin, Offer};
-use crate::link::dial::{Dial, DialResult, OnAsked};
+use crate::link::dial::{Dial, DialError, DialResult, OnAsked};
 use crate::link::duplex::{Link, SendFailed};
 use api::{
     Blocking, ConnectFailed, ConsentFailed, Ended, EventRx, Outcome, PingReply, Request,
@@ -578,9 +578,16 @@ impl Driver {
     }
 
     fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
-        let Offer { peer, source, link, known, pin, reply } = offer;
+        let Offer { peer, source, link, known, redial, pin, reply } = offer;
         if self.turns_down(&peer) {
             let _ = reply.send(self.busy());
+            return;
+        }
+        // Before asking anyone: a conversation our user already ended.
+        let ended = if redial { self.session.refuses_redial(&peer, Instant::now()) } else { None };
+        if let Some(ended) = ended {
+            tracing::info!(%peer, "refused a redial: the conversation was ended meanwhile");
+            let _ = reply.send(Answer::Refused(ended));
             return;
         }
         // Only a new conversation is asked about: a peer we are talking to
@@ -703,7 +710,7 @@ impl Driver {
         }
         match self.session.connect(name.clone()) {
             Ok(link) => {
-                self.dial(link, name);
+                self.dial(link, name, false);
                 self.pending_connect = Some((link, reply));
             }
             Err(e) => {
@@ -714,13 +721,14 @@ impl Driver {
 
     /// Starts a dial of `peer` on `link`, and the read of its history that
     /// the session needs, side by side; they report back as one job.
-    fn dial(&mut self, link: LinkId, peer: Name) {
+    /// `redial`: to resume a conversation whose link was lost.
+    fn dial(&mut self, link: LinkId, peer: Name, redial: bool) {
         let read = self.read_seen(&peer);
         let tx = self.dial_asked_tx.clone();
         let asked: OnAsked = Box::new(move |wait| {
             let _ = tx.send((link, wait));
         });
-        let dial = self.dialer.dial(peer, asked);
+        let dial = self.dialer.dial(peer, redial, asked);
         let job = self.jobs.spawn(async move {
             let (seen, result) = match read {
                 Some(read) => tokio::join!(read, dial),
@@ -766,7 +774,11 @@ impl Driver {
                 }
             }
             Err(e) => {
-                self.session.handle_dial_failed(link, now);
+                if matches!(e, DialError::Ended(_)) {
+                    self.session.handle_redial_refused_ended(link, now);
+                } else {
+                    self.session.handle_dial_failed(link, now);
+                }
                 if let Some(tx) = reply {
                     let _ = tx.send(Err(ConnectFailed::Dial(e)));
                 }
@@ -888,7 +900,7 @@ impl Driver {
             }
             Action::Redial { link, peer } => {
                 tracing::info!(%peer, "redialing to resume the conversation");
-                self.dial(link, peer);
+                self.dial(link, peer, true);
             }
             Action::Presence(p) => {
                 self.presence.send_replace(p);

@@ -50,7 +50,12 @@ struct Wired {
 }
 
 impl Dial for Wired {
-    fn dial(&self, to: Name, asked: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+    fn dial(
+        &self,
+        to: Name,
+        redial: bool,
+        asked: OnAsked,
+    ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let (me, board) = (self.me.clone(), self.board.clone());
         Box::pin(async move {
             let offers = board.peers.lock().expect("lock").get(&to).cloned();
@@ -60,7 +65,8 @@ impl Dial for Wired {
             let theirs = Link::new(their_out, ReceiverStream::new(their_in).map(Ok));
             let (reply, answer) = oneshot::channel();
             let pin = KeyPin::none();
-            let offer = Offer { peer: me, source: None, link: theirs, known: false, pin, reply };
+            let offer =
+                Offer { peer: me, source: None, link: theirs, known: false, redial, pin, reply };
             if offers.send(offer).await.is_err() {
                 return Err(DialError::NotOnline(to));
             }
@@ -71,6 +77,7 @@ impl Dial for Wired {
                     Some(declined)
                 }
                 Ok(Answer::Refused(AcceptError::Busy { .. })) => return Err(DialError::Busy(to)),
+                Ok(Answer::Refused(AcceptError::Ended { .. })) => return Err(DialError::Ended(to)),
                 Ok(Answer::Refused(e)) => panic!("unexpected refusal {e:?}"),
                 Err(_) => return Err(DialError::NotOnline(to)),
             };
@@ -108,7 +115,12 @@ struct Stalled {
 }
 
 impl Dial for Stalled {
-    fn dial(&self, _: Name, _: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+    fn dial(
+        &self,
+        _: Name,
+        _: bool,
+        _: OnAsked,
+    ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let _ = self.started.send(());
         let guard = self.dropped.lock().expect("lock").take();
         Box::pin(async move {
@@ -122,7 +134,12 @@ impl Dial for Stalled {
 struct Failing(DialError);
 
 impl Dial for Failing {
-    fn dial(&self, _: Name, _: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+    fn dial(
+        &self,
+        _: Name,
+        _: bool,
+        _: OnAsked,
+    ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let e = self.0.clone();
         Box::pin(async move { Err(e) })
     }

@@ -42,6 +42,8 @@ pub(crate) struct Offer {
     pub(crate) link: Link,
     /// We have talked to this peer's key before (it is in known-peers).
     pub(crate) known: bool,
+    /// The dialer resumes a conversation whose link was lost.
+    pub(crate) redial: bool,
     /// Records the dialer's key in known-peers: the taker calls it once it
     /// takes the conversation, not before (a stranger who was turned down
     /// must not become "known").
@@ -207,6 +209,7 @@ impl pb::chat_server::Chat for ChatService {
             source,
             link: Link::new(out, inbound),
             known,
+            redial: hello.redial,
             pin: KeyPin(Some((self.known.clone(), peer.clone(), key))),
             reply,
         };
@@ -236,6 +239,10 @@ impl pb::chat_server::Chat for ChatService {
             Ok(Answer::Refused(AcceptError::Yourself)) => {
                 let why = "a peer cannot connect to itself";
                 Err(Refusal::new(Reason::Yourself, why).into())
+            }
+            Ok(Answer::Refused(e @ AcceptError::Ended { .. })) => {
+                tracing::info!(%peer, ?remote, "refused a redial of an ended conversation");
+                Err(Refusal::new(Reason::Ended, e.to_string()).into())
             }
             Err(_) => Err(shutting_down().into()),
         }

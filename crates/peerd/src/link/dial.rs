@@ -50,6 +50,10 @@ pub(crate) enum DialError {
     WrongKey { name: Name, address: String, why: String },
     #[error("{0} is busy in another conversation")]
     Busy(Name),
+    /// A redial refused: the callee's user ended the conversation while
+    /// the link was down.
+    #[error("{0} ended the conversation while the link was down")]
+    Ended(Name),
     /// The callee's user was asked and said no, or did not answer in time.
     #[error("{0} did not accept")]
     NotAccepted(Name),
@@ -70,9 +74,15 @@ pub(crate) enum DialError {
 /// Something that dials peers: [`Dialer`], or a stand-in in tests.
 pub(crate) trait Dial: Send + Sync + 'static {
     /// Dials `name`: the callee's name as it spells it, and the link.
-    /// `asked` is called, at most once, if the callee's user is asked
-    /// first, with how long the answer may take.
-    fn dial(&self, name: Name, asked: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>>;
+    /// `redial`: to resume a conversation whose link was lost (the Hello
+    /// says so). `asked` is called, at most once, if the callee's user is
+    /// asked first, with how long the answer may take.
+    fn dial(
+        &self,
+        name: Name,
+        redial: bool,
+        asked: OnAsked,
+    ) -> Pin<Box<dyn Future<Output = DialResult> + Send>>;
 }
 
 /// Told that the callee is asking its user, and for how long at most.
@@ -82,8 +92,13 @@ pub(crate) type OnAsked = Box<dyn FnOnce(Duration) + Send>;
 pub(crate) type DialResult = Result<(Name, Link), DialError>;
 
 impl Dial for Dialer {
-    fn dial(&self, name: Name, asked: OnAsked) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
-        Box::pin(self.clone().dial_owned(name, asked))
+    fn dial(
+        &self,
+        name: Name,
+        redial: bool,
+        asked: OnAsked,
+    ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        Box::pin(self.clone().dial_owned(name, redial, asked))
     }
 }
 
@@ -101,16 +116,16 @@ impl Dialer {
     /// at most [`DIAL_TIMEOUT`], all steps together, and then, if the
     /// callee asks its user, as long as it says the asking may take (at
     /// most [`ASK_TIMEOUT`]) and a margin.
-    async fn dial_owned(self, name: Name, asked: OnAsked) -> DialResult {
-        let result = self.dial_steps(&name, asked).await;
+    async fn dial_owned(self, name: Name, redial: bool, asked: OnAsked) -> DialResult {
+        let result = self.dial_steps(&name, redial, asked).await;
         if let Err(e) = &result {
             tracing::info!(peer = %name, error = %e, "dial failed");
         }
         result
     }
 
-    async fn dial_steps(&self, name: &Name, asked: OnAsked) -> DialResult {
-        let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(name)).await;
+    async fn dial_steps(&self, name: &Name, redial: bool, asked: OnAsked) -> DialResult {
+        let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(name, redial)).await;
         let mut answered = dialed.unwrap_or_else(|_| {
             Err(DialError::NoAnswer {
                 name: name.clone(),
@@ -164,7 +179,7 @@ impl Dialer {
 
     /// Looks the peer up, connects, says hello, and reads the callee's
     /// first frame (a welcome, or that it is asking its user).
-    async fn handshake(&self, name: &Name) -> Result<Answered, DialError> {
+    async fn handshake(&self, name: &Name, redial: bool) -> Result<Answered, DialError> {
         let peer = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer,
             Listing::NotOnline => return Err(DialError::NotOnline(name.clone())),
@@ -228,6 +243,7 @@ impl Dialer {
             name: self.me.to_string(),
             to: name.to_string(),
             version: PROTOCOL_VERSION,
+            redial,
         };
         // The queue is new and empty: this cannot fail.
         let _ = out.try_send(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) });
@@ -286,6 +302,7 @@ fn refused(name: &Name, status: &tonic::Status) -> DialError {
     match refusal.reason {
         Reason::Busy => DialError::Busy(name.clone()),
         Reason::NotAccepted => DialError::NotAccepted(name.clone()),
+        Reason::Ended => DialError::Ended(name.clone()),
         _ => DialError::Refused { name: name.clone(), refusal },
     }
 }

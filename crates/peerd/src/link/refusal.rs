@@ -38,7 +38,9 @@ impl Refusal {
     /// gRPC client, the details carry the reason for peerd.
     pub(crate) fn into_status(self) -> Status {
         let code = match self.reason {
-            Reason::Busy | Reason::WrongPeer | Reason::NotAccepted => Code::FailedPrecondition,
+            Reason::Busy | Reason::WrongPeer | Reason::NotAccepted | Reason::Ended => {
+                Code::FailedPrecondition
+            }
             Reason::Unverified => Code::PermissionDenied,
             Reason::CannotVerify | Reason::ShuttingDown => Code::Unavailable,
             Reason::UnsupportedVersion | Reason::BadHello | Reason::Yourself => {
