@@ -84,10 +84,12 @@ pub fn main_entry() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             // A usage error: one line, like every other error. --help and
-            // --version (stdout, status 0) and a bare `chatctl` (its help,
-            // on stderr) are printed as clap prints them.
-            if err.use_stderr() && err.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            {
+            // --version (stdout, status 0) are printed as clap prints them;
+            // a bare `chatctl` gets its `error:` line, then the help.
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                output::note("error: a command is required (see the commands below)");
+                let _ = err.print();
+            } else if err.use_stderr() {
                 output::note(&usage_error_line(&err.render().to_string()));
             } else {
                 let _ = err.print();

@@ -20,7 +20,7 @@ pub enum NameError {
     Empty,
     #[error("invalid name: {len} characters is longer than the limit of {MAX_NAME_LEN}")]
     TooLong { len: usize },
-    #[error("invalid name {name:?}: it must start with a letter or digit")]
+    #[error("invalid name {name:?}: it must start with an ASCII letter or digit")]
     BadStart { name: String },
     #[error(
         "invalid name {name:?}: only ASCII letters, digits, '_', '-' and '.' are allowed, not {bad:?}"

@@ -1,7 +1,8 @@
 //! The control socket's file: probe, bind, restrict, and remove on exit.
 //!
 //! A socket file that answers belongs to a live daemon: refuse to start. One
-//! that does not is left over from a crash: replace it. The folder is
+//! that does not is left over from a crash: replace it. Anything else at the
+//! path is not ours: refuse to start, touching nothing. The folder is
 //! created 0700 and the socket made 0600, so only this user can reach it.
 //!
 //! The socket is never reachable by anyone else, not even for a moment: it
@@ -11,7 +12,7 @@
 //! (the umask is the process's, shared by every thread, so it is not the
 //! tool for this).
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -47,7 +48,16 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), Error> {
             .create(dir)
             .map_err(|e| Error::io(dir, "creating the socket folder", e))?;
     }
-    if path.exists() || path.symlink_metadata().is_ok() {
+    if let Ok(meta) = path.symlink_metadata() {
+        // Only a socket is ours to replace: anything else at the path
+        // (a mistyped --socket naming someone's file) is left alone.
+        if !meta.file_type().is_socket() {
+            return Err(Error::Usage(format!(
+                "the control socket path {} is taken by something that is not a socket; \
+                 move it away or choose another --socket",
+                path.display()
+            )));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(Error::AlreadyRunning(path.to_path_buf()));
         }
@@ -131,6 +141,18 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert!(left.is_empty(), "the private folder is gone: {left:?}");
+        let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).expect("root"));
+    }
+
+    /// A mistyped `--socket` naming a file must not cost its contents.
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_left_alone() {
+        let path = tmp();
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("folder");
+        std::fs::write(&path, "notes").expect("a file");
+        let err = bind(&path).expect_err("refused");
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).expect("still there"), "notes");
         let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).expect("root"));
     }
 }

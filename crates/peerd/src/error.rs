@@ -61,13 +61,59 @@ impl Error {
 }
 
 /// `first`, then every cause behind it, on one line
-/// ("transport error: tcp connect error: Connection refused").
+/// ("transport error: tcp connect error: Connection refused"). A cause
+/// whose words are already on the line is left out: tonic, hyper and the
+/// I/O error under them often say the same thing at two or three levels.
 pub(crate) fn with_causes(first: String, mut cause: Option<&dyn std::error::Error>) -> String {
     let mut s = first;
     while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !text.is_empty() && !s.contains(&text) {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(&text);
+        }
         cause = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error saying `text`, caused by `source`.
+    #[derive(Debug)]
+    struct Said(&'static str, Option<Box<Said>>);
+
+    impl std::fmt::Display for Said {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Said {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|s| s as _)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let chain = Said(
+            "transport error",
+            Some(Box::new(Said(
+                "tcp connect error",
+                Some(Box::new(Said(
+                    "tcp connect error",
+                    Some(Box::new(Said("Connection refused", None))),
+                ))),
+            ))),
+        );
+        let line = with_causes("tcp connect error".into(), Some(&chain));
+        assert_eq!(line, "tcp connect error: transport error: Connection refused");
+        assert_eq!(with_causes("x".into(), None), "x");
+        assert_eq!(with_causes(String::new(), Some(&Said("only", None))), "only");
+    }
 }

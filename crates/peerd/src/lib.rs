@@ -136,7 +136,7 @@ pub async fn run(
     // (Off the runtime's thread: a refused start waits a moment for the
     // holder's note.)
     let (dir, name) = (config.data_dir.clone(), config.name.clone());
-    let _data_dir = tokio::task::spawn_blocking(move || data_lock::lock(&dir, &name))
+    let data_dir_lock = tokio::task::spawn_blocking(move || data_lock::lock(&dir, &name))
         .await
         .map_err(|e| Error::Other(format!("locking the data dir: {e}")))??;
     let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
@@ -293,7 +293,8 @@ pub async fn run(
     tracing::info!("shutting down");
 
     let grace = link::CLOSE_GRACE + Duration::from_secs(1);
-    if tokio::time::timeout(grace, driver).await.is_err() {
+    let driver_stopped = tokio::time::timeout(grace, driver).await.is_ok();
+    if !driver_stopped {
         tracing::warn!("the driver did not stop in time");
     }
     let _ =
@@ -306,6 +307,12 @@ pub async fn run(
             Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server task failed"),
             Err(_) => tracing::warn!(server = name, "server did not stop in time"),
         }
+    }
+    // The data dir is free before the socket goes: `peerd stop` returns
+    // once the socket is gone, and a start right after must find the dir
+    // free too. Not while the driver may still write the history.
+    if driver_stopped {
+        drop(data_dir_lock);
     }
     drop(socket_file);
     tracing::info!("stopped");

@@ -1,6 +1,6 @@
 //! `peerd start` / `peerd stop`. The work is in the library.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::parser::ValueSource;
@@ -157,11 +157,14 @@ fn start(args: &StartArgs, given: &dyn Fn(&str) -> Option<Given>) -> ExitCode {
             Err(e) => fail(&e, false),
         };
     }
+    // Colours only for a person at a terminal: a log file or a journal
+    // (`--foreground` under systemd, or stderr redirected) gets plain text.
     let detached = std::env::var_os(launch::DETACHED_ENV).is_some();
+    let ansi = !detached && std::io::stderr().is_terminal();
     let (filter, warning) = logging::filter(std::env::var("RUST_LOG").ok().as_deref());
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(!detached))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
         .init();
     if let Some(warning) = warning {
         tracing::warn!("{warning}");
