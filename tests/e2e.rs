@@ -427,6 +427,37 @@ fn simultaneous_dials_from_one_address_each_get_connected_or_busy() {
     assert!(!bob.status()["peer"].is_null());
 }
 
+/// Two people run `connect` for each other at the same moment: both
+/// commands succeed, into one conversation between them (each would
+/// otherwise find the other busy, dialing). A few rounds, since whether
+/// the dials really cross depends on timing; every round must end so.
+#[test]
+fn two_peers_connecting_to_each_other_at_once_both_succeed() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let carol = Peer::start(&dir, "carol");
+    for round in 0..3 {
+        let (a, c) = std::thread::scope(|s| {
+            let a = s.spawn(|| alice.ctl(&["connect", "carol"]));
+            let c = s.spawn(|| carol.ctl(&["connect", "alice"]));
+            (a.join().expect("alice's connect"), c.join().expect("carol's connect"))
+        });
+        for (who, out) in [("alice", &a), ("carol", &c)] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "round {round}, {who}: {stderr}");
+        }
+        assert_eq!(alice.status()["peer"], "carol");
+        assert_eq!(carol.status()["peer"], "alice");
+        let (_, state) = send(&carol, &["we crossed"]);
+        assert_eq!(state, "delivered");
+        alice.ctl_ok(&["disconnect"]);
+        eventually("carol free again", EVENT_TIMEOUT, || {
+            let status = carol.status();
+            if status["peer"].is_null() { Ok(()) } else { Err(status.to_string()) }
+        });
+    }
+}
+
 #[test]
 fn send_and_disconnect_without_conversation_are_not_connected() {
     let dir = Directory::start(TTL);

@@ -54,11 +54,19 @@ pub use self::types::*;
 use crate::lease::Backoff;
 use crate::name::Name;
 use crate::text::check_text;
+use crate::timeouts::CROSSED_WAIT;
 
 #[derive(Debug)]
 enum State {
     Idle,
-    Dialing { peer: Name, link: LinkId },
+    /// `crossed`: our dial was refused because the peer is dialing us at
+    /// the same moment and its dial wins (see [`Session::handle_hello`]);
+    /// we wait for it until then.
+    Dialing {
+        peer: Name,
+        link: LinkId,
+        crossed: Option<Instant>,
+    },
     Connected(Box<Conversation>),
 }
 
@@ -309,17 +317,21 @@ impl Session {
     /// When [`Session::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at = self.pending_deadline;
-        if let State::Connected(c) = &self.state {
-            let mut consider = |t: Option<Instant>| {
-                if let Some(t) = t {
-                    at = Some(at.map_or(t, |a| a.min(t)));
-                }
-            };
-            consider(c.close_deadline);
-            if let Some(r) = &c.reconnect {
-                consider(Some(r.give_up_at));
-                consider(r.next_attempt);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                at = Some(at.map_or(t, |a| a.min(t)));
             }
+        };
+        match &self.state {
+            State::Connected(c) => {
+                consider(c.close_deadline);
+                if let Some(r) = &c.reconnect {
+                    consider(Some(r.give_up_at));
+                    consider(r.next_attempt);
+                }
+            }
+            State::Dialing { crossed, .. } => consider(*crossed),
+            State::Idle => {}
         }
         at
     }
@@ -378,7 +390,7 @@ impl Session {
             }
         }
         let link = self.new_link();
-        self.state = State::Dialing { peer, link };
+        self.state = State::Dialing { peer, link, crossed: None };
         Ok(link)
     }
 
@@ -414,6 +426,19 @@ impl Session {
         }
     }
 
+    /// The callee refused our dial on `link` because it is dialing us at
+    /// the same moment and its dial wins: we wait up to [`CROSSED_WAIT`] for
+    /// it, and take it as the answer to our user's `connect` (see
+    /// [`Action::Crossed`]). A redial refused so is retried as usual.
+    pub fn handle_dial_crossed(&mut self, link: LinkId, now: Instant) {
+        match &mut self.state {
+            State::Dialing { link: l, crossed, .. } if *l == link => {
+                *crossed = Some(now + CROSSED_WAIT);
+            }
+            _ => self.handle_dial_failed(link, now),
+        }
+    }
+
     /// The callee refused our redial on `link` because its user ended the
     /// conversation while the link was down (see
     /// [`Session::refuses_redial`]): it ends here too. Any other refusal of
@@ -440,21 +465,50 @@ impl Session {
             .then(|| AcceptError::Ended { me: self.me.clone() })
     }
 
-    /// A dialer says hello. On success the driver starts reading the
-    /// returned link's frames; the first action on that link is the
-    /// [`Frame::Welcome`] to transmit, ahead of any message sent again. The
-    /// peer of a conversation we are in (its link lost, or about to be found
-    /// lost) is taken back: that is how the other side resumes.
-    pub fn handle_hello(&mut self, peer: Name) -> Result<LinkId, AcceptError> {
+    /// A dialer says hello (`redial`: to resume a lost link, as its Hello
+    /// says). On success the driver starts reading the returned link's
+    /// frames; the first action on that link is the [`Frame::Welcome`] to
+    /// transmit, ahead of any message sent again. The peer of a
+    /// conversation we are in (its link lost, or about to be found lost)
+    /// is taken back: that is how the other side resumes.
+    ///
+    /// Two peers that dial each other at the same moment would each find
+    /// the other busy. Instead the dial of the peer whose name sorts first
+    /// (case-insensitively) wins on both ends: the other end takes it as
+    /// the conversation and drops its own dial, and this end refuses the
+    /// other's dial as [`AcceptError::Crossed`].
+    pub fn handle_hello(&mut self, peer: Name, redial: bool) -> Result<LinkId, AcceptError> {
         if peer == self.me {
             return Err(AcceptError::Yourself);
         }
+        let crossed = || AcceptError::Crossed { me: self.me.clone() };
         match &self.state {
             State::Idle => {
                 let link = self.new_link();
                 self.welcome(link);
                 self.start(Box::new(Conversation::new(peer, link, Role::Callee)));
                 Ok(link)
+            }
+            State::Dialing { peer: dialing, link: ours, crossed: waiting } if *dialing == peer => {
+                if waiting.is_none() && self.me.key() < peer.key() {
+                    return Err(crossed());
+                }
+                let ours = *ours;
+                self.push(Action::DropLink { link: ours });
+                let link = self.new_link();
+                self.welcome(link);
+                self.start(Box::new(Conversation::new(peer.clone(), link, Role::Callee)));
+                self.push(Action::Crossed { link: ours, outcome: Crossing::Connected(peer) });
+                Ok(link)
+            }
+            // Our dial won a crossing and the peer's own dial, which it
+            // dropped, reached us only now: not a reason to drop the link
+            // we just made. (A callee that restarted and dials us before we
+            // noticed hears this too; we redial it once we notice.)
+            State::Connected(c)
+                if c.peer == peer && !redial && c.role == Role::Dialer && c.link.is_some() =>
+            {
+                Err(crossed())
             }
             State::Connected(c) if c.peer == peer && !c.closing() => {
                 let link = self.new_link();
@@ -520,7 +574,7 @@ impl Session {
     pub fn disconnect(&mut self, now: Instant) -> Result<Name, DisconnectError> {
         match &mut self.state {
             State::Idle => Err(DisconnectError::NotConnected),
-            State::Dialing { peer, link } => {
+            State::Dialing { peer, link, .. } => {
                 let (peer, link) = (peer.clone(), *link);
                 self.state = State::Idle;
                 self.push(Action::DropLink { link });
@@ -692,6 +746,14 @@ impl Session {
     /// Time passed; call at [`Session::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
         self.fail_expired_pending(now);
+        if let State::Dialing { peer, link, crossed: Some(until) } = &self.state
+            && now >= *until
+        {
+            let (peer, link) = (peer.clone(), *link);
+            self.state = State::Idle;
+            self.push(Action::Crossed { link, outcome: Crossing::NotCalled(peer) });
+            return;
+        }
         let State::Connected(c) = &mut self.state else {
             return;
         };
@@ -1032,7 +1094,7 @@ impl Session {
             Action::Transmit { link, frame: Frame::Receipt { ids, kind } } => {
                 self.push_receipt(link, ids, kind);
             }
-            Action::Persist(_) | Action::Emit(_) | Action::Presence(_) => {
+            Action::Persist(_) | Action::Emit(_) | Action::Presence(_) | Action::Crossed { .. } => {
                 self.actions.push_back(Some(action));
             }
             Action::Transmit { .. }

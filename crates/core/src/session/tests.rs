@@ -23,6 +23,8 @@ struct Side {
     dropped: bool,
     /// Redials asked for, newest last.
     redials: Vec<LinkId>,
+    /// `connect`s answered by a crossing, and how.
+    crossed: Vec<(LinkId, Crossing)>,
     /// The order in which effects happened, to check persist-before-ack.
     log: Vec<String>,
 }
@@ -76,7 +78,7 @@ impl Pair {
     fn bob_accepts(&mut self) -> LinkId {
         Self::drain(&mut self.bob, &mut self.b);
         let before = self.b.outbound.len();
-        let link = self.bob.handle_hello(name("alice")).expect("bob accepts alice");
+        let link = self.bob.handle_hello(name("alice"), false).expect("bob accepts alice");
         Self::drain(&mut self.bob, &mut self.b);
         match self.b.outbound.remove(before) {
             Some(Frame::Welcome { name }) => assert_eq!(name.as_str(), "Bob"),
@@ -104,6 +106,7 @@ impl Pair {
                 Action::CloseSend { .. } => side.closed_send = true,
                 Action::DropLink { .. } => side.dropped = true,
                 Action::Redial { link, .. } => side.redials.push(link),
+                Action::Crossed { link, outcome } => side.crossed.push((link, outcome)),
                 Action::Persist(r) => {
                     side.log.push(format!("persist {r:?}"));
                     side.stored.push(r);
@@ -282,7 +285,7 @@ fn refusals_name_their_cause() {
     let mut p = Pair::connected();
     assert_eq!(p.alice.connect(name("ALICE")), Err(ConnectError::Yourself));
     assert!(matches!(p.alice.connect(name("carol")), Err(ConnectError::AlreadyConnected { .. })));
-    let busy = p.bob.handle_hello(name("carol")).expect_err("bob is in a conversation");
+    let busy = p.bob.handle_hello(name("carol"), false).expect_err("bob is in a conversation");
     assert!(busy.to_string().contains("busy"), "{busy}");
     let mut lone = Session::new(name("dave"), WINDOW);
     let err = lone.send("x".into(), "hi".into(), 0).expect_err("no conversation");
@@ -298,7 +301,7 @@ fn a_dialing_session_is_busy_too_and_can_be_cancelled() {
     let mut s = Session::new(name("alice"), WINDOW);
     let link = s.connect(name("bob")).expect("dial");
     assert_eq!(s.phase(), Phase::Connecting);
-    assert!(matches!(s.handle_hello(name("carol")), Err(AcceptError::Busy { .. })));
+    assert!(matches!(s.handle_hello(name("carol"), false), Err(AcceptError::Busy { .. })));
     assert_eq!(s.disconnect(Instant::now()), Ok(name("bob")));
     assert_eq!(s.phase(), Phase::Idle);
     // The dial completing late is hung up, not adopted.
@@ -446,7 +449,7 @@ fn disconnect_by_alice_ends_cleanly_for_both() {
     assert_eq!(p.b.presence.last(), Some(&Presence::Available));
     // Both may talk to someone else now.
     assert!(p.alice.connect(name("carol")).is_ok());
-    assert!(p.bob.handle_hello(name("dave")).is_ok());
+    assert!(p.bob.handle_hello(name("dave"), false).is_ok());
 }
 
 #[test]
@@ -500,7 +503,7 @@ fn a_lost_link_is_reconnecting_not_the_end() {
     assert_eq!(p.bob.phase(), Phase::Reconnecting);
     assert!(disconnected(&p.a).is_empty() && failed(&p.a).is_empty());
     // Still busy to others, and the dialer redials at once; the callee waits.
-    assert!(matches!(p.bob.handle_hello(name("carol")), Err(AcceptError::Busy { .. })));
+    assert!(matches!(p.bob.handle_hello(name("carol"), false), Err(AcceptError::Busy { .. })));
     assert!(p.a.presence.ends_with(&[Presence::Busy]));
     assert_eq!(p.a.redials.len(), 1);
     assert!(p.b.redials.is_empty());
@@ -679,6 +682,83 @@ fn a_dialer_that_ended_while_reconnecting_refuses_nothing() {
     assert_eq!(disconnected(&p.a).len(), 1);
 }
 
+fn connected_events(side: &Side) -> usize {
+    side.events.iter().filter(|e| matches!(e, Event::Connected { .. })).count()
+}
+
+/// Alice and bob dial each other at the same moment. "alice" sorts first,
+/// so her dial wins on both ends, whatever order the hellos arrive in:
+/// one conversation, alice its dialer, and both users' `connect` answered.
+#[test]
+fn two_peers_dialing_each_other_at_once_end_up_in_one_conversation() {
+    let mut p = Pair::new();
+    let a_dial = p.alice.connect(name("bob")).expect("alice dials");
+    let b_dial = p.bob.connect(name("alice")).expect("bob dials");
+    // Bob's hello reaches alice: she refuses it, her own dial being the one.
+    let refused = p.alice.handle_hello(name("Bob"), false);
+    assert_eq!(refused, Err(AcceptError::Crossed { me: name("alice") }));
+    assert_eq!(p.alice.phase(), Phase::Connecting);
+    // Alice's reaches bob: he takes it and drops his own dial; his user's
+    // `connect` is answered by it.
+    let b_link = p.bob_accepts();
+    assert_eq!(p.b.crossed, [(b_dial, Crossing::Connected(name("alice")))]);
+    assert!(p.b.dropped, "bob's own dial is dropped");
+    // Alice's refusal of his dial reaches him after that: nothing changes.
+    p.bob.handle_dial_crossed(b_dial, p.now);
+    p.alice.handle_dialed(a_dial, name("Bob"));
+    p.a_link = Some(a_dial);
+    p.b_link = Some(b_link);
+    p.drive();
+    assert_eq!((p.alice.phase(), p.bob.phase()), (Phase::Connected, Phase::Connected));
+    assert_eq!((connected_events(&p.a), connected_events(&p.b)), (1, 1));
+    assert!(p.a.crossed.is_empty(), "alice's connect is answered by her own dial");
+    p.send(true, "hi bob");
+    p.send(false, "hi alice");
+    p.drive();
+    assert_eq!(messages(&p.b), ["hi bob"]);
+    assert_eq!(messages(&p.a), ["hi alice"]);
+    // Bob's dropped dial may still reach alice late: it does not replace
+    // the link their conversation runs on.
+    let late = p.alice.handle_hello(name("Bob"), false);
+    assert_eq!(late, Err(AcceptError::Crossed { me: name("alice") }));
+    assert_eq!(p.alice.link(), Some(a_dial));
+    // A redial is still taken back, though (a lost link, as ever).
+    assert!(p.alice.handle_hello(name("Bob"), true).is_ok());
+}
+
+/// The losing end hears its dial refused before the winner's hello comes:
+/// it waits for that call, busy to others, for [`CROSSED_WAIT`] and no
+/// longer.
+#[test]
+fn the_losing_dialer_waits_for_the_winners_call_and_no_longer() {
+    let mut p = Pair::new();
+    let _a_dial = p.alice.connect(name("bob")).expect("alice dials");
+    let b_dial = p.bob.connect(name("alice")).expect("bob dials");
+    p.bob.handle_dial_crossed(b_dial, p.now);
+    assert_eq!(p.bob.phase(), Phase::Connecting);
+    assert_eq!(p.bob.poll_timeout(), Some(p.now + CROSSED_WAIT));
+    assert!(matches!(p.bob.handle_hello(name("carol"), false), Err(AcceptError::Busy { .. })));
+    let mut late = Pair::new();
+    late.alice.connect(name("bob")).expect("alice dials");
+    let b_dial_late = late.bob.connect(name("alice")).expect("bob dials");
+    late.bob.handle_dial_crossed(b_dial_late, late.now);
+
+    // In time: alice's call is the conversation.
+    p.bob_accepts();
+    assert_eq!(p.b.crossed, [(b_dial, Crossing::Connected(name("alice")))]);
+    assert_eq!(p.bob.phase(), Phase::Connected);
+
+    // Not in time: bob's connect fails, and he is free again.
+    let waited_from = late.now;
+    late.nothing_happens_before(waited_from + CROSSED_WAIT);
+    late.advance_to_next_timer();
+    assert_eq!(late.now, waited_from + CROSSED_WAIT);
+    Pair::drain(&mut late.bob, &mut late.b);
+    assert_eq!(late.b.crossed, [(b_dial_late, Crossing::NotCalled(name("alice")))]);
+    assert_eq!(late.bob.phase(), Phase::Idle);
+    assert_eq!(late.bob.poll_timeout(), None);
+}
+
 #[test]
 fn a_restarted_receiver_recognises_what_it_already_has() {
     let mut p = Pair::connected();
@@ -722,7 +802,7 @@ fn a_busy_refusal_keeps_the_current_peers_seen_ids() {
     p.b.outbound.clear();
 
     p.bob.load_seen(name("mallory"), Vec::new());
-    assert!(matches!(p.bob.handle_hello(name("mallory")), Err(AcceptError::Busy { .. })));
+    assert!(matches!(p.bob.handle_hello(name("mallory"), false), Err(AcceptError::Busy { .. })));
     assert!(!p.bob.needs_seen(&name("alice")), "bob still knows alice's ids");
     p.send(true, "two");
     p.drive();
@@ -925,7 +1005,7 @@ fn the_callee_welcomes_before_it_sends_anything_again() {
     p.send(false, "from bob, lost");
     Pair::drain(&mut p.bob, &mut p.b);
     p.cut("reset");
-    let link = p.bob.handle_hello(name("alice")).expect("bob takes alice back");
+    let link = p.bob.handle_hello(name("alice"), false).expect("bob takes alice back");
     let mut on_link = Vec::new();
     while let Some(action) = p.bob.poll_action() {
         if let Action::Transmit { link: l, frame } = action
@@ -959,7 +1039,7 @@ fn a_welcome_inside_the_conversation_ends_the_link() {
 /// Bob, accepting alice, with everything so far polled.
 fn callee() -> (Session, LinkId) {
     let mut bob = Session::new(name("Bob"), WINDOW);
-    let link = bob.handle_hello(name("alice")).expect("bob is free");
+    let link = bob.handle_hello(name("alice"), false).expect("bob is free");
     while bob.poll_action().is_some() {}
     (bob, link)
 }

@@ -222,9 +222,26 @@ pub enum Action {
         link: LinkId,
         peer: Name,
     },
+    /// The user's `connect` whose dial was `link` is answered without that
+    /// dial: the peer was dialing us at the same moment (see
+    /// [`Session::handle_hello`](super::Session::handle_hello)).
+    Crossed {
+        link: LinkId,
+        outcome: Crossing,
+    },
     Persist(Record),
     Emit(Event),
     Presence(Presence),
+}
+
+/// How a `connect` whose dial crossed the peer's own dial ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Crossing {
+    /// The peer's dial is the conversation.
+    Connected(Name),
+    /// Ours lost, and the peer's did not come within
+    /// [`CROSSED_WAIT`](crate::timeouts::CROSSED_WAIT).
+    NotCalled(Name),
 }
 
 /// Why a link ended, as the link layer saw it.
@@ -260,6 +277,9 @@ pub enum AcceptError {
     /// A redial of a conversation our user ended while its link was down.
     #[error("{me} ended the conversation while the link was down")]
     Ended { me: Name },
+    /// We are dialing the dialer at the same moment, and our dial wins.
+    #[error("{me} is dialing you at the same moment; take that call")]
+    Crossed { me: Name },
 }
 
 /// Refusals of `send`, `disconnect` and friends.

@@ -127,6 +127,7 @@ fn dial_code(e: &DialError) -> Code {
         DialError::NotOnline(_) | DialError::Unreachable { .. } => Code::NotFound,
         DialError::Busy(_)
         | DialError::Ended(_)
+        | DialError::Crossed(_)
         | DialError::NotAccepted(_)
         | DialError::NoKey(_)
         | DialError::Version { .. } => Code::FailedPrecondition,

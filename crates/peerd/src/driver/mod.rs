@@ -28,8 +28,8 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    AcceptError, Action, DisconnectError, Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase,
-    Presence, ReceiptKind, SendError, Session,
+    AcceptError, Action, Crossing, DisconnectError, Event, Frame, Id, LinkDown, LinkId, OwnIdMap,
+    Phase, Presence, ReceiptKind, SendError, Session,
 };
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -492,7 +492,8 @@ impl Driver {
         if let Some(seen) = seen {
             self.session.load_seen(peer.clone(), seen);
         }
-        match self.session.handle_hello(peer.clone()) {
+        // Only an idle daemon asks its user, so this is no redial.
+        match self.session.handle_hello(peer.clone(), false) {
             Ok(id) => {
                 tracing::info!(%peer, "request accepted");
                 self.links.insert(id, link);
@@ -599,7 +600,7 @@ impl Driver {
         if let Some(seen) = seen {
             self.session.load_seen(peer.clone(), seen);
         }
-        match self.session.handle_hello(peer) {
+        match self.session.handle_hello(peer, redial) {
             Ok(id) => {
                 // The session's first action on the link is its welcome.
                 self.links.insert(id, link);
@@ -773,6 +774,21 @@ impl Driver {
                     let _ = tx.send(Ok(peer));
                 }
             }
+            Err(DialError::Crossed(peer)) => {
+                // The peer is dialing us too, and its dial wins: the
+                // session waits for it and answers the connect then
+                // (`Action::Crossed`).
+                self.session.handle_dial_crossed(link, now);
+                match reply {
+                    Some(tx) if self.session.link() == Some(link) => {
+                        self.pending_connect = Some((link, tx));
+                    }
+                    Some(tx) => {
+                        let _ = tx.send(Err(ConnectFailed::Dial(DialError::Crossed(peer))));
+                    }
+                    None => {}
+                }
+            }
             Err(e) => {
                 if matches!(e, DialError::Ended(_)) {
                     self.session.handle_redial_refused_ended(link, now);
@@ -901,6 +917,18 @@ impl Driver {
             Action::Redial { link, peer } => {
                 tracing::info!(%peer, "redialing to resume the conversation");
                 self.dial(link, peer, true);
+            }
+            Action::Crossed { link, outcome } => {
+                let answer = match outcome {
+                    Crossing::Connected(peer) => {
+                        tracing::info!(%peer, "our dials crossed; the peer's is the conversation");
+                        Ok(peer)
+                    }
+                    Crossing::NotCalled(peer) => Err(ConnectFailed::Dial(DialError::Crossed(peer))),
+                };
+                if let Some((_, tx)) = self.pending_connect.take_if(|(l, _)| *l == link) {
+                    let _ = tx.send(answer);
+                }
             }
             Action::Presence(p) => {
                 self.presence.send_replace(p);

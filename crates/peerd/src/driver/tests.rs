@@ -78,6 +78,9 @@ impl Dial for Wired {
                 }
                 Ok(Answer::Refused(AcceptError::Busy { .. })) => return Err(DialError::Busy(to)),
                 Ok(Answer::Refused(AcceptError::Ended { .. })) => return Err(DialError::Ended(to)),
+                Ok(Answer::Refused(AcceptError::Crossed { .. })) => {
+                    return Err(DialError::Crossed(to));
+                }
                 Ok(Answer::Refused(e)) => panic!("unexpected refusal {e:?}"),
                 Err(_) => return Err(DialError::NotOnline(to)),
             };
@@ -103,6 +106,28 @@ impl Dial for Wired {
             assert_eq!(w.version, crate::link::PROTOCOL_VERSION, "the welcome's version");
             let callee = Name::parse(&w.name).expect("a valid name");
             Ok((callee, Link::new(our_out, ReceiverStream::new(our_in).map(Ok))))
+        })
+    }
+}
+
+/// Dials through the switchboard once every dial sharing its barrier has
+/// started: two peers dialing each other at the same moment.
+struct Together {
+    wired: Wired,
+    barrier: Arc<tokio::sync::Barrier>,
+}
+
+impl Dial for Together {
+    fn dial(
+        &self,
+        to: Name,
+        redial: bool,
+        asked: OnAsked,
+    ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        let (barrier, dial) = (self.barrier.clone(), self.wired.dial(to, redial, asked));
+        Box::pin(async move {
+            barrier.wait().await;
+            dial.await
         })
     }
 }
@@ -542,6 +567,35 @@ async fn a_blocked_peer_hears_busy_and_is_not_dialed() {
     assert_eq!(blocked, Ok(Blocking { already: false, disconnected: true }));
     next_event(&mut bob_sees, |k| matches!(k, pb::event::Kind::Disconnected(_)).then_some(()))
         .await;
+    alice.stop().await;
+    bob.stop().await;
+}
+
+/// Alice and bob run `connect` for each other at the same moment: both
+/// calls succeed, with one conversation between them, where each alone
+/// would have found the other busy.
+#[tokio::test]
+async fn two_drivers_dialing_each_other_at_once_both_connect() {
+    let board = Switchboard::default();
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let together = |me: &str| -> Arc<dyn Dial> {
+        let wired = Wired { me: name(me), board: board.clone() };
+        Arc::new(Together { wired, barrier: barrier.clone() })
+    };
+    let alice = Peer::start("alice", &board, Some(together("alice")));
+    let bob = Peer::start("bob", &board, Some(together("bob")));
+    let mut bob_sees = bob.watch(false).await;
+
+    let (a, b) = tokio::join!(alice.connect("bob"), bob.connect("alice"));
+    assert_eq!(a.expect("alice's connect"), name("bob"));
+    assert_eq!(b.expect("bob's connect"), name("alice"));
+    assert_eq!(alice.status().await.phase, Phase::Connected);
+    assert_eq!(bob.status().await.phase, Phase::Connected);
+
+    let (id, delivered) = alice.send("we crossed", Wait::Delivered).await;
+    let (state, _) = within("delivered", delivered).await.expect("told").expect("delivered");
+    assert_eq!(state, MessageState::Delivered);
+    assert_eq!(next_message(&mut bob_sees).await, (id.to_string(), "we crossed".to_owned()));
     alice.stop().await;
     bob.stop().await;
 }

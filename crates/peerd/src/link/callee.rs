@@ -244,6 +244,10 @@ impl pb::chat_server::Chat for ChatService {
                 tracing::info!(%peer, ?remote, "refused a redial of an ended conversation");
                 Err(Refusal::new(Reason::Ended, e.to_string()).into())
             }
+            Ok(Answer::Refused(e @ AcceptError::Crossed { .. })) => {
+                tracing::info!(%peer, ?remote, "our dials crossed; ours is the conversation");
+                Err(Refusal::new(Reason::Crossed, e.to_string()).into())
+            }
             Err(_) => Err(shutting_down().into()),
         }
     }

@@ -50,6 +50,10 @@ pub(crate) enum DialError {
     WrongKey { name: Name, address: String, why: String },
     #[error("{0} is busy in another conversation")]
     Busy(Name),
+    /// The callee is dialing us at the same moment and its dial wins: the
+    /// conversation will be that dial. Shown only when it did not come.
+    #[error("{0} was dialing you at the same moment, and that call did not come through")]
+    Crossed(Name),
     /// A redial refused: the callee's user ended the conversation while
     /// the link was down.
     #[error("{0} ended the conversation while the link was down")]
@@ -303,6 +307,7 @@ fn refused(name: &Name, status: &tonic::Status) -> DialError {
         Reason::Busy => DialError::Busy(name.clone()),
         Reason::NotAccepted => DialError::NotAccepted(name.clone()),
         Reason::Ended => DialError::Ended(name.clone()),
+        Reason::Crossed => DialError::Crossed(name.clone()),
         _ => DialError::Refused { name: name.clone(), refusal },
     }
 }

@@ -38,9 +38,11 @@ impl Refusal {
     /// gRPC client, the details carry the reason for peerd.
     pub(crate) fn into_status(self) -> Status {
         let code = match self.reason {
-            Reason::Busy | Reason::WrongPeer | Reason::NotAccepted | Reason::Ended => {
-                Code::FailedPrecondition
-            }
+            Reason::Busy
+            | Reason::WrongPeer
+            | Reason::NotAccepted
+            | Reason::Ended
+            | Reason::Crossed => Code::FailedPrecondition,
             Reason::Unverified => Code::PermissionDenied,
             Reason::CannotVerify | Reason::ShuttingDown => Code::Unavailable,
             Reason::UnsupportedVersion | Reason::BadHello | Reason::Yourself => {
