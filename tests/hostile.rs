@@ -293,6 +293,7 @@ fn hello(name: &str, to: &str) -> pb::Frame {
             to: to.to_owned(),
             version: PROTOCOL_VERSION,
             redial: false,
+            restarted: false,
         })),
     }
 }

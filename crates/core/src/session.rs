@@ -105,6 +105,9 @@ struct Reconnect {
     /// When to redial next (dialer only, when no dial is in progress).
     next_attempt: Option<Instant>,
     backoff: Backoff,
+    /// The conversation was restored after our daemon restarted (see
+    /// [`Session::restore_conversation`]): its redials say so.
+    after_restart: bool,
 }
 
 impl Conversation {
@@ -373,6 +376,42 @@ impl Session {
         entry.messages.extend(messages);
     }
 
+    /// An earlier run of this daemon was the dialer of a conversation with
+    /// `peer` and stopped without ending it (a crash; see
+    /// [`Record::Resumable`]). The conversation is reconnecting again, for
+    /// a resume window from now, and redials at once as
+    /// [`DialKind::AfterRestart`]: the peer takes it back only if it still
+    /// has that conversation (and otherwise refuses it as ended). Call
+    /// after [`Session::restore_unacked`]: that peer's unacknowledged
+    /// messages are the conversation's again, sent first when it resumes.
+    pub fn restore_conversation(&mut self, peer: Name, now: Instant) {
+        if !matches!(self.state, State::Idle) || peer == self.me {
+            return;
+        }
+        let mut c = Box::new(Conversation::new(peer.clone(), self.new_link(), Role::Dialer));
+        c.link = None;
+        if let Some(pending) = self.pending.remove(&peer.key()) {
+            for m in pending.messages {
+                c.queue(m);
+            }
+        }
+        if self.pending.is_empty() {
+            self.pending_deadline = None;
+        }
+        c.reconnect = Some(Reconnect {
+            give_up_at: now + self.resume_window,
+            reason: "peerd restarted".into(),
+            dial: None,
+            next_attempt: Some(now),
+            backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
+            after_restart: true,
+        });
+        self.last_peer = Some(peer);
+        self.state = State::Connected(c);
+        self.push(Action::Presence(Presence::Busy));
+        self.handle_timeout(now);
+    }
+
     /// The user asked to talk to `peer`. On success the driver dials (and
     /// reports back with [`Session::handle_dialed`] or
     /// [`Session::handle_dial_failed`]) on the returned link.
@@ -403,7 +442,11 @@ impl Session {
             State::Connected(c)
                 if c.reconnect.as_ref().is_some_and(|r| r.dial == Some(link)) && c.peer == peer =>
             {
-                c.role = Role::Dialer;
+                if c.role != Role::Dialer {
+                    c.role = Role::Dialer;
+                    let peer = Some(c.peer.clone());
+                    self.push(Action::Persist(Record::Resumable { peer }));
+                }
                 self.resume(link);
             }
             // A dial we gave up on: hang up on it.
@@ -443,14 +486,34 @@ impl Session {
     /// conversation while the link was down (see
     /// [`Session::refuses_redial`]): it ends here too. Any other refusal of
     /// a redial is [`Session::handle_dial_failed`] (it may be brief).
+    ///
+    /// A conversation restored after our own restart (see
+    /// [`Session::restore_conversation`]) that the peer no longer has ends
+    /// without failing anything: its unacknowledged messages are back to
+    /// what they were before, sent with the next conversation with that
+    /// peer if one comes within the resume window.
     pub fn handle_redial_refused_ended(&mut self, link: LinkId, now: Instant) {
-        match &self.state {
-            State::Connected(c) if c.reconnect.as_ref().is_some_and(|r| r.dial == Some(link)) => {
-                let reason = format!("{} ended the conversation while the link was down", c.peer);
-                self.finish(reason, "the conversation ended before it was delivered");
-            }
-            _ => self.handle_dial_failed(link, now),
+        let State::Connected(c) = &self.state else {
+            return self.handle_dial_failed(link, now);
+        };
+        let Some(r) = c.reconnect.as_ref().filter(|r| r.dial == Some(link)) else {
+            return self.handle_dial_failed(link, now);
+        };
+        if !r.after_restart {
+            let reason = format!("{} ended the conversation while the link was down", c.peer);
+            return self.finish(reason, "the conversation ended before it was delivered");
         }
+        let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
+            return;
+        };
+        let peer = c.peer.clone();
+        let reason =
+            format!("{peer} no longer has this conversation (it ended while we were down)");
+        self.push(Action::Persist(Record::Resumable { peer: None }));
+        self.push(Action::Emit(Event::Disconnected { peer: peer.clone(), reason }));
+        self.push(Action::Presence(Presence::Available));
+        self.last_peer = Some(peer.clone());
+        self.restore_unacked(peer, c.unacked.into_iter().collect(), now);
     }
 
     /// Whether a redial from `peer` is refused before anything else: our
@@ -465,8 +528,7 @@ impl Session {
             .then(|| AcceptError::Ended { me: self.me.clone() })
     }
 
-    /// A dialer says hello (`redial`: to resume a lost link, as its Hello
-    /// says). On success the driver starts reading the returned link's
+    /// A dialer says hello (`kind`: what for, as its Hello says). On success the driver starts reading the returned link's
     /// frames; the first action on that link is the [`Frame::Welcome`] to
     /// transmit, ahead of any message sent again. The peer of a
     /// conversation we are in (its link lost, or about to be found lost)
@@ -477,11 +539,15 @@ impl Session {
     /// (case-insensitively) wins on both ends: the other end takes it as
     /// the conversation and drops its own dial, and this end refuses the
     /// other's dial as [`AcceptError::Crossed`].
-    pub fn handle_hello(&mut self, peer: Name, redial: bool) -> Result<LinkId, AcceptError> {
+    pub fn handle_hello(&mut self, peer: Name, kind: DialKind) -> Result<LinkId, AcceptError> {
         if peer == self.me {
             return Err(AcceptError::Yourself);
         }
         let crossed = || AcceptError::Crossed { me: self.me.clone() };
+        if kind == DialKind::AfterRestart && !self.peer().is_some_and(|p| *p == peer) {
+            // Whatever we had with this peer is over.
+            return Err(AcceptError::Ended { me: self.me.clone() });
+        }
         match &self.state {
             State::Idle => {
                 let link = self.new_link();
@@ -506,20 +572,29 @@ impl Session {
             // we just made. (A callee that restarted and dials us before we
             // noticed hears this too; we redial it once we notice.)
             State::Connected(c)
-                if c.peer == peer && !redial && c.role == Role::Dialer && c.link.is_some() =>
+                if c.peer == peer
+                    && kind == DialKind::Fresh
+                    && c.role == Role::Dialer
+                    && c.link.is_some() =>
             {
                 Err(crossed())
             }
             State::Connected(c) if c.peer == peer && !c.closing() => {
                 let link = self.new_link();
                 let mut stale = Vec::new();
+                let mut was_dialer = false;
                 if let State::Connected(c) = &mut self.state {
                     stale.extend(c.link.take());
                     stale.extend(c.reconnect.as_ref().and_then(|r| r.dial));
+                    was_dialer = c.role == Role::Dialer;
                     c.role = Role::Callee;
                 }
                 for old in stale {
                     self.push(Action::DropLink { link: old });
+                }
+                if was_dialer {
+                    // The peer redials now, not we.
+                    self.push(Action::Persist(Record::Resumable { peer: None }));
                 }
                 self.welcome(link);
                 self.resume(link);
@@ -734,6 +809,7 @@ impl Session {
                     dial: None,
                     next_attempt,
                     backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
+                    after_restart: false,
                 });
                 let peer = c.peer.clone();
                 self.push(Action::Emit(Event::LinkLost { peer, reason }));
@@ -788,7 +864,8 @@ impl Session {
             self.next_link += 1;
             r.dial = Some(link);
             let peer = c.peer.clone();
-            self.push(Action::Redial { link, peer });
+            let kind = if r.after_restart { DialKind::AfterRestart } else { DialKind::Redial };
+            self.push(Action::Redial { link, peer, kind });
         }
     }
 
@@ -812,9 +889,15 @@ impl Session {
                 );
             }
             State::Connected(c) => {
+                let dialer = c.role == Role::Dialer;
                 if !c.sent_goodbye {
                     c.ended_by_us = !c.got_goodbye;
                     self.say_goodbye(now, "the peer's daemon stopped");
+                }
+                // Stopped on purpose: nothing to resume at the next start,
+                // even if the goodbye is not answered in time.
+                if dialer {
+                    self.push(Action::Persist(Record::Resumable { peer: None }));
                 }
             }
         }
@@ -985,6 +1068,9 @@ impl Session {
         let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
+        if c.role == Role::Dialer {
+            self.push(Action::Persist(Record::Resumable { peer: None }));
+        }
         for m in c.unacked {
             self.fail(&c.peer, m.id, failed_reason);
         }
@@ -1041,6 +1127,9 @@ impl Session {
             conversation.queue(m.clone());
         }
         let link = conversation.link;
+        if conversation.role == Role::Dialer {
+            self.push(Action::Persist(Record::Resumable { peer: Some(peer.clone()) }));
+        }
         self.last_peer = Some(peer.clone());
         self.state = State::Connected(conversation);
         self.push(Action::Presence(Presence::Busy));

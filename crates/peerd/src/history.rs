@@ -78,6 +78,8 @@ fn write_line(out: &mut Vec<u8>, record: &Record) {
             out.extend_from_slice(b",\"state\":");
             out.extend_from_slice(state_word(*state));
         }
+        // Not a line of any conversation: see `History::append`.
+        Record::Resumable { .. } => return,
     }
     out.extend_from_slice(b"}\n");
 }
@@ -212,6 +214,10 @@ const MAX_OPEN_FILES: usize = 4;
 #[derive(Debug)]
 pub(crate) struct History {
     dir: PathBuf,
+    /// `<data_dir>/conversation`: see [`Record::Resumable`].
+    resumable_file: PathBuf,
+    /// What that file should say, when it changed since the last flush.
+    resumable: Option<Option<Name>>,
     files: HashMap<Name, File>,
     /// Lines waiting for the next flush, per peer: a list, not a map,
     /// because a batch is about one peer (two around a switch), and finding
@@ -225,7 +231,13 @@ impl History {
         let dir = data_dir.join("history");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(&dir, "creating the history folder", e))?;
-        Ok(History { dir, files: HashMap::new(), pending: Vec::new() })
+        Ok(History {
+            dir,
+            resumable_file: resumable_path(data_dir),
+            resumable: None,
+            files: HashMap::new(),
+            pending: Vec::new(),
+        })
     }
 
     /// The file of `peer`'s conversation. Names are safe file names by
@@ -238,6 +250,10 @@ impl History {
     pub(crate) fn append(&mut self, record: &Record) {
         let peer = match record {
             Record::Message { peer, .. } | Record::State { peer, .. } => peer,
+            Record::Resumable { peer } => {
+                self.resumable = Some(peer.clone());
+                return;
+            }
         };
         let index = match self.pending.iter().position(|(p, _)| p == peer) {
             Some(i) => i,
@@ -251,6 +267,13 @@ impl History {
 
     /// Writes everything queued: one write per peer file.
     pub(crate) fn flush(&mut self) -> Result<(), Error> {
+        if let Some(peer) = self.resumable.take() {
+            // Only for resuming after a crash: a failure here costs that,
+            // never a message, so it is not the flush's failure.
+            if let Err(e) = write_resumable(&self.resumable_file, peer.as_ref()) {
+                tracing::warn!(error = %e, "cannot note the conversation to resume after a crash");
+            }
+        }
         for (peer, buf) in self.pending.iter_mut() {
             if buf.is_empty() {
                 continue;
@@ -360,6 +383,35 @@ fn tail_reader(path: &Path, bytes: u64) -> Option<BufReader<File>> {
     Some(reader)
 }
 
+fn resumable_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("conversation")
+}
+
+/// Notes `peer` as the conversation to redial after a crash (written aside
+/// and renamed, so a crash leaves the old note or the new one), or removes
+/// the note.
+fn write_resumable(path: &Path, peer: Option<&Name>) -> Result<(), Error> {
+    let Some(peer) = peer else {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(path, "removing the conversation note", e))
+            }
+            _ => Ok(()),
+        };
+    };
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, format!("{peer}\n"))
+        .map_err(|e| Error::io(&aside, "writing the conversation note", e))?;
+    std::fs::rename(&aside, path).map_err(|e| Error::io(path, "writing the conversation note", e))
+}
+
+/// The conversation an earlier run noted to redial (see
+/// [`Record::Resumable`]), if it left one: it stopped without ending it.
+fn read_resumable(data_dir: &Path) -> Option<Name> {
+    let text = std::fs::read_to_string(resumable_path(data_dir)).ok()?;
+    Name::parse(text.trim()).ok()
+}
+
 /// What a restarting daemon picks up from its history.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
@@ -369,11 +421,14 @@ pub(crate) struct Recovered {
     /// Our messages never acknowledged, per peer, oldest first: sent again
     /// with the next conversation with that peer, or failed.
     pub(crate) unacked: Vec<(Name, Vec<Message>)>,
+    /// The conversation we were the dialer of when the earlier run
+    /// stopped without ending it: redialed at once.
+    pub(crate) resumable: Option<Name>,
 }
 
 /// Reads the end of every history file for what a restart must not lose.
 pub(crate) fn recover(data_dir: &Path) -> Recovered {
-    let mut out = Recovered::default();
+    let mut out = Recovered { resumable: read_resumable(data_dir), ..Recovered::default() };
     let Ok(files) = std::fs::read_dir(data_dir.join("history")) else {
         return out;
     };
@@ -665,6 +720,27 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).expect("tmp");
         dir
+    }
+
+    /// The note of the conversation to redial after a crash: written
+    /// beside the history, read back by the next start, gone once ended.
+    #[test]
+    fn the_conversation_note_survives_a_crash_and_goes_when_it_ends() {
+        let dir = tmp();
+        let bob = Name::parse("Bob").expect("valid");
+        let mut h = History::open(&dir).expect("open");
+        h.append(&Record::Resumable { peer: Some(bob.clone()) });
+        h.flush().expect("flush");
+        assert_eq!(recover(&dir).resumable, Some(bob));
+        assert!(recover(&dir).unacked.is_empty(), "the note is no history");
+        h.append(&Record::Resumable { peer: None });
+        h.flush().expect("flush");
+        assert_eq!(recover(&dir).resumable, None);
+        assert!(!resumable_path(&dir).exists());
+        // A damaged note is no conversation.
+        std::fs::write(resumable_path(&dir), "not a name!\n").expect("write");
+        assert_eq!(recover(&dir).resumable, None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl World {
 
     fn connect(&mut self) {
         let Ok(link) = self.a.s.connect(Name::parse("bob").expect("valid")) else { return };
-        match self.b.s.handle_hello(Name::parse("alice").expect("valid"), false) {
+        match self.b.s.handle_hello(Name::parse("alice").expect("valid"), DialKind::Fresh) {
             Ok(b_link) => {
                 self.a.s.handle_dialed(link, Name::parse("bob").expect("valid"));
                 self.a_link = Some(link);
@@ -231,7 +231,7 @@ impl World {
                 let Some(link) = dialer.redials.pop() else { return };
                 let me = dialer.s.me().clone();
                 let them = callee.s.me().clone();
-                match (ok, callee.s.handle_hello(me, true)) {
+                match (ok, callee.s.handle_hello(me, DialKind::Redial)) {
                     (true, Ok(c_link)) => {
                         dialer.s.handle_dialed(link, them);
                         if dialer.s.link() != Some(link) {

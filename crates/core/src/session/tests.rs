@@ -78,7 +78,8 @@ impl Pair {
     fn bob_accepts(&mut self) -> LinkId {
         Self::drain(&mut self.bob, &mut self.b);
         let before = self.b.outbound.len();
-        let link = self.bob.handle_hello(name("alice"), false).expect("bob accepts alice");
+        let link =
+            self.bob.handle_hello(name("alice"), DialKind::Fresh).expect("bob accepts alice");
         Self::drain(&mut self.bob, &mut self.b);
         match self.b.outbound.remove(before) {
             Some(Frame::Welcome { name }) => assert_eq!(name.as_str(), "Bob"),
@@ -285,7 +286,8 @@ fn refusals_name_their_cause() {
     let mut p = Pair::connected();
     assert_eq!(p.alice.connect(name("ALICE")), Err(ConnectError::Yourself));
     assert!(matches!(p.alice.connect(name("carol")), Err(ConnectError::AlreadyConnected { .. })));
-    let busy = p.bob.handle_hello(name("carol"), false).expect_err("bob is in a conversation");
+    let busy =
+        p.bob.handle_hello(name("carol"), DialKind::Fresh).expect_err("bob is in a conversation");
     assert!(busy.to_string().contains("busy"), "{busy}");
     let mut lone = Session::new(name("dave"), WINDOW);
     let err = lone.send("x".into(), "hi".into(), 0).expect_err("no conversation");
@@ -301,7 +303,10 @@ fn a_dialing_session_is_busy_too_and_can_be_cancelled() {
     let mut s = Session::new(name("alice"), WINDOW);
     let link = s.connect(name("bob")).expect("dial");
     assert_eq!(s.phase(), Phase::Connecting);
-    assert!(matches!(s.handle_hello(name("carol"), false), Err(AcceptError::Busy { .. })));
+    assert!(matches!(
+        s.handle_hello(name("carol"), DialKind::Fresh),
+        Err(AcceptError::Busy { .. })
+    ));
     assert_eq!(s.disconnect(Instant::now()), Ok(name("bob")));
     assert_eq!(s.phase(), Phase::Idle);
     // The dial completing late is hung up, not adopted.
@@ -449,7 +454,7 @@ fn disconnect_by_alice_ends_cleanly_for_both() {
     assert_eq!(p.b.presence.last(), Some(&Presence::Available));
     // Both may talk to someone else now.
     assert!(p.alice.connect(name("carol")).is_ok());
-    assert!(p.bob.handle_hello(name("dave"), false).is_ok());
+    assert!(p.bob.handle_hello(name("dave"), DialKind::Fresh).is_ok());
 }
 
 #[test]
@@ -503,7 +508,10 @@ fn a_lost_link_is_reconnecting_not_the_end() {
     assert_eq!(p.bob.phase(), Phase::Reconnecting);
     assert!(disconnected(&p.a).is_empty() && failed(&p.a).is_empty());
     // Still busy to others, and the dialer redials at once; the callee waits.
-    assert!(matches!(p.bob.handle_hello(name("carol"), false), Err(AcceptError::Busy { .. })));
+    assert!(matches!(
+        p.bob.handle_hello(name("carol"), DialKind::Fresh),
+        Err(AcceptError::Busy { .. })
+    ));
     assert!(p.a.presence.ends_with(&[Presence::Busy]));
     assert_eq!(p.a.redials.len(), 1);
     assert!(p.b.redials.is_empty());
@@ -695,7 +703,7 @@ fn two_peers_dialing_each_other_at_once_end_up_in_one_conversation() {
     let a_dial = p.alice.connect(name("bob")).expect("alice dials");
     let b_dial = p.bob.connect(name("alice")).expect("bob dials");
     // Bob's hello reaches alice: she refuses it, her own dial being the one.
-    let refused = p.alice.handle_hello(name("Bob"), false);
+    let refused = p.alice.handle_hello(name("Bob"), DialKind::Fresh);
     assert_eq!(refused, Err(AcceptError::Crossed { me: name("alice") }));
     assert_eq!(p.alice.phase(), Phase::Connecting);
     // Alice's reaches bob: he takes it and drops his own dial; his user's
@@ -719,11 +727,11 @@ fn two_peers_dialing_each_other_at_once_end_up_in_one_conversation() {
     assert_eq!(messages(&p.a), ["hi alice"]);
     // Bob's dropped dial may still reach alice late: it does not replace
     // the link their conversation runs on.
-    let late = p.alice.handle_hello(name("Bob"), false);
+    let late = p.alice.handle_hello(name("Bob"), DialKind::Fresh);
     assert_eq!(late, Err(AcceptError::Crossed { me: name("alice") }));
     assert_eq!(p.alice.link(), Some(a_dial));
     // A redial is still taken back, though (a lost link, as ever).
-    assert!(p.alice.handle_hello(name("Bob"), true).is_ok());
+    assert!(p.alice.handle_hello(name("Bob"), DialKind::Redial).is_ok());
 }
 
 /// The losing end hears its dial refused before the winner's hello comes:
@@ -737,7 +745,10 @@ fn the_losing_dialer_waits_for_the_winners_call_and_no_longer() {
     p.bob.handle_dial_crossed(b_dial, p.now);
     assert_eq!(p.bob.phase(), Phase::Connecting);
     assert_eq!(p.bob.poll_timeout(), Some(p.now + CROSSED_WAIT));
-    assert!(matches!(p.bob.handle_hello(name("carol"), false), Err(AcceptError::Busy { .. })));
+    assert!(matches!(
+        p.bob.handle_hello(name("carol"), DialKind::Fresh),
+        Err(AcceptError::Busy { .. })
+    ));
     let mut late = Pair::new();
     late.alice.connect(name("bob")).expect("alice dials");
     let b_dial_late = late.bob.connect(name("alice")).expect("bob dials");
@@ -757,6 +768,121 @@ fn the_losing_dialer_waits_for_the_winners_call_and_no_longer() {
     assert_eq!(late.b.crossed, [(b_dial_late, Crossing::NotCalled(name("alice")))]);
     assert_eq!(late.bob.phase(), Phase::Idle);
     assert_eq!(late.bob.poll_timeout(), None);
+}
+
+/// What `side` last noted as the conversation to redial after a crash.
+fn resumable(side: &Side) -> Option<Option<Name>> {
+    side.stored.iter().rev().find_map(|r| match r {
+        Record::Resumable { peer } => Some(peer.clone()),
+        _ => None,
+    })
+}
+
+/// The dialer notes its conversation while it lasts; the callee, who
+/// would not redial, notes nothing.
+#[test]
+fn the_dialer_notes_its_conversation_until_it_ends() {
+    let mut p = Pair::connected();
+    assert_eq!(resumable(&p.a), Some(Some(name("Bob"))));
+    assert_eq!(resumable(&p.b), None);
+    p.alice.disconnect(p.now).expect("connected");
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Idle);
+    assert_eq!(resumable(&p.a), Some(None));
+    // Stopping the daemon is ending it too, even before the goodbye is
+    // answered.
+    let mut p = Pair::connected();
+    p.alice.shutdown(p.now);
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert_eq!(resumable(&p.a), Some(None));
+}
+
+/// Alice's daemon crashed in a conversation she dialed, with a message
+/// unacknowledged. Restarted, she redials at once, saying she restarted;
+/// bob, still reconnecting, takes her back, and the message arrives once.
+#[test]
+fn a_restarted_dialer_resumes_its_conversation() {
+    let mut p = Pair::connected();
+    let lost = p.send(true, "sent before the crash");
+    p.a.outbound.clear();
+    p.cut("alice crashed");
+    // Alice restarts: a new session, told what her history and her note hold.
+    p.alice = Session::new(name("alice"), WINDOW);
+    p.a = Side::default();
+    let unacked = vec![Message {
+        id: lost.as_str().into(),
+        text: "sent before the crash".into(),
+        sent_at_ms: 0,
+        seq: 1,
+    }];
+    p.alice.restore_unacked(name("bob"), unacked, p.now);
+    p.alice.restore_conversation(name("bob"), p.now);
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert_eq!(p.alice.phase(), Phase::Reconnecting);
+    assert_eq!(p.alice.unacknowledged(), 1);
+    assert_eq!(p.a.redials.len(), 1, "at once");
+    assert_eq!(p.a.presence.last(), Some(&Presence::Busy));
+    let link = *p.a.redials.last().expect("alice redials");
+    Pair::drain(&mut p.bob, &mut p.b);
+    let before = p.b.outbound.len();
+    let b_link = p.bob.handle_hello(name("alice"), DialKind::AfterRestart).expect("taken back");
+    Pair::drain(&mut p.bob, &mut p.b);
+    assert!(matches!(p.b.outbound.remove(before), Some(Frame::Welcome { .. })));
+    p.a_link = Some(link);
+    p.b_link = Some(b_link);
+    p.alice.handle_dialed(link, name("Bob"));
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Connected);
+    assert_eq!(p.bob.phase(), Phase::Connected);
+    assert_eq!(messages(&p.b), ["sent before the crash"]);
+    assert_eq!(p.alice.unacknowledged(), 0);
+    assert_eq!((resumed(&p.a), resumed(&p.b)), (1, 1));
+}
+
+/// A restarted dialer's redial reaches a callee with no conversation with
+/// it (its window passed, or it talks to someone else): refused as ended,
+/// never a new conversation nobody asked for; the dialer ends it and fails
+/// what was unacknowledged.
+#[test]
+fn a_restarted_dialer_is_refused_by_a_callee_that_moved_on() {
+    let mut bob = Session::new(name("bob"), WINDOW);
+    let ended = bob.handle_hello(name("alice"), DialKind::AfterRestart);
+    assert_eq!(ended, Err(AcceptError::Ended { me: name("bob") }));
+    assert_eq!(bob.phase(), Phase::Idle);
+    bob.handle_hello(name("carol"), DialKind::Fresh).expect("bob talks to carol");
+    let busy_elsewhere = bob.handle_hello(name("alice"), DialKind::AfterRestart);
+    assert_eq!(busy_elsewhere, Err(AcceptError::Ended { me: name("bob") }));
+    // An ordinary redial to an idle callee is still taken (the callee is
+    // the one that restarted).
+    let mut fresh = Session::new(name("bob"), WINDOW);
+    assert!(fresh.handle_hello(name("alice"), DialKind::Redial).is_ok());
+
+    let mut alice = Session::new(name("alice"), WINDOW);
+    let m = Message { id: "m1".into(), text: "hello?".into(), sent_at_ms: 0, seq: 1 };
+    let now = Instant::now();
+    alice.restore_unacked(name("bob"), vec![m], now);
+    alice.restore_conversation(name("bob"), now);
+    let mut a = Side::default();
+    Pair::drain(&mut alice, &mut a);
+    let dial = *a.redials.last().expect("a redial");
+    alice.handle_redial_refused_ended(dial, now);
+    Pair::drain(&mut alice, &mut a);
+    assert_eq!(alice.phase(), Phase::Idle);
+    assert_eq!(resumable(&a), Some(None));
+    assert_eq!(disconnected(&a).len(), 1);
+    // Nothing failed: the message waits, as it did before the restore,
+    // for a next conversation with bob within the window.
+    assert!(failed(&a).is_empty());
+    assert_eq!(alice.unacknowledged(), 1);
+    let link = alice.connect(name("bob")).expect("alice may connect");
+    let mut bob = Session::new(name("bob"), WINDOW);
+    bob.handle_hello(name("alice"), DialKind::Fresh).expect("bob is free");
+    alice.handle_dialed(link, name("bob"));
+    Pair::drain(&mut alice, &mut a);
+    assert!(
+        a.outbound.iter().any(|f| matches!(f, Frame::Message(m) if &*m.id == "m1")),
+        "sent with the new conversation"
+    );
 }
 
 #[test]
@@ -802,7 +928,10 @@ fn a_busy_refusal_keeps_the_current_peers_seen_ids() {
     p.b.outbound.clear();
 
     p.bob.load_seen(name("mallory"), Vec::new());
-    assert!(matches!(p.bob.handle_hello(name("mallory"), false), Err(AcceptError::Busy { .. })));
+    assert!(matches!(
+        p.bob.handle_hello(name("mallory"), DialKind::Fresh),
+        Err(AcceptError::Busy { .. })
+    ));
     assert!(!p.bob.needs_seen(&name("alice")), "bob still knows alice's ids");
     p.send(true, "two");
     p.drive();
@@ -1005,7 +1134,7 @@ fn the_callee_welcomes_before_it_sends_anything_again() {
     p.send(false, "from bob, lost");
     Pair::drain(&mut p.bob, &mut p.b);
     p.cut("reset");
-    let link = p.bob.handle_hello(name("alice"), false).expect("bob takes alice back");
+    let link = p.bob.handle_hello(name("alice"), DialKind::Fresh).expect("bob takes alice back");
     let mut on_link = Vec::new();
     while let Some(action) = p.bob.poll_action() {
         if let Action::Transmit { link: l, frame } = action
@@ -1039,7 +1168,7 @@ fn a_welcome_inside_the_conversation_ends_the_link() {
 /// Bob, accepting alice, with everything so far polled.
 fn callee() -> (Session, LinkId) {
     let mut bob = Session::new(name("Bob"), WINDOW);
-    let link = bob.handle_hello(name("alice"), false).expect("bob is free");
+    let link = bob.handle_hello(name("alice"), DialKind::Fresh).expect("bob is free");
     while bob.poll_action().is_some() {}
     (bob, link)
 }

@@ -153,6 +153,10 @@ pub enum Record {
     Message { peer: Name, direction: Direction, message: Message, state: MessageState },
     /// A later change of a stored message's state.
     State { peer: Name, id: Id, state: MessageState },
+    /// The conversation this daemon would redial if it restarted now: the
+    /// one it is the dialer of, or none. See
+    /// [`Session::restore_conversation`](super::Session::restore_conversation).
+    Resumable { peer: Option<Name> },
 }
 
 /// Things the user (watch and chat clients) is told.
@@ -217,10 +221,12 @@ pub enum Action {
         link: LinkId,
     },
     /// Dial `peer` again, on `link`, to resume the conversation; report back
-    /// with `handle_dialed` or `handle_dial_failed`.
+    /// with `handle_dialed` or `handle_dial_failed`. `kind` is never
+    /// [`DialKind::Fresh`].
     Redial {
         link: LinkId,
         peer: Name,
+        kind: DialKind,
     },
     /// The user's `connect` whose dial was `link` is answered without that
     /// dial: the peer was dialing us at the same moment (see
@@ -232,6 +238,25 @@ pub enum Action {
     Persist(Record),
     Emit(Event),
     Presence(Presence),
+}
+
+/// What a dial is for, as its Hello says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialKind {
+    /// Its user ran `connect`.
+    Fresh,
+    /// It resumes a conversation whose link was lost.
+    Redial,
+    /// It resumes a conversation the dialer's daemon had before it
+    /// restarted: only a callee still in that conversation takes it (an
+    /// idle one would otherwise start a conversation nobody asked for).
+    AfterRestart,
+}
+
+impl DialKind {
+    pub fn is_redial(self) -> bool {
+        self != DialKind::Fresh
+    }
 }
 
 /// How a `connect` whose dial crossed the peer's own dial ends.

@@ -28,8 +28,8 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    AcceptError, Action, Crossing, DisconnectError, Event, Frame, Id, LinkDown, LinkId, OwnIdMap,
-    Phase, Presence, ReceiptKind, SendError, Session,
+    AcceptError, Action, Crossing, DialKind, DisconnectError, Event, Frame, Id, LinkDown, LinkId,
+    OwnIdMap, Phase, Presence, ReceiptKind, SendError, Session,
 };
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -223,7 +223,8 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     /// A driver for `me`, with what an earlier run left in `data_dir`
     /// (`recovered`, read with [`history::recover`]: messages nobody has
-    /// seen yet, and ours nobody has acknowledged).
+    /// seen yet, ours nobody has acknowledged, and the conversation it was
+    /// dialer of, if it stopped without ending it).
     pub(crate) fn new(
         me: Name,
         resume_window: Duration,
@@ -236,9 +237,14 @@ impl Driver {
         for (from, message) in recovered.unseen {
             session.restore_undisplayed(from, message);
         }
+        let now = Instant::now();
         for (peer, messages) in recovered.unacked {
             tracing::info!(%peer, count = messages.len(), "unacknowledged messages from before the restart");
-            session.restore_unacked(peer, messages, Instant::now());
+            session.restore_unacked(peer, messages, now);
+        }
+        if let Some(peer) = recovered.resumable {
+            tracing::info!(%peer, "resuming the conversation this daemon dialed before it stopped");
+            session.restore_conversation(peer, now);
         }
         let Wiring { requests, offers, dialer, presence } = wiring;
         let (dial_asked_tx, dial_asked) = mpsc::unbounded_channel();
@@ -280,6 +286,9 @@ impl Driver {
         // token, under its lock.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        // What the restored state asked for already (a restored
+        // conversation's redial).
+        self.run_actions();
         loop {
             let timer = self.session.poll_timeout().map(tokio::time::Instant::from_std);
             let lapse = self.asking.next_expiry().map(tokio::time::Instant::from_std);
@@ -493,7 +502,7 @@ impl Driver {
             self.session.load_seen(peer.clone(), seen);
         }
         // Only an idle daemon asks its user, so this is no redial.
-        match self.session.handle_hello(peer.clone(), false) {
+        match self.session.handle_hello(peer.clone(), DialKind::Fresh) {
             Ok(id) => {
                 tracing::info!(%peer, "request accepted");
                 self.links.insert(id, link);
@@ -579,13 +588,17 @@ impl Driver {
     }
 
     fn take_offer(&mut self, offer: Offer, seen: Option<Seen>) {
-        let Offer { peer, source, link, known, redial, pin, reply } = offer;
+        let Offer { peer, source, link, known, kind, pin, reply } = offer;
         if self.turns_down(&peer) {
             let _ = reply.send(self.busy());
             return;
         }
         // Before asking anyone: a conversation our user already ended.
-        let ended = if redial { self.session.refuses_redial(&peer, Instant::now()) } else { None };
+        let ended = if kind.is_redial() {
+            self.session.refuses_redial(&peer, Instant::now())
+        } else {
+            None
+        };
         if let Some(ended) = ended {
             tracing::info!(%peer, "refused a redial: the conversation was ended meanwhile");
             let _ = reply.send(Answer::Refused(ended));
@@ -600,7 +613,7 @@ impl Driver {
         if let Some(seen) = seen {
             self.session.load_seen(peer.clone(), seen);
         }
-        match self.session.handle_hello(peer, redial) {
+        match self.session.handle_hello(peer, kind) {
             Ok(id) => {
                 // The session's first action on the link is its welcome.
                 self.links.insert(id, link);
@@ -711,7 +724,7 @@ impl Driver {
         }
         match self.session.connect(name.clone()) {
             Ok(link) => {
-                self.dial(link, name, false);
+                self.dial(link, name, DialKind::Fresh);
                 self.pending_connect = Some((link, reply));
             }
             Err(e) => {
@@ -722,14 +735,14 @@ impl Driver {
 
     /// Starts a dial of `peer` on `link`, and the read of its history that
     /// the session needs, side by side; they report back as one job.
-    /// `redial`: to resume a conversation whose link was lost.
-    fn dial(&mut self, link: LinkId, peer: Name, redial: bool) {
+    /// `kind`: what the dial is for.
+    fn dial(&mut self, link: LinkId, peer: Name, kind: DialKind) {
         let read = self.read_seen(&peer);
         let tx = self.dial_asked_tx.clone();
         let asked: OnAsked = Box::new(move |wait| {
             let _ = tx.send((link, wait));
         });
-        let dial = self.dialer.dial(peer, redial, asked);
+        let dial = self.dialer.dial(peer, kind, asked);
         let job = self.jobs.spawn(async move {
             let (seen, result) = match read {
                 Some(read) => tokio::join!(read, dial),
@@ -914,9 +927,9 @@ impl Driver {
                     dial.abort();
                 }
             }
-            Action::Redial { link, peer } => {
-                tracing::info!(%peer, "redialing to resume the conversation");
-                self.dial(link, peer, true);
+            Action::Redial { link, peer, kind } => {
+                tracing::info!(%peer, ?kind, "redialing to resume the conversation");
+                self.dial(link, peer, kind);
             }
             Action::Crossed { link, outcome } => {
                 let answer = match outcome {

@@ -53,7 +53,7 @@ impl Dial for Wired {
     fn dial(
         &self,
         to: Name,
-        redial: bool,
+        kind: DialKind,
         asked: OnAsked,
     ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let (me, board) = (self.me.clone(), self.board.clone());
@@ -66,7 +66,7 @@ impl Dial for Wired {
             let (reply, answer) = oneshot::channel();
             let pin = KeyPin::none();
             let offer =
-                Offer { peer: me, source: None, link: theirs, known: false, redial, pin, reply };
+                Offer { peer: me, source: None, link: theirs, known: false, kind, pin, reply };
             if offers.send(offer).await.is_err() {
                 return Err(DialError::NotOnline(to));
             }
@@ -121,10 +121,10 @@ impl Dial for Together {
     fn dial(
         &self,
         to: Name,
-        redial: bool,
+        kind: DialKind,
         asked: OnAsked,
     ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
-        let (barrier, dial) = (self.barrier.clone(), self.wired.dial(to, redial, asked));
+        let (barrier, dial) = (self.barrier.clone(), self.wired.dial(to, kind, asked));
         Box::pin(async move {
             barrier.wait().await;
             dial.await
@@ -143,7 +143,7 @@ impl Dial for Stalled {
     fn dial(
         &self,
         _: Name,
-        _: bool,
+        _: DialKind,
         _: OnAsked,
     ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let _ = self.started.send(());
@@ -162,7 +162,7 @@ impl Dial for Failing {
     fn dial(
         &self,
         _: Name,
-        _: bool,
+        _: DialKind,
         _: OnAsked,
     ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
         let e = self.0.clone();

@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::session::AcceptError;
+use peerchat_core::session::{AcceptError, DialKind};
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -42,8 +42,8 @@ pub(crate) struct Offer {
     pub(crate) link: Link,
     /// We have talked to this peer's key before (it is in known-peers).
     pub(crate) known: bool,
-    /// The dialer resumes a conversation whose link was lost.
-    pub(crate) redial: bool,
+    /// What the dial is for, as its Hello says.
+    pub(crate) kind: DialKind,
     /// Records the dialer's key in known-peers: the taker calls it once it
     /// takes the conversation, not before (a stranger who was turned down
     /// must not become "known").
@@ -209,7 +209,11 @@ impl pb::chat_server::Chat for ChatService {
             source,
             link: Link::new(out, inbound),
             known,
-            redial: hello.redial,
+            kind: match (hello.redial, hello.restarted) {
+                (true, true) => DialKind::AfterRestart,
+                (true, false) => DialKind::Redial,
+                (false, _) => DialKind::Fresh,
+            },
             pin: KeyPin(Some((self.known.clone(), peer.clone(), key))),
             reply,
         };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
+use peerchat_core::session::DialKind;
 use peerchat_core::timeouts::{ASK_TIMEOUT, CONNECT_ANSWER_MARGIN, DIAL_TIMEOUT};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -78,13 +79,12 @@ pub(crate) enum DialError {
 /// Something that dials peers: [`Dialer`], or a stand-in in tests.
 pub(crate) trait Dial: Send + Sync + 'static {
     /// Dials `name`: the callee's name as it spells it, and the link.
-    /// `redial`: to resume a conversation whose link was lost (the Hello
-    /// says so). `asked` is called, at most once, if the callee's user is
+    /// `kind`: what the dial is for (the Hello says so). `asked` is called, at most once, if the callee's user is
     /// asked first, with how long the answer may take.
     fn dial(
         &self,
         name: Name,
-        redial: bool,
+        kind: DialKind,
         asked: OnAsked,
     ) -> Pin<Box<dyn Future<Output = DialResult> + Send>>;
 }
@@ -99,10 +99,10 @@ impl Dial for Dialer {
     fn dial(
         &self,
         name: Name,
-        redial: bool,
+        kind: DialKind,
         asked: OnAsked,
     ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
-        Box::pin(self.clone().dial_owned(name, redial, asked))
+        Box::pin(self.clone().dial_owned(name, kind, asked))
     }
 }
 
@@ -120,16 +120,16 @@ impl Dialer {
     /// at most [`DIAL_TIMEOUT`], all steps together, and then, if the
     /// callee asks its user, as long as it says the asking may take (at
     /// most [`ASK_TIMEOUT`]) and a margin.
-    async fn dial_owned(self, name: Name, redial: bool, asked: OnAsked) -> DialResult {
-        let result = self.dial_steps(&name, redial, asked).await;
+    async fn dial_owned(self, name: Name, kind: DialKind, asked: OnAsked) -> DialResult {
+        let result = self.dial_steps(&name, kind, asked).await;
         if let Err(e) = &result {
             tracing::info!(peer = %name, error = %e, "dial failed");
         }
         result
     }
 
-    async fn dial_steps(&self, name: &Name, redial: bool, asked: OnAsked) -> DialResult {
-        let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(name, redial)).await;
+    async fn dial_steps(&self, name: &Name, kind: DialKind, asked: OnAsked) -> DialResult {
+        let dialed = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(name, kind)).await;
         let mut answered = dialed.unwrap_or_else(|_| {
             Err(DialError::NoAnswer {
                 name: name.clone(),
@@ -183,7 +183,7 @@ impl Dialer {
 
     /// Looks the peer up, connects, says hello, and reads the callee's
     /// first frame (a welcome, or that it is asking its user).
-    async fn handshake(&self, name: &Name, redial: bool) -> Result<Answered, DialError> {
+    async fn handshake(&self, name: &Name, kind: DialKind) -> Result<Answered, DialError> {
         let peer = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer,
             Listing::NotOnline => return Err(DialError::NotOnline(name.clone())),
@@ -247,7 +247,8 @@ impl Dialer {
             name: self.me.to_string(),
             to: name.to_string(),
             version: PROTOCOL_VERSION,
-            redial,
+            redial: kind.is_redial(),
+            restarted: kind == DialKind::AfterRestart,
         };
         // The queue is new and empty: this cannot fail.
         let _ = out.try_send(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) });
