@@ -516,16 +516,29 @@ impl Session {
         self.restore_unacked(peer, c.unacked.into_iter().collect(), now);
     }
 
-    /// Whether a redial from `peer` is refused before anything else: our
-    /// user ended that conversation while its link was down, within the
-    /// resume window. The dialer, who could not hear a goodbye then, hears
-    /// it this way and stops redialing. A fresh dial (its user ran
-    /// `connect`) is not a redial and is never refused for this.
-    pub fn refuses_redial(&self, peer: &Name, now: Instant) -> Option<AcceptError> {
-        let (ended, until) = self.ended_away.as_ref()?;
-        let talking = self.peer().is_some_and(|p| p == peer);
-        (ended == peer && now < *until && !talking)
-            .then(|| AcceptError::Ended { me: self.me.clone() })
+    /// Whether a redial from `peer` is refused as ended before anything
+    /// else (before the user is asked, say): our user ended that
+    /// conversation while its link was down, within the resume window (the
+    /// dialer, who could not hear a goodbye then, hears it this way and
+    /// stops redialing); or the dialer restarted and we have no
+    /// conversation with it. A fresh dial (its user ran `connect`) is never
+    /// refused for this.
+    pub fn refuses_redial(&self, peer: &Name, kind: DialKind, now: Instant) -> Option<AcceptError> {
+        let talking = self.talking_to(peer);
+        let ended = match kind {
+            DialKind::Fresh => false,
+            DialKind::AfterRestart if !talking => true,
+            DialKind::Redial | DialKind::AfterRestart => self
+                .ended_away
+                .as_ref()
+                .is_some_and(|(ended, until)| ended == peer && now < *until && !talking),
+        };
+        ended.then(|| AcceptError::Ended { me: self.me.clone() })
+    }
+
+    /// Whether `peer` is the one we are dialing or in a conversation with.
+    fn talking_to(&self, peer: &Name) -> bool {
+        self.peer().is_some_and(|p| p == peer)
     }
 
     /// A dialer says hello (`kind`: what for, as its Hello says). On success the driver starts reading the returned link's
@@ -544,7 +557,7 @@ impl Session {
             return Err(AcceptError::Yourself);
         }
         let crossed = || AcceptError::Crossed { me: self.me.clone() };
-        if kind == DialKind::AfterRestart && !self.peer().is_some_and(|p| *p == peer) {
+        if kind == DialKind::AfterRestart && !self.talking_to(&peer) {
             // Whatever we had with this peer is over.
             return Err(AcceptError::Ended { me: self.me.clone() });
         }

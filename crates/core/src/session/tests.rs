@@ -650,10 +650,10 @@ fn a_callee_that_ended_while_reconnecting_refuses_the_redial() {
     assert_eq!(disconnected(&p.b).len(), 1);
 
     // Alice's redial is refused, within the window and only then...
-    let refusal = p.bob.refuses_redial(&name("ALICE"), p.now);
+    let refusal = p.bob.refuses_redial(&name("ALICE"), DialKind::Redial, p.now);
     assert_eq!(refusal, Some(AcceptError::Ended { me: name("Bob") }));
-    assert_eq!(p.bob.refuses_redial(&name("carol"), p.now), None, "only alice's");
-    assert_eq!(p.bob.refuses_redial(&name("alice"), ended_at + WINDOW), None);
+    assert_eq!(p.bob.refuses_redial(&name("carol"), DialKind::Redial, p.now), None, "only alice's");
+    assert_eq!(p.bob.refuses_redial(&name("alice"), DialKind::Redial, ended_at + WINDOW), None);
     // ...and she ends the conversation on it, failing what she had queued.
     let redial = *p.a.redials.last().expect("alice redials");
     p.alice.handle_redial_refused_ended(redial, p.now);
@@ -672,7 +672,7 @@ fn a_callee_that_ended_while_reconnecting_refuses_the_redial() {
     p.alice.handle_dialed(link, name("Bob"));
     p.drive();
     assert_eq!(p.bob.phase(), Phase::Connected);
-    assert_eq!(p.bob.refuses_redial(&name("alice"), p.now), None);
+    assert_eq!(p.bob.refuses_redial(&name("alice"), DialKind::Redial, p.now), None);
 }
 
 /// Only the callee remembers: a dialer that gives up reconnecting simply
@@ -683,7 +683,7 @@ fn a_dialer_that_ended_while_reconnecting_refuses_nothing() {
     p.cut("reset");
     assert_eq!(p.alice.disconnect(p.now), Ok(name("bob")));
     p.drive();
-    assert_eq!(p.alice.refuses_redial(&name("bob"), p.now), None);
+    assert_eq!(p.alice.refuses_redial(&name("bob"), DialKind::Redial, p.now), None);
     // And a redial refusal for a dial nobody is waiting for changes nothing.
     p.alice.handle_redial_refused_ended(LinkId(999), p.now);
     p.drive();
@@ -846,6 +846,12 @@ fn a_restarted_dialer_resumes_its_conversation() {
 #[test]
 fn a_restarted_dialer_is_refused_by_a_callee_that_moved_on() {
     let mut bob = Session::new(name("bob"), WINDOW);
+    let now = Instant::now();
+    // Refused before bob's user would be asked about it...
+    let early = bob.refuses_redial(&name("alice"), DialKind::AfterRestart, now);
+    assert_eq!(early, Some(AcceptError::Ended { me: name("bob") }));
+    assert_eq!(bob.refuses_redial(&name("alice"), DialKind::Fresh, now), None);
+    // ...and by the session itself.
     let ended = bob.handle_hello(name("alice"), DialKind::AfterRestart);
     assert_eq!(ended, Err(AcceptError::Ended { me: name("bob") }));
     assert_eq!(bob.phase(), Phase::Idle);
@@ -859,7 +865,6 @@ fn a_restarted_dialer_is_refused_by_a_callee_that_moved_on() {
 
     let mut alice = Session::new(name("alice"), WINDOW);
     let m = Message { id: "m1".into(), text: "hello?".into(), sent_at_ms: 0, seq: 1 };
-    let now = Instant::now();
     alice.restore_unacked(name("bob"), vec![m], now);
     alice.restore_conversation(name("bob"), now);
     let mut a = Side::default();

@@ -593,13 +593,8 @@ impl Driver {
             let _ = reply.send(self.busy());
             return;
         }
-        // Before asking anyone: a conversation our user already ended.
-        let ended = if kind.is_redial() {
-            self.session.refuses_redial(&peer, Instant::now())
-        } else {
-            None
-        };
-        if let Some(ended) = ended {
+        // Before asking anyone: a conversation that is over for us.
+        if let Some(ended) = self.session.refuses_redial(&peer, kind, Instant::now()) {
             tracing::info!(%peer, "refused a redial: the conversation was ended meanwhile");
             let _ = reply.send(Answer::Refused(ended));
             return;
