@@ -90,7 +90,7 @@ fn receiver_killed_and_restarted_mid_burst_loses_and_doubles_nothing() {
 /// The dialer's daemon crashes with messages unacknowledged and restarts
 /// within the window: it redials by itself (it noted the conversation),
 /// the callee, still reconnecting, takes it back, and each message arrives
-/// once.
+/// once, also when its user runs `connect` again after the restart.
 #[test]
 fn dialer_killed_with_unacknowledged_messages_resumes_after_its_restart() {
     let dir = Directory::start(TTL);
@@ -111,6 +111,10 @@ fn dialer_killed_with_unacknowledged_messages_resumes_after_its_restart() {
     wb.wait_for("link_lost", EVENT_TIMEOUT, |e| e["event"] == "link_lost");
 
     alice.restart();
+    // Her user, not knowing, connects to bob again: the conversation her
+    // daemon came back in answers it (whether it is on again already or
+    // still redialing), not "already connected".
+    alice.ctl_ok(&["connect", "bob"]);
     wb.wait_for("resumed", EVENT_TIMEOUT, |e| e["event"] == "resumed" && e["peer"] == "alice");
     all_acknowledged(&alice);
     assert_eq!(alice.status()["peer"], "bob");

@@ -93,6 +93,9 @@ struct Conversation {
     next_seq: u64,
     /// `displayed` receipts owed to the peer while the link was down.
     owed_displayed: Vec<Id>,
+    /// Restored after our daemon restarted, not started by a `connect` of
+    /// this run (see [`Session::connect_restored`]).
+    restored: bool,
 }
 
 /// A conversation waiting for its link to come back.
@@ -127,6 +130,7 @@ impl Conversation {
             unacked_bytes: 0,
             next_seq: 1,
             owed_displayed: Vec::new(),
+            restored: false,
         }
     }
 
@@ -390,6 +394,7 @@ impl Session {
         }
         let mut c = Box::new(Conversation::new(peer.clone(), self.new_link(), Role::Dialer));
         c.link = None;
+        c.restored = true;
         if let Some(pending) = self.pending.remove(&peer.key()) {
             for m in pending.messages {
                 c.queue(m);
@@ -410,6 +415,37 @@ impl Session {
         self.state = State::Connected(c);
         self.push(Action::Presence(Presence::Busy));
         self.handle_timeout(now);
+    }
+
+    /// The user asks to talk to `peer`, whose conversation was restored
+    /// after our restart: that conversation is what they ask for, so it
+    /// answers the `connect` rather than "already connected" (their
+    /// daemon came back in it by itself). Still reconnecting, it redials
+    /// now as a dial the user asked for (a peer that no longer has the
+    /// conversation may take it as a new one), in place of the restarted
+    /// daemon's. `None`: not such a conversation; [`Session::connect`]
+    /// answers.
+    pub fn connect_restored(&mut self, peer: &Name) -> Option<ConnectRestored> {
+        let State::Connected(c) = &mut self.state else {
+            return None;
+        };
+        if !c.restored || c.peer != *peer || c.closing() {
+            return None;
+        }
+        if c.link.is_some() {
+            return Some(ConnectRestored::Live);
+        }
+        let r = c.reconnect.as_mut()?;
+        let old = r.dial.take();
+        r.after_restart = false;
+        r.next_attempt = None;
+        let link = LinkId(self.next_link);
+        self.next_link += 1;
+        r.dial = Some(link);
+        if let Some(old) = old {
+            self.push(Action::DropLink { link: old });
+        }
+        Some(ConnectRestored::Dial(link))
     }
 
     /// The user asked to talk to `peer`. On success the driver dials (and

@@ -839,6 +839,35 @@ fn a_restarted_dialer_resumes_its_conversation() {
     assert_eq!((resumed(&p.a), resumed(&p.b)), (1, 1));
 }
 
+/// After the restart, alice's user runs `connect bob`, the conversation
+/// the daemon came back in: it answers (redialing now, or at once when it
+/// is on again), where a conversation of this run says "already
+/// connected".
+#[test]
+fn connect_to_the_peer_of_a_restored_conversation_is_answered_by_it() {
+    let mut p = Pair::connected();
+    assert_eq!(p.alice.connect_restored(&name("bob")), None, "started by this run");
+    p.cut("alice crashed");
+    p.alice = Session::new(name("alice"), WINDOW);
+    p.a = Side::default();
+    p.alice.restore_conversation(name("bob"), p.now);
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert_eq!(p.alice.connect_restored(&name("carol")), None, "another peer");
+    let Some(ConnectRestored::Dial(link)) = p.alice.connect_restored(&name("BOB")) else {
+        panic!("a redial for the connect");
+    };
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert!(p.a.dropped, "the restarted daemon's own redial makes way");
+    let b_link = p.bob_accepts();
+    p.a_link = Some(link);
+    p.b_link = Some(b_link);
+    p.alice.handle_dialed(link, name("Bob"));
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Connected);
+    assert_eq!(resumed(&p.a), 1);
+    assert_eq!(p.alice.connect_restored(&name("bob")), Some(ConnectRestored::Live));
+}
+
 /// A restarted dialer's redial reaches a callee with no conversation with
 /// it (its window passed, or it talks to someone else): refused as ended,
 /// never a new conversation nobody asked for; the dialer ends it and fails

@@ -259,6 +259,18 @@ impl DialKind {
     }
 }
 
+/// How a `connect` to the peer of a conversation restored after our
+/// restart is answered (see
+/// [`Session::connect_restored`](super::Session::connect_restored)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRestored {
+    /// The conversation is on again: that is the answer.
+    Live,
+    /// It is still reconnecting: the driver dials on this link now, and
+    /// the dial's outcome is the answer.
+    Dial(LinkId),
+}
+
 /// How a `connect` whose dial crossed the peer's own dial ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Crossing {

@@ -28,8 +28,8 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    AcceptError, Action, Crossing, DialKind, DisconnectError, Event, Frame, Id, LinkDown, LinkId,
-    OwnIdMap, Phase, Presence, ReceiptKind, SendError, Session,
+    AcceptError, Action, ConnectRestored, Crossing, DialKind, DisconnectError, Event, Frame, Id,
+    LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind, SendError, Session,
 };
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -716,6 +716,19 @@ impl Driver {
         if self.gate.blocked.contains(&name) {
             let _ = reply.send(Err(ConnectFailed::Blocked(name)));
             return;
+        }
+        match self.session.connect_restored(&name) {
+            Some(ConnectRestored::Live) => {
+                let _ = reply.send(Ok(self.session.peer().cloned().unwrap_or(name)));
+                return;
+            }
+            Some(ConnectRestored::Dial(link)) => {
+                tracing::info!(peer = %name, "connect: redialing the restored conversation now");
+                self.dial(link, name, DialKind::Redial);
+                self.pending_connect = Some((link, reply));
+                return;
+            }
+            None => {}
         }
         match self.session.connect(name.clone()) {
             Ok(link) => {

@@ -79,8 +79,9 @@ pub(crate) enum DialError {
 /// Something that dials peers: [`Dialer`], or a stand-in in tests.
 pub(crate) trait Dial: Send + Sync + 'static {
     /// Dials `name`: the callee's name as it spells it, and the link.
-    /// `kind`: what the dial is for (the Hello says so). `asked` is called, at most once, if the callee's user is
-    /// asked first, with how long the answer may take.
+    /// `kind`: what the dial is for (the Hello says so). `asked` is
+    /// called, at most once, if the callee's user is asked first, with how
+    /// long the answer may take.
     fn dial(
         &self,
         name: Name,
