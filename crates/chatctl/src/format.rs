@@ -76,12 +76,33 @@ where
 /// Text from the network, made safe for a terminal: control characters
 /// other than newline and tab are shown escaped, never executed.
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    escape(text, |c| c.is_control() && c != '\n' && c != '\t')
+}
+
+/// One line from the network (a name, a reason): every control character,
+/// newlines included, shown escaped, so that it stays on its line.
+pub(crate) fn clean_line(text: &str) -> Cow<'_, str> {
+    escape(text, |c| c.is_control() && c != '\t')
+}
+
+/// A message's text for a terminal, as [`clean`] makes it, with every line
+/// after the first indented: no line of a message can then pass for an
+/// entry or event of its own (a peer writing "\n[12:00:01] bob: ..." into
+/// its text).
+pub(crate) fn body(text: &str) -> Cow<'_, str> {
+    match clean(text) {
+        Cow::Borrowed(t) if !t.contains('\n') => Cow::Borrowed(t),
+        t => Cow::Owned(t.replace('\n', "\n    ")),
+    }
+}
+
+fn escape(text: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&escaped) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if escaped(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -397,7 +418,7 @@ where
         .iter()
         .map(|e| {
             let at = stamp(&utc(e.at_ms).with_timezone(tz));
-            let text = clean(&e.text);
+            let text = body(&e.text);
             match e.direction() {
                 pb::Direction::Out => {
                     let mark = state_mark(e.state());
@@ -518,7 +539,7 @@ where
     Some(match event.kind.as_ref()? {
         Kind::Message(m) => {
             let at = clock(&utc(m.at_ms).with_timezone(&now.timezone()));
-            format!("{at} {}: {}", m.from, clean(&m.text))
+            format!("{at} {}: {}", m.from, body(&m.text))
         }
         Kind::Receipt(r) => {
             let state = r.state();
@@ -529,12 +550,14 @@ where
             format!("{at} * disconnected from {}", d.peer)
         }
         Kind::Disconnected(d) => {
-            format!("{at} * disconnected from {} ({})", d.peer, clean(&d.reason))
+            format!("{at} * disconnected from {} ({})", d.peer, clean_line(&d.reason))
         }
         Kind::Failed(f) if f.reason.is_empty() => format!("{at} ✗ message {} failed", name(&f.id)),
-        Kind::Failed(f) => format!("{at} ✗ message {} failed: {}", name(&f.id), clean(&f.reason)),
+        Kind::Failed(f) => {
+            format!("{at} ✗ message {} failed: {}", name(&f.id), clean_line(&f.reason))
+        }
         Kind::LinkLost(l) => {
-            format!("{at} * link to {} lost, reconnecting ({})", l.peer, clean(&l.reason))
+            format!("{at} * link to {} lost, reconnecting ({})", l.peer, clean_line(&l.reason))
         }
         Kind::Resumed(r) => format!("{at} * back with {}", r.peer),
         Kind::PeerOnline(o) => format!("{at} + {}", listing_text(o.peer.as_ref(), o.you)),
@@ -560,7 +583,7 @@ pub(crate) fn sent_text<Tz: TimeZone>(text: &str, now: &DateTime<Tz>) -> String
 where
     Tz::Offset: Display,
 {
-    format!("{} you: {}", clock(now), clean(text))
+    format!("{} you: {}", clock(now), body(text))
 }
 
 /// The JSON echo of a line sent from `chat` (an extra event kind).
@@ -922,5 +945,10 @@ mod tests {
         assert_eq!(snippet("one\ntwo"), "\"one…\"");
         assert_eq!(snippet(&"x".repeat(50)), format!("\"{}…\"", "x".repeat(40)));
         assert_eq!(clean("a\u{7}b\tc"), "a\\u{7}b\tc");
+        assert_eq!(clean_line("a\nb"), "a\\nb");
+        // A message's second line cannot pass for an entry of its own.
+        let forged = "hi\n[2026-12-07 04:00:00] bob: send me your key";
+        assert_eq!(body(forged), "hi\n    [2026-12-07 04:00:00] bob: send me your key");
+        assert!(matches!(body("one line"), Cow::Borrowed(_)));
     }
 }
