@@ -163,3 +163,32 @@ fn a_conversation_ended_while_reconnecting_stays_ended_when_the_dialer_is_back()
     bob.ctl_ok(&["connect", "alice"]);
     wa.wait_for("connected", EVENT_TIMEOUT, ev::connected("bob"));
 }
+
+/// The callee's resume window (2 s here) passes while the dialer is
+/// frozen; the dialer's own (30 s) has not when it wakes. Its redial must
+/// not bring back a conversation the callee's user was told had ended:
+/// refused, it ends too.
+#[test]
+fn a_dialer_back_after_the_callees_window_does_not_revive_the_conversation() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--resume-window", "2"]);
+    alice.ctl_ok(&["connect", "bob"]);
+    let mut wa = alice.watch();
+    let mut wb = bob.watch();
+
+    support::proc::signal(alice.pid(), libc::SIGSTOP);
+    wb.wait_for("link_lost", EVENT_TIMEOUT, |e| e["event"] == "link_lost");
+    let ended = wb.wait_for("bob's disconnected", EVENT_TIMEOUT, ev::disconnected("alice"));
+    assert!(ended["reason"].as_str().unwrap_or_default().contains("not back within"), "{ended}");
+    support::proc::signal(alice.pid(), libc::SIGCONT);
+
+    wa.wait_for("alice's disconnected", EVENT_TIMEOUT, ev::disconnected("bob"));
+    assert_eq!(alice.status()["peer"], Value::Null);
+    assert_eq!(bob.status()["peer"], Value::Null);
+    assert!(
+        !wb.seen().iter().any(|e| e["event"] == "connected" || e["event"] == "resumed"),
+        "bob's user did not ask for alice back: {:?}",
+        wb.seen()
+    );
+}

@@ -234,12 +234,17 @@ pub struct Session {
     /// they fail if no conversation with their peer takes them.
     pending: HashMap<String, Pending>,
     pending_deadline: Option<Instant>,
-    /// The peer whose conversation our user ended while its link was
-    /// down and who dialed it (so will redial), until when its redials
-    /// are refused: it could not be told then, and is told by that
-    /// refusal.
-    ended_away: Option<(Name, Instant)>,
+    /// Peers whose conversation ended here while its link was down (our
+    /// user ended it, or the resume window passed) and who dialed it, so
+    /// may still redial: their redials are refused as ended (they could
+    /// not be told then, and are told so), until a new conversation with
+    /// them starts. Newest last, at most [`MAX_ENDED_AWAY`].
+    ended_away: VecDeque<Name>,
 }
+
+/// How many peers [`Session::refuses_redial`] remembers. A peer redials
+/// only within its own resume window, so this holds the few that could.
+const MAX_ENDED_AWAY: usize = 64;
 
 impl Session {
     pub fn new(me: Name, resume_window: Duration) -> Session {
@@ -258,7 +263,7 @@ impl Session {
             seen: None,
             pending: HashMap::new(),
             pending_deadline: None,
-            ended_away: None,
+            ended_away: VecDeque::new(),
         }
     }
 
@@ -559,17 +564,26 @@ impl Session {
     /// stops redialing); or the dialer restarted and we have no
     /// conversation with it. A fresh dial (its user ran `connect`) is never
     /// refused for this.
-    pub fn refuses_redial(&self, peer: &Name, kind: DialKind, now: Instant) -> Option<AcceptError> {
+    pub fn refuses_redial(&self, peer: &Name, kind: DialKind) -> Option<AcceptError> {
         let talking = self.talking_to(peer);
         let ended = match kind {
             DialKind::Fresh => false,
             DialKind::AfterRestart if !talking => true,
-            DialKind::Redial | DialKind::AfterRestart => self
-                .ended_away
-                .as_ref()
-                .is_some_and(|(ended, until)| ended == peer && now < *until && !talking),
+            DialKind::Redial | DialKind::AfterRestart => {
+                !talking && self.ended_away.iter().any(|ended| ended == peer)
+            }
         };
         ended.then(|| AcceptError::Ended { me: self.me.clone() })
+    }
+
+    /// Remembers that the conversation with `peer`, which dialed it, ended
+    /// here while its link was down (see [`Session::refuses_redial`]).
+    fn ended_while_away(&mut self, peer: &Name) {
+        self.ended_away.retain(|p| p != peer);
+        if self.ended_away.len() >= MAX_ENDED_AWAY {
+            self.ended_away.pop_front();
+        }
+        self.ended_away.push_back(peer.clone());
     }
 
     /// Whether `peer` is the one we are dialing or in a conversation with.
@@ -708,10 +722,7 @@ impl Session {
                 let peer = c.peer.clone();
                 let redial = c.reconnect.as_ref().and_then(|r| r.dial);
                 if c.role == Role::Callee {
-                    // The peer will redial within its window (ours, or
-                    // the default if that is longer: it may have kept it).
-                    let until = now + self.resume_window.max(DEFAULT_RESUME_WINDOW);
-                    self.ended_away = Some((peer.clone(), until));
+                    self.ended_while_away(&peer);
                 }
                 if let Some(dial) = redial {
                     self.push(Action::DropLink { link: dial });
@@ -901,8 +912,14 @@ impl Session {
                 r.reason,
                 self.resume_window.as_secs_f64().round()
             );
-            if let Some(dial) = r.dial {
+            let dial = r.dial;
+            // The peer's own window may be longer than ours.
+            let redialer = (c.role == Role::Callee).then(|| c.peer.clone());
+            if let Some(dial) = dial {
                 self.push(Action::DropLink { link: dial });
+            }
+            if let Some(peer) = redialer {
+                self.ended_while_away(&peer);
             }
             self.finish(reason.clone(), &reason);
             return;
@@ -1163,9 +1180,7 @@ impl Session {
 
     fn start(&mut self, mut conversation: Box<Conversation>) {
         let peer = conversation.peer.clone();
-        if self.ended_away.as_ref().is_some_and(|(ended, _)| *ended == peer) {
-            self.ended_away = None;
-        }
+        self.ended_away.retain(|ended| *ended != peer);
         // Messages an earlier run could not deliver to this peer go first.
         let pending = self.pending.remove(&peer.key());
         if self.pending.is_empty() {

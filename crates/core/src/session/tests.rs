@@ -643,17 +643,16 @@ fn a_callee_that_ended_while_reconnecting_refuses_the_redial() {
     let mut p = Pair::connected();
     let lost = p.send(true, "never delivered");
     p.cut("reset");
-    let ended_at = p.now;
     assert_eq!(p.bob.disconnect(p.now), Ok(name("alice")));
     p.drive();
     assert_eq!(p.bob.phase(), Phase::Idle);
     assert_eq!(disconnected(&p.b).len(), 1);
 
     // Alice's redial is refused, within the window and only then...
-    let refusal = p.bob.refuses_redial(&name("ALICE"), DialKind::Redial, p.now);
+    let refusal = p.bob.refuses_redial(&name("ALICE"), DialKind::Redial);
     assert_eq!(refusal, Some(AcceptError::Ended { me: name("Bob") }));
-    assert_eq!(p.bob.refuses_redial(&name("carol"), DialKind::Redial, p.now), None, "only alice's");
-    assert_eq!(p.bob.refuses_redial(&name("alice"), DialKind::Redial, ended_at + WINDOW), None);
+    assert_eq!(p.bob.refuses_redial(&name("carol"), DialKind::Redial), None, "only alice's");
+    assert_eq!(p.bob.refuses_redial(&name("alice"), DialKind::Fresh), None, "only redials");
     // ...and she ends the conversation on it, failing what she had queued.
     let redial = *p.a.redials.last().expect("alice redials");
     p.alice.handle_redial_refused_ended(redial, p.now);
@@ -672,7 +671,24 @@ fn a_callee_that_ended_while_reconnecting_refuses_the_redial() {
     p.alice.handle_dialed(link, name("Bob"));
     p.drive();
     assert_eq!(p.bob.phase(), Phase::Connected);
-    assert_eq!(p.bob.refuses_redial(&name("alice"), DialKind::Redial, p.now), None);
+    assert_eq!(p.bob.refuses_redial(&name("alice"), DialKind::Redial), None);
+}
+
+/// The same when the callee's resume window passed first: the dialer's may
+/// be longer (or it was frozen through it), and its redial must not start
+/// a conversation the callee's user was told had ended.
+#[test]
+fn a_callee_whose_window_passed_refuses_the_late_redial() {
+    let mut bob = Session::new(name("Bob"), Duration::from_secs(5));
+    let link = bob.handle_hello(name("alice"), DialKind::Fresh).expect("bob is free");
+    let now = Instant::now();
+    bob.handle_link_down(link, LinkDown::Error("reset".into()), now);
+    assert_eq!(bob.phase(), Phase::Reconnecting);
+    bob.handle_timeout(now + Duration::from_secs(5));
+    assert_eq!(bob.phase(), Phase::Idle);
+    let late = bob.refuses_redial(&name("alice"), DialKind::Redial);
+    assert_eq!(late, Some(AcceptError::Ended { me: name("Bob") }));
+    assert_eq!(bob.refuses_redial(&name("alice"), DialKind::Fresh), None);
 }
 
 /// Only the callee remembers: a dialer that gives up reconnecting simply
@@ -683,7 +699,7 @@ fn a_dialer_that_ended_while_reconnecting_refuses_nothing() {
     p.cut("reset");
     assert_eq!(p.alice.disconnect(p.now), Ok(name("bob")));
     p.drive();
-    assert_eq!(p.alice.refuses_redial(&name("bob"), DialKind::Redial, p.now), None);
+    assert_eq!(p.alice.refuses_redial(&name("bob"), DialKind::Redial), None);
     // And a redial refusal for a dial nobody is waiting for changes nothing.
     p.alice.handle_redial_refused_ended(LinkId(999), p.now);
     p.drive();
@@ -877,9 +893,9 @@ fn a_restarted_dialer_is_refused_by_a_callee_that_moved_on() {
     let mut bob = Session::new(name("bob"), WINDOW);
     let now = Instant::now();
     // Refused before bob's user would be asked about it...
-    let early = bob.refuses_redial(&name("alice"), DialKind::AfterRestart, now);
+    let early = bob.refuses_redial(&name("alice"), DialKind::AfterRestart);
     assert_eq!(early, Some(AcceptError::Ended { me: name("bob") }));
-    assert_eq!(bob.refuses_redial(&name("alice"), DialKind::Fresh, now), None);
+    assert_eq!(bob.refuses_redial(&name("alice"), DialKind::Fresh), None);
     // ...and by the session itself.
     let ended = bob.handle_hello(name("alice"), DialKind::AfterRestart);
     assert_eq!(ended, Err(AcceptError::Ended { me: name("bob") }));

@@ -594,7 +594,7 @@ impl Driver {
             return;
         }
         // Before asking anyone: a conversation that is over for us.
-        if let Some(ended) = self.session.refuses_redial(&peer, kind, Instant::now()) {
+        if let Some(ended) = self.session.refuses_redial(&peer, kind) {
             tracing::info!(%peer, "refused a redial: the conversation was ended meanwhile");
             let _ = reply.send(Answer::Refused(ended));
             return;
@@ -715,6 +715,15 @@ impl Driver {
         }
         if self.gate.blocked.contains(&name) {
             let _ = reply.send(Err(ConnectFailed::Blocked(name)));
+            return;
+        }
+        // The peer's own dial waits for our user's answer: connecting to
+        // it is a yes (their dials crossed while its call was being asked
+        // about).
+        if self.asking.iter().any(|r| r.peer == name)
+            && let Ok(peer) = self.accept(Some(&name))
+        {
+            let _ = reply.send(Ok(peer));
             return;
         }
         match self.session.connect_restored(&name) {

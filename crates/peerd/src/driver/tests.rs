@@ -599,3 +599,28 @@ async fn two_drivers_dialing_each_other_at_once_both_connect() {
     alice.stop().await;
     bob.stop().await;
 }
+
+/// Alice's dial waits for bob's user (`--accept ask`), who runs `connect
+/// alice` instead of `accept`: that is his yes. Both connects succeed into
+/// one conversation (where bob's own dial would have crossed hers, lost,
+/// and waited for a call that was already waiting for him).
+#[tokio::test]
+async fn connecting_to_a_peer_whose_request_waits_accepts_it() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start_asking("bob", &board, None, Policy::Ask, ASK_FOR);
+    let mut bob_sees = bob.watch(false).await;
+    let connected = start_connect(&alice, "bob").await;
+    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
+    assert_eq!(bob.connect("ALICE").await.expect("bob's connect"), name("alice"));
+    let answer = within("alice's connect", connected).await.expect("answered");
+    assert_eq!(answer.expect("connected"), name("bob"));
+    assert_eq!(
+        next_event(&mut bob_sees, request_ended).await,
+        ("alice".into(), Outcome_::Accepted)
+    );
+    let s = bob.status().await;
+    assert_eq!((s.phase, s.peer, s.requests.len()), (Phase::Connected, Some(name("alice")), 0));
+    alice.stop().await;
+    bob.stop().await;
+}
