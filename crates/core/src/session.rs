@@ -715,7 +715,7 @@ impl Session {
             State::Dialing { peer, link, .. } => {
                 let (peer, link) = (peer.clone(), *link);
                 self.state = State::Idle;
-                self.push(Action::DropLink { link });
+                self.push(Action::HangUp { link });
                 Ok(peer)
             }
             State::Connected(c) if c.link.is_none() => {
@@ -1253,6 +1253,7 @@ impl Session {
             Action::Transmit { .. }
             | Action::CloseSend { .. }
             | Action::DropLink { .. }
+            | Action::HangUp { .. }
             | Action::Redial { .. } => self.push_wire(action),
         }
     }

@@ -108,7 +108,7 @@ impl End {
                 Action::CloseSend { link } => {
                     self.closed.insert(link);
                 }
-                Action::DropLink { link } => {
+                Action::DropLink { link } | Action::HangUp { link } => {
                     self.redials.retain(|l| *l != link);
                     self.dropped.push(link);
                 }

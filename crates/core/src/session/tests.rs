@@ -105,7 +105,7 @@ impl Pair {
                     side.outbound.push_back(frame);
                 }
                 Action::CloseSend { .. } => side.closed_send = true,
-                Action::DropLink { .. } => side.dropped = true,
+                Action::DropLink { .. } | Action::HangUp { .. } => side.dropped = true,
                 Action::Redial { link, .. } => side.redials.push(link),
                 Action::Crossed { link, outcome } => side.crossed.push((link, outcome)),
                 Action::Persist(r) => {
@@ -309,8 +309,9 @@ fn a_dialing_session_is_busy_too_and_can_be_cancelled() {
     ));
     assert_eq!(s.disconnect(Instant::now()), Ok(name("bob")));
     assert_eq!(s.phase(), Phase::Idle);
+    // Cancelled, not dropped: should it reach bob, he is told.
+    assert_eq!(s.poll_action(), Some(Action::HangUp { link }));
     // The dial completing late is hung up, not adopted.
-    s.poll_action();
     s.handle_dialed(link, name("bob"));
     assert_eq!(s.poll_action(), Some(Action::DropLink { link }));
     assert_eq!(s.phase(), Phase::Idle);

@@ -220,6 +220,14 @@ pub enum Action {
     DropLink {
         link: LinkId,
     },
+    /// The user cancelled the dial on `link`. Should it still reach the
+    /// callee, which then waits for us, the driver says goodbye on it
+    /// rather than leave the callee waiting a resume window for a redial
+    /// that never comes; a dial whose callee is still asking its user is
+    /// dropped (the request is withdrawn).
+    HangUp {
+        link: LinkId,
+    },
     /// Dial `peer` again, on `link`, to resume the conversation; report back
     /// with `handle_dialed` or `handle_dial_failed`. `kind` is never
     /// [`DialKind::Fresh`].

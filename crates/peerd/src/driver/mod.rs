@@ -28,8 +28,8 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdGen;
 use peerchat_core::session::{
-    AcceptError, Action, ConnectRestored, Crossing, DialKind, DisconnectError, Event, Frame, Id,
-    LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind, SendError, Session,
+    AcceptError, Action, CLOSE_TIMEOUT, ConnectRestored, Crossing, DialKind, DisconnectError,
+    Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind, SendError, Session,
 };
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -58,6 +58,9 @@ const WATCH_QUEUE: usize = 8192;
 const MAX_WAITERS: usize = 4096;
 /// Inputs handled per batch before actions are run.
 const BATCH: usize = 512;
+/// Cancelled dials let run to say goodbye at most; past this the oldest is
+/// dropped (the user would have to cancel dials faster than they finish).
+const MAX_HUNG_UP: usize = 8;
 
 /// The open links by id. Ids are ours (a counter), so a fast hash is safe:
 /// a link is looked up for every frame sent, and SipHash was 0.5% of the
@@ -185,6 +188,12 @@ pub(crate) struct Driver {
     jobs: JoinSet<Done>,
     /// The dial of each link being dialed, to abort it.
     dialing: HashMap<LinkId, AbortHandle>,
+    /// Dials the user cancelled that may still reach the callee (see
+    /// `Action::HangUp`), oldest first, at most [`MAX_HUNG_UP`].
+    hung_up: Vec<LinkId>,
+    /// Links of such dials that we said goodbye on, until the callee ends
+    /// them or [`CLOSE_TIMEOUT`] passes.
+    closing: Vec<(LinkId, Instant)>,
     watchers: Vec<Watcher>,
     pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ConnectFailed>>)>,
     pending_disconnect: Vec<oneshot::Sender<Result<Ended, DisconnectError>>>,
@@ -259,6 +268,8 @@ impl Driver {
             links: Links::default(),
             jobs: JoinSet::new(),
             dialing: HashMap::new(),
+            hung_up: Vec::new(),
+            closing: Vec::new(),
             watchers: Vec::new(),
             pending_connect: None,
             pending_disconnect: Vec::new(),
@@ -291,6 +302,7 @@ impl Driver {
         self.run_actions();
         loop {
             let timer = self.session.poll_timeout().map(tokio::time::Instant::from_std);
+            let closing = self.closing.first().map(|(_, at)| tokio::time::Instant::from_std(*at));
             let lapse = self.asking.next_expiry().map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
@@ -330,6 +342,13 @@ impl Driver {
                     for r in self.asking.expire(Instant::now()) {
                         tracing::info!(peer = %r.peer, "nobody answered the request in time");
                         self.end_request(r, Some(Declined::NotAccepted), Outcome_::Expired);
+                    }
+                }
+                _ = sleep_until(closing), if closing.is_some() => {
+                    let now = Instant::now();
+                    while let Some(&(link, _)) = self.closing.first().filter(|(_, at)| *at <= now) {
+                        self.closing.remove(0);
+                        self.links.remove(&link);
                     }
                 }
                 _ = sleep_until(give_up_at), if give_up_at.is_some() => break,
@@ -392,6 +411,7 @@ impl Driver {
             Next::Done(Done::Offered { offer, seen }) => self.take_offer(offer, seen),
             Next::Link(link, Ok(frame)) => self.session.handle_frame(link, frame, now.at),
             Next::Link(link, Err(why)) => {
+                self.closing.retain(|(l, _)| *l != link);
                 self.session.handle_link_down(link, why, now.at);
                 self.broken.push((link, String::new()));
             }
@@ -776,6 +796,14 @@ impl Driver {
         if !self.dialing.contains_key(&link) {
             return;
         }
+        if let Some(i) = self.hung_up.iter().position(|l| *l == link) {
+            // Cancelled: the callee's user is not to be asked any more.
+            self.hung_up.remove(i);
+            if let Some(dial) = self.dialing.remove(&link) {
+                dial.abort();
+            }
+            return;
+        }
         let Some(peer) = self.session.peer().cloned() else { return };
         let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
         self.broadcast(pb::event::Kind::Asking(pb::AskingEvent {
@@ -786,6 +814,13 @@ impl Driver {
 
     fn on_dialed(&mut self, link: LinkId, seen: Option<Seen>, result: DialResult, now: Instant) {
         self.dialing.remove(&link);
+        if let Some(i) = self.hung_up.iter().position(|l| *l == link) {
+            self.hung_up.remove(i);
+            if let Ok((peer, opened)) = result {
+                self.say_goodbye_on(link, peer, opened);
+            }
+            return;
+        }
         let reply = match self.pending_connect.take() {
             Some((l, tx)) if l == link => Some(tx),
             other => {
@@ -830,6 +865,20 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A dial the user cancelled reached `peer` after all, which now waits
+    /// in a conversation with us: say goodbye on it and end our half, so
+    /// that it ends the conversation at once (not after a resume window).
+    fn say_goodbye_on(&mut self, link: LinkId, peer: Name, mut opened: Link) {
+        let goodbye = Frame::Goodbye { reason: "the dial was cancelled".into() };
+        if opened.try_send(goodbye).is_err() {
+            return;
+        }
+        tracing::info!(%peer, "a cancelled dial got through; saying goodbye on it");
+        opened.close_send();
+        self.links.insert(link, opened);
+        self.closing.push((link, Instant::now() + CLOSE_TIMEOUT));
     }
 
     fn on_watch(&mut self, display: bool, reply: oneshot::Sender<EventRx>) {
@@ -942,6 +991,17 @@ impl Driver {
                 self.links.remove(&link);
                 if let Some(dial) = self.dialing.remove(&link) {
                     dial.abort();
+                }
+            }
+            Action::HangUp { link } => {
+                if self.dialing.contains_key(&link) {
+                    if self.hung_up.len() >= MAX_HUNG_UP {
+                        let oldest = self.hung_up.remove(0);
+                        if let Some(dial) = self.dialing.remove(&oldest) {
+                            dial.abort();
+                        }
+                    }
+                    self.hung_up.push(link);
                 }
             }
             Action::Redial { link, peer, kind } => {

@@ -132,6 +132,29 @@ impl Dial for Together {
     }
 }
 
+/// Dials through the switchboard, then holds the outcome until `release`:
+/// the callee has taken the call, and the dialer has not heard yet.
+struct Held {
+    wired: Wired,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Dial for Held {
+    fn dial(
+        &self,
+        to: Name,
+        kind: DialKind,
+        asked: OnAsked,
+    ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
+        let (release, dial) = (self.release.clone(), self.wired.dial(to, kind, asked));
+        Box::pin(async move {
+            let result = dial.await;
+            release.notified().await;
+            result
+        })
+    }
+}
+
 /// A dial that never ends; `started` hears when it starts, `dropped`
 /// closes when it is abandoned.
 struct Stalled {
@@ -380,10 +403,12 @@ async fn disconnect_cancels_a_dial_in_progress() {
         Err(ConnectFailed::Cancelled { peer }) => assert_eq!(peer, name("bob")),
         other => panic!("the connect should say it was cancelled: {other:?}"),
     }
-    // The dial itself was abandoned, not left running.
-    assert!(within("the dial is dropped", dropped).await.is_err());
+    // Free at once; the dial itself is left to finish (bounded by its own
+    // timeout) so that, should it get through, the callee is told, and
+    // stopping drops it.
     assert_eq!(alice.status().await.phase, Phase::Idle);
     alice.stop().await;
+    assert!(within("the dial is dropped", dropped).await.is_err());
 }
 
 #[tokio::test]
@@ -621,6 +646,37 @@ async fn connecting_to_a_peer_whose_request_waits_accepts_it() {
     );
     let s = bob.status().await;
     assert_eq!((s.phase, s.peer, s.requests.len()), (Phase::Connected, Some(name("alice")), 0));
+    alice.stop().await;
+    bob.stop().await;
+}
+
+/// Alice cancels her dial just as bob takes it: bob is in a conversation
+/// with her and would wait a whole resume window for a redial. Her dial,
+/// left to finish, says goodbye instead, and bob is free at once.
+#[tokio::test]
+async fn a_cancelled_dial_that_got_through_says_goodbye() {
+    let board = Switchboard::default();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held =
+        Held { wired: Wired { me: name("alice"), board: board.clone() }, release: release.clone() };
+    let alice = Peer::start("alice", &board, Some(Arc::new(held)));
+    let bob = Peer::start("bob", &board, None);
+    let mut bob_sees = bob.watch(false).await;
+    let connected = start_connect(&alice, "bob").await;
+    let taken = |k| matches!(k, pb::event::Kind::Connected(_)).then_some(());
+    next_event(&mut bob_sees, taken).await;
+
+    let ended = alice.ask(|reply| Request::Disconnect { reply }).await.expect("cancelled");
+    assert_eq!(ended, Ended::Dial { peer: name("bob") });
+    assert!(matches!(within("answer", connected).await, Ok(Err(ConnectFailed::Cancelled { .. }))));
+    release.notify_one();
+    let gone = |k| match k {
+        pb::event::Kind::Disconnected(d) => Some(d.reason),
+        _ => None,
+    };
+    assert_eq!(next_event(&mut bob_sees, gone).await, "alice ended the conversation");
+    assert_eq!(bob.status().await.phase, Phase::Idle);
+    assert_eq!(alice.status().await.phase, Phase::Idle);
     alice.stop().await;
     bob.stop().await;
 }
