@@ -410,7 +410,7 @@ impl Session {
         }
         c.reconnect = Some(Reconnect {
             give_up_at: now + self.resume_window,
-            reason: "peerd restarted".into(),
+            reason: "link lost when this daemon stopped".into(),
             dial: None,
             next_attempt: Some(now),
             backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
