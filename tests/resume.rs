@@ -128,6 +128,18 @@ fn dialer_killed_with_unacknowledged_messages_resumes_after_its_restart() {
     );
 }
 
+/// After a conversation ended while its link was down: neither is in a
+/// conversation, and bob (the callee) never found alice back.
+fn both_free_and_not_revived(alice: &Peer, bob: &Peer, wb: &mut support::Watch) {
+    assert_eq!(alice.status()["peer"], Value::Null);
+    assert_eq!(bob.status()["peer"], Value::Null);
+    assert!(
+        !wb.seen().iter().any(|e| e["event"] == "connected" || e["event"] == "resumed"),
+        "bob's user did not ask for alice back: {:?}",
+        wb.seen()
+    );
+}
+
 /// SPEC §3.1: `disconnect` while reconnecting ends the conversation at
 /// once, also on the side that waits to be redialed. The dialer could not
 /// hear that then; when it comes back its redial is refused, and it ends
@@ -152,13 +164,7 @@ fn a_conversation_ended_while_reconnecting_stays_ended_when_the_dialer_is_back()
     let ended = wa.wait_for("alice's disconnected", EVENT_TIMEOUT, ev::disconnected("bob"));
     let reason = ended["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("bob ended the conversation"), "{ended}");
-    assert_eq!(alice.status()["peer"], Value::Null);
-    assert_eq!(bob.status()["peer"], Value::Null);
-    assert!(
-        !wb.seen().iter().any(|e| e["event"] == "connected" || e["event"] == "resumed"),
-        "bob's user did not ask for alice back: {:?}",
-        wb.seen()
-    );
+    both_free_and_not_revived(&alice, &bob, &mut wb);
     // And either of them may start a new one.
     bob.ctl_ok(&["connect", "alice"]);
     wa.wait_for("connected", EVENT_TIMEOUT, ev::connected("bob"));
@@ -184,11 +190,5 @@ fn a_dialer_back_after_the_callees_window_does_not_revive_the_conversation() {
     support::proc::signal(alice.pid(), libc::SIGCONT);
 
     wa.wait_for("alice's disconnected", EVENT_TIMEOUT, ev::disconnected("bob"));
-    assert_eq!(alice.status()["peer"], Value::Null);
-    assert_eq!(bob.status()["peer"], Value::Null);
-    assert!(
-        !wb.seen().iter().any(|e| e["event"] == "connected" || e["event"] == "resumed"),
-        "bob's user did not ask for alice back: {:?}",
-        wb.seen()
-    );
+    both_free_and_not_revived(&alice, &bob, &mut wb);
 }
