@@ -113,6 +113,29 @@ struct Reconnect {
     after_restart: bool,
 }
 
+impl Reconnect {
+    /// Waiting from now until `give_up_at`; `redial_at` for a dialer.
+    fn new(give_up_at: Instant, reason: String, redial_at: Option<Instant>) -> Reconnect {
+        Reconnect {
+            give_up_at,
+            reason,
+            dial: None,
+            next_attempt: redial_at,
+            backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
+            after_restart: false,
+        }
+    }
+}
+
+/// What becomes of a conversation's unacknowledged messages when it ends.
+enum Unacked<'a> {
+    /// They fail, with this reason.
+    Fail(&'a str),
+    /// They wait again for a next conversation with the peer (see
+    /// [`Session::restore_unacked`]), from this instant.
+    Keep(Instant),
+}
+
 impl Conversation {
     fn new(peer: Name, link: LinkId, role: Role) -> Conversation {
         Conversation {
@@ -408,14 +431,10 @@ impl Session {
         if self.pending.is_empty() {
             self.pending_deadline = None;
         }
-        c.reconnect = Some(Reconnect {
-            give_up_at: now + self.resume_window,
-            reason: "link lost when this daemon stopped".into(),
-            dial: None,
-            next_attempt: Some(now),
-            backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
-            after_restart: true,
-        });
+        let reason = "link lost when this daemon stopped".to_owned();
+        let mut reconnect = Reconnect::new(now + self.resume_window, reason, Some(now));
+        reconnect.after_restart = true;
+        c.reconnect = Some(reconnect);
         self.last_peer = Some(peer);
         self.state = State::Connected(c);
         self.push(Action::Presence(Presence::Busy));
@@ -540,21 +559,13 @@ impl Session {
         let Some(r) = c.reconnect.as_ref().filter(|r| r.dial == Some(link)) else {
             return self.handle_dial_failed(link, now);
         };
-        if !r.after_restart {
-            let reason = format!("{} ended the conversation while the link was down", c.peer);
-            return self.finish(reason, "the conversation ended before it was delivered");
+        if r.after_restart {
+            let reason =
+                format!("{} no longer has this conversation (it ended while we were down)", c.peer);
+            return self.end(reason, Unacked::Keep(now));
         }
-        let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
-            return;
-        };
-        let peer = c.peer.clone();
-        let reason =
-            format!("{peer} no longer has this conversation (it ended while we were down)");
-        self.push(Action::Persist(Record::Resumable { peer: None }));
-        self.push(Action::Emit(Event::Disconnected { peer: peer.clone(), reason }));
-        self.push(Action::Presence(Presence::Available));
-        self.last_peer = Some(peer.clone());
-        self.restore_unacked(peer, c.unacked.into_iter().collect(), now);
+        let reason = format!("{} ended the conversation while the link was down", c.peer);
+        self.finish(reason, "the conversation ended before it was delivered");
     }
 
     /// Whether a redial from `peer` is refused as ended before anything
@@ -606,11 +617,10 @@ impl Session {
         if peer == self.me {
             return Err(AcceptError::Yourself);
         }
-        let crossed = || AcceptError::Crossed { me: self.me.clone() };
-        if kind == DialKind::AfterRestart && !self.talking_to(&peer) {
-            // Whatever we had with this peer is over.
-            return Err(AcceptError::Ended { me: self.me.clone() });
+        if let Some(ended) = self.refuses_redial(&peer, kind) {
+            return Err(ended);
         }
+        let crossed = || AcceptError::Crossed { me: self.me.clone() };
         match &self.state {
             State::Idle => {
                 let link = self.new_link();
@@ -863,14 +873,7 @@ impl Session {
                 let give_up_at = now + self.resume_window;
                 let next_attempt = (c.role == Role::Dialer).then_some(now);
                 c.link = None;
-                c.reconnect = Some(Reconnect {
-                    give_up_at,
-                    reason: reason.clone(),
-                    dial: None,
-                    next_attempt,
-                    backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
-                    after_restart: false,
-                });
+                c.reconnect = Some(Reconnect::new(give_up_at, reason.clone(), next_attempt));
                 let peer = c.peer.clone();
                 self.push(Action::Emit(Event::LinkLost { peer, reason }));
                 // The first redial goes out at once.
@@ -1131,14 +1134,26 @@ impl Session {
     /// Ends the conversation: every unacknowledged message of ours fails,
     /// both users are told, and we are available again.
     fn finish(&mut self, reason: String, failed_reason: &str) {
+        self.end(reason, Unacked::Fail(failed_reason));
+    }
+
+    /// Ends the conversation: both users are told `reason`, we are
+    /// available again, and its unacknowledged messages go as `unacked`
+    /// says.
+    fn end(&mut self, reason: String, unacked: Unacked<'_>) {
         let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
         if c.role == Role::Dialer {
             self.push(Action::Persist(Record::Resumable { peer: None }));
         }
-        for m in c.unacked {
-            self.fail(&c.peer, m.id, failed_reason);
+        match unacked {
+            Unacked::Fail(why) => {
+                for m in c.unacked {
+                    self.fail(&c.peer, m.id, why);
+                }
+            }
+            Unacked::Keep(now) => self.restore_unacked(c.peer.clone(), c.unacked.into(), now),
         }
         self.push(Action::Emit(Event::Disconnected { peer: c.peer.clone(), reason }));
         self.push(Action::Presence(Presence::Available));

@@ -613,16 +613,17 @@ impl Driver {
             let _ = reply.send(self.busy());
             return;
         }
-        // Before asking anyone: a conversation that is over for us.
-        if let Some(ended) = self.session.refuses_redial(&peer, kind) {
-            tracing::info!(%peer, "refused a redial: the conversation was ended meanwhile");
-            let _ = reply.send(Answer::Refused(ended));
-            return;
-        }
         // Only a new conversation is asked about: a peer we are talking to
         // (resuming) is taken back, and while busy everyone else is busy.
         if self.session.peer().is_none() && self.gate.policy.must_ask(known) {
-            self.ask(peer, source, link, pin, seen, reply);
+            // Not a redial of a conversation that is over for us, though:
+            // the session would refuse it, so nobody is asked about it.
+            match self.session.refuses_redial(&peer, kind) {
+                Some(ended) => {
+                    let _ = reply.send(Answer::Refused(ended));
+                }
+                None => self.ask(peer, source, link, pin, seen, reply),
+            }
             return;
         }
         if let Some(seen) = seen {

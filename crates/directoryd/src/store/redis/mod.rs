@@ -491,8 +491,7 @@ impl RedisStore {
             .await
     }
 
-    /// How many replicas the master of `bucket` has connected now.
-    /// How many replicas the master of `bucket` has. An answer from a node
+    /// How many replicas the master of `bucket` has connected now. An answer from a node
     /// that is not a master (the client's map of the cluster lags a
     /// failover) says nothing about that: UNAVAILABLE, to be retried,
     /// rather than "no replica", which would let a binding rest on one node.
