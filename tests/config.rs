@@ -3,6 +3,7 @@
 //! file > default), a malformed file stops peerd with the file, line and
 //! key, and peerd, chatctl and `peerd stop` all find the socket the file
 //! names.
+#![allow(clippy::expect_used)]
 
 mod support;
 

@@ -6,6 +6,7 @@
 //!
 //! A dial waiting for an answer is a `chatctl connect` running in the
 //! background ([`PendingConnect`]), killed if the test fails.
+#![allow(clippy::expect_used)]
 
 mod support;
 

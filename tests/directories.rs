@@ -11,6 +11,7 @@
 //! Each test owns its directories, peers, temp dirs and processes; events
 //! are awaited through `chatctl --json watch`, the directory's list and a
 //! daemon's status (which can only be polled) with `eventually`.
+#![allow(clippy::expect_used)]
 
 mod support;
 

@@ -7,7 +7,7 @@
 //! that can only be polled (the directory's list, a daemon's status) is
 //! awaited with `eventually`, with a deadline.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

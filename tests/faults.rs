@@ -10,6 +10,7 @@
 //!
 //! Needs root (namespaces); skips with a message on stderr otherwise, or
 //! fails if `PEERCHAT_FAULTS_REQUIRED` is set.
+#![allow(clippy::expect_used)]
 
 mod support;
 

@@ -9,6 +9,7 @@
 //!
 //! The attackers run in a tokio runtime the test owns, so they stop with it;
 //! the conversation is driven through `chatctl` from a scoped thread.
+#![allow(clippy::expect_used)]
 
 mod support;
 

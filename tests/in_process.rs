@@ -8,6 +8,7 @@
 //!
 //! Every daemon and the relay stop when their test ends (a cancellation
 //! token each, cancelled by a guard also on panic).
+#![allow(clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

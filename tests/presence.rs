@@ -8,6 +8,7 @@
 //! Every wait has a deadline and no sleep stands in for an event: the
 //! list watch is ready once it printed its `synced` line (or its table),
 //! and `chatctl watch` once it said `watching`.
+#![allow(clippy::expect_used)]
 
 mod support;
 

@@ -12,6 +12,7 @@
 //! Timings are measured from the fault to the first success, by polling
 //! with a deadline what can only be polled (registering, listing), and
 //! printed: run with `--nocapture` to see them.
+#![allow(clippy::expect_used)]
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! killed with messages unacknowledged. What is checked is the history of
 //! both sides, not a few spot values: every message delivered exactly once,
 //! in order, and nothing left unacknowledged or failed.
+#![allow(clippy::expect_used)]
 
 mod support;
 

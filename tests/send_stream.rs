@@ -3,6 +3,7 @@
 //! once, in order, `delivered` only once stored; the receiver's history
 //! holds each message once and in order; errors end the stream with the
 //! status `Send` would give.
+#![allow(clippy::expect_used)]
 
 mod support;
 

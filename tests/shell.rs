@@ -1,6 +1,7 @@
 //! Around the binaries, with the real programs: shell completion (chatctl's
 //! asks the daemon for peer names as you type, in a real bash), peerd's
 //! completion script, and `peerd install-service`'s systemd user unit.
+#![allow(clippy::expect_used)]
 
 mod support;
 

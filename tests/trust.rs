@@ -10,6 +10,7 @@
 //! runtime the test owns, so they stop with it. Events are awaited through
 //! `chatctl --json watch` or a channel from the attacker, state that can only
 //! be polled with `eventually`; never a sleep.
+#![allow(clippy::expect_used)]
 
 mod support;
 

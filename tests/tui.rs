@@ -11,7 +11,7 @@
 //! Without tmux these tests are skipped with a note, except on CI (`CI`
 //! set), where that is a failure.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

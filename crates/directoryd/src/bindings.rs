@@ -367,7 +367,6 @@ pub(crate) fn forget(data_dir: &Path, name: &Name) -> Result<Option<Forgotten>, 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

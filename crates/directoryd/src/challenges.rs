@@ -76,7 +76,6 @@ impl Challenges {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -87,7 +87,6 @@ pub(crate) fn verify(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use peerchat_core::identity::NONCE_LEN;
     use ring::rand::SystemRandom;

@@ -358,7 +358,6 @@ fn parse_page_token(raw: &str) -> Result<Option<String>, Status> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use tonic::Code;
 

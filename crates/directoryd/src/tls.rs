@@ -203,7 +203,6 @@ fn write_private(data_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), KeyEr
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -69,7 +69,6 @@ pub(crate) fn peer(listing: Listing) -> pb::Peer {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::model::Source;

@@ -5,6 +5,7 @@
 //! peer is ever missing), every listing comes back within a normal time,
 //! and no heartbeat is refused. The latencies are printed so that they can
 //! be quoted.
+#![allow(clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::Arc;

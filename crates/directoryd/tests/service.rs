@@ -1,7 +1,7 @@
 //! The directory in process, over real TCP on 127.0.0.1:0, through the
 //! generated clients, with a temporary data dir per test.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

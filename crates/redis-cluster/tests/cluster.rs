@@ -3,7 +3,7 @@
 //! AOFs, and dropping the cluster leaves no node running. Skips (passing, saying why on stderr) where redis-server is
 //! missing, unless PEERCHAT_REDIS_REQUIRED=1.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

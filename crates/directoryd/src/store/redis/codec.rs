@@ -93,7 +93,6 @@ pub(crate) fn probe(payload: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

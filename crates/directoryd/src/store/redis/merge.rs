@@ -114,7 +114,6 @@ impl Merge {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::model::Presence;
