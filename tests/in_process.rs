@@ -480,8 +480,49 @@ async fn status_shows_the_advertised_address_while_the_directory_is_away() {
     assert!(!ready.registered && ready.directory_error.is_some(), "{ready:?}");
     let status = alice.status().await;
     assert_eq!(status.directory_state, "unreachable");
+    assert!(!status.directory_error.is_empty(), "{status:?}");
     assert_eq!(status.advertise, advertise.to_string());
     alice.stop().await;
+}
+
+/// `status` says why the daemon is not registered, not only that it is
+/// not: a directory that answers no after the start (here the replica
+/// peerd moves on to counts alice as a new name over its quota) is
+/// `refused`, with the directory's own words.
+#[tokio::test]
+async fn status_says_why_a_directory_refused_the_registration_after_the_start() {
+    // alice renews her lease every second (ttl/3) on the first replica.
+    let first = directory_with(|config| config.ttl = Duration::from_secs(3)).await;
+    let second = directory_with(|config| config.new_names_per_day = 1).await;
+    // carol spends the second replica's quota of new names for this host.
+    let carol = Daemon::start(&second, "carol", None).await;
+    let home = temp_dir();
+    let mut config = config(&first, "alice", None, home.path());
+    config.directories.push(second.url.clone());
+    let (alice, _) = Daemon::run(config, home).await;
+    let status = alice.status().await;
+    assert_eq!(
+        (status.directory_state.as_str(), status.directory_error.as_str()),
+        ("registered", "")
+    );
+
+    // The first replica goes; the second does not know alice's lease, and
+    // registering her there is over its quota.
+    drop(first);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        let status = alice.status().await;
+        if status.directory_state != "registered" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "alice stayed registered: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.directory_state, "refused", "{status:?}");
+    assert_eq!(status.directory, second.url, "{status:?}");
+    assert!(status.directory_error.contains("too many new names from 127.0.0.1"), "{status:?}");
+    alice.stop().await;
+    carol.stop().await;
 }
 
 async fn directory_client(dir: &Directory) -> pb::directory_client::DirectoryClient<Channel> {

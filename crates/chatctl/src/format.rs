@@ -193,15 +193,17 @@ pub(crate) fn list_text(peers: &[pb::Peer], you: &str, keys: bool) -> String {
 
 // ---- status ----
 
-/// `status --json`; an empty `peer` becomes `null`.
+/// `status --json`; an empty `peer` or `directory_error` becomes `null`.
 pub(crate) fn status_json(s: &pb::GetStatusResponse) -> Value {
+    let or_null = |v: &str| if v.is_empty() { Value::Null } else { Value::from(v) };
     json!({
         "name": s.name,
         "listen": s.listen,
         "advertise": s.advertise,
         "directory": s.directory,
         "directory_state": s.directory_state,
-        "peer": if s.peer.is_empty() { Value::Null } else { Value::from(s.peer.as_str()) },
+        "directory_error": or_null(&s.directory_error),
+        "peer": or_null(&s.peer),
         "conversation": s.conversation,
         "pid": s.pid,
         "unacknowledged": s.unacknowledged,
@@ -231,21 +233,27 @@ pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // Said only when there is something to say: it comes from the
+    // network (the directory's answer), so it stays on its line.
+    let directory_error = (!s.directory_error.is_empty())
+        .then(|| ("directory error", clean_line(&s.directory_error).into_owned()));
     let rows = [
-        ("name", or(&s.name, "-")),
-        ("pid", s.pid.to_string()),
-        ("listen", or(&s.listen, "-")),
-        ("advertise", or(&s.advertise, "(not registered)")),
-        ("directory", or(&s.directory, "-")),
-        ("directory state", or(&s.directory_state, "-")),
-        ("conversation", or(&s.conversation, "-")),
-        ("peer", or(&s.peer, "(none)")),
-        ("unacknowledged", s.unacknowledged.to_string()),
-        ("data dir", or(&s.data_dir, "-")),
-        ("key", or(&s.key, "-")),
-        ("accept", or(&s.accept, "all")),
-        ("requests", or(&requests, "(none)")),
+        Some(("name", or(&s.name, "-"))),
+        Some(("pid", s.pid.to_string())),
+        Some(("listen", or(&s.listen, "-"))),
+        Some(("advertise", or(&s.advertise, "(not registered)"))),
+        Some(("directory", or(&s.directory, "-"))),
+        Some(("directory state", or(&s.directory_state, "-"))),
+        directory_error,
+        Some(("conversation", or(&s.conversation, "-"))),
+        Some(("peer", or(&s.peer, "(none)"))),
+        Some(("unacknowledged", s.unacknowledged.to_string())),
+        Some(("data dir", or(&s.data_dir, "-"))),
+        Some(("key", or(&s.key, "-"))),
+        Some(("accept", or(&s.accept, "all"))),
+        Some(("requests", or(&requests, "(none)"))),
     ];
+    let rows: Vec<_> = rows.into_iter().flatten().collect();
     let width = rows.iter().map(|(key, _)| key.len() + 1).max().unwrap_or(0);
     rows.iter()
         .map(|(key, value)| format!("{:<width$} {value}", format!("{key}:")))
@@ -708,6 +716,7 @@ mod tests {
             key: "ABCD-EFGH".into(),
             accept: "all".into(),
             requests: Vec::new(),
+            directory_error: String::new(),
         }
     }
 
@@ -717,12 +726,33 @@ mod tests {
             status_json(&status("")),
             json!({
                 "name": "alice", "listen": "0.0.0.0:4000", "advertise": "10.0.0.5:4000",
-                "directory": "http://127.0.0.1:7300", "directory_state": "registered", "peer": null,
+                "directory": "http://127.0.0.1:7300", "directory_state": "registered",
+                "directory_error": null, "peer": null,
                 "conversation": "idle", "pid": 42, "unacknowledged": 1, "data_dir": "/d",
                 "key": "ABCD-EFGH", "accept": "all", "requests": [],
             })
         );
         assert_eq!(status_json(&status("bob"))["peer"], json!("bob"));
+        let refused = pb::GetStatusResponse {
+            directory_state: "refused".into(),
+            directory_error: "quota of new names used up".into(),
+            ..status("")
+        };
+        assert_eq!(status_json(&refused)["directory_error"], json!("quota of new names used up"));
+    }
+
+    #[test]
+    fn status_text_says_why_the_directory_is_not_registered_on_one_line() {
+        let away = pb::GetStatusResponse {
+            directory_state: "unreachable".into(),
+            directory_error: "no answer\n[12:00:00] bob: forged".into(),
+            ..status("")
+        };
+        let text = status_text(&away);
+        assert!(
+            text.contains("directory state: unreachable\ndirectory error: no answer\\n[12:00:00]"),
+            "{text}"
+        );
     }
 
     #[test]

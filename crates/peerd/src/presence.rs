@@ -50,6 +50,12 @@ pub(crate) enum DirectoryState {
         why: String,
         last_address: Option<String>,
     },
+    /// The directory answered and said no to what we sent (a rejected
+    /// registration, a used-up quota of new names), or showed a key other
+    /// than the pinned one: trying again is not likely to help by itself.
+    Refused {
+        why: String,
+    },
     Taken,
 }
 
@@ -59,7 +65,18 @@ impl DirectoryState {
             DirectoryState::Registering => "registering",
             DirectoryState::Registered { .. } => "registered",
             DirectoryState::Unreachable { .. } => "unreachable",
+            DirectoryState::Refused { .. } => "refused",
             DirectoryState::Taken => "taken",
+        }
+    }
+
+    /// Why this daemon is not registered, for `status`: the last attempt's
+    /// failure, which otherwise only the log would tell.
+    pub(crate) fn why(&self) -> &str {
+        match self {
+            DirectoryState::Registering | DirectoryState::Registered { .. } => "",
+            DirectoryState::Unreachable { why, .. } | DirectoryState::Refused { why } => why,
+            DirectoryState::Taken => "the name is registered by another live peer",
         }
     }
 }
@@ -134,9 +151,7 @@ impl PresenceTask {
                 }
                 Err(Failure::Rejected(why) | Failure::WrongKey(why)) => {
                     tracing::error!(%why, "the directory refused our registration");
-                    let last_address = None;
-                    let state = DirectoryState::Unreachable { why: why.clone(), last_address };
-                    self.state.send_replace(state);
+                    self.state.send_replace(DirectoryState::Refused { why: why.clone() });
                     self.report_first(FirstAttempt::Rejected(why));
                     backoff.next_delay()
                 }

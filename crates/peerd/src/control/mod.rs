@@ -146,6 +146,7 @@ impl pb::control_server::Control for ControlService {
             // The replica in use now: the one the state is about.
             directory: self.directory.current_url().to_owned(),
             directory_state: dir.word().to_owned(),
+            directory_error: dir.why().to_owned(),
             peer: s.peer.map(|p| p.to_string()).unwrap_or_default(),
             conversation: s.phase.as_str().to_owned(),
             pid: std::process::id(),
