@@ -190,6 +190,8 @@ fn a_dialer_back_after_the_callees_window_does_not_revive_the_conversation() {
     assert!(ended["reason"].as_str().unwrap_or_default().contains("not back within"), "{ended}");
     support::proc::signal(alice.pid(), libc::SIGCONT);
 
-    wa.wait_for("alice's disconnected", EVENT_TIMEOUT, ev::disconnected("bob"));
+    let ended = wa.wait_for("alice's disconnected", EVENT_TIMEOUT, ev::disconnected("bob"));
+    let reason = ended["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("bob stopped waiting for the link"), "{ended}");
     both_free_and_not_revived(&alice, &bob, &mut wb);
 }

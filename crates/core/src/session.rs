@@ -262,7 +262,7 @@ pub struct Session {
     /// may still redial: their redials are refused as ended (they could
     /// not be told then, and are told so), until a new conversation with
     /// them starts. Newest last, at most [`MAX_ENDED_AWAY`].
-    ended_away: VecDeque<Name>,
+    ended_away: VecDeque<(Name, EndedHow)>,
 }
 
 /// How many peers [`Session::refuses_redial`] remembers. A peer redials
@@ -552,7 +552,7 @@ impl Session {
     /// without failing anything: its unacknowledged messages are back to
     /// what they were before, sent with the next conversation with that
     /// peer if one comes within the resume window.
-    pub fn handle_redial_refused_ended(&mut self, link: LinkId, now: Instant) {
+    pub fn handle_redial_refused_ended(&mut self, link: LinkId, how: EndedHow, now: Instant) {
         let State::Connected(c) = &self.state else {
             return self.handle_dial_failed(link, now);
         };
@@ -564,7 +564,7 @@ impl Session {
                 format!("{} no longer has this conversation (it ended while we were down)", c.peer);
             return self.end(reason, Unacked::Keep(now));
         }
-        let reason = format!("{} ended the conversation while the link was down", c.peer);
+        let reason = format!("{} {how}", c.peer);
         self.finish(reason, "the conversation ended before it was delivered");
     }
 
@@ -576,25 +576,26 @@ impl Session {
     /// conversation with it. A fresh dial (its user ran `connect`) is never
     /// refused for this.
     pub fn refuses_redial(&self, peer: &Name, kind: DialKind) -> Option<AcceptError> {
-        let talking = self.talking_to(peer);
-        let ended = match kind {
-            DialKind::Fresh => false,
-            DialKind::AfterRestart if !talking => true,
-            DialKind::Redial | DialKind::AfterRestart => {
-                !talking && self.ended_away.iter().any(|ended| ended == peer)
-            }
+        if kind == DialKind::Fresh || self.talking_to(peer) {
+            return None;
+        }
+        let remembered = self.ended_away.iter().find(|(ended, _)| ended == peer).map(|e| e.1);
+        let how = match (kind, remembered) {
+            (_, Some(how)) => how,
+            (DialKind::AfterRestart, None) => EndedHow::NotHere,
+            _ => return None,
         };
-        ended.then(|| AcceptError::Ended { me: self.me.clone() })
+        Some(AcceptError::Ended { me: self.me.clone(), how })
     }
 
     /// Remembers that the conversation with `peer`, which dialed it, ended
     /// here while its link was down (see [`Session::refuses_redial`]).
-    fn ended_while_away(&mut self, peer: &Name) {
-        self.ended_away.retain(|p| p != peer);
+    fn ended_while_away(&mut self, peer: &Name, how: EndedHow) {
+        self.ended_away.retain(|(p, _)| p != peer);
         if self.ended_away.len() >= MAX_ENDED_AWAY {
             self.ended_away.pop_front();
         }
-        self.ended_away.push_back(peer.clone());
+        self.ended_away.push_back((peer.clone(), how));
     }
 
     /// Whether `peer` is the one we are dialing or in a conversation with.
@@ -732,7 +733,7 @@ impl Session {
                 let peer = c.peer.clone();
                 let redial = c.reconnect.as_ref().and_then(|r| r.dial);
                 if c.role == Role::Callee {
-                    self.ended_while_away(&peer);
+                    self.ended_while_away(&peer, EndedHow::ByUser);
                 }
                 if let Some(dial) = redial {
                     self.push(Action::DropLink { link: dial });
@@ -922,7 +923,7 @@ impl Session {
                 self.push(Action::DropLink { link: dial });
             }
             if let Some(peer) = redialer {
-                self.ended_while_away(&peer);
+                self.ended_while_away(&peer, EndedHow::WindowPassed);
             }
             self.finish(reason.clone(), &reason);
             return;
@@ -1195,7 +1196,7 @@ impl Session {
 
     fn start(&mut self, mut conversation: Box<Conversation>) {
         let peer = conversation.peer.clone();
-        self.ended_away.retain(|ended| *ended != peer);
+        self.ended_away.retain(|(ended, _)| *ended != peer);
         // Messages an earlier run could not deliver to this peer go first.
         let pending = self.pending.remove(&peer.key());
         if self.pending.is_empty() {

@@ -651,12 +651,12 @@ fn a_callee_that_ended_while_reconnecting_refuses_the_redial() {
 
     // Alice's redial is refused, within the window and only then...
     let refusal = p.bob.refuses_redial(&name("ALICE"), DialKind::Redial);
-    assert_eq!(refusal, Some(AcceptError::Ended { me: name("Bob") }));
+    assert_eq!(refusal, Some(AcceptError::Ended { me: name("Bob"), how: EndedHow::ByUser }));
     assert_eq!(p.bob.refuses_redial(&name("carol"), DialKind::Redial), None, "only alice's");
     assert_eq!(p.bob.refuses_redial(&name("alice"), DialKind::Fresh), None, "only redials");
     // ...and she ends the conversation on it, failing what she had queued.
     let redial = *p.a.redials.last().expect("alice redials");
-    p.alice.handle_redial_refused_ended(redial, p.now);
+    p.alice.handle_redial_refused_ended(redial, EndedHow::ByUser, p.now);
     p.drive();
     assert_eq!(p.alice.phase(), Phase::Idle);
     assert_eq!(failed(&p.a), [lost]);
@@ -688,7 +688,13 @@ fn a_callee_whose_window_passed_refuses_the_late_redial() {
     bob.handle_timeout(now + Duration::from_secs(5));
     assert_eq!(bob.phase(), Phase::Idle);
     let late = bob.refuses_redial(&name("alice"), DialKind::Redial);
-    assert_eq!(late, Some(AcceptError::Ended { me: name("Bob") }));
+    let window_passed = AcceptError::Ended { me: name("Bob"), how: EndedHow::WindowPassed };
+    assert_eq!(late, Some(window_passed.clone()));
+    // What the dialer is told: not that bob's user ended it.
+    assert_eq!(
+        window_passed.to_string(),
+        "Bob stopped waiting for the link: its resume window passed"
+    );
     assert_eq!(bob.refuses_redial(&name("alice"), DialKind::Fresh), None);
 }
 
@@ -702,7 +708,7 @@ fn a_dialer_that_ended_while_reconnecting_refuses_nothing() {
     p.drive();
     assert_eq!(p.alice.refuses_redial(&name("bob"), DialKind::Redial), None);
     // And a redial refusal for a dial nobody is waiting for changes nothing.
-    p.alice.handle_redial_refused_ended(LinkId(999), p.now);
+    p.alice.handle_redial_refused_ended(LinkId(999), EndedHow::ByUser, p.now);
     p.drive();
     assert_eq!(disconnected(&p.a).len(), 1);
 }
@@ -895,15 +901,15 @@ fn a_restarted_dialer_is_refused_by_a_callee_that_moved_on() {
     let now = Instant::now();
     // Refused before bob's user would be asked about it...
     let early = bob.refuses_redial(&name("alice"), DialKind::AfterRestart);
-    assert_eq!(early, Some(AcceptError::Ended { me: name("bob") }));
+    assert_eq!(early, Some(AcceptError::Ended { me: name("bob"), how: EndedHow::NotHere }));
     assert_eq!(bob.refuses_redial(&name("alice"), DialKind::Fresh), None);
     // ...and by the session itself.
     let ended = bob.handle_hello(name("alice"), DialKind::AfterRestart);
-    assert_eq!(ended, Err(AcceptError::Ended { me: name("bob") }));
+    assert_eq!(ended, Err(AcceptError::Ended { me: name("bob"), how: EndedHow::NotHere }));
     assert_eq!(bob.phase(), Phase::Idle);
     bob.handle_hello(name("carol"), DialKind::Fresh).expect("bob talks to carol");
     let busy_elsewhere = bob.handle_hello(name("alice"), DialKind::AfterRestart);
-    assert_eq!(busy_elsewhere, Err(AcceptError::Ended { me: name("bob") }));
+    assert_eq!(busy_elsewhere, Err(AcceptError::Ended { me: name("bob"), how: EndedHow::NotHere }));
     // An ordinary redial to an idle callee is still taken (the callee is
     // the one that restarted).
     let mut fresh = Session::new(name("bob"), WINDOW);
@@ -916,7 +922,7 @@ fn a_restarted_dialer_is_refused_by_a_callee_that_moved_on() {
     let mut a = Side::default();
     Pair::drain(&mut alice, &mut a);
     let dial = *a.redials.last().expect("a redial");
-    alice.handle_redial_refused_ended(dial, now);
+    alice.handle_redial_refused_ended(dial, EndedHow::NotHere, now);
     Pair::drain(&mut alice, &mut a);
     assert_eq!(alice.phase(), Phase::Idle);
     assert_eq!(resumable(&a), Some(None));

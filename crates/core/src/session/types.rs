@@ -312,6 +312,21 @@ pub enum ConnectError {
     AlreadyConnecting { peer: Name },
 }
 
+/// How a conversation a redial asks for ended on the callee's side: what
+/// the dialer, which could not be told then, is told now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EndedHow {
+    /// Its user ran `disconnect` while the link was down.
+    #[error("ended the conversation while the link was down")]
+    ByUser,
+    /// Its resume window passed before the link came back.
+    #[error("stopped waiting for the link: its resume window passed")]
+    WindowPassed,
+    /// The dialer restarted and the callee has no conversation with it.
+    #[error("has no conversation with you to resume")]
+    NotHere,
+}
+
 /// Refusals of an inbound Hello.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AcceptError {
@@ -319,9 +334,10 @@ pub enum AcceptError {
     Busy { me: Name },
     #[error("a peer cannot connect to itself")]
     Yourself,
-    /// A redial of a conversation our user ended while its link was down.
-    #[error("{me} ended the conversation while the link was down")]
-    Ended { me: Name },
+    /// A redial of a conversation that ended here while its link was down
+    /// (or, after the dialer's restart, that we do not have).
+    #[error("{me} {how}")]
+    Ended { me: Name, how: EndedHow },
     /// We are dialing the dialer at the same moment, and our dial wins.
     #[error("{me} is dialing you at the same moment; take that call")]
     Crossed { me: Name },

@@ -126,7 +126,7 @@ fn dial_code(e: &DialError) -> Code {
     match e {
         DialError::NotOnline(_) | DialError::Unreachable { .. } => Code::NotFound,
         DialError::Busy(_)
-        | DialError::Ended(_)
+        | DialError::Ended { .. }
         | DialError::Crossed(_)
         | DialError::NotAccepted(_)
         | DialError::NoKey(_)

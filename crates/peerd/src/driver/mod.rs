@@ -856,8 +856,8 @@ impl Driver {
                 }
             }
             Err(e) => {
-                if matches!(e, DialError::Ended(_)) {
-                    self.session.handle_redial_refused_ended(link, now);
+                if let DialError::Ended { how, .. } = e {
+                    self.session.handle_redial_refused_ended(link, how, now);
                 } else {
                     self.session.handle_dial_failed(link, now);
                 }

@@ -77,7 +77,9 @@ impl Dial for Wired {
                     Some(declined)
                 }
                 Ok(Answer::Refused(AcceptError::Busy { .. })) => return Err(DialError::Busy(to)),
-                Ok(Answer::Refused(AcceptError::Ended { .. })) => return Err(DialError::Ended(to)),
+                Ok(Answer::Refused(AcceptError::Ended { how, .. })) => {
+                    return Err(DialError::Ended { name: to, how });
+                }
                 Ok(Answer::Refused(AcceptError::Crossed { .. })) => {
                     return Err(DialError::Crossed(to));
                 }

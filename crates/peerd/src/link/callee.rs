@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::session::{AcceptError, DialKind};
+use peerchat_core::session::{AcceptError, DialKind, EndedHow};
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -244,9 +244,14 @@ impl pb::chat_server::Chat for ChatService {
                 let why = "a peer cannot connect to itself";
                 Err(Refusal::new(Reason::Yourself, why).into())
             }
-            Ok(Answer::Refused(e @ AcceptError::Ended { .. })) => {
-                tracing::info!(%peer, ?remote, "refused a redial of an ended conversation");
-                Err(Refusal::new(Reason::Ended, e.to_string()).into())
+            Ok(Answer::Refused(e @ AcceptError::Ended { how, .. })) => {
+                tracing::info!(%peer, ?remote, ?how, "refused a redial of an ended conversation");
+                let reason = match how {
+                    EndedHow::ByUser => Reason::Ended,
+                    EndedHow::WindowPassed => Reason::WindowPassed,
+                    EndedHow::NotHere => Reason::NotHere,
+                };
+                Err(Refusal::new(reason, e.to_string()).into())
             }
             Ok(Answer::Refused(e @ AcceptError::Crossed { .. })) => {
                 tracing::info!(%peer, ?remote, "our dials crossed; ours is the conversation");

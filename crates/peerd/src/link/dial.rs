@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::session::DialKind;
+use peerchat_core::session::{DialKind, EndedHow};
 use peerchat_core::timeouts::{ASK_TIMEOUT, CONNECT_ANSWER_MARGIN, DIAL_TIMEOUT};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -55,10 +55,10 @@ pub(crate) enum DialError {
     /// conversation will be that dial. Shown only when it did not come.
     #[error("{0} was dialing you at the same moment, and that call did not come through")]
     Crossed(Name),
-    /// A redial refused: the callee's user ended the conversation while
-    /// the link was down.
-    #[error("{0} ended the conversation while the link was down")]
-    Ended(Name),
+    /// A redial refused: the conversation ended on the callee's side while
+    /// the link was down (`how`), or, after our restart, it has none.
+    #[error("{name} {how}")]
+    Ended { name: Name, how: EndedHow },
     /// The callee's user was asked and said no, or did not answer in time.
     #[error("{0} did not accept")]
     NotAccepted(Name),
@@ -308,7 +308,11 @@ fn refused(name: &Name, status: &tonic::Status) -> DialError {
     match refusal.reason {
         Reason::Busy => DialError::Busy(name.clone()),
         Reason::NotAccepted => DialError::NotAccepted(name.clone()),
-        Reason::Ended => DialError::Ended(name.clone()),
+        Reason::Ended => DialError::Ended { name: name.clone(), how: EndedHow::ByUser },
+        Reason::WindowPassed => {
+            DialError::Ended { name: name.clone(), how: EndedHow::WindowPassed }
+        }
+        Reason::NotHere => DialError::Ended { name: name.clone(), how: EndedHow::NotHere },
         Reason::Crossed => DialError::Crossed(name.clone()),
         _ => DialError::Refused { name: name.clone(), refusal },
     }

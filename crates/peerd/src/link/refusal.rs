@@ -42,6 +42,8 @@ impl Refusal {
             | Reason::WrongPeer
             | Reason::NotAccepted
             | Reason::Ended
+            | Reason::WindowPassed
+            | Reason::NotHere
             | Reason::Crossed => Code::FailedPrecondition,
             Reason::Unverified => Code::PermissionDenied,
             Reason::CannotVerify | Reason::ShuttingDown => Code::Unavailable,
