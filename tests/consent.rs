@@ -118,7 +118,7 @@ fn ask_lets_the_user_accept_or_reject() {
     // It said why it waited.
     assert_eq!(
         stderr(&out),
-        "waiting for bob to accept (up to 60 s; `chatctl disconnect` gives up)"
+        "waiting for bob to accept (up to 60 s; Ctrl-C or `chatctl disconnect` gives up)"
     );
     bob_sees.wait_for("connected", EVENT_TIMEOUT, ev::connected("alice"));
     bob_sees.wait_for("accepted", EVENT_TIMEOUT, request_ended("alice", "accepted"));
@@ -141,6 +141,33 @@ fn ask_lets_the_user_accept_or_reject() {
     // Nothing waits now.
     assert_eq!(bob.ctl_err(&["accept"]), "error: no request to talk is waiting");
     assert_eq!(bob.ctl_err(&["reject", "carol"]), "error: no request from carol is waiting");
+}
+
+/// Interrupting a waiting `chatctl connect` (Ctrl-C) gives up on the dial
+/// as `chatctl disconnect` does: the request is withdrawn on the callee's
+/// side, and the dialer is free at once instead of busy for the rest of
+/// the minute.
+#[test]
+fn ctrl_c_on_a_waiting_connect_withdraws_the_request() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
+    let mut bob_sees = bob.watch();
+    let dial = PendingConnect::start(&alice, "bob");
+    bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
+    assert_eq!(alice.status()["conversation"], "connecting");
+
+    proc::signal(dial.pid, libc::SIGINT);
+    let out = dial.finish(EVENT_TIMEOUT);
+    assert!(!out.status.success(), "an interrupted connect succeeded: {out:?}");
+    bob_sees.wait_for("withdrawn", EVENT_TIMEOUT, request_ended("alice", "withdrawn"));
+    assert_eq!(bob.ctl_err(&["accept"]), "error: no request to talk is waiting");
+    assert_eq!(alice.status()["conversation"], "idle");
+    // Nothing of the old dial lingers: alice may ask again.
+    let again = PendingConnect::start(&alice, "bob");
+    bob_sees.wait_for("alice's new request", EVENT_TIMEOUT, request_from("alice"));
+    assert_eq!(bob.ctl_ok(&["accept"]).trim(), "accepted alice: connected");
+    assert_exit(&again.finish(EVENT_TIMEOUT), 0, "alice's second connect");
 }
 
 #[test]

@@ -476,14 +476,21 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
     })
 }
 
-/// Our dial waits for the peer's user: what `connect`, `watch` and the
-/// TUI say.
+/// Our dial waits for the peer's user: what `watch` and the TUI say.
 pub(crate) fn asking_text(peer: &str) -> String {
+    asking_with(peer, "`chatctl disconnect` gives up")
+}
+
+/// [`asking_text`] for the `chatctl connect` that waits: interrupting it
+/// gives up too.
+pub(crate) fn connect_asking_text(peer: &str) -> String {
+    asking_with(peer, "Ctrl-C or `chatctl disconnect` gives up")
+}
+
+fn asking_with(peer: &str, giving_up: &str) -> String {
     let peer = clean(peer);
-    format!(
-        "waiting for {peer} to accept (up to {} s; `chatctl disconnect` gives up)",
-        peerchat_core::timeouts::ASK_TIMEOUT.as_secs()
-    )
+    let within = peerchat_core::timeouts::ASK_TIMEOUT.as_secs();
+    format!("waiting for {peer} to accept (up to {within} s; {giving_up})")
 }
 
 /// A request's end as `watch --json` spells it.

@@ -37,7 +37,7 @@ async fn open_telling(client: &mut Control, name: &Name) -> Result<String, Error
                 Ok(Some(pb::Event { kind: Some(pb::event::Kind::Asking(a)) }))
                     if name.matches(&a.peer) =>
                 {
-                    output::note(&format::asking_text(&a.peer));
+                    output::note(&format::connect_asking_text(&a.peer));
                 }
                 Ok(Some(_)) => {}
                 // The events stopped; the answer still comes.

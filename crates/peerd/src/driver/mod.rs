@@ -119,6 +119,26 @@ fn poll_asking(asking: &mut Requests<Asked>, cx: &mut Context<'_>) -> Poll<Name>
     Poll::Pending
 }
 
+/// Ready when the client waiting for `connect`'s answer has gone away.
+fn poll_abandoned(pending: &mut Option<PendingConnect>, cx: &mut Context<'_>) -> Poll<()> {
+    match pending {
+        Some((_, reply)) => reply.poll_closed(cx),
+        None => Poll::Pending,
+    }
+}
+
+/// A `connect` waiting for the dial on its link.
+type PendingConnect = (LinkId, oneshot::Sender<Result<Name, ConnectFailed>>);
+
+/// A dial in progress.
+#[derive(Debug)]
+struct Dialing {
+    /// Its job, to abort it.
+    job: AbortHandle,
+    /// Whether the callee said it is asking its user.
+    asked: bool,
+}
+
 /// The next frame (or end) from any open link. There are at most a few:
 /// the conversation's, and one dialed or accepted while it ends.
 fn poll_links(links: &mut Links, cx: &mut Context<'_>) -> Poll<(LinkId, Result<Frame, LinkDown>)> {
@@ -186,8 +206,8 @@ pub(crate) struct Driver {
     links: Links,
     /// Dials and history reads in progress.
     jobs: JoinSet<Done>,
-    /// The dial of each link being dialed, to abort it.
-    dialing: HashMap<LinkId, AbortHandle>,
+    /// The dial of each link being dialed.
+    dialing: HashMap<LinkId, Dialing>,
     /// Dials the user cancelled that may still reach the callee (see
     /// `Action::HangUp`), oldest first, at most [`MAX_HUNG_UP`].
     hung_up: Vec<LinkId>,
@@ -195,7 +215,7 @@ pub(crate) struct Driver {
     /// them or [`CLOSE_TIMEOUT`] passes.
     closing: Vec<(LinkId, Instant)>,
     watchers: Vec<Watcher>,
-    pending_connect: Option<(LinkId, oneshot::Sender<Result<Name, ConnectFailed>>)>,
+    pending_connect: Option<PendingConnect>,
     pending_disconnect: Vec<oneshot::Sender<Result<Ended, DisconnectError>>>,
     /// Sends waiting for a receipt: id → handed to the link when, what,
     /// who asked.
@@ -338,6 +358,11 @@ impl Driver {
                     }
                 }
                 Some((link, wait)) = self.dial_asked.recv() => self.on_dial_asked(link, wait),
+                () = std::future::poll_fn(|cx| poll_abandoned(&mut self.pending_connect, cx)),
+                    if self.pending_connect.is_some() =>
+                {
+                    self.on_connect_abandoned(Instant::now());
+                }
                 _ = sleep_until(lapse), if lapse.is_some() => {
                     for r in self.asking.expire(Instant::now()) {
                         tracing::info!(peer = %r.peer, "nobody answered the request in time");
@@ -788,21 +813,20 @@ impl Driver {
             };
             Done::Dialed { link, seen, result }
         });
-        self.dialing.insert(link, job);
+        self.dialing.insert(link, Dialing { job, asked: false });
     }
 
     /// Our dial on `link` waits for the callee's user: watchers (and the
     /// `chatctl connect` waiting) are told.
     fn on_dial_asked(&mut self, link: LinkId, wait: Duration) {
-        if !self.dialing.contains_key(&link) {
+        let Some(dial) = self.dialing.get_mut(&link) else {
             return;
-        }
+        };
+        dial.asked = true;
         if let Some(i) = self.hung_up.iter().position(|l| *l == link) {
             // Cancelled: the callee's user is not to be asked any more.
             self.hung_up.remove(i);
-            if let Some(dial) = self.dialing.remove(&link) {
-                dial.abort();
-            }
+            self.abort_dial(link);
             return;
         }
         let Some(peer) = self.session.peer().cloned() else { return };
@@ -811,6 +835,27 @@ impl Driver {
             peer: peer.to_string(),
             expires_at_ms: now_ms().saturating_add(ms),
         }));
+    }
+
+    /// The `connect` waiting for a dial went away before its answer (its
+    /// user pressed Ctrl-C): for a fresh dial that is a cancel, as
+    /// `disconnect` is. A restored conversation's redial goes on: that
+    /// conversation is not the connect's to end.
+    fn on_connect_abandoned(&mut self, now: Instant) {
+        let Some((link, _)) = self.pending_connect.take() else { return };
+        if self.session.phase() != Phase::Connecting || self.session.link() != Some(link) {
+            return;
+        }
+        if let Ok(peer) = self.session.disconnect(now) {
+            tracing::info!(%peer, "the connect was abandoned by its caller; dial cancelled");
+        }
+    }
+
+    /// Stops the dial on `link`, if it is still running.
+    fn abort_dial(&mut self, link: LinkId) {
+        if let Some(dial) = self.dialing.remove(&link) {
+            dial.job.abort();
+        }
     }
 
     fn on_dialed(&mut self, link: LinkId, seen: Option<Seen>, result: DialResult, now: Instant) {
@@ -990,21 +1035,21 @@ impl Driver {
             }
             Action::DropLink { link } => {
                 self.links.remove(&link);
-                if let Some(dial) = self.dialing.remove(&link) {
-                    dial.abort();
-                }
+                self.abort_dial(link);
             }
-            Action::HangUp { link } => {
-                if self.dialing.contains_key(&link) {
+            Action::HangUp { link } => match self.dialing.get(&link) {
+                // The callee's user is being asked: dropping the dial
+                // withdraws the request there (its stream ends).
+                Some(dial) if dial.asked => self.abort_dial(link),
+                Some(_) => {
                     if self.hung_up.len() >= MAX_HUNG_UP {
                         let oldest = self.hung_up.remove(0);
-                        if let Some(dial) = self.dialing.remove(&oldest) {
-                            dial.abort();
-                        }
+                        self.abort_dial(oldest);
                     }
                     self.hung_up.push(link);
                 }
-            }
+                None => {}
+            },
             Action::Redial { link, peer, kind } => {
                 tracing::info!(%peer, ?kind, "redialing to resume the conversation");
                 self.dial(link, peer, kind);

@@ -682,3 +682,63 @@ async fn a_cancelled_dial_that_got_through_says_goodbye() {
     alice.stop().await;
     bob.stop().await;
 }
+
+/// Alice cancels her dial while bob's user is being asked about it: the
+/// request is withdrawn on bob's side at once, not left for bob to accept
+/// into a conversation alice no longer wants.
+#[tokio::test]
+async fn a_cancelled_dial_withdraws_the_request_its_callee_is_asking_about() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start_asking("bob", &board, None, Policy::Ask, ASK_FOR);
+    let mut bob_sees = bob.watch(false).await;
+    let mut alice_sees = alice.watch(false).await;
+    let connected = start_connect(&alice, "bob").await;
+    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
+    let asking = |k| matches!(k, pb::event::Kind::Asking(_)).then_some(());
+    next_event(&mut alice_sees, asking).await;
+
+    let ended = alice.ask(|reply| Request::Disconnect { reply }).await.expect("cancelled");
+    assert_eq!(ended, Ended::Dial { peer: name("bob") });
+    assert!(matches!(within("answer", connected).await, Ok(Err(ConnectFailed::Cancelled { .. }))));
+    assert_eq!(
+        next_event(&mut bob_sees, request_ended).await,
+        ("alice".into(), Outcome_::Withdrawn)
+    );
+    assert!(bob.status().await.requests.is_empty());
+    let late = bob.ask(|reply| Request::Accept { name: Some(name("alice")), reply }).await;
+    assert_eq!(late, Err(ConsentFailed::NoRequest(Some(name("alice")))));
+    assert_eq!(alice.status().await.phase, Phase::Idle);
+    alice.stop().await;
+    bob.stop().await;
+}
+
+/// The client waiting for alice's `connect` goes away (her user pressed
+/// Ctrl-C) while bob's user is being asked: that cancels the dial, as
+/// `disconnect` does, and withdraws the request, instead of leaving alice
+/// busy for the rest of the ask.
+#[tokio::test]
+async fn a_connect_abandoned_by_its_caller_cancels_the_dial() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start_asking("bob", &board, None, Policy::Ask, ASK_FOR);
+    let mut bob_sees = bob.watch(false).await;
+    let mut alice_sees = alice.watch(false).await;
+    let connected = start_connect(&alice, "bob").await;
+    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
+    let asking = |k| matches!(k, pb::event::Kind::Asking(_)).then_some(());
+    next_event(&mut alice_sees, asking).await;
+    assert_eq!(alice.status().await.phase, Phase::Connecting);
+
+    drop(connected);
+    assert_eq!(
+        next_event(&mut bob_sees, request_ended).await,
+        ("alice".into(), Outcome_::Withdrawn)
+    );
+    assert_eq!(alice.status().await.phase, Phase::Idle);
+    // Alice may dial again (bob asks again).
+    let _again = start_connect(&alice, "bob").await;
+    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
+    alice.stop().await;
+    bob.stop().await;
+}
