@@ -92,6 +92,16 @@ fn request_from(peer: &str) -> impl Fn(&Value) -> bool + '_ {
     move |e| e["event"] == "request" && e["peer"] == peer
 }
 
+/// Waits until `by`'s `list` shows `name` as `status` (the directory is
+/// told at once; the list is polled).
+fn listed_as(by: &Peer, name: &str, status: &str) {
+    support::eventually(&format!("{name} listed {status}"), EVENT_TIMEOUT, || {
+        let list = by.list();
+        let shown = list.iter().find(|p| p["name"] == name).map(|p| p["status"].clone());
+        if shown.as_ref().is_some_and(|s| s == status) { Ok(()) } else { Err(format!("{list:?}")) }
+    });
+}
+
 fn request_ended<'a>(peer: &'a str, outcome: &'a str) -> impl Fn(&Value) -> bool + 'a {
     move |e| e["event"] == "request_ended" && e["peer"] == peer && e["outcome"] == outcome
 }
@@ -156,6 +166,8 @@ fn ctrl_c_on_a_waiting_connect_withdraws_the_request() {
     let dial = PendingConnect::start(&alice, "bob");
     bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
     assert_eq!(alice.status()["conversation"], "connecting");
+    // While bob's user is asked, alice is busy to others, and listed so.
+    listed_as(&bob, "alice", "busy");
 
     proc::signal(dial.pid, libc::SIGINT);
     let out = dial.finish(EVENT_TIMEOUT);
@@ -163,6 +175,7 @@ fn ctrl_c_on_a_waiting_connect_withdraws_the_request() {
     bob_sees.wait_for("withdrawn", EVENT_TIMEOUT, request_ended("alice", "withdrawn"));
     assert_eq!(bob.ctl_err(&["accept"]), "error: no request to talk is waiting");
     assert_eq!(alice.status()["conversation"], "idle");
+    listed_as(&bob, "alice", "available");
     // Nothing of the old dial lingers: alice may ask again.
     let again = PendingConnect::start(&alice, "bob");
     bob_sees.wait_for("alice's new request", EVENT_TIMEOUT, request_from("alice"));

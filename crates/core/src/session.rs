@@ -61,11 +61,13 @@ enum State {
     Idle,
     /// `crossed`: our dial was refused because the peer is dialing us at
     /// the same moment and its dial wins (see [`Session::handle_hello`]);
-    /// we wait for it until then.
+    /// we wait for it until then. `ringing`: the callee is asking its user
+    /// (see [`Session::handle_dial_asked`]), and we show as busy.
     Dialing {
         peer: Name,
         link: LinkId,
         crossed: Option<Instant>,
+        ringing: bool,
     },
     Connected(Box<Conversation>),
 }
@@ -489,7 +491,7 @@ impl Session {
             }
         }
         let link = self.new_link();
-        self.state = State::Dialing { peer, link, crossed: None };
+        self.state = State::Dialing { peer, link, crossed: None, ringing: false };
         Ok(link)
     }
 
@@ -518,7 +520,7 @@ impl Session {
     /// user why, for a redial the session tries again after a backoff.
     pub fn handle_dial_failed(&mut self, link: LinkId, now: Instant) {
         match &mut self.state {
-            State::Dialing { link: l, .. } if *l == link => self.state = State::Idle,
+            State::Dialing { link: l, .. } if *l == link => self.end_dial(),
             State::Connected(c) => {
                 if let Some(r) = c.reconnect.as_mut().filter(|r| r.dial == Some(link)) {
                     r.dial = None;
@@ -527,6 +529,29 @@ impl Session {
             }
             _ => {}
         }
+    }
+
+    /// The callee of our dial on `link` is asking its user whether to talk
+    /// (its `--accept` policy): the dial may now last a minute, so we show
+    /// as busy to everyone else meanwhile, as a phone ringing someone does
+    /// (a dial that is answered at once never changes what is listed).
+    pub fn handle_dial_asked(&mut self, link: LinkId) {
+        if let State::Dialing { link: l, ringing, .. } = &mut self.state
+            && *l == link
+            && !*ringing
+        {
+            *ringing = true;
+            self.push(Action::Presence(Presence::Busy));
+        }
+    }
+
+    /// Our dial ended without a conversation: idle again, and available
+    /// again if it had shown us busy.
+    fn end_dial(&mut self) {
+        if let State::Dialing { ringing: true, .. } = self.state {
+            self.push(Action::Presence(Presence::Available));
+        }
+        self.state = State::Idle;
     }
 
     /// The callee refused our dial on `link` because it is dialing us at
@@ -629,7 +654,9 @@ impl Session {
                 self.start(Box::new(Conversation::new(peer, link, Role::Callee)));
                 Ok(link)
             }
-            State::Dialing { peer: dialing, link: ours, crossed: waiting } if *dialing == peer => {
+            State::Dialing { peer: dialing, link: ours, crossed: waiting, .. }
+                if *dialing == peer =>
+            {
                 if waiting.is_none() && self.me.key() < peer.key() {
                     return Err(crossed());
                 }
@@ -725,7 +752,7 @@ impl Session {
             State::Idle => Err(DisconnectError::NotConnected),
             State::Dialing { peer, link, .. } => {
                 let (peer, link) = (peer.clone(), *link);
-                self.state = State::Idle;
+                self.end_dial();
                 self.push(Action::HangUp { link });
                 Ok(peer)
             }
@@ -845,7 +872,7 @@ impl Session {
     pub fn handle_link_down(&mut self, link: LinkId, why: LinkDown, now: Instant) {
         let c = match &mut self.state {
             State::Dialing { link: l, .. } if *l == link => {
-                self.state = State::Idle;
+                self.end_dial();
                 return;
             }
             State::Connected(c) if c.link == Some(link) => c,
@@ -886,11 +913,11 @@ impl Session {
     /// Time passed; call at [`Session::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
         self.fail_expired_pending(now);
-        if let State::Dialing { peer, link, crossed: Some(until) } = &self.state
+        if let State::Dialing { peer, link, crossed: Some(until), .. } = &self.state
             && now >= *until
         {
             let (peer, link) = (peer.clone(), *link);
-            self.state = State::Idle;
+            self.end_dial();
             self.push(Action::Crossed { link, outcome: Crossing::NotCalled(peer) });
             return;
         }
@@ -946,7 +973,7 @@ impl Session {
             State::Idle => {}
             State::Dialing { link, .. } => {
                 let link = *link;
-                self.state = State::Idle;
+                self.end_dial();
                 self.push(Action::DropLink { link });
             }
             State::Connected(c) if c.link.is_none() => {

@@ -326,6 +326,50 @@ fn a_failed_dial_leaves_the_session_free() {
     assert!(s.connect(name("carol")).is_ok());
 }
 
+/// A dial answered at once changes nothing that is listed; one whose
+/// callee asks its user shows us busy until it ends, however it ends.
+#[test]
+fn a_dial_shows_us_busy_while_the_callee_asks_its_user() {
+    fn presence(s: &mut Session) -> Vec<Presence> {
+        let mut side = Side::default();
+        Pair::drain(s, &mut side);
+        side.presence
+    }
+    let mut s = Session::new(name("alice"), WINDOW);
+    let now = Instant::now();
+    let link = s.connect(name("bob")).expect("dial");
+    assert_eq!(presence(&mut s), []);
+    s.handle_dial_failed(link, now);
+    assert_eq!(presence(&mut s), [], "a quick failure is no flap");
+
+    type End = fn(&mut Session, LinkId, Instant);
+    let ends: [(&str, End); 4] = [
+        ("failed", |s, link, now| s.handle_dial_failed(link, now)),
+        ("cancelled", |s, _, now| {
+            s.disconnect(now).expect("a dial to cancel");
+        }),
+        ("link down", |s, link, now| {
+            s.handle_link_down(link, LinkDown::Error("reset".into()), now)
+        }),
+        ("shutdown", |s, _, now| s.shutdown(now)),
+    ];
+    for (how, end) in ends {
+        let link = s.connect(name("bob")).expect("dial");
+        s.handle_dial_asked(link);
+        s.handle_dial_asked(link);
+        s.handle_dial_asked(LinkId(999));
+        assert_eq!(presence(&mut s), [Presence::Busy], "{how}: once, for this dial");
+        end(&mut s, link, now);
+        assert_eq!(s.phase(), Phase::Idle, "{how}");
+        assert_eq!(presence(&mut s), [Presence::Available], "{how}");
+    }
+    // Taken: busy, as for any conversation.
+    let link = s.connect(name("bob")).expect("dial");
+    s.handle_dial_asked(link);
+    s.handle_dialed(link, name("bob"));
+    assert_eq!(presence(&mut s), [Presence::Busy, Presence::Busy]);
+}
+
 #[test]
 fn duplex_exchange_arrives_in_order_exactly_once() {
     let mut p = Pair::connected();

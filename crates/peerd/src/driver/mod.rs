@@ -829,6 +829,7 @@ impl Driver {
             self.abort_dial(link);
             return;
         }
+        self.session.handle_dial_asked(link);
         let Some(peer) = self.session.peer().cloned() else { return };
         let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
         self.broadcast(pb::event::Kind::Asking(pb::AskingEvent {
