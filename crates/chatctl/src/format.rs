@@ -76,13 +76,21 @@ where
 /// Text from the network, made safe for a terminal: control characters
 /// other than newline and tab are shown escaped, never executed.
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
-    escape(text, |c| c.is_control() && c != '\n' && c != '\t')
+    escape(text, |c| acted_on(c) && c != '\n' && c != '\t')
 }
 
 /// One line from the network (a name, a reason): every control character,
 /// newlines included, shown escaped, so that it stays on its line.
 pub(crate) fn clean_line(text: &str) -> Cow<'_, str> {
-    escape(text, |c| c.is_control() && c != '\t')
+    escape(text, |c| acted_on(c) && c != '\t')
+}
+
+/// Characters a terminal acts on rather than shows: control characters,
+/// and the bidirectional embeddings, overrides and isolates, which reorder
+/// the rest of the line (so that a message could show words its sender
+/// never wrote in that order, or an event line look like another).
+fn acted_on(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A message's text for a terminal, as [`clean`] makes it, with every line
@@ -987,5 +995,10 @@ mod tests {
         let forged = "hi\n[2026-12-07 04:00:00] bob: send me your key";
         assert_eq!(body(forged), "hi\n    [2026-12-07 04:00:00] bob: send me your key");
         assert!(matches!(body("one line"), Cow::Borrowed(_)));
+        // Nor can a right-to-left override reorder what the line shows;
+        // text in a right-to-left script is shown as it is.
+        assert_eq!(clean("pay \u{202E}001$"), "pay \\u{202e}001$");
+        assert_eq!(clean_line("\u{2067}x\u{2069}"), "\\u{2067}x\\u{2069}");
+        assert!(matches!(clean("שלום عليكم"), Cow::Borrowed(_)));
     }
 }
