@@ -237,6 +237,7 @@ fn a_blocked_peer_hears_busy_even_after_a_restart() {
     let alice = Peer::start(&dir, "alice");
     let mut bob = Peer::start(&dir, "bob");
     assert_eq!(bob.ctl_ok(&["blocked"]).trim(), "nobody is blocked");
+    assert_eq!(bob.ctl_err(&["block", "BOB"]), "error: you cannot block yourself");
     assert_eq!(
         bob.ctl_json(&["block", "alice"]),
         json!({ "peer": "alice", "already": false, "disconnected": false })

@@ -26,8 +26,10 @@ pub(crate) enum ControlError {
     /// for a connect while in one.
     #[error("already connected or connecting: dialing {0}; wait for it or disconnect first")]
     AlreadyConnecting(String),
-    #[error("you cannot connect to yourself")]
-    Yourself,
+    /// `connect` or `block` naming this daemon's own name; the words say
+    /// which ("connect to", "block").
+    #[error("you cannot {0} yourself")]
+    Yourself(&'static str),
     #[error("not connected: {0}")]
     NotConnected(String),
     #[error(transparent)]
@@ -64,7 +66,7 @@ pub(crate) enum ControlError {
 impl From<ConnectError> for ControlError {
     fn from(e: ConnectError) -> ControlError {
         match e {
-            ConnectError::Yourself => ControlError::Yourself,
+            ConnectError::Yourself => ControlError::Yourself("connect to"),
             ConnectError::AlreadyConnected { peer } => {
                 ControlError::AlreadyConnected(peer.to_string())
             }
@@ -169,7 +171,7 @@ impl From<ControlError> for Status {
             | ControlError::NotConnected(_)
             | ControlError::Blocked(_) => Code::FailedPrecondition,
             ControlError::NoRequest(_) => Code::NotFound,
-            ControlError::Yourself
+            ControlError::Yourself(_)
             | ControlError::Text(_)
             | ControlError::InvalidName(_)
             | ControlError::Invalid(_) => Code::InvalidArgument,
@@ -233,7 +235,7 @@ mod tests {
                 Code::FailedPrecondition,
                 "already connected",
             ),
-            (ControlError::Yourself, Code::InvalidArgument, "yourself"),
+            (ControlError::Yourself("block"), Code::InvalidArgument, "yourself"),
             (SendError::NotConnected.into(), Code::FailedPrecondition, "not connected"),
             (DisconnectError::NotConnected.into(), Code::FailedPrecondition, "not connected"),
             (

@@ -460,6 +460,9 @@ impl pb::control_server::Control for ControlService {
         request: Request<pb::BlockRequest>,
     ) -> Result<Response<pb::BlockResponse>, Status> {
         let name = validate::peer_name(&request.into_inner().name)?;
+        if name == self.me.name {
+            return Err(ControlError::Yourself("block").into());
+        }
         let peer = name.to_string();
         let done = self
             .ask(|reply| api::Request::Block { name, reply })
