@@ -31,8 +31,8 @@ mod tui;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
 pub use cli::{Cli, Command};
 pub use client::{Control, connect};
@@ -90,7 +90,8 @@ pub fn main_entry() -> ExitCode {
                 output::note("error: a command is required (see the commands below)");
                 let _ = err.print();
             } else if err.use_stderr() {
-                output::note(&usage_error_line(&err.render().to_string()));
+                let args: Vec<String> = std::env::args().collect();
+                output::note(&usage_error_line(&err.render().to_string(), &args));
             } else {
                 let _ = err.print();
             }
@@ -110,8 +111,10 @@ pub fn main_entry() -> ExitCode {
 
 /// clap's rendering of a usage error (`error: …`, maybe a value list or a
 /// tip, `Usage: …`, `For more information…`, on several lines) as the one
-/// `error:` line SPEC asks of every error: the message, then the usage.
-fn usage_error_line(rendered: &str) -> String {
+/// `error:` line SPEC asks of every error: the message, then the usage
+/// (for a bad value clap gives none: then the usage of the command `args`
+/// name).
+fn usage_error_line(rendered: &str, args: &[String]) -> String {
     let mut parts = Vec::new();
     let mut usage = None;
     for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -125,10 +128,22 @@ fn usage_error_line(rendered: &str) -> String {
     if !out.starts_with("error:") {
         out.insert_str(0, "error: ");
     }
-    if let Some(usage) = usage {
-        out.push_str(&format!(" (usage: {usage}; see --help)"));
-    }
+    let usage = usage.map(str::to_owned).unwrap_or_else(|| usage_of(args));
+    out.push_str(&format!(" (usage: {usage}; see --help)"));
     out
+}
+
+/// The usage line of the subcommand `args` names, or chatctl's.
+fn usage_of(args: &[String]) -> String {
+    let mut cli = Cli::command();
+    cli.build();
+    let named = args.iter().skip(1).find_map(|a| cli.find_subcommand(a)).map(|c| c.get_name());
+    let mut command = match named.map(str::to_owned) {
+        Some(name) => cli.find_subcommand_mut(&name).cloned().unwrap_or(cli),
+        None => cli,
+    };
+    let rendered = command.render_usage().to_string();
+    rendered.trim().trim_start_matches("Usage:").trim().to_owned()
 }
 
 fn fail(err: &Error) -> ExitCode {
@@ -143,10 +158,11 @@ mod tests {
     use super::*;
 
     fn line_for(args: &[&str]) -> String {
-        let argv = std::iter::once("chatctl").chain(args.iter().copied());
-        let err = Cli::try_parse_from(argv).expect_err("a usage error");
+        let argv: Vec<String> =
+            std::iter::once("chatctl").chain(args.iter().copied()).map(String::from).collect();
+        let err = Cli::try_parse_from(&argv).expect_err("a usage error");
         assert!(err.use_stderr(), "{err}");
-        usage_error_line(&err.render().to_string())
+        usage_error_line(&err.render().to_string(), &argv)
     }
 
     #[test]
@@ -164,6 +180,10 @@ mod tests {
             bad_value.contains("'sometimes'") && bad_value.contains("delivered"),
             "{bad_value}"
         );
+        // A value out of range: clap renders no usage; the line has it.
+        let zero = line_for(&["--json", "history", "--limit", "0"]);
+        assert!(zero.starts_with("error: invalid value '0' for '--limit <N>'"), "{zero}");
+        assert!(zero.ends_with("(usage: chatctl history [OPTIONS] [NAME]; see --help)"), "{zero}");
         let unknown = line_for(&["frobnicate"]);
         assert!(unknown.starts_with("error: unrecognized subcommand 'frobnicate'"), "{unknown}");
     }
