@@ -709,8 +709,12 @@ impl Session {
     /// reconnecting it is queued and goes out when the link is back.
     pub fn send(&mut self, id: Id, text: Text, now_ms: i64) -> Result<(), SendError> {
         check_text(&text)?;
-        let State::Connected(c) = &mut self.state else {
-            return Err(SendError::NotConnected);
+        let c = match &mut self.state {
+            State::Connected(c) => c,
+            State::Dialing { peer, .. } => {
+                return Err(SendError::Connecting { peer: peer.clone() });
+            }
+            State::Idle => return Err(SendError::NotConnected),
         };
         if c.closing() {
             return Err(SendError::Closing { peer: c.peer.clone() });
@@ -735,6 +739,9 @@ impl Session {
 
     /// Sends a ping with `nonce`; the answer comes back as [`Event::Pong`].
     pub fn ping(&mut self, nonce: u64) -> Result<(), SendError> {
+        if let State::Dialing { peer, .. } = &self.state {
+            return Err(SendError::Connecting { peer: peer.clone() });
+        }
         let (State::Connected(c), Some(link)) = (&self.state, self.connected_link()) else {
             return Err(SendError::NotConnected);
         };

@@ -321,6 +321,10 @@ fn a_dialing_session_is_busy_too_and_can_be_cancelled() {
 fn a_failed_dial_leaves_the_session_free() {
     let mut s = Session::new(name("alice"), WINDOW);
     let link = s.connect(name("bob")).expect("dial");
+    // Nothing to send on yet, and the refusal says why.
+    let early = s.send("m1".into(), "too soon".into(), 0);
+    assert_eq!(early, Err(SendError::Connecting { peer: name("bob") }));
+    assert_eq!(s.ping(1), Err(SendError::Connecting { peer: name("bob") }));
     s.handle_dial_failed(link, Instant::now());
     assert_eq!(s.phase(), Phase::Idle);
     assert!(s.connect(name("carol")).is_ok());

@@ -348,6 +348,9 @@ pub enum AcceptError {
 pub enum SendError {
     #[error("not connected: connect to a peer first")]
     NotConnected,
+    /// A dial is in progress (the callee's user may be being asked).
+    #[error("not connected yet: still connecting to {peer}")]
+    Connecting { peer: Name },
     #[error("not connected: the conversation with {peer} is ending")]
     Closing { peer: Name },
     #[error(transparent)]

@@ -148,6 +148,9 @@ impl From<SendError> for ControlError {
             SendError::Text(t) => ControlError::Text(t),
             SendError::TooManyInFlight(n) => ControlError::TooManyInFlight(n),
             SendError::NotConnected => ControlError::NotConnected("connect to a peer first".into()),
+            SendError::Connecting { peer } => ControlError::NotConnected(format!(
+                "still connecting to {peer}; send once the connect succeeds"
+            )),
             SendError::Closing { peer } => {
                 ControlError::NotConnected(format!("the conversation with {peer} is ending"))
             }
@@ -237,6 +240,12 @@ mod tests {
             ),
             (ControlError::Yourself("block"), Code::InvalidArgument, "yourself"),
             (SendError::NotConnected.into(), Code::FailedPrecondition, "not connected"),
+            (
+                SendError::Connecting { peer: peerchat_core::Name::parse("bob").expect("a name") }
+                    .into(),
+                Code::FailedPrecondition,
+                "not connected",
+            ),
             (DisconnectError::NotConnected.into(), Code::FailedPrecondition, "not connected"),
             (
                 ControlError::Text(TextError::TooLong { len: 70_000 }),
