@@ -120,6 +120,17 @@ fn the_file_alone_starts_peerd_and_chatctl_finds_its_socket() {
     assert_exit(&out, 0, "chatctl status");
     let status: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(status["name"], "carol");
+    // A file named in PEERCHAT_CONFIG that is not there is said, not
+    // silently passed over; the hint names the socket looked at.
+    let missing = home.path().join("missing.toml");
+    let mut cmd = command("chatctl", home.path(), &["status"]);
+    let out = proc::run(cmd.env("PEERCHAT_CONFIG", &missing), Duration::from_secs(10));
+    assert_exit(&out, 1, "chatctl status with a missing config file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning =
+        format!("warning: the config file {} (PEERCHAT_CONFIG) does not exist", missing.display());
+    assert!(stderr.starts_with(&warning), "{stderr}");
+    assert!(stderr.contains("not running"), "{stderr}");
 
     let out = proc::run(&mut command("peerd", home.path(), &["stop"]), Duration::from_secs(15));
     assert_exit(&out, 0, "peerd stop");

@@ -33,10 +33,8 @@ pub(crate) const CONNECT_ANSWER_TIMEOUT: Duration = peerchat_core::timeouts::CON
 /// the default location (both ask `dirs` for the runtime dir).
 pub(crate) fn default_socket() -> PathBuf {
     use peerchat_core::config_file;
-    let file = match std::env::var_os("PEERCHAT_CONFIG").filter(|v| !v.is_empty()) {
-        Some(path) => Some(PathBuf::from(path)),
-        None => config_file::default_path(dirs::config_dir().as_deref()),
-    };
+    let named = std::env::var_os("PEERCHAT_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let file = named.clone().or_else(|| config_file::default_path(dirs::config_dir().as_deref()));
     match file.as_deref().map(config_file::load) {
         Some(Ok(Some(settings))) => {
             if let Some(socket) = settings.socket.filter(|s| !s.value.is_empty()) {
@@ -46,11 +44,35 @@ pub(crate) fn default_socket() -> PathBuf {
         // peerd refuses to start with such a file and says why; here it
         // only means the default place.
         Some(Err(e)) => crate::output::note(&format!("warning: {e}")),
-        _ => {}
+        Some(Ok(None)) => {
+            if let Some(path) = &named {
+                let path = path.display();
+                crate::output::note(&format!(
+                    "warning: the config file {path} (PEERCHAT_CONFIG) does not exist"
+                ));
+            }
+        }
+        None => {}
     }
+    builtin_socket()
+}
+
+/// The socket's place when neither a flag, the environment nor a config
+/// file names one.
+pub(crate) fn builtin_socket() -> PathBuf {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     peerchat_core::paths::default_socket(dirs::runtime_dir().as_deref(), uid)
+}
+
+/// How to start the peerd that `chatctl` looked for at `socket`: a plain
+/// `peerd start` listens elsewhere unless `socket` is the usual place.
+pub(crate) fn start_command(socket: &Path) -> String {
+    if socket == builtin_socket() {
+        "peerd start".to_owned()
+    } else {
+        format!("peerd start --socket {}", socket.display())
+    }
 }
 
 /// Connects to peerd at `path`. A missing socket or nobody listening is

@@ -15,7 +15,11 @@ use peerchat_core::{NameError, TextError};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Nothing answers at the control socket (no file, or nobody listening).
-    #[error("peerd is not running at {} (start it with: peerd start)", .path.display())]
+    #[error(
+        "peerd is not running at {} (start it with: {})",
+        .path.display(),
+        crate::client::start_command(.path)
+    )]
     NotRunning { path: PathBuf },
     /// Something is at the socket but we may not use it.
     #[error("cannot connect to peerd at {}: {source}", .path.display())]
@@ -157,8 +161,10 @@ mod tests {
         let err = Error::NotRunning { path: "/tmp/nope.sock".into() };
         assert_eq!(
             err.to_string(),
-            "peerd is not running at /tmp/nope.sock (start it with: peerd start)"
+            "peerd is not running at /tmp/nope.sock (start it with: peerd start --socket /tmp/nope.sock)"
         );
+        let err = Error::NotRunning { path: crate::client::builtin_socket() };
+        assert!(err.to_string().ends_with("(start it with: peerd start)"), "{err}");
     }
 
     #[test]
