@@ -167,9 +167,13 @@ pub(crate) fn list_text(peers: &[pb::Peer], you: &str, keys: bool) -> String {
     let rows: Vec<[String; 4]> = peers
         .iter()
         .map(|p| {
-            let name = if is_you(p, you) { format!("{} (you)", p.name) } else { p.name.clone() };
+            // From the directory, through peerd, which checks them: shown
+            // escaped all the same.
+            let name = clean_line(&p.name);
+            let name = if is_you(p, you) { format!("{name} (you)") } else { name.into_owned() };
             let key = if keys { key_of(p) } else { String::new() };
-            [name, p.address.clone(), peer_status_name(p.status()).to_owned(), key]
+            let address = clean_line(&p.address).into_owned();
+            [name, address, peer_status_name(p.status()).to_owned(), key]
         })
         .collect();
     let key_header = if keys { "KEY" } else { "" };
@@ -241,10 +245,9 @@ pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    // Said only when there is something to say: it comes from the
-    // network (the directory's answer), so it stays on its line.
-    let directory_error = (!s.directory_error.is_empty())
-        .then(|| ("directory error", clean_line(&s.directory_error).into_owned()));
+    // Said only when there is something to say.
+    let directory_error =
+        (!s.directory_error.is_empty()).then(|| ("directory error", s.directory_error.clone()));
     let rows = [
         Some(("name", or(&s.name, "-"))),
         Some(("pid", s.pid.to_string())),
@@ -263,8 +266,10 @@ pub(crate) fn status_text(s: &pb::GetStatusResponse) -> String {
     ];
     let rows: Vec<_> = rows.into_iter().flatten().collect();
     let width = rows.iter().map(|(key, _)| key.len() + 1).max().unwrap_or(0);
+    // Some values come from the network (the advertised address is the
+    // directory's word): each stays on its line, escaped.
     rows.iter()
-        .map(|(key, value)| format!("{:<width$} {value}", format!("{key}:")))
+        .map(|(key, value)| format!("{:<width$} {}", format!("{key}:"), clean_line(value)))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -704,6 +709,17 @@ mod tests {
              alice (you)  10.0.0.5:4000          available\n\
              bob          192.168.100.200:40000  busy"
         );
+    }
+
+    #[test]
+    fn list_and_status_text_show_the_directorys_words_escaped() {
+        let forged = [peer("bob", "1.2.3.4:5\u{1b}[2J\nmallory", pb::PeerStatus::Available)];
+        let text = list_text(&forged, "alice", false);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("1.2.3.4:5\\u{1b}[2J\\nmallory"), "{text}");
+        let status = pb::GetStatusResponse { advertise: "\u{1b}[31mRED\nx".into(), ..status("") };
+        let text = status_text(&status);
+        assert!(text.contains("advertise:       \\u{1b}[31mRED\\nx\n"), "{text}");
     }
 
     #[test]

@@ -147,7 +147,9 @@ fn usage_of(args: &[String]) -> String {
 }
 
 fn fail(err: &Error) -> ExitCode {
-    output::note(&format!("error: {err}"));
+    // An error may quote a peer or the directory (a refusal's words): on
+    // one line, escaped, like everything else from the network.
+    output::note(&format!("error: {}", format::clean_line(&err.to_string())));
     ExitCode::from(err.exit_code())
 }
 

@@ -30,7 +30,7 @@ use crate::history;
 use crate::known_peers::KnownPeers;
 use crate::link::dial::DialError;
 use crate::presence::DirectoryState;
-use crate::roster::{Roster, ShuttingDown};
+use crate::roster::{Roster, ShuttingDown, checked};
 use crate::tls::PublicKey;
 use error::ControlError;
 use peerchat_core::identity::fingerprint;
@@ -189,7 +189,8 @@ impl pb::control_server::Control for ControlService {
             }
         };
         Ok(Response::new(pb::ListPeersResponse {
-            peers: resp.peers,
+            // What `list --watch` would leave out is left out here too.
+            peers: resp.peers.into_iter().filter_map(checked).collect(),
             next_page_token: resp.next_page_token,
             you: self.me.name.to_string(),
         }))

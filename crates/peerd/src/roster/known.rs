@@ -197,8 +197,8 @@ fn insert_bounded(map: &mut BTreeMap<String, pb::Peer>, peer: pb::Peer, left_out
 /// `peer` if it is a listing we can show: a valid name, an address of
 /// printable ASCII (it goes to terminals as is) and of sane length, a key of
 /// the right length or none. Anything else came from a broken or hostile
-/// directory and is left out.
-fn checked(peer: pb::Peer) -> Option<pb::Peer> {
+/// directory and is left out (of `list` too).
+pub(crate) fn checked(peer: pb::Peer) -> Option<pb::Peer> {
     Name::parse(&peer.name).ok()?;
     let address_ok =
         peer.address.len() <= MAX_ADDRESS_LEN && peer.address.bytes().all(|b| b.is_ascii_graphic());

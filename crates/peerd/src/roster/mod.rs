@@ -34,7 +34,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use known::Change;
+pub(crate) use known::{Change, checked};
 
 use crate::directory::Directories;
 
