@@ -885,6 +885,47 @@ fn chatctl_without_daemon_says_not_running_and_where() {
     assert!(line.contains("not running"), "chatctl status on a stale socket: {line}");
 }
 
+/// chatctl talks only to a daemon of its own user: a socket served by
+/// anyone else (who took the socket's place in a folder they could write
+/// to, say) is refused before a byte is sent, so that process reads
+/// nothing. Runs chatctl as another user, so only as root.
+#[test]
+fn chatctl_refuses_a_socket_served_by_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: running chatctl as another user needs root");
+        return;
+    }
+    let home = short_tempdir();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = home.path().join("taken.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // A copy the other user can run wherever this checkout is.
+    let copy = home.path().join("chatctl");
+    std::fs::copy(support::bins::bin("chatctl"), &copy).expect("copying chatctl");
+    let mut cmd = support::proc::command(&copy);
+    cmd.arg("--socket").arg(&path).args(["send", "my secret"]).env_remove("RUST_LOG");
+    cmd.uid(4343).gid(4343).env("XDG_CONFIG_HOME", home.path()).env("HOME", home.path());
+    let out = support::proc::run(&mut cmd, Duration::from_secs(30));
+    assert_exit(&out, 1, "chatctl on another user's socket");
+    let line = error_line(&out);
+    assert!(
+        line.contains("permission denied: it is served by uid 0, not by you (uid 4343)"),
+        "{line}"
+    );
+    // It connected (the kernel accepted it), then hung up without a word.
+    listener.set_nonblocking(true).unwrap();
+    let (mut conn, _) = listener.accept().expect("chatctl's connection is queued");
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let read = conn.read_to_end(&mut got).expect("read until chatctl's hang-up");
+    assert_eq!(read, 0, "chatctl sent {got:?} to a stranger");
+}
+
 #[test]
 fn history_survives_kill9_and_restart_of_the_receiver() {
     let dir = Directory::start(TTL);

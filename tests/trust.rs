@@ -563,7 +563,9 @@ fn another_uid_cannot_use_the_control_socket_even_when_its_mode_is_opened() {
             .args(args);
         proc::run(&mut cmd, Duration::from_secs(20))
     };
-    // The copy runs as that uid: a refusal below is the daemon's.
+    // The copy runs as that uid. Both ends refuse: chatctl talks only to
+    // a daemon of its own user, and the daemon only to clients of its own
+    // (`same_user`, whose decision its unit test pins).
     assert_exit(&as_nobody(&["--help"]), 0, "chatctl --help as uid 65534");
 
     let socket_arg = socket.to_str().expect("UTF-8 socket path");

@@ -85,12 +85,30 @@ pub async fn connect(path: &Path) -> Result<Control, Error> {
             let target = target.clone();
             async move {
                 let stream = tokio::net::UnixStream::connect(target).await?;
+                served_by_us(&stream)?;
                 Ok::<_, io::Error>(TokioIo::new(stream))
             }
         }))
         .await
         .map_err(|err| connect_error(path, &err))?;
     Ok(pb::control_client::ControlClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Whether the process at the other end of `stream` runs as this user.
+/// Another user's process there (one that took the socket's place in a
+/// folder it could write to) would read every message we send it; peerd
+/// checks its clients the same way.
+fn served_by_us(stream: &tokio::net::UnixStream) -> io::Result<()> {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    let theirs = stream.peer_cred()?.uid();
+    if theirs == me {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("permission denied: it is served by uid {theirs}, not by you (uid {me})"),
+    ))
 }
 
 /// Classifies a failed connect by the I/O error underneath it.

@@ -11,8 +11,16 @@
 //! restricting it afterwards would leave it open between the two calls
 //! (the umask is the process's, shared by every thread, so it is not the
 //! tool for this).
+//!
+//! Nor can anyone else put their own socket in its place: the folder must
+//! be this user's or root's, and either closed to others' writes or sticky
+//! (like `/tmp`, where nobody moves what is not theirs). In a folder another
+//! user owns or may write to, they could move the socket away and listen
+//! in its place, reading what chatctl sends (chatctl also checks who
+//! serves the socket, but a daemon that cannot keep its place should not
+//! start).
 
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -48,6 +56,8 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), Error> {
             .create(dir)
             .map_err(|e| Error::io(dir, "creating the socket folder", e))?;
     }
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    check_folder(folder, crate::config::uid())?;
     if let Ok(meta) = path.symlink_metadata() {
         // Only a socket is ours to replace: anything else at the path
         // (a mistyped --socket naming someone's file) is left alone.
@@ -72,6 +82,29 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), Error> {
     std::fs::rename(&private.socket, path)
         .map_err(|e| Error::io(path, "moving the control socket into place", e))?;
     Ok((listener, SocketFile { path: path.to_path_buf() }))
+}
+
+/// Refuses a socket folder (the one a symlink leads to) that someone other
+/// than `me` (or root) could change: see the module's doc.
+fn check_folder(folder: &Path, me: u32) -> Result<(), Error> {
+    let meta = std::fs::metadata(folder)
+        .map_err(|e| Error::io(folder, "checking the socket folder", e))?;
+    let (owner, mode) = (meta.uid(), meta.mode() & 0o7777);
+    let writable_by_others = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    // In a sticky folder nobody but its owner and root may move or remove
+    // what another user put there.
+    let safe = (owner == me || owner == 0) && (!writable_by_others || sticky);
+    if safe {
+        return Ok(());
+    }
+    let whose = if owner == me { "yours".to_owned() } else { format!("uid {owner}'s") };
+    Err(Error::Usage(format!(
+        "the socket folder {} ({whose}, mode {mode:o}) could be changed by another user, who \
+         could then take the socket's place; make it yours with mode 700, or choose another \
+         --socket",
+        folder.display()
+    )))
 }
 
 /// The private folder a socket is bound in before it moves to its place;
@@ -142,6 +175,36 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "the private folder is gone: {left:?}");
         let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).expect("root"));
+    }
+
+    /// A folder another user owns, or others may write to, is refused; a
+    /// sticky one of root's (`/tmp`) is not.
+    #[test]
+    fn a_folder_someone_else_can_change_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pcf-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).expect("folder");
+        let me = crate::config::uid();
+        let set = |mode: u32| {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        set(0o700);
+        assert!(check_folder(&dir, me).is_ok());
+        set(0o755);
+        assert!(check_folder(&dir, me).is_ok(), "readable is fine");
+        set(0o777);
+        let err = check_folder(&dir, me).expect_err("writable by others");
+        assert!(err.to_string().contains("could be changed by another user"), "{err}");
+        set(0o1777);
+        assert!(check_folder(&dir, me).is_ok(), "sticky: nobody else moves what is ours");
+        // Another user's (only root can make one): refused even when closed.
+        if me == 0 {
+            std::os::unix::fs::chown(&dir, Some(4343), Some(4343)).expect("chown");
+            set(0o700);
+            let err = check_folder(&dir, me).expect_err("another user's");
+            assert!(err.to_string().contains("uid 4343's"), "{err}");
+        }
+        assert!(check_folder(Path::new("/tmp"), me).is_ok(), "root's and sticky");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A mistyped `--socket` naming a file must not cost its contents.

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use peerchat_core::Name;
@@ -229,8 +230,7 @@ impl History {
     /// Opens (creating) `<data_dir>/history`.
     pub(crate) fn open(data_dir: &Path) -> Result<History, Error> {
         let dir = data_dir.join("history");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(&dir, "creating the history folder", e))?;
+        crate::identity::ensure_private_dir(&dir)?;
         Ok(History {
             dir,
             resumable_file: resumable_path(data_dir),
@@ -291,6 +291,7 @@ impl History {
                     let f = OpenOptions::new()
                         .create(true)
                         .append(true)
+                        .mode(0o600)
                         .open(path())
                         .map_err(|e| Error::io(path(), "opening a history file", e))?;
                     self.files.entry(peer.clone()).or_insert(f)
@@ -778,6 +779,11 @@ mod tests {
         });
         h.flush().expect("flush");
         let got = read(&dir, &name("bob"), 50).expect("read").entries;
+        // Private, whatever the umask: the folder 0700, the file 0600.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("there").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("history")), 0o700);
+        assert_eq!(mode(&History::path_of(&dir, &bob)), 0o600);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].text, "hi");
         assert_eq!(got[0].state, MessageState::Displayed);

@@ -112,16 +112,25 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8], what: &'static str) -> Re
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, what, e))
 }
 
-/// Creates the data dir (0700) if it is missing.
+/// Creates `dir` (0700) if it is missing; one of ours that others may
+/// read or enter (made before, by hand or with another umask) is closed
+/// to them, since what peerd keeps there (history, logs) is private.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| Error::io(dir, "creating the data dir", e))?;
+            .map_err(|e| Error::io(dir, "creating a private folder", e)),
+        Err(e) => Err(Error::io(dir, "checking a private folder", e)),
+        Ok(meta) if meta.uid() == crate::config::uid() && meta.mode() & 0o077 != 0 => {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.mode() & 0o777), "others could read this folder; made it 0700");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(dir, "making a folder private", e))
+        }
+        Ok(_) => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -131,6 +140,11 @@ mod tests {
     fn tmp() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("peerd-id-{}", uuid::Uuid::new_v4().simple()));
         ensure_private_dir(&dir).expect("tmp");
+        // One that others could read is closed to them.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        ensure_private_dir(&dir).expect("made private");
+        let mode = std::fs::metadata(&dir).expect("dir").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
         dir
     }
 

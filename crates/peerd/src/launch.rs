@@ -9,7 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -63,15 +63,12 @@ pub fn detach(config: &Config) -> Result<String, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("peerd", "finding this program", e))?;
     let log = config.log_file();
     if let Some(dir) = log.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::io(dir, "creating the log folder", e))?;
+        crate::identity::ensure_private_dir(dir)?;
     }
     let log_file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log)
         .map_err(|e| Error::io(&log, "opening the log file", e))?;
     let mut cmd = Command::new(exe);

@@ -344,3 +344,25 @@ fn same_user(request: tonic::Request<()>, owner: u32) -> Result<tonic::Request<(
 async fn wait_for_driver(token: CancellationToken) {
     token.cancelled().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owners_uid_gets_through_the_control_socket() {
+        let asking = |info: Option<ConnInfo>| {
+            let mut request = tonic::Request::new(());
+            if let Some(info) = info {
+                request.extensions_mut().insert(info);
+            }
+            same_user(request, 1000).map(|_| ()).map_err(|s| (s.code(), s.message().to_owned()))
+        };
+        assert!(asking(Some(ConnInfo::Local { uid: Some(1000) })).is_ok());
+        let (code, message) = asking(Some(ConnInfo::Local { uid: Some(0) })).expect_err("root");
+        assert_eq!(code, tonic::Code::PermissionDenied);
+        assert!(message.contains("belongs to uid 1000, not uid 0"), "{message}");
+        assert!(asking(Some(ConnInfo::Local { uid: None })).is_err(), "unknown uid");
+        assert!(asking(None).is_err(), "no connection info");
+    }
+}
