@@ -987,6 +987,28 @@ fn connections_that_carry_no_chat_stream_are_closed_when_idle() {
 
 // ------------------------------------- regressions of gaps found by attack
 
+/// Half an HTTP/2 preface (`PRI * HTTP/2.0\r\n` and no more) to the
+/// directory is closed within the preface limit (5 s), as a silent client
+/// is; before, hyper waited for the rest for good, so that sixteen hosts
+/// holding a thousand each took the directory from everyone.
+#[test]
+fn a_half_sent_preface_to_the_directory_is_closed_in_seconds() {
+    let rt = runtime();
+    let dir = Directory::start(TTL);
+    let closed = rt.block_on(async {
+        let mut tcp = TcpStream::connect(dir.addr()).await.expect("connecting");
+        tcp.write_all(b"PRI * HTTP/2.0\r\n").await.expect("sending half a preface");
+        until_closed(&mut tcp, Duration::from_secs(30)).await
+    });
+    let closed = closed.expect("still open after 30 s");
+    eprintln!("half a preface: closed after {closed:?}");
+    assert!(closed >= Duration::from_secs(4), "closed before the limit: {closed:?}");
+    assert!(closed < Duration::from_secs(10), "{closed:?}");
+    // Clients that send it whole are served as ever.
+    let alice = Peer::start(&dir, "alice");
+    assert_eq!(alice.list().len(), 1, "alice lists herself");
+}
+
 /// A slowloris that reconnects: `n` connections from source address
 /// `from`, each sending a partial ClientHello and reconnecting as soon as
 /// the server drops it, until `stop`.

@@ -51,6 +51,16 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take, for the same reason.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a client may take, once classified, to send the HTTP/2
+/// preface and its first SETTINGS frame. hyper waits for them without a
+/// limit, and its keepalive pings start only after them: a client that
+/// sent half a preface held its connection (and a slot) for good.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bytes of the client preface (`PRI * HTTP/2.0...`, 24) and of the
+/// SETTINGS frame header that must follow it (9).
+const PREFACE_BYTES: usize = 24 + 9;
+
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -72,6 +82,9 @@ pub(crate) struct Counted {
     yielded: bool,
     /// Running while writes are blocked (see [`Counted::stalled`]).
     stall: Option<Pin<Box<Sleep>>>,
+    /// Until the preface is in: the bytes read so far and the deadline
+    /// (see [`PREFACE_TIMEOUT`]).
+    preface: Option<(usize, Pin<Box<Sleep>>)>,
     _slots: (OwnedSemaphorePermit, SourceSlot),
 }
 
@@ -188,6 +201,7 @@ pub(crate) fn accept(
                                         stream,
                                         yielded: false,
                                         stall: None,
+                                        preface: Some((0, Box::pin(sleep(PREFACE_TIMEOUT)))),
                                         _slots: (permit, source),
                                     }))
                                     .await;
@@ -253,10 +267,26 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.stream {
+        let before = buf.filled().len();
+        let poll = match &mut self.stream {
             Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        };
+        let Some((read, deadline)) = self.preface.as_mut() else { return poll };
+        if let Poll::Ready(Ok(())) = &poll {
+            *read += buf.filled().len() - before;
+            if *read >= PREFACE_BYTES {
+                self.preface = None;
+                return poll;
+            }
         }
+        // Polled (so armed) also while the read waits: its firing wakes
+        // hyper, whose next read fails.
+        if deadline.as_mut().poll(cx).is_ready() {
+            let why = format!("no HTTP/2 preface within {PREFACE_TIMEOUT:?}");
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+        }
+        poll
     }
 }
 
