@@ -51,6 +51,48 @@ pub(crate) enum ProofError {
     SignatureLength { len: usize },
     #[error("registration proof failed: the signature does not verify with the public key")]
     Signature,
+    #[error("registration proof failed: the public key is a point of small order, which any signature verifies with")]
+    WeakKey,
+}
+
+/// The encodings of the points of small order (orders 1, 2, 4 and 8, and
+/// the non-canonical encodings of 0 and 1), the sign bit cleared: the
+/// list libsodium refuses. With such a key `R = identity, S = 0` verifies
+/// (for the identity, for every message), so it proves no private key.
+/// Checked against the eight torsion points computed from the curve.
+const SMALL_ORDER: [[u8; 32]; 7] = {
+    let mut table = [[0u8; 32]; 7];
+    table[1][0] = 0x01;
+    table[2] = [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ];
+    table[3] = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ];
+    // p - 1, p, p + 1 (little-endian, p = 2^255 - 19).
+    let mut i = 4;
+    while i < 7 {
+        let mut k = 0;
+        while k < 31 {
+            table[i][k] = 0xff;
+            k += 1;
+        }
+        table[i][31] = 0x7f;
+        table[i][0] = 0xec + (i as u8 - 4);
+        i += 1;
+    }
+    table
+};
+
+/// Whether `key` encodes a point of small order (see [`SMALL_ORDER`]).
+fn small_order(key: &PublicKey) -> bool {
+    let mut masked = *key;
+    masked[31] &= 0x7f;
+    SMALL_ORDER.contains(&masked)
 }
 
 /// Checks the proof; on success returns the key the name is claimed for.
@@ -63,6 +105,9 @@ pub(crate) fn verify(
 ) -> Result<PublicKey, ProofError> {
     let key = PublicKey::try_from(signed.public_key)
         .map_err(|_| ProofError::KeyLength { len: signed.public_key.len() })?;
+    if small_order(&key) {
+        return Err(ProofError::WeakKey);
+    }
     if !nonce_was_outstanding {
         return Err(ProofError::Nonce);
     }
@@ -131,6 +176,34 @@ mod tests {
             timestamp_ms,
             signature: pair.sign(&payload).as_ref().to_vec(),
         }
+    }
+
+    /// A key of small order proves nothing: with the identity point and
+    /// the signature (R = identity, S = 0) anyone could register a name
+    /// and later take it from whoever registered it so (a probe did).
+    #[test]
+    fn a_key_of_small_order_is_refused_before_its_signature_is_checked() {
+        let mut forged = vec![0u8; SIGNATURE_LEN];
+        forged[0] = 0x01;
+        for entry in SMALL_ORDER {
+            for sign_bit in [0, 0x80] {
+                let mut key = entry;
+                key[31] |= sign_bit;
+                let owned = Owned {
+                    public_key: key.to_vec(),
+                    nonce: vec![9; NONCE_LEN],
+                    timestamp_ms: NOW_MS,
+                    signature: forged.clone(),
+                };
+                assert_eq!(verify(&owned.signed(), true, NOW_MS), Err(ProofError::WeakKey));
+            }
+        }
+        // The table's last three: p - 1, p and p + 1.
+        assert_eq!(SMALL_ORDER[6][0], 0xee);
+        assert_eq!(SMALL_ORDER[4][30..], [0xff, 0x7f]);
+        let pair = key_pair();
+        let key = PublicKey::try_from(pair.public_key().as_ref()).unwrap();
+        assert!(!small_order(&key));
     }
 
     #[test]
