@@ -197,7 +197,8 @@ impl pb::chat_server::Chat for ChatService {
         }
         let peer = Name::parse(&hello.name).map_err(|e| bad_hello(e.to_string()))?;
         if !hello.to.is_empty() && !self.me.matches(&hello.to) {
-            let why = format!("this is {}, not {}", self.me, hello.to);
+            // Not our name: a scanner guessing names learns none.
+            let why = format!("this is not {}", hello.to);
             return Err(Refusal::new(Reason::WrongPeer, why).into());
         }
         let known = self.dialers.check(&peer, &key, Source::of(remote)).await?;

@@ -70,7 +70,13 @@ impl DialerCheck {
         key: &PublicKey,
         source: Source,
     ) -> Result<bool, Refusal> {
-        let unverified = |why: String| Refusal::new(Reason::Unverified, why);
+        // The dialer hears the same words whichever check failed: which
+        // one would tell a stranger with a throwaway key whom we talked to
+        // (a changed key is one we knew). The detail is for our log.
+        let unverified = |detail: String| {
+            tracing::info!(%name, %detail, "refused a dialer we cannot verify");
+            Refusal::new(Reason::Unverified, format!("cannot verify you as {name}"))
+        };
         let known = match self.known.check(name, key) {
             Verdict::Changed { known } => {
                 return Err(unverified(changed_message(name, &known, key)));
@@ -80,7 +86,7 @@ impl DialerCheck {
         };
         let not_yours = || {
             unverified(format!(
-                "you are not {name}: your key {} is not the one the directory binds to {name}",
+                "its key {} is not the one the directory binds to {name}",
                 fingerprint(key)
             ))
         };
@@ -121,9 +127,7 @@ impl DialerCheck {
             }
             _ if known => {}
             Listing::NotOnline => {
-                return Err(unverified(format!(
-                    "cannot verify {name}: it is not registered in the directory"
-                )));
+                return Err(unverified("it is not registered in the directory".to_owned()));
             }
             Listing::Unknown(why) => {
                 return Err(Refusal::new(
