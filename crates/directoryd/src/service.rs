@@ -321,6 +321,18 @@ fn listed_address(
                 "advertise address {addr} cannot be dialed: it needs a specific IP and a nonzero port"
             )));
         }
+        // One host's address, not a group's: peers that dial a multicast
+        // or broadcast address would send their handshakes to everyone
+        // on it.
+        let group = match addr.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_multicast() || ip.is_broadcast(),
+            std::net::IpAddr::V6(ip) => ip.is_multicast(),
+        };
+        if group {
+            return Err(Status::invalid_argument(format!(
+                "advertise address {addr} is a multicast or broadcast address, not one host's"
+            )));
+        }
         return Ok(addr.to_string());
     }
     let port = u16::try_from(port).ok().filter(|&p| p != 0).ok_or_else(|| {
@@ -458,6 +470,9 @@ mod tests {
             ("[::]:7400", 0),
             ("host.example:7400", 0),
             ("10.1.2.3", 0),
+            ("224.0.0.1:5", 0),
+            ("255.255.255.255:1", 0),
+            ("[ff02::1]:7400", 0),
         ];
         for (advertise, port) in invalid {
             let s = listed_address(advertise, port, Some(v4)).unwrap_err();
