@@ -51,7 +51,9 @@ pub(crate) enum ProofError {
     SignatureLength { len: usize },
     #[error("registration proof failed: the signature does not verify with the public key")]
     Signature,
-    #[error("registration proof failed: the public key is a point of small order, which any signature verifies with")]
+    #[error(
+        "registration proof failed: the public key is a point of small order, which any signature verifies with"
+    )]
     WeakKey,
 }
 
