@@ -991,6 +991,75 @@ fn connections_that_carry_no_chat_stream_are_closed_when_idle() {
 
 // ------------------------------------- regressions of gaps found by attack
 
+/// Eight hosts hold all 64 of bob's slots with connections that carry
+/// nothing (half a ClientHello, or a finished TLS handshake and silence),
+/// reopening each as soon as bob closes it. A dial from carol still gets
+/// through, at once: a full port ends the connection idle the longest for
+/// the newest. Before, every dial failed with "does not answer" for as
+/// long as the attack went on.
+#[test]
+fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
+    let rt = runtime();
+    let dir = Directory::start(TTL);
+    let bob = Peer::start(&dir, "bob");
+    let carol = Peer::start(&dir, "carol");
+    let stop = Arc::new(AtomicBool::new(false));
+    let bob_addr = bob.addr();
+    let config = tls_config(&throwaway_pkcs8());
+    let attackers: Vec<_> = (1..=8u8)
+        .flat_map(|source| (0..8).map(move |i| (source, i)))
+        .map(|(source, i)| {
+            let (stop, config) = (stop.clone(), config.clone());
+            rt.spawn(async move {
+                let from = std::net::Ipv4Addr::new(127, 0, 2, source);
+                while !stop.load(Ordering::Relaxed) {
+                    if i % 2 == 0 {
+                        let Ok(mut tls) = tls_connect_from(bob_addr, from, config.clone()).await
+                        else {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        };
+                        let _ = until_closed(&mut tls, Duration::from_secs(30)).await;
+                    } else {
+                        let Ok(socket) = tokio::net::TcpSocket::new_v4() else { continue };
+                        if socket.bind(SocketAddr::from((from, 0))).is_err() {
+                            continue;
+                        }
+                        let Ok(mut tcp) = socket.connect(bob_addr).await else { continue };
+                        let _ = tcp.write_all(PARTIAL_CLIENT_HELLO).await;
+                        let _ = until_closed(&mut tcp, Duration::from_secs(30)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Every slot taken: a plain connection from a ninth host is answered
+    // only by the eviction.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = carol.ctl(&["connect", "bob"]);
+        outcomes.push((out.status.code(), started.elapsed(), error_line_of(&out)));
+        if out.status.code() == Some(0) {
+            carol.ctl(&["disconnect"]);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.abort();
+    }
+    eprintln!("carol's dials during the attack: {outcomes:?}");
+    for (code, took, err) in &outcomes {
+        assert_eq!(*code, Some(0), "carol could not dial bob during the attack: {err}");
+        assert!(*took < Duration::from_secs(5), "the dial took {took:?}");
+    }
+}
+
+fn error_line_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
 /// Half an HTTP/2 preface (`PRI * HTTP/2.0\r\n` and no more) to the
 /// directory is closed within the preface limit (5 s), as a silent client
 /// is; before, hyper waited for the rest for good, so that sixteen hosts

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
 use crate::tls::PublicKey;
@@ -56,8 +57,12 @@ struct Counts {
     open: AtomicUsize,
     idle_since: Mutex<Instant>,
     /// The reader's, told when the last stream ends so that it arms the
-    /// idle timer then (not only at its next read, which may never come).
+    /// idle timer then (not only at its next read, which may never come),
+    /// and when the connection is evicted.
     reader: AtomicWaker,
+    /// Cancelled when the port, full, ends this connection for a newer one
+    /// (see [`Activity::evict`]).
+    evicted: CancellationToken,
 }
 
 impl Activity {
@@ -66,7 +71,35 @@ impl Activity {
             open: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             reader: AtomicWaker::new(),
+            evicted: CancellationToken::new(),
         }))
+    }
+
+    /// Ends the connection: its handshake, or its next read (see
+    /// [`Served::closed_when_idle`]).
+    pub(crate) fn evict(&self) {
+        self.0.evicted.cancel();
+        self.0.reader.wake();
+    }
+
+    /// Done when the connection is evicted.
+    pub(crate) fn evicted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.0.evicted.cancelled()
+    }
+
+    /// Since when the connection carries no stream, if it carries none and
+    /// is still up to anyone to end: what the port evicts by, oldest first.
+    pub(crate) fn evictable_since(&self) -> Option<Instant> {
+        if self.0.evicted.is_cancelled() {
+            return None;
+        }
+        self.idle_since()
+    }
+
+    /// Whether anything but the caller still holds this connection's
+    /// activity: false once the connection is gone.
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
     }
 
     /// Counts a stream until the guard is dropped.
@@ -116,10 +149,18 @@ impl IdleLimit {
     /// no stream is open; while one is, the reader's waker is left for the
     /// last stream's guard, which wakes it to arm the timer.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        // Registered also while idle, and before the look: an eviction
+        // wakes the reader.
+        self.activity.0.reader.register(cx.waker());
+        if self.activity.0.evicted.is_cancelled() {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "ended for a newer connection: the port is full and this one carried nothing",
+            ));
+        }
         let since = match self.activity.idle_since() {
             Some(since) => since,
             None => {
-                self.activity.0.reader.register(cx.waker());
                 // The last stream may have ended before the register: then
                 // nobody will wake us for it, so the timer is armed now.
                 match self.activity.idle_since() {
@@ -290,6 +331,35 @@ mod tests {
         let ended = read.expect("ended, not left waiting");
         assert!(ended.is_err_and(|e| e.kind() == io::ErrorKind::TimedOut));
         assert_eq!(started.elapsed(), Duration::from_secs(1) + limit);
+    }
+
+    /// Evicted while idle: the waiting read ends at once. A connection
+    /// carrying a stream is never offered for eviction.
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_connection_ends_at_once_and_only_an_idle_one_is_offered() {
+        let limit = Duration::from_secs(10);
+        let (a, _b) = UnixStream::pair().expect("socket pair");
+        let activity = Activity::new();
+        let mut served = Served::local(a).closed_when_idle(activity.clone(), limit);
+        let stream = activity.stream();
+        assert_eq!(activity.evictable_since(), None, "busy: not offered");
+        drop(stream);
+        assert!(activity.evictable_since().is_some(), "idle: offered");
+        assert!(activity.in_use(), "the connection holds it");
+        let started = Instant::now();
+        let evicting = activity.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            evicting.evict();
+        });
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(limit / 2, served.read(&mut buf)).await;
+        let ended = read.expect("ended by the eviction, not by the idle limit");
+        assert!(ended.is_err_and(|e| e.kind() == io::ErrorKind::TimedOut));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(activity.evictable_since(), None, "evicted once");
+        drop(served);
+        assert!(!activity.in_use(), "gone with its connection");
     }
 
     #[tokio::test]
