@@ -6,10 +6,42 @@
 //! never repeat for a sender (the receiver drops a repeated id as a
 //! duplicate, also across restarts): within a run the counter sees to that,
 //! and two runs collide only if they draw the same 64-bit prefix.
+//!
+//! Each peer gets ids of its own ([`IdBook`]): a prefix drawn for it and a
+//! counter of the messages sent to it. With one counter for everyone, a
+//! peer could read in the gaps between our ids how many messages we sent
+//! to others meanwhile.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::session::Id;
+
+/// How many peers' id makers are kept; past it they are all dropped, and a
+/// peer's next id starts a new prefix (its receiver starts a new window).
+const MAX_PEERS: usize = 1024;
+
+/// One [`IdGen`] per peer, made on first use.
+#[derive(Debug, Default)]
+pub struct IdBook {
+    peers: HashMap<String, IdGen>,
+}
+
+impl IdBook {
+    /// The next id of a message to `peer`; `seed` draws a random prefix
+    /// when the peer has none yet. (Spelled another way, a name is another
+    /// entry: a new prefix, which is as good.)
+    pub fn next_for(&mut self, peer: &str, seed: impl FnOnce() -> u64) -> Id {
+        // No allocation on the way of every message.
+        if let Some(ids) = self.peers.get_mut(peer) {
+            return ids.next_id();
+        }
+        if self.peers.len() >= MAX_PEERS {
+            self.peers.clear();
+        }
+        self.peers.entry(peer.to_owned()).or_insert_with(|| IdGen::new(seed())).next_id()
+    }
+}
 
 /// Makes the ids of one daemon run.
 #[derive(Debug, Clone)]
@@ -61,5 +93,21 @@ mod tests {
         assert_eq!(&*made[0x1234], "deadbeef012345670000000000001234");
         let mut other = IdGen::new(1);
         assert_ne!(other.next_id(), made[0], "another run's prefix differs");
+    }
+
+    /// What bob sees of our ids says nothing of what we sent carol.
+    #[test]
+    fn each_peer_counts_only_its_own_messages() {
+        let mut book = IdBook::default();
+        let mut seeds = [0xb0b, 0xca201].into_iter();
+        let mut next = |peer: &str| book.next_for(peer, || seeds.next().unwrap_or(0));
+        let to_bob = next("bob");
+        for _ in 0..5 {
+            next("carol");
+        }
+        let again = next("bob");
+        assert_eq!(&*to_bob, "0000000000000b0b0000000000000000");
+        assert_eq!(&*again, "0000000000000b0b0000000000000001");
+        assert_eq!(&*next("carol"), "00000000000ca2010000000000000005");
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use peerchat_core::ids::IdGen;
+use peerchat_core::ids::IdBook;
 use peerchat_core::session::{
     AcceptError, Action, CLOSE_TIMEOUT, ConnectRestored, Crossing, DialKind, DisconnectError,
     Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind, SendError, Session,
@@ -195,7 +195,7 @@ pub(crate) struct Wiring {
 /// The driver's state. Built by `run`, consumed by [`Driver::run`].
 pub(crate) struct Driver {
     /// Makes the ids of the messages we send.
-    ids: IdGen,
+    ids: IdBook,
     session: Session,
     history: History,
     /// Where history is read from, to recognise messages sent again.
@@ -278,7 +278,7 @@ impl Driver {
         let Wiring { requests, offers, dialer, presence } = wiring;
         let (dial_asked_tx, dial_asked) = mpsc::unbounded_channel();
         Driver {
-            ids: IdGen::new(random_u64()),
+            ids: IdBook::default(),
             data_dir,
             session,
             history,
@@ -727,7 +727,9 @@ impl Driver {
         wait: Option<(Wait, Asker)>,
         now: Now,
     ) -> Result<Id, SendError> {
-        let id = self.ids.next_id();
+        // With no peer the session refuses the send; the id is not used.
+        let peer = self.session.peer().map_or("", Name::as_str);
+        let id = self.ids.next_for(peer, random_u64);
         self.session.send(id.clone(), text.into(), now.ms)?;
         if let Some((w, asker)) = wait {
             self.new_waiters.push((id.clone(), w, asker));
