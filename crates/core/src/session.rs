@@ -113,6 +113,9 @@ struct Reconnect {
     /// The conversation was restored after our daemon restarted (see
     /// [`Session::restore_conversation`]): its redials say so.
     after_restart: bool,
+    /// Why the last redial failed (dialer only): said with the give-up,
+    /// which may be much later than the link's loss.
+    last_failure: Option<String>,
 }
 
 impl Reconnect {
@@ -125,6 +128,7 @@ impl Reconnect {
             next_attempt: redial_at,
             backoff: Backoff::new(REDIAL_INITIAL, REDIAL_MAX),
             after_restart: false,
+            last_failure: None,
         }
     }
 }
@@ -516,15 +520,17 @@ impl Session {
         }
     }
 
-    /// The dial on `link` failed; for a first dial the driver tells the
-    /// user why, for a redial the session tries again after a backoff.
-    pub fn handle_dial_failed(&mut self, link: LinkId, now: Instant) {
+    /// The dial on `link` failed (`why`); for a first dial the driver tells
+    /// the user why, for a redial the session tries again after a backoff
+    /// and keeps `why` for when it gives up.
+    pub fn handle_dial_failed(&mut self, link: LinkId, why: &str, now: Instant) {
         match &mut self.state {
             State::Dialing { link: l, .. } if *l == link => self.end_dial(),
             State::Connected(c) => {
                 if let Some(r) = c.reconnect.as_mut().filter(|r| r.dial == Some(link)) {
                     r.dial = None;
                     r.next_attempt = Some(now + r.backoff.next_delay());
+                    r.last_failure = Some(bounded(why, MAX_FAILURE_LEN));
                 }
             }
             _ => {}
@@ -563,7 +569,7 @@ impl Session {
             State::Dialing { link: l, crossed, .. } if *l == link => {
                 *crossed = Some(now + CROSSED_WAIT);
             }
-            _ => self.handle_dial_failed(link, now),
+            _ => self.handle_dial_failed(link, "our dials crossed", now),
         }
     }
 
@@ -578,11 +584,12 @@ impl Session {
     /// what they were before, sent with the next conversation with that
     /// peer if one comes within the resume window.
     pub fn handle_redial_refused_ended(&mut self, link: LinkId, how: EndedHow, now: Instant) {
+        let why = "the conversation ended on the other side";
         let State::Connected(c) = &self.state else {
-            return self.handle_dial_failed(link, now);
+            return self.handle_dial_failed(link, why, now);
         };
         let Some(r) = c.reconnect.as_ref().filter(|r| r.dial == Some(link)) else {
-            return self.handle_dial_failed(link, now);
+            return self.handle_dial_failed(link, why, now);
         };
         if r.after_restart {
             let reason =
@@ -885,7 +892,7 @@ impl Session {
             State::Connected(c) if c.link == Some(link) => c,
             State::Connected(c) if c.reconnect.as_ref().is_some_and(|r| r.dial == Some(link)) => {
                 // A redial whose stream died before it was adopted.
-                self.handle_dial_failed(link, now);
+                self.handle_dial_failed(link, &describe(&why), now);
                 return;
             }
             _ => return,
@@ -945,11 +952,13 @@ impl Session {
             return;
         };
         if now >= r.give_up_at {
-            let reason = format!(
-                "{} (not back within {}s)",
-                r.reason,
-                self.resume_window.as_secs_f64().round()
-            );
+            let window = self.resume_window.as_secs_f64().round();
+            let reason = match &r.last_failure {
+                Some(last) => {
+                    format!("{} (not back within {window}s; last redial: {last})", r.reason)
+                }
+                None => format!("{} (not back within {window}s)", r.reason),
+            };
             let dial = r.dial;
             // The peer's own window may be longer than ours.
             let redialer = (c.role == Role::Callee).then(|| c.peer.clone());
@@ -1368,6 +1377,18 @@ fn describe(why: &LinkDown) -> String {
         LinkDown::EndOfStream => "the stream ended without a goodbye".to_owned(),
         LinkDown::Error(e) => e.clone(),
     }
+}
+
+/// How much of a failed redial's reason (which may quote the peer) is kept.
+const MAX_FAILURE_LEN: usize = 200;
+
+/// `text`, cut to at most `max` bytes at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 #[cfg(test)]

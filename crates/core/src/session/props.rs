@@ -177,7 +177,7 @@ impl World {
                 self.new_wire();
                 take_welcome(&mut self.b, b_link);
             }
-            Err(_) => self.a.s.handle_dial_failed(link, self.now),
+            Err(_) => self.a.s.handle_dial_failed(link, "refused", self.now),
         }
     }
 
@@ -267,7 +267,7 @@ impl World {
                                 self.now,
                             );
                         }
-                        dialer.s.handle_dial_failed(link, self.now);
+                        dialer.s.handle_dial_failed(link, "refused", self.now);
                     }
                 }
             }

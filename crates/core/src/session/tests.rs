@@ -325,7 +325,7 @@ fn a_failed_dial_leaves_the_session_free() {
     let early = s.send("m1".into(), "too soon".into(), 0);
     assert_eq!(early, Err(SendError::Connecting { peer: name("bob") }));
     assert_eq!(s.ping(1), Err(SendError::Connecting { peer: name("bob") }));
-    s.handle_dial_failed(link, Instant::now());
+    s.handle_dial_failed(link, "refused", Instant::now());
     assert_eq!(s.phase(), Phase::Idle);
     assert!(s.connect(name("carol")).is_ok());
 }
@@ -343,12 +343,12 @@ fn a_dial_shows_us_busy_while_the_callee_asks_its_user() {
     let now = Instant::now();
     let link = s.connect(name("bob")).expect("dial");
     assert_eq!(presence(&mut s), []);
-    s.handle_dial_failed(link, now);
+    s.handle_dial_failed(link, "refused", now);
     assert_eq!(presence(&mut s), [], "a quick failure is no flap");
 
     type End = fn(&mut Session, LinkId, Instant);
     let ends: [(&str, End); 4] = [
-        ("failed", |s, link, now| s.handle_dial_failed(link, now)),
+        ("failed", |s, link, now| s.handle_dial_failed(link, "refused", now)),
         ("cancelled", |s, _, now| {
             s.disconnect(now).expect("a dial to cancel");
         }),
@@ -621,7 +621,7 @@ fn a_failed_redial_is_retried_with_backoff_until_the_window_passes() {
     let mut waits = Vec::new();
     while p.now + wait < lost_at + WINDOW {
         let dial = *p.a.redials.last().expect("a redial in progress");
-        p.alice.handle_dial_failed(dial, p.now);
+        p.alice.handle_dial_failed(dial, "bob is busy in another conversation", p.now);
         p.drive();
         let due = p.now + wait;
         let redials = p.a.redials.len();
@@ -646,6 +646,8 @@ fn a_failed_redial_is_retried_with_backoff_until_the_window_passes() {
     assert_eq!(failed(&p.a), [lost]);
     let reason = &disconnected(&p.a)[0];
     assert!(reason.contains("link lost") && reason.contains("30s"), "{reason}");
+    // Not only the loss, long ago: what the redials last heard.
+    assert!(reason.ends_with("; last redial: bob is busy in another conversation)"), "{reason}");
     assert_eq!(disconnected(&p.b).len(), 1);
     assert_eq!(p.a.presence.last(), Some(&Presence::Available));
     assert!(p.a.dropped, "the redial in progress is dropped");
@@ -658,7 +660,7 @@ fn a_redial_that_fails_at_once_is_not_retried_at_once() {
     let mut p = Pair::connected();
     p.cut("reset");
     let first = *p.a.redials.last().expect("redial");
-    p.alice.handle_dial_failed(first, p.now);
+    p.alice.handle_dial_failed(first, "refused", p.now);
     p.drive();
     assert_eq!(p.a.redials.len(), 1, "not again at once");
     assert_eq!(p.advance_to_next_timer(), REDIAL_INITIAL);
@@ -1401,4 +1403,11 @@ fn receipts_of_another_kind_are_not_merged() {
             &Frame::Receipt { ids: ids(2..3), kind: ReceiptKind::Delivered },
         ]
     );
+}
+
+#[test]
+fn a_kept_failure_is_cut_at_a_character_boundary() {
+    assert_eq!(bounded("héllo", 2), "h");
+    assert_eq!(bounded("héllo", 3), "hé");
+    assert_eq!(bounded("short", 200), "short");
 }

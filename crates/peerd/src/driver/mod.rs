@@ -907,7 +907,7 @@ impl Driver {
                 if let DialError::Ended { how, .. } = e {
                     self.session.handle_redial_refused_ended(link, how, now);
                 } else {
-                    self.session.handle_dial_failed(link, now);
+                    self.session.handle_dial_failed(link, &e.to_string(), now);
                 }
                 if let Some(tx) = reply {
                     let _ = tx.send(Err(ConnectFailed::Dial(e)));
