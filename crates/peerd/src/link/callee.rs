@@ -192,7 +192,14 @@ impl pb::chat_server::Chat for ChatService {
             return Err(bad_hello("the first frame must be a hello".into()).into());
         };
         if hello.version != PROTOCOL_VERSION {
-            tracing::info!(?remote, version = hello.version, "refused a dial of another version");
+            if let Some(left_out) = super::refusal_log::allow() {
+                tracing::info!(
+                    ?remote,
+                    version = hello.version,
+                    left_out,
+                    "refused a dial of another version"
+                );
+            }
             return Err(Refusal::version(hello.version, PROTOCOL_VERSION).into());
         }
         let peer = Name::parse(&hello.name).map_err(|e| bad_hello(e.to_string()))?;

@@ -74,7 +74,9 @@ impl DialerCheck {
         // one would tell a stranger with a throwaway key whom we talked to
         // (a changed key is one we knew). The detail is for our log.
         let unverified = |detail: String| {
-            tracing::info!(%name, %detail, "refused a dialer we cannot verify");
+            if let Some(left_out) = super::refusal_log::allow() {
+                tracing::info!(%name, %detail, left_out, "refused a dialer we cannot verify");
+            }
             Refusal::new(Reason::Unverified, format!("cannot verify you as {name}"))
         };
         let known = match self.known.check(name, key) {

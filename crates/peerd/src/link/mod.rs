@@ -23,6 +23,7 @@ pub(crate) mod frames;
 pub(crate) mod listener;
 pub(crate) mod pending;
 pub(crate) mod refusal;
+pub(crate) mod refusal_log;
 
 use std::time::Duration;
 
