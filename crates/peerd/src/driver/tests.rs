@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use peerchat_core::session::{AcceptError, MessageState};
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
@@ -62,7 +61,7 @@ impl Dial for Wired {
             let Some(offers) = offers else { return Err(DialError::NotOnline(to)) };
             let (our_out, their_in) = mpsc::channel(1024);
             let (their_out, our_in) = mpsc::channel(1024);
-            let theirs = Link::new(their_out, ReceiverStream::new(their_in).map(Ok));
+            let theirs = Link::new(their_out, ReceiverStream::new(their_in));
             let (reply, answer) = oneshot::channel();
             let pin = KeyPin::none();
             let offer =
@@ -97,7 +96,7 @@ impl Dial for Wired {
                 });
             }
             let w = match welcome {
-                Some(pb::Frame { kind: Some(pb::frame::Kind::Welcome(w)) }) => w,
+                Some(Ok(pb::Frame { kind: Some(pb::frame::Kind::Welcome(w)) })) => w,
                 // The callee ended the link first (it cannot store, say).
                 None => {
                     let why = "the stream ended before the welcome".to_owned();
@@ -107,7 +106,7 @@ impl Dial for Wired {
             };
             assert_eq!(w.version, crate::link::PROTOCOL_VERSION, "the welcome's version");
             let callee = Name::parse(&w.name).expect("a valid name");
-            Ok((callee, Link::new(our_out, ReceiverStream::new(our_in).map(Ok))))
+            Ok((callee, Link::new(our_out, ReceiverStream::new(our_in))))
         })
     }
 }

@@ -230,7 +230,7 @@ impl pb::chat_server::Chat for ChatService {
         }
         let frames = ReceiverStream::new(out_rx).map(move |frame| {
             let _in_use = &stream;
-            Ok(frame)
+            frame
         });
         match answer.await {
             Ok(Answer::Accepted) => {

@@ -16,10 +16,11 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Endpoint, Uri};
 
-use super::duplex::Link;
+use super::duplex::{Link, Outbound};
 use super::refusal::{Reason, Refusal};
 use super::{
     HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -252,13 +253,13 @@ impl Dialer {
             restarted: kind == DialKind::AfterRestart,
         };
         // The queue is new and empty: this cannot fail.
-        let _ = out.try_send(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) });
+        let _ = out.try_send(Ok(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) }));
         let no_answer = |what: &str| DialError::NoAnswer { name: name.clone(), what: what.into() };
         let refused = |status: tonic::Status| refused(name, &status);
+        // A status queued to end our half ends the request stream there.
+        let requests = ReceiverStream::new(rx).map_while(Result::ok);
         let response =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.converse(ReceiverStream::new(rx)))
-                .await
-            {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.converse(requests)).await {
                 Err(_) => return Err(no_answer("did not answer our hello in time")),
                 Ok(Err(s)) => return Err(refused(s)),
                 Ok(Ok(r)) => r,
@@ -276,7 +277,7 @@ impl Dialer {
 struct Answered {
     first: pb::Frame,
     inbound: tonic::Streaming<pb::Frame>,
-    out: mpsc::Sender<pb::Frame>,
+    out: mpsc::Sender<Outbound>,
     listed: PublicKey,
     address: String,
 }
