@@ -16,7 +16,7 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1001,9 +1001,9 @@ fn connections_that_carry_no_chat_stream_are_closed_when_idle() {
 /// Eight hosts hold all 64 of bob's slots with connections that carry
 /// nothing (half a ClientHello, or a finished TLS handshake and silence),
 /// reopening each as soon as bob closes it. A dial from carol still gets
-/// through, at once: a full port ends the connection idle the longest for
-/// the newest. Before, every dial failed with "does not answer" for as
-/// long as the attack went on.
+/// through, at once: a full port ends an idle connection of the address
+/// holding the most for the newest. Before, every dial failed with "does
+/// not answer" for as long as the attack went on.
 #[test]
 fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     let rt = runtime();
@@ -1011,12 +1011,15 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     let bob = Peer::start(&dir, "bob");
     let carol = Peer::start(&dir, "carol");
     let stop = Arc::new(AtomicBool::new(false));
+    // Attackers' connections open (TLS finished, or half a hello written),
+    // not yet closed by bob.
+    let held = Arc::new(AtomicUsize::new(0));
     let bob_addr = bob.addr();
     let config = tls_config(&throwaway_pkcs8());
     let attackers: Vec<_> = (1..=8u8)
         .flat_map(|source| (0..8).map(move |i| (source, i)))
         .map(|(source, i)| {
-            let (stop, config) = (stop.clone(), config.clone());
+            let (stop, config, held) = (stop.clone(), config.clone(), held.clone());
             rt.spawn(async move {
                 let from = std::net::Ipv4Addr::new(127, 0, 2, source);
                 while !stop.load(Ordering::Relaxed) {
@@ -1026,23 +1029,34 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         };
+                        held.fetch_add(1, Ordering::SeqCst);
                         let _ = until_closed(&mut tls, Duration::from_secs(30)).await;
+                        held.fetch_sub(1, Ordering::SeqCst);
                     } else {
                         let Ok(socket) = tokio::net::TcpSocket::new_v4() else { continue };
                         if socket.bind(SocketAddr::from((from, 0))).is_err() {
                             continue;
                         }
                         let Ok(mut tcp) = socket.connect(bob_addr).await else { continue };
-                        let _ = tcp.write_all(PARTIAL_CLIENT_HELLO).await;
+                        if tcp.write_all(PARTIAL_CLIENT_HELLO).await.is_err() {
+                            continue;
+                        }
+                        held.fetch_add(1, Ordering::SeqCst);
                         let _ = until_closed(&mut tcp, Duration::from_secs(30)).await;
+                        held.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
             })
         })
         .collect();
-    // Every slot taken: a plain connection from a ninth host is answered
-    // only by the eviction.
-    std::thread::sleep(Duration::from_secs(1));
+    // All 64 open (8 per address, bob's limit, so none was refused): every
+    // slot is taken, and a connection from a ninth host is answered only
+    // by an eviction.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.load(Ordering::SeqCst) < 64 {
+        assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut outcomes = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();

@@ -87,6 +87,17 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), Error> {
 /// Refuses a socket folder (the one a symlink leads to) that someone other
 /// than `me` (or root) could change: see the module's doc.
 fn check_folder(folder: &Path, me: u32) -> Result<(), Error> {
+    // A symlink's owner can point it elsewhere later, whatever it leads
+    // to now (another user's link in /tmp to a folder of ours, say).
+    let link = std::fs::symlink_metadata(folder)
+        .map_err(|e| Error::io(folder, "checking the socket folder", e))?;
+    if link.file_type().is_symlink() && link.uid() != me && link.uid() != 0 {
+        return Err(Error::Usage(format!(
+            "the socket folder {} is a symlink of uid {}'s, who could point it elsewhere and              take the socket's place; choose another --socket",
+            folder.display(),
+            link.uid()
+        )));
+    }
     let meta = std::fs::metadata(folder)
         .map_err(|e| Error::io(folder, "checking the socket folder", e))?;
     let (owner, mode) = (meta.uid(), meta.mode() & 0o7777);
@@ -205,6 +216,25 @@ mod tests {
         }
         assert!(check_folder(Path::new("/tmp"), me).is_ok(), "root's and sticky");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A symlink to a folder of ours is refused when another user owns the
+    /// link: they could point it elsewhere once peerd has checked.
+    #[test]
+    fn a_symlink_someone_else_owns_is_refused() {
+        let base = std::env::temp_dir().join(format!("pcl-{}", uuid::Uuid::new_v4().simple()));
+        let (dir, link) = (base.join("real"), base.join("link"));
+        std::fs::create_dir_all(&dir).expect("folder");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let me = crate::config::uid();
+        assert!(check_folder(&link, me).is_ok(), "our own link to our own folder");
+        // Only root can give a link away.
+        if me == 0 {
+            std::os::unix::fs::lchown(&link, Some(4343), Some(4343)).expect("lchown");
+            let err = check_folder(&link, me).expect_err("another user's link");
+            assert!(err.to_string().contains("symlink of uid 4343's"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     /// A mistyped `--socket` naming a file must not cost its contents.

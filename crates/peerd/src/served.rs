@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,16 +63,37 @@ struct Counts {
     /// Cancelled when the port, full, ends this connection for a newer one
     /// (see [`Activity::evict`]).
     evicted: CancellationToken,
+    /// False while the connection waits for a slot another's eviction
+    /// frees: a waiter holds no slot, so ending it would free none.
+    slotted: AtomicBool,
 }
 
 impl Activity {
     pub(crate) fn new() -> Activity {
+        Activity::with_slot(true)
+    }
+
+    /// The activity of a connection still waiting for its slot; see
+    /// [`Activity::slotted`].
+    pub(crate) fn waiting() -> Activity {
+        Activity::with_slot(false)
+    }
+
+    fn with_slot(slotted: bool) -> Activity {
         Activity(Arc::new(Counts {
             open: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             reader: AtomicWaker::new(),
             evicted: CancellationToken::new(),
+            slotted: AtomicBool::new(slotted),
         }))
+    }
+
+    /// The connection got its slot: from now on it counts as idle (the
+    /// newest), and can be evicted like any other.
+    pub(crate) fn slotted(&self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.slotted.store(true, Ordering::Release);
     }
 
     /// Ends the connection: its handshake, or its next read (see
@@ -90,7 +111,7 @@ impl Activity {
     /// Since when the connection carries no stream, if it carries none and
     /// is still up to anyone to end: what the port evicts by, oldest first.
     pub(crate) fn evictable_since(&self) -> Option<Instant> {
-        if self.0.evicted.is_cancelled() {
+        if self.0.evicted.is_cancelled() || !self.0.slotted.load(Ordering::Acquire) {
             return None;
         }
         self.idle_since()
@@ -152,7 +173,10 @@ impl IdleLimit {
         // Registered also while idle, and before the look: an eviction
         // wakes the reader.
         self.activity.0.reader.register(cx.waker());
-        if self.activity.0.evicted.is_cancelled() {
+        // A stream that opened after the eviction was decided (its
+        // headers were on their way) is served to its end; the last
+        // stream's guard then wakes the reader, which ends here.
+        if self.activity.0.evicted.is_cancelled() && self.activity.idle_since().is_some() {
             return Poll::Ready(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "ended for a newer connection: the port is full and this one carried nothing",

@@ -79,13 +79,14 @@ impl DialerCheck {
             }
             Refusal::new(Reason::Unverified, format!("cannot verify you as {name}"))
         };
-        let known = match self.known.check(name, key) {
-            Verdict::Changed { known } => {
-                return Err(unverified(changed_message(name, &known, key)));
-            }
-            Verdict::Known => true,
-            Verdict::New => false,
-        };
+        // A key other than the one we know takes the same path as a new
+        // one (the same lookup, charged the same, answered the same) and
+        // is refused only at the end: refused at once, it would answer
+        // "is this a name you know?" to anyone with a throwaway key, by
+        // its speed, or by being refused while a stranger's dial is told
+        // to try again shortly.
+        let verdict = self.known.check(name, key);
+        let known = verdict == Verdict::Known;
         let not_yours = || {
             unverified(format!(
                 "its key {} is not the one the directory binds to {name}",
@@ -132,13 +133,12 @@ impl DialerCheck {
                 return Err(unverified("it is not registered in the directory".to_owned()));
             }
             Listing::Unknown(why) => {
-                return Err(Refusal::new(
-                    Reason::CannotVerify,
-                    format!(
-                        "cannot verify {name}: the directory is unreachable ({why}) and its key is new to us"
-                    ),
-                ));
+                let why = format!("cannot verify {name}: the directory is unreachable ({why})");
+                return Err(Refusal::new(Reason::CannotVerify, why));
             }
+        }
+        if let Verdict::Changed { known } = verdict {
+            return Err(unverified(changed_message(name, &known, key)));
         }
         Ok(known)
     }
@@ -357,6 +357,16 @@ mod tests {
         assert_eq!(check.check(&dave, &[6; 32], from).await, Ok(true), "not online: known key");
         assert_eq!(check.check(&dave, &[6; 32], from).await, Ok(true));
         assert_eq!(lookups.load(Ordering::SeqCst) - 1, asked + 1, "dave looked up once");
+        // A throwaway key under a name we know is charged like a stranger's
+        // and answered the same: the answer does not say whom we know.
+        let fay = name("fay");
+        if let Some(written) = known.remember(&fay, &[10; 32]) {
+            written.await.expect("written");
+        }
+        assert!(check.with_memory(spent));
+        let probe = check.check(&fay, &[11; 32], from).await.expect_err("not fay's key");
+        let stranger = check.check(&name("gus"), &[11; 32], from).await.expect_err("nobody");
+        assert_eq!((probe.reason, stranger.reason), (Reason::TooManyDials, Reason::TooManyDials));
         // A known key whose name the directory now binds to another key
         // (a stolen key, its name moved on) is refused all the same.
         let erin = name("erin");
@@ -386,6 +396,12 @@ mod tests {
         }
         let stranger = check.check(&name("zed"), &[9; 32], from).await.expect_err("unverifiable");
         assert_eq!(stranger.reason, Reason::CannotVerify);
+        // Another key under dave's name hears what a stranger hears.
+        let probe = check.check(&name("dave"), &[9; 32], from).await.expect_err("not dave's");
+        assert_eq!(probe.reason, Reason::CannotVerify);
+        let words = "cannot verify dave: the directory is unreachable (";
+        assert!(probe.message.starts_with(words), "{}", probe.message);
+        assert!(stranger.message.starts_with("cannot verify zed: the directory is unreachable ("));
         // The failure is remembered: dave's redial did not ask again.
         let asked = check.with_memory(|m| m.ask(&name("dave"), from, true, Instant::now()));
         assert_eq!(asked, Ask::Remembered(Word::NoAnswer));

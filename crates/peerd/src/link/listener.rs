@@ -7,20 +7,28 @@
 //! connections cannot exhaust the daemon (the current conversation keeps
 //! its connection).
 //!
-//! When every slot is taken, a new connection does not simply lose: the
-//! one that has carried no stream for the longest (handshaking, or idle) is
-//! ended for it, and the new one waits up to [`EVICT_WAIT`] for that slot.
-//! A connection carrying a stream (a conversation, a dial being answered)
-//! is never ended so. So hosts that hold every slot with connections that
-//! do nothing, reconnecting as soon as each is closed, cannot keep a
-//! dialer out: its connection is the newest, and theirs go first.
+//! When every slot is taken, a new connection does not simply lose: one
+//! that carries no stream (handshaking, or idle) is ended for it, and the
+//! new one waits up to [`EVICT_WAIT`] for that slot. The one ended is from
+//! the address that holds the most slots, the one idle the longest among
+//! its connections, and only from an address that holds more than the
+//! newcomer's (or the newcomer's own): slots are shared out fairly between
+//! addresses, not first come first served. A connection carrying a stream
+//! (a conversation, a dial being answered) is never ended so. So hosts
+//! that hold every slot with connections that do nothing, reconnecting as
+//! soon as each is closed, cannot keep a dialer out unless they come from
+//! as many addresses as there are slots. At most [`MAX_WAITING`] newcomers
+//! wait for a slot at a time; past that one is closed at once, so a flood
+//! holds no more sockets than the slots and those few.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use peerchat_core::source::{PerSource, Source, SourceSlot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,6 +39,10 @@ use super::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT};
 /// How long a connection that evicted another waits for its slot: the
 /// evicted one lets go within a turn of its task.
 const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Newcomers that may wait for a slot an eviction frees, at once.
+const MAX_WAITING: usize = 8;
+
 use crate::served::{Activity, ConnInfo, Incoming, Served};
 use crate::tls::certificate_key;
 
@@ -61,11 +73,13 @@ pub(crate) fn connections(
 ) -> Incoming {
     let (tx, rx) = mpsc::channel(16);
     let slots = Arc::new(Semaphore::new(max));
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
     let sources = PerSource::new(per_source);
     let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
-        // Every connection holding a slot, oldest first (pruned as they go).
-        let mut holders: Vec<Activity> = Vec::with_capacity(max);
+        // Every connection holding or waiting for a slot, with its source
+        // (pruned as they go).
+        let mut holders: Vec<(Activity, Source)> = Vec::with_capacity(max + MAX_WAITING);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -80,34 +94,45 @@ pub(crate) fn connections(
                     continue;
                 }
             };
-            let Some(source) = sources.try_take(Source::of_ip(from.ip())) else {
+            let newcomer = Source::of_ip(from.ip());
+            let Some(source) = sources.try_take(newcomer) else {
                 tracing::debug!(%from, "too many connections from this address; closing this one");
                 continue;
             };
-            holders.retain(Activity::in_use);
-            let slot = match slots.clone().try_acquire_owned() {
-                Ok(slot) => Some(slot),
-                Err(_) if evict_one(&holders) => None,
+            holders.retain(|(a, _)| a.in_use());
+            let (slot, activity) = match slots.clone().try_acquire_owned() {
+                Ok(slot) => (Ok(slot), Activity::new()),
                 Err(_) => {
-                    tracing::debug!(%from, "too many connections, all in use; closing this one");
-                    continue;
+                    let Ok(wait) = waiting.clone().try_acquire_owned() else {
+                        tracing::debug!(%from, "too many connections waiting; closing this one");
+                        continue;
+                    };
+                    if !evict_one(&holders, newcomer) {
+                        tracing::debug!(%from, "too many connections, none to end; closing this one");
+                        continue;
+                    }
+                    (Err(wait), Activity::waiting())
                 }
             };
-            let activity = Activity::new();
-            holders.push(activity.clone());
+            holders.push((activity.clone(), newcomer));
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx, shutdown) = (acceptor.clone(), tx.clone(), shutdown.clone());
             let slots = slots.clone();
             tokio::spawn(async move {
                 let slot = match slot {
-                    Some(slot) => slot,
-                    None => match tokio::time::timeout(EVICT_WAIT, slots.acquire_owned()).await {
-                        Ok(Ok(slot)) => slot,
-                        _ => {
-                            tracing::debug!(%from, "no slot came free; closing this one");
-                            return;
+                    Ok(slot) => slot,
+                    Err(_wait) => {
+                        match tokio::time::timeout(EVICT_WAIT, slots.acquire_owned()).await {
+                            Ok(Ok(slot)) => {
+                                activity.slotted();
+                                slot
+                            }
+                            _ => {
+                                tracing::debug!(%from, "no slot came free; closing this one");
+                                return;
+                            }
                         }
-                    },
+                    }
                 };
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                 let stream = tokio::select! {
@@ -135,19 +160,73 @@ pub(crate) fn connections(
     Box::pin(ReceiverStream::new(rx))
 }
 
-/// Ends the connection among `holders` that has carried no stream for the
-/// longest, if there is one; see the module's doc.
-fn evict_one(holders: &[Activity]) -> bool {
-    let oldest = holders
-        .iter()
-        .filter_map(|a| a.evictable_since().map(|since| (since, a)))
-        .min_by_key(|(since, _)| *since);
-    match oldest {
-        Some((_, activity)) => {
-            tracing::debug!("the port is full: ending the connection idle the longest");
-            activity.evict();
+/// Ends a connection among `holders` for one from `newcomer`, if one may
+/// be ended (see [`victim`]).
+fn evict_one(holders: &[(Activity, Source)], newcomer: Source) -> bool {
+    let candidates: Vec<(Option<Instant>, Source)> =
+        holders.iter().map(|(a, source)| (a.evictable_since(), *source)).collect();
+    match victim(&candidates, newcomer) {
+        Some(i) => {
+            tracing::debug!(source = %holders[i].1, "the port is full: ending an idle connection");
+            holders[i].0.evict();
             true
         }
         None => false,
+    }
+}
+
+/// Which of `holders` (since when each has carried no stream, if it may be
+/// ended; and its source) to end for a connection from `newcomer`: one
+/// from the source that holds the most, the one idle the longest of those;
+/// never one from a source that holds no more than the newcomer's does,
+/// except the newcomer's own. `None` if there is none.
+fn victim(holders: &[(Option<Instant>, Source)], newcomer: Source) -> Option<usize> {
+    let mut held: HashMap<Source, usize> = HashMap::new();
+    for (_, source) in holders {
+        *held.entry(*source).or_default() += 1;
+    }
+    let count = |source: &Source| held.get(source).copied().unwrap_or(0);
+    let mine = count(&newcomer);
+    holders
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (since, source))| since.map(|since| (i, since, *source)))
+        .filter(|(_, _, source)| *source == newcomer || count(source) > mine)
+        .max_by_key(|(_, since, source)| (count(source), std::cmp::Reverse(*since)))
+        .map(|(i, _, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(last: u8) -> Source {
+        Source::V4([10, 0, 0, last])
+    }
+
+    #[test]
+    fn the_address_holding_the_most_loses_its_longest_idle_connection() {
+        let t = Instant::now();
+        let s = |n: u64| Some(t + Duration::from_secs(n));
+        // Address 1 holds three (one busy), address 2 two, address 3 one,
+        // idle the longest of all.
+        let holders = [(s(5), from(1)), (None, from(1)), (s(2), from(1)), (s(1), from(2))];
+        let holders = [&holders[..], &[(s(3), from(2)), (s(0), from(3))]].concat();
+        assert_eq!(victim(&holders, from(9)), Some(2), "address 1's longest idle");
+        assert_eq!(victim(&holders, from(3)), Some(2), "a holder of one takes from the heaviest");
+        // Address 2 holds two: it may take from address 1 (three), or its own.
+        assert_eq!(victim(&holders, from(2)), Some(2));
+        // Address 1, the heaviest, may only end one of its own.
+        assert_eq!(victim(&holders, from(1)), Some(2));
+    }
+
+    #[test]
+    fn no_connection_is_ended_for_an_address_that_already_holds_as_many() {
+        let t = Some(Instant::now());
+        let holders = [(t, from(1)), (t, from(2)), (None, from(3)), (None, from(3))];
+        assert_eq!(victim(&holders, from(3)), None, "address 3 holds more than 1 and 2");
+        assert_eq!(victim(&holders, from(1)), Some(0), "its own idle one");
+        let busy = [(None, from(1)), (None, from(2))];
+        assert_eq!(victim(&busy, from(9)), None, "every connection carries a stream");
     }
 }
