@@ -952,6 +952,53 @@ fn control_socket_flood_and_oversize_requests() {
     assert_memory_bounded("control: bob", before, mem(bob.pid()));
 }
 
+/// A script that opens control connections and never closes them cannot
+/// grow bob without bound: past peerd's ceiling it stops accepting (the
+/// rest wait in the kernel's listen queue) until some close, and once they
+/// go chatctl is answered again. Before, bob took every one (13,000 of
+/// them cost 217 MB).
+#[test]
+fn control_connections_held_open_are_capped() {
+    const CEILING: usize = 256;
+    const HELD: usize = 400;
+    let rt = runtime();
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    connect(&alice, &bob);
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let base = fds(bob.pid());
+    let socket = bob.socket();
+    let held: Vec<UnixStream> = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..HELD {
+            match UnixStream::connect(&socket).await {
+                Ok(unix) => held.push(unix),
+                // The listen queue is full: as good as held.
+                Err(e) => eprintln!("connection {} refused: {e}", held.len() + 1),
+            }
+        }
+        held
+    });
+    assert!(held.len() > CEILING, "only {} control connections opened", held.len());
+    eventually("bob to take connections up to his ceiling", Duration::from_secs(10), || {
+        let taken = fds(bob.pid()).saturating_sub(base);
+        if taken >= CEILING { Ok(()) } else { Err(format!("{taken} more fds")) }
+    });
+    // A negative: nothing to await, so a moment for bob to take more if
+    // he would.
+    std::thread::sleep(Duration::from_millis(500));
+    let taken = fds(bob.pid()).saturating_sub(base);
+    eprintln!("bob holds {taken} more fds with {} control connections open", held.len());
+    assert!(taken <= CEILING + 8, "bob took {taken} of {} connections", held.len());
+    rt.block_on(async { drop(held) });
+    eventually("chatctl status once they closed", Duration::from_secs(10), || {
+        let out = bob.ctl(&["status"]);
+        if out.status.success() { Ok(()) } else { Err(error_line_of(&out)) }
+    });
+    assert_both_ways(&alice, &bob, "after the held control connections");
+}
+
 /// peerd's limit on a peer-port connection that carries no Chat stream.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -22,11 +22,60 @@
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::Error;
+use crate::served::{Incoming, Served};
+
+/// Control connections open at once at most. Only this user's processes
+/// can connect, but a runaway script is one of them: each connection costs
+/// tens of KiB of HTTP/2 state, so without a ceiling a loop that opens them
+/// and never closes them grows the daemon without bound. Past it the
+/// daemon stops accepting until one closes (a client waits in the
+/// kernel's listen queue, or is refused when that is full), which keeps
+/// what it holds bounded and costs the connections already open nothing.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+
+/// Accepts control connections on `listener`, at most `max` open at once;
+/// ends when the server stops taking them.
+pub(crate) fn connections(listener: UnixListener, max: usize) -> Incoming {
+    let (tx, rx) = mpsc::channel(16);
+    let slots = Arc::new(Semaphore::new(max));
+    tokio::spawn(async move {
+        loop {
+            let slot = tokio::select! {
+                _ = tx.closed() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                _ = tx.closed() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    if tx.send(Ok(Served::local(stream, slot))).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept on the control socket failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
 
 /// Removes the socket file when dropped, on every exit path.
 #[derive(Debug)]

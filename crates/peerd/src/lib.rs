@@ -74,8 +74,6 @@ use peerchat::v1 as pb;
 use peerchat_core::session::Presence;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -93,7 +91,7 @@ use crate::link::callee::ChatService;
 use crate::link::dial::Dialer;
 use crate::presence::{DirectoryState, FirstAttempt, PresenceTask};
 use crate::roster::Roster;
-use crate::served::{ConnInfo, Served};
+use crate::served::ConnInfo;
 use crate::tls::Credentials;
 
 /// Largest control request: a maximal message plus room; larger ones get
@@ -248,8 +246,7 @@ pub async fn run(
             move |request: tonic::Request<()>| same_user(request, owner),
         ))
         .serve_with_incoming_shutdown(
-            Box::pin(UnixListenerStream::new(control_listener).map(|c| c.map(Served::local)))
-                as served::Incoming,
+            control_socket::connections(control_listener, control_socket::MAX_CONNECTIONS),
             wait_for_driver(token.clone()),
         );
     let control_server = tokio::spawn(control_server);

@@ -241,10 +241,11 @@ impl Served {
         self
     }
 
-    /// A control-socket connection, with its client's uid.
-    pub(crate) fn local(stream: UnixStream) -> Served {
+    /// A control-socket connection, with its client's uid, holding `held`
+    /// (its connection slot) until it is dropped.
+    pub(crate) fn local(stream: UnixStream, held: impl Send + 'static) -> Served {
         let uid = stream.peer_cred().ok().map(|cred| cred.uid());
-        Served::new(stream, ConnInfo::Local { uid }, ())
+        Served::new(stream, ConnInfo::Local { uid }, held)
     }
 }
 
@@ -319,14 +320,14 @@ mod tests {
         // Never used: ended `limit` after it was accepted, without a byte.
         let (a, _b) = UnixStream::pair().expect("socket pair");
         let started = Instant::now();
-        let mut unused = Served::local(a).closed_when_idle(Activity::new(), limit);
+        let mut unused = Served::local(a, ()).closed_when_idle(Activity::new(), limit);
         assert!(timed_out(unused.read(&mut buf).await));
         assert_eq!(started.elapsed(), limit);
 
         // In use: never ended; once its last stream ends, `limit` later.
         let (a, _b) = UnixStream::pair().expect("socket pair");
         let activity = Activity::new();
-        let mut used = Served::local(a).closed_when_idle(activity.clone(), limit);
+        let mut used = Served::local(a, ()).closed_when_idle(activity.clone(), limit);
         let stream = activity.stream();
         let quiet = tokio::time::timeout(6 * limit, used.read(&mut buf)).await;
         assert!(quiet.is_err(), "a connection with a stream open is not ended: {quiet:?}");
@@ -343,7 +344,7 @@ mod tests {
         let limit = Duration::from_secs(10);
         let (a, _b) = UnixStream::pair().expect("socket pair");
         let activity = Activity::new();
-        let mut served = Served::local(a).closed_when_idle(activity.clone(), limit);
+        let mut served = Served::local(a, ()).closed_when_idle(activity.clone(), limit);
         let stream = activity.stream();
         let started = Instant::now();
         tokio::spawn(async move {
@@ -364,7 +365,7 @@ mod tests {
         let limit = Duration::from_secs(10);
         let (a, _b) = UnixStream::pair().expect("socket pair");
         let activity = Activity::new();
-        let mut served = Served::local(a).closed_when_idle(activity.clone(), limit);
+        let mut served = Served::local(a, ()).closed_when_idle(activity.clone(), limit);
         let stream = activity.stream();
         assert_eq!(activity.evictable_since(), None, "busy: not offered");
         drop(stream);
@@ -389,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn a_local_connection_carries_its_uid_and_its_bytes() {
         let (a, b) = UnixStream::pair().expect("socket pair");
-        let mut served = Served::local(a);
+        let mut served = Served::local(a, ());
         let ConnInfo::Local { uid } = served.connect_info() else {
             panic!("a Unix connection is local");
         };
