@@ -492,6 +492,27 @@ async fn start_connect(alice: &Peer, to: &str) -> oneshot::Receiver<Result<Name,
     connected
 }
 
+/// Alice dialing bob, whose user is being asked about it: bob has seen the
+/// request, alice has been told she waits for bob's answer.
+struct Asked {
+    alice: Peer,
+    bob: Peer,
+    bob_sees: EventRx,
+    connected: oneshot::Receiver<Result<Name, ConnectFailed>>,
+}
+
+async fn alice_asks_bob(board: &Switchboard) -> Asked {
+    let alice = Peer::start("alice", board, None);
+    let bob = Peer::start_asking("bob", board, None, Policy::Ask, ASK_FOR);
+    let mut bob_sees = bob.watch(false).await;
+    let mut alice_sees = alice.watch(false).await;
+    let connected = start_connect(&alice, "bob").await;
+    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
+    let asking = |k| matches!(k, pb::event::Kind::Asking(_)).then_some(());
+    next_event(&mut alice_sees, asking).await;
+    Asked { alice, bob, bob_sees, connected }
+}
+
 #[tokio::test]
 async fn asking_waits_for_the_users_yes() {
     let board = Switchboard::default();
@@ -688,14 +709,7 @@ async fn a_cancelled_dial_that_got_through_says_goodbye() {
 #[tokio::test]
 async fn a_cancelled_dial_withdraws_the_request_its_callee_is_asking_about() {
     let board = Switchboard::default();
-    let alice = Peer::start("alice", &board, None);
-    let bob = Peer::start_asking("bob", &board, None, Policy::Ask, ASK_FOR);
-    let mut bob_sees = bob.watch(false).await;
-    let mut alice_sees = alice.watch(false).await;
-    let connected = start_connect(&alice, "bob").await;
-    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
-    let asking = |k| matches!(k, pb::event::Kind::Asking(_)).then_some(());
-    next_event(&mut alice_sees, asking).await;
+    let Asked { alice, bob, mut bob_sees, connected } = alice_asks_bob(&board).await;
 
     let ended = alice.ask(|reply| Request::Disconnect { reply }).await.expect("cancelled");
     assert_eq!(ended, Ended::Dial { peer: name("bob") });
@@ -719,14 +733,7 @@ async fn a_cancelled_dial_withdraws_the_request_its_callee_is_asking_about() {
 #[tokio::test]
 async fn a_connect_abandoned_by_its_caller_cancels_the_dial() {
     let board = Switchboard::default();
-    let alice = Peer::start("alice", &board, None);
-    let bob = Peer::start_asking("bob", &board, None, Policy::Ask, ASK_FOR);
-    let mut bob_sees = bob.watch(false).await;
-    let mut alice_sees = alice.watch(false).await;
-    let connected = start_connect(&alice, "bob").await;
-    assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
-    let asking = |k| matches!(k, pb::event::Kind::Asking(_)).then_some(());
-    next_event(&mut alice_sees, asking).await;
+    let Asked { alice, bob, mut bob_sees, connected } = alice_asks_bob(&board).await;
     assert_eq!(alice.status().await.phase, Phase::Connecting);
 
     drop(connected);
