@@ -1124,6 +1124,54 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     }
 }
 
+/// A flood of connections that say nothing, from 250 addresses at once,
+/// each held open until bob closes it: once the 64 slots are taken each
+/// newcomer ends an idle one and waits for its slot, but at most 8 wait
+/// at a time and the rest are closed at once, so bob never holds many more
+/// sockets than his slots.
+#[test]
+fn a_flood_on_a_full_peer_port_holds_no_more_sockets_than_the_slots() {
+    const SLOTS: usize = 64;
+    const WAITING: usize = 8;
+    let rt = runtime();
+    let dir = Directory::start(TTL);
+    let mut bob = Peer::start(&dir, "bob");
+    let (bob_addr, pid) = (bob.addr(), bob.pid());
+    let fds = move || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let base = fds();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..500u32)
+        .map(|i| {
+            let stop = stop.clone();
+            rt.spawn(async move {
+                let from = std::net::Ipv4Addr::new(127, 0, 3, (i % 250) as u8 + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(socket) = tokio::net::TcpSocket::new_v4() else { return };
+                    if socket.bind(SocketAddr::from((from, 0))).is_err() {
+                        return;
+                    }
+                    let Ok(mut tcp) = socket.connect(bob_addr).await else { continue };
+                    let _ = until_closed(&mut tcp, Duration::from_secs(30)).await;
+                }
+            })
+        })
+        .collect();
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        most = most.max(fds().saturating_sub(base));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.abort();
+    }
+    eprintln!("bob held at most {most} more descriptors during the flood");
+    assert!(most >= SLOTS, "the flood never filled the port ({most})");
+    assert!(most <= SLOTS + WAITING + 8, "bob held {most} sockets for {SLOTS} slots");
+    bob.assert_running();
+}
+
 fn error_line_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }

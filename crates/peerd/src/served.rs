@@ -103,6 +103,11 @@ impl Activity {
         self.0.reader.wake();
     }
 
+    /// Whether the connection was evicted (it may not be gone yet).
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.0.evicted.is_cancelled()
+    }
+
     /// Done when the connection is evicted.
     pub(crate) fn evicted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.0.evicted.cancelled()

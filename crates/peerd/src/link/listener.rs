@@ -163,12 +163,16 @@ pub(crate) fn connections(
 /// Ends a connection among `holders` for one from `newcomer`, if one may
 /// be ended (see [`victim`]).
 fn evict_one(holders: &[(Activity, Source)], newcomer: Source) -> bool {
+    // One already ended, on its way out, holds nothing for its source.
+    let staying: Vec<&(Activity, Source)> =
+        holders.iter().filter(|(a, _)| !a.is_evicted()).collect();
     let candidates: Vec<(Option<Instant>, Source)> =
-        holders.iter().map(|(a, source)| (a.evictable_since(), *source)).collect();
+        staying.iter().map(|(a, source)| (a.evictable_since(), *source)).collect();
     match victim(&candidates, newcomer) {
         Some(i) => {
-            tracing::debug!(source = %holders[i].1, "the port is full: ending an idle connection");
-            holders[i].0.evict();
+            let (activity, source) = staying[i];
+            tracing::debug!(%source, "the port is full: ending an idle connection");
+            activity.evict();
             true
         }
         None => false,
