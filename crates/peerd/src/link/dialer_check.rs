@@ -70,32 +70,42 @@ impl DialerCheck {
         key: &PublicKey,
         source: Source,
     ) -> Result<bool, Refusal> {
-        // The dialer hears the same words whichever check failed: which
-        // one would tell a stranger with a throwaway key whom we talked to
-        // (a changed key is one we knew). The detail is for our log.
-        let unverified = |detail: String| {
-            if let Some(left_out) = super::refusal_log::allow() {
-                tracing::info!(%name, %detail, left_out, "refused a dialer we cannot verify");
-            }
-            Refusal::new(Reason::Unverified, format!("cannot verify you as {name}"))
-        };
         // A key other than the one we know takes the same path as a new
         // one (the same lookup, charged the same, answered the same) and
-        // is refused only at the end: refused at once, it would answer
-        // "is this a name you know?" to anyone with a throwaway key, by
-        // its speed, or by being refused while a stranger's dial is told
-        // to try again shortly.
+        // is refused only after it: refused at once, it would answer "is
+        // this a name you know?" to anyone with a throwaway key, by its
+        // speed, or by being refused while a stranger's dial is told to
+        // try again shortly. Whatever the directory says, it is refused:
+        // taking a changed key is `chatctl trust`'s decision.
         let verdict = self.known.check(name, key);
         let known = verdict == Verdict::Known;
+        self.vouched(name, key, source, known).await?;
+        if let Verdict::Changed { known } = verdict {
+            return Err(unverified(name, changed_message(name, &known, key)));
+        }
+        Ok(known)
+    }
+
+    /// Whether the directory vouches for `key` as `name`'s (or, `known`,
+    /// cannot say otherwise right now), asking it only as the module's doc
+    /// says.
+    async fn vouched(
+        &self,
+        name: &Name,
+        key: &PublicKey,
+        source: Source,
+        known: bool,
+    ) -> Result<(), Refusal> {
         let not_yours = || {
-            unverified(format!(
+            let why = format!(
                 "its key {} is not the one the directory binds to {name}",
                 fingerprint(key)
-            ))
+            );
+            unverified(name, why)
         };
         let asked = self.with_memory(|m| m.ask(name, source, known, Instant::now()));
         let listed = match asked {
-            Ask::Remembered(Word::Key(listed)) if listed == *key => return Ok(known),
+            Ask::Remembered(Word::Key(listed)) if listed == *key => return Ok(()),
             Ask::Remembered(Word::Key(_)) => return Err(not_yours()),
             Ask::Remembered(Word::NotOnline) => Listing::NotOnline,
             Ask::Remembered(Word::NoAnswer) => {
@@ -123,24 +133,19 @@ impl DialerCheck {
             }
         };
         match listed {
-            Listing::Online(peer) => {
-                if peer.public_key.as_slice() != key.as_slice() {
-                    return Err(not_yours());
-                }
+            Listing::Online(peer) if peer.public_key.as_slice() != key.as_slice() => {
+                Err(not_yours())
             }
-            _ if known => {}
+            Listing::Online(_) => Ok(()),
+            _ if known => Ok(()),
             Listing::NotOnline => {
-                return Err(unverified("it is not registered in the directory".to_owned()));
+                Err(unverified(name, "it is not registered in the directory".to_owned()))
             }
             Listing::Unknown(why) => {
                 let why = format!("cannot verify {name}: the directory is unreachable ({why})");
-                return Err(Refusal::new(Reason::CannotVerify, why));
+                Err(Refusal::new(Reason::CannotVerify, why))
             }
         }
-        if let Verdict::Changed { known } = verdict {
-            return Err(unverified(changed_message(name, &known, key)));
-        }
-        Ok(known)
     }
 
     fn with_memory<T>(&self, f: impl FnOnce(&mut Memory) -> T) -> T {
@@ -148,6 +153,17 @@ impl DialerCheck {
         let mut memory = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut memory)
     }
+}
+
+/// The refusal of a dialer that fails the check. It hears the same words
+/// whichever part failed: which one would tell a stranger with a throwaway
+/// key whom we talked to (a changed key is one we knew). `detail` is for
+/// our log.
+fn unverified(name: &Name, detail: String) -> Refusal {
+    if let Some(left_out) = super::refusal_log::allow() {
+        tracing::info!(%name, %detail, left_out, "refused a dialer we cannot verify");
+    }
+    Refusal::new(Reason::Unverified, format!("cannot verify you as {name}"))
 }
 
 /// What the directory said about a name.
@@ -377,6 +393,29 @@ mod tests {
         assert!(check.with_memory(spent));
         let thief = check.check(&erin, &[7; 32], from).await.expect_err("erin moved on");
         assert_eq!(thief.reason, Reason::Unverified);
+    }
+
+    /// Carol's key changed and the directory binds her name to the new
+    /// one: still refused, the first time (after the lookup) and while the
+    /// directory's word is remembered, until `chatctl trust` takes it.
+    #[tokio::test]
+    async fn a_changed_key_is_refused_even_when_the_directory_vouches_for_it() {
+        let fake = Fake::default();
+        lock_listed(&fake.listed).push(listed("carol", [4; 32]));
+        let (addr, _server) = fake.serve().await;
+        let data = tempfile::tempdir().expect("a temp dir");
+        let known = KnownPeers::load(data.path()).expect("known peers");
+        if let Some(written) = known.remember(&name("carol"), &[3; 32]) {
+            written.await.expect("written");
+        }
+        let check = DialerCheck::new(directories(addr), known);
+        let from = source("127.0.0.5");
+        for attempt in ["looked up", "remembered"] {
+            let refused = check.check(&name("carol"), &[4; 32], from).await;
+            let refused = refused.expect_err(attempt);
+            assert_eq!(refused.reason, Reason::Unverified, "{attempt}");
+            assert_eq!(refused.message, "cannot verify you as carol");
+        }
     }
 
     #[tokio::test]
