@@ -981,9 +981,10 @@ fn control_connections_held_open_are_capped() {
         held
     });
     assert!(held.len() > CEILING, "only {} control connections opened", held.len());
+    // Near it: `base` may have counted a descriptor bob has closed since.
     eventually("bob to take connections up to his ceiling", Duration::from_secs(10), || {
         let taken = fds(bob.pid()).saturating_sub(base);
-        if taken >= CEILING { Ok(()) } else { Err(format!("{taken} more fds")) }
+        if taken >= CEILING - 8 { Ok(()) } else { Err(format!("{taken} more fds")) }
     });
     // A negative: nothing to await, so a moment for bob to take more if
     // he would.
@@ -1057,6 +1058,7 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     let dir = Directory::start(TTL);
     let bob = Peer::start(&dir, "bob");
     let carol = Peer::start(&dir, "carol");
+    let base = std::fs::read_dir(format!("/proc/{}/fd", bob.pid())).map_or(0, |d| d.count());
     let stop = Arc::new(AtomicBool::new(false));
     // Attackers' connections open (TLS finished, or half a hello written),
     // not yet closed by bob.
@@ -1096,11 +1098,14 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
             })
         })
         .collect();
-    // All 64 open (8 per address, bob's limit, so none was refused): every
-    // slot is taken, and a connection from a ninth host is answered only
-    // by an eviction.
+    // All 64 open (8 per address, bob's limit, so none was refused) and
+    // taken by bob, not only queued by the kernel (near 64: `base` may
+    // count a descriptor bob has closed since): every slot is taken, and a
+    // connection from a ninth host is answered only by an eviction.
+    let pid = bob.pid();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while held.load(Ordering::SeqCst) < 64 {
+    while held.load(Ordering::SeqCst) < 64 || fds().saturating_sub(base) < 60 {
         assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1150,7 +1155,10 @@ fn a_flood_on_a_full_peer_port_holds_no_more_sockets_than_the_slots() {
                     if socket.bind(SocketAddr::from((from, 0))).is_err() {
                         return;
                     }
-                    let Ok(mut tcp) = socket.connect(bob_addr).await else { continue };
+                    let Ok(mut tcp) = socket.connect(bob_addr).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
                     let _ = until_closed(&mut tcp, Duration::from_secs(30)).await;
                 }
             })

@@ -122,6 +122,15 @@ fn connect_error(path: &Path, err: &(dyn std::error::Error + 'static)) -> Error 
                     source: io::Error::new(io_err.kind(), io_err.to_string()),
                 };
             }
+            // EAGAIN on a Unix socket: a daemon is there, with its listen
+            // queue full (it takes so many connections at once).
+            if io_err.kind() == io::ErrorKind::WouldBlock {
+                let why = "its queue of new connections is full (too many open); try again shortly";
+                return Error::Connect {
+                    path: path.to_owned(),
+                    source: io::Error::new(io_err.kind(), why),
+                };
+            }
             break;
         }
         source = e.source();
@@ -162,4 +171,21 @@ pub(crate) async fn list_all(client: &mut Control) -> Result<(Vec<pb::Peer>, Str
         token = page.next_page_token;
     }
     Ok((peers, you))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_and_a_refusal_are_not_said_to_be_no_daemon() {
+        let path = Path::new("/run/x/peerd.sock");
+        let said = |kind: io::ErrorKind| connect_error(path, &io::Error::from(kind)).to_string();
+        assert!(said(io::ErrorKind::NotFound).contains("not running"));
+        assert!(said(io::ErrorKind::ConnectionRefused).contains("not running"));
+        let full = said(io::ErrorKind::WouldBlock);
+        assert!(full.contains("queue of new connections is full"), "{full}");
+        assert!(!full.contains("not running"), "{full}");
+        assert!(said(io::ErrorKind::PermissionDenied).starts_with("cannot connect to peerd at"));
+    }
 }

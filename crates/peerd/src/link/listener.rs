@@ -22,12 +22,15 @@
 //! holds no more sockets than the slots and those few.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use peerchat_core::source::{PerSource, Source, SourceSlot};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -42,6 +45,16 @@ const EVICT_WAIT: Duration = Duration::from_secs(1);
 
 /// Newcomers that may wait for a slot an eviction frees, at once.
 const MAX_WAITING: usize = 8;
+
+/// A newcomer's place in the queue for a slot.
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// A new connection's slot: taken, or queued for (with its place among
+/// the [`MAX_WAITING`]).
+enum Slot {
+    Held(OwnedSemaphorePermit),
+    Queued(Acquire, OwnedSemaphorePermit),
+}
 
 use crate::served::{Activity, ConnInfo, Incoming, Served};
 use crate::tls::certificate_key;
@@ -101,28 +114,35 @@ pub(crate) fn connections(
             };
             holders.retain(|(a, _)| a.in_use());
             let (slot, activity) = match slots.clone().try_acquire_owned() {
-                Ok(slot) => (Ok(slot), Activity::new()),
+                Ok(slot) => (Slot::Held(slot), Activity::new()),
                 Err(_) => {
                     let Ok(wait) = waiting.clone().try_acquire_owned() else {
                         tracing::debug!(%from, "too many connections waiting; closing this one");
                         continue;
                     };
-                    if !evict_one(&holders, newcomer) {
+                    // In the semaphore's queue before the victim lets go:
+                    // the semaphore is fair, so the slot it frees comes
+                    // here, not to whoever connects next.
+                    let mut queued: Acquire = Box::pin(slots.clone().acquire_owned());
+                    let mut cx = Context::from_waker(Waker::noop());
+                    if let Poll::Ready(Ok(slot)) = queued.as_mut().poll(&mut cx) {
+                        (Slot::Held(slot), Activity::new())
+                    } else if evict_one(&holders, newcomer) {
+                        (Slot::Queued(queued, wait), Activity::waiting())
+                    } else {
                         tracing::debug!(%from, "too many connections, none to end; closing this one");
                         continue;
                     }
-                    (Err(wait), Activity::waiting())
                 }
             };
             holders.push((activity.clone(), newcomer));
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx, shutdown) = (acceptor.clone(), tx.clone(), shutdown.clone());
-            let slots = slots.clone();
             tokio::spawn(async move {
                 let slot = match slot {
-                    Ok(slot) => slot,
-                    Err(_wait) => {
-                        match tokio::time::timeout(EVICT_WAIT, slots.acquire_owned()).await {
+                    Slot::Held(slot) => slot,
+                    Slot::Queued(queued, _wait) => {
+                        match tokio::time::timeout(EVICT_WAIT, queued).await {
                             Ok(Ok(slot)) => {
                                 activity.slotted();
                                 slot
