@@ -142,7 +142,8 @@ fn check_folder(folder: &Path, me: u32) -> Result<(), Error> {
         .map_err(|e| Error::io(folder, "checking the socket folder", e))?;
     if link.file_type().is_symlink() && link.uid() != me && link.uid() != 0 {
         return Err(Error::Usage(format!(
-            "the socket folder {} is a symlink of uid {}'s, who could point it elsewhere and              take the socket's place; choose another --socket",
+            "the socket folder {} is a symlink of uid {}'s, who could point it elsewhere and \
+             take the socket's place; choose another --socket",
             folder.display(),
             link.uid()
         )));
@@ -282,6 +283,7 @@ mod tests {
             std::os::unix::fs::lchown(&link, Some(4343), Some(4343)).expect("lchown");
             let err = check_folder(&link, me).expect_err("another user's link");
             assert!(err.to_string().contains("symlink of uid 4343's"), "{err}");
+            assert!(!err.to_string().contains("  "), "one line, single spaces: {err}");
         }
         let _ = std::fs::remove_dir_all(&base);
     }
