@@ -88,6 +88,11 @@ fn mem(pid: u32) -> Mem {
     Mem { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:") }
 }
 
+/// How many descriptors (sockets, files) a process holds open, from /proc.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 /// Prints the numbers and asserts that `after` grew less than
 /// [`RSS_GROWTH_LIMIT_KIB`] over `before`, now and at the peak.
 fn assert_memory_bounded(what: &str, before: Mem, after: Mem) {
@@ -966,8 +971,7 @@ fn control_connections_held_open_are_capped() {
     let alice = Peer::start(&dir, "alice");
     let bob = Peer::start(&dir, "bob");
     connect(&alice, &bob);
-    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    let base = fds(bob.pid());
+    let base = open_fds(bob.pid());
     let socket = bob.socket();
     let held: Vec<UnixStream> = rt.block_on(async {
         let mut held = Vec::new();
@@ -983,13 +987,13 @@ fn control_connections_held_open_are_capped() {
     assert!(held.len() > CEILING, "only {} control connections opened", held.len());
     // Near it: `base` may have counted a descriptor bob has closed since.
     eventually("bob to take connections up to his ceiling", Duration::from_secs(10), || {
-        let taken = fds(bob.pid()).saturating_sub(base);
+        let taken = open_fds(bob.pid()).saturating_sub(base);
         if taken >= CEILING - 8 { Ok(()) } else { Err(format!("{taken} more fds")) }
     });
     // A negative: nothing to await, so a moment for bob to take more if
     // he would.
     std::thread::sleep(Duration::from_millis(500));
-    let taken = fds(bob.pid()).saturating_sub(base);
+    let taken = open_fds(bob.pid()).saturating_sub(base);
     eprintln!("bob holds {taken} more fds with {} control connections open", held.len());
     assert!(taken <= CEILING + 8, "bob took {taken} of {} connections", held.len());
     rt.block_on(async { drop(held) });
@@ -1058,7 +1062,7 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     let dir = Directory::start(TTL);
     let bob = Peer::start(&dir, "bob");
     let carol = Peer::start(&dir, "carol");
-    let base = std::fs::read_dir(format!("/proc/{}/fd", bob.pid())).map_or(0, |d| d.count());
+    let base = open_fds(bob.pid());
     let stop = Arc::new(AtomicBool::new(false));
     // Attackers' connections open (TLS finished, or half a hello written),
     // not yet closed by bob.
@@ -1102,10 +1106,8 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     // taken by bob, not only queued by the kernel (near 64: `base` may
     // count a descriptor bob has closed since): every slot is taken, and a
     // connection from a ninth host is answered only by an eviction.
-    let pid = bob.pid();
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while held.load(Ordering::SeqCst) < 64 || fds().saturating_sub(base) < 60 {
+    while held.load(Ordering::SeqCst) < 64 || open_fds(bob.pid()).saturating_sub(base) < 60 {
         assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1142,8 +1144,7 @@ fn a_flood_on_a_full_peer_port_holds_no_more_sockets_than_the_slots() {
     let dir = Directory::start(TTL);
     let mut bob = Peer::start(&dir, "bob");
     let (bob_addr, pid) = (bob.addr(), bob.pid());
-    let fds = move || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    let base = fds();
+    let base = open_fds(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let flood: Vec<_> = (0..500u32)
         .map(|i| {
@@ -1167,7 +1168,7 @@ fn a_flood_on_a_full_peer_port_holds_no_more_sockets_than_the_slots() {
     let mut most = 0;
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        most = most.max(fds().saturating_sub(base));
+        most = most.max(open_fds(pid).saturating_sub(base));
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);

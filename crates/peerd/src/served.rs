@@ -116,7 +116,7 @@ impl Activity {
     /// Since when the connection carries no stream, if it carries none and
     /// is still up to anyone to end: what the port evicts by, oldest first.
     pub(crate) fn evictable_since(&self) -> Option<Instant> {
-        if self.0.evicted.is_cancelled() || !self.0.slotted.load(Ordering::Acquire) {
+        if self.is_evicted() || !self.0.slotted.load(Ordering::Acquire) {
             return None;
         }
         self.idle_since()
@@ -181,7 +181,7 @@ impl IdleLimit {
         // A stream that opened after the eviction was decided (its
         // headers were on their way) is served to its end; the last
         // stream's guard then wakes the reader, which ends here.
-        if self.activity.0.evicted.is_cancelled() && self.activity.idle_since().is_some() {
+        if self.activity.is_evicted() && self.activity.idle_since().is_some() {
             return Poll::Ready(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "ended for a newer connection: the port is full and this one carried nothing",

@@ -324,6 +324,13 @@ mod tests {
         }
     }
 
+    /// Remembers `key` as `who`'s, as after a conversation with them.
+    async fn know(known: &KnownPeers, who: &Name, key: PublicKey) {
+        if let Some(written) = known.remember(who, &key) {
+            written.await.expect("written");
+        }
+    }
+
     fn lock_listed(
         listed: &std::sync::Mutex<Vec<pb::Peer>>,
     ) -> std::sync::MutexGuard<'_, Vec<pb::Peer>> {
@@ -363,9 +370,7 @@ mod tests {
         // With strangers' lookups spent, a peer we know is still looked up
         // (once per RECENT) and taken.
         let dave = name("dave");
-        if let Some(written) = known.remember(&dave, &[6; 32]) {
-            written.await.expect("written");
-        }
+        know(&known, &dave, [6; 32]).await;
         let spent = |m: &mut Memory| {
             (0..100).any(|_| m.ask(&name("y"), from, false, Instant::now()) == Ask::TooMany)
         };
@@ -376,9 +381,7 @@ mod tests {
         // A throwaway key under a name we know is charged like a stranger's
         // and answered the same: the answer does not say whom we know.
         let fay = name("fay");
-        if let Some(written) = known.remember(&fay, &[10; 32]) {
-            written.await.expect("written");
-        }
+        know(&known, &fay, [10; 32]).await;
         assert!(check.with_memory(spent));
         let probe = check.check(&fay, &[11; 32], from).await.expect_err("not fay's key");
         let stranger = check.check(&name("gus"), &[11; 32], from).await.expect_err("nobody");
@@ -386,9 +389,7 @@ mod tests {
         // A known key whose name the directory now binds to another key
         // (a stolen key, its name moved on) is refused all the same.
         let erin = name("erin");
-        if let Some(written) = known.remember(&erin, &[7; 32]) {
-            written.await.expect("written");
-        }
+        know(&known, &erin, [7; 32]).await;
         lock_listed(&listed_peers).push(listed("erin", [8; 32]));
         assert!(check.with_memory(spent));
         let thief = check.check(&erin, &[7; 32], from).await.expect_err("erin moved on");
@@ -405,9 +406,7 @@ mod tests {
         let (addr, _server) = fake.serve().await;
         let data = tempfile::tempdir().expect("a temp dir");
         let known = KnownPeers::load(data.path()).expect("known peers");
-        if let Some(written) = known.remember(&name("carol"), &[3; 32]) {
-            written.await.expect("written");
-        }
+        know(&known, &name("carol"), [3; 32]).await;
         let check = DialerCheck::new(directories(addr), known);
         let from = source("127.0.0.5");
         for attempt in ["looked up", "remembered"] {
@@ -425,9 +424,7 @@ mod tests {
         drop(gone);
         let data = tempfile::tempdir().expect("a temp dir");
         let known = KnownPeers::load(data.path()).expect("known peers");
-        if let Some(written) = known.remember(&name("dave"), &[6; 32]) {
-            written.await.expect("written");
-        }
+        know(&known, &name("dave"), [6; 32]).await;
         let check = DialerCheck::new(directories(addr), known);
         let from = source("127.0.0.5");
         for _ in 0..2 {

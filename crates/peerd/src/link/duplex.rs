@@ -94,8 +94,8 @@ impl Link {
             Poll::Ready(Some(Ok(frame))) => match frames::from_wire(frame) {
                 Ok(frame) => return Poll::Ready(Ok(frame)),
                 Err(v) => {
-                    let answer = Status::invalid_argument(v.to_string());
-                    (LinkDown::Error(v.to_string()), Some(answer))
+                    let why = v.to_string();
+                    (LinkDown::Error(why.clone()), Some(Status::invalid_argument(why)))
                 }
             },
             Poll::Ready(Some(Err(status))) => {
