@@ -524,6 +524,13 @@ fn text_limits_too_long_and_empty() {
     let (id, _) = send(&alice, &[&crabs]);
     let msg = wb.wait_for("crabs", EVENT_TIMEOUT, |e| e["id"] == id.as_str());
     assert_eq!(msg["text"], crabs.as_str());
+
+    // Words that start with `-` are text (`-hi` is not `-h`, the help),
+    // also with an option after them.
+    let (id, state) = send(&alice, &["-hi", "-", "buy", "milk", "--wait", "delivered"]);
+    assert_eq!(state, "delivered");
+    let msg = wb.wait_for("the dashes", EVENT_TIMEOUT, |e| e["id"] == id.as_str());
+    assert_eq!(msg["text"], "-hi - buy milk");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `--socket` and `--json` are global: they are accepted before or after the
 //! subcommand. Usage errors exit 2 (clap's default).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -135,10 +136,12 @@ pub enum Command {
 /// `chatctl send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The message; the words are joined with single spaces
-    /// (use `--` before a message that starts with `-`)
-    // Flags may follow the words (`send hi --wait none`), so words that
-    // look like flags need `--` first; negative numbers need nothing.
+    /// The message; the words are joined with single spaces (a word that
+    /// starts with `-` is text, except `-h`; use `--` before text that
+    /// starts with `--` or is `-h`)
+    // Flags may follow the words (`send hi --wait none`); words that start
+    // with a single `-` are made text before clap sees them
+    // (`Cli::parse_args`).
     #[arg(value_name = "TEXT", required = true, num_args = 1.., allow_negative_numbers = true)]
     pub text: Vec<String>,
     /// What to wait for before returning
@@ -147,6 +150,73 @@ pub struct SendArgs {
     /// How long to wait, in seconds
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_timeout)]
     pub timeout: Duration,
+}
+
+impl Cli {
+    /// Parses a command line (`args` starts with the program's name), with
+    /// `send`'s words that start with a single `-` taken as text (see
+    /// [`send_words_as_text`]).
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        Cli::try_parse_from(send_words_as_text(args.into_iter().map(Into::into).collect()))
+    }
+}
+
+/// The options of `send` (its own and the global ones) that take a value
+/// in the next word.
+const SEND_VALUE_OPTIONS: [&str; 3] = ["--socket", "--wait", "--timeout"];
+
+/// `send - buy milk`, `send -_-`, `send -hi`: a word of `send` that starts
+/// with a single `-` (other than `-h`) is text. clap alone refuses `- buy`
+/// and reads `-hi` as `-h`: it prints the help and exits 0, so a script's
+/// `chatctl send "$line"` would not send that line and not fail either.
+/// Words that start with `--` stay options, so a mistyped `--wiat` is a
+/// usage error, not a message; `--` still makes everything after it text.
+/// Options may follow the words (SPEC §2: `send TEXT... [--wait …]`), so
+/// the rewrite puts the options first and every word after one `--`, in
+/// their order. Any other command line is returned as it is.
+fn send_words_as_text(args: Vec<OsString>) -> Vec<OsString> {
+    let dash = |a: &OsString| a.as_encoded_bytes().starts_with(b"-");
+    let double_dash = |a: &OsString| a.as_encoded_bytes().starts_with(b"--");
+    // The subcommand: the first word that is neither an option nor the
+    // value of `--socket`.
+    let mut at = 1;
+    while at < args.len() && dash(&args[at]) {
+        if args[at] == "--" {
+            return args;
+        }
+        at += if args[at] == "--socket" { 2 } else { 1 };
+    }
+    if args.get(at).is_none_or(|word| word != "send") {
+        return args;
+    }
+    let (mut options, mut words) = (Vec::new(), Vec::new());
+    let mut moved = false;
+    let mut rest = args[at + 1..].iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--" {
+            words.extend(rest.by_ref().cloned());
+        } else if arg == "-h" || double_dash(arg) {
+            options.push(arg.clone());
+            if SEND_VALUE_OPTIONS.iter().any(|o| arg == *o) {
+                options.extend(rest.next().cloned());
+            }
+        } else {
+            moved |= dash(arg);
+            words.push(arg.clone());
+        }
+    }
+    if !moved {
+        return args;
+    }
+    let mut out = args[..=at].to_vec();
+    out.extend(options);
+    out.push("--".into());
+    out.extend(words);
+    out
 }
 
 /// How far `send` waits for its message to get.
@@ -180,7 +250,7 @@ mod tests {
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("chatctl").chain(args.iter().copied()))
+        Cli::parse_args(std::iter::once("chatctl").chain(args.iter().copied()))
     }
 
     fn send_args(args: &[&str]) -> SendArgs {
@@ -222,6 +292,63 @@ mod tests {
         let over = (MAX_TIMEOUT.as_secs() + 1).to_string();
         assert!(parse(&["send", "x", "--timeout", &over]).is_err());
         assert!(parse(&["send", "x", "--wait", "forever"]).is_err());
+    }
+
+    #[test]
+    fn send_words_that_start_with_one_dash_are_text() {
+        // What clap alone refused, or took for `-h` (help, exit 0).
+        for word in ["-hi", "-_-", "- buy milk", "-", "-x", "-wait"] {
+            assert_eq!(send_args(&["send", word]).text, [word], "{word}");
+        }
+        // In their order, with options before, between and after them;
+        // `--socket`'s value is neither the command nor text.
+        let send = send_args(&[
+            "--socket", "send", "send", "-", "milk", "--wait", "none", "-and", "--json", "bread",
+        ]);
+        assert_eq!(send.text, ["-", "milk", "-and", "bread"]);
+        assert_eq!(send.wait, Wait::None);
+        let cli =
+            parse(&["--json", "send", "-1", "--timeout", "3", "--", "--x", "-y"]).expect("parses");
+        assert!(cli.json);
+        assert_eq!(cli.socket, None);
+        match cli.command {
+            Command::Send(send) => {
+                assert_eq!(send.text, ["-1", "--x", "-y"]);
+                assert_eq!(send.timeout, Duration::from_secs(3));
+            }
+            other => panic!("not a send: {other:?}"),
+        }
+        let cli = parse(&["--socket=/s", "send", "-hi"]).expect("parses");
+        assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+        // A value is still the option's: this timeout is refused.
+        assert!(parse(&["send", "hi", "--timeout", "-5"]).is_err());
+        // `-h` asks for help; a mistyped long option is an error.
+        let help = parse(&["send", "-x", "-h"]).expect_err("help");
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        let typo = parse(&["send", "-x", "--wiat", "none"]).expect_err("unknown option");
+        assert_eq!(typo.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert_eq!(typo.exit_code(), 2);
+        // Only send's words: other commands are parsed as clap has them.
+        assert!(parse(&["history", "-x"]).is_err());
+    }
+
+    #[test]
+    fn the_send_options_that_take_a_value_are_all_known() {
+        let mut cli = Cli::command();
+        cli.build();
+        let send = cli.find_subcommand("send").expect("send");
+        let mut taking: Vec<String> = send
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values() && !a.is_positional())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        taking.sort();
+        let mut known = SEND_VALUE_OPTIONS.map(String::from).to_vec();
+        known.sort();
+        assert_eq!(taking, known);
+        // Nor does send have short options other than -h, which would
+        // need the same care.
+        assert!(send.get_arguments().all(|a| a.get_short().is_none_or(|c| c == 'h')));
     }
 
     #[test]

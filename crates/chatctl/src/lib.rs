@@ -31,8 +31,8 @@ mod tui;
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
 
 pub use cli::{Cli, Command};
 pub use client::{Control, connect};
@@ -80,7 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 pub fn main_entry() -> ExitCode {
     // The completion script's call back: answered, and exits.
     completion::complete_if_asked();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) => {
             // A usage error: one line, like every other error. --help and
