@@ -62,6 +62,7 @@ fn peerd_config_says_where_each_value_comes_from() {
     assert_eq!(s["directory"]["source"], "default");
     assert_eq!(s["directory"]["value"], "http://127.0.0.1:7300");
     assert_eq!(s["advertise"]["value"], Value::Null);
+    assert_eq!(s["resume_window"]["value"], 30, "a number, not text");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("warning: {file}:4: unknown key `colour`")), "{stderr}");
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use peerchat_core::config_file::{self, FileSettings, Setting};
 use peerchat_core::{Name, paths};
+use serde_json::Value;
 use tonic::transport::Uri;
 
 use crate::cli::{MAX_RESUME_WINDOW, Settings};
@@ -89,8 +90,9 @@ pub struct Resolved {
     pub config: Config,
     /// The config file read, if there was one.
     pub file: Option<PathBuf>,
-    /// Each setting: its key, its value as text, its origin.
-    pub origins: Vec<(&'static str, String, Origin)>,
+    /// Each setting: its key, its value (a string, a number, or null when
+    /// unset), its origin.
+    pub origins: Vec<(&'static str, Value, Origin)>,
     pub warnings: Vec<String>,
 }
 
@@ -203,7 +205,7 @@ fn resolve_with(
         |v| Name::parse(v).map_err(|e| e.to_string()),
         || Ok(Name::parse(&login_name())?),
     )?;
-    origins.push(("name", name.to_string(), o));
+    origins.push(("name", name.to_string().into(), o));
 
     let (directories, o) = pick(
         "directory",
@@ -213,7 +215,7 @@ fn resolve_with(
         |urls: &Vec<String>| directory_urls(&urls.join(",")).map_err(|e| e.to_string()),
         || directory_urls(DEFAULT_DIRECTORY),
     )?;
-    origins.push(("directory", directories.join(","), o));
+    origins.push(("directory", directories.join(",").into(), o));
 
     let (directory_key, o) = pick(
         "directory_key",
@@ -223,7 +225,7 @@ fn resolve_with(
         |v| Ok(Some(v.clone())),
         || Ok(None),
     )?;
-    origins.push(("directory_key", directory_key.clone().unwrap_or_default(), o));
+    origins.push(("directory_key", directory_key.clone().into(), o));
 
     let (listen, o) = pick(
         "listen",
@@ -236,7 +238,7 @@ fn resolve_with(
         },
         || Ok(DEFAULT_LISTEN),
     )?;
-    origins.push(("listen", listen.to_string(), o));
+    origins.push(("listen", listen.to_string().into(), o));
 
     let (advertise, o) = pick(
         "advertise",
@@ -250,7 +252,7 @@ fn resolve_with(
         },
         || Ok(None),
     )?;
-    origins.push(("advertise", advertise.map(|a| a.to_string()).unwrap_or_default(), o));
+    origins.push(("advertise", advertise.map(|a| a.to_string()).into(), o));
 
     let (accept, o) = pick(
         "accept",
@@ -260,7 +262,7 @@ fn resolve_with(
         |v| v.parse::<Policy>(),
         || Ok(Policy::All),
     )?;
-    origins.push(("accept", accept.as_str().to_owned(), o));
+    origins.push(("accept", accept.as_str().into(), o));
 
     let (socket, o) = pick(
         "socket",
@@ -270,7 +272,7 @@ fn resolve_with(
         |v| non_empty_path(v),
         || Ok(socket_path(None)),
     )?;
-    origins.push(("socket", socket.display().to_string(), o));
+    origins.push(("socket", socket.display().to_string().into(), o));
 
     let (data_dir, o) = pick(
         "data_dir",
@@ -280,7 +282,7 @@ fn resolve_with(
         |v| non_empty_path(v),
         || Ok(paths::default_data_dir(dirs::data_dir().as_deref(), uid(), &name.key())),
     )?;
-    origins.push(("data_dir", data_dir.display().to_string(), o));
+    origins.push(("data_dir", data_dir.display().to_string().into(), o));
 
     let (resume_window, o) = pick(
         "resume_window",
@@ -294,7 +296,7 @@ fn resolve_with(
         },
         || Ok(DEFAULT_RESUME_WINDOW),
     )?;
-    origins.push(("resume_window", resume_window.to_string(), o));
+    origins.push(("resume_window", resume_window.into(), o));
 
     Ok(Resolved {
         config: Config {
@@ -324,21 +326,32 @@ pub fn resolved_text(r: &Resolved) -> String {
         },
     };
     let mut lines = vec![format!("config file: {file}")];
-    let width = r
+    let shown: Vec<(&str, String, &Origin)> = r
         .origins
         .iter()
-        .map(|(k, v, _)| (k.len(), v.len().max(1)))
+        .map(|(key, value, origin)| {
+            let text = match value {
+                Value::Null => "-".to_owned(),
+                Value::String(s) if s.is_empty() => "-".to_owned(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (*key, text, origin)
+        })
+        .collect();
+    let width = shown
+        .iter()
+        .map(|(k, v, _)| (k.len(), v.len()))
         .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
-    for (key, value, origin) in &r.origins {
-        let value = if value.is_empty() { "-" } else { value };
+    for (key, value, origin) in &shown {
         lines.push(format!("{key:<kw$}  {value:<vw$}  ({origin})", kw = width.0, vw = width.1));
     }
     lines.join("\n")
 }
 
 /// `peerd config --json`: `{"file", "settings": {KEY: {"value", "source",
-/// "from"}}}`; an unset value is null.
-pub fn resolved_json(r: &Resolved) -> serde_json::Value {
+/// "from"}}}`; an unset value is null, `resume_window` a number.
+pub fn resolved_json(r: &Resolved) -> Value {
     let settings: serde_json::Map<String, serde_json::Value> = r
         .origins
         .iter()
@@ -351,8 +364,6 @@ pub fn resolved_json(r: &Resolved) -> serde_json::Value {
                 }
                 Origin::Default => serde_json::Value::Null,
             };
-            let value =
-                if value.is_empty() { serde_json::Value::Null } else { value.as_str().into() };
             (
                 (*key).to_owned(),
                 serde_json::json!({ "value": value, "source": origin.kind(), "from": from }),
@@ -459,9 +470,10 @@ mod tests {
         config_file::parse(Path::new("/c/config.toml"), text).expect("valid toml")
     }
 
+    /// A setting that is a string, and its origin.
     fn origin<'a>(r: &'a Resolved, key: &str) -> (&'a str, &'a Origin) {
         let (_, v, o) = r.origins.iter().find(|(k, _, _)| *k == key).expect("every key");
-        (v.as_str(), o)
+        (v.as_str().expect("a string"), o)
     }
 
     #[test]
@@ -486,6 +498,26 @@ mod tests {
         assert_eq!(r.config.resume_window, Duration::from_secs(5));
         assert_eq!(origin(&r, "directory"), ("http://127.0.0.1:7300", &Origin::Default));
         assert_eq!(r.file.as_deref(), Some(Path::new("/c/config.toml")));
+
+        // In JSON a number is a number and an unset value null; in text
+        // an unset value is `-`.
+        let json = resolved_json(&r);
+        assert_eq!(json["settings"]["resume_window"]["value"], 5);
+        assert_eq!(json["settings"]["resume_window"]["from"], "/c/config.toml:4");
+        assert_eq!(json["settings"]["advertise"]["value"], Value::Null);
+        assert_eq!(json["settings"]["name"]["value"], "flagged");
+        let text = resolved_text(&r);
+        let line = |key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .map(str::split_whitespace)
+                .map(Iterator::collect)
+        };
+        assert_eq!(
+            line("resume_window"),
+            Some(vec!["resume_window", "5", "(file", "/c/config.toml:4)"])
+        );
+        assert_eq!(line("advertise"), Some(vec!["advertise", "-", "(default)"]));
     }
 
     #[test]
