@@ -212,7 +212,7 @@ fn resolve_with(
         s.directory.as_deref().map(directory_urls).transpose()?,
         given,
         file.map(|fs| (fs, &fs.directory)),
-        |urls: &Vec<String>| directory_urls(&urls.join(",")).map_err(|e| e.to_string()),
+        |urls: &Vec<String>| file_directory_urls(urls),
         || directory_urls(DEFAULT_DIRECTORY),
     )?;
     origins.push(("directory", directories.join(",").into(), o));
@@ -385,20 +385,57 @@ fn non_empty_path(v: &str) -> Result<PathBuf, String> {
 /// the channels are built so that a typo is a usage error (exit 2) naming
 /// the entry, not a failed start.
 pub fn directory_urls(raw: &str) -> Result<Vec<String>, Error> {
-    let example = "a URL such as http://127.0.0.1:7300";
+    directory_entries(raw.split(',')).map_err(|bad| {
+        Error::Usage(match bad {
+            BadEntry::Empty(which) => format!(
+                "--directory {raw:?}: entry {which} is empty; give {EXAMPLE_URL}, or several \
+                 separated by commas"
+            ),
+            BadEntry::Invalid { .. } => format!("--directory {bad}"),
+        })
+    })
+}
+
+/// The file's `directory`: one string or a list, each maybe several URLs
+/// separated by commas, checked as the flag's are; the error is worded for
+/// the file (the caller adds its path, line and key).
+fn file_directory_urls(list: &[String]) -> Result<Vec<String>, String> {
+    if list.is_empty() {
+        return Err(format!("an empty list; give {EXAMPLE_URL}, or a list of them"));
+    }
+    directory_entries(list.iter().flat_map(|entry| entry.split(','))).map_err(|bad| bad.to_string())
+}
+
+const EXAMPLE_URL: &str = "a URL such as http://127.0.0.1:7300";
+
+/// What is wrong with one entry of a list of directory URLs (counted
+/// from 1).
+#[derive(Debug)]
+enum BadEntry {
+    Empty(usize),
+    Invalid { which: usize, url: String, why: &'static str },
+}
+
+impl fmt::Display for BadEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadEntry::Empty(which) => write!(f, "entry {which} is empty; give {EXAMPLE_URL}"),
+            BadEntry::Invalid { which, url, why } => {
+                write!(f, "entry {which} {url:?} must be {EXAMPLE_URL} ({why})")
+            }
+        }
+    }
+}
+
+fn directory_entries<'a>(entries: impl Iterator<Item = &'a str>) -> Result<Vec<String>, BadEntry> {
     let mut urls = Vec::new();
-    for (i, entry) in raw.split(',').enumerate() {
+    for (i, entry) in entries.enumerate() {
         let url = entry.trim();
         let which = i + 1;
         if url.is_empty() {
-            return Err(Error::Usage(format!(
-                "--directory {raw:?}: entry {which} is empty; give {example}, or several \
-                 separated by commas"
-            )));
+            return Err(BadEntry::Empty(which));
         }
-        let bad = |why: &str| {
-            Error::Usage(format!("--directory entry {which} {url:?} must be {example} ({why})"))
-        };
+        let bad = |why| BadEntry::Invalid { which, url: url.to_owned(), why };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(bad("http:// or https://"));
         }
@@ -527,11 +564,20 @@ mod tests {
             ("\nlisten = \"nope\"\n", "/c/config.toml:2: key `listen`: "),
             ("accept = \"sometimes\"\n", "/c/config.toml:1: key `accept`: "),
             ("resume_window = 0\n", "/c/config.toml:1: key `resume_window`: "),
-            ("directory = [\"ftp://x\"]\n", "/c/config.toml:1: key `directory`: "),
+            ("directory = [\"ftp://x\"]\n", "/c/config.toml:1: key `directory`: entry 1 \"ftp"),
+            ("directory = []\n", "/c/config.toml:1: key `directory`: an empty list; give a URL"),
+            (
+                "directory = [\"http://a:1\", \" \"]\n",
+                "/c/config.toml:1: key `directory`: entry 2 is empty; give a URL",
+            ),
         ] {
             let e = resolve_with(&s, &|_| None, Some(&file(text))).expect_err(text).to_string();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
+        // Commas inside a string of the file split it, as in the flag.
+        let f = file("directory = [\"http://a:1,http://b:2\", \"http://c:3\"]\n");
+        let r = resolve_with(&s, &|_| None, Some(&f)).expect("resolves");
+        assert_eq!(r.config.directories, ["http://a:1", "http://b:2", "http://c:3"]);
         // A flag over a bad file value: the file's value is never looked at.
         let s = settings(&["--name", "a", "--accept", "all"]);
         let f = file("accept = \"sometimes\"\n");
