@@ -14,6 +14,7 @@ mod support;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -1068,10 +1069,13 @@ fn chat_with_piped_stdin_sends_each_line() {
     let bob = Peer::start(&dir, "bob");
     let mut wb = bob.watch();
 
-    let out = alice.ctl_with_input(&["chat", "bob"], b"hello\n/quit\n".to_vec());
+    let out = alice.ctl_with_input(&["chat", "bob"], b"hello\n/frob\n/quit\n".to_vec());
     assert_exit(&out, 0, "chatctl chat bob");
     wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
     wb.wait_for("hello", EVENT_TIMEOUT, ev::message("alice", "hello"));
+    // A mistyped command is an `error:` line, and the chat went on.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: unknown command /frob (try /help)"), "{stderr}");
 }
 
 /// `/disconnect` in `chat --json` shows the end at once, once, with the
@@ -1160,8 +1164,25 @@ fn help_exits_zero_and_usage_errors_exit_two() {
         let line = error_line(&out);
         assert!(line.contains(args[args.len() - 1]), "names what is wrong: {line}");
     }
-    let out = run(command(&bin("peerd")).arg("frobnicate"), t);
-    assert_exit(&out, 2, "peerd frobnicate");
+    // Every binary's usage errors are one `error:` line too: a missing
+    // command, a bad flag or value, an argument that is not UTF-8.
+    let not_utf8 = std::ffi::OsString::from_vec(vec![0xff, 0xfe]);
+    let usage_errors: &[(&str, Vec<std::ffi::OsString>, &str)] = &[
+        ("chatctl", vec![], "a command is required: list, connect, send"),
+        ("peerd", vec![], "a command is required: start, stop"),
+        ("peerd", vec!["frobnicate".into()], "frobnicate"),
+        ("peerd", vec!["start".into(), "--bogus".into()], "--bogus"),
+        ("directoryd", vec!["--ttl".into(), "0".into()], "--ttl"),
+        ("chatctl", vec!["send".into(), not_utf8.clone()], "invalid UTF-8"),
+        ("chatctl", vec![not_utf8.clone()], "unrecognized subcommand"),
+        ("peerd", vec!["start".into(), "--name".into(), not_utf8], "invalid UTF-8"),
+    ];
+    for (name, args, words) in usage_errors {
+        let out = run(command(&bin(name)).args(args).env("PEERCHAT_SOCKET", &socket), t);
+        assert_exit(&out, 2, &format!("{name} {args:?}"));
+        let line = error_line(&out);
+        assert!(line.contains(words) && line.contains("(usage: "), "{name} {args:?}: {line}");
+    }
 }
 
 #[test]

@@ -29,10 +29,11 @@ mod output;
 mod signals;
 mod tui;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use clap::error::ErrorKind;
+use peerchat_core::usage::usage_error;
 
 pub use cli::{Cli, Command};
 pub use client::{Control, connect};
@@ -80,20 +81,18 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 pub fn main_entry() -> ExitCode {
     // The completion script's call back: answered, and exits.
     completion::complete_if_asked();
-    let cli = match Cli::parse_args(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::parse_args(args.clone()) {
         Ok(cli) => cli,
         Err(err) => {
-            // A usage error: one line, like every other error. --help and
-            // --version (stdout, status 0) are printed as clap prints them;
-            // a bare `chatctl` gets its `error:` line, then the help.
-            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                output::note("error: a command is required (see the commands below)");
-                let _ = err.print();
-            } else if err.use_stderr() {
-                let args: Vec<String> = std::env::args().collect();
-                output::note(&usage_error_line(&err.render().to_string(), &args));
-            } else {
-                let _ = err.print();
+            // A usage error (a bare `chatctl` too) is one `error:` line,
+            // like every other error; --help and --version (stdout, status
+            // 0) are printed as clap prints them.
+            match usage_error(&err, &Cli::command(), &args) {
+                Some(line) => output::note(&line),
+                None => {
+                    let _ = err.print();
+                }
             }
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
@@ -109,43 +108,6 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
-/// clap's rendering of a usage error (`error: …`, maybe a value list or a
-/// tip, `Usage: …`, `For more information…`, on several lines) as the one
-/// `error:` line SPEC asks of every error: the message, then the usage
-/// (for a bad value clap gives none: then the usage of the command `args`
-/// name).
-fn usage_error_line(rendered: &str, args: &[String]) -> String {
-    let mut parts = Vec::new();
-    let mut usage = None;
-    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(u) = line.strip_prefix("Usage:") {
-            usage = Some(u.trim());
-        } else if !line.starts_with("For more information") {
-            parts.push(line);
-        }
-    }
-    let mut out = parts.join(" ");
-    if !out.starts_with("error:") {
-        out.insert_str(0, "error: ");
-    }
-    let usage = usage.map(str::to_owned).unwrap_or_else(|| usage_of(args));
-    out.push_str(&format!(" (usage: {usage}; see --help)"));
-    out
-}
-
-/// The usage line of the subcommand `args` names, or chatctl's.
-fn usage_of(args: &[String]) -> String {
-    let mut cli = Cli::command();
-    cli.build();
-    let named = args.iter().skip(1).find_map(|a| cli.find_subcommand(a)).map(|c| c.get_name());
-    let mut command = match named.map(str::to_owned) {
-        Some(name) => cli.find_subcommand_mut(&name).cloned().unwrap_or(cli),
-        None => cli,
-    };
-    let rendered = command.render_usage().to_string();
-    rendered.trim().trim_start_matches("Usage:").trim().to_owned()
-}
-
 fn fail(err: &Error) -> ExitCode {
     // An error may quote a peer or the directory (a refusal's words): on
     // one line, escaped, like everything else from the network.
@@ -155,16 +117,13 @@ fn fail(err: &Error) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
     fn line_for(args: &[&str]) -> String {
-        let argv: Vec<String> =
-            std::iter::once("chatctl").chain(args.iter().copied()).map(String::from).collect();
-        let err = Cli::try_parse_from(&argv).expect_err("a usage error");
-        assert!(err.use_stderr(), "{err}");
-        usage_error_line(&err.render().to_string(), &argv)
+        let argv: Vec<OsString> =
+            std::iter::once("chatctl").chain(args.iter().copied()).map(OsString::from).collect();
+        let err = Cli::parse_args(&argv).expect_err("a usage error");
+        usage_error(&err, &Cli::command(), &argv).expect("an error line")
     }
 
     #[test]
@@ -191,8 +150,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_chatctl_is_answered_with_its_help_not_folded() {
-        let err = Cli::try_parse_from(["chatctl"]).expect_err("no command");
-        assert_eq!(err.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
+    fn a_bare_chatctl_names_the_commands_on_one_line() {
+        let line = line_for(&[]);
+        assert!(line.starts_with("error: a command is required: list, connect, send,"), "{line}");
+        assert!(line.ends_with("(usage: chatctl [OPTIONS] <COMMAND>; see --help)"), "{line}");
     }
 }

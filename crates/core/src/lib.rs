@@ -15,6 +15,8 @@
 //! - [`source`]: who counts as one source in every per-host limit, and a
 //!   count of what each source holds.
 //! - [`rate`]: token buckets per source, for rate limits.
+//! - [`usage`]: a usage error from clap as the one `error:` line every
+//!   binary prints.
 
 pub mod config_file;
 pub mod identity;
@@ -27,6 +29,7 @@ pub mod session;
 pub mod source;
 pub mod text;
 pub mod timeouts;
+pub mod usage;
 
 pub use name::{Name, NameError};
 pub use text::{MAX_TEXT_BYTES, TextError, check_text};

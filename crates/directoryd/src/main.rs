@@ -19,7 +19,22 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_LOG: &str = "info,redis=error";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A usage error is one `error:` line, exit 2; --help and
+            // --version are printed as clap prints them, exit 0.
+            use clap::CommandFactory as _;
+            match peerchat_core::usage::usage_error(&e, &Cli::command(), &args) {
+                Some(line) => eprintln!("{line}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     match runtime(cli.serve.threads) {
         Ok(runtime) => runtime.block_on(serve_or_admin(cli)),
         Err(err) => {

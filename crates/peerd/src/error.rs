@@ -41,7 +41,7 @@ pub enum Error {
         .path.display()
     )]
     KeyFileMode { path: PathBuf, mode: u32 },
-    #[error("peerd is not running at {0} (start it with: peerd start)")]
+    #[error("peerd is not running at {} (start it with: {})", .0.display(), start_command(.0))]
     NotRunning(PathBuf),
     /// The config file cannot be used: it names the file, line and key.
     #[error(transparent)]
@@ -57,6 +57,17 @@ impl Error {
         source: std::io::Error,
     ) -> Error {
         Error::Io { path: path.into(), action, source }
+    }
+}
+
+/// How to start the peerd that `peerd stop` looked for at `socket`: a
+/// plain `peerd start` listens elsewhere unless `socket` is the usual
+/// place (as chatctl says it).
+fn start_command(socket: &std::path::Path) -> String {
+    if socket == crate::config::socket_path(None) {
+        "peerd start".to_owned()
+    } else {
+        format!("peerd start --socket {}", socket.display())
     }
 }
 
@@ -97,6 +108,18 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             self.1.as_deref().map(|s| s as _)
         }
+    }
+
+    #[test]
+    fn not_running_says_how_to_start_one_there() {
+        let elsewhere = Error::NotRunning("/tmp/x/p.sock".into()).to_string();
+        assert_eq!(
+            elsewhere,
+            "peerd is not running at /tmp/x/p.sock (start it with: peerd start --socket \
+             /tmp/x/p.sock)"
+        );
+        let usual = Error::NotRunning(crate::config::socket_path(None)).to_string();
+        assert!(usual.ends_with("(start it with: peerd start)"), "{usual}");
     }
 
     #[test]

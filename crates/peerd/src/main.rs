@@ -23,10 +23,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 static ALLOC: peerchat_peerd::allocator::MiMalloc = peerchat_peerd::allocator::MiMalloc;
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = Cli::command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return usage_error(&e, &args),
     };
     // Which settings the command line or the environment gave: clap knows.
     let sub = matches.subcommand().map(|(_, m)| m.clone()).unwrap_or_default();
@@ -193,6 +196,18 @@ fn start(args: &StartArgs, given: &dyn Fn(&str) -> Option<Given>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, detached),
     }
+}
+
+/// A usage error (a bare `peerd` too) is one `error:` line, exit 2;
+/// --help and --version are printed as clap prints them, exit 0.
+fn usage_error(e: &clap::Error, args: &[std::ffi::OsString]) -> ExitCode {
+    match peerchat_core::usage::usage_error(e, &Cli::command(), args) {
+        Some(line) => eprintln!("{line}"),
+        None => {
+            let _ = e.print();
+        }
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 fn fail(e: &Error, detached: bool) -> ExitCode {

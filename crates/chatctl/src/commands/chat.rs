@@ -257,11 +257,11 @@ impl Chat {
             ("status", []) => self.status().await,
             ("connect", [name]) => self.connect(name).await,
             ("disconnect", []) => self.disconnect().await,
-            ("connect", _) => noted("usage: /connect NAME"),
+            ("connect", _) => mistyped("usage: /connect NAME"),
             ("quit" | "exit" | "list" | "status" | "disconnect", _) => {
-                noted(&format!("usage: /{verb} (no arguments)"))
+                mistyped(&format!("usage: /{verb} (no arguments)"))
             }
-            _ => noted(&format!("unknown command /{verb} (try /help)")),
+            _ => mistyped(&format!("unknown command /{verb} (try /help)")),
         };
         note_failure(outcome)?;
         Ok(Flow::Continue)
@@ -371,8 +371,10 @@ fn take_if_same(slot: &mut Option<String>, peer: &str) -> bool {
 }
 
 /// Prints a note for the user on stderr.
-fn noted(text: &str) -> Result<(), Error> {
-    output::note(text);
+/// A mistyped command: an `error:` line on stderr, like every error, and
+/// the chat goes on.
+fn mistyped(text: &str) -> Result<(), Error> {
+    output::note(&format!("error: {text}"));
     Ok(())
 }
 
