@@ -22,16 +22,41 @@ pub(crate) async fn run(
     let request = pb::GetHistoryRequest { peer, limit: limit.unwrap_or(0) };
     let history =
         client::call("read the history", ANSWER_TIMEOUT, client.get_history(request)).await?;
-    let cut_short = limit.is_none_or(|n| history.entries.len() < n as usize);
-    if history.older > 0 && cut_short {
-        output::note(&format!(
-            "{} older entries not shown: one answer holds at most 10,000 entries and 32 MiB of text",
-            history.older
-        ));
+    if let Some(note) = left_out(limit, history.entries.len(), history.older) {
+        output::note(&note);
     }
     output::either(
         json,
         || format::history_json(&history.entries),
         || format::history_text(&history, &chrono::Local),
     )
+}
+
+/// The note on stderr when the answer holds fewer entries than were asked
+/// for (all, or `limit`) and older ones exist: one answer's own limits cut
+/// it, which the user should know.
+fn left_out(limit: Option<u32>, shown: usize, older: u64) -> Option<String> {
+    let cut_short = limit.is_none_or(|n| shown < n as usize);
+    (older > 0 && cut_short).then(|| {
+        format!(
+            "{older} older entries not shown: one answer holds at most 10,000 entries and 32 MiB \
+             of text"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::left_out;
+
+    #[test]
+    fn entries_left_out_by_the_answer_are_noted_not_those_left_out_by_the_limit() {
+        // Everything, or more than one answer holds, was asked for.
+        assert!(left_out(None, 10_000, 5).is_some_and(|n| n.starts_with("5 older entries")));
+        assert!(left_out(Some(50_000), 10_000, 7).is_some());
+        // The newest 10 were asked for and shown: nothing to say.
+        assert_eq!(left_out(Some(10), 10, 90), None);
+        // Nothing older exists.
+        assert_eq!(left_out(None, 3, 0), None);
+    }
 }
