@@ -443,10 +443,20 @@ fn two_peers_connecting_to_each_other_at_once_both_succeed() {
             let c = s.spawn(|| carol.ctl(&["connect", "alice"]));
             (a.join().expect("alice's connect"), c.join().expect("carol's connect"))
         });
-        for (who, out) in [("alice", &a), ("carol", &c)] {
+        // Both succeed when the two dials cross. When one's call is
+        // answered before the other's `connect` even reaches its daemon
+        // (a slow chatctl start on a loaded machine), that other is
+        // already in the conversation and hears so; never `busy`.
+        let mut connected = 0;
+        for (who, other, out) in [("alice", "carol", &a), ("carol", "alice", &c)] {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(0), "round {round}, {who}: {stderr}");
+            match out.status.code() {
+                Some(0) => connected += 1,
+                Some(1) if stderr.contains(&format!("already connected to {other}")) => {}
+                _ => panic!("round {round}, {who}: {:?} {stderr}", out.status),
+            }
         }
+        assert!(connected >= 1, "round {round}: neither connect succeeded");
         assert_eq!(alice.status()["peer"], "carol");
         assert_eq!(carol.status()["peer"], "alice");
         let (_, state) = send(&carol, &["we crossed"]);
