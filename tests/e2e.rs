@@ -827,7 +827,9 @@ fn sigterm_in_a_conversation_is_a_clean_goodbye() {
 
     bob.terminate(); // asserts exit 0
     assert!(pid_is_gone(bob.pid()));
-    wa.wait_for("disconnected bob", EVENT_TIMEOUT, ev::disconnected("bob"));
+    // A goodbye, answered before bob went: not a lost link.
+    let ended = wa.wait_for("disconnected bob", EVENT_TIMEOUT, ev::disconnected("bob"));
+    assert_eq!(ended["reason"], "bob ended the conversation", "{ended}");
     assert!(!bob.socket().exists(), "bob's socket file is still there");
     let list = alice.list();
     assert!(entry(&list, "bob").is_none(), "bob still listed: {list:?}");

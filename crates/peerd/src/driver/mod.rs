@@ -313,6 +313,10 @@ impl Driver {
     /// bounded time) for the conversation to close before returning.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut give_up_at: Option<tokio::time::Instant> = None;
+        // The control server holds the only senders of requests and stops
+        // on the same token, maybe at once: a closed channel is not a
+        // reason to stop waiting for the peer's answer to our goodbye.
+        let mut requests_open = true;
         // Made once, not per turn of the loop: each one registers with the
         // token, under its lock.
         let cancelled = shutdown.cancelled();
@@ -331,10 +335,10 @@ impl Driver {
                     self.session.shutdown(Instant::now());
                     give_up_at = Some(tokio::time::Instant::now() + crate::link::CLOSE_GRACE);
                 }
-                request = self.requests.recv() => {
-                    let Some(request) = request else { break };
-                    self.handle_batch(Next::Request(request));
-                }
+                request = self.requests.recv(), if requests_open => match request {
+                    Some(request) => self.handle_batch(Next::Request(request)),
+                    None => requests_open = false,
+                },
                 (link, r) = std::future::poll_fn(|cx| poll_links(&mut self.links, cx)) => {
                     self.handle_batch(Next::Link(link, r));
                 }

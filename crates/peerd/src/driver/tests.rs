@@ -46,6 +46,9 @@ struct Switchboard {
 struct Wired {
     me: Name,
     board: Switchboard,
+    /// When given, the callee's frames (after its welcome) reach us only
+    /// while it says open: a slow network, in one direction.
+    hold: Option<watch::Receiver<bool>>,
 }
 
 impl Dial for Wired {
@@ -55,7 +58,7 @@ impl Dial for Wired {
         kind: DialKind,
         asked: OnAsked,
     ) -> Pin<Box<dyn Future<Output = DialResult> + Send>> {
-        let (me, board) = (self.me.clone(), self.board.clone());
+        let (me, board, hold) = (self.me.clone(), self.board.clone(), self.hold.clone());
         Box::pin(async move {
             let offers = board.peers.lock().expect("lock").get(&to).cloned();
             let Some(offers) = offers else { return Err(DialError::NotOnline(to)) };
@@ -106,6 +109,19 @@ impl Dial for Wired {
             };
             assert_eq!(w.version, crate::link::PROTOCOL_VERSION, "the welcome's version");
             let callee = Name::parse(&w.name).expect("a valid name");
+            if let Some(mut hold) = hold {
+                let (held_tx, held_rx) = mpsc::channel(1024);
+                tokio::spawn(async move {
+                    while let Some(frame) = our_in.recv().await {
+                        if hold.wait_for(|open| *open).await.is_err()
+                            || held_tx.send(frame).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                our_in = held_rx;
+            }
             Ok((callee, Link::new(our_out, ReceiverStream::new(our_in))))
         })
     }
@@ -222,8 +238,8 @@ impl Peer {
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
         let (offer_tx, offers) = mpsc::channel(OFFER_QUEUE);
         board.peers.lock().expect("lock").insert(name(me), offer_tx);
-        let dialer =
-            dialer.unwrap_or_else(|| Arc::new(Wired { me: name(me), board: board.clone() }));
+        let dialer = dialer
+            .unwrap_or_else(|| Arc::new(Wired { me: name(me), board: board.clone(), hold: None }));
         let (presence, _) = watch::channel(Presence::Available);
         let wiring = Wiring { requests: requests_rx, offers, dialer, presence };
         let gate = Gate { policy, blocked: Blocked::default(), ask_for };
@@ -626,7 +642,7 @@ async fn two_drivers_dialing_each_other_at_once_both_connect() {
     let board = Switchboard::default();
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let together = |me: &str| -> Arc<dyn Dial> {
-        let wired = Wired { me: name(me), board: board.clone() };
+        let wired = Wired { me: name(me), board: board.clone(), hold: None };
         Arc::new(Together { wired, barrier: barrier.clone() })
     };
     let alice = Peer::start("alice", &board, Some(together("alice")));
@@ -679,8 +695,10 @@ async fn connecting_to_a_peer_whose_request_waits_accepts_it() {
 async fn a_cancelled_dial_that_got_through_says_goodbye() {
     let board = Switchboard::default();
     let release = Arc::new(tokio::sync::Notify::new());
-    let held =
-        Held { wired: Wired { me: name("alice"), board: board.clone() }, release: release.clone() };
+    let held = Held {
+        wired: Wired { me: name("alice"), board: board.clone(), hold: None },
+        release: release.clone(),
+    };
     let alice = Peer::start("alice", &board, Some(Arc::new(held)));
     let bob = Peer::start("bob", &board, None);
     let mut bob_sees = bob.watch(false).await;
@@ -746,5 +764,50 @@ async fn a_connect_abandoned_by_its_caller_cancels_the_dial() {
     let _again = start_connect(&alice, "bob").await;
     assert_eq!(next_event(&mut bob_sees, request_from).await, "alice");
     alice.stop().await;
+    bob.stop().await;
+}
+
+/// Stopping: the control server, which holds the only senders of
+/// requests, stops on the same token and may be gone at once. The driver
+/// still waits for the peer to answer its goodbye, so a receipt already
+/// on its way is taken: the message is stored `delivered`, not left
+/// `sent` to be sent again or failed after a restart.
+#[tokio::test]
+async fn stopping_waits_for_the_goodbye_also_once_the_requests_have_stopped() {
+    let board = Switchboard::default();
+    // What bob sends alice waits until the test opens the way.
+    let (open, hold) = watch::channel(false);
+    let wired = Wired { me: name("alice"), board: board.clone(), hold: Some(hold) };
+    let alice = Peer::start("alice", &board, Some(Arc::new(wired)));
+    let bob = Peer::start("bob", &board, None);
+    let mut bob_sees = bob.watch(false).await;
+    alice.connect("bob").await.expect("connected");
+    let id = alice
+        .ask(|accepted| Request::Send { text: "last words".into(), accepted, wait: None })
+        .await
+        .expect("accepted");
+
+    // Bob stores it and acknowledges; the receipt is on its way.
+    assert_eq!(next_message(&mut bob_sees).await.1, "last words");
+    // Alice stops, and her requests' channel closes, as when the control
+    // server is gone; then the receipt and bob's answer to the goodbye
+    // arrive.
+    let Peer { requests, token, task, dir } = alice;
+    token.cancel();
+    drop(requests);
+    open.send_replace(true);
+    within("alice stops", task).await.expect("the driver task");
+
+    let read = history::read(&dir, &name("bob"), 10).expect("alice's history");
+    let entry = read.entries.iter().find(|e| e.id == id.to_string()).expect("the message");
+    assert_eq!(entry.state, MessageState::Delivered, "{:?}", read.entries);
+    loop {
+        let ev = within("bob hears", bob_sees.recv()).await.expect("events").expect("ok");
+        if let Some(pb::event::Kind::Disconnected(d)) = ev.kind {
+            assert_eq!(d.reason, "alice ended the conversation");
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     bob.stop().await;
 }
