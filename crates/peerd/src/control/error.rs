@@ -46,6 +46,11 @@ pub(crate) enum ControlError {
         "message {id} was delivered but not displayed: the conversation ended before it was shown ({reason})"
     )]
     NotDisplayed { id: String, reason: String },
+    #[error(
+        "message {id} was not delivered: the conversation ended first ({reason}); it is kept and \
+         sent when you next connect to {peer}, if within the resume window (else it fails)"
+    )]
+    Kept { id: String, peer: String, reason: String },
     #[error("the directory is unreachable: {0}")]
     DirectoryUnreachable(String),
     #[error("too many messages waiting for receipts ({0}); wait for some to be delivered")]
@@ -117,6 +122,9 @@ impl From<Undelivered> for ControlError {
             Undelivered::NotDisplayed { id, reason } => {
                 ControlError::NotDisplayed { id: id.to_string(), reason }
             }
+            Undelivered::Kept { id, peer, reason } => {
+                ControlError::Kept { id: id.to_string(), peer: peer.to_string(), reason }
+            }
             Undelivered::ShuttingDown => ControlError::ShuttingDown,
         }
     }
@@ -181,6 +189,7 @@ impl From<ControlError> for Status {
             ControlError::TimedOut { .. } | ControlError::NoAnswer(_) => Code::DeadlineExceeded,
             ControlError::Failed { .. }
             | ControlError::NotDisplayed { .. }
+            | ControlError::Kept { .. }
             | ControlError::Cancelled(_) => Code::Aborted,
             ControlError::DirectoryUnreachable(_) | ControlError::ShuttingDown => Code::Unavailable,
             ControlError::TooManyInFlight(_) => Code::ResourceExhausted,

@@ -107,6 +107,16 @@ pub(crate) enum Undelivered {
         id: Id,
         reason: String,
     },
+    /// Not delivered, and not failed either: the conversation ended
+    /// without failing its unacknowledged messages (a conversation
+    /// restored after our restart that the peer no longer has), so the
+    /// message waits for the next conversation with `peer` within the
+    /// resume window.
+    Kept {
+        id: Id,
+        peer: Name,
+        reason: String,
+    },
     ShuttingDown,
 }
 

@@ -192,6 +192,13 @@ pub(crate) struct Wiring {
     pub(crate) presence: watch::Sender<Presence>,
 }
 
+/// How far a message whose receipt is waited for has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    Sent,
+    Delivered,
+}
+
 /// The driver's state. Built by `run`, consumed by [`Driver::run`].
 pub(crate) struct Driver {
     /// Makes the ids of the messages we send.
@@ -218,8 +225,8 @@ pub(crate) struct Driver {
     pending_connect: Option<PendingConnect>,
     pending_disconnect: Vec<oneshot::Sender<Result<Ended, DisconnectError>>>,
     /// Sends waiting for a receipt: id → handed to the link when, what,
-    /// who asked.
-    waiters: OwnIdMap<(Instant, Wait, Asker)>,
+    /// how far it got, who asked.
+    waiters: OwnIdMap<(Instant, Wait, Got, Asker)>,
     /// Waits of this batch's sends, which join `waiters` once the batch is
     /// stored and its messages handed to the link.
     new_waiters: Vec<(Id, Wait, Asker)>,
@@ -400,7 +407,7 @@ impl Driver {
             let _ = tx.send(Err(ConnectFailed::ShuttingDown));
         }
         self.hand_off_waits();
-        for (_, (_, _, asker)) in self.waiters.drain() {
+        for (_, (_, _, _, asker)) in self.waiters.drain() {
             asker.tell(Err(Undelivered::ShuttingDown));
         }
         tracing::debug!("driver stopped");
@@ -754,9 +761,9 @@ impl Driver {
             // receipt; sweep them now and then so a peer that never
             // displays cannot grow this.
             if self.waiters.len() >= MAX_WAITERS {
-                self.waiters.retain(|(_, _, asker)| !asker.gone());
+                self.waiters.retain(|(_, _, _, asker)| !asker.gone());
             }
-            self.waiters.insert(&id, (handed, w, asker));
+            self.waiters.insert(&id, (handed, w, Got::Sent, asker));
         }
     }
 
@@ -1087,9 +1094,9 @@ impl Driver {
             Event::Receipt { id, kind, .. } => {
                 // One lookup for the usual case (a wait for `delivered`);
                 // a wait for `displayed` told of delivery goes back.
-                if let Some((handed, wait, asker)) = self.waiters.remove(id) {
+                if let Some((handed, wait, _, asker)) = self.waiters.remove(id) {
                     if wait == Wait::Displayed && *kind != ReceiptKind::Displayed {
-                        self.waiters.insert(id, (handed, wait, asker));
+                        self.waiters.insert(id, (handed, wait, Got::Delivered, asker));
                     } else {
                         // Until the receipt arrived, not until now: the
                         // batch's own history write is not the link's.
@@ -1099,7 +1106,7 @@ impl Driver {
                 }
             }
             Event::Failed { id, reason, .. } => {
-                if let Some((_, _, asker)) = self.waiters.remove(id) {
+                if let Some((_, _, _, asker)) = self.waiters.remove(id) {
                     asker.tell(Err(Undelivered::Failed { id: id.clone(), reason: reason.clone() }));
                 }
             }
@@ -1114,10 +1121,16 @@ impl Driver {
                         reason: reason.clone(),
                     }));
                 }
-                // Waiting for `displayed` of a delivered message: the
-                // receipt can no longer come.
-                for (id, (_, _, asker)) in self.waiters.drain() {
-                    asker.tell(Err(Undelivered::NotDisplayed { id, reason: reason.clone() }));
+                // The receipt waited for can no longer come. A message
+                // still waiting was delivered (and waits to be displayed),
+                // or was kept for a next conversation: the ones that
+                // failed were told so just before.
+                for (id, (_, _, got, asker)) in self.waiters.drain() {
+                    let reason = reason.clone();
+                    asker.tell(Err(match got {
+                        Got::Delivered => Undelivered::NotDisplayed { id, reason },
+                        Got::Sent => Undelivered::Kept { id, peer: peer.clone(), reason },
+                    }));
                 }
             }
             Event::Pong { nonce } => {

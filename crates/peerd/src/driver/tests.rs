@@ -233,6 +233,18 @@ impl Peer {
         ask_for: Duration,
     ) -> Peer {
         let dir = std::env::temp_dir().join(format!("pcd-{}", uuid::Uuid::new_v4().simple()));
+        Peer::start_in(dir, me, board, dialer, policy, ask_for)
+    }
+
+    /// A driver on the data dir `dir`, as it is (a restart).
+    fn start_in(
+        dir: PathBuf,
+        me: &str,
+        board: &Switchboard,
+        dialer: Option<Arc<dyn Dial>>,
+        policy: Policy,
+        ask_for: Duration,
+    ) -> Peer {
         let history = History::open(&dir).expect("history");
         let recovered = history::recover(&dir);
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -809,5 +821,50 @@ async fn stopping_waits_for_the_goodbye_also_once_the_requests_have_stopped() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    bob.stop().await;
+}
+
+/// Alice crashed in a conversation she dialed; bob ended it while she was
+/// down. Restarted, she redials it, and a send waiting for `delivered`
+/// meanwhile is told, when bob refuses the redial, that its message was
+/// not delivered and is kept (it neither failed nor was delivered), not
+/// that it was "delivered but not displayed".
+#[tokio::test]
+async fn a_wait_on_a_restored_conversation_the_peer_ended_is_told_the_message_is_kept() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    alice.connect("bob").await.expect("connected");
+    // Alice crashes: her task is gone without a goodbye.
+    let Peer { requests, token, task, dir } = alice;
+    task.abort();
+    let _ = task.await;
+    drop((requests, token));
+    let deadline = Instant::now() + PATIENCE;
+    while bob.status().await.phase != Phase::Reconnecting {
+        assert!(Instant::now() < deadline, "bob never noticed the link was lost");
+        tokio::task::yield_now().await;
+    }
+    bob.ask(|reply| Request::Disconnect { reply }).await.expect("bob ends it");
+
+    // Restarted on her data dir, she redials; bob's refusal is held back
+    // until alice has sent.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Held {
+        wired: Wired { me: name("alice"), board: board.clone(), hold: None },
+        release: release.clone(),
+    };
+    let alice = Peer::start_in(dir, "alice", &board, Some(Arc::new(held)), Policy::All, ASK_FOR);
+    assert_eq!(alice.status().await.phase, Phase::Reconnecting);
+    let (id, outcome) = alice.send("while redialing", Wait::Delivered).await;
+    release.notify_one();
+    match within("the wait's end", outcome).await.expect("told") {
+        Err(Undelivered::Kept { id: kept, peer, .. }) => {
+            assert_eq!((kept, peer), (id, name("bob")));
+        }
+        other => panic!("not told the message is kept: {other:?}"),
+    }
+    assert_eq!(alice.status().await.phase, Phase::Idle);
+    alice.stop().await;
     bob.stop().await;
 }
