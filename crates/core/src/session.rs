@@ -387,9 +387,13 @@ impl Session {
     /// and whether each was shown. Ignored while talking to someone else:
     /// a dialer about to be told "busy" must not wipe the current peer's
     /// ids, or a message of theirs resent after a resume would be taken
-    /// for new and stored twice.
+    /// for new and stored twice. Ignored too when `peer`'s ids are held
+    /// already ([`Session::needs_seen`] is false): those are kept up to
+    /// date as messages arrive, while a read that finishes now may have
+    /// started before the latest ones (the losing dial of two that
+    /// crossed, say).
     pub fn load_seen(&mut self, peer: Name, ids: impl IntoIterator<Item = (Id, bool)>) {
-        if self.peer().is_some_and(|current| *current != peer) {
+        if self.peer().is_some_and(|current| *current != peer) || !self.needs_seen(&peer) {
             return;
         }
         let mut recent = RecentIds::new(MAX_SEEN_IDS);

@@ -1056,6 +1056,33 @@ fn a_busy_refusal_keeps_the_current_peers_seen_ids() {
     assert_eq!(receipts(&p.a, ReceiptKind::Delivered).len(), 2);
 }
 
+/// A history read of the current peer's ids that started before their
+/// latest message arrived (the losing dial of two crossing ones, say)
+/// must not replace what bob remembers either: that message, resent after
+/// a resume, would be stored twice.
+#[test]
+fn a_stale_read_of_the_current_peers_ids_keeps_what_came_since() {
+    let mut p = Pair::connected();
+    p.send(true, "one");
+    p.bob_takes_one_frame();
+    // Bob's `delivered` is lost with the link, below.
+    p.b.outbound.clear();
+
+    p.bob.load_seen(name("alice"), Vec::new());
+    p.cut("reset");
+    p.redial_succeeds();
+    let stored: Vec<String> =
+        p.b.stored
+            .iter()
+            .filter_map(|r| match r {
+                Record::Message { message, .. } => Some(message.text.to_string()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(stored, ["one"], "stored once");
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered).len(), 1);
+}
+
 #[test]
 fn displayed_receipts_owed_during_an_outage_are_paid_on_resume() {
     let mut p = Pair::connected();
