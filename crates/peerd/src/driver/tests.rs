@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use peerchat_core::session::{AcceptError, MessageState};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 use crate::link::callee::{Answer, Declined, KeyPin};
 use crate::link::dial::{DialError, OnAsked};
+use crate::link::duplex::outbox;
 use api::REQUEST_QUEUE;
 
 /// Long enough for anything here to happen; a failing test stops here
@@ -62,9 +64,9 @@ impl Dial for Wired {
         Box::pin(async move {
             let offers = board.peers.lock().expect("lock").get(&to).cloned();
             let Some(offers) = offers else { return Err(DialError::NotOnline(to)) };
-            let (our_out, their_in) = mpsc::channel(1024);
-            let (their_out, our_in) = mpsc::channel(1024);
-            let theirs = Link::new(their_out, ReceiverStream::new(their_in));
+            let (our_out, their_in) = outbox();
+            let (their_out, our_in) = outbox();
+            let theirs = Link::new(their_out, their_in);
             let (reply, answer) = oneshot::channel();
             let pin = KeyPin::none();
             let offer =
@@ -89,7 +91,7 @@ impl Dial for Wired {
                 Err(_) => return Err(DialError::NotOnline(to)),
             };
             let mut our_in = our_in;
-            let welcome = our_in.recv().await;
+            let welcome = our_in.next().await;
             // Turned down after asking: the link ends, the verdict says why.
             if let (None, Some(declined)) = (&welcome, declined) {
                 return Err(match declined.await {
@@ -109,20 +111,18 @@ impl Dial for Wired {
             };
             assert_eq!(w.version, crate::link::PROTOCOL_VERSION, "the welcome's version");
             let callee = Name::parse(&w.name).expect("a valid name");
-            if let Some(mut hold) = hold {
-                let (held_tx, held_rx) = mpsc::channel(1024);
-                tokio::spawn(async move {
-                    while let Some(frame) = our_in.recv().await {
-                        if hold.wait_for(|open| *open).await.is_err()
-                            || held_tx.send(frame).await.is_err()
-                        {
-                            return;
-                        }
+            let Some(mut hold) = hold else { return Ok((callee, Link::new(our_out, our_in))) };
+            let (held_tx, held_rx) = mpsc::channel(1024);
+            tokio::spawn(async move {
+                while let Some(frame) = our_in.next().await {
+                    if hold.wait_for(|open| *open).await.is_err()
+                        || held_tx.send(frame).await.is_err()
+                    {
+                        return;
                     }
-                });
-                our_in = held_rx;
-            }
-            Ok((callee, Link::new(our_out, ReceiverStream::new(our_in))))
+                }
+            });
+            Ok((callee, Link::new(our_out, ReceiverStream::new(held_rx))))
         })
     }
 }

@@ -17,15 +17,14 @@ use peerchat_core::Name;
 use peerchat_core::session::{AcceptError, DialKind, EndedHow};
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::dialer_check::DialerCheck;
-use super::duplex::Link;
+use super::duplex::{self, Link};
 use super::pending::PendingDials;
 use super::refusal::{Reason, Refusal};
-use super::{HANDSHAKE_TIMEOUT, PROTOCOL_VERSION, SEND_QUEUE};
+use super::{HANDSHAKE_TIMEOUT, PROTOCOL_VERSION};
 use crate::consent::ASK_TIMEOUT;
 use crate::directory::Directories;
 use crate::known_peers::KnownPeers;
@@ -209,7 +208,7 @@ impl pb::chat_server::Chat for ChatService {
             return Err(Refusal::new(Reason::WrongPeer, why).into());
         }
         let known = self.dialers.check(&peer, &key, Source::of(remote)).await?;
-        let (out, out_rx) = mpsc::channel(SEND_QUEUE);
+        let (out, outgoing) = duplex::outbox();
         let (reply, answer) = oneshot::channel();
         let shutting_down = || Refusal::new(Reason::ShuttingDown, "peerd is shutting down");
         let offer = Offer {
@@ -228,7 +227,7 @@ impl pb::chat_server::Chat for ChatService {
         if self.offers.send(offer).await.is_err() {
             return Err(shutting_down().into());
         }
-        let frames = ReceiverStream::new(out_rx).map(move |frame| {
+        let frames = outgoing.map(move |frame| {
             let _in_use = &stream;
             frame
         });

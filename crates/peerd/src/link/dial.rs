@@ -14,17 +14,14 @@ use peerchat_core::session::{DialKind, EndedHow};
 use peerchat_core::timeouts::{ASK_TIMEOUT, CONNECT_ANSWER_MARGIN, DIAL_TIMEOUT};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Endpoint, Uri};
 
-use super::duplex::{Link, Outbound};
+use super::duplex::{self, Link, Outbox};
 use super::refusal::{Reason, Refusal};
 use super::{
     HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    SEND_QUEUE,
 };
 use crate::directory::{self, Directories, Listing};
 use crate::error::with_causes;
@@ -244,7 +241,7 @@ impl Dialer {
         let mut client = pb::chat_client::ChatClient::new(channel)
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
-        let (out, rx) = mpsc::channel(SEND_QUEUE);
+        let (out, outgoing) = duplex::outbox();
         let hello = pb::Hello {
             name: self.me.to_string(),
             to: name.to_string(),
@@ -253,11 +250,11 @@ impl Dialer {
             restarted: kind == DialKind::AfterRestart,
         };
         // The queue is new and empty: this cannot fail.
-        let _ = out.try_send(Ok(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) }));
+        let _ = out.try_push(pb::Frame { kind: Some(pb::frame::Kind::Hello(hello)) });
         let no_answer = |what: &str| DialError::NoAnswer { name: name.clone(), what: what.into() };
         let refused = |status: tonic::Status| refused(name, &status);
         // A status queued to end our half ends the request stream there.
-        let requests = ReceiverStream::new(rx).map_while(Result::ok);
+        let requests = outgoing.map_while(Result::ok);
         let response =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.converse(requests)).await {
                 Err(_) => return Err(no_answer("did not answer our hello in time")),
@@ -277,7 +274,7 @@ impl Dialer {
 struct Answered {
     first: pb::Frame,
     inbound: tonic::Streaming<pb::Frame>,
-    out: mpsc::Sender<Outbound>,
+    out: Outbox,
     listed: PublicKey,
     address: String,
 }

@@ -9,21 +9,24 @@
 
 use std::error::Error as _;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use peerchat::v1 as pb;
 use peerchat_core::session::{Frame, LinkDown};
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::frames;
+use super::{SEND_QUEUE, SEND_QUEUE_BYTES, frames};
 
 /// One open link: where frames to the peer go, and where the peer's come
 /// from.
 pub(crate) struct Link {
     /// `None` once our half is closed.
-    out: Option<mpsc::Sender<Outbound>>,
+    out: Option<Outbox>,
     /// `None` once it ended: it was reported, and is not polled again.
     inbound: Option<Inbound>,
 }
@@ -46,11 +49,74 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// A new queue towards the peer: where the link puts frames, and the
+/// stream tonic sends them from.
+pub(crate) fn outbox() -> (Outbox, Outgoing) {
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (Outbox { tx, queued: queued.clone() }, Outgoing { rx, queued })
+}
+
+/// The sending end of the queue towards the peer, bounded by frames
+/// ([`SEND_QUEUE`]) and by their bytes ([`SEND_QUEUE_BYTES`]): a peer that
+/// sends many messages and reads nothing makes us queue receipts for them,
+/// each frame up to a few thousand ids, and the count alone would let that
+/// grow past a gigabyte.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// Each frame with its bytes, counted once.
+    tx: mpsc::Sender<(usize, Outbound)>,
+    /// Bytes of the frames queued and not yet taken by tonic.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Queues `frame` without waiting.
+    pub(crate) fn try_push(&self, frame: pb::Frame) -> Result<(), SendFailed> {
+        let len = frame.encoded_len();
+        if self.queued.load(Ordering::Relaxed) + len > SEND_QUEUE_BYTES {
+            return Err(SendFailed::Full);
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx.try_send((len, Ok(frame))).map_err(|e| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => SendFailed::Full,
+                mpsc::error::TrySendError::Closed(_) => SendFailed::Closed,
+            }
+        })
+    }
+
+    /// Queues the status that ends our half, if there is room.
+    fn try_end(&self, status: Status) {
+        let _ = self.tx.try_send((0, Err(status)));
+    }
+}
+
+/// What tonic sends to the peer: the queue's frames, then maybe a status.
+pub(crate) struct Outgoing {
+    rx: mpsc::Receiver<(usize, Outbound)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Stream for Outgoing {
+    type Item = Outbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        self.rx.poll_recv(cx).map(|next| {
+            next.map(|(len, item)| {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                item
+            })
+        })
+    }
+}
+
 /// Why a frame could not be queued towards the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SendFailed {
-    /// The peer let [`super::SEND_QUEUE`] frames pile up: it is not
-    /// reading.
+    /// The peer let [`SEND_QUEUE`] frames or [`SEND_QUEUE_BYTES`] bytes
+    /// pile up: it is not reading.
     Full,
     /// Our half is closed, or the stream is gone (its inbound half tells
     /// why).
@@ -59,7 +125,7 @@ pub(crate) enum SendFailed {
 
 impl Link {
     pub(crate) fn new(
-        out: mpsc::Sender<Outbound>,
+        out: Outbox,
         inbound: impl Stream<Item = Result<pb::Frame, Status>> + Send + 'static,
     ) -> Link {
         Link { out: Some(out), inbound: Some(Box::pin(inbound)) }
@@ -68,10 +134,7 @@ impl Link {
     /// Queues `frame` towards the peer without waiting.
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), SendFailed> {
         let Some(out) = &self.out else { return Err(SendFailed::Closed) };
-        out.try_send(Ok(frames::to_wire(frame))).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendFailed::Full,
-            mpsc::error::TrySendError::Closed(_) => SendFailed::Closed,
-        })
+        out.try_push(frames::to_wire(frame))
     }
 
     /// Ends our half: what was queued still goes out, then the stream's
@@ -117,7 +180,7 @@ impl Link {
             // A full queue (the peer stopped reading) loses the status,
             // not the end: `out` is dropped either way.
             if let Some(out) = self.out.take() {
-                let _ = out.try_send(Err(answer));
+                out.try_end(answer);
             }
         }
         Poll::Ready(Err(why))
@@ -141,6 +204,7 @@ fn describe(status: &tonic::Status) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tokio_stream::StreamExt;
     use tokio_stream::wrappers::ReceiverStream;
     use tonic::Code;
 
@@ -148,10 +212,31 @@ mod tests {
 
     /// A link whose inbound frames the test feeds, and the receiving end
     /// of what it sends.
-    fn wired() -> (Link, mpsc::Sender<Result<pb::Frame, Status>>, mpsc::Receiver<Outbound>) {
-        let (out, sent) = mpsc::channel(8);
+    fn wired() -> (Link, mpsc::Sender<Result<pb::Frame, Status>>, Outgoing) {
+        let (out, sent) = outbox();
         let (feed, inbound) = mpsc::channel(8);
         (Link::new(out, ReceiverStream::new(inbound)), feed, sent)
+    }
+
+    #[tokio::test]
+    async fn frames_the_peer_does_not_take_are_bounded_by_bytes() {
+        let (link, _feed, mut sent) = wired();
+        let ids = |n: usize| (0..n).map(|i| format!("{i:032}").into()).collect::<Vec<_>>();
+        let receipt = || Frame::Receipt {
+            kind: peerchat_core::session::ReceiptKind::Delivered,
+            ids: ids(peerchat_core::session::MAX_RECEIPT_IDS),
+        };
+        let one = frames::to_wire(receipt()).encoded_len();
+        let fit = SEND_QUEUE_BYTES / one;
+        assert!(fit < SEND_QUEUE, "the bytes bound first: {fit} frames of {one} bytes");
+        for i in 0..fit {
+            link.try_send(receipt()).unwrap_or_else(|e| panic!("frame {i}: {e:?}"));
+        }
+        assert_eq!(link.try_send(receipt()), Err(SendFailed::Full));
+        // What tonic takes makes room again.
+        assert!(matches!(sent.next().await, Some(Ok(_))));
+        link.try_send(receipt()).expect("room for one more");
+        assert_eq!(link.try_send(receipt()), Err(SendFailed::Full));
     }
 
     async fn next_end(link: &mut Link) -> LinkDown {
@@ -167,10 +252,10 @@ mod tests {
         feed.send(Ok(pb::Frame { kind: None })).await.expect("feeding");
         let why = next_end(&mut link).await;
         assert!(matches!(&why, LinkDown::Error(e) if e.contains("empty frame")), "{why:?}");
-        let status = sent.recv().await.expect("a status").expect_err("not a frame");
+        let status = sent.next().await.expect("a status").expect_err("not a frame");
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "protocol violation: empty frame");
-        assert!(sent.recv().await.is_none(), "our half ends after the status");
+        assert!(sent.next().await.is_none(), "our half ends after the status");
         assert_eq!(link.try_send(Frame::Ping(1)), Err(SendFailed::Closed));
     }
 
@@ -181,13 +266,13 @@ mod tests {
             .await
             .expect("feeding");
         next_end(&mut link).await;
-        let status = sent.recv().await.expect("a status").expect_err("not a frame");
+        let status = sent.next().await.expect("a status").expect_err("not a frame");
         assert_eq!(status.code(), Code::OutOfRange);
 
         let (mut link, feed, mut sent) = wired();
         drop(feed);
         assert_eq!(next_end(&mut link).await, LinkDown::EndOfStream);
         link.try_send(Frame::Ping(7)).expect("our half is still open");
-        assert!(matches!(sent.recv().await, Some(Ok(_))), "a frame, no status");
+        assert!(matches!(sent.next().await, Some(Ok(_))), "a frame, no status");
     }
 }

@@ -28,6 +28,7 @@ pub(crate) mod refusal_log;
 use std::time::Duration;
 
 use peerchat_core::MAX_TEXT_BYTES;
+use peerchat_core::session::MAX_UNACKED_BYTES;
 
 /// HTTP/2 keepalive ping interval on both ends of the link.
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -45,6 +46,10 @@ pub(crate) const MAX_FRAME_BYTES: usize = MAX_TEXT_BYTES + 1024;
 /// Frames queued towards one peer. A peer that lets this many pile up is
 /// not reading, and the link is dropped rather than buffering without end.
 pub(crate) const SEND_QUEUE: usize = 65_536;
+/// ...and their bytes: what our unacknowledged messages may hold
+/// ([`MAX_UNACKED_BYTES`], the most a conversation queues of its own), and
+/// room for the receipts, pings and goodbye of a peer that reads slowly.
+pub(crate) const SEND_QUEUE_BYTES: usize = MAX_UNACKED_BYTES + 8 * 1024 * 1024;
 /// Inbound dials not yet answered at once; more wait a little for a slot
 /// (see `pending`), then are refused.
 pub(crate) const MAX_PENDING_DIALS: usize = 16;
