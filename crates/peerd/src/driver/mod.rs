@@ -28,8 +28,9 @@ use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::ids::IdBook;
 use peerchat_core::session::{
-    AcceptError, Action, CLOSE_TIMEOUT, ConnectRestored, Crossing, DialKind, DisconnectError,
-    Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind, SendError, Session,
+    AcceptError, Action, CLOSE_TIMEOUT, ConnectError, ConnectRestored, Crossing, DialKind,
+    DisconnectError, Event, Frame, Id, LinkDown, LinkId, OwnIdMap, Phase, Presence, ReceiptKind,
+    SendError, Session,
 };
 use peerchat_core::source::Source;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -783,6 +784,18 @@ impl Driver {
             && let Ok(peer) = self.accept(Some(&name))
         {
             let _ = reply.send(Ok(peer));
+            return;
+        }
+        // A connect already waits on its dial of this peer (a restored
+        // conversation redialed at a user's asking): a second one is told
+        // so, rather than starting another dial in its place and leaving
+        // the first caller without an answer.
+        if self.pending_connect.is_some()
+            && let Some(peer) = self.session.peer().filter(|p| **p == name)
+        {
+            let peer = peer.clone();
+            let _ =
+                reply.send(Err(ConnectFailed::Session(ConnectError::AlreadyConnecting { peer })));
             return;
         }
         match self.session.connect_restored(&name) {

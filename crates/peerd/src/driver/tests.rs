@@ -868,3 +868,39 @@ async fn a_wait_on_a_restored_conversation_the_peer_ended_is_told_the_message_is
     alice.stop().await;
     bob.stop().await;
 }
+
+/// A second `connect` while the first one's redial of a restored
+/// conversation is still on its way is told the dial is in progress; the
+/// first one gets its answer (before, the second took its place and the
+/// first was answered "shutting down").
+#[tokio::test]
+async fn a_second_connect_to_a_restored_conversation_waits_its_turn() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    alice.connect("bob").await.expect("connected");
+    let Peer { requests, token, task, dir } = alice;
+    task.abort();
+    let _ = task.await;
+    drop((requests, token));
+
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Held {
+        wired: Wired { me: name("alice"), board: board.clone(), hold: None },
+        release: release.clone(),
+    };
+    let alice = Peer::start_in(dir, "alice", &board, Some(Arc::new(held)), Policy::All, ASK_FOR);
+    assert_eq!(alice.status().await.phase, Phase::Reconnecting);
+    let first = start_connect(&alice, "bob").await;
+    match alice.connect("bob").await {
+        Err(ConnectFailed::Session(ConnectError::AlreadyConnecting { peer })) => {
+            assert_eq!(peer, name("bob"));
+        }
+        other => panic!("the second connect was not told to wait: {other:?}"),
+    }
+    release.notify_one();
+    let answer = within("the first connect's answer", first).await.expect("answered");
+    assert_eq!(answer.expect("connected"), name("bob"));
+    alice.stop().await;
+    bob.stop().await;
+}
