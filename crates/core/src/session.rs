@@ -915,13 +915,17 @@ impl Session {
                 self.finish(reason.clone(), &reason);
             }
             _ => {
-                let reason = format!("link lost: {}", describe(&why));
+                // The event says the link was lost: its reason is the
+                // cause alone. What ends the conversation later, if the
+                // link does not come back, says both.
+                let cause = describe(&why);
+                let reason = format!("link lost: {cause}");
                 let give_up_at = now + self.resume_window;
                 let next_attempt = (c.role == Role::Dialer).then_some(now);
                 c.link = None;
-                c.reconnect = Some(Reconnect::new(give_up_at, reason.clone(), next_attempt));
+                c.reconnect = Some(Reconnect::new(give_up_at, reason, next_attempt));
                 let peer = c.peer.clone();
-                self.push(Action::Emit(Event::LinkLost { peer, reason }));
+                self.push(Action::Emit(Event::LinkLost { peer, reason: cause }));
                 // The first redial goes out at once.
                 self.handle_timeout(now);
             }

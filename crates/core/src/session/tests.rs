@@ -551,8 +551,8 @@ fn a_lost_link_is_reconnecting_not_the_end() {
     let mut p = Pair::connected();
     p.send(true, "in flight");
     p.cut("connection reset");
-    assert_eq!(link_lost(&p.a), ["link lost: connection reset"]);
-    assert_eq!(link_lost(&p.b), ["link lost: connection reset"]);
+    assert_eq!(link_lost(&p.a), ["connection reset"]);
+    assert_eq!(link_lost(&p.b), ["connection reset"]);
     assert_eq!(p.alice.phase(), Phase::Reconnecting);
     assert_eq!(p.bob.phase(), Phase::Reconnecting);
     assert!(disconnected(&p.a).is_empty() && failed(&p.a).is_empty());
@@ -1154,7 +1154,7 @@ fn end_of_stream_without_goodbye_is_a_lost_link() {
     let link = p.b_link.expect("linked");
     p.bob.handle_link_down(link, LinkDown::EndOfStream, p.now);
     p.drive();
-    assert_eq!(link_lost(&p.b), ["link lost: the stream ended without a goodbye"]);
+    assert_eq!(link_lost(&p.b), ["the stream ended without a goodbye"]);
     assert_eq!(p.bob.phase(), Phase::Reconnecting);
     // The callee does not redial: it waits the resume window, then ends.
     assert_eq!(p.advance_to_next_timer(), WINDOW);
@@ -1293,7 +1293,7 @@ fn a_welcome_inside_the_conversation_ends_the_link() {
     p.alice.handle_frame(link, Frame::Welcome { name: name("Bob") }, p.now);
     Pair::drain(&mut p.alice, &mut p.a);
     assert!(p.a.dropped, "the link is hung up");
-    assert_eq!(link_lost(&p.a), ["link lost: unexpected welcome"]);
+    assert_eq!(link_lost(&p.a), ["unexpected welcome"]);
     // Like any lost link: the dialer redials to resume.
     assert_eq!(p.alice.phase(), Phase::Reconnecting);
     assert_eq!(p.a.redials.len(), 1);
