@@ -494,6 +494,11 @@ pub(crate) fn asking_text(peer: &str) -> String {
     asking_with(peer, "`chatctl disconnect` gives up")
 }
 
+/// [`asking_text`] in the full-screen chat, where `/disconnect` gives up.
+pub(crate) fn tui_asking_text(peer: &str) -> String {
+    asking_with(peer, "/disconnect gives up")
+}
+
 /// [`asking_text`] for the `chatctl connect` that waits: interrupting it
 /// gives up too.
 pub(crate) fn connect_asking_text(peer: &str) -> String {
@@ -919,6 +924,20 @@ mod tests {
             })),
             event(Kind::PeerOffline(pb::PeerOfflineEvent { name: "carol".into(), you: false })),
         ]
+    }
+
+    #[test]
+    fn each_place_says_how_to_give_up_waiting_there() {
+        let within = peerchat_core::timeouts::ASK_TIMEOUT.as_secs();
+        let says = |text: String, how: &str| {
+            assert_eq!(
+                text,
+                format!("waiting for bob to accept (up to {within} s; {how} gives up)")
+            );
+        };
+        says(asking_text("bob"), "`chatctl disconnect`");
+        says(connect_asking_text("bob"), "Ctrl-C or `chatctl disconnect`");
+        says(tui_asking_text("bob"), "/disconnect");
     }
 
     #[test]

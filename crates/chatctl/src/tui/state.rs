@@ -13,7 +13,7 @@ use peerchat_core::Name;
 use super::conversation::{Conversation, Mark, Tone};
 use super::input::{History, Input};
 use super::keys::{Action, Context, Focus};
-use crate::format::{asking_text, outcome_name};
+use crate::format::{outcome_name, tui_asking_text};
 
 /// Something to ask peerd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,7 +377,7 @@ impl App {
                 now_ms,
                 Tone::Info,
             ),
-            Kind::Asking(a) => self.say(asking_text(&a.peer), now_ms, Tone::Notice),
+            Kind::Asking(a) => self.say(tui_asking_text(&a.peer), now_ms, Tone::Notice),
             // Presence comes by its own feed (this Watch does not ask).
             Kind::PeerOnline(_)
             | Kind::PeerStatus(_)
