@@ -1081,13 +1081,19 @@ fn chat_with_piped_stdin_sends_each_line() {
     let bob = Peer::start(&dir, "bob");
     let mut wb = bob.watch();
 
-    let out = alice.ctl_with_input(&["chat", "bob"], b"hello\n/frob\n/quit\n".to_vec());
+    let out = alice.ctl_with_input(&["chat", "bob"], b"hello\n/quit\n".to_vec());
     assert_exit(&out, 0, "chatctl chat bob");
     wb.wait_for("connected alice", EVENT_TIMEOUT, ev::connected("alice"));
     wb.wait_for("hello", EVENT_TIMEOUT, ev::message("alice", "hello"));
-    // A mistyped command is an `error:` line, and the chat went on.
+
+    // A mistyped command is an `error:` line and the chat goes on; the
+    // exit status then says that not everything went through.
+    let out = alice.ctl_with_input(&["chat"], b"/frob\nagain\n".to_vec());
+    assert_exit(&out, 1, "chatctl chat with a mistyped command");
+    wb.wait_for("again", EVENT_TIMEOUT, ev::message("alice", "again"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error: unknown command /frob (try /help)"), "{stderr}");
+    assert!(stderr.contains("error: 1 of the lines given failed"), "{stderr}");
 }
 
 /// `/disconnect` in `chat --json` shows the end at once, once, with the

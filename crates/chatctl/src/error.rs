@@ -52,6 +52,12 @@ pub enum Error {
     /// Reading stdin failed (`chat`).
     #[error("cannot read stdin: {0}")]
     Stdin(#[source] io::Error),
+    /// A `/command` in chat that is not one, or lacks its argument.
+    #[error("{0}")]
+    Mistyped(String),
+    /// Lines given to chat that failed, each said on stderr as it failed.
+    #[error("{0} of the lines given failed (each said why above)")]
+    ChatFailures(usize),
     /// The async runtime or a helper thread could not be started.
     #[error("cannot start: {0}")]
     Start(#[source] io::Error),

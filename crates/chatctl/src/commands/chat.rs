@@ -66,7 +66,12 @@ pub(crate) async fn run(socket: &Path, json: bool, name: Option<&str>) -> Result
         Err(err) => Err(err),
     };
     chat.marker.finish().await;
-    result
+    // Each failure was said as it happened; the exit status says there
+    // were some, for a script that piped its lines in.
+    match result {
+        Ok(()) if chat.failures > 0 => Err(Error::ChatFailures(chat.failures)),
+        other => other,
+    }
 }
 
 /// What the loop does next.
@@ -92,6 +97,9 @@ struct Chat {
     /// request's answer; the daemon's matching event is then not repeated.
     announced_connect: Option<String>,
     announced_disconnect: Option<String>,
+    /// Lines that failed (a refused request, a mistyped command) and
+    /// messages from this session reported failed.
+    failures: usize,
 }
 
 impl Chat {
@@ -104,6 +112,7 @@ impl Chat {
             texts: HashMap::new(),
             announced_connect: None,
             announced_disconnect: None,
+            failures: 0,
         }
     }
 
@@ -227,7 +236,9 @@ impl Chat {
                 }
             }
             Some(Kind::Failed(f)) => {
-                self.unconfirmed.remove(&f.id);
+                if self.unconfirmed.remove(&f.id) {
+                    self.failures += 1;
+                }
                 self.texts.remove(&f.id);
             }
             _ => {}
@@ -263,7 +274,7 @@ impl Chat {
             }
             _ => mistyped(&format!("unknown command /{verb} (try /help)")),
         };
-        note_failure(outcome)?;
+        self.note_failure(outcome)?;
         Ok(Flow::Continue)
     }
 
@@ -292,7 +303,7 @@ impl Chat {
             Ok(())
         }
         .await;
-        note_failure(outcome)?;
+        self.note_failure(outcome)?;
         Ok(Flow::Continue)
     }
 
@@ -350,6 +361,20 @@ impl Chat {
         Ok(())
     }
 
+    /// In chat a failed request is an `error:` line on stderr, counted,
+    /// and the chat goes on; only a broken stdout ends it.
+    fn note_failure(&mut self, outcome: Result<(), Error>) -> Result<(), Error> {
+        match outcome {
+            Err(err @ Error::Stdout(_)) => Err(err),
+            Err(err) => {
+                output::note(&format!("error: {err}"));
+                self.failures += 1;
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     fn print_event(&self, event: &pb::Event) -> Result<(), Error> {
         if self.json {
             format::event_json(event).map_or(Ok(()), |value| output::json(&value))
@@ -370,24 +395,9 @@ fn take_if_same(slot: &mut Option<String>, peer: &str) -> bool {
     }
 }
 
-/// Prints a note for the user on stderr.
-/// A mistyped command: an `error:` line on stderr, like every error, and
-/// the chat goes on.
+/// A mistyped command: a failure like a refused request.
 fn mistyped(text: &str) -> Result<(), Error> {
-    output::note(&format!("error: {text}"));
-    Ok(())
-}
-
-/// In chat a failed request is a note on stderr; only a broken stdout ends it.
-fn note_failure(outcome: Result<(), Error>) -> Result<(), Error> {
-    match outcome {
-        Err(err @ Error::Stdout(_)) => Err(err),
-        Err(err) => {
-            output::note(&format!("error: {err}"));
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
+    Err(Error::Mistyped(text.to_owned()))
 }
 
 /// Lines of stdin, read on a thread of their own. Line ends (`\n`, `\r\n`)
