@@ -323,10 +323,13 @@ pub(crate) fn trust_json(t: &pb::TrustResponse) -> Value {
     })
 }
 
-/// `trust`: what is trusted now, and what it replaced.
+/// `trust`: what is trusted now, and what it replaced (nothing, when the
+/// key was the one known already).
 pub(crate) fn trust_text(t: &pb::TrustResponse) -> String {
     if t.previous.is_empty() {
         format!("trusting {}'s key {}", t.peer, t.key)
+    } else if t.previous == t.key {
+        format!("{}'s key {} was trusted already; nothing changed", t.peer, t.key)
     } else {
         format!("trusting {}'s key {} (in place of {})", t.peer, t.key, t.previous)
     }
@@ -924,6 +927,18 @@ mod tests {
             })),
             event(Kind::PeerOffline(pb::PeerOfflineEvent { name: "carol".into(), you: false })),
         ]
+    }
+
+    #[test]
+    fn trust_says_what_it_replaced_or_that_nothing_changed() {
+        let t = |previous: &str| pb::TrustResponse {
+            peer: "bob".into(),
+            key: "K2".into(),
+            previous: previous.into(),
+        };
+        assert_eq!(trust_text(&t("")), "trusting bob's key K2");
+        assert_eq!(trust_text(&t("K1")), "trusting bob's key K2 (in place of K1)");
+        assert_eq!(trust_text(&t("K2")), "bob's key K2 was trusted already; nothing changed");
     }
 
     #[test]
