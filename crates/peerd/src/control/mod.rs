@@ -76,6 +76,11 @@ pub(crate) struct ControlService {
 }
 
 impl ControlService {
+    /// Who is "you" in a listing (our name, unless it is taken).
+    fn you(&self) -> peers::You {
+        peers::You::new(self.me.name.clone(), self.directory_state.clone())
+    }
+
     /// Sends `input` to the driver and waits for its answer.
     async fn ask<T>(
         &self,
@@ -192,7 +197,7 @@ impl pb::control_server::Control for ControlService {
             // What `list --watch` would leave out is left out here too.
             peers: resp.peers.into_iter().filter_map(checked).collect(),
             next_page_token: resp.next_page_token,
-            you: self.me.name.to_string(),
+            you: self.you().name(),
         }))
     }
 
@@ -303,7 +308,7 @@ impl pb::control_server::Control for ControlService {
         let rx = match presence {
             // The usual case costs no extra hop.
             None => rx,
-            Some(sub) => peers::merge(rx, sub, self.me.name.clone(), self.shutdown.clone()),
+            Some(sub) => peers::merge(rx, sub, self.you(), self.shutdown.clone()),
         };
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -316,7 +321,7 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<EventStream>, Status> {
         let mut sub = self.roster.subscribe().map_err(shutting_down)?;
         let now = sub.synced(PEERS_SYNC_WAIT).await.map_err(ControlError::DirectoryUnreachable)?;
-        let rx = peers::follow(&now, sub, self.me.name.clone(), self.shutdown.clone());
+        let rx = peers::follow(&now, sub, self.you(), self.shutdown.clone());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -9,10 +9,11 @@
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::presence::DirectoryState;
 use crate::roster::{Change, Lagged, Subscription};
 
 /// Events queued towards one client before its forwarder waits for it.
@@ -27,13 +28,42 @@ fn fell_behind() -> Status {
     Status::resource_exhausted("watch fell behind; attach again to see what was missed")
 }
 
+/// Which peer listed is "you": the one under our name, unless the
+/// directory has that name bound to another key (our registration is
+/// `taken`): then whoever is listed under it is someone else.
+#[derive(Debug, Clone)]
+pub(super) struct You {
+    name: Name,
+    state: watch::Receiver<DirectoryState>,
+}
+
+impl You {
+    pub(super) fn new(name: Name, state: watch::Receiver<DirectoryState>) -> You {
+        You { name, state }
+    }
+
+    /// Our name, as `ListPeersResponse.you` gives it; empty while it is
+    /// taken.
+    pub(super) fn name(&self) -> String {
+        if self.taken() { String::new() } else { self.name.to_string() }
+    }
+
+    fn is(&self, name: &str) -> bool {
+        self.name.matches(name) && !self.taken()
+    }
+
+    fn taken(&self) -> bool {
+        matches!(*self.state.borrow(), DirectoryState::Taken)
+    }
+}
+
 /// `WatchPeers`: everyone online in `now` (as PeerOnline events), one
 /// PeersSynced, then every change from `sub`, until the client goes away,
 /// the roster stops, or shutdown.
 pub(super) fn follow(
     now: &[pb::Peer],
     mut sub: Subscription,
-    me: Name,
+    me: You,
     shutdown: CancellationToken,
 ) -> EventRx {
     let listing: Vec<pb::Event> = now
@@ -81,7 +111,7 @@ pub(super) fn follow(
 pub(super) fn merge(
     mut events: EventRx,
     mut sub: Subscription,
-    me: Name,
+    me: You,
     shutdown: CancellationToken,
 ) -> EventRx {
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -132,23 +162,23 @@ async fn send(tx: &EventTx, item: Result<pb::Event, Status>, shutdown: &Cancella
 
 /// A change as control clients see it; the first list (`Synced`) is not a
 /// change for them.
-pub(super) fn wire(change: Change, me: &Name) -> Option<pb::event::Kind> {
+pub(super) fn wire(change: Change, me: &You) -> Option<pb::event::Kind> {
     Some(match change {
         Change::Online(peer) => online(peer, me),
         Change::Changed(peer) => {
-            let you = me.matches(&peer.name);
+            let you = me.is(&peer.name);
             pb::event::Kind::PeerStatus(pb::PeerStatusEvent { peer: Some(peer), you })
         }
         Change::Offline(name) => {
-            let you = me.matches(&name);
+            let you = me.is(&name);
             pb::event::Kind::PeerOffline(pb::PeerOfflineEvent { name, you })
         }
         Change::Synced(_) => return None,
     })
 }
 
-fn online(peer: pb::Peer, me: &Name) -> pb::event::Kind {
-    let you = me.matches(&peer.name);
+fn online(peer: pb::Peer, me: &You) -> pb::event::Kind {
+    let you = me.is(&peer.name);
     pb::event::Kind::PeerOnline(pb::PeerOnlineEvent { peer: Some(peer), you })
 }
 
@@ -160,8 +190,9 @@ fn event(kind: pb::event::Kind) -> pb::Event {
 mod tests {
     use super::*;
 
-    fn me() -> Name {
-        Name::parse("Alice").expect("name")
+    fn me() -> You {
+        let registered = DirectoryState::Registered { address: "127.0.0.1:1".into() };
+        You::new(Name::parse("Alice").expect("name"), watch::channel(registered).1)
     }
 
     fn peer(name: &str) -> pb::Peer {
@@ -192,5 +223,25 @@ mod tests {
             }))
         );
         assert_eq!(wire(Change::Synced(vec![peer("bob")].into()), &me()), None);
+    }
+
+    #[test]
+    fn while_our_name_is_taken_its_listing_is_not_you() {
+        let (state, rx) = watch::channel(DirectoryState::Taken);
+        let me = You::new(Name::parse("Alice").expect("name"), rx);
+        assert_eq!(me.name(), "");
+        assert_eq!(
+            wire(Change::Online(peer("alice")), &me),
+            Some(pb::event::Kind::PeerOnline(pb::PeerOnlineEvent {
+                peer: Some(peer("alice")),
+                you: false
+            }))
+        );
+        state.send_replace(DirectoryState::Registered { address: "127.0.0.1:1".into() });
+        assert_eq!(me.name(), "Alice");
+        assert!(matches!(
+            wire(Change::Offline("alice".into()), &me),
+            Some(pb::event::Kind::PeerOffline(pb::PeerOfflineEvent { you: true, .. }))
+        ));
     }
 }
