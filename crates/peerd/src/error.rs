@@ -41,8 +41,10 @@ pub enum Error {
         .path.display()
     )]
     KeyFileMode { path: PathBuf, mode: u32 },
-    #[error("peerd is not running at {} (start it with: {})", .0.display(), start_command(.0))]
-    NotRunning(PathBuf),
+    /// `usual`: the socket is the default one, where a plain `peerd
+    /// start` listens (else the hint names `--socket`).
+    #[error("peerd is not running at {} (start it with: {})", .path.display(), start_command(.path, *.usual))]
+    NotRunning { path: PathBuf, usual: bool },
     /// The config file cannot be used: it names the file, line and key.
     #[error(transparent)]
     ConfigFile(#[from] peerchat_core::config_file::FileError),
@@ -61,10 +63,10 @@ impl Error {
 }
 
 /// How to start the peerd that `peerd stop` looked for at `socket`: a
-/// plain `peerd start` listens elsewhere unless `socket` is the usual
+/// plain `peerd start` listens elsewhere unless `socket` is the `usual`
 /// place (as chatctl says it).
-fn start_command(socket: &std::path::Path) -> String {
-    if socket == crate::config::socket_path(None) {
+fn start_command(socket: &std::path::Path, usual: bool) -> String {
+    if usual {
         "peerd start".to_owned()
     } else {
         format!("peerd start --socket {}", socket.display())
@@ -112,14 +114,15 @@ mod tests {
 
     #[test]
     fn not_running_says_how_to_start_one_there() {
-        let elsewhere = Error::NotRunning("/tmp/x/p.sock".into()).to_string();
+        let path = std::path::PathBuf::from("/tmp/x/p.sock");
+        let elsewhere = Error::NotRunning { path: path.clone(), usual: false }.to_string();
         assert_eq!(
             elsewhere,
             "peerd is not running at /tmp/x/p.sock (start it with: peerd start --socket \
              /tmp/x/p.sock)"
         );
-        let usual = Error::NotRunning(crate::config::socket_path(None)).to_string();
-        assert!(usual.ends_with("(start it with: peerd start)"), "{usual}");
+        let usual = Error::NotRunning { path, usual: true }.to_string();
+        assert_eq!(usual, "peerd is not running at /tmp/x/p.sock (start it with: peerd start)");
     }
 
     #[test]

@@ -16,7 +16,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Stops the daemon at `socket`; returns what to print.
 pub async fn stop(socket: &Path) -> Result<String, Error> {
-    let channel = connect(socket).await.map_err(|_| Error::NotRunning(socket.to_path_buf()))?;
+    let not_running = || Error::NotRunning {
+        path: socket.to_path_buf(),
+        usual: socket == crate::config::socket_path(None),
+    };
+    let channel = connect(socket).await.map_err(|_| not_running())?;
     let mut client = pb::control_client::ControlClient::new(channel);
     let resp = tokio::time::timeout(Duration::from_secs(5), client.stop(pb::StopRequest {}))
         .await
