@@ -238,6 +238,17 @@ fn messages(side: &Side) -> Vec<String> {
         .collect()
 }
 
+/// The texts of the messages `side` stored, in order.
+fn stored_texts(side: &Side) -> Vec<String> {
+    side.stored
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message { message, .. } => Some(message.text.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn receipts(side: &Side, kind: ReceiptKind) -> Vec<String> {
     side.events
         .iter()
@@ -1044,14 +1055,7 @@ fn a_busy_refusal_keeps_the_current_peers_seen_ids() {
     p.drive();
     p.cut("reset");
     p.redial_succeeds();
-    let stored: Vec<String> =
-        p.b.stored
-            .iter()
-            .filter_map(|r| match r {
-                Record::Message { message, .. } => Some(message.text.to_string()),
-                _ => None,
-            })
-            .collect();
+    let stored = stored_texts(&p.b);
     assert_eq!(stored, ["one", "two"], "each stored once");
     assert_eq!(receipts(&p.a, ReceiptKind::Delivered).len(), 2);
 }
@@ -1071,14 +1075,7 @@ fn a_stale_read_of_the_current_peers_ids_keeps_what_came_since() {
     p.bob.load_seen(name("alice"), Vec::new());
     p.cut("reset");
     p.redial_succeeds();
-    let stored: Vec<String> =
-        p.b.stored
-            .iter()
-            .filter_map(|r| match r {
-                Record::Message { message, .. } => Some(message.text.to_string()),
-                _ => None,
-            })
-            .collect();
+    let stored = stored_texts(&p.b);
     assert_eq!(stored, ["one"], "stored once");
     assert_eq!(receipts(&p.a, ReceiptKind::Delivered).len(), 1);
 }

@@ -824,6 +824,36 @@ async fn stopping_waits_for_the_goodbye_also_once_the_requests_have_stopped() {
     bob.stop().await;
 }
 
+/// Alice and bob in a conversation alice dialed, then alice crashes: her
+/// driver is gone without a goodbye. Bob, and alice's data dir.
+async fn alice_crashes_talking_to_bob(board: &Switchboard) -> (Peer, PathBuf) {
+    let alice = Peer::start("alice", board, None);
+    let bob = Peer::start("bob", board, None);
+    alice.connect("bob").await.expect("connected");
+    let Peer { requests, token, task, dir } = alice;
+    task.abort();
+    let _ = task.await;
+    drop((requests, token));
+    (bob, dir)
+}
+
+/// Alice restarted on her data dir `dir`, whose dials' outcomes wait for
+/// the returned notify: she is back in the restored conversation,
+/// redialing it.
+async fn alice_restarts_held(
+    dir: PathBuf,
+    board: &Switchboard,
+) -> (Peer, Arc<tokio::sync::Notify>) {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Held {
+        wired: Wired { me: name("alice"), board: board.clone(), hold: None },
+        release: release.clone(),
+    };
+    let alice = Peer::start_in(dir, "alice", board, Some(Arc::new(held)), Policy::All, ASK_FOR);
+    assert_eq!(alice.status().await.phase, Phase::Reconnecting);
+    (alice, release)
+}
+
 /// Alice crashed in a conversation she dialed; bob ended it while she was
 /// down. Restarted, she redials it, and a send waiting for `delivered`
 /// meanwhile is told, when bob refuses the redial, that its message was
@@ -832,14 +862,7 @@ async fn stopping_waits_for_the_goodbye_also_once_the_requests_have_stopped() {
 #[tokio::test]
 async fn a_wait_on_a_restored_conversation_the_peer_ended_is_told_the_message_is_kept() {
     let board = Switchboard::default();
-    let alice = Peer::start("alice", &board, None);
-    let bob = Peer::start("bob", &board, None);
-    alice.connect("bob").await.expect("connected");
-    // Alice crashes: her task is gone without a goodbye.
-    let Peer { requests, token, task, dir } = alice;
-    task.abort();
-    let _ = task.await;
-    drop((requests, token));
+    let (bob, dir) = alice_crashes_talking_to_bob(&board).await;
     let deadline = Instant::now() + PATIENCE;
     while bob.status().await.phase != Phase::Reconnecting {
         assert!(Instant::now() < deadline, "bob never noticed the link was lost");
@@ -849,13 +872,7 @@ async fn a_wait_on_a_restored_conversation_the_peer_ended_is_told_the_message_is
 
     // Restarted on her data dir, she redials; bob's refusal is held back
     // until alice has sent.
-    let release = Arc::new(tokio::sync::Notify::new());
-    let held = Held {
-        wired: Wired { me: name("alice"), board: board.clone(), hold: None },
-        release: release.clone(),
-    };
-    let alice = Peer::start_in(dir, "alice", &board, Some(Arc::new(held)), Policy::All, ASK_FOR);
-    assert_eq!(alice.status().await.phase, Phase::Reconnecting);
+    let (alice, release) = alice_restarts_held(dir, &board).await;
     let (id, outcome) = alice.send("while redialing", Wait::Delivered).await;
     release.notify_one();
     match within("the wait's end", outcome).await.expect("told") {
@@ -876,21 +893,8 @@ async fn a_wait_on_a_restored_conversation_the_peer_ended_is_told_the_message_is
 #[tokio::test]
 async fn a_second_connect_to_a_restored_conversation_waits_its_turn() {
     let board = Switchboard::default();
-    let alice = Peer::start("alice", &board, None);
-    let bob = Peer::start("bob", &board, None);
-    alice.connect("bob").await.expect("connected");
-    let Peer { requests, token, task, dir } = alice;
-    task.abort();
-    let _ = task.await;
-    drop((requests, token));
-
-    let release = Arc::new(tokio::sync::Notify::new());
-    let held = Held {
-        wired: Wired { me: name("alice"), board: board.clone(), hold: None },
-        release: release.clone(),
-    };
-    let alice = Peer::start_in(dir, "alice", &board, Some(Arc::new(held)), Policy::All, ASK_FOR);
-    assert_eq!(alice.status().await.phase, Phase::Reconnecting);
+    let (bob, dir) = alice_crashes_talking_to_bob(&board).await;
+    let (alice, release) = alice_restarts_held(dir, &board).await;
     let first = start_connect(&alice, "bob").await;
     match alice.connect("bob").await {
         Err(ConnectFailed::Session(ConnectError::AlreadyConnecting { peer })) => {
