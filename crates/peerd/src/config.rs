@@ -387,10 +387,9 @@ fn non_empty_path(v: &str) -> Result<PathBuf, String> {
 pub fn directory_urls(raw: &str) -> Result<Vec<String>, Error> {
     directory_entries(raw.split(',')).map_err(|bad| {
         Error::Usage(match bad {
-            BadEntry::Empty(which) => format!(
-                "--directory {raw:?}: entry {which} is empty; give {EXAMPLE_URL}, or several \
-                 separated by commas"
-            ),
+            BadEntry::Empty(_) => {
+                format!("--directory {raw:?}: {bad}, or several separated by commas")
+            }
             BadEntry::Invalid { .. } => format!("--directory {bad}"),
         })
     })

@@ -38,6 +38,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT};
+use crate::served::{Activity, ConnInfo, Incoming, Served};
+use crate::tls::certificate_key;
 
 /// How long a connection that evicted another waits for its slot: the
 /// evicted one lets go within a turn of its task.
@@ -55,9 +57,6 @@ enum Slot {
     Held(OwnedSemaphorePermit),
     Queued(Acquire, OwnedSemaphorePermit),
 }
-
-use crate::served::{Activity, ConnInfo, Incoming, Served};
-use crate::tls::certificate_key;
 
 /// An established TLS connection, holding its connection slots (the
 /// overall one and its address's) until the server drops it, which it does
