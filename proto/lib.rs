@@ -2,6 +2,9 @@
 //!
 //! Every other crate imports it as `use peerchat::v1 as pb;`. The `.proto`
 //! files are the contract; anyone can write another client from them.
+//! [`transport`] reads the typed cause of a call or stream that broke.
+
+pub mod transport;
 
 /// Package `peerchat.v1`: the `Directory`, `Chat` and `Control` services.
 #[allow(unreachable_pub, missing_debug_implementations, clippy::all)]

@@ -9,6 +9,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use peerchat::transport::Broken;
 use peerchat_core::{NameError, TextError};
 
 /// A failed chatctl operation.
@@ -79,7 +80,8 @@ impl Error {
     /// broken connection means the daemon went away.
     pub(crate) fn from_stream(status: tonic::Status) -> Error {
         if is_local(&status) {
-            Error::Stopped { detail: Some(one_line(status.message())) }
+            let detail = broken_words(&status).unwrap_or_else(|| one_line(status.message()));
+            Error::Stopped { detail: Some(detail) }
         } else {
             Error::Status(status)
         }
@@ -93,9 +95,20 @@ fn is_local(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
+/// How the connection to peerd broke, from the typed cause behind a
+/// status our transport made (tonic's own text says "h2 protocol error"
+/// whatever happened).
+fn broken_words(status: &tonic::Status) -> Option<String> {
+    Some(match Broken::of(status)? {
+        Broken::Closed | Broken::Dropped => "it closed the connection without a goodbye".to_owned(),
+        Broken::Reset => "the connection was reset".to_owned(),
+        Broken::Ended { reason, .. } => format!("it ended the call: HTTP/2 {reason}"),
+    })
+}
+
 /// The text after `error: ` for a status: peerd's message, made one line.
 pub(crate) fn status_line(status: &tonic::Status) -> String {
-    let message = one_line(status.message());
+    let message = broken_words(status).unwrap_or_else(|| one_line(status.message()));
     let message = if message.is_empty() { status.code().description().to_owned() } else { message };
     if is_local(status) {
         match status.code() {
@@ -160,6 +173,27 @@ mod tests {
         assert!(Error::from_stream(status).to_string().starts_with("peerd stopped"));
         let status = Status::new(Code::Internal, "boom");
         assert_eq!(Error::from_stream(status).to_string(), "boom");
+    }
+
+    /// tonic's words are the same whatever broke; the typed cause behind
+    /// them is what the user is told.
+    #[test]
+    fn a_daemon_that_went_away_is_said_plainly() {
+        let gone = |kind: io::ErrorKind| {
+            let mut status = Status::unknown("h2 protocol error: error reading a body");
+            status.set_source(std::sync::Arc::new(io::Error::new(kind, "as h2 says it")));
+            status
+        };
+        for kind in [io::ErrorKind::BrokenPipe, io::ErrorKind::UnexpectedEof] {
+            assert_eq!(
+                Error::from_stream(gone(kind)).to_string(),
+                "peerd stopped (it closed the connection without a goodbye)"
+            );
+        }
+        assert_eq!(
+            Error::Status(gone(io::ErrorKind::ConnectionReset)).to_string(),
+            "lost the connection to peerd: the connection was reset"
+        );
     }
 
     #[test]

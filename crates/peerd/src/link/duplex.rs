@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use peerchat::transport::Broken;
 use peerchat::v1 as pb;
 use peerchat_core::session::{Frame, LinkDown};
 use prost::Message as _;
@@ -188,17 +189,35 @@ impl Link {
 }
 
 /// A human reason for a stream error. A status tonic made on our side from
-/// a transport failure (reset, keepalive timeout, the peer's process gone)
-/// carries the failure as its source, one the peer sent does not: say
-/// which, and keep the detail.
+/// a transport failure (the peer's process gone, keepalive pings
+/// unanswered, a reset) carries the failure as its source, and its typed
+/// cause ([`Broken`]) says which; one the peer sent does not.
 fn describe(status: &tonic::Status) -> String {
     let msg = status.message();
-    if status.source().is_some() {
-        format!("the connection to the peer broke ({msg})")
+    if let Some(broken) = Broken::of(status) {
+        broken_words(broken)
+    } else if status.source().is_some() {
+        format!("the connection to the peer broke: {msg}")
     } else if msg.is_empty() {
         format!("{:?}", status.code())
     } else {
         msg.to_owned()
+    }
+}
+
+/// What a broken link says to the user. Links are TLS: a peer that went
+/// away shows as `Closed`, so `Dropped` is our keepalive giving up.
+fn broken_words(broken: Broken) -> String {
+    match broken {
+        Broken::Closed => "the peer's daemon or machine went away without a goodbye".to_owned(),
+        Broken::Dropped => "the peer stopped answering keepalive pings".to_owned(),
+        Broken::Reset => "the connection to the peer was reset".to_owned(),
+        Broken::Ended { reason, connection: false } => {
+            format!("the peer ended the stream: HTTP/2 {reason}")
+        }
+        Broken::Ended { reason, connection: true } => {
+            format!("the peer ended the connection: HTTP/2 {reason}")
+        }
     }
 }
 
@@ -274,5 +293,35 @@ mod tests {
         assert_eq!(next_end(&mut link).await, LinkDown::EndOfStream);
         link.try_send(Frame::Ping(7)).expect("our half is still open");
         assert!(matches!(sent.next().await, Some(Ok(_))), "a frame, no status");
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_says_how_it_broke_and_sends_nothing_back() {
+        let cases = [
+            (std::io::ErrorKind::UnexpectedEof, "the peer's daemon or machine went away"),
+            (std::io::ErrorKind::BrokenPipe, "the peer stopped answering keepalive pings"),
+            (std::io::ErrorKind::ConnectionReset, "the connection to the peer was reset"),
+        ];
+        for (kind, words) in cases {
+            let (mut link, feed, mut sent) = wired();
+            // As tonic makes it: a generic message, the cause as its source.
+            let mut status = Status::unknown("h2 protocol error: error reading a body");
+            status.set_source(Arc::new(std::io::Error::new(kind, "as h2 says it")));
+            feed.send(Err(status)).await.expect("feeding");
+            let why = next_end(&mut link).await;
+            assert!(
+                matches!(&why, LinkDown::Error(e) if e.starts_with(words)),
+                "{kind:?}: {why:?}"
+            );
+            drop(link);
+            assert!(sent.next().await.is_none(), "{kind:?}: nothing goes back on a broken link");
+        }
+        // A failure it cannot name keeps tonic's words.
+        let (mut link, feed, _sent) = wired();
+        let mut status = Status::unknown("something odd");
+        status.set_source(Arc::new(std::io::Error::other("odd")));
+        feed.send(Err(status)).await.expect("feeding");
+        let why = next_end(&mut link).await;
+        assert_eq!(why, LinkDown::Error("the connection to the peer broke: something odd".into()));
     }
 }
