@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use peerchat::v1 as pb;
@@ -44,6 +44,7 @@ fn temp_dir() -> tempfile::TempDir {
 /// A directory in this process, on memory.
 struct Directory {
     url: String,
+    addr: SocketAddr,
     _stop: DropGuard,
 }
 
@@ -86,7 +87,7 @@ async fn directory_with(change: impl FnOnce(&mut peerchat_directoryd::Config)) -
         }
     });
     within("the directory starts", is_ready).await.expect("the directory is ready");
-    Directory { url: format!("http://{addr}"), _stop: token.drop_guard() }
+    Directory { url: format!("http://{addr}"), addr, _stop: token.drop_guard() }
 }
 
 /// A peerd in this process.
@@ -198,6 +199,8 @@ struct Relay {
     addr: SocketAddr,
     open: watch::Sender<bool>,
     frozen: Arc<AtomicBool>,
+    /// Reads swallowed while frozen: something was sent and goes unanswered.
+    swallowed: Arc<AtomicUsize>,
     _stop: DropGuard,
 }
 
@@ -210,6 +213,8 @@ impl Relay {
         let token = CancellationToken::new();
         let stop = token.clone();
         let freeze = frozen.clone();
+        let swallowed = Arc::new(AtomicUsize::new(0));
+        let swallow = swallowed.clone();
         tokio::spawn(async move {
             loop {
                 let (inbound, _) = tokio::select! {
@@ -217,6 +222,7 @@ impl Relay {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
                 let (mut open, stop, freeze) = (open_rx.clone(), stop.clone(), freeze.clone());
+                let swallow = swallow.clone();
                 tokio::spawn(async move {
                     // Closed: hold the connection, say nothing.
                     tokio::select! {
@@ -228,13 +234,13 @@ impl Relay {
                     let (ro, wo) = outbound.into_split();
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = carry(ri, wo, freeze.clone()) => {}
-                        _ = carry(ro, wi, freeze) => {}
+                        _ = carry(ri, wo, freeze.clone(), swallow.clone()) => {}
+                        _ = carry(ro, wi, freeze, swallow) => {}
                     }
                 });
             }
         });
-        Relay { addr, open, frozen, _stop: token.drop_guard() }
+        Relay { addr, open, frozen, swallowed, _stop: token.drop_guard() }
     }
 }
 
@@ -243,6 +249,7 @@ async fn carry(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     frozen: Arc<AtomicBool>,
+    swallowed: Arc<AtomicUsize>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -251,6 +258,7 @@ async fn carry(
             Ok(n) => n,
         };
         if frozen.load(Ordering::Relaxed) {
+            swallowed.fetch_add(1, Ordering::Relaxed);
             // Swallowed: nothing reaches the other side.
             std::future::pending::<()>().await;
         }
@@ -468,8 +476,10 @@ async fn the_control_socket_is_never_reachable_by_another_user_while_starting() 
 async fn status_shows_the_advertised_address_while_the_directory_is_away() {
     // A port that refuses: bound, then closed.
     let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = gone.local_addr().expect("its address");
     let away = Directory {
-        url: format!("http://{}", gone.local_addr().expect("its address")),
+        url: format!("http://{addr}"),
+        addr,
         _stop: CancellationToken::new().drop_guard(),
     };
     drop(gone);
@@ -586,4 +596,33 @@ async fn a_new_name_over_the_quota_fails_the_start_and_says_why() {
     assert!(err.contains("too many new names from 127.0.0.1"), "{err}");
     assert_eq!(alice.status().await.directory_state, "registered");
     alice.stop().await;
+}
+
+/// A directory that stops answering while a renewal is on its way does
+/// not hold up stopping by that renewal's time limit: only the
+/// unregister's own (it cannot be told, and says so in the log).
+#[tokio::test]
+async fn stopping_does_not_wait_out_a_renewal_the_directory_never_answers() {
+    // ttl 3 s: a renewal every second.
+    let dir = directory_with(|c| c.ttl = Duration::from_secs(3)).await;
+    let relay = Relay::start(dir.addr).await;
+    relay.open.send_replace(true);
+    let home = temp_dir();
+    let mut config = config(&dir, "alice", None, home.path());
+    config.directories = vec![format!("http://{}", relay.addr)];
+    let (alice, _) = Daemon::run(config, home).await;
+    relay.frozen.store(true, Ordering::Relaxed);
+    within("a renewal reaches the frozen directory", async {
+        while relay.swallowed.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let stopping = Instant::now();
+    alice.stop().await;
+    let took = stopping.elapsed();
+    // The unregister gives up after 3 s. Waiting out the renewal first
+    // made it 4 s here.
+    assert!(took < Duration::from_millis(3600), "stopping took {took:?}");
+    assert!(took >= Duration::from_secs(2), "the unregister was not even tried: {took:?}");
 }

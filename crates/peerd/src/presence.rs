@@ -120,7 +120,19 @@ impl PresenceTask {
         let mut lease: Option<Lease> = None;
         loop {
             let status = *self.wanted.borrow_and_update();
-            let outcome = self.once_around(&mut lease, status).await;
+            // A renewal gives way to shutdown: the unregister that follows
+            // ends the lease anyway, so stopping does not first wait out a
+            // directory that stopped answering. A registration is let
+            // finish (on one replica): cut short, the directory could list
+            // us under a lease we never learn, until its ttl.
+            let outcome = if lease.is_some() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    outcome = self.once_around(&mut lease, status, &shutdown) => outcome,
+                }
+            } else {
+                self.once_around(&mut lease, status, &shutdown).await
+            };
             let wait = match outcome {
                 Ok(listed) => {
                     backoff.reset();
@@ -200,6 +212,7 @@ impl PresenceTask {
         &mut self,
         lease: &mut Option<Lease>,
         status: Presence,
+        shutdown: &CancellationToken,
     ) -> Result<Presence, Failure> {
         let count = self.directories.len();
         let mut all_wrong_key = true;
@@ -221,7 +234,8 @@ impl PresenceTask {
             all_wrong_key &= wrong_key;
             tried += 1;
             let next = self.directories.failed(index);
-            if tried >= count {
+            // Stopping: no next replica (the unregister has its own round).
+            if tried >= count || shutdown.is_cancelled() {
                 let why = self.directories.labelled(index, why);
                 return Err(if all_wrong_key {
                     Failure::WrongKey(why)
