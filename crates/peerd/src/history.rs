@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use peerchat_core::Name;
 use peerchat_core::session::{
-    Direction, Id, MAX_UNACKED, MAX_UNACKED_BYTES, MAX_UNDISPLAYED_BYTES, MAX_UNDISPLAYED_MESSAGES,
-    Message, MessageState, Record,
+    Direction, Id, MAX_SEEN_IDS, MAX_UNACKED, MAX_UNACKED_BYTES, MAX_UNDISPLAYED_BYTES,
+    MAX_UNDISPLAYED_MESSAGES, Message, MessageState, Record,
 };
 use serde::{Deserialize, Serialize};
 
@@ -288,12 +288,15 @@ impl History {
                     if self.files.len() >= MAX_OPEN_FILES {
                         self.files.clear();
                     }
-                    let f = OpenOptions::new()
+                    let mut f = OpenOptions::new()
                         .create(true)
+                        .read(true)
                         .append(true)
                         .mode(0o600)
                         .open(path())
                         .map_err(|e| Error::io(path(), "opening a history file", e))?;
+                    end_torn_line(&mut f)
+                        .map_err(|e| Error::io(path(), "ending a torn history line", e))?;
                     self.files.entry(peer.clone()).or_insert(f)
                 }
             };
@@ -320,6 +323,27 @@ impl History {
         }
         Ok(())
     }
+}
+
+/// Ends the file's last line if a crash (or a full disk, then a stop) left
+/// it torn, so that the next line written starts a line of its own: glued
+/// to the fragment, it would be unreadable, and a message acknowledged or
+/// waiting to be sent would be lost with it. The fragment stays, skipped
+/// by every reader like any line that does not parse.
+fn end_torn_line(file: &mut File) -> std::io::Result<()> {
+    use std::io::Read;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        // Append mode: this lands at the end whatever the position.
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// The most text one `history` answer carries: the newest entries that
@@ -350,15 +374,6 @@ pub(crate) fn read(data_dir: &Path, peer: &Name, limit: usize) -> Result<Read, E
     let window = Window { count: limit, text_bytes: MAX_READ_TEXT_BYTES };
     fold(BufReader::new(file), window).map_err(|e| Error::io(&path, "reading a history file", e))
 }
-
-/// How much of the end of a history file is read on each connect for the
-/// ids received lately. Of what a peer sends again, we can have stored only
-/// what we had not yet acknowledged when the link died: the few messages
-/// received last (we acknowledge each as soon as it is stored), so the
-/// end of the file holds them unless we wrote more than this since (our
-/// own messages queued while the link was down). Read on every connect to
-/// a peer the session does not know: kept small.
-const TAIL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How much of the end of a history file a restart reads for what it must
 /// not lose: room for the most of our messages that may wait for
@@ -478,18 +493,96 @@ fn keep_newest_unseen(unseen: &mut Vec<(Name, Message)>) {
 /// The ids of the messages received from `peer` lately (oldest first), and
 /// whether each was shown: how a message sent again is recognised, also
 /// after a restart.
+///
+/// What a peer sends again is what it holds unacknowledged: at most
+/// [`MAX_UNACKED`] messages, and of those we can have stored only the
+/// newest, since receipts go out in order and a lost link loses the last of
+/// them. So the newest [`MAX_SEEN_IDS`] (twice that) received ids cover
+/// it, however many bytes they take: the file is read backwards until it
+/// has them (one group commit alone can be 32 MiB of text), at most
+/// [`RECOVERY_TAIL_BYTES`] of it.
 pub(crate) fn recent_ids(data_dir: &Path, peer: &Name) -> Vec<(Id, bool)> {
-    let Some(reader) = tail_reader(&History::path_of(data_dir, peer), TAIL_BYTES) else {
+    let Ok(file) = File::open(History::path_of(data_dir, peer)) else {
         return Vec::new();
     };
-    let window = Window { count: usize::MAX, text_bytes: usize::MAX };
-    fold(reader, window)
-        .unwrap_or_default()
-        .entries
-        .into_iter()
-        .filter(|e| e.direction == Direction::In)
-        .map(|e| (e.id.into(), e.state == MessageState::Displayed))
-        .collect()
+    newest_received(file, MAX_SEEN_IDS, RECOVERY_TAIL_BYTES).unwrap_or_default()
+}
+
+/// A stored line as [`recent_ids`] needs it: its text is skipped, not kept.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum IdLine {
+    Message { id: String, dir: Dir, state: State },
+    State { id: String, state: State },
+}
+
+/// Displayed marks held at most while reading back for [`recent_ids`].
+const MAX_DISPLAYED_HELD: usize = 4 * MAX_SEEN_IDS;
+
+/// How much is read at a time, from the end backwards.
+const BACKWARDS_CHUNK: usize = 1024 * 1024;
+
+/// The newest `want` received ids in `file` (oldest first) with whether
+/// each was shown, reading at most the last `max_bytes` of it.
+fn newest_received(
+    mut file: File,
+    want: usize,
+    max_bytes: u64,
+) -> std::io::Result<Vec<(Id, bool)>> {
+    use std::io::Read;
+    let len = file.metadata()?.len();
+    let floor = len.saturating_sub(max_bytes);
+    let mut newest_first: Vec<(Id, bool)> = Vec::new();
+    // Ids a later line marked displayed: met before their message line.
+    let mut displayed: HashSet<String> = HashSet::new();
+    // The start of the line the later chunk began inside.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut end = len;
+    while end > floor && newest_first.len() < want {
+        let start = end.saturating_sub(BACKWARDS_CHUNK as u64).max(floor);
+        let mut chunk = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&carry);
+        // The first piece may be a line that began before `start`: kept
+        // for the next chunk, or, at the floor mid-file, a fragment.
+        let first_end = chunk.iter().position(|&b| b == b'\n');
+        let whole_from = match first_end {
+            Some(i) if start > 0 => i + 1,
+            Some(_) => 0,
+            None if start > 0 => chunk.len(),
+            None => 0,
+        };
+        for line in chunk[whole_from..].split(|&b| b == b'\n').rev() {
+            match serde_json::from_slice::<IdLine>(line) {
+                Ok(IdLine::State { id, state: State::Displayed }) => {
+                    // Bounded like the rest: a file of little else than
+                    // state lines ends the look back here.
+                    if displayed.len() >= MAX_DISPLAYED_HELD {
+                        end = floor;
+                        break;
+                    }
+                    displayed.insert(id);
+                }
+                Ok(IdLine::Message { id, dir: Dir::In, state }) => {
+                    let shown = matches!(state, State::Displayed) || displayed.contains(&id);
+                    newest_first.push((id.into(), shown));
+                    if newest_first.len() >= want {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if end == floor {
+            break;
+        }
+        chunk.truncate(whole_from);
+        carry = chunk;
+        end = start;
+    }
+    newest_first.reverse();
+    Ok(newest_first)
 }
 
 /// What a restart must pick up from one file, oldest first: received
@@ -742,6 +835,89 @@ mod tests {
         std::fs::write(resumable_path(&dir), "not a name!\n").expect("write");
         assert_eq!(recover(&dir).resumable, None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn received(h: &mut History, peer: &Name, id: &str, text: &str) {
+        h.append(&Record::Message {
+            peer: peer.clone(),
+            direction: Direction::In,
+            message: message(id, text),
+            state: MessageState::Delivered,
+        });
+    }
+
+    /// A crash mid-write leaves a torn last line; the next run's first line
+    /// must not be glued to it (it would be unreadable, and with it a
+    /// message acknowledged or waiting to be sent).
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_runs_first_line() {
+        let dir = tmp();
+        let bob = name("bob");
+        let mut h = History::open(&dir).expect("open");
+        received(&mut h, &bob, "a", "before the crash");
+        h.flush().expect("flush");
+        drop(h);
+        let path = History::path_of(&dir, &bob);
+        let mut file = OpenOptions::new().append(true).open(&path).expect("the file");
+        file.write_all(br#"{"kind":"message","id":"torn","dir":"in","pe"#).expect("tear");
+        drop(file);
+
+        let mut h = History::open(&dir).expect("open again");
+        received(&mut h, &bob, "b", "after the restart");
+        h.flush().expect("flush");
+        let ids: Vec<String> =
+            read(&dir, &bob, 50).expect("read").entries.into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(recent_ids(&dir, &bob), [("a".into(), false), ("b".into(), false)]);
+        // A file that ends whole gets no empty line.
+        drop(h);
+        let before = std::fs::read(&path).expect("read");
+        let mut h = History::open(&dir).expect("open a third time");
+        received(&mut h, &bob, "c", "again");
+        h.flush().expect("flush");
+        let after = std::fs::read(&path).expect("read");
+        assert!(!after[before.len()..].starts_with(b"\n"), "an empty line was added");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// One group commit can hold far more than a few MiB of received text;
+    /// every id of it must be recognised when the peer sends it again.
+    #[test]
+    fn recent_ids_reach_back_by_count_not_by_a_few_mib() {
+        let dir = tmp();
+        let bob = name("bob");
+        let mut h = History::open(&dir).expect("open");
+        let text = "x".repeat(peerchat_core::MAX_TEXT_BYTES);
+        let n = 150; // 9.4 MiB, across many chunks, lines across their edges
+        for i in 0..n {
+            received(&mut h, &bob, &format!("m{i:03}"), &text);
+        }
+        h.append(&Record::Message {
+            peer: bob.clone(),
+            direction: Direction::Out,
+            message: message("ours", "a reply"),
+            state: MessageState::Sent,
+        });
+        h.append(&Record::State {
+            peer: bob.clone(),
+            id: "m007".into(),
+            state: MessageState::Displayed,
+        });
+        h.flush().expect("flush");
+        let ids = recent_ids(&dir, &bob);
+        let want: Vec<(Id, bool)> = (0..n).map(|i| (format!("m{i:03}").into(), i == 7)).collect();
+        assert_eq!(ids, want);
+
+        // At most `want` of the newest; at most `max_bytes`, from a whole line.
+        let file = || File::open(History::path_of(&dir, &bob)).expect("the file");
+        let newest = newest_received(file(), 3, u64::MAX).expect("read");
+        let ids: Vec<String> = newest.into_iter().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(ids, ["m147", "m148", "m149"]);
+        let line = text.len() as u64 + 200;
+        let newest = newest_received(file(), usize::MAX, 2 * line + 1000).expect("read");
+        let ids: Vec<String> = newest.into_iter().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(ids, ["m148", "m149"], "the cut line is left out");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
