@@ -206,11 +206,13 @@ fn describe(status: &tonic::Status) -> String {
 }
 
 /// What a broken link says to the user. Links are TLS: a peer that went
-/// away shows as `Closed`, so `Dropped` is our keepalive giving up.
+/// away shows as `Closed`, so `Dropped` is our keepalive giving up. Neither
+/// says whose fault it was: after a freeze (a laptop that slept) it is our
+/// own keepalive or the peer's closing that tells the sleeper.
 fn broken_words(broken: Broken) -> String {
     match broken {
-        Broken::Closed => "the peer's daemon or machine went away without a goodbye".to_owned(),
-        Broken::Dropped => "the peer stopped answering keepalive pings".to_owned(),
+        Broken::Closed => "the connection closed without a goodbye".to_owned(),
+        Broken::Dropped => "keepalive pings went unanswered".to_owned(),
         Broken::Reset => "the connection to the peer was reset".to_owned(),
         Broken::Ended { reason, connection: false } => {
             format!("the peer ended the stream: HTTP/2 {reason}")
@@ -298,8 +300,8 @@ mod tests {
     #[tokio::test]
     async fn a_broken_connection_says_how_it_broke_and_sends_nothing_back() {
         let cases = [
-            (std::io::ErrorKind::UnexpectedEof, "the peer's daemon or machine went away"),
-            (std::io::ErrorKind::BrokenPipe, "the peer stopped answering keepalive pings"),
+            (std::io::ErrorKind::UnexpectedEof, "the connection closed without a goodbye"),
+            (std::io::ErrorKind::BrokenPipe, "keepalive pings went unanswered"),
             (std::io::ErrorKind::ConnectionReset, "the connection to the peer was reset"),
         ];
         for (kind, words) in cases {
