@@ -95,6 +95,12 @@ struct Conversation {
     next_seq: u64,
     /// `displayed` receipts owed to the peer while the link was down.
     owed_displayed: Vec<Id>,
+    /// The last `displayed` receipts sent on the current link, at most
+    /// [`MAX_RECEIPT_IDS`]: if the link is lost they may have been lost
+    /// with it (nothing acknowledges a receipt), so they are owed again.
+    /// Unlike a `delivered` one, which the peer's resent message asks for
+    /// again, nothing else would bring them back. A duplicate is harmless.
+    displayed_on_link: VecDeque<Id>,
     /// Restored after our daemon restarted, not started by a `connect` of
     /// this run (see [`Session::connect_restored`]).
     restored: bool,
@@ -159,12 +165,21 @@ impl Conversation {
             unacked_bytes: 0,
             next_seq: 1,
             owed_displayed: Vec::new(),
+            displayed_on_link: VecDeque::new(),
             restored: false,
         }
     }
 
     fn closing(&self) -> bool {
         self.sent_goodbye || self.got_goodbye
+    }
+
+    /// `displayed` receipts for `ids` go out on the current link: noted,
+    /// the newest [`MAX_RECEIPT_IDS`], to be owed again if it is lost.
+    fn sent_displayed(&mut self, ids: &[Id]) {
+        self.displayed_on_link.extend(ids.iter().cloned());
+        let over = self.displayed_on_link.len().saturating_sub(MAX_RECEIPT_IDS);
+        self.displayed_on_link.drain(..over);
     }
 
     fn queue(&mut self, message: Message) {
@@ -842,6 +857,7 @@ impl Session {
             State::Connected(c) if c.send_closed => {}
             State::Connected(c) => {
                 if let Some(link) = c.link {
+                    c.sent_displayed(&ids_for_peer);
                     self.push(Action::Transmit {
                         link,
                         frame: Frame::Receipt { ids: ids_for_peer, kind: ReceiptKind::Displayed },
@@ -923,6 +939,10 @@ impl Session {
                 let give_up_at = now + self.resume_window;
                 let next_attempt = (c.role == Role::Dialer).then_some(now);
                 c.link = None;
+                // Receipts sent on the lost link may be lost with it.
+                let mut owed: Vec<Id> = c.displayed_on_link.drain(..).collect();
+                owed.append(&mut c.owed_displayed);
+                c.owed_displayed = owed;
                 c.reconnect = Some(Reconnect::new(give_up_at, reason, next_attempt));
                 let peer = c.peer.clone();
                 self.push(Action::Emit(Event::LinkLost { peer, reason: cause }));
@@ -1283,6 +1303,7 @@ impl Session {
         let peer = c.peer.clone();
         let resend: Vec<Message> = c.unacked.iter().cloned().collect();
         let owed = std::mem::take(&mut c.owed_displayed);
+        c.sent_displayed(&owed);
         self.push(Action::Emit(Event::Resumed { peer }));
         for m in resend {
             self.push(Action::Transmit { link, frame: Frame::Message(m) });

@@ -1093,6 +1093,29 @@ fn displayed_receipts_owed_during_an_outage_are_paid_on_resume() {
     assert_eq!(receipts(&p.a, ReceiptKind::Displayed), [id]);
 }
 
+/// A `displayed` receipt sent on a link that died before it got there
+/// (nothing acknowledges a receipt) is sent again when the link is back:
+/// the message is no longer unacknowledged, so nothing else would ask.
+#[test]
+fn displayed_receipts_lost_with_the_link_are_sent_again_on_resume() {
+    let mut p = Pair::connected();
+    let id = p.send(true, "hi");
+    p.drive();
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered), std::slice::from_ref(&id));
+    p.bob.handle_displayed(&[id.as_str().into()]);
+    Pair::drain(&mut p.bob, &mut p.b);
+    assert_eq!(p.b.outbound.len(), 1, "the receipt is on its way");
+    p.cut("reset");
+    assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty(), "lost with the link");
+    p.redial_succeeds();
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), std::slice::from_ref(&id));
+    // Sent once more after another loss (it may have been lost again):
+    // the sender tells its user once.
+    p.cut("reset");
+    p.redial_succeeds();
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), [id]);
+}
+
 #[test]
 fn unacknowledged_messages_of_an_earlier_run_go_out_with_the_next_conversation() {
     let mut p = Pair::new();
