@@ -195,3 +195,35 @@ fn a_dialer_back_after_the_callees_window_does_not_revive_the_conversation() {
     assert!(reason.contains("bob stopped waiting for the link"), "{ended}");
     both_free_and_not_revived(&alice, &bob, &mut wb);
 }
+
+/// The dialer gives up reconnecting (`disconnect`) while the callee is
+/// frozen, then connects to it again. The callee never heard the first
+/// conversation end; the new dial is not a resume of it: the callee is
+/// told it ended, then that a new one started, and what it wrote meanwhile
+/// goes out on the new one.
+#[test]
+fn a_new_connect_after_the_dialer_gave_up_is_a_new_conversation_for_the_callee() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    alice.ctl_ok(&["connect", "bob"]);
+    let mut wa = alice.watch();
+    let mut wb = bob.watch();
+
+    support::proc::signal(bob.pid(), libc::SIGSTOP);
+    wa.wait_for("link_lost", EVENT_TIMEOUT, |e| e["event"] == "link_lost");
+    alice.ctl_ok(&["disconnect"]);
+    wa.wait_for("alice's disconnected", EVENT_TIMEOUT, ev::disconnected("bob"));
+    support::proc::signal(bob.pid(), libc::SIGCONT);
+    // Bob, thawed, is still in the conversation as far as he knows.
+    let queued = send_none(&bob, "written before bob knew");
+
+    alice.ctl_ok(&["connect", "bob"]);
+    let ended = wb.wait_for("bob's disconnected", EVENT_TIMEOUT, ev::disconnected("alice"));
+    assert_eq!(ended["reason"], "alice started a new conversation", "{ended}");
+    wb.wait_for("bob's connected", EVENT_TIMEOUT, ev::connected("alice"));
+    wa.wait_for("bob's message", EVENT_TIMEOUT, ev::message("bob", "written before bob knew"));
+    wb.wait_for("its receipt", EVENT_TIMEOUT, ev::receipt(&queued, "delivered"));
+    assert!(!wb.seen().iter().any(|e| e["event"] == "resumed"), "not a resume: {:?}", wb.seen());
+    assert_eq!(bob.status()["peer"], "alice");
+}

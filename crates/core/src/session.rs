@@ -706,6 +706,21 @@ impl Session {
             {
                 Err(crossed())
             }
+            // The peer's user ran `connect` while we, its callee, still
+            // hold a conversation with it: its end of that one is over (a
+            // dialer still in it redials, it does not dial fresh), and we
+            // missed the goodbye (frozen, or the link was down). Ours ends
+            // too, and says so; the new one starts, and what we had not
+            // got acknowledged goes out on it.
+            State::Connected(c)
+                if c.peer == peer && kind == DialKind::Fresh && c.role == Role::Callee =>
+            {
+                self.end_for_a_new_one(&peer);
+                let link = self.new_link();
+                self.welcome(link);
+                self.start(Box::new(Conversation::new(peer, link, Role::Callee)));
+                Ok(link)
+            }
             State::Connected(c) if c.peer == peer && !c.closing() => {
                 let link = self.new_link();
                 let mut stale = Vec::new();
@@ -1230,6 +1245,28 @@ impl Session {
         self.push(Action::Emit(Event::Disconnected { peer: c.peer.clone(), reason }));
         self.push(Action::Presence(Presence::Available));
         self.last_peer = Some(c.peer);
+    }
+
+    /// Ends the conversation with `peer`, whose user has just started a
+    /// new one with us: its link is dropped, our users are told, and its
+    /// unacknowledged messages wait to go first on the new one (which
+    /// [`Session::start`] takes them into at once).
+    fn end_for_a_new_one(&mut self, peer: &Name) {
+        let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
+            return;
+        };
+        if let Some(link) = c.link {
+            self.push(Action::DropLink { link });
+        }
+        if !c.unacked.is_empty() {
+            let entry = self
+                .pending
+                .entry(c.peer.key())
+                .or_insert_with(|| Pending { peer: c.peer.clone(), messages: Vec::new() });
+            entry.messages.extend(c.unacked);
+        }
+        let reason = format!("{peer} started a new conversation");
+        self.push(Action::Emit(Event::Disconnected { peer: c.peer, reason }));
     }
 
     fn fail(&mut self, peer: &Name, id: Id, reason: &str) {

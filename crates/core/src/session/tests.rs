@@ -76,10 +76,14 @@ impl Pair {
     /// taken off the wire here, because alice's handshake reads it, never
     /// her session.
     fn bob_accepts(&mut self) -> LinkId {
+        self.bob_accepts_as(DialKind::Fresh)
+    }
+
+    /// Bob takes alice's dial of `kind` (a redial says so in its Hello).
+    fn bob_accepts_as(&mut self, kind: DialKind) -> LinkId {
         Self::drain(&mut self.bob, &mut self.b);
         let before = self.b.outbound.len();
-        let link =
-            self.bob.handle_hello(name("alice"), DialKind::Fresh).expect("bob accepts alice");
+        let link = self.bob.handle_hello(name("alice"), kind).expect("bob accepts alice");
         Self::drain(&mut self.bob, &mut self.b);
         match self.b.outbound.remove(before) {
             Some(Frame::Welcome { name }) => assert_eq!(name.as_str(), "Bob"),
@@ -179,7 +183,7 @@ impl Pair {
     /// Alice's latest redial reaches bob, who takes her back.
     fn redial_succeeds(&mut self) {
         let link = *self.a.redials.last().expect("alice asked to redial");
-        let b_link = self.bob_accepts();
+        let b_link = self.bob_accepts_as(DialKind::Redial);
         self.a_link = Some(link);
         self.b_link = Some(b_link);
         self.alice.handle_dialed(link, name("Bob"));
@@ -1091,6 +1095,42 @@ fn displayed_receipts_owed_during_an_outage_are_paid_on_resume() {
     assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty());
     p.redial_succeeds();
     assert_eq!(receipts(&p.a, ReceiptKind::Displayed), [id]);
+}
+
+/// The dialer ended a conversation while its link was down (so the callee
+/// never heard) and then ran `connect` again: the callee does not take
+/// that as a resume. The old conversation ends (disconnected, saying so)
+/// and a new one starts (connected), carrying what it had not got
+/// acknowledged.
+#[test]
+fn a_fresh_dial_from_the_peer_of_a_reconnecting_callee_is_a_new_conversation() {
+    let mut p = Pair::connected();
+    p.cut("reset");
+    p.alice.disconnect(p.now).expect("alice gives up reconnecting");
+    let queued = p.send(false, "bob wrote this while the link was down");
+    p.drive();
+    p.b.events.clear();
+    let a_link = p.alice.connect(name("bob")).expect("alice dials again");
+    let b_link = p.bob_accepts();
+    p.alice.handle_dialed(a_link, name("Bob"));
+    p.a_link = Some(a_link);
+    p.b_link = Some(b_link);
+    p.drive();
+    assert_eq!(disconnected(&p.b), ["alice started a new conversation"]);
+    let order: Vec<&str> =
+        p.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Disconnected { .. } => Some("disconnected"),
+                Event::Connected { .. } => Some("connected"),
+                Event::Resumed { .. } => Some("resumed"),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(order, ["disconnected", "connected"]);
+    assert_eq!(messages(&p.a), ["bob wrote this while the link was down"]);
+    assert_eq!(receipts(&p.b, ReceiptKind::Delivered), [queued]);
+    assert_eq!(p.bob.peer().map(Name::as_str), Some("alice"));
 }
 
 /// A `displayed` receipt sent on a link that died before it got there
