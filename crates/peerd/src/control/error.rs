@@ -20,6 +20,10 @@ pub(crate) enum ControlError {
     Dial(#[from] DialError),
     #[error("the connect to {0} was cancelled by disconnect")]
     Cancelled(String),
+    #[error(
+        "the conversation with {0} ended before its link was back (see its disconnected event)"
+    )]
+    Ended(String),
     #[error("already connected to {0}; disconnect first")]
     AlreadyConnected(String),
     /// A dial in progress counts as a conversation: the words are SPEC's
@@ -90,6 +94,7 @@ impl From<ConnectFailed> for ControlError {
             ConnectFailed::Cancelled { peer } => ControlError::Cancelled(peer.to_string()),
             ConnectFailed::ShuttingDown => ControlError::ShuttingDown,
             ConnectFailed::Blocked(peer) => ControlError::Blocked(peer.to_string()),
+            ConnectFailed::Ended { peer } => ControlError::Ended(peer.to_string()),
         }
     }
 }
@@ -190,7 +195,8 @@ impl From<ControlError> for Status {
             ControlError::Failed { .. }
             | ControlError::NotDisplayed { .. }
             | ControlError::Kept { .. }
-            | ControlError::Cancelled(_) => Code::Aborted,
+            | ControlError::Cancelled(_)
+            | ControlError::Ended(_) => Code::Aborted,
             ControlError::DirectoryUnreachable(_) | ControlError::ShuttingDown => Code::Unavailable,
             ControlError::TooManyInFlight(_) => Code::ResourceExhausted,
             ControlError::Internal(_) => Code::Internal,
@@ -231,6 +237,11 @@ mod tests {
                 ConnectFailed::Cancelled { peer: bob() }.into(),
                 Code::Aborted,
                 "cancelled by disconnect",
+            ),
+            (
+                ConnectFailed::Ended { peer: bob() }.into(),
+                Code::Aborted,
+                "the conversation with bob ended before its link was back",
             ),
             (
                 DialError::Version { name: bob(), theirs: 3, ours: 2 }.into(),

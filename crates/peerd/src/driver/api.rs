@@ -91,6 +91,12 @@ pub(crate) enum ConnectFailed {
     },
     /// The user blocked this peer.
     Blocked(Name),
+    /// The conversation the dial was for ended before its link was back
+    /// (a restored conversation whose window passed, a `disconnect`), or
+    /// the session did not take the link.
+    Ended {
+        peer: Name,
+    },
     ShuttingDown,
 }
 

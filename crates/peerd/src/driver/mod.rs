@@ -123,13 +123,19 @@ fn poll_asking(asking: &mut Requests<Asked>, cx: &mut Context<'_>) -> Poll<Name>
 /// Ready when the client waiting for `connect`'s answer has gone away.
 fn poll_abandoned(pending: &mut Option<PendingConnect>, cx: &mut Context<'_>) -> Poll<()> {
     match pending {
-        Some((_, reply)) => reply.poll_closed(cx),
+        Some(p) => p.reply.poll_closed(cx),
         None => Poll::Pending,
     }
 }
 
 /// A `connect` waiting for the dial on its link.
-type PendingConnect = (LinkId, oneshot::Sender<Result<Name, ConnectFailed>>);
+#[derive(Debug)]
+struct PendingConnect {
+    link: LinkId,
+    /// Whom it asked for.
+    peer: Name,
+    reply: oneshot::Sender<Result<Name, ConnectFailed>>,
+}
 
 /// A dial in progress.
 #[derive(Debug)]
@@ -404,8 +410,8 @@ impl Driver {
         self.links.clear();
         self.jobs.abort_all();
         self.watchers.clear();
-        if let Some((_, tx)) = self.pending_connect.take() {
-            let _ = tx.send(Err(ConnectFailed::ShuttingDown));
+        if let Some(p) = self.pending_connect.take() {
+            let _ = p.reply.send(Err(ConnectFailed::ShuttingDown));
         }
         self.hand_off_waits();
         for (_, (_, _, _, asker)) in self.waiters.drain() {
@@ -475,8 +481,9 @@ impl Driver {
                 match self.session.disconnect(now.at) {
                     Ok(peer) if dialing => {
                         // A dial was cancelled: nothing to wait for.
-                        if let Some((_, tx)) = self.pending_connect.take() {
-                            let _ = tx.send(Err(ConnectFailed::Cancelled { peer: peer.clone() }));
+                        if let Some(p) = self.pending_connect.take() {
+                            let _ =
+                                p.reply.send(Err(ConnectFailed::Cancelled { peer: peer.clone() }));
                         }
                         let _ = reply.send(Ok(Ended::Dial { peer }));
                     }
@@ -602,8 +609,8 @@ impl Driver {
         let disconnected = current && self.session.disconnect(now.at).is_ok();
         if disconnected && self.session.phase() == Phase::Idle {
             // It was a dial in progress: cancelled.
-            if let Some((_, tx)) = self.pending_connect.take() {
-                let _ = tx.send(Err(ConnectFailed::Blocked(name)));
+            if let Some(p) = self.pending_connect.take() {
+                let _ = p.reply.send(Err(ConnectFailed::Blocked(name)));
             }
         }
         Ok(Blocking { already: added == Added::Already, disconnected })
@@ -805,16 +812,16 @@ impl Driver {
             }
             Some(ConnectRestored::Dial(link)) => {
                 tracing::info!(peer = %name, "connect: redialing the restored conversation now");
-                self.dial(link, name, DialKind::Redial);
-                self.pending_connect = Some((link, reply));
+                self.dial(link, name.clone(), DialKind::Redial);
+                self.pending_connect = Some(PendingConnect { link, peer: name, reply });
                 return;
             }
             None => {}
         }
         match self.session.connect(name.clone()) {
             Ok(link) => {
-                self.dial(link, name, DialKind::Fresh);
-                self.pending_connect = Some((link, reply));
+                self.dial(link, name.clone(), DialKind::Fresh);
+                self.pending_connect = Some(PendingConnect { link, peer: name, reply });
             }
             Err(e) => {
                 let _ = reply.send(Err(ConnectFailed::Session(e)));
@@ -869,7 +876,7 @@ impl Driver {
     /// `disconnect` is. A restored conversation's redial goes on: that
     /// conversation is not the connect's to end.
     fn on_connect_abandoned(&mut self, now: Instant) {
-        let Some((link, _)) = self.pending_connect.take() else { return };
+        let Some(PendingConnect { link, .. }) = self.pending_connect.take() else { return };
         if self.session.phase() != Phase::Connecting || self.session.link() != Some(link) {
             return;
         }
@@ -894,13 +901,7 @@ impl Driver {
             }
             return;
         }
-        let reply = match self.pending_connect.take() {
-            Some((l, tx)) if l == link => Some(tx),
-            other => {
-                self.pending_connect = other;
-                None
-            }
-        };
+        let reply = self.pending_connect.take_if(|p| p.link == link);
         match result {
             Ok((peer, opened)) => {
                 if let Some(seen) = seen {
@@ -908,9 +909,9 @@ impl Driver {
                 }
                 self.links.insert(link, opened);
                 self.session.handle_dialed(link, peer.clone());
-                if let Some(tx) = reply {
-                    let _ = tx.send(Ok(peer));
-                }
+                // Answered once the session's actions have run (see
+                // `settle_connect`): it may not have taken the link.
+                self.pending_connect = reply;
             }
             Err(DialError::Crossed(peer)) => {
                 // The peer is dialing us too, and its dial wins: the
@@ -918,11 +919,11 @@ impl Driver {
                 // (`Action::Crossed`).
                 self.session.handle_dial_crossed(link, now);
                 match reply {
-                    Some(tx) if self.session.link() == Some(link) => {
-                        self.pending_connect = Some((link, tx));
+                    Some(p) if self.session.link() == Some(link) => {
+                        self.pending_connect = Some(p);
                     }
-                    Some(tx) => {
-                        let _ = tx.send(Err(ConnectFailed::Dial(DialError::Crossed(peer))));
+                    Some(p) => {
+                        let _ = p.reply.send(Err(ConnectFailed::Dial(DialError::Crossed(peer))));
                     }
                     None => {}
                 }
@@ -933,8 +934,8 @@ impl Driver {
                 } else {
                     self.session.handle_dial_failed(link, &e.to_string(), now);
                 }
-                if let Some(tx) = reply {
-                    let _ = tx.send(Err(ConnectFailed::Dial(e)));
+                if let Some(p) = reply {
+                    let _ = p.reply.send(Err(ConnectFailed::Dial(e)));
                 }
             }
         }
@@ -994,6 +995,37 @@ impl Driver {
         let mut actions = std::mem::take(&mut self.actions);
         while self.run_round(&mut actions) {}
         self.actions = actions;
+        self.settle_connect();
+    }
+
+    /// Answers the `connect` waiting on a dial once that dial is over and
+    /// the session has had its say: connected when the conversation with
+    /// its peer is on (its dial got through, or the peer dialed us first
+    /// and we took it back), else how it ended (the session refused the
+    /// link, the resume window passed, a `disconnect`), rather than
+    /// leaving it to its caller's time limit, or telling it "connected"
+    /// when the session did not take the link.
+    fn settle_connect(&mut self) {
+        let Some(p) = &self.pending_connect else { return };
+        if self.dialing.contains_key(&p.link) {
+            return; // Its dial still runs: `on_dialed` comes.
+        }
+        if self.shutting_down {
+            return; // Told so when the driver stops.
+        }
+        let on_with_peer = self.session.peer().filter(|peer| **peer == p.peer).cloned();
+        let answer = match (self.session.phase(), on_with_peer) {
+            // Our dial was crossed by the peer's: `Action::Crossed` answers.
+            (Phase::Connecting, Some(_)) if self.session.link() == Some(p.link) => return,
+            (Phase::Connected, Some(peer)) => Ok(peer),
+            // Still waiting for its link (a restored conversation whose
+            // redial failed and is tried again): answered when it is back.
+            (Phase::Reconnecting, Some(_)) => return,
+            _ => Err(ConnectFailed::Ended { peer: p.peer.clone() }),
+        };
+        if let Some(p) = self.pending_connect.take() {
+            let _ = p.reply.send(answer);
+        }
     }
 
     /// One round of [`Driver::run_actions`], `actions` empty before and
@@ -1089,8 +1121,8 @@ impl Driver {
                     }
                     Crossing::NotCalled(peer) => Err(ConnectFailed::Dial(DialError::Crossed(peer))),
                 };
-                if let Some((_, tx)) = self.pending_connect.take_if(|(l, _)| *l == link) {
-                    let _ = tx.send(answer);
+                if let Some(p) = self.pending_connect.take_if(|p| p.link == link) {
+                    let _ = p.reply.send(answer);
                 }
             }
             Action::Presence(p) => {

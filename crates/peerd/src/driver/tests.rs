@@ -886,6 +886,26 @@ async fn a_wait_on_a_restored_conversation_the_peer_ended_is_told_the_message_is
     bob.stop().await;
 }
 
+/// A `connect` waiting on the redial of a restored conversation is
+/// answered when that conversation ends before the redial gets through
+/// (here her own `disconnect`): the dial is dropped, and before, nothing
+/// ever answered the connect.
+#[tokio::test]
+async fn a_connect_waiting_on_a_redial_is_answered_when_the_conversation_ends() {
+    let board = Switchboard::default();
+    let (bob, dir) = alice_crashes_talking_to_bob(&board).await;
+    let (alice, _release) = alice_restarts_held(dir, &board).await;
+    let connected = start_connect(&alice, "bob").await;
+    alice.ask(|reply| Request::Disconnect { reply }).await.expect("alice ends it");
+    match within("the connect's answer", connected).await.expect("answered") {
+        Err(ConnectFailed::Ended { peer }) => assert_eq!(peer, name("bob")),
+        other => panic!("not told the conversation ended: {other:?}"),
+    }
+    assert_eq!(alice.status().await.phase, Phase::Idle);
+    alice.stop().await;
+    bob.stop().await;
+}
+
 /// A second `connect` while the first one's redial of a restored
 /// conversation is still on its way is told the dial is in progress; the
 /// first one gets its answer (before, the second took its place and the
