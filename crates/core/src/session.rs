@@ -95,6 +95,9 @@ struct Conversation {
     next_seq: u64,
     /// `displayed` receipts owed to the peer while the link was down.
     owed_displayed: Vec<Id>,
+    /// When the link came back last (as [`Session`]'s clock knew it), and
+    /// the reconnect it ended: kept for [`PROVEN_AFTER`].
+    resumed_from: Option<(Option<Instant>, Reconnect)>,
     /// The last `displayed` receipts sent on the current link, at most
     /// [`MAX_RECEIPT_IDS`]: if the link is lost they may have been lost
     /// with it (nothing acknowledges a receipt), so they are owed again.
@@ -166,6 +169,7 @@ impl Conversation {
             next_seq: 1,
             owed_displayed: Vec::new(),
             displayed_on_link: VecDeque::new(),
+            resumed_from: None,
             restored: false,
         }
     }
@@ -284,6 +288,10 @@ pub struct Session {
     /// not be told then, and are told so), until a new conversation with
     /// them starts. Newest last, at most [`MAX_ENDED_AWAY`].
     ended_away: VecDeque<(Name, EndedHow)>,
+    /// The latest instant a caller gave us (timers, frames, lost links):
+    /// when a link comes back (calls that carry no clock) it is stamped
+    /// with this, which can only make it look older than it is.
+    clock: Option<Instant>,
 }
 
 /// How many peers [`Session::refuses_redial`] remembers. A peer redials
@@ -308,6 +316,7 @@ impl Session {
             pending: HashMap::new(),
             pending_deadline: None,
             ended_away: VecDeque::new(),
+            clock: None,
         }
     }
 
@@ -897,6 +906,7 @@ impl Session {
 
     /// A frame arrived on `link`.
     pub fn handle_frame(&mut self, link: LinkId, frame: Frame, now: Instant) {
+        self.clock = Some(now);
         if self.connected_link() != Some(link) {
             return;
         }
@@ -919,6 +929,7 @@ impl Session {
 
     /// The link layer says `link` ended.
     pub fn handle_link_down(&mut self, link: LinkId, why: LinkDown, now: Instant) {
+        self.clock = Some(now);
         let c = match &mut self.state {
             State::Dialing { link: l, .. } if *l == link => {
                 self.end_dial();
@@ -951,14 +962,26 @@ impl Session {
                 // link does not come back, says both.
                 let cause = describe(&why);
                 let reason = format!("link lost: {cause}");
-                let give_up_at = now + self.resume_window;
-                let next_attempt = (c.role == Role::Dialer).then_some(now);
+                let dialer = c.role == Role::Dialer;
+                let reconnect = match c.resumed_from.take() {
+                    // Back less than PROVEN_AFTER ago: the same window, and
+                    // the backoff goes on growing.
+                    Some((Some(at), mut old))
+                        if now.saturating_duration_since(at) < PROVEN_AFTER =>
+                    {
+                        old.reason = reason;
+                        old.dial = None;
+                        old.next_attempt = dialer.then(|| now + old.backoff.next_delay());
+                        old
+                    }
+                    _ => Reconnect::new(now + self.resume_window, reason, dialer.then_some(now)),
+                };
                 c.link = None;
                 // Receipts sent on the lost link may be lost with it.
                 let mut owed: Vec<Id> = c.displayed_on_link.drain(..).collect();
                 owed.append(&mut c.owed_displayed);
                 c.owed_displayed = owed;
-                c.reconnect = Some(Reconnect::new(give_up_at, reason, next_attempt));
+                c.reconnect = Some(reconnect);
                 let peer = c.peer.clone();
                 self.push(Action::Emit(Event::LinkLost { peer, reason: cause }));
                 // The first redial goes out at once.
@@ -969,6 +992,7 @@ impl Session {
 
     /// Time passed; call at [`Session::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(now);
         self.fail_expired_pending(now);
         if let State::Dialing { peer, link, crossed: Some(until), .. } = &self.state
             && now >= *until
@@ -1332,11 +1356,12 @@ impl Session {
     /// The conversation has a link again: send everything unacknowledged,
     /// in order, and the receipts we owe.
     fn resume(&mut self, link: LinkId) {
+        let clock = self.clock;
         let State::Connected(c) = &mut self.state else {
             return;
         };
         c.link = Some(link);
-        c.reconnect = None;
+        c.resumed_from = c.reconnect.take().map(|r| (clock, r));
         let peer = c.peer.clone();
         let resend: Vec<Message> = c.unacked.iter().cloned().collect();
         let owed = std::mem::take(&mut c.owed_displayed);

@@ -1133,6 +1133,43 @@ fn a_fresh_dial_from_the_peer_of_a_reconnecting_callee_is_a_new_conversation() {
     assert_eq!(p.bob.peer().map(Name::as_str), Some("alice"));
 }
 
+/// Alice's link comes back (at `t0 + 1 s`, its loss at `t0`) and is lost
+/// again `after` the loss: is she still reconnecting at `t0 + WINDOW`?
+fn reconnecting_at_the_first_windows_end(after: Duration) -> bool {
+    let mut p = Pair::connected();
+    let t0 = p.now;
+    p.cut("reset");
+    p.now = t0 + Duration::from_secs(1);
+    p.redial_succeeds();
+    p.now = t0 + after;
+    p.cut("reset again");
+    p.now = t0 + WINDOW;
+    p.alice.handle_timeout(p.now);
+    Pair::drain(&mut p.alice, &mut p.a);
+    p.alice.phase() == Phase::Reconnecting
+}
+
+/// A link that breaks as soon as it is back (a peer that resets each new
+/// link, a disk that cannot take what it carries) must not keep a
+/// conversation reconnecting for ever: lost within PROVEN_AFTER of coming
+/// back, it keeps the window it came back from, and its redials back off.
+#[test]
+fn a_link_lost_again_at_once_keeps_the_window_it_came_back_from() {
+    assert!(!reconnecting_at_the_first_windows_end(Duration::from_secs(3)));
+    // One that lasted earns a new window.
+    assert!(reconnecting_at_the_first_windows_end(PROVEN_AFTER + Duration::from_secs(2)));
+
+    // And the redial after a quick loss is not at once.
+    let mut p = Pair::connected();
+    p.cut("reset");
+    p.redial_succeeds();
+    let redials = p.a.redials.len();
+    p.cut("reset again");
+    assert_eq!(p.a.redials.len(), redials, "no redial at once");
+    let next = p.alice.poll_timeout().expect("a redial timer");
+    assert!(next > p.now, "{:?}", next - p.now);
+}
+
 /// A `displayed` receipt sent on a link that died before it got there
 /// (nothing acknowledges a receipt) is sent again when the link is back:
 /// the message is no longer unacknowledged, so nothing else would ask.

@@ -49,6 +49,13 @@ pub const REDIAL_INITIAL: Duration = Duration::from_millis(250);
 /// ...up to this.
 pub const REDIAL_MAX: Duration = Duration::from_secs(2);
 
+/// How long a link that came back must last to earn a new resume window
+/// when it is lost again. One lost sooner keeps the window (and the redial
+/// backoff) it came back from: a link that breaks at once each time (a
+/// peer that resets it, a disk that cannot take what it carries) would
+/// otherwise keep a conversation reconnecting for ever, redialing at once.
+pub const PROVEN_AFTER: Duration = Duration::from_secs(5);
+
 /// The longest message id accepted from a peer.
 pub const MAX_ID_LEN: usize = 64;
 
