@@ -33,7 +33,7 @@ use super::error::ControlError;
 use super::{micros, validate};
 use crate::deadline::sleep_until;
 use crate::driver::api::{
-    DriverTx, Outcome, Request, StreamNote, StreamSend, StreamTx, Wait, wire_state,
+    DriverTx, Outcome, Request, StreamNote, StreamSend, StreamStop, StreamTx, Wait, wire_state,
 };
 
 /// Sends one stream may have unanswered at once.
@@ -68,6 +68,7 @@ async fn read(
 ) {
     let mut seq = 0u64;
     let mut done = false;
+    let stop = StreamStop::default();
     // Reused from batch to batch.
     let mut requests = Vec::new();
     while !done {
@@ -133,7 +134,10 @@ async fn read(
         // A driver gone (shutting down) drops the batch, and with it the
         // last senders of `notes`: the answerer then fails what is left.
         if !sends.is_empty()
-            && driver.send(Request::SendBatch { sends, notes: notes.clone() }).await.is_err()
+            && driver
+                .send(Request::SendBatch { sends, notes: notes.clone(), stop: stop.clone() })
+                .await
+                .is_err()
         {
             break;
         }

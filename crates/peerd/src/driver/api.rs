@@ -3,6 +3,7 @@
 //! module and on nothing else of the driver; it turns these answers into
 //! statuses in one place (`control/error.rs`).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use peerchat::v1 as pb;
@@ -100,6 +101,12 @@ pub(crate) enum ConnectFailed {
     ShuttingDown,
 }
 
+/// The first send of a `SendStream` the session refused. The stream ends
+/// at that answer, so a later send of it that went out anyway would reach
+/// the peer before the refused one and without its client ever learning
+/// its id: from then on every send of the stream is refused the same way.
+pub(crate) type StreamStop = Arc<OnceLock<SendError>>;
+
 /// Why a sent message will never get the receipt waited for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Undelivered {
@@ -157,6 +164,9 @@ pub(crate) enum Request {
     SendBatch {
         sends: Vec<StreamSend>,
         notes: StreamTx,
+        /// The stream's first refusal, shared by all its batches: once
+        /// set, nothing more of the stream is sent (see [`StreamStop`]).
+        stop: StreamStop,
     },
     Disconnect {
         reply: oneshot::Sender<Result<Ended, DisconnectError>>,

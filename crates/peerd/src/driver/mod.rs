@@ -468,11 +468,21 @@ impl Driver {
                 let wait = wait.map(|(w, tx)| (w, Asker::Call(tx)));
                 let _ = accepted.send(self.send(text, wait, now));
             }
-            Request::SendBatch { sends, notes } => {
+            Request::SendBatch { sends, notes, stop } => {
                 let mut results = Vec::with_capacity(sends.len());
                 for StreamSend { seq, text, wait } in sends {
-                    let wait = wait.map(|w| (w, Asker::Stream { notes: notes.clone(), seq }));
-                    results.push((seq, self.send(text, wait, now)));
+                    let result = match stop.get() {
+                        Some(refused) => Err(refused.clone()),
+                        None => {
+                            let wait =
+                                wait.map(|w| (w, Asker::Stream { notes: notes.clone(), seq }));
+                            self.send(text, wait, now)
+                        }
+                    };
+                    if let Err(e) = &result {
+                        let _ = stop.set(e.clone());
+                    }
+                    results.push((seq, result));
                 }
                 let _ = notes.send(StreamNote::Accepted { results });
             }

@@ -17,7 +17,7 @@ use super::*;
 use crate::link::callee::{Answer, Declined, KeyPin};
 use crate::link::dial::{DialError, OnAsked};
 use crate::link::duplex::outbox;
-use api::REQUEST_QUEUE;
+use api::{REQUEST_QUEUE, StreamStop};
 
 /// Long enough for anything here to happen; a failing test stops here
 /// rather than hanging.
@@ -315,6 +315,51 @@ async fn next_message(events: &mut EventRx) -> (String, String) {
             return (m.id, m.text);
         }
     }
+}
+
+/// A send of a `SendStream` the session refuses ends that stream: the
+/// sends after it, in its batch or a later one, are refused too and go
+/// nowhere (before, a later one that fitted went out first, and its client
+/// never learned its id).
+#[tokio::test]
+async fn after_a_refused_stream_send_nothing_more_of_the_stream_goes_out() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    let mut bob_sees = bob.watch(false).await;
+    alice.connect("bob").await.expect("connected");
+    let (notes, mut noted) = mpsc::unbounded_channel();
+    let stop = StreamStop::default();
+    let batch = |texts: &[&str], first: u64| Request::SendBatch {
+        sends: texts
+            .iter()
+            .zip(first..)
+            .map(|(text, seq)| StreamSend { seq, text: (*text).into(), wait: None })
+            .collect(),
+        notes: notes.clone(),
+        stop: stop.clone(),
+    };
+    let accepted = |note: Option<StreamNote>| match note {
+        Some(StreamNote::Accepted { results }) => {
+            results.into_iter().map(|(seq, r)| (seq, r.is_ok())).collect::<Vec<_>>()
+        }
+        other => panic!("not the batch's note: {other:?}"),
+    };
+    // The empty text is refused by the session (the stream's reader
+    // would have refused it first; any refusal will do).
+    alice.requests.send(batch(&["one", "", "three"], 1)).await.expect("runs");
+    let note = within("the batch's note", noted.recv()).await;
+    assert_eq!(accepted(note), [(1, true), (2, false), (3, false)]);
+    alice.requests.send(batch(&["four"], 4)).await.expect("runs");
+    let note = within("the next batch's note", noted.recv()).await;
+    assert_eq!(accepted(note), [(4, false)]);
+    // Only "one" reached bob: a message after it would come next.
+    assert_eq!(next_message(&mut bob_sees).await.1, "one");
+    let (_, delivered) = alice.send("after the stream", Wait::Delivered).await;
+    within("delivered", delivered).await.expect("told").expect("delivered");
+    assert_eq!(next_message(&mut bob_sees).await.1, "after the stream");
+    alice.stop().await;
+    bob.stop().await;
 }
 
 #[tokio::test]
