@@ -292,7 +292,16 @@ pub struct Session {
     /// when a link comes back (calls that carry no clock) it is stamped
     /// with this, which can only make it look older than it is.
     clock: Option<Instant>,
+    /// `displayed` receipts for peers we are not talking to (shown after
+    /// their conversation ended, or owed when it ended): sent when a
+    /// conversation with that peer next starts. Oldest first, at most
+    /// [`MAX_OWED_LATER`]; in memory only.
+    owed_later: VecDeque<(Name, Id)>,
 }
+
+/// How many `displayed` receipts [`Session`] keeps for peers it is not
+/// talking to, across them all.
+const MAX_OWED_LATER: usize = MAX_RECEIPT_IDS;
 
 /// How many peers [`Session::refuses_redial`] remembers. A peer redials
 /// only within its own resume window, so this holds the few that could.
@@ -317,6 +326,7 @@ impl Session {
             pending_deadline: None,
             ended_away: VecDeque::new(),
             clock: None,
+            owed_later: VecDeque::new(),
         }
     }
 
@@ -865,10 +875,12 @@ impl Session {
                 id: u.message.id.clone(),
                 state: MessageState::Displayed,
             }));
-            // A receipt can only travel to its sender while the
-            // conversation with it lasts (a lost link owes it for later).
-            if matches!(&self.state, State::Connected(c) if c.peer == u.from) {
+            // A receipt travels to its sender in the conversation with it
+            // (a lost link owes it for later), or waits for the next one.
+            if matches!(&self.state, State::Connected(c) if c.peer == u.from && !c.send_closed) {
                 ids_for_peer.push(u.message.id);
+            } else {
+                self.owe_later(u.from, u.message.id);
             }
         }
         if ids_for_peer.is_empty() {
@@ -876,9 +888,6 @@ impl Session {
         }
         match &mut self.state {
             State::Connected(c) if c.link.is_none() => c.owed_displayed.extend(ids_for_peer),
-            // Once our half is closed the receipt cannot travel; the
-            // history still says displayed.
-            State::Connected(c) if c.send_closed => {}
             State::Connected(c) => {
                 if let Some(link) = c.link {
                     c.sent_displayed(&ids_for_peer);
@@ -1252,11 +1261,22 @@ impl Session {
     /// available again, and its unacknowledged messages go as `unacked`
     /// says.
     fn end(&mut self, reason: String, unacked: Unacked<'_>) {
-        let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
+        let State::Connected(mut c) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
         if c.role == Role::Dialer {
             self.push(Action::Persist(Record::Resumable { peer: None }));
+        }
+        // Owed, or sent on a link that may have lost them (a goodbye's end
+        // is clean, and they arrived): the next conversation pays them.
+        let clean = c.got_goodbye && c.link.is_some();
+        let owed: Vec<Id> = if clean {
+            std::mem::take(&mut c.owed_displayed)
+        } else {
+            c.displayed_on_link.drain(..).chain(c.owed_displayed.drain(..)).collect()
+        };
+        for id in owed {
+            self.owe_later(c.peer.clone(), id);
         }
         match unacked {
             Unacked::Fail(why) => {
@@ -1289,8 +1309,22 @@ impl Session {
                 .or_insert_with(|| Pending { peer: c.peer.clone(), messages: Vec::new() });
             entry.messages.extend(c.unacked);
         }
+        // Receipts it owed, or sent on a link that may have lost them, go
+        // out on the new one.
+        for id in c.displayed_on_link.into_iter().chain(c.owed_displayed) {
+            self.owe_later(c.peer.clone(), id);
+        }
         let reason = format!("{peer} started a new conversation");
         self.push(Action::Emit(Event::Disconnected { peer: c.peer, reason }));
+    }
+
+    /// Keeps a `displayed` receipt for `peer` until a conversation with it
+    /// starts (see [`Session::owed_later`]).
+    fn owe_later(&mut self, peer: Name, id: Id) {
+        if self.owed_later.len() >= MAX_OWED_LATER {
+            self.owed_later.pop_front();
+        }
+        self.owed_later.push_back((peer, id));
     }
 
     fn fail(&mut self, peer: &Name, id: Id, reason: &str) {
@@ -1338,7 +1372,20 @@ impl Session {
         for m in &resend {
             conversation.queue(m.clone());
         }
+        let mut owed = Vec::new();
+        self.owed_later.retain(|(p, id)| {
+            let theirs = *p == peer;
+            if theirs {
+                owed.push(id.clone());
+            }
+            !theirs
+        });
         let link = conversation.link;
+        if link.is_none() {
+            conversation.owed_displayed.append(&mut owed);
+        } else {
+            conversation.sent_displayed(&owed);
+        }
         if conversation.role == Role::Dialer {
             self.push(Action::Persist(Record::Resumable { peer: Some(peer.clone()) }));
         }
@@ -1349,6 +1396,12 @@ impl Session {
         if let Some(link) = link {
             for m in resend {
                 self.push(Action::Transmit { link, frame: Frame::Message(m) });
+            }
+            if !owed.is_empty() {
+                self.push(Action::Transmit {
+                    link,
+                    frame: Frame::Receipt { ids: owed, kind: ReceiptKind::Displayed },
+                });
             }
         }
     }

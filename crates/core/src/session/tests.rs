@@ -1170,6 +1170,51 @@ fn a_link_lost_again_at_once_keeps_the_window_it_came_back_from() {
     assert!(next > p.now, "{:?}", next - p.now);
 }
 
+impl Pair {
+    /// Alice dials bob again (after a conversation ended), and he takes it.
+    fn reconnect(&mut self) {
+        // A new stream both ways.
+        for side in [&mut self.a, &mut self.b] {
+            side.closed_send = false;
+            side.outbound.clear();
+        }
+        (self.a_eof, self.b_eof) = (false, false);
+        let a_link = self.alice.connect(name("bob")).expect("alice dials again");
+        let b_link = self.bob_accepts();
+        self.alice.handle_dialed(a_link, name("Bob"));
+        self.a_link = Some(a_link);
+        self.b_link = Some(b_link);
+        self.drive();
+    }
+}
+
+/// A message bob's user first sees after the conversation ended is
+/// reported `displayed` to alice when they next talk (SPEC §3: shown, and
+/// only then reported displayed), whoever dials; not a second time.
+#[test]
+fn a_message_shown_after_its_conversation_ended_is_reported_in_the_next() {
+    let mut p = Pair::connected();
+    let id = p.send(true, "read me later");
+    p.drive();
+    p.alice.disconnect(p.now).expect("alice ends it");
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Idle);
+    p.bob.handle_displayed(&[id.as_str().into()]);
+    p.drive();
+    assert!(receipts(&p.a, ReceiptKind::Displayed).is_empty(), "no conversation to carry it");
+    p.reconnect();
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), std::slice::from_ref(&id));
+    assert!(p.a.stored.contains(&Record::State {
+        peer: name("bob"),
+        id: id.as_str().into(),
+        state: MessageState::Displayed
+    }));
+    p.alice.disconnect(p.now).expect("alice ends it");
+    p.drive();
+    p.reconnect();
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), [id], "paid once");
+}
+
 /// A `displayed` receipt sent on a link that died before it got there
 /// (nothing acknowledges a receipt) is sent again when the link is back:
 /// the message is no longer unacknowledged, so nothing else would ask.
