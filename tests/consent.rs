@@ -183,6 +183,25 @@ fn ctrl_c_on_a_waiting_connect_withdraws_the_request() {
     assert_exit(&again.finish(EVENT_TIMEOUT), 0, "alice's second connect");
 }
 
+/// `chatctl disconnect` while the connect still waits for the callee's
+/// user cancels it, and says so: no conversation had begun, so not
+/// "disconnected".
+#[test]
+fn disconnect_while_the_callee_is_asked_says_the_attempt_was_cancelled() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
+    let mut bob_sees = bob.watch();
+    let dial = PendingConnect::start(&alice, "bob");
+    bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
+    assert_eq!(alice.ctl_ok(&["disconnect"]).trim(), "cancelled the connection attempt to bob");
+    let out = dial.finish(EVENT_TIMEOUT);
+    assert_exit(&out, 1, "the cancelled connect");
+    assert!(stderr(&out).ends_with("cancelled by disconnect"), "{}", stderr(&out));
+    bob_sees.wait_for("withdrawn", EVENT_TIMEOUT, request_ended("alice", "withdrawn"));
+    assert_eq!(alice.status()["conversation"], "idle");
+}
+
 #[test]
 fn known_asks_about_strangers_only() {
     let dir = Directory::start(TTL);

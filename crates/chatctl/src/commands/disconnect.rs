@@ -10,8 +10,16 @@ use crate::{format, output};
 
 pub(crate) async fn run(socket: &Path, json: bool) -> Result<(), Error> {
     let mut client = client::connect(socket).await?;
-    let peer = close(&mut client).await?.peer;
-    output::either(json, || format::peer_json(&peer), || format!("disconnected from {peer}"))
+    let closed = close(&mut client).await?;
+    let peer = closed.peer;
+    let human = match closed.ended {
+        // No conversation had begun: saying "disconnected" would claim one.
+        Some(pb::close_conversation_response::Ended::DialCancelled(_)) => {
+            format!("cancelled the connection attempt to {peer}")
+        }
+        _ => format!("disconnected from {peer}"),
+    };
+    output::either(json, || format::peer_json(&peer), || human)
 }
 
 /// Ends the current conversation (or dial); says with whom, and what ended.
