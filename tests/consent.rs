@@ -138,12 +138,17 @@ fn ask_lets_the_user_accept_or_reject() {
     bob_sees.wait_for("disconnected", EVENT_TIMEOUT, ev::disconnected("alice"));
 
     // Asked again (ask means every time), and turned down by name.
+    let mut alice_sees = alice.watch();
     let dial = PendingConnect::start(&alice, "bob");
     bob_sees.wait_for("alice's second request", EVENT_TIMEOUT, request_from("alice"));
     assert_eq!(bob.ctl_json(&["reject", "Alice"]), json!({ "peer": "alice" }));
     let out = dial.finish(EVENT_TIMEOUT);
     assert_exit(&out, 1, "alice's turned-down connect");
     assert!(stderr(&out).ends_with("\nerror: bob did not accept"), "{}", stderr(&out));
+    let failed = alice_sees.wait_for("connect_failed", EVENT_TIMEOUT, |e| {
+        e["event"] == "connect_failed" && e["peer"] == "bob"
+    });
+    assert_eq!(failed["reason"], "bob did not accept", "{failed}");
     bob_sees.wait_for("rejected", EVENT_TIMEOUT, request_ended("alice", "rejected"));
     assert_eq!(alice.status()["conversation"], "idle");
     assert_eq!(bob.status()["conversation"], "idle");
@@ -192,9 +197,15 @@ fn disconnect_while_the_callee_is_asked_says_the_attempt_was_cancelled() {
     let alice = Peer::start(&dir, "alice");
     let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
     let mut bob_sees = bob.watch();
+    let mut alice_sees = alice.watch();
     let dial = PendingConnect::start(&alice, "bob");
     bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
     assert_eq!(alice.ctl_ok(&["disconnect"]).trim(), "cancelled the connection attempt to bob");
+    // A watch of hers hears how the connect ended, not only the connect.
+    let failed = alice_sees.wait_for("connect_failed", EVENT_TIMEOUT, |e| {
+        e["event"] == "connect_failed" && e["peer"] == "bob"
+    });
+    assert_eq!(failed["reason"], "cancelled by disconnect", "{failed}");
     let out = dial.finish(EVENT_TIMEOUT);
     assert_exit(&out, 1, "the cancelled connect");
     assert!(stderr(&out).ends_with("cancelled by disconnect"), "{}", stderr(&out));

@@ -489,6 +489,9 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
         Kind::Asking(a) => {
             json!({ "event": "asking", "peer": a.peer, "expires": rfc3339(a.expires_at_ms) })
         }
+        Kind::ConnectFailed(f) => {
+            json!({ "event": "connect_failed", "peer": f.peer, "reason": f.reason })
+        }
     })
 }
 
@@ -611,6 +614,9 @@ where
             format!("{at} * request from {} {}", clean(&r.peer), outcome_name(r.outcome()))
         }
         Kind::Asking(a) => format!("{at} * {}", asking_text(&a.peer)),
+        Kind::ConnectFailed(f) => {
+            format!("{at} * could not connect to {}: {}", clean(&f.peer), clean_line(&f.reason))
+        }
     })
 }
 
@@ -926,6 +932,10 @@ mod tests {
                 you: true,
             })),
             event(Kind::PeerOffline(pb::PeerOfflineEvent { name: "carol".into(), you: false })),
+            event(Kind::ConnectFailed(pb::ConnectFailedEvent {
+                peer: "dave".into(),
+                reason: "dave did not accept".into(),
+            })),
         ]
     }
 
@@ -974,6 +984,7 @@ mod tests {
                 json!({"event": "peer_status", "name": "alice", "address": "10.0.0.5:4000",
                        "status": "busy", "you": true, "key": fingerprint(&[7; 32])}),
                 json!({"event": "peer_offline", "name": "carol", "you": false}),
+                json!({"event": "connect_failed", "peer": "dave", "reason": "dave did not accept"}),
             ]
         );
         let synced = event(Kind::PeersSynced(pb::PeersSyncedEvent {}));
@@ -1002,6 +1013,7 @@ mod tests {
                 "[10:19:02] + carol 10.0.0.7:4000 available",
                 "[10:19:02] ~ alice (you) 10.0.0.5:4000 busy",
                 "[10:19:02] - carol offline",
+                "[10:19:02] * could not connect to dave: dave did not accept",
             ]
         );
         let synced = event(Kind::PeersSynced(pb::PeersSyncedEvent {}));

@@ -97,6 +97,10 @@ struct Chat {
     /// request's answer; the daemon's matching event is then not repeated.
     announced_connect: Option<String>,
     announced_disconnect: Option<String>,
+    /// A `/connect` of this session that failed (or that its `/disconnect`
+    /// cancelled): said on its own line; the daemon's `connect_failed`
+    /// event is then not repeated.
+    announced_connect_failed: Option<String>,
     /// Lines that failed (a refused request, a mistyped command) and
     /// messages from this session reported failed.
     failures: usize,
@@ -112,6 +116,7 @@ impl Chat {
             texts: HashMap::new(),
             announced_connect: None,
             announced_disconnect: None,
+            announced_connect_failed: None,
             failures: 0,
         }
     }
@@ -211,6 +216,9 @@ impl Chat {
             Some(Kind::Disconnected(d)) => {
                 self.announced_connect = None;
                 take_if_same(&mut self.announced_disconnect, &d.peer)
+            }
+            Some(Kind::ConnectFailed(f)) => {
+                take_if_same(&mut self.announced_connect_failed, &f.peer)
             }
             _ => false,
         };
@@ -323,7 +331,13 @@ impl Chat {
 
     async fn connect(&mut self, name: &str) -> Result<(), Error> {
         let name = Name::parse(name)?;
-        let peer = connect::open(&mut self.client, &name).await?;
+        let peer = match connect::open(&mut self.client, &name).await {
+            Ok(peer) => peer,
+            Err(e) => {
+                self.announced_connect_failed = Some(name.to_string());
+                return Err(e);
+            }
+        };
         self.announce_connected(peer)
     }
 
@@ -335,6 +349,7 @@ impl Chat {
         let (reason, event_follows) = match ended.ended {
             Some(Ended::ConversationReason(reason)) => (reason, true),
             Some(Ended::DialCancelled(_)) => {
+                self.announced_connect_failed = Some(ended.peer.clone());
                 ("you cancelled the connection attempt".to_owned(), false)
             }
             // A daemon that does not say (older than this chatctl).

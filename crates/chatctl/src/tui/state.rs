@@ -378,6 +378,9 @@ impl App {
                 Tone::Info,
             ),
             Kind::Asking(a) => self.say(tui_asking_text(&a.peer), now_ms, Tone::Notice),
+            // A `/connect` of this screen says how it failed in its own
+            // answer; the event would say it twice.
+            Kind::ConnectFailed(_) => {}
             // Presence comes by its own feed (this Watch does not ask).
             Kind::PeerOnline(_)
             | Kind::PeerStatus(_)

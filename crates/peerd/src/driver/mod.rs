@@ -495,6 +495,7 @@ impl Driver {
                             let _ =
                                 p.reply.send(Err(ConnectFailed::Cancelled { peer: peer.clone() }));
                         }
+                        self.connect_failed(&peer, "cancelled by disconnect".into());
                         let _ = reply.send(Ok(Ended::Dial { peer }));
                     }
                     // Answered by the `disconnected` event, with its reason:
@@ -892,6 +893,7 @@ impl Driver {
         }
         if let Ok(peer) = self.session.disconnect(now) {
             tracing::info!(%peer, "the connect was abandoned by its caller; dial cancelled");
+            self.connect_failed(&peer, "cancelled: the connect was interrupted".into());
         }
     }
 
@@ -912,6 +914,11 @@ impl Driver {
             return;
         }
         let reply = self.pending_connect.take_if(|p| p.link == link);
+        // A user's dial (not a redial): its failure is told to watchers.
+        let fresh = (self.session.phase() == Phase::Connecting
+            && self.session.link() == Some(link))
+        .then(|| self.session.peer().cloned())
+        .flatten();
         match result {
             Ok((peer, opened)) => {
                 if let Some(seen) = seen {
@@ -943,6 +950,9 @@ impl Driver {
                     self.session.handle_redial_refused_ended(link, how, now);
                 } else {
                     self.session.handle_dial_failed(link, &e.to_string(), now);
+                }
+                if let Some(peer) = fresh {
+                    self.connect_failed(&peer, e.to_string());
                 }
                 if let Some(p) = reply {
                     let _ = p.reply.send(Err(ConnectFailed::Dial(e)));
@@ -1129,7 +1139,11 @@ impl Driver {
                         tracing::info!(%peer, "our dials crossed; the peer's is the conversation");
                         Ok(peer)
                     }
-                    Crossing::NotCalled(peer) => Err(ConnectFailed::Dial(DialError::Crossed(peer))),
+                    Crossing::NotCalled(peer) => {
+                        let crossed = DialError::Crossed(peer.clone());
+                        self.connect_failed(&peer, crossed.to_string());
+                        Err(ConnectFailed::Dial(crossed))
+                    }
                 };
                 if let Some(p) = self.pending_connect.take_if(|p| p.link == link) {
                     let _ = p.reply.send(answer);
@@ -1216,6 +1230,16 @@ impl Driver {
     }
 
     /// Sends an event to every watch client.
+    /// Tells watchers that a `connect` of ours ended without a
+    /// conversation, and why (the words its caller got).
+    fn connect_failed(&mut self, peer: &Name, reason: String) {
+        tracing::info!(%peer, %reason, "connect failed");
+        self.broadcast(pb::event::Kind::ConnectFailed(pb::ConnectFailedEvent {
+            peer: peer.to_string(),
+            reason,
+        }));
+    }
+
     fn broadcast(&mut self, kind: pb::event::Kind) {
         if self.watchers.is_empty() {
             return;

@@ -632,6 +632,11 @@ async fn a_rejected_or_unanswered_request_is_not_accepted() {
     let alice = Peer::start("alice", &board, None);
     let bob = Peer::start_asking("bob", &board, None, Policy::Ask, Duration::from_millis(300));
     let mut bob_sees = bob.watch(false).await;
+    let mut alice_sees = alice.watch(false).await;
+    let failed = |k| match k {
+        pb::event::Kind::ConnectFailed(f) => Some((f.peer, f.reason)),
+        _ => None,
+    };
 
     let connected = start_connect(&alice, "bob").await;
     next_event(&mut bob_sees, request_from).await;
@@ -641,6 +646,11 @@ async fn a_rejected_or_unanswered_request_is_not_accepted() {
         Err(ConnectFailed::Dial(DialError::NotAccepted(who))) => assert_eq!(who, name("bob")),
         other => panic!("alice should hear bob did not accept: {other:?}"),
     }
+    // Her watchers hear it too, not only the connect that waited.
+    assert_eq!(
+        next_event(&mut alice_sees, failed).await,
+        ("bob".into(), "bob did not accept".into())
+    );
     assert_eq!(
         next_event(&mut bob_sees, request_ended).await,
         ("alice".into(), Outcome_::Rejected)
@@ -654,6 +664,10 @@ async fn a_rejected_or_unanswered_request_is_not_accepted() {
         Err(ConnectFailed::Dial(DialError::NotAccepted(_))) => {}
         other => panic!("alice should hear bob did not accept: {other:?}"),
     }
+    assert_eq!(
+        next_event(&mut alice_sees, failed).await,
+        ("bob".into(), "bob did not accept".into())
+    );
     assert_eq!(alice.status().await.phase, Phase::Idle);
     assert_eq!(bob.status().await.phase, Phase::Idle);
     alice.stop().await;
