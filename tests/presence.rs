@@ -292,3 +292,38 @@ fn list_watch_without_a_directory_fails_like_list() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error:") && stderr.contains("unreachable"), "{stderr}");
 }
+
+/// A directory restarted on memory lists nobody at first, and everyone
+/// registers again within a renewal (5 s here). `list --watch` must not
+/// show them all going offline and coming back: peers missing from the
+/// fresh list are held for a grace, and they are back well within it.
+#[test]
+fn a_directory_restart_is_not_everyone_going_offline() {
+    let mut dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let _bob = Peer::start(&dir, "bob");
+    let mut lw = ListWatch::start(&alice, &["--json", "list", "--watch"]);
+    lw.wait_event("synced", EVENT_TIMEOUT, |e| e["event"] == "synced");
+
+    dir.kill9();
+    dir.restart_on_same_port();
+    support::eventually("both listed again", Duration::from_secs(20), || {
+        let out = alice.ctl(&["--json", "list"]);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let names: Vec<&str> = list.iter().filter_map(|e| e["name"].as_str()).collect();
+        if names == ["alice", "bob"] { Ok(()) } else { Err(format!("{list:?}")) }
+    });
+    // A newcomer's arrival shows the feed is following the new directory.
+    let _carol = Peer::start(&dir, "carol");
+    lw.wait_event("peer_online carol", EVENT_TIMEOUT, is("peer_online", "carol"));
+    let events = lw.events();
+    // After the first list (up to `synced`): nothing but carol.
+    let first_list = events.iter().take_while(|e| e["event"] != "synced").count();
+    let flaps: Vec<&Value> = events[first_list..]
+        .iter()
+        .filter(|e| {
+            e["event"] == "peer_offline" || e["event"] == "peer_online" && e["name"] != "carol"
+        })
+        .collect();
+    assert!(flaps.is_empty(), "went offline and came back: {flaps:?}");
+}

@@ -28,6 +28,7 @@ use tonic::{Code, Status};
 
 use super::known::Known;
 use super::{Live, Update, lock};
+use crate::deadline::sleep_until;
 use crate::directory::DIRECTORY_CALL_TIMEOUT;
 use crate::directory::{self, Directories, Verdict};
 
@@ -113,11 +114,18 @@ impl Feed {
             failed = 0;
             tracing::warn!(%why, "presence feed lost; reconnecting");
             self.unreachable(why);
-            let delay = backoff.next_delay();
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.unwatched() => return,
-                () = tokio::time::sleep(delay) => {}
+            let until = tokio::time::Instant::now() + backoff.next_delay();
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.unwatched() => return,
+                    () = sleep_until(Some(until)) => break,
+                    // Peers held since the last snapshot are due meanwhile.
+                    () = sleep_until(self.held_until()) => self.apply(|_| {}),
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
             }
         }
         // Shutdown: the state goes, and with it the last sender.
@@ -155,7 +163,14 @@ impl Feed {
         };
         let mut healthy = false;
         loop {
-            match events.message().await {
+            let next = tokio::select! {
+                next = events.message() => next,
+                () = sleep_until(self.held_until()) => {
+                    self.apply(|_| {});
+                    continue;
+                }
+            };
+            match next {
                 Ok(Some(event)) => {
                     let end = event.kind == pb::peer_event::Kind::SnapshotEnd as i32;
                     self.apply(|known| known.handle_event(event));
@@ -193,6 +208,7 @@ impl Feed {
     fn apply(&self, change: impl FnOnce(&mut Known)) {
         let mut shared = lock(&self.shared);
         let Some(live) = shared.as_mut() else { return };
+        live.known.tick(std::time::Instant::now());
         change(&mut live.known);
         while let Some(change) = live.known.poll_change() {
             // No receiver is not an error: the feed stops on its own then.
@@ -206,6 +222,14 @@ impl Feed {
                 super::known::MAX_PEERS
             );
         }
+    }
+
+    /// When peers held since the last snapshot are due (see
+    /// [`Known::tick`]), as the runtime's clock has it.
+    fn held_until(&self) -> Option<tokio::time::Instant> {
+        let due = lock(&self.shared).as_ref().and_then(|live| live.known.poll_timeout())?;
+        let left = due.saturating_duration_since(std::time::Instant::now());
+        Some(tokio::time::Instant::now() + left)
     }
 
     /// Tells subscribers still waiting for a first snapshot that none is

@@ -8,9 +8,16 @@
 //! snapshot (after a gap in the directory's feed, a reconnect, or a poll)
 //! is compared with what was known, so that watchers hear only what really
 //! changed meanwhile, never the whole list again.
+//!
+//! A peer missing from a fresh snapshot of the stream is not told offline
+//! at once, but after [`RESYNC_GRACE`] if it has not come back by then: a
+//! directory that restarted (on memory) lists nobody at first, and everyone
+//! registers again within seconds; watchers would otherwise see everyone
+//! go offline and come back. The time comes from the feed ([`Known::tick`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use peerchat::v1 as pb;
 use peerchat_core::Name;
@@ -21,6 +28,12 @@ use peerchat_core::identity::PUBLIC_KEY_LEN;
 /// logged) rather than stored. A directory that big wants a narrower view
 /// than everyone anyway.
 pub(crate) const MAX_PEERS: usize = 200_000;
+
+/// How long a peer missing from a fresh snapshot of the directory's stream
+/// is still shown online, waiting for it to be listed again: the
+/// directory's renewal interval (ttl/3: 5 s by default) and a registration
+/// retry's longest backoff (5 s), twice over.
+pub(crate) const RESYNC_GRACE: Duration = Duration::from_secs(20);
 
 /// Longest address kept: `host:port` with a DNS name fits many times over.
 const MAX_ADDRESS_LEN: usize = 300;
@@ -41,7 +54,7 @@ pub(crate) enum Change {
 
 /// The known peers, a snapshot being received, and the changes not yet
 /// drained.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Known {
     /// By case-folded name (names compare case-insensitively), so that
     /// listings and changes come out ordered by name.
@@ -54,11 +67,47 @@ pub(crate) struct Known {
     changes: VecDeque<Change>,
     /// Peers left out for [`MAX_PEERS`] since the last drain, to log.
     left_out: usize,
+    /// Keys of peers still in `peers` though a fresh snapshot did not list
+    /// them, and until when (see [`RESYNC_GRACE`]).
+    held: BTreeMap<String, Instant>,
+    /// The instant the feed told last.
+    now: Instant,
+    /// [`RESYNC_GRACE`], shorter in tests.
+    grace: Duration,
 }
 
 impl Known {
-    pub(crate) fn new() -> Known {
-        Known::default()
+    /// Nothing known yet; peers missing from a fresh snapshot are held for
+    /// `grace` (see [`RESYNC_GRACE`]).
+    pub(crate) fn new(grace: Duration) -> Known {
+        Known {
+            peers: BTreeMap::new(),
+            incoming: None,
+            synced: false,
+            changes: VecDeque::new(),
+            left_out: 0,
+            held: BTreeMap::new(),
+            now: Instant::now(),
+            grace,
+        }
+    }
+
+    /// The time is `now`: peers held past [`RESYNC_GRACE`] are offline.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.now = now;
+        let expired: Vec<String> =
+            self.held.iter().filter(|(_, until)| **until <= now).map(|(k, _)| k.clone()).collect();
+        for key in expired {
+            self.held.remove(&key);
+            if let Some(gone) = self.peers.remove(&key) {
+                self.changes.push_back(Change::Offline(gone.name));
+            }
+        }
+    }
+
+    /// When [`Known::tick`] has something to do next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.held.values().min().copied()
     }
 
     /// One event of the directory's WatchPeers stream. Kinds this build does
@@ -70,7 +119,7 @@ impl Known {
             Ok(Kind::SnapshotEnd) => {
                 // An END without a BEGIN has nothing to end.
                 if let Some(fresh) = self.incoming.take() {
-                    self.handle_snapshot(fresh);
+                    self.handle_snapshot(fresh, true);
                 }
             }
             Ok(Kind::Online) => {
@@ -93,7 +142,9 @@ impl Known {
         for peer in peers.into_iter().filter_map(checked) {
             insert_bounded(&mut fresh, peer, &mut self.left_out);
         }
-        self.handle_snapshot(fresh);
+        // Polled every few seconds, a listing is how peers are seen to go
+        // offline at all: no grace.
+        self.handle_snapshot(fresh, false);
     }
 
     /// The stream broke before SNAPSHOT_END: what was known stands, the
@@ -133,6 +184,8 @@ impl Known {
             return;
         }
         let key = peer.name.to_ascii_lowercase();
+        // Listed again: no longer held; told only if its listing changed.
+        self.held.remove(&key);
         let full = self.peers.len() >= MAX_PEERS;
         match self.peers.get_mut(&key) {
             Some(known) if *known == peer => {}
@@ -154,23 +207,39 @@ impl Known {
             incoming.remove(&key);
             return;
         }
+        self.held.remove(&key);
         if let Some(gone) = self.peers.remove(&key) {
             self.changes.push_back(Change::Offline(gone.name));
         }
     }
 
     /// `fresh` is everyone online now: the first one is the baseline, a
-    /// later one is told as the differences from what was known.
-    fn handle_snapshot(&mut self, fresh: BTreeMap<String, pb::Peer>) {
+    /// later one is told as the differences from what was known. With
+    /// `grace`, a peer it lacks is held rather than told offline.
+    fn handle_snapshot(&mut self, fresh: BTreeMap<String, pb::Peer>, grace: bool) {
         let known = std::mem::replace(&mut self.peers, fresh);
         if !self.synced {
             self.synced = true;
             self.changes.push_back(Change::Synced(self.list()));
             return;
         }
+        let mut held = std::mem::take(&mut self.held);
         for (key, old) in &known {
-            if !self.peers.contains_key(key) {
-                self.changes.push_back(Change::Offline(old.name.clone()));
+            if self.peers.contains_key(key) {
+                continue;
+            }
+            match held.remove(key) {
+                // Held already: the grace runs from the first snapshot
+                // without it.
+                Some(until) if grace => {
+                    self.held.insert(key.clone(), until);
+                    self.peers.insert(key.clone(), old.clone());
+                }
+                _ if grace && self.peers.len() < MAX_PEERS => {
+                    self.held.insert(key.clone(), self.now + self.grace);
+                    self.peers.insert(key.clone(), old.clone());
+                }
+                _ => self.changes.push_back(Change::Offline(old.name.clone())),
             }
         }
         for (key, new) in &self.peers {
@@ -254,7 +323,7 @@ mod tests {
     }
 
     fn synced_with(peers: &[pb::Peer]) -> Known {
-        let mut known = Known::new();
+        let mut known = Known::new(RESYNC_GRACE);
         snapshot(&mut known, peers);
         drain(&mut known);
         known
@@ -262,7 +331,7 @@ mod tests {
 
     #[test]
     fn the_first_snapshot_is_the_baseline_ordered_by_name() {
-        let mut known = Known::new();
+        let mut known = Known::new(RESYNC_GRACE);
         assert!(!known.is_synced());
         snapshot(&mut known, &[available("carol"), busy("alice")]);
         assert!(known.is_synced());
@@ -276,7 +345,7 @@ mod tests {
 
     #[test]
     fn nothing_is_told_before_the_first_snapshot_ends() {
-        let mut known = Known::new();
+        let mut known = Known::new(RESYNC_GRACE);
         known.handle_event(online(available("bob")));
         known.handle_event(offline("bob"));
         known.handle_event(ev(Kind::SnapshotBegin, None));
@@ -326,19 +395,47 @@ mod tests {
     #[test]
     fn a_second_snapshot_after_a_gap_tells_only_the_real_changes() {
         let mut known = synced_with(&[available("alice"), available("bob"), available("carol")]);
+        let t0 = Instant::now();
+        known.tick(t0);
         // Meanwhile bob went away, carol got busy, dave came; alice is as
         // she was.
         snapshot(&mut known, &[available("alice"), busy("carol"), available("dave")]);
         assert_eq!(
             drain(&mut known),
-            [
-                Change::Offline("bob".into()),
-                Change::Changed(busy("carol")),
-                Change::Online(available("dave")),
-            ]
+            [Change::Changed(busy("carol")), Change::Online(available("dave"))],
+            "bob is held for the grace, not told offline yet"
         );
         snapshot(&mut known, &[available("alice"), busy("carol"), available("dave")]);
         assert_eq!(drain(&mut known), [], "an identical snapshot tells nothing");
+        // The grace runs from the first snapshot without him.
+        assert_eq!(known.poll_timeout(), Some(t0 + RESYNC_GRACE));
+        known.tick(t0 + RESYNC_GRACE - Duration::from_millis(1));
+        assert_eq!(drain(&mut known), []);
+        assert_eq!(known.list().len(), 4, "still listed while held");
+        known.tick(t0 + RESYNC_GRACE);
+        assert_eq!(drain(&mut known), [Change::Offline("bob".into())]);
+        assert_eq!(known.poll_timeout(), None);
+        assert_eq!(known.list().len(), 3);
+    }
+
+    /// A directory that restarted on memory lists nobody at first; everyone
+    /// registers again within seconds. Watchers must not see them all go
+    /// offline and come back.
+    #[test]
+    fn peers_listed_again_within_the_grace_were_never_offline() {
+        let mut known = synced_with(&[available("alice"), available("bob"), available("carol")]);
+        known.tick(Instant::now());
+        snapshot(&mut known, &[]);
+        assert_eq!(drain(&mut known), []);
+        // Back as they were: nothing to tell; back changed: Changed.
+        known.handle_event(online(available("alice")));
+        known.handle_event(online(busy("bob")));
+        assert_eq!(drain(&mut known), [Change::Changed(busy("bob"))]);
+        // One the directory says left is told at once.
+        known.handle_event(offline("carol"));
+        assert_eq!(drain(&mut known), [Change::Offline("carol".into())]);
+        assert_eq!(known.poll_timeout(), None, "nobody is held any more");
+        assert_eq!(&*known.list(), [available("alice"), busy("bob")]);
     }
 
     #[test]
@@ -370,12 +467,13 @@ mod tests {
 
     #[test]
     fn polled_listings_are_snapshots() {
-        let mut known = Known::new();
+        let mut known = Known::new(RESYNC_GRACE);
         known.handle_listing([available("bob"), available("alice")]);
         assert_eq!(
             drain(&mut known),
             [Change::Synced(Arc::from(vec![available("alice"), available("bob")]))]
         );
+        // Polled, a listing is how peers are seen to go: no grace.
         known.handle_listing([busy("alice")]);
         assert_eq!(
             drain(&mut known),
@@ -407,7 +505,7 @@ mod tests {
 
     #[test]
     fn the_known_set_is_bounded() {
-        let mut known = Known::new();
+        let mut known = Known::new(RESYNC_GRACE);
         let many = (0..MAX_PEERS + 3).map(|i| available(&format!("p{i}")));
         known.handle_listing(many);
         assert_eq!(known.list().len(), MAX_PEERS);

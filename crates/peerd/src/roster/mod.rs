@@ -61,6 +61,8 @@ pub(crate) struct Roster {
     shared: Arc<Mutex<Option<Live>>>,
     directories: Directories,
     poll_interval: Duration,
+    /// See [`known::RESYNC_GRACE`]; shorter in tests.
+    resync_grace: Duration,
     shutdown: CancellationToken,
 }
 
@@ -82,7 +84,16 @@ impl Roster {
         poll_interval: Duration,
         shutdown: CancellationToken,
     ) -> Roster {
-        Roster { shared: Arc::default(), directories, poll_interval, shutdown }
+        let resync_grace = known::RESYNC_GRACE;
+        Roster { shared: Arc::default(), directories, poll_interval, resync_grace, shutdown }
+    }
+
+    /// This roster, holding peers missing from a fresh snapshot for
+    /// `grace` instead of [`known::RESYNC_GRACE`].
+    #[cfg(test)]
+    pub(crate) fn with_resync_grace(mut self, grace: Duration) -> Roster {
+        self.resync_grace = grace;
+        self
     }
 
     /// Starts listening: starts the feed if it is not running. Updates come
@@ -103,7 +114,7 @@ impl Roster {
                     poll_interval: self.poll_interval,
                 };
                 tokio::spawn(task.run(self.shutdown.clone()));
-                shared.insert(Live { tx, known: known::Known::new() })
+                shared.insert(Live { tx, known: known::Known::new(self.resync_grace) })
             }
         };
         Ok(Subscription {
