@@ -265,6 +265,23 @@ impl History {
         write_line(&mut self.pending[index].1, record);
     }
 
+    /// Marks `peer`'s file as the one changed last (creating it if need
+    /// be), so that `history` with no name finds the conversation that
+    /// started last after a restart too ([`last_peer`]), messages or none.
+    /// Best effort: only that default depends on it.
+    pub(crate) fn touch(&mut self, peer: &Name) {
+        let path = self.dir.join(format!("{}.jsonl", peer.key()));
+        let touched = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!(path = %path.display(), error = %e, "cannot mark the history file");
+        }
+    }
+
     /// Writes everything queued: one write per peer file.
     pub(crate) fn flush(&mut self) -> Result<(), Error> {
         if let Some(peer) = self.resumable.take() {
@@ -917,6 +934,28 @@ mod tests {
         let newest = newest_received(file(), usize::MAX, 2 * line + 1000).expect("read");
         let ids: Vec<String> = newest.into_iter().map(|(id, _)| id.to_string()).collect();
         assert_eq!(ids, ["m148", "m149"], "the cut line is left out");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `history` with no name after a restart: the conversation that
+    /// started last, though nothing was said in it.
+    #[test]
+    fn the_last_conversation_is_the_last_peer_without_a_message() {
+        let dir = tmp();
+        let mut h = History::open(&dir).expect("open");
+        received(&mut h, &name("carol"), "c", "hi");
+        h.flush().expect("flush");
+        let carol = History::path_of(&dir, &name("carol"));
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        File::options()
+            .append(true)
+            .open(&carol)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("age");
+        assert_eq!(last_peer(&dir), Some(name("carol")));
+        h.touch(&name("bob"));
+        assert_eq!(last_peer(&dir), Some(name("bob")));
+        assert_eq!(read(&dir, &name("bob"), 10).expect("read").entries.len(), 0);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -1210,7 +1210,10 @@ impl Driver {
                 }
                 return;
             }
-            Event::Connected { .. } => {
+            Event::Connected { peer } => {
+                // `history` with no name shows this conversation, also
+                // after a restart, whether or not a message is sent in it.
+                self.history.touch(peer);
                 // Busy now: whoever else asked is turned down as busy.
                 let waiting: Vec<_> = self.asking.drain().collect();
                 for r in waiting {
@@ -1229,7 +1232,6 @@ impl Driver {
         self.broadcast(kind);
     }
 
-    /// Sends an event to every watch client.
     /// Tells watchers that a `connect` of ours ended without a
     /// conversation, and why (the words its caller got).
     fn connect_failed(&mut self, peer: &Name, reason: String) {
@@ -1240,6 +1242,7 @@ impl Driver {
         }));
     }
 
+    /// Sends an event to every watch client.
     fn broadcast(&mut self, kind: pb::event::Kind) {
         if self.watchers.is_empty() {
             return;
