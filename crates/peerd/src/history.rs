@@ -282,8 +282,11 @@ impl History {
         }
     }
 
-    /// Writes everything queued: one write per peer file.
-    pub(crate) fn flush(&mut self) -> Result<(), Error> {
+    /// Writes everything queued: one write per peer file. A file that
+    /// cannot take its lines does not keep the others from being written:
+    /// the error names every peer whose lines still wait (and are tried
+    /// again at the next flush).
+    pub(crate) fn flush(&mut self) -> Result<(), Stuck> {
         if let Some(peer) = self.resumable.take() {
             // Only for resuming after a crash: a failure here costs that,
             // never a message, so it is not the flush's failure.
@@ -291,55 +294,83 @@ impl History {
                 tracing::warn!(error = %e, "cannot note the conversation to resume after a crash");
             }
         }
+        let mut stuck: Option<Stuck> = None;
         for (peer, buf) in self.pending.iter_mut() {
             if buf.is_empty() {
                 continue;
             }
-            // The path is only for opening and for errors: not made per flush.
-            let path = || self.dir.join(format!("{}.jsonl", peer.key()));
-            let file = match self.files.get_mut(peer) {
-                Some(f) => f,
-                None => {
-                    // One conversation at a time: files of earlier peers
-                    // are closed rather than held open for the whole run.
-                    if self.files.len() >= MAX_OPEN_FILES {
-                        self.files.clear();
-                    }
-                    let mut f = OpenOptions::new()
-                        .create(true)
-                        .read(true)
-                        .append(true)
-                        .mode(0o600)
-                        .open(path())
-                        .map_err(|e| Error::io(path(), "opening a history file", e))?;
-                    end_torn_line(&mut f)
-                        .map_err(|e| Error::io(path(), "ending a torn history line", e))?;
-                    self.files.entry(peer.clone()).or_insert(f)
+            if let Err(error) = write_pending(&self.dir, &mut self.files, peer, buf) {
+                match &mut stuck {
+                    Some(s) => s.peers.push(peer.clone()),
+                    None => stuck = Some(Stuck { peers: vec![peer.clone()], error }),
                 }
-            };
-            // What was written leaves the buffer even when a later part
-            // fails (disk full): the retry goes on from there, so no line
-            // is written twice and none torn in two.
-            let mut written = 0;
-            let result = loop {
-                if written == buf.len() {
-                    break Ok(());
-                }
-                match file.write(&buf[written..]) {
-                    Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            buf.drain(..written);
-            result.map_err(|e| Error::io(path(), "appending to a history file", e))?;
+            }
         }
         if self.pending.len() > MAX_OPEN_FILES {
-            self.pending.clear();
+            // Lines that still wait stay.
+            self.pending.retain(|(_, buf)| !buf.is_empty());
         }
-        Ok(())
+        stuck.map_or(Ok(()), Err)
     }
+}
+
+/// Lines for some peers could not be written (see [`History::flush`]).
+#[derive(Debug)]
+pub(crate) struct Stuck {
+    /// Every peer whose lines still wait.
+    pub(crate) peers: Vec<Name>,
+    /// The first failure.
+    pub(crate) error: Error,
+}
+
+/// Appends `buf`, the lines waiting for `peer`, to its file (opened into
+/// `files` if need be): what was written leaves `buf` even when a later
+/// part fails.
+fn write_pending(
+    dir: &Path,
+    files: &mut HashMap<Name, File>,
+    peer: &Name,
+    buf: &mut Vec<u8>,
+) -> Result<(), Error> {
+    // The path is only for opening and for errors: not made per flush.
+    let path = || dir.join(format!("{}.jsonl", peer.key()));
+    let file = match files.get_mut(peer) {
+        Some(f) => f,
+        None => {
+            // One conversation at a time: files of earlier peers are
+            // closed rather than held open for the whole run.
+            if files.len() >= MAX_OPEN_FILES {
+                files.clear();
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .mode(0o600)
+                .open(path())
+                .map_err(|e| Error::io(path(), "opening a history file", e))?;
+            end_torn_line(&mut f)
+                .map_err(|e| Error::io(path(), "ending a torn history line", e))?;
+            files.entry(peer.clone()).or_insert(f)
+        }
+    };
+    // What was written leaves the buffer even when a later part fails
+    // (disk full): the retry goes on from there, so no line is written
+    // twice and none torn in two.
+    let mut written = 0;
+    let result = loop {
+        if written == buf.len() {
+            break Ok(());
+        }
+        match file.write(&buf[written..]) {
+            Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    buf.drain(..written);
+    result.map_err(|e| Error::io(path(), "appending to a history file", e))
 }
 
 /// Ends the file's last line if a crash (or a full disk, then a stop) left
@@ -934,6 +965,32 @@ mod tests {
         let newest = newest_received(file(), usize::MAX, 2 * line + 1000).expect("read");
         let ids: Vec<String> = newest.into_iter().map(|(id, _)| id.to_string()).collect();
         assert_eq!(ids, ["m148", "m149"], "the cut line is left out");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// One peer's file that cannot be written does not keep the others'
+    /// lines from theirs; its own lines wait and go once it can.
+    #[test]
+    fn a_file_that_cannot_be_written_holds_up_only_its_own_lines() {
+        let dir = tmp();
+        let mut h = History::open(&dir).expect("open");
+        let (bob, carol) = (name("bob"), name("carol"));
+        // A folder where carol's file should be.
+        std::fs::create_dir_all(History::path_of(&dir, &carol)).expect("a folder in the way");
+        received(&mut h, &carol, "c1", "for carol's file");
+        received(&mut h, &bob, "b1", "for bob's file");
+        let stuck = h.flush().expect_err("carol's file cannot be opened");
+        assert_eq!(stuck.peers, [carol.clone()]);
+        let ids = |peer: &Name| -> Vec<String> {
+            read(&dir, peer, 10).expect("read").entries.into_iter().map(|e| e.id).collect()
+        };
+        assert_eq!(ids(&bob), ["b1"]);
+        received(&mut h, &bob, "b2", "more for bob");
+        assert_eq!(h.flush().expect_err("still stuck").peers, [carol.clone()]);
+        assert_eq!(ids(&bob), ["b1", "b2"]);
+        std::fs::remove_dir(History::path_of(&dir, &carol)).expect("out of the way");
+        h.flush().expect("carol's lines go now");
+        assert_eq!(ids(&carol), ["c1"]);
         std::fs::remove_dir_all(&dir).ok();
     }
 

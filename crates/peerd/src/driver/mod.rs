@@ -1062,18 +1062,26 @@ impl Driver {
         }
         let flushed = self.history.flush();
         self.hand_off_waits();
-        if let Err(e) = flushed {
+        if let Err(stuck) = flushed {
+            let e = &stuck.error;
             // Acknowledging what we could not store would be a lie: nothing
             // goes on the wire this round, and the link ends (with the
             // links broken anyway, below), so the sender sends again
             // later. Everything else still happens (events, presence,
             // dropped links, redials): a conversation must still be able
             // to end while the disk is full. (The lines stay queued and
-            // are written once the disk takes them.)
-            tracing::error!(error = %e, "cannot write history");
-            actions.retain(|a| !matches!(a, Action::Transmit { .. } | Action::CloseSend { .. }));
-            if let Some(link) = self.session.link() {
-                self.broken.push((link, e.to_string()));
+            // are written once the disk takes them.) Only the current
+            // peer's lines matter for that: what goes on its link is about
+            // its file alone, so another peer's file that cannot be
+            // written (a folder in its way, say) does not stop this one.
+            let current = self.session.peer().is_some_and(|p| stuck.peers.contains(p));
+            tracing::error!(error = %e, peers = ?stuck.peers, "cannot write history");
+            if current {
+                actions
+                    .retain(|a| !matches!(a, Action::Transmit { .. } | Action::CloseSend { .. }));
+                if let Some(link) = self.session.link() {
+                    self.broken.push((link, e.to_string()));
+                }
             }
         }
         for a in actions.drain(..) {

@@ -443,6 +443,33 @@ async fn a_history_that_cannot_be_written_still_lets_the_conversation_end() {
     bob.stop().await;
 }
 
+/// Lines bob could not write to carol's file (a folder in the way) wait,
+/// but do not stop his next conversation: alice's messages are stored in
+/// her file and acknowledged.
+#[tokio::test]
+async fn another_peers_file_that_cannot_be_written_does_not_stop_this_conversation() {
+    let board = Switchboard::default();
+    let alice = Peer::start("alice", &board, None);
+    let bob = Peer::start("bob", &board, None);
+    let carol = Peer::start("carol", &board, None);
+    std::fs::create_dir_all(bob.dir.join("history").join("carol.jsonl")).expect("in the way");
+    let mut bob_sees = bob.watch(false).await;
+    carol.connect("bob").await.expect("connected");
+    let (_, not_stored) = carol.send("hi", Wait::Delivered).await;
+    drop(not_stored);
+    let lost = |k| matches!(k, pb::event::Kind::LinkLost(_)).then_some(());
+    next_event(&mut bob_sees, lost).await;
+    bob.ask(|reply| Request::Disconnect { reply }).await.expect("bob ends it");
+    carol.stop().await;
+
+    alice.connect("bob").await.expect("connected");
+    let (_, delivered) = alice.send("hello bob", Wait::Delivered).await;
+    let (state, _) = within("delivered", delivered).await.expect("told").expect("delivered");
+    assert_eq!(state, MessageState::Delivered);
+    alice.stop().await;
+    bob.stop().await;
+}
+
 #[tokio::test]
 async fn a_busy_callee_refuses_a_second_dialer() {
     let board = Switchboard::default();
