@@ -1128,6 +1128,16 @@ fn chat_json_disconnect_shows_the_daemons_reason_once() {
     assert_eq!(ends.len(), 1, "one disconnected event:\n{stdout}");
     assert_eq!(ends[0]["peer"], "bob");
     assert_eq!(ends[0]["reason"], "you ended the conversation", "{stdout}");
+    // The `delivered` of "hi", which the daemon had before it ended the
+    // conversation (send waited for it), comes before the end, as `watch`
+    // shows them.
+    let kinds: Vec<String> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| e["state"] == "delivered" || e["event"] == "disconnected")
+        .filter_map(|event| event["event"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kinds, ["receipt", "disconnected"], "{stdout}");
 }
 
 #[test]

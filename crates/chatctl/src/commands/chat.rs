@@ -101,6 +101,9 @@ struct Chat {
     /// cancelled): said on its own line; the daemon's `connect_failed`
     /// event is then not repeated.
     announced_connect_failed: Option<String>,
+    /// Our own `disconnected` line, printed once the events that came
+    /// before it (a last receipt) are shown.
+    deferred: Option<pb::Event>,
     /// Lines that failed (a refused request, a mistyped command) and
     /// messages from this session reported failed.
     failures: usize,
@@ -117,6 +120,7 @@ impl Chat {
             announced_connect: None,
             announced_disconnect: None,
             announced_connect_failed: None,
+            deferred: None,
             failures: 0,
         }
     }
@@ -164,7 +168,9 @@ impl Chat {
                 event = events.message() => self.on_event(event)?,
                 line = lines.recv() => match line {
                     Some(Ok(line)) => {
-                        if self.on_line(&line).await? == Flow::Quit {
+                        let flow = self.on_line(&line).await?;
+                        self.show_deferred(events)?;
+                        if flow == Flow::Quit {
                             return Ok(Flow::Quit);
                         }
                     }
@@ -360,11 +366,22 @@ impl Chat {
             kind: Some(Kind::Disconnected(pb::DisconnectedEvent { peer: peer.clone(), reason })),
         };
         self.announced_connect = None;
-        self.print_event(&event)?;
+        self.deferred = Some(event);
         if event_follows {
             self.announced_disconnect = Some(peer);
         }
         Ok(())
+    }
+
+    /// Shows the events already here, then the line that waited for them:
+    /// the daemon told of a last receipt before it answered `/disconnect`,
+    /// and the receipt is shown first, as `watch` shows it.
+    fn show_deferred(&mut self, events: &mut Streaming<pb::Event>) -> Result<(), Error> {
+        let Some(line) = self.deferred.take() else { return Ok(()) };
+        while let Some(event) = ready(events) {
+            self.on_event(event)?;
+        }
+        self.print_event(&line)
     }
 
     /// Shows that our own request connected us, before the daemon's event.
@@ -397,6 +414,18 @@ impl Chat {
             format::event_text(event, &Local::now(), &|_| None)
                 .map_or(Ok(()), |text| output::line(&text))
         }
+    }
+}
+
+/// The next event if it is already here, without waiting.
+fn ready(events: &mut Streaming<pb::Event>) -> Option<Result<Option<pb::Event>, tonic::Status>> {
+    use std::task::{Context, Poll, Waker};
+    use tokio_stream::Stream;
+    let mut cx = Context::from_waker(Waker::noop());
+    match std::pin::Pin::new(events).poll_next(&mut cx) {
+        Poll::Ready(Some(event)) => Some(event.map(Some)),
+        Poll::Ready(None) => Some(Ok(None)),
+        Poll::Pending => None,
     }
 }
 
