@@ -286,10 +286,15 @@ fn a_blocked_peer_hears_busy_even_after_a_restart() {
     assert_eq!(bob.ctl_ok(&["unblock", "alice"]).trim(), "unblocked alice");
     assert_eq!(alice.ctl_ok(&["connect", "bob"]).trim(), "connected to bob");
 
-    // Blocking the current peer ends the conversation.
+    // Blocking the current peer ends the conversation: bob is told it was
+    // the block, alice only that bob ended it.
     let mut alice_sees = alice.watch();
+    let mut bob_sees = bob.watch();
     let blocked = bob.ctl_json(&["block", "alice"]);
     assert_eq!(blocked["disconnected"], true, "{blocked}");
-    alice_sees.wait_for("the end", EVENT_TIMEOUT, ev::disconnected("bob"));
+    let end = alice_sees.wait_for("the end", EVENT_TIMEOUT, ev::disconnected("bob"));
+    assert_eq!(end["reason"], "bob ended the conversation", "{end}");
+    let end = bob_sees.wait_for("bob's end", EVENT_TIMEOUT, ev::disconnected("alice"));
+    assert_eq!(end["reason"], "you blocked alice", "{end}");
     assert_eq!(bob.ctl_ok(&["block", "alice"]).trim(), "alice was already blocked");
 }

@@ -83,6 +83,9 @@ struct Conversation {
     got_goodbye: bool,
     /// Who started the goodbye, for the `disconnected` reason.
     ended_by_us: bool,
+    /// Why our user ended it, when it was not a plain `disconnect` (see
+    /// [`Session::disconnect_blocked`]).
+    end_note: Option<String>,
     /// Our half of the stream is closed: nothing more may be transmitted.
     send_closed: bool,
     close_deadline: Option<Instant>,
@@ -160,6 +163,7 @@ impl Conversation {
             sent_goodbye: false,
             got_goodbye: false,
             ended_by_us: false,
+            end_note: None,
             send_closed: false,
             close_deadline: None,
             reconnect: None,
@@ -826,6 +830,7 @@ impl Session {
             State::Connected(c) if c.link.is_none() => {
                 let peer = c.peer.clone();
                 let redial = c.reconnect.as_ref().and_then(|r| r.dial);
+                let how = c.end_note.take().unwrap_or_else(|| "you ended the conversation".into());
                 if c.role == Role::Callee {
                     self.ended_while_away(&peer, EndedHow::ByUser);
                 }
@@ -833,7 +838,7 @@ impl Session {
                     self.push(Action::DropLink { link: dial });
                 }
                 self.finish(
-                    "you ended the conversation while it was reconnecting".into(),
+                    format!("{how} while it was reconnecting"),
                     "the conversation ended before it was delivered",
                 );
                 Ok(peer)
@@ -847,6 +852,18 @@ impl Session {
                 Ok(peer)
             }
         }
+    }
+
+    /// The user blocked the peer of the conversation (or of the dial): it
+    /// ends as [`Session::disconnect`] ends it, and our users are told
+    /// "you blocked NAME". The peer is told only that it ended.
+    pub fn disconnect_blocked(&mut self, now: Instant) -> Result<Name, DisconnectError> {
+        if let State::Connected(c) = &mut self.state
+            && !c.sent_goodbye
+        {
+            c.end_note = Some(format!("you blocked {}", c.peer));
+        }
+        self.disconnect(now)
     }
 
     /// A display client showed these received messages to the user.
@@ -1245,7 +1262,9 @@ impl Session {
 
     fn clean_end_reason(&self) -> String {
         match &self.state {
-            State::Connected(c) if c.ended_by_us => "you ended the conversation".to_owned(),
+            State::Connected(c) if c.ended_by_us => {
+                c.end_note.clone().unwrap_or_else(|| "you ended the conversation".to_owned())
+            }
             State::Connected(c) => format!("{} ended the conversation", c.peer),
             _ => String::new(),
         }

@@ -1170,6 +1170,24 @@ fn a_link_lost_again_at_once_keeps_the_window_it_came_back_from() {
     assert!(next > p.now, "{:?}", next - p.now);
 }
 
+/// Blocking the peer ends the conversation; our user is told it was the
+/// block, the peer only that it ended (it is not told it was blocked).
+#[test]
+fn blocking_the_peer_says_so_to_us_only() {
+    let mut p = Pair::connected();
+    p.alice.disconnect_blocked(p.now).expect("alice blocks bob");
+    p.drive();
+    assert_eq!(disconnected(&p.a), ["you blocked Bob"], "as bob spells his name");
+    assert_eq!(disconnected(&p.b), ["alice ended the conversation"]);
+
+    // While reconnecting, too.
+    let mut p = Pair::connected();
+    p.cut("reset");
+    p.alice.disconnect_blocked(p.now).expect("alice blocks bob");
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert_eq!(disconnected(&p.a), ["you blocked Bob while it was reconnecting"]);
+}
+
 impl Pair {
     /// Alice dials bob again (after a conversation ended), and he takes it.
     fn reconnect(&mut self) {

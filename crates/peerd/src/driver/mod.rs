@@ -617,7 +617,7 @@ impl Driver {
             self.end_request(r, Some(Declined::Busy), Outcome_::Rejected);
         }
         let current = self.session.peer().is_some_and(|p| *p == name);
-        let disconnected = current && self.session.disconnect(now.at).is_ok();
+        let disconnected = current && self.session.disconnect_blocked(now.at).is_ok();
         if disconnected && self.session.phase() == Phase::Idle {
             // It was a dial in progress: cancelled.
             if let Some(p) = self.pending_connect.take() {
