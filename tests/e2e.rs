@@ -387,6 +387,8 @@ fn connect_errors_busy_already_connected_yourself_not_online_invalid_name() {
 
     assert_contains(&carol.ctl_err(&["connect", "alice"]), "busy");
     assert_contains(&carol.ctl_err(&["connect", "bob"]), "busy");
+    // Said with the name as bob registered it, not as typed.
+    assert_eq!(carol.ctl_err(&["connect", "BOB"]), "error: bob is busy in another conversation");
     assert_contains(&alice.ctl_err(&["connect", "carol"]), "already connected");
     assert_contains(&carol.ctl_err(&["connect", "carol"]), "yourself");
     // Names compare case-insensitively.

@@ -188,6 +188,10 @@ impl Dialer {
             Listing::NotOnline => return Err(DialError::NotOnline(name.clone())),
             Listing::Unknown(why) => return Err(DialError::DirectoryUnreachable(why)),
         };
+        // From here on the name as the peer registered it, not as typed:
+        // "bob is busy", not "BOB is busy" (the same name either way).
+        let listed_name = Name::parse(&peer.name).ok().filter(|n| n == name);
+        let name = listed_name.as_ref().unwrap_or(name);
         // A busy peer is dialed all the same: it may be busy with us (a
         // conversation whose link was lost), and only it can tell.
         let address = peer.address;
