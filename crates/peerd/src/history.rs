@@ -220,6 +220,10 @@ pub(crate) struct History {
     /// What that file should say, when it changed since the last flush.
     resumable: Option<Option<Name>>,
     files: HashMap<Name, File>,
+    /// Peers whose file was opened for writing in this run: only the first
+    /// open looks for a line an earlier run tore (see [`end_torn_line`]);
+    /// a reopen must not end a line this run left half written.
+    opened: HashSet<Name>,
     /// Lines waiting for the next flush, per peer: a list, not a map,
     /// because a batch is about one peer (two around a switch), and finding
     /// it must not make a lower-cased key per line.
@@ -236,6 +240,7 @@ impl History {
             resumable_file: resumable_path(data_dir),
             resumable: None,
             files: HashMap::new(),
+            opened: HashSet::new(),
             pending: Vec::new(),
         })
     }
@@ -299,7 +304,8 @@ impl History {
             if buf.is_empty() {
                 continue;
             }
-            if let Err(error) = write_pending(&self.dir, &mut self.files, peer, buf) {
+            let files = Files { dir: &self.dir, open: &mut self.files, opened: &mut self.opened };
+            if let Err(error) = write_pending(files, peer, buf) {
                 match &mut stuck {
                     Some(s) => s.peers.push(peer.clone()),
                     None => stuck = Some(Stuck { peers: vec![peer.clone()], error }),
@@ -323,24 +329,25 @@ pub(crate) struct Stuck {
     pub(crate) error: Error,
 }
 
-/// Appends `buf`, the lines waiting for `peer`, to its file (opened into
-/// `files` if need be): what was written leaves `buf` even when a later
-/// part fails.
-fn write_pending(
-    dir: &Path,
-    files: &mut HashMap<Name, File>,
-    peer: &Name,
-    buf: &mut Vec<u8>,
-) -> Result<(), Error> {
+/// [`History`]'s files, as [`write_pending`] needs them.
+struct Files<'a> {
+    dir: &'a Path,
+    open: &'a mut HashMap<Name, File>,
+    opened: &'a mut HashSet<Name>,
+}
+
+/// Appends `buf`, the lines waiting for `peer`, to its file (opened if
+/// need be): what was written leaves `buf` even when a later part fails.
+fn write_pending(files: Files<'_>, peer: &Name, buf: &mut Vec<u8>) -> Result<(), Error> {
     // The path is only for opening and for errors: not made per flush.
-    let path = || dir.join(format!("{}.jsonl", peer.key()));
-    let file = match files.get_mut(peer) {
+    let path = || files.dir.join(format!("{}.jsonl", peer.key()));
+    let file = match files.open.get_mut(peer) {
         Some(f) => f,
         None => {
             // One conversation at a time: files of earlier peers are
             // closed rather than held open for the whole run.
-            if files.len() >= MAX_OPEN_FILES {
-                files.clear();
+            if files.open.len() >= MAX_OPEN_FILES {
+                files.open.clear();
             }
             let mut f = OpenOptions::new()
                 .create(true)
@@ -349,9 +356,12 @@ fn write_pending(
                 .mode(0o600)
                 .open(path())
                 .map_err(|e| Error::io(path(), "opening a history file", e))?;
-            end_torn_line(&mut f)
-                .map_err(|e| Error::io(path(), "ending a torn history line", e))?;
-            files.entry(peer.clone()).or_insert(f)
+            if !files.opened.contains(peer) {
+                end_torn_line(&mut f)
+                    .map_err(|e| Error::io(path(), "ending a torn history line", e))?;
+                files.opened.insert(peer.clone());
+            }
+            files.open.entry(peer.clone()).or_insert(f)
         }
     };
     // What was written leaves the buffer even when a later part fails
@@ -925,6 +935,48 @@ mod tests {
         h.flush().expect("flush");
         let after = std::fs::read(&path).expect("read");
         assert!(!after[before.len()..].starts_with(b"\n"), "an empty line was added");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A line this run left half written (a full disk) is finished by the
+    /// retry, also when the file was closed and opened again meanwhile:
+    /// only the first open of a run ends a torn line.
+    #[test]
+    fn a_reopen_in_the_same_run_does_not_cut_a_half_written_line() {
+        let dir = tmp();
+        let bob = name("bob");
+        let mut h = History::open(&dir).expect("open");
+        received(&mut h, &bob, "a", "first");
+        h.flush().expect("flush");
+        // The first half of a line reached the file; the rest waits.
+        let mut line = Vec::new();
+        write_line(
+            &mut line,
+            &Record::Message {
+                peer: bob.clone(),
+                direction: Direction::In,
+                message: message("b", "second"),
+                state: MessageState::Delivered,
+            },
+        );
+        let (half, rest) = line.split_at(20);
+        let path = History::path_of(&dir, &bob);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(half))
+            .expect("half");
+        // Other peers' files push bob's out of the open ones.
+        for other in ["carol", "dave", "erin", "frank"] {
+            received(&mut h, &name(other), "x", "hi");
+        }
+        h.flush().expect("flush the others");
+        assert!(!h.files.contains_key(&bob), "bob's file was closed");
+        h.pending.push((bob.clone(), rest.to_vec()));
+        h.flush().expect("the rest");
+        let ids: Vec<String> =
+            read(&dir, &bob, 10).expect("read").entries.into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["a", "b"]);
         std::fs::remove_dir_all(&dir).ok();
     }
 
