@@ -169,7 +169,7 @@ impl Chat {
                 line = lines.recv() => match line {
                     Some(Ok(line)) => {
                         let flow = self.on_line(&line).await?;
-                        self.show_deferred(events)?;
+                        self.settle(events)?;
                         if flow == Flow::Quit {
                             return Ok(Flow::Quit);
                         }
@@ -373,15 +373,28 @@ impl Chat {
         Ok(())
     }
 
-    /// Shows the events already here, then the line that waited for them:
-    /// the daemon told of a last receipt before it answered `/disconnect`,
-    /// and the receipt is shown first, as `watch` shows it.
-    fn show_deferred(&mut self, events: &mut Streaming<pb::Event>) -> Result<(), Error> {
-        let Some(line) = self.deferred.take() else { return Ok(()) };
-        while let Some(event) = ready(events) {
-            self.on_event(event)?;
+    /// After a line's request: shows the events already here, then the
+    /// line that waited for them. The daemon told of a last receipt before
+    /// it answered `/disconnect`, and the receipt is shown first, as
+    /// `watch` shows it (when it has arrived, as it nearly always has: the
+    /// two come on separate streams). A failed `/connect`'s event, if one
+    /// is among them, is not repeated; one that comes later is shown.
+    fn settle(&mut self, events: &mut Streaming<pb::Event>) -> Result<(), Error> {
+        if self.deferred.is_none() && self.announced_connect_failed.is_none() {
+            return Ok(());
         }
-        self.print_event(&line)
+        let mut drained = Ok(());
+        while let Some(event) = ready(events) {
+            drained = self.on_event(event);
+            if drained.is_err() {
+                break;
+            }
+        }
+        self.announced_connect_failed = None;
+        if let Some(line) = self.deferred.take() {
+            self.print_event(&line)?;
+        }
+        drained
     }
 
     /// Shows that our own request connected us, before the daemon's event.
