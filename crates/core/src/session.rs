@@ -729,14 +729,17 @@ impl Session {
             {
                 Err(crossed())
             }
-            // The peer's user ran `connect` while we, its callee, still
-            // hold a conversation with it: its end of that one is over (a
-            // dialer still in it redials, it does not dial fresh), and we
-            // missed the goodbye (frozen, or the link was down). Ours ends
-            // too, and says so; the new one starts, and what we had not
-            // got acknowledged goes out on it.
+            // The peer's user ran `connect` while we still hold a
+            // conversation with it, as its callee or reconnecting: its end
+            // of that one is over (a dialer still in it redials, and it
+            // only dials fresh when idle), and we missed the goodbye
+            // (frozen, or the link was down). Ours ends too, and says so;
+            // the new one starts, and what we had not got acknowledged
+            // goes out on it.
             State::Connected(c)
-                if c.peer == peer && kind == DialKind::Fresh && c.role == Role::Callee =>
+                if c.peer == peer
+                    && kind == DialKind::Fresh
+                    && (c.role == Role::Callee || c.link.is_none()) =>
             {
                 self.end_for_a_new_one(&peer);
                 let link = self.new_link();
@@ -749,6 +752,13 @@ impl Session {
                 let mut stale = Vec::new();
                 let mut was_dialer = false;
                 if let State::Connected(c) = &mut self.state {
+                    if c.link.is_some() {
+                        // A link we had not seen die yet: what it carried
+                        // last may be lost with it, as in `handle_link_down`.
+                        let mut owed: Vec<Id> = c.displayed_on_link.drain(..).collect();
+                        owed.append(&mut c.owed_displayed);
+                        c.owed_displayed = owed;
+                    }
                     stale.extend(c.link.take());
                     stale.extend(c.reconnect.as_ref().and_then(|r| r.dial));
                     was_dialer = c.role == Role::Dialer;
@@ -1318,8 +1328,12 @@ impl Session {
         let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
-        if let Some(link) = c.link {
+        for link in c.link.into_iter().chain(c.reconnect.as_ref().and_then(|r| r.dial)) {
             self.push(Action::DropLink { link });
+        }
+        if c.role == Role::Dialer {
+            // We no longer redial it: the peer dialed us.
+            self.push(Action::Persist(Record::Resumable { peer: None }));
         }
         if !c.unacked.is_empty() {
             let entry = self
@@ -1433,7 +1447,13 @@ impl Session {
             return;
         };
         c.link = Some(link);
-        c.resumed_from = c.reconnect.take().map(|r| (clock, r));
+        // Kept only for its window and backoff: the link that came back is
+        // of this run, and the outage it ended is over.
+        c.resumed_from = c.reconnect.take().map(|mut r| {
+            r.after_restart = false;
+            r.last_failure = None;
+            (clock, r)
+        });
         let peer = c.peer.clone();
         let resend: Vec<Message> = c.unacked.iter().cloned().collect();
         let owed = std::mem::take(&mut c.owed_displayed);

@@ -1170,6 +1170,50 @@ fn a_link_lost_again_at_once_keeps_the_window_it_came_back_from() {
     assert!(next > p.now, "{:?}", next - p.now);
 }
 
+/// The same the other way round: bob (the callee) gave up while the link
+/// was down and dials alice afresh before her redial reached him. Alice,
+/// still reconnecting as the dialer, starts the new conversation as its
+/// callee instead of resuming the old one, and stops redialing.
+#[test]
+fn a_fresh_dial_from_the_peer_of_a_reconnecting_dialer_is_a_new_conversation() {
+    let mut p = Pair::connected();
+    p.cut("reset");
+    p.bob.disconnect(p.now).expect("bob gives up");
+    p.drive();
+    p.a.events.clear();
+    let dropped_before = p.a.dropped;
+    let link = p.alice.handle_hello(name("Bob"), DialKind::Fresh).expect("alice takes it");
+    Pair::drain(&mut p.alice, &mut p.a);
+    assert_eq!(disconnected(&p.a), ["Bob started a new conversation"]);
+    assert!(p.a.events.iter().any(|e| matches!(e, Event::Connected { .. })), "{:?}", p.a.events);
+    assert!(!p.a.events.iter().any(|e| matches!(e, Event::Resumed { .. })), "{:?}", p.a.events);
+    assert!(p.a.dropped || dropped_before, "her redial is dropped");
+    assert!(p.a.stored.contains(&Record::Resumable { peer: None }), "no longer hers to redial");
+    assert_eq!(p.alice.link(), Some(link));
+    assert!(matches!(p.a.outbound.front(), Some(Frame::Welcome { .. })), "{:?}", p.a.outbound);
+}
+
+/// Bob takes alice back on a new link before he saw the old one die: a
+/// `displayed` receipt he sent on the old one may be lost with it, and is
+/// sent again on the new one.
+#[test]
+fn a_take_back_over_a_link_not_yet_seen_dead_sends_its_receipts_again() {
+    let mut p = Pair::connected();
+    let id = p.send(true, "hi");
+    p.drive();
+    p.bob.handle_displayed(&[id.as_str().into()]);
+    Pair::drain(&mut p.bob, &mut p.b);
+    // The wire breaks; only alice notices, and redials.
+    p.a.outbound.clear();
+    p.b.outbound.clear();
+    let old = p.a_link.take().expect("a link");
+    p.alice.handle_link_down(old, LinkDown::Error("reset".into()), p.now);
+    p.b_link = None;
+    p.drive();
+    p.redial_succeeds();
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), [id]);
+}
+
 /// Blocking the peer ends the conversation; our user is told it was the
 /// block, the peer only that it ended (it is not told it was blocked).
 #[test]

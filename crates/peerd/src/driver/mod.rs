@@ -620,6 +620,7 @@ impl Driver {
         let disconnected = current && self.session.disconnect_blocked(now.at).is_ok();
         if disconnected && self.session.phase() == Phase::Idle {
             // It was a dial in progress: cancelled.
+            self.connect_failed(&name, format!("you blocked {name}"));
             if let Some(p) = self.pending_connect.take() {
                 let _ = p.reply.send(Err(ConnectFailed::Blocked(name)));
             }
@@ -927,8 +928,11 @@ impl Driver {
                 self.links.insert(link, opened);
                 self.session.handle_dialed(link, peer.clone());
                 // Answered once the session's actions have run (see
-                // `settle_connect`): it may not have taken the link.
-                self.pending_connect = reply;
+                // `settle_connect`): it may not have taken the link. (A
+                // connect waiting on another link stays as it was.)
+                if reply.is_some() {
+                    self.pending_connect = reply;
+                }
             }
             Err(DialError::Crossed(peer)) => {
                 // The peer is dialing us too, and its dial wins: the
@@ -1074,7 +1078,10 @@ impl Driver {
             // peer's lines matter for that: what goes on its link is about
             // its file alone, so another peer's file that cannot be
             // written (a folder in its way, say) does not stop this one.
-            let current = self.session.peer().is_some_and(|p| stuck.peers.contains(p));
+            // The last peer too: a conversation that ended this round may
+            // still have its goodbye's answer to send.
+            let current =
+                self.session.current_or_last_peer().is_some_and(|p| stuck.peers.contains(p));
             tracing::error!(error = %e, peers = ?stuck.peers, "cannot write history");
             if current {
                 actions
