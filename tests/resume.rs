@@ -129,6 +129,15 @@ fn dialer_killed_with_unacknowledged_messages_resumes_after_its_restart() {
     );
 }
 
+/// Alice (the dialer) in a conversation with bob, a watch on each.
+fn talking(dir: &Directory) -> (Peer, Peer, support::Watch, support::Watch) {
+    let alice = Peer::start(dir, "alice");
+    let bob = Peer::start(dir, "bob");
+    alice.ctl_ok(&["connect", "bob"]);
+    let (wa, wb) = (alice.watch(), bob.watch());
+    (alice, bob, wa, wb)
+}
+
 /// After a conversation ended while its link was down: neither is in a
 /// conversation, and bob (the callee) never found alice back.
 fn both_free_and_not_revived(alice: &Peer, bob: &Peer, wb: &mut support::Watch) {
@@ -148,11 +157,7 @@ fn both_free_and_not_revived(alice: &Peer, bob: &Peer, wb: &mut support::Watch) 
 #[test]
 fn a_conversation_ended_while_reconnecting_stays_ended_when_the_dialer_is_back() {
     let dir = Directory::start(TTL);
-    let alice = Peer::start(&dir, "alice");
-    let bob = Peer::start(&dir, "bob");
-    alice.ctl_ok(&["connect", "bob"]);
-    let mut wa = alice.watch();
-    let mut wb = bob.watch();
+    let (alice, bob, mut wa, mut wb) = talking(&dir);
 
     // Alice frozen: bob finds the link lost and gives up on it.
     support::proc::signal(alice.pid(), libc::SIGSTOP);
@@ -204,11 +209,7 @@ fn a_dialer_back_after_the_callees_window_does_not_revive_the_conversation() {
 #[test]
 fn a_new_connect_after_the_dialer_gave_up_is_a_new_conversation_for_the_callee() {
     let dir = Directory::start(TTL);
-    let alice = Peer::start(&dir, "alice");
-    let bob = Peer::start(&dir, "bob");
-    alice.ctl_ok(&["connect", "bob"]);
-    let mut wa = alice.watch();
-    let mut wb = bob.watch();
+    let (alice, bob, mut wa, mut wb) = talking(&dir);
 
     support::proc::signal(bob.pid(), libc::SIGSTOP);
     wa.wait_for("link_lost", EVENT_TIMEOUT, |e| e["event"] == "link_lost");
