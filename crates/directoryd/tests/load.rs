@@ -48,11 +48,21 @@ fn name(i: usize) -> String {
 }
 
 async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("the directory URL")
         .connect()
         .await
-        .expect("connecting to the directory")
+        .expect("connecting to the directory");
+    // One round trip first: the directory's SETTINGS (at most 64 streams
+    // at once per connection) come before its first answer. Until they
+    // arrive the client may open up to hyper's default of 100, and a burst
+    // of registrations then has streams refused (REFUSED_STREAM), as a
+    // loaded CI machine showed once.
+    DirectoryClient::new(channel.clone())
+        .list(pb::ListRequest { page_size: 1, page_token: String::new() })
+        .await
+        .expect("a first List");
+    channel
 }
 
 /// Challenge, then Register signed by `key`; returns the lease.
