@@ -190,6 +190,12 @@ impl Conversation {
         self.displayed_on_link.drain(..over);
     }
 
+    /// The `displayed` receipts still owed, with those sent on a link that
+    /// is now lost (and may have lost them): oldest first, taken out.
+    fn receipts_at_risk(&mut self) -> Vec<Id> {
+        self.displayed_on_link.drain(..).chain(self.owed_displayed.drain(..)).collect()
+    }
+
     fn queue(&mut self, message: Message) {
         // `seq` may come from a history file: no overflow on a wild one.
         self.next_seq = self.next_seq.max(message.seq.saturating_add(1));
@@ -755,9 +761,7 @@ impl Session {
                     if c.link.is_some() {
                         // A link we had not seen die yet: what it carried
                         // last may be lost with it, as in `handle_link_down`.
-                        let mut owed: Vec<Id> = c.displayed_on_link.drain(..).collect();
-                        owed.append(&mut c.owed_displayed);
-                        c.owed_displayed = owed;
+                        c.owed_displayed = c.receipts_at_risk();
                     }
                     stale.extend(c.link.take());
                     stale.extend(c.reconnect.as_ref().and_then(|r| r.dial));
@@ -1014,9 +1018,7 @@ impl Session {
                 };
                 c.link = None;
                 // Receipts sent on the lost link may be lost with it.
-                let mut owed: Vec<Id> = c.displayed_on_link.drain(..).collect();
-                owed.append(&mut c.owed_displayed);
-                c.owed_displayed = owed;
+                c.owed_displayed = c.receipts_at_risk();
                 c.reconnect = Some(reconnect);
                 let peer = c.peer.clone();
                 self.push(Action::Emit(Event::LinkLost { peer, reason: cause }));
@@ -1299,11 +1301,8 @@ impl Session {
         // Owed, or sent on a link that may have lost them (a goodbye's end
         // is clean, and they arrived): the next conversation pays them.
         let clean = c.got_goodbye && c.link.is_some();
-        let owed: Vec<Id> = if clean {
-            std::mem::take(&mut c.owed_displayed)
-        } else {
-            c.displayed_on_link.drain(..).chain(c.owed_displayed.drain(..)).collect()
-        };
+        let owed: Vec<Id> =
+            if clean { std::mem::take(&mut c.owed_displayed) } else { c.receipts_at_risk() };
         for id in owed {
             self.owe_later(c.peer.clone(), id);
         }
@@ -1325,7 +1324,7 @@ impl Session {
     /// unacknowledged messages wait to go first on the new one (which
     /// [`Session::start`] takes them into at once).
     fn end_for_a_new_one(&mut self, peer: &Name) {
-        let State::Connected(c) = std::mem::replace(&mut self.state, State::Idle) else {
+        let State::Connected(mut c) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
         for link in c.link.into_iter().chain(c.reconnect.as_ref().and_then(|r| r.dial)) {
@@ -1335,17 +1334,17 @@ impl Session {
             // We no longer redial it: the peer dialed us.
             self.push(Action::Persist(Record::Resumable { peer: None }));
         }
+        // Receipts it owed, or sent on a link that may have lost them, go
+        // out on the new one.
+        for id in c.receipts_at_risk() {
+            self.owe_later(c.peer.clone(), id);
+        }
         if !c.unacked.is_empty() {
             let entry = self
                 .pending
                 .entry(c.peer.key())
                 .or_insert_with(|| Pending { peer: c.peer.clone(), messages: Vec::new() });
             entry.messages.extend(c.unacked);
-        }
-        // Receipts it owed, or sent on a link that may have lost them, go
-        // out on the new one.
-        for id in c.displayed_on_link.into_iter().chain(c.owed_displayed) {
-            self.owe_later(c.peer.clone(), id);
         }
         let reason = format!("{peer} started a new conversation");
         self.push(Action::Emit(Event::Disconnected { peer: c.peer, reason }));

@@ -248,7 +248,7 @@ impl History {
     /// The file of `peer`'s conversation. Names are safe file names by
     /// construction (see `peerchat_core::name`).
     pub(crate) fn path_of(dir: &Path, peer: &Name) -> PathBuf {
-        dir.join("history").join(format!("{}.jsonl", peer.key()))
+        file_in(&dir.join("history"), peer)
     }
 
     /// Queues a record for the next [`History::flush`].
@@ -275,7 +275,7 @@ impl History {
     /// started last after a restart too ([`last_peer`]), messages or none.
     /// Best effort: only that default depends on it.
     pub(crate) fn touch(&mut self, peer: &Name) {
-        let path = self.dir.join(format!("{}.jsonl", peer.key()));
+        let path = file_in(&self.dir, peer);
         let touched = OpenOptions::new()
             .create(true)
             .append(true)
@@ -329,6 +329,11 @@ pub(crate) struct Stuck {
     pub(crate) error: Error,
 }
 
+/// `peer`'s file in the history folder `dir`.
+fn file_in(dir: &Path, peer: &Name) -> PathBuf {
+    dir.join(format!("{}.jsonl", peer.key()))
+}
+
 /// [`History`]'s files, as [`write_pending`] needs them.
 struct Files<'a> {
     dir: &'a Path,
@@ -340,7 +345,7 @@ struct Files<'a> {
 /// need be): what was written leaves `buf` even when a later part fails.
 fn write_pending(files: Files<'_>, peer: &Name, buf: &mut Vec<u8>) -> Result<(), Error> {
     // The path is only for opening and for errors: not made per flush.
-    let path = || files.dir.join(format!("{}.jsonl", peer.key()));
+    let path = || file_in(files.dir, peer);
     let file = match files.open.get_mut(peer) {
         Some(f) => f,
         None => {
