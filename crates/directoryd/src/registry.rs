@@ -151,7 +151,9 @@ impl Registry {
     /// Releases `name`. Releasing a name nobody holds succeeds, so that a
     /// retried or late unregister is harmless; a live registration under a
     /// different lease (someone took over) is left alone. Returns the name
-    /// as registered when a live registration went, for the feed.
+    /// as registered when a registration went, for the feed: an expired
+    /// one not yet reaped too, since watchers still show it and the reaper
+    /// will not find it now.
     pub(crate) fn unregister(
         &mut self,
         name: &Name,
@@ -167,12 +169,11 @@ impl Registry {
         {
             return Err(Refusal::WrongLease { name: name.as_str().to_owned() });
         }
-        let was_live = !entry.lease.expired(now);
         let Some(old) = self.entries.remove(&key) else {
             return Ok(None);
         };
         self.forget_source(old.source);
-        Ok(was_live.then_some(old.listing.name))
+        Ok(Some(old.listing.name))
     }
 
     pub(crate) fn lookup(&self, name: &Name, now: Instant) -> Result<Listing, Refusal> {
@@ -398,6 +399,20 @@ mod tests {
         reg.unregister(&name("bob"), "l1", t0).unwrap();
         // The name is free at once for anyone.
         reg.register(claim("bob", KEY_B, "l2", "10.0.0.2:2"), t0).unwrap();
+    }
+
+    #[test]
+    fn unregistering_an_expired_registration_reports_it_gone() {
+        // Watchers still list a registration that expired until the
+        // reaper reports it; one released first must be reported by the
+        // release, or nobody ever would.
+        let t0 = Instant::now();
+        let mut reg = registry();
+        reg.register(claim("Bob", KEY_A, "l1", "10.0.0.1:1"), t0).unwrap();
+        let later = t0 + TTL + Duration::from_millis(1);
+        assert_eq!(reg.unregister(&name("bob"), "anything", later), Ok(Some("Bob".into())));
+        assert!(reg.reap(later + TTL).is_empty(), "nothing left for the reaper");
+        assert_eq!(reg.unregister(&name("bob"), "l1", later), Ok(None), "nothing twice");
     }
 
     #[test]

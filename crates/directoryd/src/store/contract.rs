@@ -287,6 +287,24 @@ async fn the_feed_tells_every_change(store: &dyn Store) {
     }
 }
 
+/// A registration that expired is listed by watchers until it is
+/// announced gone. Released (by anyone: its lease is dead) before a sweep
+/// found it, the release announces it, or nothing ever would.
+async fn an_expired_registration_released_is_announced(store: &dyn Store) {
+    store.register(claim("judy", KEY_A, "j1")).await.expect("judy registers");
+    let mut feed = store.changes();
+    eventually(TTL + Duration::from_secs(2), "judy expires", async || {
+        store.lookup(&name("judy")).await.is_err()
+    })
+    .await;
+    store.unregister(&name("judy"), "not judy's").await.expect("a dead lease is anyone's");
+    assert_eq!(next_change(&mut feed).await, Change::Down { name: "judy".into() });
+    store.sweep().await;
+    store.register(claim("karl", KEY_A, "k1")).await.expect("karl registers");
+    let next = next_change(&mut feed).await;
+    assert!(matches!(&next, Change::Up(up) if up.name == "karl"), "judy went once: {next:?}");
+}
+
 /// A Register whose caller goes away mid-claim (a client's short
 /// grpc-timeout) may or may not take effect; if it did, it was announced.
 /// Polls `call` once, then drops it (unless it was done by then): a
@@ -361,6 +379,7 @@ async fn keeps_the_contract(stores: &mut impl Fresh) {
     registrations_per_source_are_capped(stores.fresh().await.as_ref()).await;
     racing_keys_end_with_one_owner(stores.fresh().await).await;
     the_feed_tells_every_change(stores.fresh().await.as_ref()).await;
+    an_expired_registration_released_is_announced(stores.fresh().await.as_ref()).await;
     a_claim_or_release_left_midway_goes_on(stores.fresh().await.as_ref()).await;
 }
 

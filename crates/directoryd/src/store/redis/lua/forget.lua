@@ -1,7 +1,6 @@
 -- Releases a name from its key, and ends any registration under it.
 -- ARGV: 1 name_key, 2 channel
 -- Returns the key it was bound to (hex), or '' when it had no binding.
-local now = now_ms()
 local name = ARGV[1]
 local bound = redis.call('HGET', K_BIND, name)
 if not bound then
@@ -15,9 +14,8 @@ if exp then
   redis.call('HDEL', K_INFO, name)
   redis.call('ZREM', K_EXP, name)
   redis.call('ZREM', K_NAMES, name)
-  if tonumber(exp) > now then
-    local seq = redis.call('INCR', K_SEQ)
-    redis.call('SPUBLISH', ARGV[2], 'd' .. seq .. '\n' .. 'a' .. info)
-  end
+  -- Expired too: watchers list it until it is announced gone.
+  local seq = redis.call('INCR', K_SEQ)
+  redis.call('SPUBLISH', ARGV[2], 'd' .. seq .. '\n' .. 'a' .. info)
 end
 return string.sub(bound, 1, 64)

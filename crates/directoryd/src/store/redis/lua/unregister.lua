@@ -18,8 +18,8 @@ redis.call('HDEL', K_LIVE, name)
 redis.call('HDEL', K_INFO, name)
 redis.call('ZREM', K_EXP, name)
 redis.call('ZREM', K_NAMES, name)
-if alive then
-  local seq = redis.call('INCR', K_SEQ)
-  redis.call('SPUBLISH', ARGV[3], 'd' .. seq .. '\n' .. 'a' .. info)
-end
+-- Announced expired too: watchers list it until the reaper says it went,
+-- and the reaper will not find it now.
+local seq = redis.call('INCR', K_SEQ)
+redis.call('SPUBLISH', ARGV[3], 'd' .. seq .. '\n' .. 'a' .. info)
 return {'ok', info}
