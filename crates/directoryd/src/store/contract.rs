@@ -452,6 +452,17 @@ async fn the_redis_store_keeps_the_contract() {
     let over = refusal(store.register(claim("new2", KEY_A, "x")).await);
     assert!(matches!(over, Refusal::TooManyFromSource { .. }), "a ghost is not held: {over:?}");
 
+    // Spending a nonce is idempotent for its spender: the client resends
+    // a command whose answer it lost, and the resend must not find the
+    // nonce already spent.
+    let nonce = [7; peerchat_core::identity::NONCE_LEN];
+    store.issue_nonce(nonce).await.expect("a nonce");
+    assert!(store.spend_nonce(&nonce, "spent a").await.expect("spending"));
+    assert!(store.spend_nonce(&nonce, "spent a").await.expect("resent"), "a resend spends it");
+    assert!(!store.spend_nonce(&nonce, "spent b").await.expect("again"), "once only");
+    assert!(!store.consume_nonce(&nonce).await.expect("again"), "once only");
+    assert!(!store.spend_nonce(&[8; 32], "spent c").await.expect("spending"), "never issued");
+
     // Each nonce lives in Redis for a minute: one replica hands them out
     // at a bounded rate, however many sources ask.
     let options = RedisOptions { seeds: redis.cluster.seeds() };

@@ -104,6 +104,9 @@ const RECOUNT_BATCH: usize = 16;
 /// The embedded store holds 100,000 in all; a replica's challenges cost
 /// the cluster about 100 bytes each.
 const MAX_NONCES: usize = 1_000_000;
+/// A nonce's value while it waits for its Register; once spent it holds
+/// its spender's mark (see [`RedisStore::spend_nonce`]).
+const ISSUED: &str = "1";
 
 /// The rate that keeps [`MAX_NONCES`] outstanding at most, about.
 fn nonce_rate() -> Rate {
@@ -631,6 +634,40 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Spends `nonce` for `spender`, a token of this one attempt. The
+    /// client resends a command whose answer it lost (a response timeout,
+    /// a dropped connection), so spending must be idempotent: it marks the
+    /// nonce with the spender (keeping its expiry) rather than deleting
+    /// it, and a resend that finds its own mark has spent it. A `DEL`
+    /// resent would find nothing, and a good registration would be refused
+    /// as a replay.
+    pub(crate) async fn spend_nonce(
+        &self,
+        nonce: &[u8],
+        spender: &str,
+    ) -> Result<bool, StoreError> {
+        if nonce.len() != peerchat_core::identity::NONCE_LEN {
+            return Ok(false);
+        }
+        let key = keys::nonce(nonce);
+        let before: Option<String> = self
+            .client
+            .call("spending a challenge", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(spender)
+                    .arg("XX")
+                    .arg("KEEPTTL")
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(matches!(before.as_deref(), Some(b) if b == ISSUED || b == spender))
+    }
+}
+
 #[tonic::async_trait]
 impl Store for RedisStore {
     async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
@@ -643,7 +680,7 @@ impl Store for RedisStore {
             .call("storing a challenge", |mut conn| async move {
                 redis::cmd("SET")
                     .arg(&key)
-                    .arg(1)
+                    .arg(ISSUED)
                     .arg("NX")
                     .arg("PX")
                     .arg(ttl)
@@ -655,17 +692,8 @@ impl Store for RedisStore {
     }
 
     async fn consume_nonce(&self, nonce: &[u8]) -> Result<bool, StoreError> {
-        if nonce.len() != peerchat_core::identity::NONCE_LEN {
-            return Ok(false);
-        }
-        let key = keys::nonce(nonce);
-        let deleted: i64 = self
-            .client
-            .call("spending a challenge", |mut conn| async move {
-                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
-            })
-            .await?;
-        Ok(deleted == 1)
+        let spender = format!("spent {}", uuid::Uuid::new_v4().simple());
+        self.spend_nonce(nonce, &spender).await
     }
 
     // A claim and a release run to their end without their caller: once
