@@ -243,6 +243,36 @@ impl Cluster {
         Ok(())
     }
 
+    /// SIGSTOPs the node: it holds its connections and answers nothing,
+    /// as a frozen host or a long pause would. [`Cluster::resume`] lets it
+    /// go on; stopping the cluster does too.
+    pub fn pause(&mut self, port: u16) -> Result<(), Error> {
+        let node = self.node_mut(port)?;
+        if node.poll_exit().is_some() || !node.is_up() {
+            return Err(Error::NodeState { port, state: "down", action: "pause it" });
+        }
+        node.signal(libc::SIGSTOP);
+        Ok(())
+    }
+
+    /// SIGCONTs a node [`Cluster::pause`] stopped.
+    pub fn resume(&mut self, port: u16) -> Result<(), Error> {
+        self.node_mut(port)?.signal(libc::SIGCONT);
+        Ok(())
+    }
+
+    /// The client ports of `master`'s replicas, as it reports them
+    /// (`INFO replication`).
+    pub fn replicas_of(&self, master: u16) -> Result<Vec<u16>, Error> {
+        let text = self.cli(master, &["info", "replication"])?;
+        Ok(text
+            .lines()
+            .filter(|line| line.starts_with("slave"))
+            .filter_map(|line| line.split(',').find_map(|field| field.strip_prefix("port=")))
+            .filter_map(|port| port.trim().parse().ok())
+            .collect())
+    }
+
     /// SIGKILLs every node that is up: the whole store down at once.
     pub fn kill9_all(&mut self) {
         for node in &mut self.nodes {

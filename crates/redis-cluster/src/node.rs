@@ -137,15 +137,21 @@ impl Node {
     }
 
     /// Sends SIGTERM (redis-server flushes its AOF and exits); [`Self::reap_by`]
-    /// collects it.
+    /// collects it. A paused node is let go on first, so that it can.
     pub(crate) fn terminate(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `signal` to the process by its pid, if it is up.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         if let Some(child) = &self.child
             && let Ok(pid) = libc::pid_t::try_from(child.id())
         {
             // SAFETY: kill(2) on our own unreaped child: the pid is still
             // that process (or its zombie), never a stranger's.
             unsafe {
-                libc::kill(pid, libc::SIGTERM);
+                libc::kill(pid, signal);
             }
         }
     }

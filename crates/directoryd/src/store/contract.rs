@@ -422,6 +422,41 @@ impl Redis {
     }
 }
 
+/// A replica that answers nothing holds up the new names of its master's
+/// buckets (they wait for it, then are refused as not durable), never the
+/// other calls to that master: Redis answers nothing else on a connection
+/// whose `WAIT` blocks, so the wait has a connection of its own.
+async fn a_stalled_replica_holds_up_only_new_names(redis: &mut Redis) {
+    use crate::redis_layout::{bucket_key, bucket_of};
+    let store = redis.fresh_redis(LONG_TTL).await;
+    let bucket = bucket_of("steady");
+    let new = (0..10_000)
+        .map(|i| format!("new{i}"))
+        .find(|n| bucket_of(n) == bucket)
+        .expect("a name in steady's bucket");
+    store.register(claim("steady", KEY_A, "s1")).await.expect("steady registers");
+    let key = bucket_key(bucket, "bind").expect("the bucket's key");
+    let master = redis.cluster.master_for_key(&key).expect("the bucket's master");
+    let replica = *redis.cluster.replicas_of(master).expect("its replicas").first().expect("one");
+    redis.cluster.pause(replica).expect("pausing the replica");
+    let heartbeats = async {
+        // Longer than the new name's two waits (100 + 400 ms).
+        let until = Instant::now() + Duration::from_millis(700);
+        let mut slowest = Duration::ZERO;
+        while Instant::now() < until {
+            let started = Instant::now();
+            store.renew(&name("steady"), "s1", None).await?;
+            slowest = slowest.max(started.elapsed());
+        }
+        Ok::<_, StoreError>(slowest)
+    };
+    let (registered, slowest) = tokio::join!(store.register(claim(&new, KEY_B, "n1")), heartbeats);
+    redis.cluster.resume(replica).expect("resuming the replica");
+    assert!(matches!(registered, Err(StoreError::NotDurable)), "{registered:?}");
+    let slowest = slowest.expect("every heartbeat answered");
+    assert!(slowest < Duration::from_millis(200), "a heartbeat waited {slowest:?}");
+}
+
 #[tokio::test]
 async fn the_memory_store_keeps_the_contract() {
     keeps_the_contract(&mut Memory).await;
@@ -462,6 +497,8 @@ async fn the_redis_store_keeps_the_contract() {
     assert!(!store.spend_nonce(&nonce, "spent b").await.expect("again"), "once only");
     assert!(!store.consume_nonce(&nonce).await.expect("again"), "once only");
     assert!(!store.spend_nonce(&[8; 32], "spent c").await.expect("spending"), "never issued");
+
+    a_stalled_replica_holds_up_only_new_names(&mut redis).await;
 
     // Each nonce lives in Redis for a minute: one replica hands them out
     // at a bounded rate, however many sources ask.

@@ -150,6 +150,12 @@ impl Client {
         Err(StoreError::Unavailable { why })
     }
 
+    /// The first seed: how to reach a node (credentials, TLS) when a call
+    /// needs a connection of its own.
+    pub(crate) fn seed(&self) -> &str {
+        self.seeds.first().map_or("", String::as_str)
+    }
+
     /// Whether the watchdog should rebuild the connection now.
     fn stuck(&self, now: Instant) -> bool {
         lock(&self.health).stuck(now)

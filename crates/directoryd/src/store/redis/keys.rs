@@ -40,6 +40,9 @@ pub(crate) struct Bucket {
     pub(crate) names: String,
     /// The bucket's change counter, for gap detection in the feed.
     pub(crate) seq: String,
+    /// A counter written only to give `WAIT` a write to wait for
+    /// ([`super::wait`]).
+    pub(crate) wait_mark: String,
     /// The shard channel its changes are published on.
     pub(crate) channel: String,
     /// The slot all of the above hash to.
@@ -69,6 +72,7 @@ fn bucket(index: usize) -> Bucket {
         exp: key("exp"),
         names: key("names"),
         seq: key("seq"),
+        wait_mark: key("wait"),
         channel: key("ev"),
         slot: slot(tag.as_bytes()),
     }

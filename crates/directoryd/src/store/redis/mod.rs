@@ -30,6 +30,7 @@ mod feed;
 mod keys;
 mod merge;
 mod scripts;
+mod wait;
 
 /// The public view of [`keys`], re-exported as `crate::redis_layout`.
 pub(crate) mod layout {
@@ -480,18 +481,28 @@ impl RedisStore {
             .await
     }
 
-    /// `WAIT 1 timeout_ms` on the master of `bucket`: how many replicas
-    /// have every write made so far.
+    /// `WAIT 1 timeout_ms` on the master of `bucket`, on a connection of
+    /// its own ([`wait`]): how many replicas have every write made so far.
     async fn wait_for_replica(&self, bucket: &Bucket, timeout_ms: u64) -> Result<i64, StoreError> {
         let route = master_of(bucket);
-        self.client
-            .call("waiting for a replica", |mut conn| async move {
-                let value = conn
-                    .route_command(redis::cmd("WAIT").arg(1).arg(timeout_ms).clone(), route)
-                    .await?;
+        let nodes: String = self
+            .client
+            .call("finding the bucket's master", |mut conn| async move {
+                let value =
+                    conn.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), route).await?;
                 redis::from_redis_value(value).map_err(redis::RedisError::from)
             })
-            .await
+            .await?;
+        let (host, port) = wait::own_address(&nodes)
+            .ok_or_else(|| unavailable("the bucket's master did not say its address"))?;
+        let node = wait::info_for(self.client.seed(), host, port)
+            .map_err(|err| unavailable(&format!("reaching the bucket's master: {err}")))?;
+        let waited = wait::for_replica(node, &bucket.wait_mark, timeout_ms);
+        match tokio::time::timeout(client::CALL_TIMEOUT, waited).await {
+            Ok(Ok(replicas)) => Ok(replicas),
+            Ok(Err(err)) => Err(unavailable(&format!("waiting for a replica: {err}"))),
+            Err(_) => Err(unavailable("waiting for a replica: no answer from Redis in time")),
+        }
     }
 
     /// How many replicas the master of `bucket` has connected now. An answer from a node

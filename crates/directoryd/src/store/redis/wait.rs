@@ -1,0 +1,90 @@
+//! `WAIT` on a connection of its own.
+//!
+//! Redis answers nothing else a client sends while that client's `WAIT`
+//! blocks, and the cluster client sends every call to a node over one
+//! shared connection: a `WAIT` there held up every heartbeat, lookup and
+//! list page going to that master for as long as its replica took to
+//! answer — up to half a second per new name, for as long as a stalled
+//! replica still counted as connected (a minute, by default). So the wait
+//! runs on a short-lived connection to the bucket's master, made for it.
+//!
+//! `WAIT` counts the replicas that have its own client's last write, so
+//! that connection first writes a counter of the bucket (`INCR`): the
+//! replication stream is in order, and a replica that has that write has
+//! every write the master made before it, the new binding among them.
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
+
+/// The host and port of the node that answered `CLUSTER NODES`: its
+/// `myself` line (`<id> <host:port@bus[,hostname]> myself,master ...`).
+pub(crate) fn own_address(nodes: &str) -> Option<(String, u16)> {
+    nodes.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let addr = fields.nth(1)?;
+        let flags = fields.next()?;
+        if !flags.split(',').any(|flag| flag == "myself") {
+            return None;
+        }
+        let addr = addr.split(['@', ',']).next()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        Some((host.to_owned(), port.parse().ok()?))
+    })
+}
+
+/// How to reach `host:port` with the seed's settings (credentials, TLS).
+pub(crate) fn info_for(seed: &str, host: String, port: u16) -> RedisResult<ConnectionInfo> {
+    let info = seed.into_connection_info()?;
+    let addr = match info.addr().clone() {
+        ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
+            ConnectionAddr::TcpTls { host, port, insecure, tls_params }
+        }
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    Ok(info.set_addr(addr))
+}
+
+/// On a new connection to `node`: a write to `mark` (a key of the
+/// bucket, so a node that no longer serves it answers MOVED), then `WAIT 1
+/// timeout_ms`. Returns how many replicas have that write.
+pub(crate) async fn for_replica(
+    node: ConnectionInfo,
+    mark: &str,
+    timeout_ms: u64,
+) -> RedisResult<i64> {
+    let client = redis::Client::open(node)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("INCR").arg(mark).query_async::<i64>(&mut conn).await?;
+    redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut conn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_that_answered_is_found_by_its_myself_flag() {
+        let nodes = "\
+07c3 127.0.0.1:7002@17002 master - 0 1 2 connected 5461-10922
+e7d1 127.0.0.1:7001@17001,host-a myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:7004@17004 slave e7d1 0 1 1 connected
+";
+        assert_eq!(own_address(nodes), Some(("127.0.0.1".to_owned(), 7001)));
+        assert_eq!(
+            own_address("e7d1 ::1:7001@17001 myself,master - 0"),
+            Some(("::1".into(), 7001))
+        );
+        assert_eq!(own_address("07c3 127.0.0.1:7002@17002 master - 0"), None);
+        assert_eq!(own_address("e7d1 nonsense myself,master"), None);
+        assert_eq!(own_address(""), None);
+    }
+
+    #[test]
+    fn another_node_is_reached_with_the_seed_settings() {
+        let info = info_for("redis://user:secret@127.0.0.1:7001/", "10.0.0.2".into(), 7005)
+            .expect("a valid seed");
+        assert!(matches!(info.addr(), ConnectionAddr::Tcp(h, 7005) if h == "10.0.0.2"));
+        let seed = "redis://user:secret@127.0.0.1:7001/".into_connection_info().expect("valid");
+        assert_eq!(info.redis_settings().password(), seed.redis_settings().password());
+        assert!(info_for("not a url", "h".into(), 1).is_err());
+    }
+}
