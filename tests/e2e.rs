@@ -1099,12 +1099,19 @@ fn chat_with_piped_stdin_sends_each_line() {
 
     // A mistyped command is an `error:` line and the chat goes on; the
     // exit status then says that not everything went through.
-    let out = alice.ctl_with_input(&["chat"], b"/frob\nagain\n".to_vec());
+    // So is a line that is not UTF-8: sent as typed or not at all, never
+    // with its bytes replaced.
+    let out = alice.ctl_with_input(&["chat"], b"/frob\n\xff\xfe bad\nagain\n".to_vec());
     assert_exit(&out, 1, "chatctl chat with a mistyped command");
     wb.wait_for("again", EVENT_TIMEOUT, ev::message("alice", "again"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error: unknown command /frob (try /help)"), "{stderr}");
-    assert!(stderr.contains("error: 1 of the lines given failed"), "{stderr}");
+    assert!(stderr.contains("error: a line that is not UTF-8 text was not sent"), "{stderr}");
+    assert!(stderr.contains("error: 2 of the lines given failed"), "{stderr}");
+    let history = bob.ctl_json(&["history", "alice"]);
+    let texts: Vec<&str> =
+        history.as_array().expect("an array").iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["hello", "again"], "{history}");
 }
 
 /// `/disconnect` in `chat --json` shows the end at once, once, with the
@@ -1117,11 +1124,13 @@ fn chat_json_disconnect_shows_the_daemons_reason_once() {
     let bob = Peer::start(&dir, "bob");
     let mut wb = bob.watch();
 
-    let out =
-        alice.ctl_with_input(&["--json", "chat", "bob"], b"hi\n/disconnect\n/quit\n".to_vec());
+    let out = alice
+        .ctl_with_input(&["--json", "chat", "bob"], b"/help\nhi\n/disconnect\n/quit\n".to_vec());
     assert_exit(&out, 0, "chatctl --json chat bob");
     wb.wait_for("disconnected alice", EVENT_TIMEOUT, ev::disconnected("alice"));
     let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    // Every line is JSON, /help's text too goes to stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/connect NAME"), "help on stderr");
     let ends: Vec<Value> = stdout
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))

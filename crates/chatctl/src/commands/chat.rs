@@ -167,7 +167,12 @@ impl Chat {
                 () = &mut stdout_closed => return Ok(Flow::Interrupted),
                 event = events.message() => self.on_event(event)?,
                 line = lines.recv() => match line {
-                    Some(Ok(line)) => {
+                    Some(Ok(None)) => {
+                        // Sent as typed or not at all: never with characters
+                        // replaced behind the user's back.
+                        self.note_failure(mistyped("a line that is not UTF-8 text was not sent"))?;
+                    }
+                    Some(Ok(Some(line))) => {
                         let flow = self.on_line(&line).await?;
                         self.settle(events)?;
                         if flow == Flow::Quit {
@@ -277,6 +282,11 @@ impl Chat {
         let args: Vec<&str> = words.collect();
         let outcome = match (verb, args.as_slice()) {
             ("quit" | "exit", []) => return Ok(Flow::Quit),
+            ("help", _) if self.json => {
+                // For the user, not for the program reading stdout.
+                output::note(HELP);
+                Ok(())
+            }
             ("help", _) => output::line(HELP),
             ("list", []) => self.list().await,
             ("status", []) => self.status().await,
@@ -458,8 +468,8 @@ fn mistyped(text: &str) -> Result<(), Error> {
 }
 
 /// Lines of stdin, read on a thread of their own. Line ends (`\n`, `\r\n`)
-/// are stripped; invalid UTF-8 is replaced rather than fatal.
-fn stdin_lines() -> Result<mpsc::Receiver<io::Result<String>>, Error> {
+/// are stripped; a line that is not UTF-8 is `None`, not fatal.
+fn stdin_lines() -> Result<mpsc::Receiver<io::Result<Option<String>>>, Error> {
     let (tx, rx) = mpsc::channel(64);
     std::thread::Builder::new()
         .name("stdin".into())
@@ -484,10 +494,10 @@ fn stdin_lines() -> Result<mpsc::Receiver<io::Result<String>>, Error> {
     Ok(rx)
 }
 
-fn strip_line_end(buf: &[u8]) -> String {
+fn strip_line_end(buf: &[u8]) -> Option<String> {
     let line = buf.strip_suffix(b"\n").unwrap_or(buf);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    String::from_utf8_lossy(line).into_owned()
+    String::from_utf8(line.to_vec()).ok()
 }
 
 #[cfg(test)]
@@ -496,10 +506,10 @@ mod tests {
 
     #[test]
     fn line_ends_are_stripped() {
-        assert_eq!(strip_line_end(b"hi\n"), "hi");
-        assert_eq!(strip_line_end(b"hi\r\n"), "hi");
-        assert_eq!(strip_line_end(b"last"), "last");
-        assert_eq!(strip_line_end(b"\xffx\n"), "\u{fffd}x");
+        assert_eq!(strip_line_end(b"hi\n").as_deref(), Some("hi"));
+        assert_eq!(strip_line_end(b"hi\r\n").as_deref(), Some("hi"));
+        assert_eq!(strip_line_end(b"last").as_deref(), Some("last"));
+        assert_eq!(strip_line_end(b"\xffx\n"), None);
     }
 
     #[test]
