@@ -297,6 +297,8 @@ async fn a_connect_that_times_out_leaves_nothing_behind_and_the_next_one_succeed
     eprintln!("connect through a silent relay: {:?} after {took:?}: {}", err.code(), err.message());
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains("does not answer"), "says what happened: {}", err.message());
+    assert!(err.message().contains("timed out after 3 s"), "in plain words: {}", err.message());
+    assert!(!err.message().contains("deadline"), "not tonic's words: {}", err.message());
     assert!(!err.message().contains("refused"), "nobody refused: {}", err.message());
     assert!(took < peerchat_core::timeouts::DIAL_TIMEOUT, "{took:?}");
     // Nothing goes on behind the user's back: both stay free.

@@ -74,6 +74,28 @@ pub(crate) enum DialError {
     Broken { name: Name, why: String },
 }
 
+/// Whether a timer's expiry is somewhere in `error`'s causes: tokio's
+/// own, or the `TimedOut` I/O error a connector wraps it in (an
+/// `io::Error` hides what it wraps from `source`).
+fn caused_by_elapsed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    // Bounded: a chain of causes is a few links long.
+    for _ in 0..16 {
+        match cause {
+            Some(c) if c.is::<tokio::time::error::Elapsed>() => return true,
+            Some(c)
+                if c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) =>
+            {
+                return true;
+            }
+            Some(c) => cause = c.source(),
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Something that dials peers: [`Dialer`], or a stand-in in tests.
 pub(crate) trait Dial: Send + Sync + 'static {
     /// Dials `name`: the callee's name as it spells it, and the link.
@@ -227,8 +249,13 @@ impl Dialer {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }));
+        let timed_out =
+            || unreachable(format!("timed out after {} s", PEER_CONNECT_TIMEOUT.as_secs()));
         let channel = match tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await {
-            Err(_) => return Err(unreachable("no answer in time".into())),
+            Err(_) => return Err(timed_out()),
+            // tonic's own connect timeout, which may fire first: in its
+            // words, "transport error: deadline has elapsed".
+            Ok(Err(e)) if caused_by_elapsed(&e) => return Err(timed_out()),
             Ok(Err(e)) => {
                 let why = with_causes(e.to_string(), std::error::Error::source(&e));
                 if tls::is_peer_key_refused(&e) {
