@@ -500,6 +500,21 @@ async fn the_redis_store_keeps_the_contract() {
 
     a_stalled_replica_holds_up_only_new_names(&mut redis).await;
 
+    // A new binding the bucket's master no longer has when it is confirmed
+    // (a failover promoted a replica that never got it) is not answered OK.
+    let store = redis.fresh_redis(LONG_TTL).await;
+    store.register(claim("lost", KEY_A, "l1")).await.expect("lost registers");
+    store.confirm_binding(&name("lost"), &KEY_A).await.expect("bound and confirmed");
+    let bind = crate::redis_layout::bucket_key(crate::redis_layout::bucket_of("lost"), "bind")
+        .expect("the bucket's key");
+    let master = redis.cluster.master_for_key(&bind).expect("the bucket's master");
+    redis.cluster.cli(master, &["HDEL", &bind, "lost"]).expect("dropping the binding");
+    let lost = store.confirm_binding(&name("lost"), &KEY_A).await;
+    assert!(
+        matches!(&lost, Err(StoreError::Unavailable { why }) if why.contains("lost in a Redis failover")),
+        "{lost:?}"
+    );
+
     // Each nonce lives in Redis for a minute: one replica hands them out
     // at a bounded rate, however many sources ask.
     let options = RedisOptions { seeds: redis.cluster.seeds() };

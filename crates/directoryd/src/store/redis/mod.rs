@@ -447,17 +447,54 @@ impl RedisStore {
             // binding then rests on that master's AOF alone, as everything
             // in the shard does; it stays marked pending, so the next
             // registration of the name waits for a replica again.
+            // Unless this master is a replica promoted without it.
+            if !self.holds_binding(bucket, name_key, key_hex).await? {
+                return Err(lost_binding());
+            }
             tracing::warn!(
                 bucket = %bucket.bind,
                 "the bucket's master has no replica: a new name binding rests on it alone"
             );
             return Ok(());
         }
-        self.eval::<i64>("confirming a binding", &self.scripts.confirm, bucket, |call| {
-            call.arg(name_key).arg(key_hex);
-        })
-        .await?;
+        let held = self
+            .eval::<i64>("confirming a binding", &self.scripts.confirm, bucket, |call| {
+                call.arg(name_key).arg(key_hex);
+            })
+            .await?;
+        if held != 1 {
+            return Err(lost_binding());
+        }
         Ok(())
+    }
+
+    /// [`Self::confirm`] for a name and key, for the store's tests.
+    #[cfg(test)]
+    pub(in crate::store) async fn confirm_binding(
+        &self,
+        name: &Name,
+        key: &PublicKey,
+    ) -> Result<(), StoreError> {
+        let name_key = name.key();
+        self.confirm(self.bucket(&name_key), &name_key, &hex(key)).await
+    }
+
+    /// Whether `name_key` is bound to `key_hex` (confirmed or pending) on
+    /// the bucket's master now.
+    async fn holds_binding(
+        &self,
+        bucket: &Bucket,
+        name_key: &str,
+        key_hex: &str,
+    ) -> Result<bool, StoreError> {
+        let key = bucket.bind.clone();
+        let bound: Option<String> = self
+            .client
+            .call("reading a binding", |mut conn| async move {
+                redis::cmd("HGET").arg(&key).arg(name_key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(bound.is_some_and(|b| b.strip_suffix('*').unwrap_or(&b) == key_hex))
     }
 
     /// Runs `script` on `bucket`'s keys, with the arguments `args` adds,
@@ -886,6 +923,12 @@ fn now_ms() -> u64 {
 async fn finish<T>(task: tokio::task::JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
     task.await
         .map_err(|err| StoreError::Unavailable { why: format!("a store task failed: {err}") })?
+}
+
+/// A new binding the master no longer has: a failover promoted a replica
+/// that never got it. Not answered OK; the peer's retry binds it anew.
+fn lost_binding() -> StoreError {
+    unavailable("the new name binding was lost in a Redis failover")
 }
 
 fn unavailable(why: &str) -> StoreError {
