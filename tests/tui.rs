@@ -180,7 +180,7 @@ fn a_conversation_in_the_tui() {
     tmux.keys(&["Tab", "Down", "Enter"]);
     tmux.wait_for_text("connected to bob");
     tmux.wait_for("the earlier conversation", |s| {
-        s.contains("the last 1 messages with bob:") && s.contains("you: from before the tui")
+        s.contains("the last message with bob:") && s.contains("you: from before the tui")
     });
     tmux.wait_for_text(" alice · connected to bob");
     bob_watch.wait_for("alice connecting", EVENT_TIMEOUT, ev::connected("alice"));
@@ -195,6 +195,16 @@ fn a_conversation_in_the_tui() {
     let sent = bob.ctl_json(&["send", "--wait", "displayed", "hi from bob"]);
     assert_eq!(sent["state"], "displayed", "{sent}");
     tmux.wait_for_text("bob: hi from bob");
+
+    // A paste of two lines is one message, its lines joined, sent with the
+    // Enter that follows (bracketed paste), not two halves.
+    tmux.run(&["set-buffer", "pasted one\npasted two"]);
+    tmux.run(&["paste-buffer", "-p"]);
+    tmux.type_text(" and typed");
+    tmux.keys(&["Enter"]);
+    let pasted = "pasted one pasted two and typed";
+    bob_watch.wait_for("the pasted message", EVENT_TIMEOUT, ev::message("alice", pasted));
+    tmux.wait_for_text(&format!("you: {pasted}"));
 
     // A smaller terminal: the same panes at the new size.
     tmux.run(&["resize-window", "-x", "80", "-y", "24"]);

@@ -141,6 +141,31 @@ impl EarlyReceipts {
     }
 }
 
+/// A stored message as a pane entry. Received ones that no display client
+/// showed yet count as unshown: they are reported once on screen (and not
+/// shown twice when the Watch stream replays them).
+fn stored(e: &pb::HistoryEntry) -> Entry {
+    match e.direction() {
+        pb::Direction::Out => Entry::Own {
+            local: 0,
+            id: Some(e.id.clone()),
+            text: e.text.clone(),
+            at_ms: e.at_ms,
+            mark: match e.state() {
+                pb::MessageState::Failed => Mark::Failed(String::new()),
+                state => Mark::from_state(state),
+            },
+        },
+        _ => Entry::Received {
+            id: e.id.clone(),
+            from: e.peer.clone(),
+            text: e.text.clone(),
+            at_ms: e.at_ms,
+            shown: e.state() == pb::MessageState::Displayed,
+        },
+    }
+}
+
 /// The conversation pane's state.
 #[derive(Debug)]
 pub(crate) struct Conversation {
@@ -157,6 +182,8 @@ pub(crate) struct Conversation {
     /// changed since). Filled as needed, also from `&self` methods.
     counts: RefCell<Vec<Option<usize>>>,
     counted_width: Cell<usize>,
+    /// Where the stored conversation asked for goes ([`Self::expect_history`]).
+    history_at: Option<usize>,
 }
 
 impl Conversation {
@@ -170,6 +197,7 @@ impl Conversation {
             clock,
             counts: RefCell::new(Vec::new()),
             counted_width: Cell::new(0),
+            history_at: None,
         }
     }
 
@@ -179,13 +207,31 @@ impl Conversation {
     }
 
     fn push(&mut self, entry: Entry) {
-        if self.entries.len() == ENTRIES_CAP {
-            self.entries.drain(..ENTRIES_CAP / 10);
+        self.insert_at(self.entries.len(), entry);
+    }
+
+    /// Puts `entry` before entry `i` (at the end for the length).
+    fn insert_at(&mut self, i: usize, entry: Entry) {
+        let mut i = i.min(self.entries.len());
+        if self.entries.len() >= ENTRIES_CAP {
+            let dropped = ENTRIES_CAP / 10;
+            self.entries.drain(..dropped);
             self.counts.get_mut().clear();
             // Rows moved under a scrolled view: start again at the newest.
             self.top = None;
+            self.history_at = self.history_at.map(|at| at.saturating_sub(dropped));
+            i = i.saturating_sub(dropped);
         }
-        self.entries.push(entry);
+        let counts = self.counts.get_mut();
+        if i < counts.len() {
+            counts.insert(i, None);
+        }
+        if let Some(at) = &mut self.history_at
+            && *at > i
+        {
+            *at += 1;
+        }
+        self.entries.insert(i, entry);
     }
 
     /// A message of ours, just typed; its id comes with the Send answer.
@@ -254,47 +300,67 @@ impl Conversation {
         }
     }
 
-    /// A message from the peer. The same id twice is shown once.
+    /// A message from the peer. The same id twice is shown once. It goes
+    /// after the sender's messages stamped before it, not after every
+    /// line: messages that waited for a display client come (oldest first)
+    /// after the stored conversation was put on screen, and the oldest of
+    /// them can be older than anything in it.
     pub(crate) fn received(&mut self, m: &pb::MessageEvent) {
         let seen = self.entries.iter().rev().take(1000).any(
             |entry| matches!(entry, Entry::Received { id, .. } if !id.is_empty() && *id == m.id),
         );
         if !seen {
-            self.push(Entry::Received {
-                id: m.id.clone(),
-                from: m.from.clone(),
-                text: m.text.clone(),
-                at_ms: m.at_ms,
-                shown: false,
-            });
+            let at = self.place_of(&m.from, m.at_ms);
+            self.insert_at(
+                at,
+                Entry::Received {
+                    id: m.id.clone(),
+                    from: m.from.clone(),
+                    text: m.text.clone(),
+                    at_ms: m.at_ms,
+                    shown: false,
+                },
+            );
         }
     }
 
-    /// A stored message from before the TUI started. Received ones that no
-    /// display client showed yet count as unshown: they are reported once
-    /// on screen (and not shown twice when the Watch stream replays them).
-    pub(crate) fn history(&mut self, e: &pb::HistoryEntry) {
-        if self.has_id(&e.id) {
+    /// Where a message `from` stamped `at_ms` (by its sender's clock) goes:
+    /// before the sender's own messages stamped later, among the newest
+    /// thousand entries; at the end when there are none. Only the sender's
+    /// messages are compared: no other clock agrees with its.
+    fn place_of(&self, from: &str, at_ms: i64) -> usize {
+        let mut at = self.entries.len();
+        for (i, entry) in self.entries.iter().enumerate().rev().take(1000) {
+            if let Entry::Received { from: f, at_ms: t, .. } = entry
+                && f.eq_ignore_ascii_case(from)
+            {
+                if *t <= at_ms {
+                    break;
+                }
+                at = i;
+            }
+        }
+        at
+    }
+
+    /// The stored conversation is being read: it goes here, after the lines
+    /// so far and before whatever comes while it is read.
+    pub(crate) fn expect_history(&mut self) {
+        self.history_at = Some(self.entries.len());
+    }
+
+    /// A peer's stored conversation, under `heading`, where
+    /// [`Self::expect_history`] said (else at the end). Messages already
+    /// in the pane stay where they are; with none left, no heading either.
+    pub(crate) fn insert_history(&mut self, heading: Entry, entries: &[pb::HistoryEntry]) {
+        let at = self.history_at.take().unwrap_or(self.entries.len());
+        let fresh: Vec<Entry> =
+            entries.iter().filter(|e| !self.has_id(&e.id)).map(stored).collect();
+        if fresh.is_empty() {
             return;
         }
-        match e.direction() {
-            pb::Direction::Out => self.push(Entry::Own {
-                local: 0,
-                id: Some(e.id.clone()),
-                text: e.text.clone(),
-                at_ms: e.at_ms,
-                mark: match e.state() {
-                    pb::MessageState::Failed => Mark::Failed(String::new()),
-                    state => Mark::from_state(state),
-                },
-            }),
-            _ => self.push(Entry::Received {
-                id: e.id.clone(),
-                from: e.peer.clone(),
-                text: e.text.clone(),
-                at_ms: e.at_ms,
-                shown: e.state() == pb::MessageState::Displayed,
-            }),
+        for (offset, entry) in std::iter::once(heading).chain(fresh).enumerate() {
+            self.insert_at(at + offset, entry);
         }
     }
 
@@ -644,17 +710,83 @@ mod tests {
                 at_ms: 0,
                 state: state as i32,
             };
-        c.history(&entry("old-in", pb::Direction::In, pb::MessageState::Displayed));
-        c.history(&entry("old-out", pb::Direction::Out, pb::MessageState::Delivered));
-        c.history(&entry("unseen-in", pb::Direction::In, pb::MessageState::Delivered));
+        let stored = [
+            entry("old-in", pb::Direction::In, pb::MessageState::Displayed),
+            entry("old-out", pb::Direction::Out, pb::MessageState::Delivered),
+            entry("unseen-in", pb::Direction::In, pb::MessageState::Delivered),
+        ];
+        c.insert_history(heading("stored:"), &stored);
         // The Watch stream replays what no display client showed.
         c.received(&message("unseen-in", "unseen-in"));
         c.receipt("old-out", Mark::Displayed);
         assert_eq!(
             text_rows(&c),
-            ["00:00 bob: old-in", "00:00 you: old-out ✓✓", "00:00 bob: unseen-in"]
+            ["00:00 stored:", "00:00 bob: old-in", "00:00 you: old-out ✓✓", "00:00 bob: unseen-in"]
         );
         assert_eq!(c.take_newly_visible(), ["unseen-in"]);
+        // Nothing new in it: no heading over nothing.
+        c.insert_history(heading("again:"), &stored);
+        assert_eq!(c.entries().len(), 4);
+    }
+
+    fn heading(text: &str) -> Entry {
+        Entry::System { text: text.into(), at_ms: 0, tone: Tone::Info }
+    }
+
+    fn stamped(id: &str, at_ms: i64) -> pb::MessageEvent {
+        pb::MessageEvent { id: id.into(), from: "bob".into(), text: id.into(), at_ms }
+    }
+
+    #[test]
+    fn the_stored_conversation_goes_before_what_came_while_it_was_read() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(60, 10);
+        c.system("connected to bob".into(), 0, Tone::Info);
+        c.expect_history();
+        // A message that came while the history was read: it is in the
+        // history too, and shown once, after the rest of it.
+        c.received(&stamped("new", 5));
+        let stored = pb::HistoryEntry {
+            id: "old".into(),
+            direction: pb::Direction::In as i32,
+            peer: "bob".into(),
+            text: "old".into(),
+            at_ms: 1,
+            state: pb::MessageState::Displayed as i32,
+        };
+        let new = pb::HistoryEntry { id: "new".into(), at_ms: 5, ..stored.clone() };
+        c.insert_history(heading("stored:"), &[stored, new]);
+        assert_eq!(
+            text_rows(&c),
+            ["00:00 connected to bob", "00:00 stored:", "00:00 bob: old", "00:00 bob: new"]
+        );
+    }
+
+    #[test]
+    fn a_replayed_message_goes_before_the_senders_later_ones() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(60, 10);
+        c.received(&stamped("m4", 4));
+        c.push_own(1, "mine", 0);
+        c.received(&stamped("m5", 5));
+        // Older messages that waited for a display client, oldest first.
+        c.received(&stamped("m1", 1));
+        c.received(&stamped("m2", 2));
+        // A new one, and one stamped the same as the newest.
+        c.received(&stamped("m6", 6));
+        c.received(&stamped("m6b", 6));
+        assert_eq!(
+            text_rows(&c),
+            [
+                "00:00 bob: m1",
+                "00:00 bob: m2",
+                "00:00 bob: m4",
+                "00:00 you: mine …",
+                "00:00 bob: m5",
+                "00:00 bob: m6",
+                "00:00 bob: m6b",
+            ]
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use pb::event::Kind;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 
-use super::conversation::{Conversation, Mark, Tone};
+use super::conversation::{Conversation, Entry, Mark, Tone};
 use super::input::{History, Input};
 use super::keys::{Action, Context, Focus};
 use crate::format::{outcome_name, tui_asking_text};
@@ -318,14 +318,13 @@ impl App {
     /// stream while the history was read) is not shown twice.
     pub(crate) fn on_history(&mut self, history: &pb::GetHistoryResponse, now_ms: i64) {
         self.history_of = Some(history.peer.clone());
-        if history.entries.is_empty() {
-            return;
-        }
-        let n = history.entries.len();
-        self.say(format!("the last {n} messages with {}:", history.peer), now_ms, Tone::Info);
-        for entry in &history.entries {
-            self.conversation.history(entry);
-        }
+        let heading = match history.entries.len() {
+            0 => return,
+            1 => format!("the last message with {}:", history.peer),
+            n => format!("the last {n} messages with {}:", history.peer),
+        };
+        let heading = Entry::System { text: heading, at_ms: now_ms, tone: Tone::Info };
+        self.conversation.insert_history(heading, &history.entries);
     }
 
     /// An event from the Watch stream; the request it calls for, if any (a
@@ -350,6 +349,9 @@ impl App {
                     self.history_of.as_ref().is_some_and(|p| p.eq_ignore_ascii_case(&c.peer));
                 if !shown {
                     self.history_of = Some(c.peer.clone());
+                    // Right after the `connected` line, whatever comes
+                    // while it is read.
+                    self.conversation.expect_history();
                     return Some(Request::History(c.peer.clone()));
                 }
             }
@@ -508,7 +510,6 @@ fn parse_line(line: &str) -> Parsed {
 
 #[cfg(test)]
 mod tests {
-    use super::super::conversation::Entry;
     use super::super::testing::clock;
     use super::*;
 
@@ -765,7 +766,7 @@ mod tests {
             older: 0,
         };
         app.on_history(&history, 0);
-        assert_eq!(rows(&app), ["00:00 the last 1 messages with bob:", "00:00 you: before ✓✓"]);
+        assert_eq!(rows(&app), ["00:00 the last message with bob:", "00:00 you: before ✓✓"]);
     }
 
     fn entry(id: &str, direction: pb::Direction, peer: &str, text: &str) -> pb::HistoryEntry {
@@ -807,16 +808,16 @@ mod tests {
         assert_eq!(
             rows(&app),
             [
-                "00:00 the last 1 messages with bob:",
+                "00:00 the last message with bob:",
                 "00:00 you: to bob ✓✓",
                 "00:00 connected to bob",
                 "00:00 disconnected from bob",
                 "00:00 connected to carol",
-                "00:00 carol: hi again",
                 "00:00 the last 2 messages with carol:",
                 "00:00 you: last week ✓✓",
+                "00:00 carol: hi again",
             ],
-            "carol's message is not shown twice"
+            "carol's history right after the connected line, her message once, last"
         );
         // Back to carol (names are case-insensitive): nothing to read again.
         assert_eq!(app.on_event(&connected("Carol"), 0), None);

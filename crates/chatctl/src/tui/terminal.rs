@@ -15,7 +15,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crossterm::event::{self, Event};
+use crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
 use crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
@@ -47,7 +47,10 @@ impl Screen {
         ACTIVE.store(true, Ordering::SeqCst);
         let entered = (|| {
             enable_raw_mode()?;
-            execute!(io::stdout(), EnterAlternateScreen)?;
+            // Bracketed paste: a pasted text comes as one event (its lines
+            // joined), not as keys whose first Enter would send part of it
+            // and leave the rest glued to whatever is typed next.
+            execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
             let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
             terminal.clear()?;
             Ok(terminal)
@@ -78,7 +81,7 @@ pub(crate) fn restore() {
     if ACTIVE.swap(false, Ordering::SeqCst) {
         // Each step on its own: one failing must not skip the others.
         let _ = disable_raw_mode();
-        let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
+        let _ = execute!(io::stdout(), DisableBracketedPaste, LeaveAlternateScreen, cursor::Show);
     }
 }
 
