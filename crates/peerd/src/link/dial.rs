@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use peerchat::transport::Broken;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 use peerchat_core::session::{DialKind, EndedHow};
@@ -330,7 +331,12 @@ fn first_frame(
 /// error as its source) a connection that broke.
 fn refused(name: &Name, status: &tonic::Status) -> DialError {
     if let Some(source) = std::error::Error::source(status) {
-        let why = with_causes(status.message().to_owned(), Some(source));
+        // In the words a lost link has ("the connection closed without a
+        // goodbye"), from the failure's type; else tonic's and its causes.
+        let why = match Broken::of(status) {
+            Some(broken) => duplex::broken_words(broken),
+            None => with_causes(status.message().to_owned(), Some(source)),
+        };
         return DialError::Broken { name: name.clone(), why };
     }
     let refusal = Refusal::from_status(status);
@@ -344,5 +350,32 @@ fn refused(name: &Name, status: &tonic::Status) -> DialError {
         Reason::NotHere => DialError::Ended { name: name.clone(), how: EndedHow::NotHere },
         Reason::Crossed => DialError::Crossed(name.clone()),
         _ => DialError::Refused { name: name.clone(), refusal },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn bob() -> Name {
+        Name::parse("bob").expect("a valid name")
+    }
+
+    #[test]
+    fn a_handshake_cut_off_says_how_in_plain_words() {
+        // As tonic makes it: its own words, the transport's failure as the
+        // source (rustls's end of file without close_notify).
+        let mut status = tonic::Status::unknown("h2 protocol error: error reading a body");
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no close_notify");
+        status.set_source(Arc::new(eof));
+        let why = "the connection closed without a goodbye".to_owned();
+        assert_eq!(refused(&bob(), &status), DialError::Broken { name: bob(), why });
+        // A failure it cannot name keeps tonic's words and the cause's.
+        let mut status = tonic::Status::unknown("odd");
+        status.set_source(Arc::new(std::io::Error::other("odder")));
+        let why = "odd: odder".to_owned();
+        assert_eq!(refused(&bob(), &status), DialError::Broken { name: bob(), why });
     }
 }

@@ -209,7 +209,7 @@ fn describe(status: &tonic::Status) -> String {
 /// away shows as `Closed`, so `Dropped` is our keepalive giving up. Neither
 /// says whose fault it was: after a freeze (a laptop that slept) it is our
 /// own keepalive or the peer's closing that tells the sleeper.
-fn broken_words(broken: Broken) -> String {
+pub(super) fn broken_words(broken: Broken) -> String {
     match broken {
         Broken::Closed => "the connection closed without a goodbye".to_owned(),
         Broken::Dropped => "keepalive pings went unanswered".to_owned(),
