@@ -33,7 +33,12 @@ struct PendingConnect {
 
 impl PendingConnect {
     fn start(from: &Peer, to: &str) -> PendingConnect {
-        let child = chatctl(&from.socket(), &["connect", to])
+        PendingConnect::run(from, &["connect", to])
+    }
+
+    /// Any chatctl command, its stdin at its end.
+    fn run(from: &Peer, args: &[&str]) -> PendingConnect {
+        let child = chatctl(&from.socket(), args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -46,7 +51,8 @@ impl PendingConnect {
                 let _ = tx.send(out);
             }
         });
-        PendingConnect { pid, done, finished: false, what: format!("{} connect {to}", from.name()) }
+        let what = format!("{}'s chatctl {}", from.name(), args.join(" "));
+        PendingConnect { pid, done, finished: false, what }
     }
 
     /// Waits (up to `timeout`) for it to end.
@@ -156,6 +162,28 @@ fn ask_lets_the_user_accept_or_reject() {
     // Nothing waits now.
     assert_eq!(bob.ctl_err(&["accept"]), "error: no request to talk is waiting");
     assert_eq!(bob.ctl_err(&["reject", "carol"]), "error: no request from carol is waiting");
+}
+
+/// Piped `chat NAME` says that it waits for the callee's user when the wait
+/// starts, as `connect` does, not after the `connected` line, and once.
+#[test]
+fn piped_chat_says_it_waits_for_consent_before_it_is_connected() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
+    let mut bob_sees = bob.watch();
+    let chat = PendingConnect::run(&alice, &["chat", "bob"]);
+    bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
+    assert_eq!(bob.ctl_ok(&["accept"]).trim(), "accepted alice: connected");
+    let out = chat.finish(EVENT_TIMEOUT);
+    assert_exit(&out, 0, "alice's chat bob");
+    let printed = stdout(&out);
+    let lines: Vec<&str> = printed.lines().collect();
+    let waiting: Vec<usize> =
+        (0..lines.len()).filter(|&i| lines[i].contains("waiting for bob to accept")).collect();
+    let connected = lines.iter().position(|line| line.contains("connected to bob"));
+    assert_eq!(waiting.len(), 1, "said once:\n{printed}");
+    assert!(connected.is_some_and(|c| waiting[0] < c), "waiting, then connected:\n{printed}");
 }
 
 /// Interrupting a waiting `chatctl connect` (Ctrl-C) gives up on the dial

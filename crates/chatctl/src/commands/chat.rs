@@ -101,6 +101,10 @@ struct Chat {
     /// cancelled): said on its own line; the daemon's `connect_failed`
     /// event is then not repeated.
     announced_connect_failed: Option<String>,
+    /// The `asking` of a `/connect` of this session, said while the connect
+    /// waited (from a Watch of the connect's own): not repeated when this
+    /// Watch, which is not read meanwhile, brings it after `connected`.
+    announced_asking: Option<String>,
     /// Our own `disconnected` line, printed once the events that came
     /// before it (a last receipt) are shown.
     deferred: Option<pb::Event>,
@@ -120,6 +124,7 @@ impl Chat {
             announced_connect: None,
             announced_disconnect: None,
             announced_connect_failed: None,
+            announced_asking: None,
             deferred: None,
             failures: 0,
         }
@@ -135,7 +140,7 @@ impl Chat {
         };
         match name {
             Some(name) if !name.matches(&current) => {
-                let peer = connect::open(&mut self.client, name).await?;
+                let peer = self.open(name).await?;
                 self.announce_connected(peer)?;
             }
             _ if interactive && !current.is_empty() => {
@@ -231,6 +236,7 @@ impl Chat {
             Some(Kind::ConnectFailed(f)) => {
                 take_if_same(&mut self.announced_connect_failed, &f.peer)
             }
+            Some(Kind::Asking(a)) => take_if_same(&mut self.announced_asking, &a.peer),
             _ => false,
         };
         if already_shown {
@@ -347,7 +353,7 @@ impl Chat {
 
     async fn connect(&mut self, name: &str) -> Result<(), Error> {
         let name = Name::parse(name)?;
-        let peer = match connect::open(&mut self.client, &name).await {
+        let peer = match self.open(&name).await {
             Ok(peer) => peer,
             Err(e) => {
                 self.announced_connect_failed = Some(name.to_string());
@@ -355,6 +361,24 @@ impl Chat {
             }
         };
         self.announce_connected(peer)
+    }
+
+    /// Opens a conversation with `name`, showing the wait for its user's
+    /// consent when it starts, not once the connect is over.
+    async fn open(&mut self, name: &Name) -> Result<String, Error> {
+        let mut client = self.client.clone();
+        let mut told = Ok(());
+        let opened = connect::open_telling(&mut client, name, |asking| {
+            if told.is_err() {
+                return;
+            }
+            let event = pb::Event { kind: Some(Kind::Asking(asking.clone())) };
+            told = self.print_event(&event);
+            self.announced_asking = Some(asking.peer.clone());
+        })
+        .await;
+        told?;
+        opened
     }
 
     /// Shows the end at once, with the daemon's reason, before whatever is

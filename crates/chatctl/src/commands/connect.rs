@@ -12,15 +12,22 @@ use crate::{format, output};
 pub(crate) async fn run(socket: &Path, json: bool, name: &str) -> Result<(), Error> {
     let name = Name::parse(name)?;
     let mut client = client::connect(socket).await?;
-    let peer = open_telling(&mut client, &name).await?;
+    let peer = open_telling(&mut client, &name, |asking| {
+        output::note(&format::connect_asking_text(&asking.peer));
+    })
+    .await?;
     output::either(json, || format::peer_json(&peer), || format!("connected to {peer}"))
 }
 
-/// Like [`open`], saying on stderr when the wait is the peer's user being
-/// asked (consent), so that a connect that takes a minute says why. The
-/// events come from a Watch of our own beside the call; without it the
-/// connect is the same, only quiet.
-async fn open_telling(client: &mut Control, name: &Name) -> Result<String, Error> {
+/// Like [`open`], calling `told` when the wait is the peer's user being
+/// asked (consent), at once, so that a connect that takes a minute can say
+/// why. The events come from a Watch of our own beside the call; without
+/// it the connect is the same, only quiet.
+pub(crate) async fn open_telling(
+    client: &mut Control,
+    name: &Name,
+    mut told: impl FnMut(&pb::AskingEvent),
+) -> Result<String, Error> {
     let mut watcher = client.clone();
     let request = pb::WatchRequest { display: false, presence: false };
     let events = match tokio::time::timeout(ANSWER_TIMEOUT, watcher.watch(request)).await {
@@ -37,7 +44,7 @@ async fn open_telling(client: &mut Control, name: &Name) -> Result<String, Error
                 Ok(Some(pb::Event { kind: Some(pb::event::Kind::Asking(a)) }))
                     if name.matches(&a.peer) =>
                 {
-                    output::note(&format::connect_asking_text(&a.peer));
+                    told(&a);
                 }
                 Ok(Some(_)) => {}
                 // The events stopped; the answer still comes.
