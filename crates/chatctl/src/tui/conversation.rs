@@ -484,10 +484,22 @@ impl Conversation {
         if self.height == 0 || self.width == 0 {
             return Vec::new();
         }
-        let mut on_screen: Vec<usize> = self.window().into_iter().map(|(i, _)| i).collect();
-        on_screen.dedup();
+        // Entries with the rows of each on screen, in order.
+        let mut on_screen: Vec<(usize, usize)> = Vec::new();
+        for (i, _) in self.window() {
+            match on_screen.last_mut() {
+                Some((last, rows)) if *last == i => *rows += 1,
+                _ => on_screen.push((i, 1)),
+            }
+        }
         let mut ids = Vec::new();
-        for i in on_screen {
+        for (i, rows) in on_screen {
+            // Shown means shown whole: a message cut off at the top (a
+            // tiny terminal, or scrolled to its end) is not read yet,
+            // unless it fills the pane, which is all it can do.
+            if rows < self.count(i) && rows < self.height {
+                continue;
+            }
             if let Some(Entry::Received { id, shown, .. }) = self.entries.get_mut(i)
                 && !*shown
             {
@@ -655,6 +667,22 @@ mod tests {
         assert!(c.is_scrolled());
         assert_eq!(c.take_newly_visible(), ["r0", "r1"]);
         assert_eq!(c.unseen(), 0);
+    }
+
+    #[test]
+    fn a_message_cut_off_is_not_reported_until_it_is_shown_whole() {
+        let mut c = Conversation::new(clock);
+        // Three rows a message at 20 columns.
+        c.received(&message("r0", "one two three four five six"));
+        c.received(&message("r1", "short"));
+        c.set_viewport(20, 3);
+        assert_eq!(text_rows(&c), ["      three four", "      five six", "00:00 bob: short"]);
+        assert_eq!(c.take_newly_visible(), ["r1"], "only r0's end is on screen");
+        c.set_viewport(20, 4);
+        assert_eq!(c.take_newly_visible(), ["r0"]);
+        // One taller than the pane counts once it fills it.
+        c.received(&message("r2", "a b c d e f g h i j k l m n o p q r s t u v w x y z"));
+        assert_eq!(c.take_newly_visible(), ["r2"]);
     }
 
     #[test]
