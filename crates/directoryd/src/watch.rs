@@ -8,10 +8,14 @@
 //! state (an ONLINE is an upsert, an OFFLINE a delete). When the watcher
 //! falls behind the feed's buffer, or the store says it lost track
 //! ([`Change::Resync`]), the watcher gets a fresh snapshot rather than a
-//! silent gap.
+//! silent gap. Watchers that need a snapshot at the same moment (all of
+//! them, after a resync) share one read of the store ([`snapshots`]).
+
+mod snapshots;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use peerchat::v1 as pb;
 use peerchat_core::source::{PerSource, Source, SourceSlot};
@@ -21,9 +25,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use self::snapshots::Snapshots;
 use crate::model::Change;
 use crate::store::Store;
-use crate::wire::{peer, store_status};
+use crate::wire::peer;
 
 /// Watchers served at once by one replica; each holds a task and a small
 /// buffer. A directory with more users than this wants more replicas.
@@ -48,6 +53,7 @@ pub(crate) struct Watchers {
     /// peer. Without it one host could hold every watcher slot (a watcher
     /// that never reads still holds its own).
     per_source: PerSource,
+    snapshots: Arc<Snapshots>,
     stop: CancellationToken,
 }
 
@@ -56,6 +62,7 @@ impl Watchers {
         Watchers {
             permits: Arc::new(Semaphore::new(max)),
             per_source: PerSource::new(per_source),
+            snapshots: Arc::new(Snapshots::default()),
             stop,
         }
     }
@@ -78,10 +85,11 @@ impl Watchers {
         })?;
         let (tx, rx) = mpsc::channel(BUFFER);
         let stop = self.stop.clone();
+        let snapshots = self.snapshots.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = feed(store, tx, (permit, mine)) => {}
+                () = feed(store, &snapshots, tx, (permit, mine)) => {}
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -99,12 +107,14 @@ enum Stop {
 /// Feeds one watcher until it goes away; holds `_slots` that long.
 async fn feed(
     store: Arc<dyn Store>,
+    snapshots: &Snapshots,
     tx: mpsc::Sender<Result<pb::PeerEvent, Status>>,
     _slots: (OwnedSemaphorePermit, SourceSlot),
 ) {
     loop {
         let changes = store.changes();
-        match snapshot(store.as_ref(), &tx).await {
+        let subscribed = Instant::now();
+        match snapshot(store.as_ref(), snapshots, subscribed, &tx).await {
             Ok(()) => {}
             Err(Stop::Gone) => return,
             Err(Stop::Failed(status)) => {
@@ -119,24 +129,23 @@ async fn feed(
     }
 }
 
-/// Sends everyone online now, between SNAPSHOT_BEGIN and SNAPSHOT_END.
+/// Sends everyone online, as read since `subscribed`, between
+/// SNAPSHOT_BEGIN and SNAPSHOT_END.
 async fn snapshot(
     store: &dyn Store,
+    snapshots: &Snapshots,
+    subscribed: Instant,
     tx: &mpsc::Sender<Result<pb::PeerEvent, Status>>,
 ) -> Result<(), Stop> {
+    let read = snapshots.take(store, subscribed).await;
+    let everyone = match read.get() {
+        Some(Ok(everyone)) => everyone,
+        Some(Err(status)) => return Err(Stop::Failed(status.clone())),
+        None => return Err(Stop::Failed(Status::internal("a snapshot read did not finish"))),
+    };
     send(tx, event(pb::peer_event::Kind::SnapshotBegin, None)).await?;
-    let mut after: Option<String> = None;
-    // Bounded: each page moves `after` strictly forward through the names.
-    loop {
-        let page = store.list(after.as_deref(), SNAPSHOT_PAGE).await;
-        let page = page.map_err(|err| Stop::Failed(store_status(err)))?;
-        for listing in page.peers {
-            send(tx, event(pb::peer_event::Kind::Online, Some(peer(listing)))).await?;
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+    for listing in everyone {
+        send(tx, event(pb::peer_event::Kind::Online, Some(peer(listing.clone())))).await?;
     }
     send(tx, event(pb::peer_event::Kind::SnapshotEnd, None)).await
 }
