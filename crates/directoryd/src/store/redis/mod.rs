@@ -196,6 +196,8 @@ pub(crate) struct RedisStore {
     /// cluster hold, whatever the number of sources asking.
     nonces: Arc<Mutex<TokenBucket>>,
     nonce_rate: Rate,
+    /// Connections for `WAIT` ([`wait`]).
+    waiters: Arc<wait::Waiters>,
 }
 
 impl RedisStore {
@@ -243,6 +245,7 @@ impl RedisStore {
             feed,
             nonces: Arc::new(Mutex::new(TokenBucket::full(nonce_rate(), Instant::now()))),
             nonce_rate: nonce_rate(),
+            waiters: Arc::new(wait::Waiters::default()),
         })
     }
 
@@ -434,11 +437,12 @@ impl RedisStore {
         key_hex: &str,
     ) -> Result<(), StoreError> {
         if self.wait_for_replica(bucket, WAIT_MS).await? < 1 {
-            if self.replicas_of(bucket).await? > 0
-                && self.wait_for_replica(bucket, WAIT_MORE_MS).await? < 1
-            {
-                tracing::warn!(bucket = %bucket.bind, "no replica confirmed a new name binding");
-                return Err(StoreError::NotDurable);
+            if self.replicas_of(bucket).await? > 0 {
+                if self.wait_for_replica(bucket, WAIT_MORE_MS).await? < 1 {
+                    tracing::warn!(bucket = %bucket.bind, "no replica confirmed a new name binding");
+                    return Err(StoreError::NotDurable);
+                }
+                return self.mark_confirmed(bucket, name_key, key_hex).await;
             }
             // A shard whose master has no replica at all (its replica was
             // promoted when the old master died, and nothing has rejoined
@@ -457,6 +461,17 @@ impl RedisStore {
             );
             return Ok(());
         }
+        self.mark_confirmed(bucket, name_key, key_hex).await
+    }
+
+    /// A replica has the binding: marks it confirmed, if the master still
+    /// holds it.
+    async fn mark_confirmed(
+        &self,
+        bucket: &Bucket,
+        name_key: &str,
+        key_hex: &str,
+    ) -> Result<(), StoreError> {
         let held = self
             .eval::<i64>("confirming a binding", &self.scripts.confirm, bucket, |call| {
                 call.arg(name_key).arg(key_hex);
@@ -530,11 +545,10 @@ impl RedisStore {
                 redis::from_redis_value(value).map_err(redis::RedisError::from)
             })
             .await?;
-        let (host, port) = wait::own_address(&nodes)
+        let master = wait::own_address(&nodes)
             .ok_or_else(|| unavailable("the bucket's master did not say its address"))?;
-        let node = wait::info_for(self.client.seed(), host, port)
-            .map_err(|err| unavailable(&format!("reaching the bucket's master: {err}")))?;
-        let waited = wait::for_replica(node, &bucket.wait_mark, timeout_ms);
+        let waited =
+            self.waiters.for_replica(self.client.seed(), master, &bucket.wait_mark, timeout_ms);
         match tokio::time::timeout(client::CALL_TIMEOUT, waited).await {
             Ok(Ok(replicas)) => Ok(replicas),
             Ok(Err(err)) => Err(unavailable(&format!("waiting for a replica: {err}"))),

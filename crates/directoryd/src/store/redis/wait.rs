@@ -6,14 +6,78 @@
 //! list page going to that master for as long as its replica took to
 //! answer — up to half a second per new name, for as long as a stalled
 //! replica still counted as connected (a minute, by default). So the wait
-//! runs on a short-lived connection to the bucket's master, made for it.
+//! runs on a connection to the bucket's master kept for waiting: taken
+//! from a small pool per master ([`Waiters`]) for one wait at a time, so
+//! that waits do not queue behind each other either, and put back after
+//! (a connection per wait would leave a socket in TIME_WAIT per new name).
 //!
 //! `WAIT` counts the replicas that have its own client's last write, so
 //! that connection first writes a counter of the bucket (`INCR`): the
 //! replication stream is in order, and a replica that has that write has
 //! every write the master made before it, the new binding among them.
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult,
+};
+
+use crate::lock;
+
+/// Idle connections kept per master: enough for the new names that wait
+/// at the same moment on one master, which are few (a daily quota).
+const POOL_PER_MASTER: usize = 4;
+
+/// Making a connection for waiting, at most.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Idle connections for waiting, by master address.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    idle: Mutex<HashMap<(String, u16), Vec<MultiplexedConnection>>>,
+}
+
+impl Waiters {
+    /// On a connection of its own to the master at `(host, port)`
+    /// (reached as `seed` says): a write to `mark` (a key of the bucket,
+    /// so a node that no longer serves it answers MOVED), then `WAIT 1
+    /// timeout_ms`. Returns how many replicas have that write.
+    pub(crate) async fn for_replica(
+        &self,
+        seed: &str,
+        master: (String, u16),
+        mark: &str,
+        timeout_ms: u64,
+    ) -> RedisResult<i64> {
+        let idle = lock(&self.idle).get_mut(&master).and_then(Vec::pop);
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let node = info_for(seed, master.0.clone(), master.1)?;
+                // The wait's own timeout, with room: not the client's
+                // default (500 ms), which a 400 ms WAIT can reach.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(Duration::from_millis(timeout_ms + 1_000)));
+                redis::Client::open(node)?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?
+            }
+        };
+        redis::cmd("INCR").arg(mark).query_async::<i64>(&mut conn).await?;
+        let replicas = redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut conn).await?;
+        // Only a connection that answered goes back; a failed one is dropped.
+        let mut idle = lock(&self.idle);
+        let pool = idle.entry(master).or_default();
+        if pool.len() < POOL_PER_MASTER {
+            pool.push(conn);
+        }
+        Ok(replicas)
+    }
+}
 
 /// The host and port of the node that answered `CLUSTER NODES`: its
 /// `myself` line (`<id> <host:port@bus[,hostname]> myself,master ...`).
@@ -41,20 +105,6 @@ pub(crate) fn info_for(seed: &str, host: String, port: u16) -> RedisResult<Conne
         _ => ConnectionAddr::Tcp(host, port),
     };
     Ok(info.set_addr(addr))
-}
-
-/// On a new connection to `node`: a write to `mark` (a key of the
-/// bucket, so a node that no longer serves it answers MOVED), then `WAIT 1
-/// timeout_ms`. Returns how many replicas have that write.
-pub(crate) async fn for_replica(
-    node: ConnectionInfo,
-    mark: &str,
-    timeout_ms: u64,
-) -> RedisResult<i64> {
-    let client = redis::Client::open(node)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    redis::cmd("INCR").arg(mark).query_async::<i64>(&mut conn).await?;
-    redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut conn).await
 }
 
 #[cfg(test)]
