@@ -277,6 +277,7 @@ fn message_without_display_client_is_shown_to_the_next_watch_then_displayed() {
     let first = wb.wait_for("a message", EVENT_TIMEOUT, |e| e["event"] == "message");
     assert_eq!(first["text"], "while you were away", "{first}");
     assert_eq!(first["id"], id1.as_str());
+    assert_eq!(first["waited"], true, "it waited for a display client: {first}");
     let second = wb.wait_for("a message", EVENT_TIMEOUT, |e| e["event"] == "message");
     assert_eq!(second["text"], "second one", "{second}");
     wa.wait_for("displayed", EVENT_TIMEOUT, ev::receipt(&id1, "displayed"));
@@ -296,6 +297,7 @@ fn message_without_display_client_is_shown_to_the_next_watch_then_displayed() {
     let (id3, _) = send(&alice, &["third"]);
     let next = wb2.wait_for("a message", EVENT_TIMEOUT, |e| e["event"] == "message");
     assert_eq!(next["id"], id3.as_str(), "shown again: {next}");
+    assert!(next.get("waited").is_none(), "a new message did not wait: {next}");
 }
 
 #[test]

@@ -461,9 +461,16 @@ where
 /// One `watch --json` line; `None` for an event kind this build does not know.
 pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
     Some(match event.kind.as_ref()? {
-        Kind::Message(m) => json!({
-            "event": "message", "id": m.id, "from": m.from, "text": m.text, "at": rfc3339(m.at_ms),
-        }),
+        Kind::Message(m) => {
+            let mut message = json!({
+                "event": "message", "id": m.id, "from": m.from, "text": m.text, "at": rfc3339(m.at_ms),
+            });
+            // Only when set: it came while no display client was attached.
+            if m.waited {
+                message["waited"] = Value::Bool(true);
+            }
+            message
+        }
         Kind::Receipt(r) => json!({
             "event": "receipt", "id": r.id, "state": state_name(r.state()), "peer": r.peer,
         }),
@@ -900,6 +907,7 @@ mod tests {
                 from: "bob".into(),
                 text: "hi".into(),
                 at_ms: AT,
+                waited: false,
             })),
             event(Kind::Receipt(pb::ReceiptEvent {
                 id: "o".into(),

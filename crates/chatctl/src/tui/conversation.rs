@@ -184,6 +184,11 @@ pub(crate) struct Conversation {
     counted_width: Cell<usize>,
     /// Where the stored conversation asked for goes ([`Self::expect_history`]).
     history_at: Option<usize>,
+    /// The peer of the stored conversation on screen, and where a message
+    /// of theirs that waited for a display client goes: under its heading,
+    /// before the stored messages (it is older than those), after the
+    /// waited ones placed before it.
+    waited_at: Option<(String, usize)>,
 }
 
 impl Conversation {
@@ -198,6 +203,7 @@ impl Conversation {
             counts: RefCell::new(Vec::new()),
             counted_width: Cell::new(0),
             history_at: None,
+            waited_at: None,
         }
     }
 
@@ -210,8 +216,9 @@ impl Conversation {
         self.insert_at(self.entries.len(), entry);
     }
 
-    /// Puts `entry` before entry `i` (at the end for the length).
-    fn insert_at(&mut self, i: usize, entry: Entry) {
+    /// Puts `entry` before entry `i` (at the end for the length), and
+    /// returns where it went (earlier when the oldest entries made room).
+    fn insert_at(&mut self, i: usize, entry: Entry) -> usize {
         let mut i = i.min(self.entries.len());
         if self.entries.len() >= ENTRIES_CAP {
             let dropped = ENTRIES_CAP / 10;
@@ -220,18 +227,33 @@ impl Conversation {
             // Rows moved under a scrolled view: start again at the newest.
             self.top = None;
             self.history_at = self.history_at.map(|at| at.saturating_sub(dropped));
+            if let Some((_, at)) = &mut self.waited_at {
+                *at = at.saturating_sub(dropped);
+            }
             i = i.saturating_sub(dropped);
         }
         let counts = self.counts.get_mut();
         if i < counts.len() {
             counts.insert(i, None);
         }
-        if let Some(at) = &mut self.history_at
-            && *at > i
+        for at in [self.history_at.as_mut(), self.waited_at.as_mut().map(|(_, at)| at)]
+            .into_iter()
+            .flatten()
         {
-            *at += 1;
+            if *at > i {
+                *at += 1;
+            }
         }
         self.entries.insert(i, entry);
+        // A scrolled-back view stays on what it shows: an entry put above
+        // its first row (or in its place) moves that row down.
+        if let Some(top) = self.top {
+            let row: usize = (0..i).map(|k| self.count(k)).sum();
+            if row <= top {
+                self.top = Some(top + self.count(i));
+            }
+        }
+        i
     }
 
     /// A message of ours, just typed; its id comes with the Send answer.
@@ -300,47 +322,36 @@ impl Conversation {
         }
     }
 
-    /// A message from the peer. The same id twice is shown once. It goes
-    /// after the sender's messages stamped before it, not after every
-    /// line: messages that waited for a display client come (oldest first)
-    /// after the stored conversation was put on screen, and the oldest of
-    /// them can be older than anything in it.
+    /// A message from the peer. The same id twice is shown once. New ones
+    /// go at the end. One that waited for a display client (replayed,
+    /// oldest first, when this client attached) and is not among the
+    /// stored messages on screen is older than all of them: it goes
+    /// before them, under their heading, after those placed there before.
     pub(crate) fn received(&mut self, m: &pb::MessageEvent) {
         let seen = self.entries.iter().rev().take(1000).any(
             |entry| matches!(entry, Entry::Received { id, .. } if !id.is_empty() && *id == m.id),
         );
-        if !seen {
-            let at = self.place_of(&m.from, m.at_ms);
-            self.insert_at(
-                at,
-                Entry::Received {
-                    id: m.id.clone(),
-                    from: m.from.clone(),
-                    text: m.text.clone(),
-                    at_ms: m.at_ms,
-                    shown: false,
-                },
-            );
+        if seen {
+            return;
         }
-    }
-
-    /// Where a message `from` stamped `at_ms` (by its sender's clock) goes:
-    /// before the sender's own messages stamped later, among the newest
-    /// thousand entries; at the end when there are none. Only the sender's
-    /// messages are compared: no other clock agrees with its.
-    fn place_of(&self, from: &str, at_ms: i64) -> usize {
-        let mut at = self.entries.len();
-        for (i, entry) in self.entries.iter().enumerate().rev().take(1000) {
-            if let Entry::Received { from: f, at_ms: t, .. } = entry
-                && f.eq_ignore_ascii_case(from)
-            {
-                if *t <= at_ms {
-                    break;
+        let entry = Entry::Received {
+            id: m.id.clone(),
+            from: m.from.clone(),
+            text: m.text.clone(),
+            at_ms: m.at_ms,
+            shown: false,
+        };
+        match &self.waited_at {
+            Some((peer, at)) if m.waited && peer.eq_ignore_ascii_case(&m.from) => {
+                let placed = self.insert_at(*at, entry);
+                if let Some((_, at)) = &mut self.waited_at {
+                    *at = placed + 1;
                 }
-                at = i;
+            }
+            _ => {
+                self.push(entry);
             }
         }
-        at
     }
 
     /// The stored conversation is being read: it goes here, after the lines
@@ -352,16 +363,26 @@ impl Conversation {
     /// A peer's stored conversation, under `heading`, where
     /// [`Self::expect_history`] said (else at the end). Messages already
     /// in the pane stay where they are; with none left, no heading either.
-    pub(crate) fn insert_history(&mut self, heading: Entry, entries: &[pb::HistoryEntry]) {
+    /// Returns how many stored messages went in.
+    pub(crate) fn insert_history(
+        &mut self,
+        peer: &str,
+        heading: impl FnOnce(usize) -> Entry,
+        entries: &[pb::HistoryEntry],
+    ) -> usize {
         let at = self.history_at.take().unwrap_or(self.entries.len());
         let fresh: Vec<Entry> =
             entries.iter().filter(|e| !self.has_id(&e.id)).map(stored).collect();
         if fresh.is_empty() {
-            return;
+            return 0;
         }
-        for (offset, entry) in std::iter::once(heading).chain(fresh).enumerate() {
-            self.insert_at(at + offset, entry);
+        let n = fresh.len();
+        let mut next = self.insert_at(at, heading(n)) + 1;
+        self.waited_at = Some((peer.to_owned(), next));
+        for entry in fresh {
+            next = self.insert_at(next, entry) + 1;
         }
+        n
     }
 
     /// Whether a message with `id` is in the pane (ours once peerd named
@@ -565,7 +586,12 @@ mod tests {
     use super::*;
 
     fn message(id: &str, text: &str) -> pb::MessageEvent {
-        pb::MessageEvent { id: id.into(), from: "bob".into(), text: text.into(), at_ms: 0 }
+        pb::MessageEvent {
+            id: id.into(),
+            from: "bob".into(),
+            text: text.into(),
+            ..Default::default()
+        }
     }
 
     fn mark_of(c: &Conversation, local: u64) -> Mark {
@@ -743,26 +769,38 @@ mod tests {
             entry("old-out", pb::Direction::Out, pb::MessageState::Delivered),
             entry("unseen-in", pb::Direction::In, pb::MessageState::Delivered),
         ];
-        c.insert_history(heading("stored:"), &stored);
+        assert_eq!(c.insert_history("bob", heading, &stored), 3);
         // The Watch stream replays what no display client showed.
-        c.received(&message("unseen-in", "unseen-in"));
+        c.received(&pb::MessageEvent { waited: true, ..message("unseen-in", "unseen-in") });
         c.receipt("old-out", Mark::Displayed);
         assert_eq!(
             text_rows(&c),
-            ["00:00 stored:", "00:00 bob: old-in", "00:00 you: old-out ✓✓", "00:00 bob: unseen-in"]
+            [
+                "00:00 stored 3:",
+                "00:00 bob: old-in",
+                "00:00 you: old-out ✓✓",
+                "00:00 bob: unseen-in"
+            ]
         );
         assert_eq!(c.take_newly_visible(), ["unseen-in"]);
         // Nothing new in it: no heading over nothing.
-        c.insert_history(heading("again:"), &stored);
+        assert_eq!(c.insert_history("bob", heading, &stored), 0);
         assert_eq!(c.entries().len(), 4);
     }
 
-    fn heading(text: &str) -> Entry {
-        Entry::System { text: text.into(), at_ms: 0, tone: Tone::Info }
+    fn heading(n: usize) -> Entry {
+        Entry::System { text: format!("stored {n}:"), at_ms: 0, tone: Tone::Info }
     }
 
-    fn stamped(id: &str, at_ms: i64) -> pb::MessageEvent {
-        pb::MessageEvent { id: id.into(), from: "bob".into(), text: id.into(), at_ms }
+    fn stored_in(id: &str) -> pb::HistoryEntry {
+        pb::HistoryEntry {
+            id: id.into(),
+            direction: pb::Direction::In as i32,
+            peer: "bob".into(),
+            text: id.into(),
+            at_ms: 0,
+            state: pb::MessageState::Displayed as i32,
+        }
     }
 
     #[test]
@@ -773,48 +811,53 @@ mod tests {
         c.expect_history();
         // A message that came while the history was read: it is in the
         // history too, and shown once, after the rest of it.
-        c.received(&stamped("new", 5));
-        let stored = pb::HistoryEntry {
-            id: "old".into(),
-            direction: pb::Direction::In as i32,
-            peer: "bob".into(),
-            text: "old".into(),
-            at_ms: 1,
-            state: pb::MessageState::Displayed as i32,
-        };
-        let new = pb::HistoryEntry { id: "new".into(), at_ms: 5, ..stored.clone() };
-        c.insert_history(heading("stored:"), &[stored, new]);
+        c.received(&message("new", "new"));
+        assert_eq!(c.insert_history("bob", heading, &[stored_in("old"), stored_in("new")]), 1);
         assert_eq!(
             text_rows(&c),
-            ["00:00 connected to bob", "00:00 stored:", "00:00 bob: old", "00:00 bob: new"]
+            ["00:00 connected to bob", "00:00 stored 1:", "00:00 bob: old", "00:00 bob: new"]
         );
     }
 
     #[test]
-    fn a_replayed_message_goes_before_the_senders_later_ones() {
+    fn messages_that_waited_go_before_the_stored_ones_and_new_ones_last() {
         let mut c = Conversation::new(clock);
         c.set_viewport(60, 10);
-        c.received(&stamped("m4", 4));
-        c.push_own(1, "mine", 0);
-        c.received(&stamped("m5", 5));
-        // Older messages that waited for a display client, oldest first.
-        c.received(&stamped("m1", 1));
-        c.received(&stamped("m2", 2));
-        // A new one, and one stamped the same as the newest.
-        c.received(&stamped("m6", 6));
-        c.received(&stamped("m6b", 6));
+        c.insert_history("Bob", heading, &[stored_in("m3"), stored_in("m4")]);
+        // Replayed oldest first: m1 and m2 are older than the stored ones;
+        // m3 is among them already.
+        let waited = |id: &str| pb::MessageEvent { waited: true, ..message(id, id) };
+        c.received(&waited("m1"));
+        c.received(&waited("m2"));
+        c.received(&waited("m3"));
+        // A new message goes last, whatever its sender's clock says.
+        c.received(&pb::MessageEvent { at_ms: -5, ..message("m5", "m5") });
         assert_eq!(
             text_rows(&c),
             [
+                "00:00 stored 2:",
                 "00:00 bob: m1",
                 "00:00 bob: m2",
+                "00:00 bob: m3",
                 "00:00 bob: m4",
-                "00:00 you: mine …",
                 "00:00 bob: m5",
-                "00:00 bob: m6",
-                "00:00 bob: m6b",
             ]
         );
+        // One from someone else is not put in bob's block.
+        c.received(&pb::MessageEvent { from: "carol".into(), waited: true, ..message("c1", "c1") });
+        assert_eq!(text_rows(&c).last().map(String::as_str), Some("00:00 carol: c1"));
+    }
+
+    #[test]
+    fn an_entry_put_above_a_scrolled_view_does_not_move_it() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(60, 2);
+        c.insert_history("bob", heading, &[stored_in("m3"), stored_in("m4")]);
+        c.received(&message("m5", "m5"));
+        c.page_up();
+        let before = text_rows(&c);
+        c.received(&pb::MessageEvent { waited: true, ..message("m1", "m1") });
+        assert_eq!(text_rows(&c), before, "the same rows on screen");
     }
 
     #[test]

@@ -45,8 +45,16 @@ impl Input {
 
     /// Inserts pasted text; line breaks become spaces (one line, one message).
     pub(crate) fn insert_str(&mut self, s: &str) {
-        for c in s.chars() {
-            self.insert(if c == '\n' || c == '\r' { ' ' } else { c });
+        // A pasted text's lines, joined by one space each (a CRLF is one
+        // line end); the line end a paste often carries last is dropped.
+        let s = s.trim_end_matches(['\n', '\r']);
+        for (i, line) in s.split('\n').enumerate() {
+            if i > 0 {
+                self.insert(' ');
+            }
+            for c in line.strip_suffix('\r').unwrap_or(line).chars() {
+                self.insert(if c == '\r' { ' ' } else { c });
+            }
         }
     }
 
@@ -276,6 +284,9 @@ mod tests {
         assert_eq!(input.text(), "hello ");
         input.insert_str("a\nb");
         assert_eq!(input.text(), "hello a b");
+        // A CRLF paste with a line end last: one space a line end, no tail.
+        input.insert_str(" c\r\nd\r\n");
+        assert_eq!(input.text(), "hello a b c d");
         input.home();
         input.right();
         input.kill_to_end();

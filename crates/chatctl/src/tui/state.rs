@@ -318,13 +318,19 @@ impl App {
     /// stream while the history was read) is not shown twice.
     pub(crate) fn on_history(&mut self, history: &pb::GetHistoryResponse, now_ms: i64) {
         self.history_of = Some(history.peer.clone());
-        let heading = match history.entries.len() {
-            0 => return,
-            1 => format!("the last message with {}:", history.peer),
-            n => format!("the last {n} messages with {}:", history.peer),
+        let peer = &history.peer;
+        let all = history.entries.len();
+        // Those already on screen are not shown again: then the heading
+        // cannot say "the last N".
+        let heading = |fresh: usize| {
+            let text = match (fresh, all) {
+                (1, 1) => format!("the last message with {peer}:"),
+                (n, all) if n == all => format!("the last {n} messages with {peer}:"),
+                _ => format!("earlier messages with {peer}:"),
+            };
+            Entry::System { text, at_ms: now_ms, tone: Tone::Info }
         };
-        let heading = Entry::System { text: heading, at_ms: now_ms, tone: Tone::Info };
-        self.conversation.insert_history(heading, &history.entries);
+        self.conversation.insert_history(peer, heading, &history.entries);
     }
 
     /// An event from the Watch stream; the request it calls for, if any (a
@@ -631,6 +637,7 @@ mod tests {
                 from: "bob".into(),
                 text: "hi alice".into(),
                 at_ms: at,
+                waited: false,
             }),
             Kind::LinkLost(pb::LinkLostEvent { peer: "bob".into(), reason: "reset".into() }),
             Kind::Resumed(pb::ResumedEvent { peer: "bob".into() }),
@@ -797,6 +804,7 @@ mod tests {
             from: "carol".into(),
             text: "hi again".into(),
             at_ms: 0,
+            waited: false,
         };
         assert_eq!(app.on_event(&event(Kind::Message(live)), 0), None);
         let carol = vec![
@@ -813,7 +821,7 @@ mod tests {
                 "00:00 connected to bob",
                 "00:00 disconnected from bob",
                 "00:00 connected to carol",
-                "00:00 the last 2 messages with carol:",
+                "00:00 earlier messages with carol:",
                 "00:00 you: last week ✓✓",
                 "00:00 carol: hi again",
             ],
@@ -868,6 +876,7 @@ mod tests {
                 from: "bob".into(),
                 text: "x".into(),
                 at_ms: 0,
+                waited: false,
             }))
         };
         app.on_event(&message("r1"), 0);

@@ -338,6 +338,7 @@ mod tests {
                     from: "bob".into(),
                     text: long.trim_end().to_owned(),
                     at_ms: 0,
+                    waited: false,
                 })),
             },
             0,

@@ -989,6 +989,7 @@ impl Driver {
                         from: from.to_string(),
                         text: m.text.to_string(),
                         at_ms: m.sent_at_ms,
+                        waited: true,
                     }))
                 })
                 .collect()
@@ -1285,6 +1286,7 @@ fn wire_event(ev: Event) -> Option<pb::event::Kind> {
             from: from.to_string(),
             text: String::from(&*message.text),
             at_ms: message.sent_at_ms,
+            waited: false,
         }),
         Event::Receipt { peer, id, kind } => pb::event::Kind::Receipt(pb::ReceiptEvent {
             id: String::from(&*id),
