@@ -170,7 +170,8 @@ impl Loop {
         }
     }
 
-    fn request(&self, request: Request) {
+    fn request(&self, app: &mut App, request: Request) {
+        app.dispatching(&request);
         daemon::spawn_request(self.client.clone(), request, self.outcomes_tx.clone());
     }
 
@@ -193,7 +194,7 @@ impl Loop {
         let (peers_tx, mut peers) = mpsc::unbounded_channel();
         let feed = tokio::spawn(daemon::follow_peers(self.client.clone(), peers_tx));
         if let Some(request) = first {
-            self.request(request);
+            self.request(app, request);
         }
         let mut tick = tokio::time::interval(STATUS_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -224,7 +225,7 @@ impl Loop {
                 event = self.events.message(), if self.watching => match event {
                     Ok(Some(event)) => {
                         if let Some(request) = app.on_event(&event, now_ms()) {
-                            self.request(request);
+                            self.request(app, request);
                         }
                         self.refresh_status();
                     }
@@ -273,7 +274,7 @@ impl Loop {
                 if let Some(action) = keys::action(&key, app.key_context())
                     && let Some(request) = app.apply(action, now_ms())
                 {
-                    self.request(request);
+                    self.request(app, request);
                 }
             }
             Event::Paste(text) if app.gone.is_none() => app.input.insert_str(&text),

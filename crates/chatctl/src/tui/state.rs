@@ -47,6 +47,9 @@ pub(crate) enum Outcome {
     Done(Result<Option<String>, String>),
     /// The answer to `History`.
     History(Result<pb::GetHistoryResponse, String>),
+    /// The answer to `Connect` to `peer` (its `connected` event says the
+    /// rest), or why not.
+    Connect { peer: String, result: Result<(), String> },
 }
 
 /// News about who is online.
@@ -193,6 +196,10 @@ pub(crate) struct App {
     pub(crate) help: bool,
     /// peerd went away (the Watch stream ended): what it said, if anything.
     pub(crate) gone: Option<String>,
+    /// Our own `/connect` still waiting for its answer, and whether a
+    /// `/disconnect` of ours went out meanwhile (see [`App::dispatching`]).
+    connecting: Option<String>,
+    cancelling: Option<String>,
     /// The peer whose stored conversation is on screen (or asked for).
     history_of: Option<String>,
     next_local: u64,
@@ -212,6 +219,8 @@ impl App {
             focus: Focus::Input,
             help: false,
             gone: None,
+            connecting: None,
+            cancelling: None,
             history_of: None,
             next_local: 0,
             quit: false,
@@ -398,6 +407,20 @@ impl App {
         None
     }
 
+    /// A request goes to peerd now. A `/disconnect` while our own connect
+    /// waits cancels that connect: its failure is then no error, the
+    /// disconnect's answer says what happened.
+    pub(crate) fn dispatching(&mut self, request: &Request) {
+        match request {
+            Request::Connect(peer) => {
+                self.connecting = Some(peer.clone());
+                self.cancelling = None;
+            }
+            Request::Disconnect => self.cancelling = self.connecting.clone(),
+            _ => {}
+        }
+    }
+
     /// peerd's answer to a request.
     pub(crate) fn on_outcome(&mut self, outcome: Outcome, now_ms: i64) {
         match outcome {
@@ -423,6 +446,21 @@ impl App {
             }
             // As at the start: no history is no reason not to chat.
             Outcome::History(Err(_)) => {}
+            Outcome::Connect { peer, result } => {
+                if self.connecting.as_ref().is_some_and(|c| c.eq_ignore_ascii_case(&peer)) {
+                    self.connecting = None;
+                }
+                let cancelled =
+                    self.cancelling.take().is_some_and(|c| c.eq_ignore_ascii_case(&peer));
+                match result {
+                    Ok(()) => {}
+                    // Said already.
+                    Err(_) if self.gone.is_some() => {}
+                    // Our own /disconnect cancelled it: its answer says so.
+                    Err(_) if cancelled => {}
+                    Err(message) => self.error(&message, now_ms),
+                }
+            }
         }
     }
 
@@ -624,6 +662,27 @@ mod tests {
                 "00:00 you: two ✗ failed: bob never came back"
             ]
         );
+    }
+
+    #[test]
+    fn a_connect_our_disconnect_cancelled_is_no_error() {
+        let mut app = app();
+        app.dispatching(&Request::Connect("carol".into()));
+        app.dispatching(&Request::Disconnect);
+        let cancelled = Err("the connect to carol was cancelled by disconnect".to_owned());
+        app.on_outcome(Outcome::Connect { peer: "carol".into(), result: cancelled }, 0);
+        app.on_outcome(
+            Outcome::Done(Ok(Some("cancelled the connection attempt to carol".into()))),
+            0,
+        );
+        assert_eq!(rows(&app), ["00:00 cancelled the connection attempt to carol"]);
+        // One that failed on its own is an error, as ever.
+        app.dispatching(&Request::Connect("dave".into()));
+        app.on_outcome(
+            Outcome::Connect { peer: "dave".into(), result: Err("dave is busy".into()) },
+            0,
+        );
+        assert_eq!(rows(&app).last().map(String::as_str), Some("00:00 error: dave is busy"));
     }
 
     #[test]
