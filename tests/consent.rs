@@ -38,13 +38,28 @@ impl PendingConnect {
 
     /// Any chatctl command, its stdin at its end.
     fn run(from: &Peer, args: &[&str]) -> PendingConnect {
-        let child = chatctl(&from.socket(), args)
-            .stdin(Stdio::null())
+        PendingConnect::spawn(from, args, Stdio::null()).0
+    }
+
+    /// Any chatctl command, and its stdin to write to (closing it ends it).
+    fn typed_into(from: &Peer, args: &[&str]) -> (PendingConnect, std::process::ChildStdin) {
+        let (pending, stdin) = PendingConnect::spawn(from, args, Stdio::piped());
+        (pending, stdin.expect("a piped stdin"))
+    }
+
+    fn spawn(
+        from: &Peer,
+        args: &[&str],
+        stdin: Stdio,
+    ) -> (PendingConnect, Option<std::process::ChildStdin>) {
+        let mut child = chatctl(&from.socket(), args)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting chatctl connect");
         let pid = child.id();
+        let stdin = child.stdin.take();
         let (tx, done) = mpsc::channel();
         std::thread::spawn(move || {
             if let Ok(out) = child.wait_with_output() {
@@ -52,7 +67,7 @@ impl PendingConnect {
             }
         });
         let what = format!("{}'s chatctl {}", from.name(), args.join(" "));
-        PendingConnect { pid, done, finished: false, what }
+        (PendingConnect { pid, done, finished: false, what }, stdin)
     }
 
     /// Waits (up to `timeout`) for it to end.
@@ -184,6 +199,27 @@ fn piped_chat_says_it_waits_for_consent_before_it_is_connected() {
     let connected = lines.iter().position(|line| line.contains("connected to bob"));
     assert_eq!(waiting.len(), 1, "said once:\n{printed}");
     assert!(connected.is_some_and(|c| waiting[0] < c), "waiting, then connected:\n{printed}");
+}
+
+/// A request to talk is answered from piped `chat` too: `/accept`.
+#[test]
+fn piped_chat_accepts_a_request() {
+    use std::io::Write as _;
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
+    let mut bob_sees = bob.watch();
+    let (chat, mut typed) = PendingConnect::typed_into(&bob, &["chat"]);
+    let dial = PendingConnect::start(&alice, "bob");
+    bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
+    typed.write_all(b"/accept alice\nhello alice\n").expect("typing into chat");
+    assert_exit(&dial.finish(EVENT_TIMEOUT), 0, "alice's connect");
+    bob_sees.wait_for("connected", EVENT_TIMEOUT, ev::connected("alice"));
+    drop(typed);
+    let out = chat.finish(EVENT_TIMEOUT);
+    assert_exit(&out, 0, "bob's chat");
+    let history = alice.ctl_json(&["history", "bob"]);
+    assert_eq!(history[0]["text"], "hello alice", "{history}");
 }
 
 /// Interrupting a waiting `chatctl connect` (Ctrl-C) gives up on the dial

@@ -36,6 +36,8 @@ type a line and press Enter to send it; a line starting with // sends it with on
   /list            who is online
   /connect NAME    open a conversation with NAME
   /disconnect      end the current conversation
+  /accept [NAME]   let a peer who asks to talk in (the oldest waiting, without NAME)
+  /reject [NAME]   turn a peer who asks to talk down
   /status          this daemon's status
   /quit            leave (also Ctrl-D); waits briefly for receipts of what you sent
 marks: ✓ delivered, ✓✓ displayed, ✗ failed";
@@ -297,6 +299,11 @@ impl Chat {
             ("list", []) => self.list().await,
             ("status", []) => self.status().await,
             ("connect", [name]) => self.connect(name).await,
+            ("accept", []) => self.answer(true, None).await,
+            ("accept", [name]) => self.answer(true, Some(name)).await,
+            ("reject", []) => self.answer(false, None).await,
+            ("reject", [name]) => self.answer(false, Some(name)).await,
+            ("accept" | "reject", _) => mistyped(&format!("usage: /{verb} [NAME]")),
             ("disconnect", []) => self.disconnect().await,
             ("connect", _) => mistyped("usage: /connect NAME"),
             ("quit" | "exit" | "list" | "status" | "disconnect", _) => {
@@ -361,6 +368,20 @@ impl Chat {
             }
         };
         self.announce_connected(peer)
+    }
+
+    /// Answers a request to talk (the oldest waiting without a name). The
+    /// events say what came of it (`connected`, the request `rejected`).
+    async fn answer(&mut self, accept: bool, name: Option<&str>) -> Result<(), Error> {
+        let name = name.map(Name::parse).transpose()?.map(|n| n.to_string()).unwrap_or_default();
+        if accept {
+            let request = pb::AcceptRequest { name };
+            client::call("accept", ANSWER_TIMEOUT, self.client.accept(request)).await?;
+        } else {
+            let request = pb::RejectRequest { name };
+            client::call("reject", ANSWER_TIMEOUT, self.client.reject(request)).await?;
+        }
+        Ok(())
     }
 
     /// Opens a conversation with `name`, showing the wait for its user's
