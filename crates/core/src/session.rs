@@ -377,6 +377,15 @@ impl Session {
         }
     }
 
+    /// When a conversation waiting for its link gives up (the end of its
+    /// resume window): a redial's consent can take no longer than that.
+    pub fn gives_up_at(&self) -> Option<Instant> {
+        match &self.state {
+            State::Connected(c) => c.reconnect.as_ref().map(|r| r.give_up_at),
+            _ => None,
+        }
+    }
+
     /// Our messages still waiting for `delivered`: the current
     /// conversation's, and those an earlier run left for a peer we are not
     /// talking to now.
@@ -590,12 +599,21 @@ impl Session {
     /// as busy to everyone else meanwhile, as a phone ringing someone does
     /// (a dial that is answered at once never changes what is listed).
     pub fn handle_dial_asked(&mut self, link: LinkId) {
-        if let State::Dialing { link: l, ringing, .. } = &mut self.state
-            && *l == link
-            && !*ringing
-        {
-            *ringing = true;
-            self.push(Action::Presence(Presence::Busy));
+        match &mut self.state {
+            State::Dialing { link: l, ringing, .. } if *l == link && !*ringing => {
+                *ringing = true;
+                self.push(Action::Presence(Presence::Busy));
+            }
+            // A redial the callee's user is asked about (it restarted and
+            // asks about every dial): if the window passes meanwhile, that
+            // is what the last redial heard, not an older failure.
+            State::Connected(c) => {
+                let peer = c.peer.clone();
+                if let Some(r) = c.reconnect.as_mut().filter(|r| r.dial == Some(link)) {
+                    r.last_failure = Some(format!("{peer}'s user was asked to accept it"));
+                }
+            }
+            _ => {}
         }
     }
 

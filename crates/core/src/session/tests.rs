@@ -671,6 +671,28 @@ fn a_failed_redial_is_retried_with_backoff_until_the_window_passes() {
 }
 
 #[test]
+fn a_redial_the_callee_asks_its_user_about_says_so_when_the_window_passes() {
+    let mut p = Pair::connected();
+    p.cut("reset");
+    let lost_at = p.now;
+    let dial = *p.a.redials.last().expect("a redial in progress");
+    p.alice.handle_dial_failed(dial, "bob is not online: it does not answer", p.now);
+    p.drive();
+    p.advance_to_next_timer();
+    // The callee restarted under --accept ask: its user is asked.
+    let dial = *p.a.redials.last().expect("the next redial");
+    p.alice.handle_dial_asked(dial);
+    p.drive();
+    assert_eq!(p.alice.phase(), Phase::Reconnecting, "still reconnecting");
+    assert_eq!(p.alice.gives_up_at(), Some(lost_at + WINDOW), "the asking ends there");
+    p.nothing_happens_before(lost_at + WINDOW);
+    p.advance_to_next_timer();
+    assert_eq!(p.alice.phase(), Phase::Idle);
+    let reason = &disconnected(&p.a)[0];
+    assert!(reason.ends_with("; last redial: Bob's user was asked to accept it)"), "{reason}");
+}
+
+#[test]
 fn a_redial_that_fails_at_once_is_not_retried_at_once() {
     let mut p = Pair::connected();
     p.cut("reset");

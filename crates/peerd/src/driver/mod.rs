@@ -876,6 +876,11 @@ impl Driver {
         }
         self.session.handle_dial_asked(link);
         let Some(peer) = self.session.peer().cloned() else { return };
+        // A redial waits no longer than its conversation's window.
+        let wait = match self.session.gives_up_at() {
+            Some(at) => wait.min(at.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
         let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
         self.broadcast(pb::event::Kind::Asking(pb::AskingEvent {
             peer: peer.to_string(),
