@@ -64,8 +64,16 @@ pub(crate) enum Change {
     /// Unregistered or expired; the name as it was registered.
     Down { name: String },
     /// Changes may have been missed (a gap in a store's sequence, a
-    /// subscription rebuilt): watchers must take a fresh snapshot.
-    Resync,
+    /// subscription rebuilt): watchers must take a fresh snapshot, read
+    /// after `at`, when this was announced.
+    Resync { at: std::time::Instant },
+}
+
+impl Change {
+    /// A resync announced now.
+    pub(crate) fn resync() -> Change {
+        Change::Resync { at: std::time::Instant::now() }
+    }
 }
 
 /// Why a store refused an operation: answers about the request, the same

@@ -8,8 +8,9 @@
 //! state (an ONLINE is an upsert, an OFFLINE a delete). When the watcher
 //! falls behind the feed's buffer, or the store says it lost track
 //! ([`Change::Resync`]), the watcher gets a fresh snapshot rather than a
-//! silent gap. Watchers that need a snapshot at the same moment (all of
-//! them, after a resync) share one read of the store ([`snapshots`]).
+//! silent gap. After a resync every watcher of the replica needs one at
+//! once: those share one read of the store ([`snapshots`]); a new watcher,
+//! or one that fell behind, pages through the store on its own as before.
 
 mod snapshots;
 
@@ -28,7 +29,7 @@ use tonic::Status;
 use self::snapshots::Snapshots;
 use crate::model::Change;
 use crate::store::Store;
-use crate::wire::peer;
+use crate::wire::{peer, store_status};
 
 /// Watchers served at once by one replica; each holds a task and a small
 /// buffer. A directory with more users than this wants more replicas.
@@ -58,11 +59,28 @@ pub(crate) struct Watchers {
 }
 
 impl Watchers {
+    /// Must be called within the runtime: a task lets old snapshot reads
+    /// go, until `stop`.
     pub(crate) fn new(max: usize, per_source: usize, stop: CancellationToken) -> Watchers {
+        let snapshots = Arc::new(Snapshots::default());
+        let expiring = Arc::downgrade(&snapshots);
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(snapshots::KEEP);
+            loop {
+                tokio::select! {
+                    () = stopped.cancelled() => return,
+                    _ = beat.tick() => match expiring.upgrade() {
+                        Some(snapshots) => snapshots.expire(),
+                        None => return,
+                    },
+                }
+            }
+        });
         Watchers {
             permits: Arc::new(Semaphore::new(max)),
             per_source: PerSource::new(per_source),
-            snapshots: Arc::new(Snapshots::default()),
+            snapshots,
             stop,
         }
     }
@@ -111,10 +129,14 @@ async fn feed(
     tx: mpsc::Sender<Result<pb::PeerEvent, Status>>,
     _slots: (OwnedSemaphorePermit, SourceSlot),
 ) {
+    let mut changes = store.changes();
+    let mut read = Read::Own;
     loop {
-        let changes = store.changes();
-        let subscribed = Instant::now();
-        match snapshot(store.as_ref(), snapshots, subscribed, &tx).await {
+        let sent = match read {
+            Read::Own => snapshot(store.as_ref(), &tx).await,
+            Read::Shared { since } => shared_snapshot(store.as_ref(), snapshots, since, &tx).await,
+        };
+        match sent {
             Ok(()) => {}
             Err(Stop::Gone) => return,
             Err(Stop::Failed(status)) => {
@@ -122,22 +144,61 @@ async fn feed(
                 return;
             }
         }
-        match deltas(changes, &tx).await {
+        read = match deltas(&mut changes, &tx).await {
             Next::Gone => return,
-            Next::Resync => tracing::debug!("a presence watcher gets a fresh snapshot"),
-        }
+            // The receiver goes on: it has every change since the resync,
+            // so a read begun after the resync was announced misses none.
+            Next::Resync { at } => Read::Shared { since: at },
+            // It lost changes of its own: subscribe again, then read.
+            Next::Lagged => {
+                changes = store.changes();
+                Read::Own
+            }
+        };
+        tracing::debug!("a presence watcher gets a fresh snapshot");
     }
 }
 
-/// Sends everyone online, as read since `subscribed`, between
-/// SNAPSHOT_BEGIN and SNAPSHOT_END.
+/// Where a watcher's next snapshot comes from.
+enum Read {
+    /// Paged through by this watcher alone (at most a page held at a
+    /// time): a new watcher, or one that fell behind the feed.
+    Own,
+    /// Shared by the watchers that got the same resync, announced `since`.
+    Shared { since: Instant },
+}
+
+/// Sends everyone online now, between SNAPSHOT_BEGIN and SNAPSHOT_END.
 async fn snapshot(
     store: &dyn Store,
-    snapshots: &Snapshots,
-    subscribed: Instant,
     tx: &mpsc::Sender<Result<pb::PeerEvent, Status>>,
 ) -> Result<(), Stop> {
-    let read = snapshots.take(store, subscribed).await;
+    send(tx, event(pb::peer_event::Kind::SnapshotBegin, None)).await?;
+    let mut after: Option<String> = None;
+    // Bounded: each page moves `after` strictly forward through the names.
+    loop {
+        let page = store.list(after.as_deref(), SNAPSHOT_PAGE).await;
+        let page = page.map_err(|err| Stop::Failed(store_status(err)))?;
+        for listing in page.peers {
+            send(tx, event(pb::peer_event::Kind::Online, Some(peer(listing)))).await?;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    send(tx, event(pb::peer_event::Kind::SnapshotEnd, None)).await
+}
+
+/// Sends everyone online, as read after `since`, between SNAPSHOT_BEGIN
+/// and SNAPSHOT_END: one read for every watcher that needs one since then.
+async fn shared_snapshot(
+    store: &dyn Store,
+    snapshots: &Snapshots,
+    since: Instant,
+    tx: &mpsc::Sender<Result<pb::PeerEvent, Status>>,
+) -> Result<(), Stop> {
+    let read = snapshots.take(store, since).await;
     let everyone = match read.get() {
         Some(Ok(everyone)) => everyone,
         Some(Err(status)) => return Err(Stop::Failed(status.clone())),
@@ -153,12 +214,17 @@ async fn snapshot(
 /// What a watcher needs after its deltas stop.
 enum Next {
     Gone,
-    Resync,
+    /// The store lost track: a fresh snapshot, read after `at`.
+    Resync {
+        at: Instant,
+    },
+    /// This watcher fell behind the feed's buffer.
+    Lagged,
 }
 
 /// Forwards changes until the watcher goes away or needs a new snapshot.
 async fn deltas(
-    mut changes: broadcast::Receiver<Change>,
+    changes: &mut broadcast::Receiver<Change>,
     tx: &mpsc::Sender<Result<pb::PeerEvent, Status>>,
 ) -> Next {
     loop {
@@ -172,9 +238,8 @@ async fn deltas(
                 let gone = pb::Peer { name, ..pb::Peer::default() };
                 event(pb::peer_event::Kind::Offline, Some(gone))
             }
-            Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                return Next::Resync;
-            }
+            Ok(Change::Resync { at }) => return Next::Resync { at },
+            Err(broadcast::error::RecvError::Lagged(_)) => return Next::Lagged,
             Err(broadcast::error::RecvError::Closed) => return Next::Gone,
         };
         if send(tx, event).await.is_err() {
@@ -192,4 +257,89 @@ async fn send(
     event: pb::PeerEvent,
 ) -> Result<(), Stop> {
     tx.send(Ok(event)).await.map_err(|_| Stop::Gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+    use crate::bindings::BindingStore;
+    use crate::model::{Claim, Presence};
+    use crate::store::memory::MemoryStore;
+
+    fn claim(name: &str) -> Claim {
+        Claim {
+            name: peerchat_core::Name::parse(name).expect("a valid name"),
+            address: "127.0.0.1:7400".to_owned(),
+            presence: Presence::Available,
+            public_key: [7; 32],
+            lease_token: format!("lease of {name}"),
+            source: Source::of(Some("10.0.0.1:1".parse().expect("an address"))),
+            may_bind: true,
+        }
+    }
+
+    /// The kinds and names of a watcher's events up to and including the
+    /// first that `last` matches.
+    async fn until(
+        events: &mut PeerEvents,
+        last: impl Fn(&pb::PeerEvent) -> bool,
+    ) -> Vec<(pb::peer_event::Kind, String)> {
+        let mut seen = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+            let event = next.expect("an event in time").expect("the feed goes on").expect("ok");
+            let name = event.peer.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+            seen.push((event.kind(), name));
+            if last(&event) {
+                return seen;
+            }
+        }
+    }
+
+    fn end(event: &pb::PeerEvent) -> bool {
+        event.kind() == pb::peer_event::Kind::SnapshotEnd
+    }
+
+    #[tokio::test]
+    async fn after_a_resync_the_watchers_share_one_read_and_miss_nothing() {
+        let memory = Arc::new(MemoryStore::new(
+            BindingStore::in_memory(),
+            Duration::from_secs(60),
+            usize::MAX,
+        ));
+        memory.register(claim("alice")).await.expect("alice registers");
+        let store: Arc<dyn Store> = memory.clone();
+        let watchers = Watchers::new(100, 100, CancellationToken::new());
+        let mut feeds = Vec::new();
+        for _ in 0..20 {
+            let mut events = watchers.start(store.clone(), Source::of(None)).expect("watching");
+            until(&mut events, end).await;
+            feeds.push(events);
+        }
+        assert_eq!(watchers.snapshots.reads.load(Ordering::Relaxed), 0, "first ones page alone");
+        memory.resync();
+        memory.register(claim("bob")).await.expect("bob registers");
+        for events in &mut feeds {
+            let seen = until(events, end).await;
+            assert!(seen.contains(&(pb::peer_event::Kind::Online, "alice".into())), "{seen:?}");
+            // Bob came after the resync: in the snapshot, or next.
+            if !seen.contains(&(pb::peer_event::Kind::Online, "bob".into())) {
+                let next = until(events, |_| true).await;
+                assert_eq!(next, [(pb::peer_event::Kind::Online, "bob".into())]);
+            }
+        }
+        let reads = watchers.snapshots.reads.load(Ordering::Relaxed);
+        assert!(reads <= 2, "{reads} reads for 20 watchers after one resync");
+        // And the feed goes on after the shared snapshot.
+        memory.register(claim("carol")).await.expect("carol registers");
+        for events in &mut feeds {
+            let next = until(events, |_| true).await;
+            assert_eq!(next, [(pb::peer_event::Kind::Online, "carol".into())]);
+        }
+    }
 }

@@ -69,7 +69,7 @@ async fn next_change(feed: &mut broadcast::Receiver<Change>) -> Change {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match tokio::time::timeout_at(deadline, feed.recv()).await {
-            Ok(Ok(Change::Resync)) => continue,
+            Ok(Ok(Change::Resync { .. })) => continue,
             Ok(Ok(change)) => return change,
             Ok(Err(err)) => panic!("the feed failed: {err}"),
             Err(_) => panic!("no change on the feed within 5 s"),
@@ -417,7 +417,7 @@ impl Redis {
         let mut feed = store.changes();
         // The feed is live once it has subscribed (its first Resync).
         let subscribed = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await;
-        assert!(matches!(subscribed, Ok(Ok(Change::Resync))), "{subscribed:?}");
+        assert!(matches!(subscribed, Ok(Ok(Change::Resync { .. }))), "{subscribed:?}");
         store
     }
 }

@@ -48,6 +48,12 @@ impl MemoryStore {
         lock(&self.bindings).close();
     }
 
+    /// Announces a resync, as the Redis store does when it lost track.
+    #[cfg(test)]
+    pub(crate) fn resync(&self) {
+        self.announce(Change::resync());
+    }
+
     fn announce(&self, change: Change) {
         // No watcher is not an error.
         let _ = self.feed.send(change);

@@ -70,13 +70,13 @@ impl Feed {
                 Ok(subscriber) => subscriber,
                 Err(why) => {
                     tracing::warn!(%why, "cannot subscribe to the presence channels");
-                    let _ = self.changes.send(Change::Resync);
+                    let _ = self.changes.send(Change::resync());
                     continue;
                 }
             };
             tracing::info!(channels = self.buckets.len(), "subscribed to the presence channels");
             // Whatever happened while (re)subscribing is unknown.
-            let _ = self.changes.send(Change::Resync);
+            let _ = self.changes.send(Change::resync());
             let mut seqs: Vec<Option<u64>> = vec![None; self.buckets.len()];
             let mut outstanding: Vec<Option<Outstanding>> = vec![None; self.buckets.len()];
             let mut probe = tokio::time::interval(PROBE_PERIOD);
@@ -145,7 +145,7 @@ impl Feed {
             PushKind::SMessage | PushKind::Message => {}
             PushKind::Disconnection => {
                 // The client resubscribes by itself; what was said meanwhile is lost.
-                let _ = self.changes.send(Change::Resync);
+                let _ = self.changes.send(Change::resync());
                 return;
             }
             _ => return,
@@ -157,7 +157,7 @@ impl Feed {
         let Some(&bucket) = by_channel.get(&channel) else { return };
         let Some(event) = codec::decode_event(&payload) else {
             tracing::warn!(%channel, "an unreadable presence event; resyncing");
-            let _ = self.changes.send(Change::Resync);
+            let _ = self.changes.send(Change::resync());
             return;
         };
         let (seq, change) = match event {
@@ -176,7 +176,7 @@ impl Feed {
             && last.checked_add(1) != Some(seq)
         {
             tracing::info!(bucket, last, seq, "a gap in a bucket's presence events; resyncing");
-            let _ = self.changes.send(Change::Resync);
+            let _ = self.changes.send(Change::resync());
         }
         seqs[bucket] = Some(seq);
         let _ = self.changes.send(change);
