@@ -54,13 +54,29 @@ async fn run_request(client: &mut Control, request: Request) -> Outcome {
             Outcome::History(result)
         }
         Request::Connect(name) => {
-            let request = pb::OpenConversationRequest { name: name.clone() };
+            let request = pb::OpenConversationRequest { name };
             let result =
                 client::call("connect", CONNECT_ANSWER_TIMEOUT, client.open_conversation(request))
                     .await
                     .map(|_| ())
                     .map_err(|err| err.to_string());
-            Outcome::Connect { peer: name, result }
+            Outcome::Connect(result)
+        }
+        Request::Disconnect => {
+            let request = pb::CloseConversationRequest {};
+            let result =
+                client::call("disconnect", ANSWER_TIMEOUT, client.close_conversation(request))
+                    .await
+                    .map(|answer| match answer.ended {
+                        // A conversation's end comes as its `disconnected`
+                        // event; a dial cancelled has none.
+                        Some(pb::close_conversation_response::Ended::DialCancelled(_)) => {
+                            Some(answer.peer)
+                        }
+                        _ => None,
+                    })
+                    .map_err(|err| err.to_string());
+            Outcome::Disconnect(result)
         }
         other => Outcome::Done(command(client, other).await.map_err(|err| err.to_string())),
     }
@@ -71,20 +87,8 @@ async fn run_request(client: &mut Control, request: Request) -> Outcome {
 /// there as events).
 async fn command(client: &mut Control, request: Request) -> Result<Option<String>, Error> {
     Ok(match request {
-        Request::Send { .. } | Request::History(_) | Request::Connect(_) => None,
-        Request::Disconnect => {
-            let request = pb::CloseConversationRequest {};
-            let answer =
-                client::call("disconnect", ANSWER_TIMEOUT, client.close_conversation(request))
-                    .await?;
-            // A conversation's end comes as its `disconnected` event; a dial
-            // cancelled has none.
-            match answer.ended {
-                Some(pb::close_conversation_response::Ended::DialCancelled(_)) => {
-                    Some(format!("cancelled the connection attempt to {}", answer.peer))
-                }
-                _ => None,
-            }
+        Request::Send { .. } | Request::History(_) | Request::Connect(_) | Request::Disconnect => {
+            None
         }
         Request::Trust(name) => {
             let request = pb::TrustRequest { name };

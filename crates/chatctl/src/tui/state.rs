@@ -47,9 +47,74 @@ pub(crate) enum Outcome {
     Done(Result<Option<String>, String>),
     /// The answer to `History`.
     History(Result<pb::GetHistoryResponse, String>),
-    /// The answer to `Connect` to `peer` (its `connected` event says the
-    /// rest), or why not.
-    Connect { peer: String, result: Result<(), String> },
+    /// The answer to `Connect` (its `connected` event says the rest), or
+    /// why not.
+    Connect(Result<(), String>),
+    /// The answer to `Disconnect`: the peer whose dial it cancelled (a
+    /// conversation's end comes as its event), or why not.
+    Disconnect(Result<Option<String>, String>),
+}
+
+/// Our own connects and the `/disconnect`s that may cancel them. A connect
+/// that our disconnect cancelled is no error (the disconnect's answer says
+/// "cancelled the connection attempt"); any other failure is one. Which
+/// it was, the disconnect's typed answer says, so a failure of a connect
+/// a disconnect went out after waits for that answer.
+#[derive(Debug, Default)]
+struct Cancels {
+    /// Connects sent and not answered.
+    in_flight: usize,
+    /// Of those, the ones a disconnect of ours went out after.
+    exposed: usize,
+    /// Disconnects sent and not answered.
+    disconnects: usize,
+    /// Dials a disconnect's answer said it cancelled, whose connect has
+    /// not answered yet.
+    confirmed: usize,
+    /// Failures of exposed connects, waiting for the disconnect's answer.
+    held: Vec<String>,
+}
+
+impl Cancels {
+    fn connect_sent(&mut self) {
+        self.in_flight += 1;
+    }
+
+    fn disconnect_sent(&mut self) {
+        self.exposed = self.in_flight;
+        self.disconnects += 1;
+    }
+
+    /// A connect answered: the failure to show now, if any.
+    fn connect_answered(&mut self, failure: Option<String>) -> Option<String> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let exposed = self.exposed > 0;
+        self.exposed = self.exposed.saturating_sub(1);
+        let failure = failure?;
+        if exposed && self.confirmed > 0 {
+            self.confirmed -= 1;
+            return None;
+        }
+        if exposed && self.disconnects > 0 {
+            self.held.push(failure);
+            return None;
+        }
+        Some(failure)
+    }
+
+    /// A disconnect answered (`cancelled`: it cancelled a dial): the held
+    /// failures that were not its doing, to show now.
+    fn disconnect_answered(&mut self, cancelled: bool) -> Vec<String> {
+        self.disconnects = self.disconnects.saturating_sub(1);
+        if cancelled {
+            if self.held.pop().is_none() {
+                self.confirmed += 1;
+            }
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.held)
+        }
+    }
 }
 
 /// News about who is online.
@@ -196,10 +261,8 @@ pub(crate) struct App {
     pub(crate) help: bool,
     /// peerd went away (the Watch stream ended): what it said, if anything.
     pub(crate) gone: Option<String>,
-    /// Our own `/connect` still waiting for its answer, and whether a
-    /// `/disconnect` of ours went out meanwhile (see [`App::dispatching`]).
-    connecting: Option<String>,
-    cancelling: Option<String>,
+    /// Our own connects, and the disconnects that may cancel them.
+    cancels: Cancels,
     /// The peer whose stored conversation is on screen (or asked for).
     history_of: Option<String>,
     next_local: u64,
@@ -219,8 +282,7 @@ impl App {
             focus: Focus::Input,
             help: false,
             gone: None,
-            connecting: None,
-            cancelling: None,
+            cancels: Cancels::default(),
             history_of: None,
             next_local: 0,
             quit: false,
@@ -412,11 +474,8 @@ impl App {
     /// disconnect's answer says what happened.
     pub(crate) fn dispatching(&mut self, request: &Request) {
         match request {
-            Request::Connect(peer) => {
-                self.connecting = Some(peer.clone());
-                self.cancelling = None;
-            }
-            Request::Disconnect => self.cancelling = self.connecting.clone(),
+            Request::Connect(_) => self.cancels.connect_sent(),
+            Request::Disconnect => self.cancels.disconnect_sent(),
             _ => {}
         }
     }
@@ -446,18 +505,26 @@ impl App {
             }
             // As at the start: no history is no reason not to chat.
             Outcome::History(Err(_)) => {}
-            Outcome::Connect { peer, result } => {
-                if self.connecting.as_ref().is_some_and(|c| c.eq_ignore_ascii_case(&peer)) {
-                    self.connecting = None;
+            Outcome::Connect(result) => {
+                if let Some(failure) = self.cancels.connect_answered(result.err())
+                    && self.gone.is_none()
+                {
+                    self.error(&failure, now_ms);
                 }
-                let cancelled =
-                    self.cancelling.take().is_some_and(|c| c.eq_ignore_ascii_case(&peer));
+            }
+            Outcome::Disconnect(result) => {
+                let cancelled = matches!(&result, Ok(Some(_)));
+                for failure in self.cancels.disconnect_answered(cancelled) {
+                    self.error(&failure, now_ms);
+                }
                 match result {
-                    Ok(()) => {}
-                    // Said already.
+                    Ok(Some(peer)) => self.say(
+                        format!("cancelled the connection attempt to {peer}"),
+                        now_ms,
+                        Tone::Info,
+                    ),
+                    Ok(None) => {}
                     Err(_) if self.gone.is_some() => {}
-                    // Our own /disconnect cancelled it: its answer says so.
-                    Err(_) if cancelled => {}
                     Err(message) => self.error(&message, now_ms),
                 }
             }
@@ -667,22 +734,43 @@ mod tests {
     #[test]
     fn a_connect_our_disconnect_cancelled_is_no_error() {
         let mut app = app();
+        let cancelled = || Err("the connect to carol was cancelled by disconnect".to_owned());
+        // The connect's answer first, then the disconnect's.
         app.dispatching(&Request::Connect("carol".into()));
         app.dispatching(&Request::Disconnect);
-        let cancelled = Err("the connect to carol was cancelled by disconnect".to_owned());
-        app.on_outcome(Outcome::Connect { peer: "carol".into(), result: cancelled }, 0);
-        app.on_outcome(
-            Outcome::Done(Ok(Some("cancelled the connection attempt to carol".into()))),
-            0,
-        );
+        app.on_outcome(Outcome::Connect(cancelled()), 0);
+        app.on_outcome(Outcome::Disconnect(Ok(Some("carol".into()))), 0);
         assert_eq!(rows(&app), ["00:00 cancelled the connection attempt to carol"]);
-        // One that failed on its own is an error, as ever.
-        app.dispatching(&Request::Connect("dave".into()));
-        app.on_outcome(
-            Outcome::Connect { peer: "dave".into(), result: Err("dave is busy".into()) },
-            0,
+        // The other way round.
+        app.dispatching(&Request::Connect("carol".into()));
+        app.dispatching(&Request::Disconnect);
+        app.on_outcome(Outcome::Disconnect(Ok(Some("carol".into()))), 0);
+        app.on_outcome(Outcome::Connect(cancelled()), 0);
+        assert_eq!(rows(&app).len(), 2, "{:?}", rows(&app));
+        // A second /connect while the first waits is refused, and said so;
+        // the first, cancelled, is not.
+        app.dispatching(&Request::Connect("carol".into()));
+        app.dispatching(&Request::Connect("carol".into()));
+        app.on_outcome(Outcome::Connect(Err("already connecting to carol".into())), 0);
+        app.dispatching(&Request::Disconnect);
+        app.on_outcome(Outcome::Connect(cancelled()), 0);
+        app.on_outcome(Outcome::Disconnect(Ok(Some("carol".into()))), 0);
+        let shown = rows(&app);
+        assert_eq!(
+            shown[2..],
+            [
+                "00:00 error: already connecting to carol",
+                "00:00 cancelled the connection attempt to carol"
+            ]
         );
-        assert_eq!(rows(&app).last().map(String::as_str), Some("00:00 error: dave is busy"));
+        // A connect that failed on its own just before the disconnect got
+        // there: the disconnect had nothing to cancel, and the failure shows.
+        app.dispatching(&Request::Connect("dave".into()));
+        app.dispatching(&Request::Disconnect);
+        app.on_outcome(Outcome::Connect(Err("dave is busy".into())), 0);
+        app.on_outcome(Outcome::Disconnect(Err("not connected".into())), 0);
+        let shown = rows(&app);
+        assert_eq!(shown[4..], ["00:00 error: dave is busy", "00:00 error: not connected"]);
     }
 
     #[test]
