@@ -465,7 +465,7 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
             let mut message = json!({
                 "event": "message", "id": m.id, "from": m.from, "text": m.text, "at": rfc3339(m.at_ms),
             });
-            // Only when set: it came while no display client was attached.
+            // Only when set: replayed on attaching, not yet reported shown.
             if m.waited {
                 message["waited"] = Value::Bool(true);
             }

@@ -323,8 +323,8 @@ impl Conversation {
     }
 
     /// A message from the peer. The same id twice is shown once. New ones
-    /// go at the end. One that waited for a display client (replayed,
-    /// oldest first, when this client attached) and is not among the
+    /// go at the end. One that waited (replayed, oldest first, when this
+    /// client attached: not yet reported shown) and is not among the
     /// stored messages on screen is older than all of them: it goes
     /// before them, under their heading, after those placed there before.
     pub(crate) fn received(&mut self, m: &pb::MessageEvent) {

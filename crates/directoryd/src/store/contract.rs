@@ -512,6 +512,21 @@ async fn the_redis_store_keeps_the_contract() {
 
     a_stalled_replica_holds_up_only_new_names(&mut redis).await;
 
+    // A connection kept for waiting that died meanwhile (here the master
+    // closes every client's) is replaced, not answered UNAVAILABLE.
+    let store = redis.fresh_redis(LONG_TTL).await;
+    use crate::redis_layout::{bucket_key, bucket_of};
+    let bucket = bucket_of("kept0");
+    let second = (1..10_000)
+        .map(|i| format!("kept{i}"))
+        .find(|n| bucket_of(n) == bucket)
+        .expect("a second name in the bucket");
+    store.register(claim("kept0", KEY_A, "k0")).await.expect("a new name: a wait");
+    let key = bucket_key(bucket, "bind").expect("the bucket's key");
+    let master = redis.cluster.master_for_key(&key).expect("the bucket's master");
+    redis.cluster.cli(master, &["CLIENT", "KILL", "TYPE", "normal"]).expect("killing clients");
+    store.register(claim(&second, KEY_A, "k1")).await.expect("a new connection for the wait");
+
     // A new binding the bucket's master no longer has when it is confirmed
     // (a failover promoted a replica that never got it) is not answered OK.
     let store = redis.fresh_redis(LONG_TTL).await;

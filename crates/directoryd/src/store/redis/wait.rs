@@ -53,22 +53,25 @@ impl Waiters {
         timeout_ms: u64,
     ) -> RedisResult<i64> {
         let idle = lock(&self.idle).get_mut(&master).and_then(Vec::pop);
-        let mut conn = match idle {
-            Some(conn) => conn,
+        let (conn, replicas) = match idle {
+            // An idle connection may have died meanwhile (the master
+            // restarted, the server or a middlebox closed it): one that
+            // fails for that is replaced, once.
+            Some(mut conn) => match wait_on(&mut conn, mark, timeout_ms).await {
+                Ok(replicas) => (conn, replicas),
+                Err(err) if err.is_io_error() || err.is_connection_dropped() => {
+                    let mut conn = connect(seed, &master, timeout_ms).await?;
+                    let replicas = wait_on(&mut conn, mark, timeout_ms).await?;
+                    (conn, replicas)
+                }
+                Err(err) => return Err(err),
+            },
             None => {
-                let node = info_for(seed, master.0.clone(), master.1)?;
-                // The wait's own timeout, with room: not the client's
-                // default (500 ms), which a 400 ms WAIT can reach.
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(Duration::from_millis(timeout_ms + 1_000)));
-                redis::Client::open(node)?
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?
+                let mut conn = connect(seed, &master, timeout_ms).await?;
+                let replicas = wait_on(&mut conn, mark, timeout_ms).await?;
+                (conn, replicas)
             }
         };
-        redis::cmd("INCR").arg(mark).query_async::<i64>(&mut conn).await?;
-        let replicas = redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut conn).await?;
         // Only a connection that answered goes back; a failed one is dropped.
         let mut idle = lock(&self.idle);
         let pool = idle.entry(master).or_default();
@@ -93,6 +96,31 @@ pub(crate) fn own_address(nodes: &str) -> Option<(String, u16)> {
         let (host, port) = addr.rsplit_once(':')?;
         Some((host.to_owned(), port.parse().ok()?))
     })
+}
+
+/// A new connection to `master` for waiting up to `timeout_ms`.
+async fn connect(
+    seed: &str,
+    master: &(String, u16),
+    timeout_ms: u64,
+) -> RedisResult<MultiplexedConnection> {
+    let node = info_for(seed, master.0.clone(), master.1)?;
+    // The wait's own timeout, with room: not the client's default (500
+    // ms), which a 400 ms WAIT can reach.
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(Duration::from_millis(timeout_ms + 1_000)));
+    redis::Client::open(node)?.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// The write, then the wait, on `conn`.
+async fn wait_on(
+    conn: &mut MultiplexedConnection,
+    mark: &str,
+    timeout_ms: u64,
+) -> RedisResult<i64> {
+    redis::cmd("INCR").arg(mark).query_async::<i64>(conn).await?;
+    redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(conn).await
 }
 
 /// How to reach `host:port` with the seed's settings (credentials, TLS).
