@@ -371,8 +371,11 @@ impl Conversation {
         entries: &[pb::HistoryEntry],
     ) -> usize {
         let at = self.history_at.take().unwrap_or(self.entries.len());
-        let fresh: Vec<Entry> =
-            entries.iter().filter(|e| !self.has_id(&e.id)).map(stored).collect();
+        let fresh: Vec<Entry> = entries
+            .iter()
+            .filter(|e| !self.has_id(&e.id) && !self.awaits_its_id(e))
+            .map(stored)
+            .collect();
         if fresh.is_empty() {
             return 0;
         }
@@ -383,6 +386,19 @@ impl Conversation {
             next = self.insert_at(next, entry) + 1;
         }
         n
+    }
+
+    /// Whether `e` is one of ours typed here whose id peerd has not told
+    /// yet (the history was read after peerd took it, before its answer
+    /// came): the same text, still without an id.
+    fn awaits_its_id(&self, e: &pb::HistoryEntry) -> bool {
+        e.direction() == pb::Direction::Out
+            && self
+                .entries
+                .iter()
+                .rev()
+                .take(1000)
+                .any(|entry| matches!(entry, Entry::Own { id: None, text, .. } if *text == e.text))
     }
 
     /// Whether a message with `id` is in the pane (ours once peerd named
@@ -816,6 +832,26 @@ mod tests {
         assert_eq!(
             text_rows(&c),
             ["00:00 connected to bob", "00:00 stored 1:", "00:00 bob: old", "00:00 bob: new"]
+        );
+    }
+
+    #[test]
+    fn our_message_read_back_before_its_id_came_is_shown_once() {
+        let mut c = Conversation::new(clock);
+        c.set_viewport(60, 10);
+        c.expect_history();
+        c.push_own(1, "typed at once", 0);
+        let ours = pb::HistoryEntry {
+            direction: pb::Direction::Out as i32,
+            text: "typed at once".into(),
+            state: pb::MessageState::Sent as i32,
+            ..stored_in("o1")
+        };
+        c.insert_history("bob", heading, &[stored_in("old"), ours]);
+        c.sent(1, "o1", pb::MessageState::Delivered);
+        assert_eq!(
+            text_rows(&c),
+            ["00:00 stored 1:", "00:00 bob: old", "00:00 you: typed at once ✓"]
         );
     }
 
