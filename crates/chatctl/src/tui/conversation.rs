@@ -18,7 +18,7 @@
 //! the current width and only the entries on screen are wrapped to draw.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use peerchat::v1 as pb;
 use ratatui::style::{Color, Modifier, Style};
@@ -371,9 +371,30 @@ impl Conversation {
         entries: &[pb::HistoryEntry],
     ) -> usize {
         let at = self.history_at.take().unwrap_or(self.entries.len());
+        // Ours typed here and still waiting for peerd's answer (the history
+        // was read after peerd took them, before the answer named their
+        // id): the newest stored one of the same text is that message, and
+        // is left out, once for each.
+        let mut awaiting: Vec<&str> = self
+            .entries
+            .iter()
+            .filter_map(|entry| match entry {
+                Entry::Own { id: None, mark: Mark::Pending, text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut left_out = HashSet::new();
+        for e in entries.iter().rev() {
+            if e.direction() == pb::Direction::Out
+                && let Some(i) = awaiting.iter().position(|text| *text == e.text)
+            {
+                awaiting.swap_remove(i);
+                left_out.insert(e.id.as_str());
+            }
+        }
         let fresh: Vec<Entry> = entries
             .iter()
-            .filter(|e| !self.has_id(&e.id) && !self.awaits_its_id(e))
+            .filter(|e| !self.has_id(&e.id) && !left_out.contains(e.id.as_str()))
             .map(stored)
             .collect();
         if fresh.is_empty() {
@@ -386,19 +407,6 @@ impl Conversation {
             next = self.insert_at(next, entry) + 1;
         }
         n
-    }
-
-    /// Whether `e` is one of ours typed here whose id peerd has not told
-    /// yet (the history was read after peerd took it, before its answer
-    /// came): the same text, still without an id.
-    fn awaits_its_id(&self, e: &pb::HistoryEntry) -> bool {
-        e.direction() == pb::Direction::Out
-            && self
-                .entries
-                .iter()
-                .rev()
-                .take(1000)
-                .any(|entry| matches!(entry, Entry::Own { id: None, text, .. } if *text == e.text))
     }
 
     /// Whether a message with `id` is in the pane (ours once peerd named
@@ -847,11 +855,24 @@ mod tests {
             state: pb::MessageState::Sent as i32,
             ..stored_in("o1")
         };
-        c.insert_history("bob", heading, &[stored_in("old"), ours]);
+        // The same words sent long ago stay; so do those of a message
+        // peerd refused (it has no id, and never will).
+        let long_ago = pb::HistoryEntry { id: "o0".into(), ..ours.clone() };
+        c.push_own(2, "refused", 0);
+        c.send_failed(2, "not connected");
+        let refused = pb::HistoryEntry { id: "r0".into(), text: "refused".into(), ..ours.clone() };
+        c.insert_history("bob", heading, &[long_ago, refused, stored_in("old"), ours]);
         c.sent(1, "o1", pb::MessageState::Delivered);
         assert_eq!(
             text_rows(&c),
-            ["00:00 stored 1:", "00:00 bob: old", "00:00 you: typed at once ✓"]
+            [
+                "00:00 stored 3:",
+                "00:00 you: typed at once …",
+                "00:00 you: refused …",
+                "00:00 bob: old",
+                "00:00 you: typed at once ✓",
+                "00:00 you: refused ✗ failed: not connected",
+            ]
         );
     }
 

@@ -26,16 +26,18 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(3);
 pub(crate) fn spawn_request(
     mut client: Control,
     request: Request,
+    id: u64,
     outcomes: mpsc::UnboundedSender<Outcome>,
 ) {
     tokio::spawn(async move {
-        let outcome = run_request(&mut client, request).await;
+        let outcome = run_request(&mut client, request, id).await;
         // The loop may have ended meanwhile; then nobody needs the answer.
         let _ = outcomes.send(outcome);
     });
 }
 
-async fn run_request(client: &mut Control, request: Request) -> Outcome {
+/// Runs request number `id` (see [`super::state::App::dispatching`]).
+async fn run_request(client: &mut Control, request: Request, id: u64) -> Outcome {
     match request {
         Request::Send { local, text } => {
             let request = pb::SendRequest { text, wait: pb::WaitFor::None as i32, timeout_ms: 0 };
@@ -60,7 +62,7 @@ async fn run_request(client: &mut Control, request: Request) -> Outcome {
                     .await
                     .map(|_| ())
                     .map_err(|err| err.to_string());
-            Outcome::Connect(result)
+            Outcome::Connect { id, result }
         }
         Request::Disconnect => {
             let request = pb::CloseConversationRequest {};

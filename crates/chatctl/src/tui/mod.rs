@@ -171,8 +171,8 @@ impl Loop {
     }
 
     fn request(&self, app: &mut App, request: Request) {
-        app.dispatching(&request);
-        daemon::spawn_request(self.client.clone(), request, self.outcomes_tx.clone());
+        let id = app.dispatching(&request);
+        daemon::spawn_request(self.client.clone(), request, id, self.outcomes_tx.clone());
     }
 
     /// Asks for a fresh status, at most one at a time.

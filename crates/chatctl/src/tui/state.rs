@@ -6,6 +6,8 @@
 //! What the user asks of peerd comes out as a [`Request`]; the event loop
 //! runs it and feeds the answer back as an [`Outcome`]. Nothing here waits.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use pb::event::Kind;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
@@ -47,9 +49,9 @@ pub(crate) enum Outcome {
     Done(Result<Option<String>, String>),
     /// The answer to `History`.
     History(Result<pb::GetHistoryResponse, String>),
-    /// The answer to `Connect` (its `connected` event says the rest), or
-    /// why not.
-    Connect(Result<(), String>),
+    /// The answer to our connect number `id` (its `connected` event says
+    /// the rest), or why not.
+    Connect { id: u64, result: Result<(), String> },
     /// The answer to `Disconnect`: the peer whose dial it cancelled (a
     /// conversation's end comes as its event), or why not.
     Disconnect(Result<Option<String>, String>),
@@ -57,46 +59,47 @@ pub(crate) enum Outcome {
 
 /// Our own connects and the `/disconnect`s that may cancel them. A connect
 /// that our disconnect cancelled is no error (the disconnect's answer says
-/// "cancelled the connection attempt"); any other failure is one. Which
-/// it was, the disconnect's typed answer says, so a failure of a connect
-/// a disconnect went out after waits for that answer.
+/// "cancelled the connection attempt"); any other failure is one. Which it
+/// was, the disconnect's typed answer says (`DialCancelled`), so the
+/// failure of a connect a disconnect went out after waits for that answer.
+/// peerd dials one peer at a time: of our connects a disconnect went out
+/// after, only the oldest can be the dial it cancelled (later ones were
+/// answered "already connecting", or failed on their own).
 #[derive(Debug, Default)]
 struct Cancels {
-    /// Connects sent and not answered.
-    in_flight: usize,
+    /// Our connects sent and not answered, by number.
+    in_flight: BTreeSet<u64>,
     /// Of those, the ones a disconnect of ours went out after.
-    exposed: usize,
+    exposed: BTreeSet<u64>,
     /// Disconnects sent and not answered.
     disconnects: usize,
-    /// Dials a disconnect's answer said it cancelled, whose connect has
-    /// not answered yet.
-    confirmed: usize,
+    /// Connects a disconnect's answer said it cancelled, not answered yet.
+    cancelled: BTreeSet<u64>,
     /// Failures of exposed connects, waiting for the disconnect's answer.
-    held: Vec<String>,
+    held: BTreeMap<u64, String>,
 }
 
 impl Cancels {
-    fn connect_sent(&mut self) {
-        self.in_flight += 1;
+    fn connect_sent(&mut self, id: u64) {
+        self.in_flight.insert(id);
     }
 
     fn disconnect_sent(&mut self) {
-        self.exposed = self.in_flight;
+        self.exposed.extend(self.in_flight.iter().copied());
         self.disconnects += 1;
     }
 
-    /// A connect answered: the failure to show now, if any.
-    fn connect_answered(&mut self, failure: Option<String>) -> Option<String> {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let exposed = self.exposed > 0;
-        self.exposed = self.exposed.saturating_sub(1);
+    /// Our connect `id` answered: the failure to show now, if any.
+    fn connect_answered(&mut self, id: u64, failure: Option<String>) -> Option<String> {
+        self.in_flight.remove(&id);
+        let exposed = self.exposed.remove(&id);
+        let cancelled = self.cancelled.remove(&id);
         let failure = failure?;
-        if exposed && self.confirmed > 0 {
-            self.confirmed -= 1;
+        if cancelled {
             return None;
         }
         if exposed && self.disconnects > 0 {
-            self.held.push(failure);
+            self.held.insert(id, failure);
             return None;
         }
         Some(failure)
@@ -106,14 +109,18 @@ impl Cancels {
     /// failures that were not its doing, to show now.
     fn disconnect_answered(&mut self, cancelled: bool) -> Vec<String> {
         self.disconnects = self.disconnects.saturating_sub(1);
-        if cancelled {
-            if self.held.pop().is_none() {
-                self.confirmed += 1;
-            }
-            Vec::new()
-        } else {
-            std::mem::take(&mut self.held)
+        let oldest = self.held.keys().chain(self.exposed.iter()).min().copied();
+        if cancelled
+            && let Some(oldest) = oldest
+            && self.held.remove(&oldest).is_none()
+        {
+            self.cancelled.insert(oldest);
         }
+        if self.disconnects == 0 {
+            // Nothing else can cancel them now: they fail on their own.
+            self.exposed.clear();
+        }
+        std::mem::take(&mut self.held).into_values().collect()
     }
 }
 
@@ -263,6 +270,8 @@ pub(crate) struct App {
     pub(crate) gone: Option<String>,
     /// Our own connects, and the disconnects that may cancel them.
     cancels: Cancels,
+    /// The number of the last request sent.
+    requests: u64,
     /// The peer whose stored conversation is on screen (or asked for).
     history_of: Option<String>,
     next_local: u64,
@@ -283,6 +292,7 @@ impl App {
             help: false,
             gone: None,
             cancels: Cancels::default(),
+            requests: 0,
             history_of: None,
             next_local: 0,
             quit: false,
@@ -472,12 +482,15 @@ impl App {
     /// A request goes to peerd now. A `/disconnect` while our own connect
     /// waits cancels that connect: its failure is then no error, the
     /// disconnect's answer says what happened.
-    pub(crate) fn dispatching(&mut self, request: &Request) {
+    /// Returns the request's number, which its outcome carries back.
+    pub(crate) fn dispatching(&mut self, request: &Request) -> u64 {
+        self.requests += 1;
         match request {
-            Request::Connect(_) => self.cancels.connect_sent(),
+            Request::Connect(_) => self.cancels.connect_sent(self.requests),
             Request::Disconnect => self.cancels.disconnect_sent(),
             _ => {}
         }
+        self.requests
     }
 
     /// peerd's answer to a request.
@@ -505,8 +518,8 @@ impl App {
             }
             // As at the start: no history is no reason not to chat.
             Outcome::History(Err(_)) => {}
-            Outcome::Connect(result) => {
-                if let Some(failure) = self.cancels.connect_answered(result.err())
+            Outcome::Connect { id, result } => {
+                if let Some(failure) = self.cancels.connect_answered(id, result.err())
                     && self.gone.is_none()
                 {
                     self.error(&failure, now_ms);
@@ -735,29 +748,33 @@ mod tests {
     fn a_connect_our_disconnect_cancelled_is_no_error() {
         let mut app = app();
         let cancelled = || Err("the connect to carol was cancelled by disconnect".to_owned());
+        let connect = |app: &mut App| app.dispatching(&Request::Connect("carol".into()));
+        let disconnect = |app: &mut App| app.dispatching(&Request::Disconnect);
+        let said = |app: &App, n: usize| rows(app)[n..].to_vec();
         // The connect's answer first, then the disconnect's.
-        app.dispatching(&Request::Connect("carol".into()));
-        app.dispatching(&Request::Disconnect);
-        app.on_outcome(Outcome::Connect(cancelled()), 0);
+        let id = connect(&mut app);
+        disconnect(&mut app);
+        app.on_outcome(Outcome::Connect { id, result: cancelled() }, 0);
         app.on_outcome(Outcome::Disconnect(Ok(Some("carol".into()))), 0);
         assert_eq!(rows(&app), ["00:00 cancelled the connection attempt to carol"]);
         // The other way round.
-        app.dispatching(&Request::Connect("carol".into()));
-        app.dispatching(&Request::Disconnect);
+        let id = connect(&mut app);
+        disconnect(&mut app);
         app.on_outcome(Outcome::Disconnect(Ok(Some("carol".into()))), 0);
-        app.on_outcome(Outcome::Connect(cancelled()), 0);
+        app.on_outcome(Outcome::Connect { id, result: cancelled() }, 0);
         assert_eq!(rows(&app).len(), 2, "{:?}", rows(&app));
-        // A second /connect while the first waits is refused, and said so;
-        // the first, cancelled, is not.
-        app.dispatching(&Request::Connect("carol".into()));
-        app.dispatching(&Request::Connect("carol".into()));
-        app.on_outcome(Outcome::Connect(Err("already connecting to carol".into())), 0);
-        app.dispatching(&Request::Disconnect);
-        app.on_outcome(Outcome::Connect(cancelled()), 0);
+        // A second /connect while the first waits is refused, and said so,
+        // also when its answer comes after the disconnect went out; the
+        // first, cancelled, is not.
+        let first = connect(&mut app);
+        let second = connect(&mut app);
+        disconnect(&mut app);
+        let busy = Err("already connecting to carol".to_owned());
+        app.on_outcome(Outcome::Connect { id: second, result: busy }, 0);
+        app.on_outcome(Outcome::Connect { id: first, result: cancelled() }, 0);
         app.on_outcome(Outcome::Disconnect(Ok(Some("carol".into()))), 0);
-        let shown = rows(&app);
         assert_eq!(
-            shown[2..],
+            said(&app, 2),
             [
                 "00:00 error: already connecting to carol",
                 "00:00 cancelled the connection attempt to carol"
@@ -765,12 +782,21 @@ mod tests {
         );
         // A connect that failed on its own just before the disconnect got
         // there: the disconnect had nothing to cancel, and the failure shows.
-        app.dispatching(&Request::Connect("dave".into()));
-        app.dispatching(&Request::Disconnect);
-        app.on_outcome(Outcome::Connect(Err("dave is busy".into())), 0);
+        let id = app.dispatching(&Request::Connect("dave".into()));
+        disconnect(&mut app);
+        app.on_outcome(Outcome::Connect { id, result: Err("dave is busy".into()) }, 0);
         app.on_outcome(Outcome::Disconnect(Err("not connected".into())), 0);
-        let shown = rows(&app);
-        assert_eq!(shown[4..], ["00:00 error: dave is busy", "00:00 error: not connected"]);
+        assert_eq!(said(&app, 4), ["00:00 error: dave is busy", "00:00 error: not connected"]);
+        // Another client's dial cancelled by our /disconnect leaves nothing
+        // behind that could hide a later failure of ours.
+        disconnect(&mut app);
+        app.on_outcome(Outcome::Disconnect(Ok(Some("erin".into()))), 0);
+        let id = app.dispatching(&Request::Connect("frank".into()));
+        app.on_outcome(Outcome::Connect { id, result: Err("frank is busy".into()) }, 0);
+        assert_eq!(
+            said(&app, 6),
+            ["00:00 cancelled the connection attempt to erin", "00:00 error: frank is busy"]
+        );
     }
 
     #[test]

@@ -55,7 +55,9 @@ impl Snapshots {
             let now = Instant::now();
             let_go(&mut latest, now);
             let valid = latest.as_ref().filter(|(started, _)| *started >= since);
-            match valid.and_then(|(_, held)| held.read()) {
+            // A read that failed is not shared on: the store may be back.
+            let ok = |read: &Shared| !matches!(read.get(), Some(Err(_)));
+            match valid.and_then(|(_, held)| held.read()).filter(ok) {
                 Some(read) => read,
                 None => {
                     // Stamped before the read can start: it starts later
