@@ -271,7 +271,9 @@ mod tests {
     use crate::model::{Claim, Presence};
     use crate::store::memory::MemoryStore;
 
-    fn claim(name: &str) -> Claim {
+    /// A claim for `name`, all from one source and key (shared with
+    /// [`super::snapshots`]'s tests).
+    pub(super) fn claim(name: &str) -> Claim {
         Claim {
             name: peerchat_core::Name::parse(name).expect("a valid name"),
             address: "127.0.0.1:7400".to_owned(),

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tonic::codec::Streaming;
 
 use crate::client::{self, ANSWER_TIMEOUT, Control};
-use crate::commands::{connect, disconnect, status};
+use crate::commands::{connect, consent, disconnect, status};
 use crate::error::Error;
 use crate::marker::Marker;
 use crate::{format, output, signals};
@@ -373,15 +373,7 @@ impl Chat {
     /// Answers a request to talk (the oldest waiting without a name). The
     /// events say what came of it (`connected`, the request `rejected`).
     async fn answer(&mut self, accept: bool, name: Option<&str>) -> Result<(), Error> {
-        let name = name.map(Name::parse).transpose()?.map(|n| n.to_string()).unwrap_or_default();
-        if accept {
-            let request = pb::AcceptRequest { name };
-            client::call("accept", ANSWER_TIMEOUT, self.client.accept(request)).await?;
-        } else {
-            let request = pb::RejectRequest { name };
-            client::call("reject", ANSWER_TIMEOUT, self.client.reject(request)).await?;
-        }
-        Ok(())
+        consent::answer(&mut self.client, accept, name).await.map(|_| ())
     }
 
     /// Opens a conversation with `name`, showing the wait for its user's

@@ -7,7 +7,7 @@ use std::path::Path;
 use peerchat::v1 as pb;
 use peerchat_core::Name;
 
-use crate::client::{self, ANSWER_TIMEOUT};
+use crate::client::{self, ANSWER_TIMEOUT, Control};
 use crate::error::Error;
 use crate::{format, output};
 
@@ -20,21 +20,34 @@ fn optional(name: Option<&str>) -> Result<String, Error> {
 }
 
 pub(crate) async fn accept(socket: &Path, json: bool, name: Option<&str>) -> Result<(), Error> {
-    let name = optional(name)?;
     let mut client = client::connect(socket).await?;
-    let request = pb::AcceptRequest { name };
-    let answer = client::call("accept", ANSWER_TIMEOUT, client.accept(request)).await?;
-    let peer = answer.peer;
+    let peer = answer(&mut client, true, name).await?;
     output::either(json, || format::peer_json(&peer), || format!("accepted {peer}: connected"))
 }
 
 pub(crate) async fn reject(socket: &Path, json: bool, name: Option<&str>) -> Result<(), Error> {
-    let name = optional(name)?;
     let mut client = client::connect(socket).await?;
-    let request = pb::RejectRequest { name };
-    let answer = client::call("reject", ANSWER_TIMEOUT, client.reject(request)).await?;
-    let peer = answer.peer;
+    let peer = answer(&mut client, false, name).await?;
     output::either(json, || format::peer_json(&peer), || format!("rejected {peer}"))
+}
+
+/// Accepts or rejects the request from `name` (the oldest waiting without
+/// one); returns whose it was. Also `chat`'s `/accept` and `/reject`.
+pub(crate) async fn answer(
+    client: &mut Control,
+    accept: bool,
+    name: Option<&str>,
+) -> Result<String, Error> {
+    let name = optional(name)?;
+    Ok(if accept {
+        client::call("accept", ANSWER_TIMEOUT, client.accept(pb::AcceptRequest { name }))
+            .await?
+            .peer
+    } else {
+        client::call("reject", ANSWER_TIMEOUT, client.reject(pb::RejectRequest { name }))
+            .await?
+            .peer
+    })
 }
 
 pub(crate) async fn block(socket: &Path, json: bool, name: &str) -> Result<(), Error> {

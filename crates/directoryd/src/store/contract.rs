@@ -16,6 +16,7 @@ use super::redis::{RedisOptions, RedisStore};
 use super::{Renewed, Store, StoreError};
 use crate::bindings::BindingStore;
 use crate::model::{Change, Claim, Presence, PublicKey, Refusal, Source};
+use crate::redis_layout::{bucket_key, bucket_of};
 
 /// Short, for the cases about expiry.
 const TTL: Duration = Duration::from_secs(2);
@@ -422,18 +423,22 @@ impl Redis {
     }
 }
 
+/// The first name `PREFIX<i>` (i from 1) of the Redis bucket `bucket`.
+fn name_in_bucket(prefix: &str, bucket: usize) -> String {
+    (1..10_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| bucket_of(n) == bucket)
+        .expect("a name in the bucket")
+}
+
 /// A replica that answers nothing holds up the new names of its master's
 /// buckets (they wait for it, then are refused as not durable), never the
 /// other calls to that master: Redis answers nothing else on a connection
 /// whose `WAIT` blocks, so the wait has a connection of its own.
 async fn a_stalled_replica_holds_up_only_new_names(redis: &mut Redis) {
-    use crate::redis_layout::{bucket_key, bucket_of};
     let store = redis.fresh_redis(LONG_TTL).await;
     let bucket = bucket_of("steady");
-    let new = (0..10_000)
-        .map(|i| format!("new{i}"))
-        .find(|n| bucket_of(n) == bucket)
-        .expect("a name in steady's bucket");
+    let new = name_in_bucket("new", bucket);
     store.register(claim("steady", KEY_A, "s1")).await.expect("steady registers");
     let key = bucket_key(bucket, "bind").expect("the bucket's key");
     let master = redis.cluster.master_for_key(&key).expect("the bucket's master");
@@ -515,12 +520,8 @@ async fn the_redis_store_keeps_the_contract() {
     // A connection kept for waiting that died meanwhile (here the master
     // closes every client's) is replaced, not answered UNAVAILABLE.
     let store = redis.fresh_redis(LONG_TTL).await;
-    use crate::redis_layout::{bucket_key, bucket_of};
     let bucket = bucket_of("kept0");
-    let second = (1..10_000)
-        .map(|i| format!("kept{i}"))
-        .find(|n| bucket_of(n) == bucket)
-        .expect("a second name in the bucket");
+    let second = name_in_bucket("kept", bucket);
     store.register(claim("kept0", KEY_A, "k0")).await.expect("a new name: a wait");
     let key = bucket_key(bucket, "bind").expect("the bucket's key");
     let master = redis.cluster.master_for_key(&key).expect("the bucket's master");
@@ -532,8 +533,7 @@ async fn the_redis_store_keeps_the_contract() {
     let store = redis.fresh_redis(LONG_TTL).await;
     store.register(claim("lost", KEY_A, "l1")).await.expect("lost registers");
     store.confirm_binding(&name("lost"), &KEY_A).await.expect("bound and confirmed");
-    let bind = crate::redis_layout::bucket_key(crate::redis_layout::bucket_of("lost"), "bind")
-        .expect("the bucket's key");
+    let bind = bucket_key(bucket_of("lost"), "bind").expect("the bucket's key");
     let master = redis.cluster.master_for_key(&bind).expect("the bucket's master");
     redis.cluster.cli(master, &["HDEL", &bind, "lost"]).expect("dropping the binding");
     let lost = store.confirm_binding(&name("lost"), &KEY_A).await;

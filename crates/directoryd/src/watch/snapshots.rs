@@ -132,23 +132,14 @@ mod tests {
 
     use super::*;
     use crate::bindings::BindingStore;
-    use crate::model::{Claim, Presence, Source};
     use crate::store::memory::MemoryStore;
+    use crate::watch::tests::claim;
 
     async fn store_with(n: usize) -> Arc<dyn Store> {
         let store =
             MemoryStore::new(BindingStore::in_memory(), Duration::from_secs(60), usize::MAX);
         for i in 0..n {
-            let claim = Claim {
-                name: peerchat_core::Name::parse(&format!("peer{i:04}")).expect("a valid name"),
-                address: "127.0.0.1:7400".to_owned(),
-                presence: Presence::Available,
-                public_key: [7; 32],
-                lease_token: format!("l{i}"),
-                source: Source::of(Some("10.0.0.1:1".parse().expect("an address"))),
-                may_bind: true,
-            };
-            store.register(claim).await.expect("registered");
+            store.register(claim(&format!("peer{i:04}"))).await.expect("registered");
         }
         Arc::new(store)
     }
