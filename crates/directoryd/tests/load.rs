@@ -169,31 +169,26 @@ async fn two_thousand_heartbeating_peers_and_list_keeps_answering() {
         channels.push(channel(addr).await);
     }
 
-    // Register everyone, many at once on the shared channels.
+    // Register everyone, many at once on the shared channels. Each peer
+    // starts heartbeating a second after its own registration, as peerd
+    // does, not after everyone's: on a slow machine registering 2,000 takes
+    // longer than the lease, and the first peers would lapse before their
+    // first heartbeat (CI once listed without load-0006 for that reason).
     let started = Instant::now();
-    let mut set = JoinSet::new();
-    for (i, key) in keys.iter().enumerate() {
-        let mut client = DirectoryClient::new(channels[i % CHANNELS].clone());
-        let key = key.clone();
-        set.spawn(async move { (i, register(&mut client, &key, i).await) });
-    }
-    let mut leases = vec![String::new(); PEERS];
-    while let Some(done) = set.join_next().await {
-        let (i, lease) = done.expect("a registration task");
-        leases[i] = lease;
-    }
-    eprintln!("load: {PEERS} peers registered in {:?}", started.elapsed());
-
-    // Heartbeats, each peer once a second, spread over the second.
     let stop = Arc::new(AtomicBool::new(false));
     let beats = Arc::new(Mutex::new(Beats::default()));
+    let (registered_tx, mut registered_rx) = tokio::sync::mpsc::channel::<usize>(PEERS);
     let mut heartbeats = JoinSet::new();
-    for (i, lease) in leases.into_iter().enumerate() {
+    for (i, key) in keys.iter().enumerate() {
         let mut client = DirectoryClient::new(channels[i % CHANNELS].clone());
-        let (stop, beats) = (stop.clone(), beats.clone());
-        let offset = HEARTBEAT_EVERY.mul_f64(i as f64 / PEERS as f64);
+        let (key, stop, beats, registered) =
+            (key.clone(), stop.clone(), beats.clone(), registered_tx.clone());
         heartbeats.spawn(async move {
-            let start = tokio::time::Instant::now() + offset;
+            let lease = register(&mut client, &key, i).await;
+            registered.send(i).await.expect("the test is waiting for registrations");
+            // Dropped here, so that the wait below ends if a registration fails.
+            drop(registered);
+            let start = tokio::time::Instant::now() + HEARTBEAT_EVERY;
             let mut every = tokio::time::interval_at(start, HEARTBEAT_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.load(Ordering::Relaxed) {
@@ -217,6 +212,13 @@ async fn two_thousand_heartbeating_peers_and_list_keeps_answering() {
             }
         });
     }
+    drop(registered_tx);
+    let mut registered = HashSet::with_capacity(PEERS);
+    while registered.len() < PEERS {
+        let i = registered_rx.recv().await.expect("a registration task ended before registering");
+        registered.insert(i);
+    }
+    eprintln!("load: {PEERS} peers registered in {:?}", started.elapsed());
 
     // The lister, on its own connection, as a peer's `chatctl list` would be.
     let mut lister = DirectoryClient::new(channel(addr).await);
