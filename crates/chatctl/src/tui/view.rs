@@ -3,14 +3,15 @@
 //! the help over it all when asked.
 //!
 //! ```text
-//! ┌ online ──────┐┌ bob · connected ─────────────────┐
-//! │alice (you) av││10:19 connected to bob            │
-//! │> bob busy    ││10:19 you: hi ✓✓                  │
-//! └──────────────┘└──────────────────────────────────┘
-//! ┌ message to bob ─────────────────────────────────┐
-//! │█                                                │
-//! └─────────────────────────────────────────────────┘
-//!  alice · connected to bob · directory registered    ? help
+//! ┌ online ──────────┐┌ bob · connected ─────────────────┐
+//! │  alice (you) busy││10:19 connected to bob            │
+//! │> bob busy        ││10:19 you: hi ✓✓                  │
+//! │  carol available ││                                  │
+//! └──────────────────┘└──────────────────────────────────┘
+//! ┌ message to bob ──────────────────────────────────────┐
+//! │█                                                     │
+//! └──────────────────────────────────────────────────────┘
+//!  alice · connected to bob · directory registered      ? help
 //! ```
 //!
 //! Drawing tells the state how big the conversation pane is: scrolling and
@@ -22,8 +23,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, List, ListItem, ListState, Paragraph};
 
+use unicode_width::{UnicodeWidthChar as _, UnicodeWidthStr as _};
+
 use super::keys::Focus;
-use super::state::App;
+use super::state::{App, PeerRow};
 
 /// The panes of one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,19 +37,68 @@ struct Areas {
     status: Rect,
 }
 
-fn layout(area: Rect) -> Areas {
+/// `widest`: the display width of the list's widest row.
+fn layout(area: Rect, widest: usize) -> Areas {
     let [main, input, status] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(3), Constraint::Length(1)])
             .areas(area);
-    let list_width = (area.width / 4).clamp(18, 30);
+    let list_width = list_width(area.width, widest);
     let [peers, conversation] =
         Layout::horizontal([Constraint::Length(list_width), Constraint::Min(10)]).areas(main);
     Areas { peers, conversation, input, status }
 }
 
+/// The list's columns: a quarter of the screen (18 to 30), or more for its
+/// widest row (borders and the selection mark included) while that leaves
+/// the conversation three fifths. On an 80-column terminal a quarter is 20,
+/// which cut `alice (you) available` to `alice (you) availa`.
+fn list_width(screen: u16, widest: usize) -> u16 {
+    let usual = (screen / 4).clamp(18, 30);
+    let wanted = u16::try_from(widest.saturating_add(4)).unwrap_or(u16::MAX);
+    let cap = (screen / 5 * 2).max(usual);
+    usual.max(wanted.min(cap))
+}
+
+/// A row's words: the name, `(you)`, and its status. A name too long for
+/// `room` columns is cut, with `…`, so that the status always shows.
+fn row_spans(row: &PeerRow, room: usize) -> Vec<Span<'static>> {
+    let you = if row.you { " (you)" } else { "" };
+    let status = if row.busy { " busy" } else { " available" };
+    let name_room = room.saturating_sub(you.len() + status.len());
+    let name = if row.name.width() <= name_room || name_room < 2 {
+        row.name.clone()
+    } else {
+        let mut cut = String::new();
+        for c in row.name.chars() {
+            if cut.width() + c.width().unwrap_or(0) + 1 > name_room {
+                break;
+            }
+            cut.push(c);
+        }
+        cut.push('…');
+        cut
+    };
+    let mut spans = vec![Span::raw(name)];
+    if row.you {
+        spans.push(Span::styled(you, Style::default().add_modifier(Modifier::BOLD)));
+    }
+    spans.push(if row.busy {
+        Span::styled(status, Style::default().fg(Color::Yellow))
+    } else {
+        Span::styled(status, Style::default().fg(Color::Green))
+    });
+    spans
+}
+
+/// The display width of a row's words, uncut.
+fn row_width(row: &PeerRow) -> usize {
+    row.name.width() + if row.you { 6 } else { 0 } + if row.busy { 5 } else { 10 }
+}
+
 /// Draws one frame.
 pub(crate) fn draw(frame: &mut Frame<'_>, app: &mut App) {
-    let areas = layout(frame.area());
+    let widest = app.peers.rows().iter().map(row_width).max().unwrap_or(0);
+    let areas = layout(frame.area(), widest);
     let conversation_block = conversation_block(app);
     let inner = conversation_block.inner(areas.conversation);
     app.conversation.set_viewport(usize::from(inner.width), usize::from(inner.height));
@@ -74,22 +126,19 @@ fn draw_peers(frame: &mut Frame<'_>, app: &App, area: Rect) {
     };
     let has_focus = app.focus == Focus::Peers;
     let block = Block::bordered().title(title).border_style(focused(has_focus));
+    let selected = app.peers.selected_index();
+    // Inside the borders, less the selection mark's column when a row is
+    // selected (ratatui then sets every row in by it).
+    let room = usize::from(area.width.saturating_sub(2)).saturating_sub(if selected.is_some() {
+        2
+    } else {
+        0
+    });
     let items: Vec<ListItem<'_>> = app
         .peers
         .rows()
         .iter()
-        .map(|row| {
-            let mut spans = vec![Span::raw(row.name.clone())];
-            if row.you {
-                spans.push(Span::styled(" (you)", Style::default().add_modifier(Modifier::BOLD)));
-            }
-            spans.push(if row.busy {
-                Span::styled(" busy", Style::default().fg(Color::Yellow))
-            } else {
-                Span::styled(" available", Style::default().fg(Color::Green))
-            });
-            ListItem::new(Line::from(spans))
-        })
+        .map(|row| ListItem::new(Line::from(row_spans(row, room))))
         .collect();
     let highlight = if has_focus {
         Style::default().add_modifier(Modifier::REVERSED)
@@ -98,7 +147,7 @@ fn draw_peers(frame: &mut Frame<'_>, app: &App, area: Rect) {
     };
     let empty = items.is_empty();
     let list = List::new(items).block(block).highlight_style(highlight).highlight_symbol("> ");
-    let mut state = ListState::default().with_selected(app.peers.selected_index());
+    let mut state = ListState::default().with_selected(selected);
     frame.render_stateful_widget(list, area, &mut state);
     if empty && area.width > 2 && area.height > 2 {
         let inner = Rect { x: area.x + 1, y: area.y + 1, width: area.width - 2, height: 1 };
@@ -305,6 +354,34 @@ mod tests {
         assert!(contains(&rows, "│bob busy"), "{rows:#?}");
         assert!(contains(&rows, "│carol available"), "{rows:#?}");
         assert!(contains(&rows, " bob · connected "), "{rows:#?}");
+    }
+
+    #[test]
+    fn an_eighty_column_list_shows_every_status_whole() {
+        let mut app = app();
+        let long = "a-name-of-thirty-two-characters0";
+        for (name, you) in [("alice", true), (long, false)] {
+            let peer = pb::Peer {
+                name: name.into(),
+                status: pb::PeerStatus::Available as i32,
+                ..Default::default()
+            };
+            app.on_peers(PeersUpdate::Event(pb::Event {
+                kind: Some(Kind::PeerOnline(pb::PeerOnlineEvent { peer: Some(peer), you })),
+            }));
+        }
+        let rows = screen(&mut app, 80, 24);
+        assert!(contains(&rows, "│alice (you) available "), "{rows:#?}");
+        // The longest name is cut, its status is not.
+        assert!(contains(&rows, "│a-name-of-thirty-tw… available│"), "{rows:#?}");
+        // The conversation keeps three fifths of the screen.
+        assert!(rows[0].starts_with(&format!("┌ online {}┐┌", "─".repeat(22))), "{rows:#?}");
+        // With a row selected every row is set in by the mark, and still fits.
+        app.apply(Action::ToggleFocus, 0);
+        app.apply(Action::SelectNext, 0);
+        let rows = screen(&mut app, 80, 24);
+        assert!(contains(&rows, "│  alice (you) available "), "{rows:#?}");
+        assert!(contains(&rows, "│> a-name-of-thirty-… available│"), "{rows:#?}");
     }
 
     #[test]
