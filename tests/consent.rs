@@ -252,6 +252,34 @@ fn ctrl_c_on_a_waiting_connect_withdraws_the_request() {
     assert_exit(&again.finish(EVENT_TIMEOUT), 0, "alice's second connect");
 }
 
+/// Ctrl-C in line-mode chat while its `/connect` waits for the callee's
+/// user ends chat at once, and the request is withdrawn as for `connect`.
+#[test]
+fn ctrl_c_in_chat_during_a_waiting_connect_ends_it_and_withdraws_the_request() {
+    use std::io::Write as _;
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start_with(&dir, "bob", "127.0.0.1:0", &["--accept", "ask"]);
+    let mut bob_sees = bob.watch();
+    let (mut chat, mut typed) = PendingConnect::typed_into(&alice, &["chat"]);
+    typed.write_all(b"/connect bob\n").expect("typing into chat");
+    bob_sees.wait_for("alice's request", EVENT_TIMEOUT, request_from("alice"));
+    assert!(chat.is_waiting(), "chat ended before its connect was answered");
+    let interrupted = Instant::now();
+    proc::signal(chat.pid, libc::SIGINT);
+    // Its stdin stays open: only the signal can end it.
+    let out = chat.finish(EVENT_TIMEOUT);
+    drop(typed);
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(5),
+        "chat took {:?} to end after Ctrl-C",
+        interrupted.elapsed()
+    );
+    assert_exit(&out, 0, "alice's interrupted chat");
+    bob_sees.wait_for("withdrawn", EVENT_TIMEOUT, request_ended("alice", "withdrawn"));
+    assert_eq!(alice.status()["conversation"], "idle");
+}
+
 /// `chatctl disconnect` while the connect still waits for the callee's
 /// user cancels it, and says so: no conversation had begun, so not
 /// "disconnected".

@@ -180,7 +180,13 @@ impl Chat {
                         self.note_failure(mistyped("a line that is not UTF-8 text was not sent"))?;
                     }
                     Some(Ok(Some(line))) => {
-                        let flow = self.on_line(&line).await?;
+                        // Ctrl-C also while a line's request waits: a
+                        // `/connect` may wait a minute for the peer's user.
+                        // Dropping the request withdraws it in peerd.
+                        let flow = tokio::select! {
+                            () = &mut *interrupted => return Ok(Flow::Interrupted),
+                            flow = self.on_line(&line) => flow?,
+                        };
                         self.settle(events)?;
                         if flow == Flow::Quit {
                             return Ok(Flow::Quit);
