@@ -37,6 +37,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use pb::chat_client::ChatClient;
 use peerchat::v1 as pb;
 use support::control::control_client;
+use support::proc;
 use support::tls::RecordServerCert;
 use support::watch::ev;
 use support::{Directory, EVENT_TIMEOUT, Peer, Watch, eventually, random_bytes, runtime};
@@ -290,6 +291,22 @@ async fn chat_client(addr: SocketAddr, config: Arc<ClientConfig>) -> ChatClient<
         .await
         .expect("connecting to the peer port over TLS");
     ChatClient::new(channel).max_decoding_message_size(4 * 1024 * 1024)
+}
+
+/// Like [`chat_client`], from the loopback address `from`; `None` if the
+/// connection failed (bob's port full, say).
+async fn chat_client_from(
+    addr: SocketAddr,
+    from: std::net::Ipv4Addr,
+    config: Arc<ClientConfig>,
+) -> Option<ChatClient<Channel>> {
+    let connect = tower::service_fn(move |_: Uri| {
+        let config = config.clone();
+        async move { Ok::<_, std::io::Error>(TokioIo::new(tls_connect_from(addr, from, config).await?)) }
+    });
+    let channel =
+        Endpoint::from_static("http://peer.invalid").connect_with_connector(connect).await.ok()?;
+    Some(ChatClient::new(channel))
 }
 
 fn hello(name: &str, to: &str) -> pb::Frame {
@@ -701,18 +718,21 @@ fn malformed_and_oversize_frames_on_the_peer_port() {
                 assert_refused(&format!("a {size}-byte first frame"), got, &too_big, "too large");
             }
 
-            // Dials that never say hello take every pending-handshake slot
-            // this source address has; one more waits a moment for a slot
-            // and is refused, and the silent ones end at the handshake
-            // timeout.
+            // Dials that never say hello hold no pending-dial slot: with
+            // more of them open than this source has slots, a dial that
+            // says hello still gets its real answer at once (nobody is not
+            // registered, as above), and the silent ones end at the
+            // handshake timeout.
             let mut silent = Vec::new();
-            for _ in 0..PENDING_DIALS_PER_SOURCE {
+            for _ in 0..=PENDING_DIALS_PER_SOURCE {
                 let mut client = chat_client(bob_addr, stranger.clone()).await;
-                silent.push(tokio::spawn(async move { hold_pending_dial(&mut client).await }));
+                silent.push(tokio::spawn(async move { silent_dial(&mut client).await }));
             }
             let mut one_more = chat_client(bob_addr, stranger.clone()).await;
-            let got = eventually_async(&mut one_more).await;
-            assert_refused("one dial too many", got, &[Code::ResourceExhausted], "too many dials");
+            let got = converse_once(&mut one_more, hello("nobody", "bob")).await;
+            let words = "cannot verify you as nobody";
+            let status = assert_refused("a dial beside silent ones", got, &denied, words);
+            assert_eq!(refusal_of(&status).reason(), pb::refusal::Reason::Unverified);
             for task in silent {
                 let (got, took) = task.await.expect("a silent dial");
                 let status = got.expect_err("a dial that never said hello was answered");
@@ -803,43 +823,24 @@ fn malformed_and_oversize_frames_on_the_peer_port() {
     assert_memory_bounded("frames: bob", before, mem(bob.pid()));
 }
 
-/// Opens a Converse stream and never says hello: it holds one of the
-/// callee's pending-dial slots until the callee's handshake timeout. A
-/// refusal because the slots are full (another dial of the test's held one
-/// for a moment) is retried, for up to 3 s. Returns how the stream ended
-/// and how long the held attempt lasted.
-async fn hold_pending_dial(
-    client: &mut ChatClient<Channel>,
-) -> (Result<(), tonic::Status>, Duration) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let (tx, rx) = mpsc::channel::<pb::Frame>(1);
-        let started = Instant::now();
-        let got = client.converse(ReceiverStream::new(rx)).await;
-        drop(tx);
-        let full = matches!(&got, Err(s) if s.code() == Code::ResourceExhausted);
-        if !full || Instant::now() >= deadline {
-            return (got.map(|_| ()), started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Opens a Converse stream and never says hello. Returns how the stream
+/// ended and how long it lasted.
+async fn silent_dial(client: &mut ChatClient<Channel>) -> (Result<(), tonic::Status>, Duration) {
+    let (tx, rx) = mpsc::channel::<pb::Frame>(1);
+    let started = Instant::now();
+    let got = client.converse(ReceiverStream::new(rx)).await;
+    drop(tx);
+    (got.map(|_| ()), started.elapsed())
 }
 
-/// Retries one more dial until the silent ones hold every pending
-/// slot (they take theirs when bob's handler starts, a moment after their
-/// connect): until bob refuses, or 3 s.
-async fn eventually_async(
+/// Dials with a hello whose name bob must ask the directory about, while
+/// the directory is stopped: each holds one of bob's pending-dial slots
+/// until his lookup times out. Returns the first frame or the refusal.
+async fn dial_held_by_the_lookup(
     client: &mut ChatClient<Channel>,
+    name: &str,
 ) -> Result<Option<pb::Frame>, tonic::Status> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let got = converse_once(client, hello("nobody", "bob")).await;
-        let busy = matches!(&got, Err(s) if s.code() == Code::ResourceExhausted);
-        if busy || Instant::now() >= deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    converse_once(client, hello(name, "bob")).await
 }
 
 /// What a client may send after the TLS handshake instead of HTTP/2.
@@ -1131,6 +1132,75 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     }
 }
 
+/// Eight hosts holding all 64 connection slots, each connection carrying a
+/// Chat stream that never says hello (reopened as soon as bob ends it):
+/// such a stream neither keeps its connection from being ended for a
+/// newcomer nor holds a pending-dial slot, so a dialer still gets in. (It
+/// once did both, and eight addresses kept every dialer out.)
+#[test]
+fn hosts_holding_every_slot_with_silent_streams_do_not_keep_a_dialer_out() {
+    let rt = runtime();
+    let dir = Directory::start(TTL);
+    let bob = Peer::start(&dir, "bob");
+    let carol = Peer::start(&dir, "carol");
+    let base = open_fds(bob.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Attackers' connections with a silent stream open on them.
+    let held = Arc::new(AtomicUsize::new(0));
+    let bob_addr = bob.addr();
+    let config = tls_config(&throwaway_pkcs8());
+    let attackers: Vec<_> = (1..=8u8)
+        .flat_map(|source| (0..8).map(move |i| (source, i)))
+        .map(|(source, _)| {
+            let (stop, config, held) = (stop.clone(), config.clone(), held.clone());
+            rt.spawn(async move {
+                let from = std::net::Ipv4Addr::new(127, 0, 3, source);
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(mut client) = chat_client_from(bob_addr, from, config.clone()).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    held.fetch_add(1, Ordering::SeqCst);
+                    // One silent stream after another on this connection,
+                    // until bob ends the connection.
+                    loop {
+                        let (got, _) = silent_dial(&mut client).await;
+                        match got {
+                            Err(s) if s.code() == Code::DeadlineExceeded => {}
+                            _ => break,
+                        }
+                    }
+                    held.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.load(Ordering::SeqCst) < 64 || open_fds(bob.pid()).saturating_sub(base) < 60 {
+        assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = carol.ctl(&["connect", "bob"]);
+        outcomes.push((out.status.code(), started.elapsed(), error_line_of(&out)));
+        if out.status.code() == Some(0) {
+            carol.ctl(&["disconnect"]);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.abort();
+    }
+    eprintln!("carol's dials during the attack: {outcomes:?}");
+    for (code, took, err) in &outcomes {
+        assert_eq!(*code, Some(0), "carol could not dial bob during the attack: {err}");
+        assert!(*took < Duration::from_secs(5), "the dial took {took:?}");
+    }
+}
+
 /// A flood of connections that say nothing, from 250 addresses at once,
 /// each held open until bob closes it: once the 64 slots are taken each
 /// newcomer ends an idle one and waits for its slot, but at most 8 wait
@@ -1257,29 +1327,49 @@ fn a_persistent_slowloris_from_one_host_does_not_lock_out_other_dialers() {
     assert_eq!(out.status.code(), Some(0), "carol could not dial bob during the attack: {verdict}");
 }
 
-/// Dials that never say hello fill the pending-handshake slots of their
-/// source address; a dial to bob, who is in no conversation, must then not
-/// be told "bob is busy in another conversation" (a regression: the dialer
-/// once took "busy: too many dials in progress" for the busy answer).
+/// Dials that bob must check with a directory that does not answer (it is
+/// stopped) hold his pending-dial slots, each until his lookup gives up;
+/// one more from their address waits a moment for a slot and is refused
+/// with its own reason, `too many dials`, which no dialer may take for
+/// `busy` (a regression once did), and bob stays in no conversation.
 #[test]
-fn a_full_pending_dial_queue_is_not_reported_as_busy_in_a_conversation() {
+fn a_full_pending_dial_queue_is_refused_as_too_many_dials() {
+    use pb::refusal::Reason;
     let rt = runtime();
     let dir = Directory::start(TTL);
     let bob = Peer::start(&dir, "bob");
-    let carol = Peer::start(&dir, "carol");
     let stranger = tls_config(&throwaway_pkcs8());
     let addr = bob.addr();
-    let mut held = Vec::new();
     let mut probe = rt.block_on(chat_client(addr, stranger.clone()));
-    for _ in 0..PENDING_DIALS_PER_SOURCE {
-        let mut client = rt.block_on(chat_client(addr, stranger.clone()));
-        held.push(rt.spawn(async move { hold_pending_dial(&mut client).await }));
-    }
-    let got = rt.block_on(eventually_async(&mut probe));
-    let status =
-        assert_refused("one dial too many", got, &[Code::ResourceExhausted], "too many dials");
-    assert_eq!(refusal_of(&status).reason(), pb::refusal::Reason::TooManyDials);
+    let stopped = proc::Stopped::new(dir.pid());
+    // The held dials say hello first; should the probe still win a slot,
+    // it is held by a lookup too, and all are answered after it: another
+    // round, with new names (a name bob could not check is remembered).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    let status = loop {
+        round += 1;
+        let mut held = Vec::new();
+        for i in 0..PENDING_DIALS_PER_SOURCE {
+            let mut client = rt.block_on(chat_client(addr, stranger.clone()));
+            let name = format!("held{round}x{i}");
+            held.push(rt.spawn(async move { dial_held_by_the_lookup(&mut client, &name).await }));
+        }
+        let got = rt.block_on(dial_held_by_the_lookup(&mut probe, &format!("probe{round}")));
+        for task in held {
+            let got = rt.block_on(task).expect("a held dial");
+            let status = got.expect_err("a dial bob could not check was taken");
+            let reason = refusal_of(&status).reason();
+            assert!(matches!(reason, Reason::CannotVerify | Reason::TooManyDials), "{status:?}");
+        }
+        match got {
+            Err(status) if status.code() == Code::ResourceExhausted => break status,
+            other => assert!(Instant::now() < deadline, "never refused for slots: {other:?}"),
+        }
+    };
+    eprintln!("refused for slots in round {round}");
+    assert_eq!(refusal_of(&status).reason(), Reason::TooManyDials);
+    assert!(status.message().contains("too many dials in progress"), "{status:?}");
+    drop(stopped);
     assert_eq!(bob.status()["conversation"], "idle");
-    let err = carol.ctl_err(&["connect", "bob"]);
-    assert!(!err.contains("in another conversation"), "bob is in no conversation, yet: {err}");
 }

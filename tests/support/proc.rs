@@ -122,6 +122,24 @@ pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// A process stopped (SIGSTOP, as a frozen host looks) until this is
+/// dropped (SIGCONT), also when the test panics.
+#[derive(Debug)]
+pub(crate) struct Stopped(u32);
+
+impl Stopped {
+    pub(crate) fn new(pid: u32) -> Stopped {
+        signal(pid, libc::SIGSTOP);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
 /// A daemon the test started, stopped with SIGKILL when dropped (also when
 /// the test panics) unless it already exited.
 #[derive(Debug)]

@@ -36,7 +36,8 @@ pub(crate) enum ConnInfo {
         /// The key the dialer proved in the TLS handshake.
         key: Option<PublicKey>,
         /// Its open streams: a handler holds a [`StreamGuard`] while it
-        /// serves one.
+        /// serves one that said hello (one that says nothing must not keep
+        /// the connection from being ended for a newcomer).
         activity: Activity,
     },
     /// A local process on the control socket.

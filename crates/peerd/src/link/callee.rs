@@ -1,8 +1,10 @@
-//! The answering side of a link: the `Chat` service. A dial is admitted
-//! only while a slot for pending handshakes is free, must say hello (of our
-//! protocol version) within the handshake timeout, and is offered to
-//! whoever holds the [`Offer`] channel (the driver), who accepts it only
-//! when we are in no conversation. Every refusal is a typed [`Refusal`].
+//! The answering side of a link: the `Chat` service. A dial must say hello
+//! (of our protocol version) within the handshake timeout; only then does
+//! its stream keep its connection in use, and it waits for a slot for
+//! pending dials while the directory vouches for its key. It is then
+//! offered to whoever holds the [`Offer`] channel (the driver), who accepts
+//! it only when we are in no conversation. Every refusal is a typed
+//! [`Refusal`].
 //!
 //! The driver may also answer that the user is being asked (consent,
 //! `peerd --accept known|ask`): the call then answers at once with an
@@ -165,21 +167,19 @@ impl pb::chat_server::Chat for ChatService {
         &self,
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<FrameStream>, Status> {
-        let (remote, key, stream) = match request.extensions().get::<ConnInfo>() {
-            // Counted from here until the answer's stream ends: the
-            // connection is in use, not idle.
+        let (remote, key, activity) = match request.extensions().get::<ConnInfo>() {
             Some(ConnInfo::Peer { remote, key, activity }) => {
-                (*remote, *key, Some(activity.stream()))
+                (*remote, *key, Some(activity.clone()))
             }
             _ => (None, None, None),
         };
-        // Not "busy": that means "in another conversation" to dialers.
-        let full =
-            || Refusal::new(Reason::TooManyDials, "too many dials in progress; try again shortly");
-        let source = remote.map(|addr| Source::of_ip(addr.ip()));
-        let _slot = self.pending.take(source).await.ok_or_else(full)?;
         let key = key.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let mut inbound = request.into_inner();
+        // The hello comes first, before the stream counts for anything: a
+        // dialer sends it at once, and a stream that says nothing must
+        // neither keep its connection from being ended for a newcomer nor
+        // hold a pending-dial slot. (Both once did: eight addresses opening
+        // streams that never said hello kept every dialer out.)
         let bad_hello = |why: String| Refusal::new(Reason::BadHello, why);
         let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(Refusal::new(Reason::NoHello, "no hello in time").into()),
@@ -207,6 +207,14 @@ impl pb::chat_server::Chat for ChatService {
             let why = format!("this is not {}", hello.to);
             return Err(Refusal::new(Reason::WrongPeer, why).into());
         }
+        // Counted from here until the answer's stream ends: the connection
+        // is in use, not idle.
+        let stream = activity.map(|a| a.stream());
+        // Not "busy": that means "in another conversation" to dialers.
+        let full =
+            || Refusal::new(Reason::TooManyDials, "too many dials in progress; try again shortly");
+        let source = remote.map(|addr| Source::of_ip(addr.ip()));
+        let _slot = self.pending.take(source).await.ok_or_else(full)?;
         let known = self.dialers.check(&peer, &key, Source::of(remote)).await?;
         let (out, outgoing) = duplex::outbox();
         let (reply, answer) = oneshot::channel();

@@ -364,6 +364,20 @@ mod tests {
     }
 
     #[test]
+    fn too_many_dials_is_its_own_refusal_not_busy() {
+        let why = "too many dials in progress; try again shortly";
+        let status: tonic::Status = Refusal::new(Reason::TooManyDials, why).into();
+        let error = refused(&bob(), &status);
+        assert!(
+            matches!(&error, DialError::Refused { refusal, .. } if refusal.reason == Reason::TooManyDials),
+            "{error:?}"
+        );
+        assert_eq!(error.to_string(), format!("bob refused the conversation: {why}"));
+        let status: tonic::Status = Refusal::new(Reason::Busy, "bob is busy").into();
+        assert_eq!(refused(&bob(), &status), DialError::Busy(bob()));
+    }
+
+    #[test]
     fn a_handshake_cut_off_says_how_in_plain_words() {
         // As tonic makes it: its own words, the transport's failure as the
         // source (rustls's end of file without close_notify).

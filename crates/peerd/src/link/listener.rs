@@ -14,7 +14,8 @@
 //! its connections, and only from an address that holds more than the
 //! newcomer's (or the newcomer's own): slots are shared out fairly between
 //! addresses, not first come first served. A connection carrying a stream
-//! (a conversation, a dial being answered) is never ended so. So hosts
+//! that said hello (a conversation, a dial being answered) is never ended
+//! so; one whose streams say nothing is. So hosts
 //! that hold every slot with connections that do nothing, reconnecting as
 //! soon as each is closed, cannot keep a dialer out unless they come from
 //! as many addresses as there are slots. At most [`MAX_WAITING`] newcomers

@@ -1,12 +1,14 @@
 //! The callee's slots for dials not yet answered: at most
 //! [`MAX_PENDING_DIALS`] at once, [`MAX_PENDING_DIALS_PER_SOURCE`] of them
-//! from one source, so that dials that never say hello cannot lock other
-//! dialers out.
+//! from one source, so that dials whose key takes long to check (a slow
+//! directory) cannot lock other dialers out, nor make us ask the directory
+//! about many at once.
 //!
-//! A dial that finds no free slot waits up to [`SLOT_WAIT`] for one before
-//! it is refused (`too many dials in progress`). A slot is held only for the
-//! hello, the directory's word on the dialer's key and the driver's answer,
-//! usually a few milliseconds; so several peers behind one address (a NAT,
+//! A dial takes its slot once it has said hello (one that says nothing
+//! holds none), and waits up to [`SLOT_WAIT`] for one before it is refused
+//! (`too many dials in progress`). A slot is held only for the directory's
+//! word on the dialer's key and the driver's answer, usually a few
+//! milliseconds; so several peers behind one address (a NAT,
 //! or one machine) that dial at the same moment each get the real answer,
 //! a conversation or `busy`, instead of a refusal that says nothing about
 //! the peer. The wait, with the directory's word on the key after it, stays
