@@ -242,6 +242,35 @@ fn connect_send_delivered_then_displayed_both_ways() {
     wa.wait_for("delivered", EVENT_TIMEOUT, ev::receipt(&id3, "delivered"));
 }
 
+/// Bob's user sees alice's message only after her daemon restarted: the
+/// `displayed` receipt, which waits for their next conversation, is still
+/// believed by the new run of her daemon, and her history says so. (A new
+/// run once took it for a receipt of a message it never sent.)
+#[test]
+fn a_sender_restarted_since_still_hears_that_its_message_was_displayed() {
+    let dir = Directory::start(TTL);
+    let mut alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    connect(&alice, &bob);
+    let (id, state) = send(&alice, &["seen after your restart"]);
+    assert_eq!(state, "delivered");
+    alice.terminate();
+    alice.restart();
+    let mut wb = bob.watch();
+    let shown = wb.wait_for("the message", EVENT_TIMEOUT, |e| e["event"] == "message");
+    assert_eq!(shown["id"], id.as_str(), "{shown}");
+    let mut wa = alice.watch();
+    connect(&alice, &bob);
+    wa.wait_for("displayed", EVENT_TIMEOUT, ev::receipt(&id, "displayed"));
+    eventually("alice's history says displayed", Duration::from_secs(5), || {
+        let entries = history(&alice, "bob", 50);
+        match entries.iter().find(|e| e["id"] == id.as_str()) {
+            Some(e) if e["state"] == "displayed" => Ok(()),
+            _ => Err(format!("{entries:?}")),
+        }
+    });
+}
+
 #[test]
 fn message_without_display_client_is_shown_to_the_next_watch_then_displayed() {
     let dir = Directory::start(TTL);

@@ -950,6 +950,16 @@ impl Session {
         }
     }
 
+    /// Our messages to `peer` that an earlier run saw delivered but not
+    /// yet displayed (oldest first): the peer's `displayed` receipt for
+    /// them may still come, when a conversation with it next starts, and
+    /// is believed as if this run had sent them.
+    pub fn restore_delivered_unshown(&mut self, peer: Name, ids: impl IntoIterator<Item = Id>) {
+        for id in ids {
+            self.awaiting_display.insert_new_within(&id, peer.clone(), MAX_AWAITING_DISPLAY);
+        }
+    }
+
     /// Queues a message stored in an earlier run but never shown, so that
     /// the next display client shows it (oldest first: call in order).
     pub fn restore_undisplayed(&mut self, from: Name, message: Message) {

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use peerchat_core::Name;
 use peerchat_core::session::{
-    Direction, Id, MAX_SEEN_IDS, MAX_UNACKED, MAX_UNACKED_BYTES, MAX_UNDISPLAYED_BYTES,
-    MAX_UNDISPLAYED_MESSAGES, Message, MessageState, Record,
+    Direction, Id, MAX_AWAITING_DISPLAY, MAX_SEEN_IDS, MAX_UNACKED, MAX_UNACKED_BYTES,
+    MAX_UNDISPLAYED_BYTES, MAX_UNDISPLAYED_MESSAGES, Message, MessageState, Record,
 };
 use serde::{Deserialize, Serialize};
 
@@ -500,6 +500,10 @@ pub(crate) struct Recovered {
     /// Our messages never acknowledged, per peer, oldest first: sent again
     /// with the next conversation with that peer, or failed.
     pub(crate) unacked: Vec<(Name, Vec<Message>)>,
+    /// Ids of our messages delivered but not yet reported displayed, per
+    /// peer, oldest first: the peer's `displayed` receipt for them may
+    /// still come (it waits for a conversation), and is believed.
+    pub(crate) delivered_unshown: Vec<(Name, Vec<Id>)>,
     /// The conversation we were the dialer of when the earlier run
     /// stopped without ending it: redialed at once.
     pub(crate) resumable: Option<Name>,
@@ -520,11 +524,15 @@ pub(crate) fn recover(data_dir: &Path) -> Recovered {
         let Some(reader) = tail_reader(&path, RECOVERY_TAIL_BYTES) else {
             continue;
         };
-        let (unseen, unacked) = outstanding(reader);
+        let Outstanding { unseen, unacked, delivered_unshown } = outstanding(reader);
         for e in unseen {
             if let Ok(from) = Name::parse(&e.peer) {
                 out.unseen.push((from, e.message()));
             }
+        }
+        if !delivered_unshown.is_empty() {
+            let ids = delivered_unshown.into_iter().map(Id::from).collect();
+            out.delivered_unshown.push((peer.clone(), ids));
         }
         let unacked: Vec<Message> = unacked.into_iter().map(Entry::message).collect();
         if !unacked.is_empty() {
@@ -652,9 +660,11 @@ fn newest_received(
 /// messages no display client has shown (the newest within the session's
 /// caps for them), and ours never acknowledged (within its caps for
 /// those). Holds only those while reading, whatever the file's size.
-fn outstanding(reader: impl BufRead) -> (Vec<Entry>, Vec<Entry>) {
+fn outstanding(reader: impl BufRead) -> Outstanding {
     let mut unseen = Waiting::new(MAX_UNDISPLAYED_MESSAGES, MAX_UNDISPLAYED_BYTES);
     let mut unacked = Waiting::new(MAX_UNACKED, MAX_UNACKED_BYTES);
+    // Ids only (no text): what a `displayed` receipt may still name.
+    let mut unshown = Waiting::new(MAX_AWAITING_DISPLAY, usize::MAX);
     for line in reader.split(b'\n') {
         let Ok(line) = line else { break };
         let Ok(line) = serde_json::from_slice::<Line>(&line) else {
@@ -662,7 +672,13 @@ fn outstanding(reader: impl BufRead) -> (Vec<Entry>, Vec<Entry>) {
         };
         match line {
             Line::Message { id, dir, peer, text, at, seq, state } => {
-                let waiting = match (dir, MessageState::from(state)) {
+                let now = MessageState::from(state);
+                if dir == Dir::Out && matches!(now, MessageState::Sent | MessageState::Delivered) {
+                    let (direction, text) = (dir.into(), String::new());
+                    let (id, peer) = (id.clone(), peer.clone());
+                    unshown.add(Entry { id, direction, peer, text, at_ms: at, seq, state: now });
+                }
+                let waiting = match (dir, now) {
                     (Dir::In, MessageState::Delivered) => &mut unseen,
                     (Dir::Out, MessageState::Sent) => &mut unacked,
                     _ => continue,
@@ -674,13 +690,33 @@ fn outstanding(reader: impl BufRead) -> (Vec<Entry>, Vec<Entry>) {
                 MessageState::Displayed => {
                     unseen.settle(&id);
                     unacked.settle(&id);
+                    unshown.settle(&id);
                 }
-                MessageState::Delivered | MessageState::Failed => unacked.settle(&id),
+                MessageState::Delivered => unacked.settle(&id),
+                MessageState::Failed => {
+                    unacked.settle(&id);
+                    unshown.settle(&id);
+                }
                 _ => {}
             },
         }
     }
-    (unseen.into_entries(), unacked.into_entries())
+    let unacked = unacked.into_entries();
+    // Those sent again come back with the conversation's own bookkeeping.
+    let resent: HashSet<&str> = unacked.iter().map(|e| e.id.as_str()).collect();
+    let unshown = unshown.into_entries().into_iter().map(|e| e.id);
+    let delivered_unshown = unshown.filter(|id| !resent.contains(id.as_str())).collect();
+    Outstanding { unseen: unseen.into_entries(), unacked, delivered_unshown }
+}
+
+/// What [`outstanding`] finds in one file, each oldest first.
+struct Outstanding {
+    /// Received messages no display client has shown.
+    unseen: Vec<Entry>,
+    /// Ours never acknowledged.
+    unacked: Vec<Entry>,
+    /// Ids of ours delivered and not yet reported displayed.
+    delivered_unshown: Vec<String>,
 }
 
 /// Entries waiting for something (a display, a receipt), in the order
@@ -1128,6 +1164,47 @@ mod tests {
         let newest = read(&dir, &bob, 1).expect("read").entries;
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, "b");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A `displayed` receipt may come long after `delivered` (the peer's
+    /// user looks later, and the receipt waits for a conversation): our
+    /// restart must still believe it for the messages delivered before.
+    #[test]
+    fn recovery_finds_ours_delivered_and_not_yet_displayed() {
+        let dir = tmp();
+        let mut h = History::open(&dir).expect("open");
+        let bob = name("bob");
+        let sent = |h: &mut History, id: &str| {
+            h.append(&Record::Message {
+                peer: bob.clone(),
+                direction: Direction::Out,
+                message: message(id, "hi"),
+                state: MessageState::Sent,
+            });
+        };
+        let state = |h: &mut History, id: &str, state: MessageState| {
+            h.append(&Record::State { peer: bob.clone(), id: id.into(), state });
+        };
+        for id in ["delivered", "displayed", "unacked", "failed", "shown-at-once"] {
+            sent(&mut h, id);
+        }
+        state(&mut h, "delivered", MessageState::Delivered);
+        state(&mut h, "displayed", MessageState::Delivered);
+        state(&mut h, "displayed", MessageState::Displayed);
+        state(&mut h, "failed", MessageState::Failed);
+        state(&mut h, "shown-at-once", MessageState::Displayed);
+        received(&mut h, &bob, "theirs", "hello");
+        h.flush().expect("flush");
+        let recovered = recover(&dir);
+        let unshown: Vec<(String, Vec<String>)> = recovered
+            .delivered_unshown
+            .into_iter()
+            .map(|(peer, ids)| (peer.to_string(), ids.iter().map(ToString::to_string).collect()))
+            .collect();
+        assert_eq!(unshown, [("bob".to_owned(), vec!["delivered".to_owned()])]);
+        let unacked: Vec<&str> = recovered.unacked[0].1.iter().map(|m| &*m.id).collect();
+        assert_eq!(unacked, ["unacked"], "sent again, so not among the unshown");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -445,6 +445,26 @@ fn displayed_waits_for_a_display_client() {
     assert_eq!(p.bob.undisplayed().count(), 0);
 }
 
+/// A `displayed` receipt for a message an earlier run of ours sent (and
+/// saw delivered) is believed after our restart, from the peer it went to
+/// only.
+#[test]
+fn a_restarted_sender_believes_displayed_for_what_it_sent_before() {
+    let mut p = Pair::connected();
+    p.alice.restore_delivered_unshown(name("bob"), ["from-before".into()]);
+    p.alice.restore_delivered_unshown(name("carol"), ["carols".into()]);
+    let ids = vec!["from-before".into(), "carols".into(), "forged".into()];
+    p.b.outbound.push_back(Frame::Receipt { ids, kind: ReceiptKind::Displayed });
+    p.drive();
+    assert_eq!(receipts(&p.a, ReceiptKind::Displayed), ["from-before"]);
+    let stored: Vec<&Record> =
+        p.a.stored.iter().filter(|r| matches!(r, Record::State { .. })).collect();
+    assert!(
+        matches!(stored[..], [Record::State { id, state: MessageState::Displayed, .. }] if &**id == "from-before"),
+        "{stored:?}"
+    );
+}
+
 #[test]
 fn receipts_for_unknown_ids_are_ignored() {
     let mut p = Pair::connected();

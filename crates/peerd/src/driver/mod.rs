@@ -281,6 +281,9 @@ impl Driver {
             session.restore_undisplayed(from, message);
         }
         let now = Instant::now();
+        for (peer, ids) in recovered.delivered_unshown {
+            session.restore_delivered_unshown(peer, ids);
+        }
         for (peer, messages) in recovered.unacked {
             tracing::info!(%peer, count = messages.len(), "unacknowledged messages from before the restart");
             session.restore_unacked(peer, messages, now);
