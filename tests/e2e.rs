@@ -1145,6 +1145,34 @@ fn chat_with_piped_stdin_sends_each_line() {
     assert_eq!(texts, ["hello", "again"], "{history}");
 }
 
+/// Piped `chat` whose lines are still unconfirmed when it stops waiting
+/// for them (bob frozen) exits 1 with `timed out`: a script must not take
+/// them for delivered. They end as peerd decides (here delivered, once bob
+/// thaws).
+#[test]
+fn piped_chat_with_lines_still_unconfirmed_at_the_end_exits_1() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    connect(&alice, &bob);
+    let frozen = support::proc::Stopped::new(bob.pid());
+    let started = Instant::now();
+    let out = alice.ctl_with_input(&["chat"], b"one\ntwo\n".to_vec());
+    assert_exit(&out, 1, "chat with bob frozen");
+    assert!(started.elapsed() >= Duration::from_secs(10), "it waited {:?}", started.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: timed out: 2 message(s) not confirmed within 10 s"),
+        "{stderr}"
+    );
+    drop(frozen);
+    eventually("both delivered", Duration::from_secs(15), || {
+        let entries = history(&alice, "bob", 50);
+        let delivered = entries.iter().filter(|e| e["state"] == "delivered").count();
+        if delivered == 2 { Ok(()) } else { Err(format!("{entries:?}")) }
+    });
+}
+
 /// `/disconnect` in `chat --json` shows the end at once, once, with the
 /// daemon's reason (not an empty one), and the daemon's own event is not
 /// printed a second time.

@@ -59,6 +59,14 @@ pub enum Error {
     /// Lines given to chat that failed, each said on stderr as it failed.
     #[error("{0} of the lines given failed (each said why above)")]
     ChatFailures(usize),
+    /// Messages chat sent that were neither delivered nor failed when it
+    /// stopped waiting for them.
+    #[error(
+        "timed out: {count} message(s) not confirmed within {} s; peerd keeps trying \
+         (`chatctl history` shows how they end)",
+        within.as_secs()
+    )]
+    ChatUnconfirmed { count: usize, within: std::time::Duration },
     /// The async runtime or a helper thread could not be started.
     #[error("cannot start: {0}")]
     Start(#[source] io::Error),

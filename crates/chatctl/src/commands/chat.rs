@@ -7,7 +7,8 @@
 //! exit), and Ctrl-C/SIGTERM. Lines are messages (Send, wait none) or
 //! `/commands`. On `/quit` or end of input it keeps showing events until
 //! every message sent from this session is delivered or failed (at most
-//! [`DRAIN_TIMEOUT`]), so that piped input is not cut off in flight.
+//! [`DRAIN_TIMEOUT`], then it exits 1, `timed out`), so that piped input
+//! is not cut off in flight.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, IsTerminal};
@@ -72,6 +73,10 @@ pub(crate) async fn run(socket: &Path, json: bool, name: Option<&str>) -> Result
     // were some, for a script that piped its lines in.
     match result {
         Ok(()) if chat.failures > 0 => Err(Error::ChatFailures(chat.failures)),
+        Err(unconfirmed @ Error::ChatUnconfirmed { .. }) if chat.failures > 0 => {
+            output::note(&format!("error: {unconfirmed}"));
+            Err(Error::ChatFailures(chat.failures))
+        }
         other => other,
     }
 }
@@ -212,12 +217,12 @@ impl Chat {
             tokio::select! {
                 () = &mut *interrupted => return Ok(()),
                 () = &mut deadline => {
-                    let n = self.unconfirmed.len();
-                    output::note(&format!(
-                        "warning: {n} message(s) not confirmed within {} s; peerd keeps trying",
-                        DRAIN_TIMEOUT.as_secs()
-                    ));
-                    return Ok(());
+                    // Not a success: a script that piped its lines in must
+                    // learn that it cannot know they went through.
+                    return Err(Error::ChatUnconfirmed {
+                        count: self.unconfirmed.len(),
+                        within: DRAIN_TIMEOUT,
+                    });
                 }
                 event = events.message() => self.on_event(event)?,
             }
