@@ -242,6 +242,38 @@ fn connect_send_delivered_then_displayed_both_ways() {
     wa.wait_for("delivered", EVENT_TIMEOUT, ev::receipt(&id3, "delivered"));
 }
 
+/// More waits for a display client than peerd keeps for one (4 MiB of
+/// text): the oldest are let go, and the next display client is told how
+/// many, before the messages that waited, rather than nothing.
+#[test]
+fn messages_let_go_unshown_are_counted_for_the_next_display_client() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    connect(&alice, &bob);
+    // 80 messages of 60,000 bytes: 69 fit in 4 MiB, 11 are let go.
+    let lines: String = (0..80).map(|i| format!("m{i:02} {}\n", "y".repeat(59_996))).collect();
+    let out = alice.ctl_with_input(&["chat"], lines.into_bytes());
+    assert_exit(&out, 0, "alice's chat");
+    let mut wb = bob.watch();
+    let first = wb.wait_for("the first event", EVENT_TIMEOUT, |e| {
+        e["event"] == "unshown" || e["event"] == "message"
+    });
+    assert_eq!(first["event"], "unshown", "{first}");
+    assert_eq!(first["peer"], "alice", "{first}");
+    assert_eq!(first["count"], 11, "{first}");
+    let next = wb.wait_for("a message", EVENT_TIMEOUT, |e| e["event"] == "message");
+    assert!(next["text"].as_str().is_some_and(|t| t.starts_with("m11 ")), "oldest kept first");
+    // Told once: the next display client is not told again.
+    wb.stop();
+    let mut wb2 = bob.watch();
+    let (id, _) = send(&alice, &["after"]);
+    let shown = wb2.wait_for("the new message", EVENT_TIMEOUT, |e| {
+        e["event"] == "message" && e["id"] == id.as_str()
+    });
+    assert!(!wb2.seen().iter().any(|e| e["event"] == "unshown"), "told twice: {shown}");
+}
+
 /// Bob's user sees alice's message only after her daemon restarted: the
 /// `displayed` receipt, which waits for their next conversation, is still
 /// believed by the new run of her daemon, and her history says so. (A new

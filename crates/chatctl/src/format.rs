@@ -499,7 +499,19 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
         Kind::ConnectFailed(f) => {
             json!({ "event": "connect_failed", "peer": f.peer, "reason": f.reason })
         }
+        Kind::Unshown(u) => json!({ "event": "unshown", "peer": u.peer, "count": u.count }),
     })
+}
+
+/// Messages let go unshown (see `UnshownEvent`): what `watch`, chat and
+/// the TUI say.
+pub(crate) fn unshown_text(peer: &str, count: u32) -> String {
+    let peer = clean(peer);
+    let (messages, were) = if count == 1 { ("message", "was") } else { ("messages", "were") };
+    format!(
+        "{count} earlier {messages} from {peer} {were} not kept to be shown here (more waited \
+         than peerd keeps); `chatctl history {peer}` has them"
+    )
 }
 
 /// Our dial waits for the peer's user: what `watch` and the TUI say.
@@ -624,6 +636,7 @@ where
         Kind::ConnectFailed(f) => {
             format!("{at} * could not connect to {}: {}", clean(&f.peer), clean_line(&f.reason))
         }
+        Kind::Unshown(u) => format!("{at} * {}", unshown_text(&u.peer, u.count)),
     })
 }
 
@@ -666,6 +679,24 @@ mod tests {
 
     fn no_label(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn messages_let_go_unshown_are_said_in_text_and_json() {
+        let unshown = event(Kind::Unshown(pb::UnshownEvent { peer: "alice".into(), count: 3 }));
+        assert_eq!(
+            event_json(&unshown),
+            Some(json!({ "event": "unshown", "peer": "alice", "count": 3 }))
+        );
+        let text = event_text(&unshown, &now(), &no_label).expect("a line");
+        assert!(
+            text.ends_with(
+                "* 3 earlier messages from alice were not kept to be shown here (more waited \
+                 than peerd keeps); `chatctl history alice` has them"
+            ),
+            "{text}"
+        );
+        assert!(unshown_text("bob", 1).starts_with("1 earlier message from bob was not kept"));
     }
 
     #[test]

@@ -279,6 +279,10 @@ pub struct Session {
     /// Received messages no display client has shown yet, oldest first.
     undisplayed: VecDeque<Undisplayed>,
     undisplayed_bytes: usize,
+    /// How many were let go from `undisplayed` over its caps, per sender,
+    /// since a display client was last told (see
+    /// [`Session::take_let_go`]). At most one entry per sender of them.
+    let_go: Vec<(Name, usize)>,
     /// Our delivered messages that may still get a `displayed` receipt,
     /// and the peer each went to (only that peer may say it was shown),
     /// at most `MAX_AWAITING_DISPLAY`, the oldest forgotten first.
@@ -329,6 +333,7 @@ impl Session {
             last_wire: None,
             undisplayed: VecDeque::new(),
             undisplayed_bytes: 0,
+            let_go: Vec::new(),
             awaiting_display: OwnIdMap::with_span(2 * MAX_AWAITING_DISPLAY),
             last_peer: None,
             seen: None,
@@ -966,6 +971,14 @@ impl Session {
         self.queue_undisplayed(from, message);
     }
 
+    /// How many received messages were let go unshown, per sender, since
+    /// the last call: more waited for a display client than the caps
+    /// keep. For a display client that just attached, so that the user
+    /// learns there is more than it is shown (in the history).
+    pub fn take_let_go(&mut self) -> Vec<(Name, usize)> {
+        std::mem::take(&mut self.let_go)
+    }
+
     /// Received messages not yet shown, oldest first, for a display client
     /// that just attached.
     pub fn undisplayed(&self) -> impl Iterator<Item = (&Name, &Message)> {
@@ -1214,7 +1227,13 @@ impl Session {
             || self.undisplayed.len() > MAX_UNDISPLAYED_MESSAGES
         {
             match self.undisplayed.pop_front() {
-                Some(old) => self.undisplayed_bytes -= old.message.text.len(),
+                Some(old) => {
+                    self.undisplayed_bytes -= old.message.text.len();
+                    match self.let_go.iter_mut().find(|(from, _)| *from == old.from) {
+                        Some((_, count)) => *count += 1,
+                        None => self.let_go.push((old.from, 1)),
+                    }
+                }
                 None => break,
             }
         }

@@ -15,7 +15,7 @@ use peerchat_core::Name;
 use super::conversation::{Conversation, Entry, Mark, Tone};
 use super::input::{History, Input};
 use super::keys::{Action, Context, Focus};
-use crate::format::{outcome_name, tui_asking_text};
+use crate::format::{outcome_name, tui_asking_text, unshown_text};
 
 /// Something to ask peerd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -467,6 +467,7 @@ impl App {
                 Tone::Info,
             ),
             Kind::Asking(a) => self.say(tui_asking_text(&a.peer), now_ms, Tone::Notice),
+            Kind::Unshown(u) => self.say(unshown_text(&u.peer, u.count), now_ms, Tone::Notice),
             // A `/connect` of this screen says how it failed in its own
             // answer; the event would say it twice.
             Kind::ConnectFailed(_) => {}

@@ -1468,6 +1468,12 @@ fn undisplayed_memory_is_bounded() {
     let kept: usize = p.bob.undisplayed().map(|(_, m)| m.text.len()).sum();
     assert!(kept <= MAX_UNDISPLAYED_BYTES);
     assert!(kept > MAX_UNDISPLAYED_BYTES - 2 * crate::MAX_TEXT_BYTES);
+    // Those let go are counted for the next display client, once.
+    let sent = MAX_UNDISPLAYED_BYTES / crate::MAX_TEXT_BYTES + 10;
+    let let_go = sent - p.bob.undisplayed().count();
+    assert!(let_go >= 10, "{let_go}");
+    assert_eq!(p.bob.take_let_go(), [(name("alice"), let_go)]);
+    assert_eq!(p.bob.take_let_go(), []);
 }
 
 #[test]

@@ -989,9 +989,14 @@ impl Driver {
 
     fn on_watch(&mut self, display: bool, reply: oneshot::Sender<EventRx>) {
         let mut backlog: Vec<pb::Event> = if display {
-            self.session
-                .undisplayed()
-                .map(|(from, m)| {
+            let let_go = self.session.take_let_go().into_iter().map(|(from, count)| {
+                event(pb::event::Kind::Unshown(pb::UnshownEvent {
+                    peer: from.to_string(),
+                    count: u32::try_from(count).unwrap_or(u32::MAX),
+                }))
+            });
+            let_go
+                .chain(self.session.undisplayed().map(|(from, m)| {
                     event(pb::event::Kind::Message(pb::MessageEvent {
                         id: m.id.to_string(),
                         from: from.to_string(),
@@ -999,7 +1004,7 @@ impl Driver {
                         at_ms: m.sent_at_ms,
                         waited: true,
                     }))
-                })
+                }))
                 .collect()
         } else {
             Vec::new()
