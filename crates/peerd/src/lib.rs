@@ -203,7 +203,7 @@ pub async fn run(
     let chat_server = Server::builder()
         .http2_keepalive_interval(Some(link::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(link::KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(Some(8))
+        .max_concurrent_streams(Some(link::MAX_STREAMS_PER_CONNECTION))
         .add_service(
             pb::chat_server::ChatServer::new(chat)
                 .max_decoding_message_size(link::MAX_FRAME_BYTES)

@@ -1,7 +1,7 @@
 //! The answering side of a link: the `Chat` service. A dial must say hello
-//! (of our protocol version) within the handshake timeout; only then does
-//! its stream keep its connection in use, and it waits for a slot for
-//! pending dials while the directory vouches for its key. It is then
+//! (of our protocol version) within the handshake timeout, then wait for a
+//! slot for pending dials; only with one does its stream keep its
+//! connection in use, while the directory vouches for its key. It is then
 //! offered to whoever holds the [`Offer`] channel (the driver), who accepts
 //! it only when we are in no conversation. Every refusal is a typed
 //! [`Refusal`].
@@ -179,7 +179,8 @@ impl pb::chat_server::Chat for ChatService {
         // dialer sends it at once, and a stream that says nothing must
         // neither keep its connection from being ended for a newcomer nor
         // hold a pending-dial slot. (Both once did: eight addresses opening
-        // streams that never said hello kept every dialer out.)
+        // streams that never said hello kept every dialer out.) A stream
+        // counts once it holds its slot, which bounds how many can.
         let bad_hello = |why: String| Refusal::new(Reason::BadHello, why);
         let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(Refusal::new(Reason::NoHello, "no hello in time").into()),
@@ -207,14 +208,16 @@ impl pb::chat_server::Chat for ChatService {
             let why = format!("this is not {}", hello.to);
             return Err(Refusal::new(Reason::WrongPeer, why).into());
         }
-        // Counted from here until the answer's stream ends: the connection
-        // is in use, not idle.
-        let stream = activity.map(|a| a.stream());
         // Not "busy": that means "in another conversation" to dialers.
         let full =
             || Refusal::new(Reason::TooManyDials, "too many dials in progress; try again shortly");
         let source = remote.map(|addr| Source::of_ip(addr.ip()));
         let _slot = self.pending.take(source).await.ok_or_else(full)?;
+        // Counted from here until the answer's stream ends: the connection
+        // is in use, not idle. Not while the dial waits for its slot: dials
+        // that only wait (their source's slots held) must not keep their
+        // connections from being ended for a newcomer either.
+        let stream = activity.map(|a| a.stream());
         let known = self.dialers.check(&peer, &key, Source::of(remote)).await?;
         let (out, outgoing) = duplex::outbox();
         let (reply, answer) = oneshot::channel();

@@ -60,6 +60,11 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// ...of which one source address may hold this many, so that one host
 /// cannot lock everyone else out.
 pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
+/// Chat streams one peer-port connection may carry at once. A dial opens
+/// one stream on a connection of its own, so two are plenty. A stream waits
+/// up to [`HANDSHAKE_TIMEOUT`] for its hello holding no slot, so this times
+/// [`MAX_CONNECTIONS`] bounds how many can wait at once (it was 8).
+pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 2;
 /// The chat protocol version, in Hello and Welcome; each end refuses
 /// another. 2: refusals carry a typed reason; Welcome carries the version.
 /// 3: a callee may answer Asking (consent) before its welcome.
