@@ -508,9 +508,15 @@ pub(crate) fn event_json(event: &pb::Event) -> Option<Value> {
 pub(crate) fn unshown_text(peer: &str, count: u32) -> String {
     let peer = clean(peer);
     let (messages, were) = if count == 1 { ("message", "was") } else { ("messages", "were") };
+    // No name: senders past the ones peerd counts by name.
+    let (from, history) = if peer.is_empty() {
+        ("other peers".to_owned(), "NAME".to_owned())
+    } else {
+        (peer.to_string(), peer.to_string())
+    };
     format!(
-        "{count} earlier {messages} from {peer} {were} not kept to be shown here (more waited \
-         than peerd keeps); `chatctl history {peer}` has them"
+        "{count} earlier {messages} from {from} {were} not kept to be shown here (more waited \
+         than peerd keeps); `chatctl history {history}` has them"
     )
 }
 
@@ -697,6 +703,9 @@ mod tests {
             "{text}"
         );
         assert!(unshown_text("bob", 1).starts_with("1 earlier message from bob was not kept"));
+        let others = unshown_text("", 5);
+        assert!(others.starts_with("5 earlier messages from other peers were"), "{others}");
+        assert!(others.ends_with("`chatctl history NAME` has them"), "{others}");
     }
 
     #[test]

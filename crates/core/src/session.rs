@@ -250,6 +250,9 @@ impl Conversation {
 struct Undisplayed {
     from: Name,
     message: Message,
+    /// A display client was sent it (as it came, or replayed when the
+    /// client attached): letting it go is then not news to the user.
+    offered: bool,
 }
 
 /// Messages of ours left unacknowledged by an earlier run of the daemon.
@@ -279,14 +282,20 @@ pub struct Session {
     /// Received messages no display client has shown yet, oldest first.
     undisplayed: VecDeque<Undisplayed>,
     undisplayed_bytes: usize,
-    /// How many were let go from `undisplayed` over its caps, per sender,
-    /// since a display client was last told (see
-    /// [`Session::take_let_go`]). At most one entry per sender of them.
-    let_go: Vec<(Name, usize)>,
+    /// How many were let go from `undisplayed` over its caps unoffered,
+    /// per sender (`None`: the senders past [`MAX_LET_GO_SENDERS`]), since
+    /// a display client last attached (see [`Session::attach_display`]).
+    let_go: Vec<(Option<Name>, usize)>,
+    /// Whether a display client is attached (the driver says).
+    display_attached: bool,
     /// Our delivered messages that may still get a `displayed` receipt,
     /// and the peer each went to (only that peer may say it was shown),
     /// at most `MAX_AWAITING_DISPLAY`, the oldest forgotten first.
     awaiting_display: OwnIdMap<Name>,
+    /// Likewise for an earlier run's messages (see
+    /// [`Session::restore_delivered_unshown`]). Apart from
+    /// `awaiting_display`, whose fast path expects this run's ids.
+    delivered_before: HashMap<Id, Name>,
     /// The last peer we talked to, for `history` with no name.
     last_peer: Option<Name>,
     /// Ids received from one peer (the current or last), to recognise
@@ -313,6 +322,10 @@ pub struct Session {
     owed_later: VecDeque<(Name, Id)>,
 }
 
+/// Senders whose messages let go unshown are counted one by one; past
+/// these, together (one more entry), so that the count stays small.
+const MAX_LET_GO_SENDERS: usize = 64;
+
 /// How many `displayed` receipts [`Session`] keeps for peers it is not
 /// talking to, across them all.
 const MAX_OWED_LATER: usize = MAX_RECEIPT_IDS;
@@ -334,7 +347,9 @@ impl Session {
             undisplayed: VecDeque::new(),
             undisplayed_bytes: 0,
             let_go: Vec::new(),
+            display_attached: false,
             awaiting_display: OwnIdMap::with_span(2 * MAX_AWAITING_DISPLAY),
+            delivered_before: HashMap::new(),
             last_peer: None,
             seen: None,
             pending: HashMap::new(),
@@ -958,10 +973,14 @@ impl Session {
     /// Our messages to `peer` that an earlier run saw delivered but not
     /// yet displayed (oldest first): the peer's `displayed` receipt for
     /// them may still come, when a conversation with it next starts, and
-    /// is believed as if this run had sent them.
+    /// is believed as if this run had sent them. At most
+    /// [`MAX_AWAITING_DISPLAY`] in all; the rest are ignored.
     pub fn restore_delivered_unshown(&mut self, peer: Name, ids: impl IntoIterator<Item = Id>) {
         for id in ids {
-            self.awaiting_display.insert_new_within(&id, peer.clone(), MAX_AWAITING_DISPLAY);
+            if self.delivered_before.len() >= MAX_AWAITING_DISPLAY {
+                return;
+            }
+            self.delivered_before.insert(id, peer.clone());
         }
     }
 
@@ -971,12 +990,23 @@ impl Session {
         self.queue_undisplayed(from, message);
     }
 
-    /// How many received messages were let go unshown, per sender, since
-    /// the last call: more waited for a display client than the caps
-    /// keep. For a display client that just attached, so that the user
-    /// learns there is more than it is shown (in the history).
-    pub fn take_let_go(&mut self) -> Vec<(Name, usize)> {
+    /// A display client attached and is shown every message waiting (see
+    /// [`Session::undisplayed`]). Returns how many received messages were
+    /// let go before it unshown, per sender (`None`: other senders), so
+    /// that the user learns there is more than it shows (in the history):
+    /// more waited than the caps keep, with no display client to see them.
+    pub fn attach_display(&mut self) -> Vec<(Option<Name>, usize)> {
+        for waiting in &mut self.undisplayed {
+            waiting.offered = true;
+        }
         std::mem::take(&mut self.let_go)
+    }
+
+    /// Whether a display client is attached, so that a message let go over
+    /// the caps is counted only if none was sent it (see
+    /// [`Session::attach_display`]).
+    pub fn set_display_attached(&mut self, attached: bool) {
+        self.display_attached = attached;
     }
 
     /// Received messages not yet shown, oldest first, for a display client
@@ -1222,20 +1252,34 @@ impl Session {
 
     fn queue_undisplayed(&mut self, from: Name, message: Message) {
         self.undisplayed_bytes += message.text.len();
-        self.undisplayed.push_back(Undisplayed { from, message });
+        let offered = self.display_attached;
+        self.undisplayed.push_back(Undisplayed { from, message, offered });
         while self.undisplayed_bytes > MAX_UNDISPLAYED_BYTES
             || self.undisplayed.len() > MAX_UNDISPLAYED_MESSAGES
         {
             match self.undisplayed.pop_front() {
                 Some(old) => {
                     self.undisplayed_bytes -= old.message.text.len();
-                    match self.let_go.iter_mut().find(|(from, _)| *from == old.from) {
-                        Some((_, count)) => *count += 1,
-                        None => self.let_go.push((old.from, 1)),
+                    if !old.offered {
+                        self.count_let_go(old.from);
                     }
                 }
                 None => break,
             }
+        }
+    }
+
+    fn count_let_go(&mut self, from: Name) {
+        let sender = if self.let_go.iter().any(|(f, _)| f.as_ref() == Some(&from))
+            || self.let_go.len() < MAX_LET_GO_SENDERS
+        {
+            Some(from)
+        } else {
+            None
+        };
+        match self.let_go.iter_mut().find(|(f, _)| *f == sender) {
+            Some((_, count)) => *count += 1,
+            None => self.let_go.push((sender, 1)),
         }
     }
 
@@ -1271,6 +1315,9 @@ impl Session {
                     // that an earlier one's messages were shown.
                     if self.awaiting_display.get(&id) == Some(&peer) {
                         self.awaiting_display.remove(&id);
+                        accepted.push(id);
+                    } else if self.delivered_before.get(&id) == Some(&peer) {
+                        self.delivered_before.remove(&id);
                         accepted.push(id);
                     }
                 }

@@ -502,7 +502,9 @@ pub(crate) struct Recovered {
     pub(crate) unacked: Vec<(Name, Vec<Message>)>,
     /// Ids of our messages delivered but not yet reported displayed, per
     /// peer, oldest first: the peer's `displayed` receipt for them may
-    /// still come (it waits for a conversation), and is believed.
+    /// still come (it waits for a conversation), and is believed. At most
+    /// `MAX_AWAITING_DISPLAY` in all (the newest of each file while there
+    /// is room).
     pub(crate) delivered_unshown: Vec<(Name, Vec<Id>)>,
     /// The conversation we were the dialer of when the earlier run
     /// stopped without ending it: redialed at once.
@@ -512,6 +514,7 @@ pub(crate) struct Recovered {
 /// Reads the end of every history file for what a restart must not lose.
 pub(crate) fn recover(data_dir: &Path) -> Recovered {
     let mut out = Recovered { resumable: read_resumable(data_dir), ..Recovered::default() };
+    let mut unshown_held = 0;
     let Ok(files) = std::fs::read_dir(data_dir.join("history")) else {
         return out;
     };
@@ -530,8 +533,13 @@ pub(crate) fn recover(data_dir: &Path) -> Recovered {
                 out.unseen.push((from, e.message()));
             }
         }
-        if !delivered_unshown.is_empty() {
-            let ids = delivered_unshown.into_iter().map(Id::from).collect();
+        // At most as many in all as the session takes: the newest of each
+        // file while there is room.
+        let room = MAX_AWAITING_DISPLAY.saturating_sub(unshown_held);
+        let skip = delivered_unshown.len().saturating_sub(room);
+        let ids: Vec<Id> = delivered_unshown.into_iter().skip(skip).map(Id::from).collect();
+        if !ids.is_empty() {
+            unshown_held += ids.len();
             out.delivered_unshown.push((peer.clone(), ids));
         }
         let unacked: Vec<Message> = unacked.into_iter().map(Entry::message).collect();

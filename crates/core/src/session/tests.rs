@@ -1472,8 +1472,38 @@ fn undisplayed_memory_is_bounded() {
     let sent = MAX_UNDISPLAYED_BYTES / crate::MAX_TEXT_BYTES + 10;
     let let_go = sent - p.bob.undisplayed().count();
     assert!(let_go >= 10, "{let_go}");
-    assert_eq!(p.bob.take_let_go(), [(name("alice"), let_go)]);
-    assert_eq!(p.bob.take_let_go(), []);
+    assert_eq!(p.bob.attach_display(), [(Some(name("alice")), let_go)]);
+    assert_eq!(p.bob.attach_display(), []);
+    // With a display client attached, what it was sent is not news when
+    // it is let go before the client reports it shown.
+    p.bob.set_display_attached(true);
+    for _ in 0..10 {
+        p.send(true, &big);
+        p.drive();
+    }
+    assert_eq!(p.bob.attach_display(), []);
+}
+
+#[test]
+fn senders_of_messages_let_go_are_counted_within_a_bound() {
+    let mut bob = Session::new(name("bob"), WINDOW);
+    let text = "x".repeat(MAX_UNDISPLAYED_BYTES / 4);
+    for i in 0..(MAX_LET_GO_SENDERS + 10) {
+        let message = Message {
+            id: format!("m{i}").into(),
+            text: text.as_str().into(),
+            sent_at_ms: 0,
+            seq: 1,
+        };
+        bob.restore_undisplayed(name(&format!("p{i}")), message);
+    }
+    let let_go = bob.attach_display();
+    assert_eq!(let_go.len(), MAX_LET_GO_SENDERS + 1, "{let_go:?}");
+    assert_eq!(let_go[0], (Some(name("p0")), 1));
+    let others = let_go.iter().find(|(from, _)| from.is_none()).map(|(_, n)| *n);
+    // Four fit in the cap; the other 70 were let go, 64 of them by name.
+    assert_eq!(bob.undisplayed().count(), 4);
+    assert_eq!(others, Some(6));
 }
 
 #[test]

@@ -188,6 +188,8 @@ impl Asker {
 
 struct Watcher {
     tx: mpsc::Sender<Result<pb::Event, Status>>,
+    /// A display client: it shows the messages it is sent.
+    display: bool,
 }
 
 /// What the driver is wired to: built by `run`, or by a test.
@@ -989,9 +991,10 @@ impl Driver {
 
     fn on_watch(&mut self, display: bool, reply: oneshot::Sender<EventRx>) {
         let mut backlog: Vec<pb::Event> = if display {
-            let let_go = self.session.take_let_go().into_iter().map(|(from, count)| {
+            let let_go = self.session.attach_display().into_iter().map(|(from, count)| {
                 event(pb::event::Kind::Unshown(pb::UnshownEvent {
-                    peer: from.to_string(),
+                    // Empty: other senders, past the ones counted by name.
+                    peer: from.map(|f| f.to_string()).unwrap_or_default(),
                     count: u32::try_from(count).unwrap_or(u32::MAX),
                 }))
             });
@@ -1021,8 +1024,16 @@ impl Driver {
             let _ = tx.try_send(Ok(ev));
         }
         if reply.send(rx).is_ok() {
-            self.watchers.push(Watcher { tx });
+            self.watchers.push(Watcher { tx, display });
+            self.note_display_clients();
         }
+    }
+
+    /// Tells the session whether a display client is attached (see
+    /// `Session::set_display_attached`); after every change of watchers.
+    fn note_display_clients(&mut self) {
+        let attached = self.watchers.iter().any(|w| w.display && !w.tx.is_closed());
+        self.session.set_display_attached(attached);
     }
 
     /// Drains the session's actions: persists first (one write), then the
@@ -1288,6 +1299,7 @@ impl Driver {
             }
             w.tx.try_send(Ok(ev.clone())).is_ok()
         });
+        self.note_display_clients();
     }
 }
 
