@@ -26,7 +26,8 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Registered peers.
 const PEERS: usize = 2000;
-/// Connections the peers' requests share (many requests in flight on each).
+/// Connections the registrations share, and as many the heartbeats (many
+/// requests in flight on each).
 const CHANNELS: usize = 4;
 /// The lease; peers heartbeat every third of it, as peerd does.
 const TTL: Duration = Duration::from_secs(3);
@@ -168,6 +169,13 @@ async fn two_thousand_heartbeating_peers_and_list_keeps_answering() {
     for _ in 0..CHANNELS {
         channels.push(channel(addr).await);
     }
+    // Heartbeats on connections of their own: on the registrations' they
+    // would queue behind the burst of them (64 streams at a time on each),
+    // and a peer registered early could lapse in that queue.
+    let mut beat_channels = Vec::with_capacity(CHANNELS);
+    for _ in 0..CHANNELS {
+        beat_channels.push(channel(addr).await);
+    }
 
     // Register everyone, many at once on the shared channels. Each peer
     // starts heartbeating a second after its own registration, as peerd
@@ -181,6 +189,7 @@ async fn two_thousand_heartbeating_peers_and_list_keeps_answering() {
     let mut heartbeats = JoinSet::new();
     for (i, key) in keys.iter().enumerate() {
         let mut client = DirectoryClient::new(channels[i % CHANNELS].clone());
+        let mut beat_client = DirectoryClient::new(beat_channels[i % CHANNELS].clone());
         let (key, stop, beats, registered) =
             (key.clone(), stop.clone(), beats.clone(), registered_tx.clone());
         heartbeats.spawn(async move {
@@ -199,7 +208,7 @@ async fn two_thousand_heartbeating_peers_and_list_keeps_answering() {
                     status: pb::PeerStatus::Available.into(),
                 };
                 let sent = Instant::now();
-                let result = client.heartbeat(request).await;
+                let result = beat_client.heartbeat(request).await;
                 let took = sent.elapsed();
                 let mut beats = beats.lock().await;
                 match result {
