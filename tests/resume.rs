@@ -138,6 +138,31 @@ fn talking(dir: &Directory) -> (Peer, Peer, support::Watch, support::Watch) {
     (alice, bob, wa, wb)
 }
 
+/// The directory is gone when the link is lost: the dialer redials where
+/// the callee was, with the key it knows, and the conversation resumes (the
+/// directory is never in a message's path). It once ended, the redials
+/// failing with "the directory is unreachable".
+#[test]
+fn a_lost_link_resumes_while_the_directory_is_down() {
+    let mut dir = Directory::start(TTL);
+    let (alice, bob, mut wa, mut wb) = talking(&dir);
+    dir.kill9();
+    let frozen = support::proc::Stopped::new(bob.pid());
+    wa.wait_for("link_lost", EVENT_TIMEOUT, |e| e["event"] == "link_lost");
+    drop(frozen);
+    wa.wait_for("resumed", EVENT_TIMEOUT, |e| e["event"] == "resumed" && e["peer"] == "bob");
+    send_none(&alice, "still here");
+    wb.wait_for("the message", EVENT_TIMEOUT, |e| {
+        e["event"] == "message" && e["text"] == "still here"
+    });
+    all_acknowledged(&alice);
+    assert!(
+        !wa.seen().iter().any(|e| e["event"] == "disconnected"),
+        "one conversation throughout: {:?}",
+        wa.seen()
+    );
+}
+
 /// After a conversation ended while its link was down: neither is in a
 /// conversation, and bob (the callee) never found alice back.
 fn both_free_and_not_revived(alice: &Peer, bob: &Peer, wb: &mut support::Watch) {

@@ -176,6 +176,7 @@ pub async fn run(
         directory: directory.clone(),
         credentials: credentials.clone(),
         known: known.clone(),
+        reached: Default::default(),
     };
     let wiring = Wiring { requests, offers, dialer: Arc::new(dialer), presence: wanted_tx };
     let gate = Gate {

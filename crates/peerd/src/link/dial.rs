@@ -2,9 +2,11 @@
 //! for welcome. [`Dialer::dial`] returns the open [`Link`] or a typed
 //! [`DialError`]; it knows nothing of who asked for the dial.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -135,7 +137,19 @@ pub(crate) struct Dialer {
     pub(crate) directory: Directories,
     pub(crate) credentials: Credentials,
     pub(crate) known: KnownPeers,
+    /// Where each peer we got through to lately was, and its key: a redial
+    /// goes there when the directory cannot be asked (see
+    /// [`Dialer::last_reached`]).
+    pub(crate) reached: Reached,
 }
+
+/// Peers dialed successfully, by name key: their address and key then.
+/// Bounded: cleared when it would pass [`MAX_REACHED`].
+pub(crate) type Reached = Arc<Mutex<HashMap<String, (String, PublicKey)>>>;
+
+/// Peers [`Reached`] remembers: a redial is of the last conversation's
+/// peer, so a few are plenty.
+const MAX_REACHED: usize = 64;
 
 impl Dialer {
     /// Dials `name`: the callee's name as it spells it, and the link. Takes
@@ -200,7 +214,32 @@ impl Dialer {
             });
         }
         self.known.remember(&callee, &listed);
+        let mut reached = self.reached.lock().unwrap_or_else(|e| e.into_inner());
+        if reached.len() >= MAX_REACHED && !reached.contains_key(&callee.key()) {
+            reached.clear();
+        }
+        reached.insert(callee.key(), (address, listed));
+        drop(reached);
         Ok((callee, Link::new(out, inbound)))
+    }
+
+    /// For a redial while the directory cannot be asked: the peer as we
+    /// last reached it, its address and key then. The conversation must
+    /// not end because the directory is down (it is never in a message's
+    /// path), and TLS still proves the key, which must still be the one we
+    /// know; if the peer moved, the redial fails and is tried again.
+    fn last_reached(&self, name: &Name, kind: DialKind) -> Option<pb::Peer> {
+        if !kind.is_redial() {
+            return None;
+        }
+        let reached = self.reached.lock().unwrap_or_else(|e| e.into_inner());
+        let (address, key) = reached.get(&name.key())?;
+        Some(pb::Peer {
+            name: name.to_string(),
+            address: address.clone(),
+            status: pb::PeerStatus::Busy.into(),
+            public_key: key.to_vec(),
+        })
     }
 
     /// Looks the peer up, connects, says hello, and reads the callee's
@@ -209,7 +248,16 @@ impl Dialer {
         let peer = match directory::lookup(&self.directory, name.as_str()).await {
             Listing::Online(peer) => peer,
             Listing::NotOnline => return Err(DialError::NotOnline(name.clone())),
-            Listing::Unknown(why) => return Err(DialError::DirectoryUnreachable(why)),
+            Listing::Unknown(why) => match self.last_reached(name, kind) {
+                Some(peer) => {
+                    tracing::info!(
+                        %name, address = %peer.address, %why,
+                        "the directory cannot be asked; redialing where the peer was"
+                    );
+                    peer
+                }
+                None => return Err(DialError::DirectoryUnreachable(why)),
+            },
         };
         // From here on the name as the peer registered it, not as typed:
         // "bob is busy", not "BOB is busy" (the same name either way).
