@@ -1057,6 +1057,44 @@ fn connections_that_carry_no_chat_stream_are_closed_when_idle() {
 /// through, at once: a full port ends an idle connection of the address
 /// holding the most for the newest. Before, every dial failed with "does
 /// not answer" for as long as the attack went on.
+/// Waits until the attackers hold all 64 of bob's connections (taken by
+/// bob, not only queued by the kernel: near 64 descriptors, as `base` may
+/// count one bob has closed since), so that a connection from another host
+/// is answered only by an eviction; then carol dials bob three times, the
+/// attack stops, and every dial must have got in, in normal time.
+fn carol_dials_while_all_slots_are_held(
+    bob: &Peer,
+    carol: &Peer,
+    base: usize,
+    held: &AtomicUsize,
+    stop: &AtomicBool,
+    attackers: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.load(Ordering::SeqCst) < 64 || open_fds(bob.pid()).saturating_sub(base) < 60 {
+        assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = carol.ctl(&["connect", "bob"]);
+        outcomes.push((out.status.code(), started.elapsed(), error_line_of(&out)));
+        if out.status.code() == Some(0) {
+            carol.ctl(&["disconnect"]);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.abort();
+    }
+    eprintln!("carol's dials during the attack: {outcomes:?}");
+    for (code, took, err) in &outcomes {
+        assert_eq!(*code, Some(0), "carol could not dial bob during the attack: {err}");
+        assert!(*took < Duration::from_secs(5), "the dial took {took:?}");
+    }
+}
+
 #[test]
 fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     let rt = runtime();
@@ -1103,33 +1141,8 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
             })
         })
         .collect();
-    // All 64 open (8 per address, bob's limit, so none was refused) and
-    // taken by bob, not only queued by the kernel (near 64: `base` may
-    // count a descriptor bob has closed since): every slot is taken, and a
-    // connection from a ninth host is answered only by an eviction.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while held.load(Ordering::SeqCst) < 64 || open_fds(bob.pid()).saturating_sub(base) < 60 {
-        assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut outcomes = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let out = carol.ctl(&["connect", "bob"]);
-        outcomes.push((out.status.code(), started.elapsed(), error_line_of(&out)));
-        if out.status.code() == Some(0) {
-            carol.ctl(&["disconnect"]);
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    for a in attackers {
-        a.abort();
-    }
-    eprintln!("carol's dials during the attack: {outcomes:?}");
-    for (code, took, err) in &outcomes {
-        assert_eq!(*code, Some(0), "carol could not dial bob during the attack: {err}");
-        assert!(*took < Duration::from_secs(5), "the dial took {took:?}");
-    }
+    // All 64 open: 8 per address, bob's limit, so none was refused.
+    carol_dials_while_all_slots_are_held(&bob, &carol, base, &held, &stop, attackers);
 }
 
 /// Eight hosts holding all 64 connection slots, each connection carrying a
@@ -1176,29 +1189,7 @@ fn hosts_holding_every_slot_with_silent_streams_do_not_keep_a_dialer_out() {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while held.load(Ordering::SeqCst) < 64 || open_fds(bob.pid()).saturating_sub(base) < 60 {
-        assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut outcomes = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let out = carol.ctl(&["connect", "bob"]);
-        outcomes.push((out.status.code(), started.elapsed(), error_line_of(&out)));
-        if out.status.code() == Some(0) {
-            carol.ctl(&["disconnect"]);
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    for a in attackers {
-        a.abort();
-    }
-    eprintln!("carol's dials during the attack: {outcomes:?}");
-    for (code, took, err) in &outcomes {
-        assert_eq!(*code, Some(0), "carol could not dial bob during the attack: {err}");
-        assert!(*took < Duration::from_secs(5), "the dial took {took:?}");
-    }
+    carol_dials_while_all_slots_are_held(&bob, &carol, base, &held, &stop, attackers);
 }
 
 /// A flood of connections that say nothing, from 250 addresses at once,
