@@ -1002,6 +1002,15 @@ impl Session {
         std::mem::take(&mut self.let_go)
     }
 
+    /// The display clients were dropped unread (they fell behind): what
+    /// waits was sent to no one who showed it, and counts as unshown if
+    /// it is let go before the next one attaches.
+    pub fn display_dropped_unread(&mut self) {
+        for waiting in &mut self.undisplayed {
+            waiting.offered = false;
+        }
+    }
+
     /// Whether a display client is attached, so that a message let go over
     /// the caps is counted only if none was sent it (see
     /// [`Session::attach_display`]).

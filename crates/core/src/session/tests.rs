@@ -1482,6 +1482,14 @@ fn undisplayed_memory_is_bounded() {
         p.drive();
     }
     assert_eq!(p.bob.attach_display(), []);
+    // Unless that client was dropped unread: then they count again.
+    p.bob.display_dropped_unread();
+    p.bob.set_display_attached(false);
+    for _ in 0..3 {
+        p.send(true, &big);
+        p.drive();
+    }
+    assert_eq!(p.bob.attach_display(), [(Some(name("alice")), 3)]);
 }
 
 #[test]

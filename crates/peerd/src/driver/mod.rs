@@ -1288,6 +1288,7 @@ impl Driver {
             return;
         }
         let ev = event(kind);
+        let mut stuck_display = false;
         self.watchers.retain(|w| {
             if w.tx.capacity() <= 1 {
                 // Stuck client: tell it why (the last slot is for that) and
@@ -1295,11 +1296,15 @@ impl Driver {
                 let _ = w.tx.try_send(Err(Status::resource_exhausted(
                     "watch fell behind; attach again to see what was missed",
                 )));
+                stuck_display |= w.display;
                 return false;
             }
             w.tx.try_send(Ok(ev.clone())).is_ok()
         });
         self.note_display_clients();
+        if stuck_display && !self.watchers.iter().any(|w| w.display) {
+            self.session.display_dropped_unread();
+        }
     }
 }
 
