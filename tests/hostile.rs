@@ -1057,6 +1057,34 @@ fn connections_that_carry_no_chat_stream_are_closed_when_idle() {
 /// through, at once: a full port ends an idle connection of the address
 /// holding the most for the newest. Before, every dial failed with "does
 /// not answer" for as long as the attack went on.
+/// Eight hosts (127.0.`net`.1 to .8), eight connections each: every one of
+/// bob's 64 slots. Each of the 64 runs `attempt` (its host's address, its
+/// number among the host's eight) again and again until `stop`; an attempt
+/// holds what it opened until bob ends it (or it failed), then returns.
+fn eight_hosts<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    net: u8,
+    stop: &Arc<AtomicBool>,
+    attempt: F,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: Fn(std::net::Ipv4Addr, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    (1..=8u8)
+        .flat_map(|host| (0..8).map(move |i| (host, i)))
+        .map(|(host, i)| {
+            let (stop, attempt) = (stop.clone(), attempt.clone());
+            rt.spawn(async move {
+                let from = std::net::Ipv4Addr::new(127, 0, net, host);
+                while !stop.load(Ordering::Relaxed) {
+                    attempt(from, i).await;
+                }
+            })
+        })
+        .collect()
+}
+
 /// Waits until the attackers hold all 64 of bob's connections (taken by
 /// bob, not only queued by the kernel: near 64 descriptors, as `base` may
 /// count one bob has closed since), so that a connection from another host
@@ -1106,41 +1134,35 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
     // Attackers' connections open (TLS finished, or half a hello written),
     // not yet closed by bob.
     let held = Arc::new(AtomicUsize::new(0));
+    let held_by = held.clone();
     let bob_addr = bob.addr();
     let config = tls_config(&throwaway_pkcs8());
-    let attackers: Vec<_> = (1..=8u8)
-        .flat_map(|source| (0..8).map(move |i| (source, i)))
-        .map(|(source, i)| {
-            let (stop, config, held) = (stop.clone(), config.clone(), held.clone());
-            rt.spawn(async move {
-                let from = std::net::Ipv4Addr::new(127, 0, 2, source);
-                while !stop.load(Ordering::Relaxed) {
-                    if i % 2 == 0 {
-                        let Ok(mut tls) = tls_connect_from(bob_addr, from, config.clone()).await
-                        else {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        };
-                        held.fetch_add(1, Ordering::SeqCst);
-                        let _ = until_closed(&mut tls, Duration::from_secs(30)).await;
-                        held.fetch_sub(1, Ordering::SeqCst);
-                    } else {
-                        let Ok(socket) = tokio::net::TcpSocket::new_v4() else { continue };
-                        if socket.bind(SocketAddr::from((from, 0))).is_err() {
-                            continue;
-                        }
-                        let Ok(mut tcp) = socket.connect(bob_addr).await else { continue };
-                        if tcp.write_all(PARTIAL_CLIENT_HELLO).await.is_err() {
-                            continue;
-                        }
-                        held.fetch_add(1, Ordering::SeqCst);
-                        let _ = until_closed(&mut tcp, Duration::from_secs(30)).await;
-                        held.fetch_sub(1, Ordering::SeqCst);
-                    }
+    let attackers = eight_hosts(&rt, 2, &stop, move |from, i| {
+        let (config, held) = (config.clone(), held_by.clone());
+        async move {
+            if i % 2 == 0 {
+                let Ok(mut tls) = tls_connect_from(bob_addr, from, config).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    return;
+                };
+                held.fetch_add(1, Ordering::SeqCst);
+                let _ = until_closed(&mut tls, Duration::from_secs(30)).await;
+                held.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                let Ok(socket) = tokio::net::TcpSocket::new_v4() else { return };
+                if socket.bind(SocketAddr::from((from, 0))).is_err() {
+                    return;
                 }
-            })
-        })
-        .collect();
+                let Ok(mut tcp) = socket.connect(bob_addr).await else { return };
+                if tcp.write_all(PARTIAL_CLIENT_HELLO).await.is_err() {
+                    return;
+                }
+                held.fetch_add(1, Ordering::SeqCst);
+                let _ = until_closed(&mut tcp, Duration::from_secs(30)).await;
+                held.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    });
     // All 64 open: 8 per address, bob's limit, so none was refused.
     carol_dials_while_all_slots_are_held(&bob, &carol, base, &held, &stop, attackers);
 }
@@ -1160,35 +1182,29 @@ fn hosts_holding_every_slot_with_silent_streams_do_not_keep_a_dialer_out() {
     let stop = Arc::new(AtomicBool::new(false));
     // Attackers' connections with a silent stream open on them.
     let held = Arc::new(AtomicUsize::new(0));
+    let held_by = held.clone();
     let bob_addr = bob.addr();
     let config = tls_config(&throwaway_pkcs8());
-    let attackers: Vec<_> = (1..=8u8)
-        .flat_map(|source| (0..8).map(move |i| (source, i)))
-        .map(|(source, _)| {
-            let (stop, config, held) = (stop.clone(), config.clone(), held.clone());
-            rt.spawn(async move {
-                let from = std::net::Ipv4Addr::new(127, 0, 3, source);
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(mut client) = chat_client_from(bob_addr, from, config.clone()).await
-                    else {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    };
-                    held.fetch_add(1, Ordering::SeqCst);
-                    // One silent stream after another on this connection,
-                    // until bob ends the connection.
-                    loop {
-                        let (got, _) = silent_dial(&mut client).await;
-                        match got {
-                            Err(s) if s.code() == Code::DeadlineExceeded => {}
-                            _ => break,
-                        }
-                    }
-                    held.fetch_sub(1, Ordering::SeqCst);
+    let attackers = eight_hosts(&rt, 3, &stop, move |from, _| {
+        let (config, held) = (config.clone(), held_by.clone());
+        async move {
+            let Some(mut client) = chat_client_from(bob_addr, from, config).await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                return;
+            };
+            held.fetch_add(1, Ordering::SeqCst);
+            // One silent stream after another on this connection, until
+            // bob ends the connection.
+            loop {
+                let (got, _) = silent_dial(&mut client).await;
+                match got {
+                    Err(s) if s.code() == Code::DeadlineExceeded => {}
+                    _ => break,
                 }
-            })
-        })
-        .collect();
+            }
+            held.fetch_sub(1, Ordering::SeqCst);
+        }
+    });
     carol_dials_while_all_slots_are_held(&bob, &carol, base, &held, &stop, attackers);
 }
 
