@@ -70,6 +70,7 @@ async fn directory_with(change: impl FnOnce(&mut peerchat_directoryd::Config)) -
         list_rate: 10_000,
         max_per_source: 1_000,
         new_names_per_day: 1_000,
+        max_challenges: 1_000,
         store: StoreConfig::Memory,
     };
     change(&mut config);

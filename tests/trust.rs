@@ -663,6 +663,44 @@ fn challenge_flood_is_throttled_while_a_well_behaved_peer_registers() {
     }
 }
 
+/// Challenge nonces wait for their Register in one bounded table (64
+/// here). Four hosts flooding it, each at its own rate limit, keep it
+/// full; a peer starting on a fifth still registers, because a full table
+/// lets go the oldest nonce of the source holding the most, never the
+/// newcomer's only one. (It used to refuse every Challenge until nonces
+/// expired: a few dozen hosts kept every new peer out.)
+#[test]
+fn a_challenge_flood_from_many_hosts_leaves_room_for_a_new_peer() {
+    let rt = runtime();
+    let dir = Directory::start_with(TTL, &["--max-challenges", "64"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut floods = Vec::new();
+    for from in ["127.0.0.2:0", "127.0.0.3:0", "127.0.0.4:0", "127.0.0.5:0"] {
+        let (throttled_tx, throttled) = std::sync::mpsc::channel();
+        // Past the burst (40 each): 160 or more asked for, 64 kept.
+        let flood = flood_challenges(dir.addr(), from, 60, stop.clone(), throttled_tx);
+        floods.push((from, rt.spawn(flood), throttled));
+    }
+    for (from, _, throttled) in &floods {
+        throttled.recv_timeout(EVENT_TIMEOUT).unwrap_or_else(|_| panic!("{from} never throttled"));
+    }
+
+    // While the four still flood, a peer on 127.0.0.1 starts (its
+    // readiness line comes after its registration) and is listed.
+    let alice = Peer::start(&dir, "alice");
+    listed_at(&alice, "alice", &alice.addr().to_string());
+    stop.store(true, Ordering::Relaxed);
+
+    for (from, flood, _) in floods {
+        let result = rt.block_on(flood).expect("the flood task");
+        assert!(result.ok >= 40, "{from}: a full table refused a Challenge: {result:?}");
+        for (code, message) in &result.refused {
+            assert_eq!(*code, tonic::Code::ResourceExhausted, "{message}");
+            assert_contains(message, "rate limit");
+        }
+    }
+}
+
 /// An `https://` directory is pinned by its key: the fingerprint given with
 /// `--directory-key`, or the one seen first (recorded in the peer's
 /// `known_directories`). A directory showing another key is not talked to,

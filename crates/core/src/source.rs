@@ -11,8 +11,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-/// Where traffic comes from, as far as limits are concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where traffic comes from, as far as limits are concerned. Ordered (in
+/// no meaningful order) so that tables can keep sources sorted by what
+/// they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     V4([u8; 4]),
     /// The upper 64 bits of the address.

@@ -124,6 +124,20 @@ pub struct Serve {
     )]
     pub max_connections_per_source: u64,
 
+    /// Challenge nonces waiting for their Register at most (each
+    /// replica's own, over Redis; a nonce takes about 220 bytes here). When
+    /// all are taken a Challenge is still answered: the oldest nonce of
+    /// the source holding the most is let go, so a flood from many
+    /// addresses costs the flooders their own nonces, not everyone's.
+    #[arg(
+        long,
+        env = "PEERCHAT_MAX_CHALLENGES",
+        default_value_t = 100_000,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=10_000_000),
+    )]
+    pub max_challenges: u64,
+
     /// Where the directory's state lives: `memory` (this process alone;
     /// bindings in --data-dir), or a Redis Cluster by its seed nodes,
     /// `redis://HOST:PORT[,redis://HOST:PORT...]`. Any number of
@@ -225,6 +239,7 @@ impl Cli {
             new_names_per_day: serve.new_names_per_day,
             max_connections_per_source: usize::try_from(serve.max_connections_per_source)
                 .unwrap_or(usize::MAX),
+            max_challenges: usize::try_from(serve.max_challenges).unwrap_or(usize::MAX),
             store: serve.store.clone(),
             ..Config::default()
         }

@@ -31,8 +31,9 @@
 //!   per source, expiry, pagination.
 //! - `bindings`: the embedded store's durable name → key map and its
 //!   file; [`forget`].
-//! - `challenges`: the embedded store's outstanding single-use nonces
-//!   (pure).
+//! - `challenges`: outstanding single-use nonces, bounded and shared
+//!   fairly among sources (pure); the embedded store's, and each Redis
+//!   replica's count of its own.
 //! - `proof`: checks a registration's signature, nonce and clock (pure).
 //! - `service`: `DirectoryService`, the tonic boundary; applies the rate
 //!   limits (token buckets per source, from `peerchat_core::rate`),
@@ -142,6 +143,11 @@ pub struct Config {
     /// (all at once if the day's were not used). A name's owner registering
     /// it again costs nothing.
     pub new_names_per_day: u32,
+    /// Challenge nonces waiting for their Register at most (each replica's
+    /// own, over Redis). A Challenge that finds them all taken is still
+    /// answered: the oldest nonce of the source holding the most is let go
+    /// (see `challenges`).
+    pub max_challenges: usize,
     /// Where the directory's state lives.
     pub store: StoreConfig,
 }
@@ -172,6 +178,7 @@ impl Default for Config {
             list_rate: 100,
             max_per_source: 256,
             new_names_per_day: 64,
+            max_challenges: challenges::MAX_OUTSTANDING,
             store: StoreConfig::Memory,
         }
     }
@@ -280,7 +287,9 @@ pub async fn run(
                     BindingStore::in_memory()
                 }
             };
-            let store = Arc::new(MemoryStore::new(bindings, config.ttl, config.max_per_source));
+            let store = MemoryStore::new(bindings, config.ttl, config.max_per_source)
+                .with_max_nonces(config.max_challenges);
+            let store = Arc::new(store);
             (store.clone(), Some(CloseOnDrop(store)))
         }
         StoreConfig::Redis(options) => {
@@ -290,7 +299,8 @@ pub async fn run(
                 config.max_per_source,
                 &stop,
             )
-            .await?;
+            .await?
+            .with_max_nonces(config.max_challenges);
             (Arc::new(store), None)
         }
     };

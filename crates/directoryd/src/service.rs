@@ -117,12 +117,13 @@ impl pb::directory_server::Directory for DirectoryService {
         &self,
         request: Request<pb::ChallengeRequest>,
     ) -> Result<Response<pb::ChallengeResponse>, Status> {
-        charge(&self.limits.register, Source::of(request.remote_addr()))?;
+        let source = Source::of(request.remote_addr());
+        charge(&self.limits.register, source)?;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
             .map_err(|_| Status::internal("cannot draw a random nonce from the OS"))?;
-        self.store.issue_nonce(nonce).await.map_err(store_status)?;
+        self.store.issue_nonce(nonce, source).await.map_err(store_status)?;
         Ok(Response::new(pb::ChallengeResponse { nonce: nonce.to_vec() }))
     }
 
@@ -386,8 +387,6 @@ mod tests {
         let s = limited(Limited::TooManySources);
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.message().contains("rate limit"));
-        let s = store_status(StoreError::Busy { max: 1 });
-        assert_eq!(s.code(), Code::ResourceExhausted);
         let s = proof_status(&Name::parse("bob").unwrap(), source, ProofError::Nonce);
         assert_eq!(s.code(), Code::PermissionDenied);
         assert!(s.message().starts_with("registration proof failed: the nonce"));

@@ -16,7 +16,6 @@ use crate::store::StoreError;
 pub(crate) fn store_status(err: StoreError) -> Status {
     match err {
         StoreError::Refused(refusal) => refusal_status(refusal),
-        StoreError::Busy { .. } => Status::resource_exhausted(err.to_string()),
         // Why is for the operator's log (Redis answers name nodes, slots
         // and OS errors), not the caller.
         StoreError::Unavailable { why } => {

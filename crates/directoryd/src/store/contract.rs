@@ -220,11 +220,30 @@ async fn pages_cover_everyone_once_in_order(store: &dyn Store) {
 
 async fn nonces_are_spent_once(store: &dyn Store) {
     let nonce = [7u8; peerchat_core::identity::NONCE_LEN];
-    store.issue_nonce(nonce).await.expect("a nonce");
+    store.issue_nonce(nonce, source("192.0.2.1")).await.expect("a nonce");
     assert!(store.consume_nonce(&nonce).await.expect("spent"));
     assert!(!store.consume_nonce(&nonce).await.expect("spent again"));
     assert!(!store.consume_nonce(&[8u8; 32]).await.expect("never issued"));
     assert!(!store.consume_nonce(&[1, 2, 3]).await.expect("wrong length"));
+}
+
+/// `store` holds at most 4 nonces.
+async fn a_full_challenge_table_takes_from_the_heaviest_source(store: &dyn Store) {
+    let flood = source("192.0.2.66");
+    let host = source("192.0.2.7");
+    let nonce = |i: u8| [i; peerchat_core::identity::NONCE_LEN];
+    for i in 0..4 {
+        store.issue_nonce(nonce(i), flood).await.expect("room for the first four");
+    }
+    store.issue_nonce(nonce(50), host).await.expect("a full table is not a refusal");
+    for i in 4..10 {
+        store.issue_nonce(nonce(i), flood).await.expect("a full table is not a refusal");
+    }
+    assert!(store.consume_nonce(&nonce(50)).await.expect("spending"), "the host's outlived it");
+    for i in 0..7 {
+        assert!(!store.consume_nonce(&nonce(i)).await.expect("spending"), "{i} was let go");
+    }
+    assert!(store.consume_nonce(&nonce(9)).await.expect("spending"), "the newest is kept");
 }
 
 async fn registrations_per_source_are_capped(store: &dyn Store) {
@@ -364,6 +383,9 @@ async fn a_claim_or_release_left_midway_goes_on(store: &dyn Store) {
 trait Fresh {
     async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store>;
 
+    /// A fresh store holding at most `max` challenge nonces.
+    async fn fresh_with_max_nonces(&mut self, max: usize) -> Arc<dyn Store>;
+
     async fn fresh(&mut self) -> Arc<dyn Store> {
         self.fresh_with(TTL).await
     }
@@ -377,6 +399,10 @@ async fn keeps_the_contract(stores: &mut impl Fresh) {
     leases_expire_at_their_ttl(stores.fresh().await.as_ref()).await;
     pages_cover_everyone_once_in_order(stores.fresh_with(LONG_TTL).await.as_ref()).await;
     nonces_are_spent_once(stores.fresh().await.as_ref()).await;
+    a_full_challenge_table_takes_from_the_heaviest_source(
+        stores.fresh_with_max_nonces(4).await.as_ref(),
+    )
+    .await;
     registrations_per_source_are_capped(stores.fresh().await.as_ref()).await;
     racing_keys_end_with_one_owner(stores.fresh().await).await;
     the_feed_tells_every_change(stores.fresh().await.as_ref()).await;
@@ -390,6 +416,12 @@ impl Fresh for Memory {
     async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store> {
         Arc::new(MemoryStore::new(BindingStore::in_memory(), ttl, MAX_PER_SOURCE))
     }
+
+    async fn fresh_with_max_nonces(&mut self, max: usize) -> Arc<dyn Store> {
+        Arc::new(
+            MemoryStore::new(BindingStore::in_memory(), TTL, MAX_PER_SOURCE).with_max_nonces(max),
+        )
+    }
 }
 
 struct Redis {
@@ -401,6 +433,10 @@ struct Redis {
 impl Fresh for Redis {
     async fn fresh_with(&mut self, ttl: Duration) -> Arc<dyn Store> {
         Arc::new(self.fresh_redis(ttl).await)
+    }
+
+    async fn fresh_with_max_nonces(&mut self, max: usize) -> Arc<dyn Store> {
+        Arc::new(self.fresh_redis(TTL).await.with_max_nonces(max))
     }
 }
 
@@ -508,7 +544,7 @@ async fn the_redis_store_keeps_the_contract() {
     // a command whose answer it lost, and the resend must not find the
     // nonce already spent.
     let nonce = [7; peerchat_core::identity::NONCE_LEN];
-    store.issue_nonce(nonce).await.expect("a nonce");
+    store.issue_nonce(nonce, source("192.0.2.1")).await.expect("a nonce");
     assert!(store.spend_nonce(&nonce, "spent a").await.expect("spending"));
     assert!(store.spend_nonce(&nonce, "spent a").await.expect("resent"), "a resend spends it");
     assert!(!store.spend_nonce(&nonce, "spent b").await.expect("again"), "once only");
@@ -542,17 +578,17 @@ async fn the_redis_store_keeps_the_contract() {
         "{lost:?}"
     );
 
-    // Each nonce lives in Redis for a minute: one replica hands them out
-    // at a bounded rate, however many sources ask.
+    // A nonce let go from a full table while it was spent through another
+    // replica keeps its spender's mark: the spender's resend must find it.
+    let store = redis.fresh_redis(TTL).await.with_max_nonces(1);
     let options = RedisOptions { seeds: redis.cluster.seeds() };
-    let store = RedisStore::connect(&options, TTL, MAX_PER_SOURCE, &redis.stop)
+    let other = RedisStore::connect(&options, TTL, MAX_PER_SOURCE, &redis.stop)
         .await
-        .expect("the Redis store connects")
-        .with_nonce_rate(5);
-    for i in 0..10 {
-        store.issue_nonce([i; peerchat_core::identity::NONCE_LEN]).await.expect("within the burst");
-    }
-    let over = store.issue_nonce([99; peerchat_core::identity::NONCE_LEN]).await;
-    assert!(matches!(over, Err(StoreError::Busy { .. })), "{over:?}");
+        .expect("a second replica connects");
+    let nonce = [11; peerchat_core::identity::NONCE_LEN];
+    store.issue_nonce(nonce, source("192.0.2.1")).await.expect("a nonce");
+    assert!(other.spend_nonce(&nonce, "spent d").await.expect("spending"));
+    store.issue_nonce([12; 32], source("192.0.2.1")).await.expect("lets the first go");
+    assert!(other.spend_nonce(&nonce, "spent d").await.expect("resent"), "the mark stayed");
     redis.stop.cancel();
 }

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peerchat_core::Name;
+use peerchat_core::source::Source;
 use tokio::sync::broadcast;
 
 use super::{FEED_CAPACITY, Nonce, Registered, Renewed, Store, StoreError};
 use crate::bindings::{BindingStore, Check, MAX_BINDINGS};
-use crate::challenges::{self, ChallengeError, Challenges};
+use crate::challenges::{self, Challenges};
 use crate::lock;
 use crate::model::{Change, Claim, Listing, Page, Presence, Refusal};
 use crate::registry::{Registry, Renewal};
@@ -41,6 +42,11 @@ impl MemoryStore {
         }
     }
 
+    /// The same store holding at most `max` challenges.
+    pub(crate) fn with_max_nonces(self, max: usize) -> MemoryStore {
+        MemoryStore { challenges: Mutex::new(Challenges::new(max)), ..self }
+    }
+
     /// Closes the bindings file, releasing its lock: a directory started
     /// next on the same data dir must not wait for the last stray
     /// connection of this one to let go of the store.
@@ -62,10 +68,9 @@ impl MemoryStore {
 
 #[tonic::async_trait]
 impl Store for MemoryStore {
-    async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
-        lock(&self.challenges).issue(nonce, Instant::now()).map_err(|err| match err {
-            ChallengeError::Full { max } => StoreError::Busy { max },
-        })
+    async fn issue_nonce(&self, nonce: Nonce, source: Source) -> Result<(), StoreError> {
+        lock(&self.challenges).issue(nonce, source, Instant::now());
+        Ok(())
     }
 
     async fn consume_nonce(&self, nonce: &[u8]) -> Result<bool, StoreError> {

@@ -22,6 +22,7 @@ pub(crate) mod redis;
 use std::fmt;
 
 use peerchat_core::Name;
+use peerchat_core::source::Source;
 use tokio::sync::broadcast;
 
 use crate::bindings::BindingsError;
@@ -36,9 +37,6 @@ pub(crate) type Nonce = [u8; peerchat_core::identity::NONCE_LEN];
 pub(crate) enum StoreError {
     #[error(transparent)]
     Refused(#[from] Refusal),
-    /// Too many challenges are outstanding.
-    #[error("too many outstanding challenges ({max}); try again in a minute")]
-    Busy { max: usize },
     /// The shared store did not answer (in time), or answered with an
     /// error: the request may be retried, here or on another replica.
     #[error("directory store unavailable: {why}; retry")]
@@ -73,9 +71,11 @@ pub(crate) struct Renewed {
 /// store that stopped answering.
 #[tonic::async_trait]
 pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
-    /// Records `nonce` as issued; it may be spent once within a minute, by a
-    /// Register that reaches any replica.
-    async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError>;
+    /// Records `nonce` as issued to `source`; it may be spent once within a
+    /// minute, by a Register that reaches any replica. Never refused for
+    /// want of room: a full table lets go the oldest nonce of the source
+    /// holding the most ([`crate::challenges`]).
+    async fn issue_nonce(&self, nonce: Nonce, source: Source) -> Result<(), StoreError>;
 
     /// Spends `nonce`: true if it was issued, unused and unexpired. It is
     /// gone afterwards either way.

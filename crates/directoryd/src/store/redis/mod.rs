@@ -66,7 +66,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
 use peerchat_core::Name;
-use peerchat_core::rate::{Rate, TokenBucket};
+use peerchat_core::source::Source;
 use redis::Value;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use tokio::sync::broadcast;
@@ -79,7 +79,7 @@ use self::merge::{Merge, Query, Reply};
 use self::scripts::Scripts;
 use super::{FEED_CAPACITY, Nonce, Registered, Renewed, Store, StoreError};
 use crate::bindings::{MAX_BINDINGS, hex};
-use crate::challenges::NONCE_TTL;
+use crate::challenges::{self, Challenges, NONCE_TTL};
 use crate::lock;
 use crate::model::{Change, Claim, Listing, Page, Presence, PublicKey, Refusal};
 
@@ -100,20 +100,9 @@ enum Counting {
 /// more old counts has them looked at over its next registrations.
 const RECOUNT_BATCH: usize = 16;
 
-/// Challenges one replica may have outstanding in Redis, about: handed out
-/// at MAX_NONCES per NONCE_TTL (16,666 a second, bursts of twice that).
-/// The embedded store holds 100,000 in all; a replica's challenges cost
-/// the cluster about 100 bytes each.
-const MAX_NONCES: usize = 1_000_000;
 /// A nonce's value while it waits for its Register; once spent it holds
 /// its spender's mark (see [`RedisStore::spend_nonce`]).
 const ISSUED: &str = "1";
-
-/// The rate that keeps [`MAX_NONCES`] outstanding at most, about.
-fn nonce_rate() -> Rate {
-    let per_sec = MAX_NONCES as u64 / NONCE_TTL.as_secs().max(1);
-    Rate::per_second(u32::try_from(per_sec).unwrap_or(u32::MAX))
-}
 
 /// Reaped names uncounted from their sources at once, per sweep.
 const FORGET_CONCURRENCY: usize = 64;
@@ -191,11 +180,14 @@ pub(crate) struct RedisStore {
     ttl_ms: u64,
     max_per_source: usize,
     feed: broadcast::Sender<Change>,
-    /// Challenges this replica may still hand out now: each nonce lives in
-    /// Redis for NONCE_TTL, so this bounds what one replica can make the
-    /// cluster hold, whatever the number of sources asking.
-    nonces: Arc<Mutex<TokenBucket>>,
-    nonce_rate: Rate,
+    /// The challenges this replica handed out and has not seen spent,
+    /// with who asked: as in the embedded store, at most
+    /// [`challenges::MAX_OUTSTANDING`], shared fairly among sources. A
+    /// nonce it lets go is dropped from Redis too, so one replica makes
+    /// the cluster hold at most that many waiting nonces (about 100 bytes
+    /// each there), however many sources ask. One spent through another
+    /// replica stays counted here until it expires.
+    challenges: Arc<Mutex<Challenges>>,
     /// Connections for `WAIT` ([`wait`]).
     waiters: Arc<wait::Waiters>,
 }
@@ -243,18 +235,14 @@ impl RedisStore {
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             max_per_source,
             feed,
-            nonces: Arc::new(Mutex::new(TokenBucket::full(nonce_rate(), Instant::now()))),
-            nonce_rate: nonce_rate(),
+            challenges: Arc::new(Mutex::new(Challenges::new(challenges::MAX_OUTSTANDING))),
             waiters: Arc::new(wait::Waiters::default()),
         })
     }
 
-    /// The same store handing out at most `per_sec` challenges a second
-    /// (bursts of twice that).
-    #[cfg(test)]
-    pub(crate) fn with_nonce_rate(mut self, per_sec: u32) -> RedisStore {
-        self.nonce_rate = Rate::per_second(per_sec);
-        self.nonces = Arc::new(Mutex::new(TokenBucket::full(self.nonce_rate, Instant::now())));
+    /// The same store holding at most `max` challenges of its own.
+    pub(crate) fn with_max_nonces(mut self, max: usize) -> RedisStore {
+        self.challenges = Arc::new(Mutex::new(Challenges::new(max)));
         self
     }
 
@@ -728,13 +716,31 @@ impl RedisStore {
             .await?;
         Ok(matches!(before.as_deref(), Some(b) if b == ISSUED || b == spender))
     }
+
+    /// Drops `nonce` from Redis if it still waits for its Register; one
+    /// already spent keeps its spender's mark (a resent spend must find
+    /// it) until it expires. Best effort: one not dropped expires anyway.
+    async fn drop_waiting_nonce(&self, nonce: &Nonce) {
+        let key = keys::nonce(nonce);
+        let script = &self.scripts.drop_waiting_nonce;
+        let dropped = self
+            .client
+            .call("dropping a challenge", |mut conn| async move {
+                script.key(&key).arg(ISSUED).invoke_async::<i64>(&mut conn).await
+            })
+            .await;
+        if let Err(err) = dropped {
+            tracing::debug!(%err, "cannot drop a challenge let go");
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl Store for RedisStore {
-    async fn issue_nonce(&self, nonce: Nonce) -> Result<(), StoreError> {
-        if !lock(&self.nonces).try_take(self.nonce_rate, Instant::now()) {
-            return Err(StoreError::Busy { max: MAX_NONCES });
+    async fn issue_nonce(&self, nonce: Nonce, source: Source) -> Result<(), StoreError> {
+        let let_go = lock(&self.challenges).issue(nonce, source, Instant::now());
+        if let Some(old) = let_go {
+            self.drop_waiting_nonce(&old).await;
         }
         let key = keys::nonce(&nonce);
         let ttl = NONCE_TTL.as_millis() as u64;
@@ -754,6 +760,8 @@ impl Store for RedisStore {
     }
 
     async fn consume_nonce(&self, nonce: &[u8]) -> Result<bool, StoreError> {
+        // Redis decides; this replica only stops counting it.
+        lock(&self.challenges).consume(nonce, Instant::now());
         let spender = format!("spent {}", uuid::Uuid::new_v4().simple());
         self.spend_nonce(nonce, &spender).await
     }
@@ -850,6 +858,8 @@ impl Store for RedisStore {
     }
 
     async fn sweep(&self) {
+        // Redis expires the nonces themselves; this is the local count.
+        lock(&self.challenges).sweep(Instant::now());
         let reaped =
             futures_util::future::join_all(self.buckets.iter().map(|b| self.reap_bucket(b))).await;
         let gone: Vec<(String, String)> = reaped.into_iter().flatten().flatten().collect();

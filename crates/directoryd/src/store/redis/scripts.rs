@@ -29,6 +29,8 @@ pub(crate) struct Scripts {
     pub(crate) probe: Script,
     /// On a source's set, not a bucket: no prelude.
     pub(crate) uncount_stale: Script,
+    /// On one nonce's key: no prelude.
+    pub(crate) drop_waiting_nonce: Script,
 }
 
 impl Scripts {
@@ -44,6 +46,7 @@ impl Scripts {
             forget: Script::new(with_prelude!("forget")),
             probe: Script::new(with_prelude!("probe")),
             uncount_stale: Script::new(include_str!("lua/uncount_stale.lua")),
+            drop_waiting_nonce: Script::new(include_str!("lua/drop_waiting_nonce.lua")),
         }
     }
 }
