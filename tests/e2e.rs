@@ -1205,6 +1205,43 @@ fn piped_chat_with_lines_still_unconfirmed_at_the_end_exits_1() {
     });
 }
 
+/// Interrupting piped `chat` (SIGINT, as Ctrl-C sends; SIGTERM alike)
+/// while its lines are still unconfirmed exits 1 and says so: leaving does
+/// not make them delivered. peerd goes on delivering them.
+#[test]
+fn interrupted_chat_with_lines_still_unconfirmed_exits_1() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start(&dir, "alice");
+    let bob = Peer::start(&dir, "bob");
+    connect(&alice, &bob);
+    let frozen = support::proc::Stopped::new(bob.pid());
+    let logs = short_tempdir();
+    let log = logs.path().join("chat.log");
+    let mut cmd = chatctl(&alice.socket(), &["chat"]);
+    // Its first line on stdout is the line it sent; then, at the end of
+    // its input, it waits for the receipt bob cannot send.
+    let (mut chat, sent) = support::proc::Proc::start_ready_with_input(
+        "chatctl chat",
+        &mut cmd,
+        Some(b"one\n".to_vec()),
+        &log,
+        EVENT_TIMEOUT,
+    );
+    assert!(sent.contains("one"), "{sent}");
+    let status = chat.signal_and_wait(libc::SIGINT, EVENT_TIMEOUT);
+    let stderr = std::fs::read_to_string(&log).expect("chat's stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: interrupted: 1 message(s) not confirmed yet"), "{stderr}");
+    drop(frozen);
+    eventually("delivered all the same", Duration::from_secs(15), || {
+        let entries = history(&alice, "bob", 50);
+        match entries.iter().find(|e| e["text"] == "one") {
+            Some(e) if e["state"] == "delivered" => Ok(()),
+            _ => Err(format!("{entries:?}")),
+        }
+    });
+}
+
 /// `/disconnect` in `chat --json` shows the end at once, once, with the
 /// daemon's reason (not an empty one), and the daemon's own event is not
 /// printed a second time.

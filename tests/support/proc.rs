@@ -160,14 +160,33 @@ impl Proc {
         log: &Path,
         timeout: Duration,
     ) -> (Proc, String) {
+        Proc::start_ready_with_input(what, cmd, None, log, timeout)
+    }
+
+    /// Like [`Proc::start_ready`], with `input` written to its stdin, which
+    /// is then closed (`None`: no stdin at all).
+    pub(crate) fn start_ready_with_input(
+        what: &str,
+        cmd: &mut Command,
+        input: Option<Vec<u8>>,
+        log: &Path,
+        timeout: Duration,
+    ) -> (Proc, String) {
         let stderr = File::options()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(stderr);
         let mut child =
             cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A writer thread, as in `run_with_input`.
+            thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+        }
         let stdout = child.stdout.take().expect("piped stdout");
         let mut proc = Proc { what: what.to_owned(), child, log: log.to_owned() };
         let (tx, rx) = mpsc::channel();

@@ -67,6 +67,14 @@ pub enum Error {
         within.as_secs()
     )]
     ChatUnconfirmed { count: usize, within: std::time::Duration },
+    /// Messages chat sent that were neither delivered nor failed when it
+    /// was interrupted (Ctrl-C, SIGTERM): leaving does not make them
+    /// delivered, and a script must not take them for it.
+    #[error(
+        "interrupted: {count} message(s) not confirmed yet; peerd keeps trying \
+         (`chatctl history` shows how they end)"
+    )]
+    ChatInterrupted { count: usize },
     /// The async runtime or a helper thread could not be started.
     #[error("cannot start: {0}")]
     Start(#[source] io::Error),

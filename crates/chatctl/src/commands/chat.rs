@@ -64,7 +64,7 @@ pub(crate) async fn run(socket: &Path, json: bool, name: Option<&str>) -> Result
     let result = chat.converse(&mut events, &mut interrupted).await;
     let result = match result {
         Ok(Flow::Quit) => chat.drain(&mut events, &mut interrupted).await,
-        Ok(Flow::Interrupted) => Ok(()),
+        Ok(Flow::Interrupted) => chat.left_unconfirmed(),
         Ok(Flow::Continue) => Ok(()),
         Err(err) => Err(err),
     };
@@ -73,7 +73,9 @@ pub(crate) async fn run(socket: &Path, json: bool, name: Option<&str>) -> Result
     // were some, for a script that piped its lines in.
     match result {
         Ok(()) if chat.failures > 0 => Err(Error::ChatFailures(chat.failures)),
-        Err(unconfirmed @ Error::ChatUnconfirmed { .. }) if chat.failures > 0 => {
+        Err(unconfirmed @ (Error::ChatUnconfirmed { .. } | Error::ChatInterrupted { .. }))
+            if chat.failures > 0 =>
+        {
             output::note(&format!("error: {unconfirmed}"));
             Err(Error::ChatFailures(chat.failures))
         }
@@ -215,7 +217,7 @@ impl Chat {
         tokio::pin!(deadline);
         while !self.unconfirmed.is_empty() {
             tokio::select! {
-                () = &mut *interrupted => return Ok(()),
+                () = &mut *interrupted => return self.left_unconfirmed(),
                 () = &mut deadline => {
                     // Not a success: a script that piped its lines in must
                     // learn that it cannot know they went through.
@@ -228,6 +230,15 @@ impl Chat {
             }
         }
         Ok(())
+    }
+
+    /// Interrupted: fine, unless messages sent from here are still
+    /// unconfirmed.
+    fn left_unconfirmed(&self) -> Result<(), Error> {
+        match self.unconfirmed.len() {
+            0 => Ok(()),
+            count => Err(Error::ChatInterrupted { count }),
+        }
     }
 
     /// One item from the Watch stream: show it; its end is peerd's end.
