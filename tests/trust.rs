@@ -274,6 +274,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[derive(Debug, Default)]
 struct FloodResult {
     ok: usize,
+    /// The first nonce handed out.
+    first: Option<Vec<u8>>,
     /// `(code, message)` of every refused call.
     refused: Vec<(tonic::Code, String)>,
 }
@@ -307,7 +309,10 @@ async fn flood_challenges(
     while calls < min_calls || !stop.load(Ordering::Relaxed) {
         calls += 1;
         match client.challenge(ChallengeRequest {}).await {
-            Ok(_) => result.ok += 1,
+            Ok(answer) => {
+                result.ok += 1;
+                result.first.get_or_insert(answer.into_inner().nonce);
+            }
             Err(status) => {
                 if result.refused.is_empty() {
                     let _ = throttled.send(());
@@ -691,6 +696,7 @@ fn a_challenge_flood_from_many_hosts_leaves_room_for_a_new_peer() {
     listed_at(&alice, "alice", &alice.addr().to_string());
     stop.store(true, Ordering::Relaxed);
 
+    let mut firsts = Vec::new();
     for (from, flood, _) in floods {
         let result = rt.block_on(flood).expect("the flood task");
         assert!(result.ok >= 40, "{from}: a full table refused a Challenge: {result:?}");
@@ -698,7 +704,32 @@ fn a_challenge_flood_from_many_hosts_leaves_room_for_a_new_peer() {
             assert_eq!(*code, tonic::Code::ResourceExhausted, "{message}");
             assert_contains(message, "rate limit");
         }
+        firsts.push(result.first.expect("a nonce"));
     }
+    // The table was full: each flooder's first nonce was let go. (A nonce
+    // still there would fail later, at the clock check.)
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", dir.addr()))
+            .expect("directory URL")
+            .connect()
+            .await
+            .expect("connecting to the directory");
+        let mut client = DirectoryClient::new(channel);
+        for nonce in firsts {
+            let request = peerchat::v1::RegisterRequest {
+                name: "mallory".to_owned(),
+                port: 9,
+                status: peerchat::v1::PeerStatus::Available.into(),
+                public_key: vec![7; 32],
+                nonce,
+                signature: vec![0; 64],
+                ..Default::default()
+            };
+            let status = client.register(request).await.expect_err("a nonce let go");
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+            assert_contains(status.message(), "registration proof failed: the nonce");
+        }
+    });
 }
 
 /// An `https://` directory is pinned by its key: the fingerprint given with

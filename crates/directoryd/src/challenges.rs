@@ -3,16 +3,21 @@
 //! registration cannot be replayed.
 //!
 //! The table is bounded by its `max` ([`MAX_OUTSTANDING`]), and shared
-//! fairly among sources: a Challenge that finds it full is never refused;
-//! it lets go the oldest nonce of the source holding the most (maybe the
-//! asker itself). So a flood from many addresses, each at its own rate
-//! limit, costs the flooders their own nonces, not everyone's: a host
-//! asking for one nonce loses it only if every source holds no more than
-//! one, that is, if `max` sources flood at once.
+//! fairly among sites: a Challenge that finds it full is never refused;
+//! it lets go the oldest nonce of the site holding the most (maybe the
+//! asker's own), and among sites holding as many, of the one whose oldest
+//! nonce is oldest. So a flood costs the flooders their own nonces, not
+//! everyone's. A site is an IPv4 address or an IPv6 /48
+//! ([`Source::site`]): a /64 each is too cheap to share by, since one
+//! asking once a minute is all it takes to hold a nonce. A newcomer's
+//! nonce goes first only once every site holds no more than one; even
+//! then the table lets go oldest first, so it lasts `max` Challenges
+//! (a minute at the rate that keeps 100,000 sites holding one each).
 //!
 //! Pure state, no clock and no randomness: the store draws nothing and
 //! passes `now`; the reaper sweeps expired nonces.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -24,8 +29,13 @@ use peerchat_core::source::Source;
 pub(crate) const NONCE_TTL: Duration = Duration::from_secs(60);
 
 /// Nonces outstanding at most (about 22 MiB when full, measured): beyond
-/// that each new one takes the place of the heaviest source's oldest.
+/// that each new one takes the place of the heaviest site's oldest.
 pub(crate) const MAX_OUTSTANDING: usize = 100_000;
+
+/// Expired nonces dropped at most per [`Challenges::sweep`]: a sweep holds
+/// its store's lock, and 100,000 expiring at once would hold it for tens
+/// of milliseconds; the store sweeps again, lock released in between.
+pub(crate) const SWEEP_BATCH: usize = 4_096;
 
 /// A nonce, as issued.
 pub(crate) type Nonce = [u8; NONCE_LEN];
@@ -34,20 +44,25 @@ pub(crate) type Nonce = [u8; NONCE_LEN];
 #[derive(Debug, Clone, Copy)]
 struct Issued {
     expires: Instant,
-    source: Source,
-    /// Its place among its source's nonces, oldest first.
+    /// The asker's site.
+    site: Source,
+    /// When it was issued, among all nonces: its place in its site's queue.
     seq: u64,
 }
+
+/// Where a site stands when a nonce must go: the greatest goes first (the
+/// most nonces; then the oldest first nonce).
+type Standing = (usize, Reverse<u64>, Source);
 
 /// Issued nonces not yet used, with when each expires and who asked.
 #[derive(Debug)]
 pub(crate) struct Challenges {
     max: usize,
     outstanding: HashMap<Nonce, Issued>,
-    /// Each source's nonces, oldest first; only sources holding some.
-    by_source: HashMap<Source, BTreeMap<u64, Nonce>>,
-    /// Sources by how many nonces they hold, heaviest last.
-    by_count: BTreeSet<(usize, Source)>,
+    /// Each site's nonces, oldest first; only sites holding some.
+    by_site: HashMap<Source, BTreeMap<u64, Nonce>>,
+    /// Each site holding some, by its standing: the next to lose one last.
+    standings: BTreeSet<Standing>,
     next_seq: u64,
 }
 
@@ -57,28 +72,27 @@ impl Challenges {
         Challenges {
             max: max.max(1),
             outstanding: HashMap::new(),
-            by_source: HashMap::new(),
-            by_count: BTreeSet::new(),
+            by_site: HashMap::new(),
+            standings: BTreeSet::new(),
             next_seq: 0,
         }
     }
 
     /// Records `nonce` as issued to `source` at `now`. When the table is
-    /// full, the oldest nonce of the source holding the most is let go
-    /// first, and returned (it can no longer be spent).
+    /// full, a nonce is let go first (see the module's doc), and returned:
+    /// it can no longer be spent.
     pub(crate) fn issue(&mut self, nonce: Nonce, source: Source, now: Instant) -> Option<Nonce> {
+        let site = source.site();
         // A nonce drawn twice (32 random bytes: never) is issued once.
         self.remove(&nonce);
-        let evicted = if self.outstanding.len() >= self.max { self.evict() } else { None };
+        let let_go = if self.outstanding.len() >= self.max { self.let_one_go() } else { None };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.outstanding.insert(nonce, Issued { expires: now + NONCE_TTL, source, seq });
-        let queue = self.by_source.entry(source).or_default();
-        let held = queue.len();
-        queue.insert(seq, nonce);
-        self.by_count.remove(&(held, source));
-        self.by_count.insert((held + 1, source));
-        evicted
+        self.outstanding.insert(nonce, Issued { expires: now + NONCE_TTL, site, seq });
+        self.change(site, |queue| {
+            queue.insert(seq, nonce);
+        });
+        let_go
     }
 
     /// Uses up `nonce`: true if it was issued, unused and unexpired. It is
@@ -90,13 +104,15 @@ impl Challenges {
         self.remove(&nonce).is_some_and(|issued| now < issued.expires)
     }
 
-    /// Drops expired nonces. Returns how many went.
+    /// Drops expired nonces, at most [`SWEEP_BATCH`]. Returns how many
+    /// went: as many as that means there may be more.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let expired: Vec<Nonce> = self
             .outstanding
             .iter()
             .filter(|(_, issued)| issued.expires <= now)
             .map(|(nonce, _)| *nonce)
+            .take(SWEEP_BATCH)
             .collect();
         for nonce in &expired {
             self.remove(nonce);
@@ -109,33 +125,50 @@ impl Challenges {
         self.outstanding.len()
     }
 
-    /// Nonces `source` holds.
+    /// Nonces the site of `source` holds.
     #[cfg(test)]
     pub(crate) fn held_by(&self, source: Source) -> usize {
-        self.by_source.get(&source).map_or(0, BTreeMap::len)
+        self.by_site.get(&source.site()).map_or(0, BTreeMap::len)
     }
 
-    /// Lets go the oldest nonce of the source holding the most.
-    fn evict(&mut self) -> Option<Nonce> {
-        let &(_, heaviest) = self.by_count.last()?;
-        let oldest = *self.by_source.get(&heaviest)?.first_key_value()?.1;
+    /// Lets go the oldest nonce of the site that stands greatest.
+    fn let_one_go(&mut self) -> Option<Nonce> {
+        let &(_, _, site) = self.standings.last()?;
+        let oldest = *self.by_site.get(&site)?.first_key_value()?.1;
         self.remove(&oldest).map(|_| oldest)
     }
 
     fn remove(&mut self, nonce: &Nonce) -> Option<Issued> {
         let issued = self.outstanding.remove(nonce)?;
-        if let Some(queue) = self.by_source.get_mut(&issued.source) {
-            let held = queue.len();
+        self.change(issued.site, |queue| {
             queue.remove(&issued.seq);
-            self.by_count.remove(&(held, issued.source));
-            if queue.is_empty() {
-                self.by_source.remove(&issued.source);
-            } else {
-                self.by_count.insert((held - 1, issued.source));
-            }
-        }
+        });
         Some(issued)
     }
+
+    /// Changes `site`'s queue with `edit`, keeping its standing (and
+    /// whether it is held at all) up to date.
+    fn change(&mut self, site: Source, edit: impl FnOnce(&mut BTreeMap<u64, Nonce>)) {
+        let queue = self.by_site.entry(site).or_default();
+        if let Some(before) = standing(site, queue) {
+            self.standings.remove(&before);
+        }
+        edit(queue);
+        match standing(site, queue) {
+            Some(after) => {
+                self.standings.insert(after);
+            }
+            None => {
+                self.by_site.remove(&site);
+            }
+        }
+    }
+}
+
+/// Where `site`, holding `queue`, stands; `None` when it holds nothing.
+fn standing(site: Source, queue: &BTreeMap<u64, Nonce>) -> Option<Standing> {
+    let (&oldest, _) = queue.first_key_value()?;
+    Some((queue.len(), Reverse(oldest), site))
 }
 
 #[cfg(test)]
@@ -154,16 +187,14 @@ mod tests {
 
     /// The three views of the table agree.
     fn consistent(c: &Challenges) {
-        let mut held: HashMap<Source, usize> = HashMap::new();
-        for issued in c.outstanding.values() {
-            *held.entry(issued.source).or_default() += 1;
+        let mut queues: HashMap<Source, BTreeMap<u64, Nonce>> = HashMap::new();
+        for (nonce, issued) in &c.outstanding {
+            queues.entry(issued.site).or_default().insert(issued.seq, *nonce);
         }
-        let queues: HashMap<Source, usize> =
-            c.by_source.iter().map(|(s, q)| (*s, q.len())).collect();
-        assert_eq!(held, queues);
-        let counted: HashMap<Source, usize> = c.by_count.iter().map(|&(k, s)| (s, k)).collect();
-        assert_eq!(held, counted);
-        assert_eq!(c.by_count.len(), c.by_source.len(), "one count per source");
+        assert_eq!(queues, c.by_site, "each site's queue holds exactly its nonces");
+        let standings: BTreeSet<Standing> =
+            queues.iter().filter_map(|(site, queue)| standing(*site, queue)).collect();
+        assert_eq!(standings, c.standings, "one standing per site, up to date");
         assert!(c.len() <= c.max);
     }
 
@@ -233,6 +264,71 @@ mod tests {
         assert!(challenges.consume(&n(200), t0), "so did C's");
         assert!(challenges.consume(&n(19), t0), "A's newest is there");
         assert!(!challenges.consume(&n(11), t0), "A's oldest are not");
+        consistent(&challenges);
+    }
+
+    #[test]
+    fn a_table_of_ones_lets_go_oldest_first_whatever_the_address() {
+        let t0 = Instant::now();
+        let mut challenges = Challenges::new(3);
+        // Issued in an order unlike the addresses' order.
+        challenges.issue(n(1), B, t0);
+        challenges.issue(n(2), C, t0);
+        challenges.issue(n(3), A, t0);
+        let d = Source::V4([198, 51, 100, 1]);
+        let e = Source::V4([198, 51, 100, 2]);
+        let f = Source::V4([10, 0, 0, 1]);
+        assert_eq!(challenges.issue(n(4), d, t0), Some(n(1)));
+        assert_eq!(challenges.issue(n(5), e, t0), Some(n(2)));
+        assert_eq!(challenges.issue(n(6), f, t0), Some(n(3)));
+        assert_eq!(challenges.issue(n(7), A, t0), Some(n(4)));
+        consistent(&challenges);
+    }
+
+    #[test]
+    fn the_64s_of_one_48_share_one_place() {
+        let t0 = Instant::now();
+        let mut challenges = Challenges::new(4);
+        let net = |low: u64| Source::V6Net(0x2001_0db8_0042_0000 | low);
+        challenges.issue(n(1), net(1), t0);
+        challenges.issue(n(2), net(2), t0);
+        challenges.issue(n(3), net(3), t0);
+        assert_eq!(challenges.held_by(net(0xffff)), 3, "one site");
+        challenges.issue(n(4), A, t0);
+        // Full: a new /64 of that site takes from the site, not from A.
+        assert_eq!(challenges.issue(n(5), net(4), t0), Some(n(1)));
+        assert_eq!(challenges.issue(n(6), B, t0), Some(n(2)));
+        assert!(challenges.consume(&n(4), t0), "A kept its one");
+        consistent(&challenges);
+    }
+
+    #[test]
+    fn a_nonce_issued_again_is_held_once_by_its_last_asker() {
+        let t0 = Instant::now();
+        let mut challenges = Challenges::new(2);
+        challenges.issue(n(1), A, t0);
+        assert_eq!(challenges.issue(n(1), B, t0), None);
+        assert_eq!((challenges.len(), challenges.held_by(A), challenges.held_by(B)), (1, 0, 1));
+        consistent(&challenges);
+        let mut one = Challenges::new(1);
+        one.issue(n(1), A, t0);
+        assert_eq!(one.issue(n(1), A, t0), None, "itself is not let go");
+        assert_eq!(one.issue(n(2), B, t0), Some(n(1)));
+        consistent(&one);
+    }
+
+    #[test]
+    fn a_sweep_drops_a_batch_at_a_time() {
+        let t0 = Instant::now();
+        let mut challenges = Challenges::new(MAX_OUTSTANDING);
+        for i in 0..SWEEP_BATCH + 5 {
+            challenges.issue(n(i as u32), A, t0);
+        }
+        challenges.issue(n(u32::MAX), B, t0 + NONCE_TTL);
+        assert_eq!(challenges.sweep(t0 + NONCE_TTL), SWEEP_BATCH);
+        assert_eq!(challenges.sweep(t0 + NONCE_TTL), 5);
+        assert_eq!(challenges.sweep(t0 + NONCE_TTL), 0);
+        assert_eq!(challenges.len(), 1);
         consistent(&challenges);
     }
 

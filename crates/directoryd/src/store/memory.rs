@@ -141,10 +141,17 @@ impl Store for MemoryStore {
             }
             (reaped.len(), registry.len())
         };
-        let (nonces, nonces_left) = {
-            let mut challenges = lock(&self.challenges);
-            (challenges.sweep(now), challenges.len())
-        };
+        // A batch per lock: a Challenge or Register waits for one batch
+        // at most. Each batch but the last removes SWEEP_BATCH.
+        let mut nonces = 0;
+        loop {
+            let swept = lock(&self.challenges).sweep(now);
+            nonces += swept;
+            if swept < challenges::SWEEP_BATCH {
+                break;
+            }
+        }
+        let nonces_left = lock(&self.challenges).len();
         if reaped > 0 || nonces > 0 {
             tracing::debug!(reaped, left, nonces, nonces_left, "expired state dropped");
         }

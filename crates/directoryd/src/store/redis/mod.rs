@@ -739,23 +739,30 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn issue_nonce(&self, nonce: Nonce, source: Source) -> Result<(), StoreError> {
         let let_go = lock(&self.challenges).issue(nonce, source, Instant::now());
-        if let Some(old) = let_go {
-            self.drop_waiting_nonce(&old).await;
-        }
         let key = keys::nonce(&nonce);
         let ttl = NONCE_TTL.as_millis() as u64;
-        self.client
-            .call("storing a challenge", |mut conn| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(ISSUED)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
-            })
-            .await?;
+        let stored = self.client.call("storing a challenge", |mut conn| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(ISSUED)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        });
+        // Side by side: a full table costs the Challenge no second wait.
+        let dropped = async {
+            if let Some(old) = let_go {
+                self.drop_waiting_nonce(&old).await;
+            }
+        };
+        let (stored, ()) = tokio::join!(stored, dropped);
+        if let Err(err) = stored {
+            // Not handed out: not counted either.
+            lock(&self.challenges).consume(&nonce, Instant::now());
+            return Err(err);
+        }
         Ok(())
     }
 
@@ -858,8 +865,10 @@ impl Store for RedisStore {
     }
 
     async fn sweep(&self) {
-        // Redis expires the nonces themselves; this is the local count.
-        lock(&self.challenges).sweep(Instant::now());
+        // Redis expires the nonces themselves; this is the local count, a
+        // batch per lock as in the embedded store.
+        let now = Instant::now();
+        while lock(&self.challenges).sweep(now) >= challenges::SWEEP_BATCH {}
         let reaped =
             futures_util::future::join_all(self.buckets.iter().map(|b| self.reap_bucket(b))).await;
         let gone: Vec<(String, String)> = reaped.into_iter().flatten().flatten().collect();
