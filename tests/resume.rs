@@ -253,3 +253,42 @@ fn a_new_connect_after_the_dialer_gave_up_is_a_new_conversation_for_the_callee()
     assert!(!wb.seen().iter().any(|e| e["event"] == "resumed"), "not a resume: {:?}", wb.seen());
     assert_eq!(bob.status()["peer"], "alice");
 }
+
+/// A message that reached bob's daemon while it was frozen, after alice
+/// had given up on the link (her window passed: `failed`), is reported
+/// delivered when they next talk: a conversation that ended without a
+/// goodbye leaves bob owing `delivered` for what he had. And displayed,
+/// once bob's user sees it. Alice's history used to say `failed` for good
+/// while bob had it.
+#[test]
+fn a_message_failed_while_the_receiver_was_frozen_is_delivered_when_they_talk_again() {
+    let dir = Directory::start(TTL);
+    let alice = Peer::start_with(&dir, "alice", "127.0.0.1:0", &["--resume-window", "2"]);
+    let bob = Peer::start(&dir, "bob");
+    alice.ctl_ok(&["connect", "bob"]);
+    let mut wa = alice.watch();
+
+    let frozen = support::proc::Stopped::new(bob.pid());
+    let id = send_none(&alice, "are you there?");
+    let gave_up = Duration::from_secs(30);
+    wa.wait_for("failed", gave_up, |e| e["event"] == "failed" && e["id"] == id.as_str());
+    drop(frozen);
+    // No display client at bob's: nothing he could owe as `displayed`.
+    eventually("bob stored it", EVENT_TIMEOUT, || {
+        let entries = history(&bob, "alice");
+        if texts(&entries, "in") == ["are you there?"] {
+            Ok(())
+        } else {
+            Err(format!("{entries:?}"))
+        }
+    });
+
+    alice.ctl_ok(&["connect", "bob"]);
+    wa.wait_for("delivered after all", EVENT_TIMEOUT, ev::receipt(&id, "delivered"));
+    let mut wb = bob.watch();
+    wb.wait_for("the message, shown now", EVENT_TIMEOUT, ev::message("alice", "are you there?"));
+    wa.wait_for("displayed", EVENT_TIMEOUT, ev::receipt(&id, "displayed"));
+    let entries = history(&alice, "bob");
+    let entry = entries.iter().find(|e| e["id"] == id.as_str()).expect("in alice's history");
+    assert_eq!(entry["state"], "displayed", "{entries:?}");
+}

@@ -320,7 +320,23 @@ pub struct Session {
     /// conversation with that peer next starts. Oldest first, at most
     /// [`MAX_OWED_LATER`]; in memory only.
     owed_later: VecDeque<(Name, Id)>,
+    /// Our messages reported failed, and the peer each went to: that peer
+    /// may say later that it had one after all (its receipt was lost with
+    /// the link), and then it is delivered. At most
+    /// [`MAX_FAILED_REMEMBERED`], the oldest forgotten first (`failed_order`
+    /// may hold ids already taken out); in memory only.
+    failed_to: HashMap<Id, Name>,
+    failed_order: VecDeque<Id>,
+    /// `delivered` receipts for the last peer whose conversation ended
+    /// without a clean goodbye: the newest ids we had from it (at most
+    /// [`MAX_RECEIPT_IDS`]), some of which it may have failed for want of
+    /// their receipts. Sent when a conversation with it next starts.
+    owed_delivered: Option<(Name, Vec<Id>)>,
 }
+
+/// How many failed messages [`Session`] remembers, for a late receipt: as
+/// many as one conversation may leave unacknowledged.
+const MAX_FAILED_REMEMBERED: usize = MAX_UNACKED;
 
 /// Senders whose messages let go unshown are counted one by one; past
 /// these, together (one more entry), so that the count stays small.
@@ -357,6 +373,9 @@ impl Session {
             ended_away: VecDeque::new(),
             clock: None,
             owed_later: VecDeque::new(),
+            failed_to: HashMap::new(),
+            failed_order: VecDeque::new(),
+            owed_delivered: None,
         }
     }
 
@@ -1299,10 +1318,24 @@ impl Session {
         let peer = c.peer.clone();
         let accepted = match kind {
             ReceiptKind::Delivered => {
+                // Ids the queue does not have may be late receipts for
+                // messages reported failed: looked for only then, and only
+                // among those (a cheap test of this run's ids first).
+                let maybe_late: Vec<Id> = if self.failed_to.is_empty() {
+                    Vec::new()
+                } else {
+                    ids.iter().filter(|id| !c.unacked_ids.contains(id)).cloned().collect()
+                };
                 let mut accepted = ids;
                 c.acknowledge(&mut accepted);
                 for id in &accepted {
                     self.awaiting_display.insert_new_within(id, peer.clone(), MAX_AWAITING_DISPLAY);
+                }
+                for id in maybe_late {
+                    if self.take_failed(&id, &peer) {
+                        self.remember_delivered_before(id.clone(), &peer);
+                        accepted.push(id);
+                    }
                 }
                 accepted
             }
@@ -1327,6 +1360,20 @@ impl Session {
                         accepted.push(id);
                     } else if self.delivered_before.get(&id) == Some(&peer) {
                         self.delivered_before.remove(&id);
+                        accepted.push(id);
+                    } else if self.take_failed(&id, &peer) {
+                        // Reported failed, and shown after all: delivered
+                        // first, as above.
+                        self.push(Action::Persist(Record::State {
+                            peer: peer.clone(),
+                            id: id.clone(),
+                            state: MessageState::Delivered,
+                        }));
+                        self.push(Action::Emit(Event::Receipt {
+                            peer: peer.clone(),
+                            id: id.clone(),
+                            kind: ReceiptKind::Delivered,
+                        }));
                         accepted.push(id);
                     }
                 }
@@ -1409,6 +1456,9 @@ impl Session {
         for id in owed {
             self.owe_later(c.peer.clone(), id);
         }
+        if !clean {
+            self.owe_delivered(&c.peer);
+        }
         match unacked {
             Unacked::Fail(why) => {
                 for m in c.unacked {
@@ -1442,6 +1492,8 @@ impl Session {
         for id in c.receipts_at_risk() {
             self.owe_later(c.peer.clone(), id);
         }
+        // The old link is dropped under whatever was on it.
+        self.owe_delivered(&c.peer);
         if !c.unacked.is_empty() {
             let entry = self
                 .pending
@@ -1451,6 +1503,36 @@ impl Session {
         }
         let reason = format!("{peer} started a new conversation");
         self.push(Action::Emit(Event::Disconnected { peer: c.peer, reason }));
+    }
+
+    /// Keeps `delivered` receipts for the newest ids we had from `peer`
+    /// until a conversation with it starts (see
+    /// [`Session::owed_delivered`]): the conversation ended without a clean
+    /// goodbye, so receipts we sent may have been lost, and the peer may
+    /// have reported those messages failed.
+    fn owe_delivered(&mut self, peer: &Name) {
+        self.owed_delivered = match &self.seen {
+            Some((from, seen)) if from == peer => {
+                Some((peer.clone(), seen.newest(MAX_RECEIPT_IDS)))
+            }
+            _ => None,
+        };
+    }
+
+    /// Takes `id` out of the failed messages if it went to `peer`.
+    fn take_failed(&mut self, id: &Id, peer: &Name) -> bool {
+        if self.failed_to.get(id) != Some(peer) {
+            return false;
+        }
+        self.failed_to.remove(id);
+        true
+    }
+
+    /// `id`, ours and delivered to `peer`, may still be reported shown.
+    fn remember_delivered_before(&mut self, id: Id, peer: &Name) {
+        if self.delivered_before.len() < MAX_AWAITING_DISPLAY {
+            self.delivered_before.insert(id, peer.clone());
+        }
     }
 
     /// Keeps a `displayed` receipt for `peer` until a conversation with it
@@ -1463,6 +1545,13 @@ impl Session {
     }
 
     fn fail(&mut self, peer: &Name, id: Id, reason: &str) {
+        if self.failed_order.len() >= MAX_FAILED_REMEMBERED
+            && let Some(oldest) = self.failed_order.pop_front()
+        {
+            self.failed_to.remove(&oldest);
+        }
+        self.failed_to.insert(id.clone(), peer.clone());
+        self.failed_order.push_back(id.clone());
         self.push(Action::Persist(Record::State {
             peer: peer.clone(),
             id: id.clone(),
@@ -1515,6 +1604,13 @@ impl Session {
             }
             !theirs
         });
+        let owed_delivered = match self.owed_delivered.take() {
+            Some((p, ids)) if p == peer => ids,
+            other => {
+                self.owed_delivered = other;
+                Vec::new()
+            }
+        };
         let link = conversation.link;
         if link.is_none() {
             conversation.owed_displayed.append(&mut owed);
@@ -1531,6 +1627,12 @@ impl Session {
         if let Some(link) = link {
             for m in resend {
                 self.push(Action::Transmit { link, frame: Frame::Message(m) });
+            }
+            if !owed_delivered.is_empty() {
+                self.push(Action::Transmit {
+                    link,
+                    frame: Frame::Receipt { ids: owed_delivered, kind: ReceiptKind::Delivered },
+                });
             }
             if !owed.is_empty() {
                 self.push(Action::Transmit {

@@ -49,7 +49,9 @@ pub(crate) enum Mark {
 
 impl Mark {
     /// Marks only move forward: a late `delivered` after `displayed`
-    /// changes nothing, and a failure only replaces `pending`.
+    /// changes nothing, and a failure only replaces `pending`. A receipt
+    /// does replace a failure: the peer had the message after all, and
+    /// said so when the two next talked (its receipt was lost with a link).
     fn advance(&mut self, to: Mark) {
         let rank = |m: &Mark| match m {
             Mark::Pending => 0,
@@ -58,6 +60,7 @@ impl Mark {
             Mark::Failed(_) => 3,
         };
         let allowed = match (&*self, &to) {
+            (Mark::Failed(_), Mark::Delivered | Mark::Displayed) => true,
             (Mark::Failed(_), _) => false,
             (Mark::Pending, Mark::Failed(_)) => true,
             (_, Mark::Failed(_)) => false,
@@ -673,6 +676,11 @@ mod tests {
             text_rows(&c),
             ["00:00 you: hi ✗ failed: not connected", "00:00 you: there ✗ failed: bob went away"]
         );
+        // Bob had it after all, and said so when they next talked.
+        c.receipt("m2", Mark::Delivered);
+        assert_eq!(mark_of(&c, 2), Mark::Delivered);
+        c.receipt("m2", Mark::Failed("again".into()));
+        assert_eq!(mark_of(&c, 2), Mark::Delivered, "a failure never undoes a receipt");
     }
 
     #[test]

@@ -303,7 +303,7 @@ impl OwnIdSet {
 }
 
 /// The id that packs to `n`.
-fn unpack(n: u128) -> Id {
+pub(super) fn unpack(n: u128) -> Id {
     Id::from(format!("{n:032x}"))
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::own_ids::pack;
+use super::own_ids::{pack, unpack};
 use super::types::Id;
 use super::window::{Window, split};
 
@@ -93,6 +93,19 @@ impl RecentIds {
                 self.order.push_back(Key::Text(id));
             }
         }
+    }
+
+    /// The newest `n` ids, oldest first.
+    pub(crate) fn newest(&self, n: usize) -> Vec<Id> {
+        let skip = self.order.len().saturating_sub(n);
+        self.order
+            .iter()
+            .skip(skip)
+            .map(|key| match key {
+                Key::Packed(n) => unpack(*n),
+                Key::Text(id) => id.clone(),
+            })
+            .collect()
     }
 
     pub(crate) fn mark_displayed(&mut self, id: &str) {

@@ -1728,3 +1728,90 @@ fn a_kept_failure_is_cut_at_a_character_boundary() {
     assert_eq!(bounded("héllo", 3), "hé");
     assert_eq!(bounded("short", 200), "short");
 }
+
+/// A message whose receipt was lost with the link, and which its sender
+/// then reported failed (the window passed), is delivered after all when
+/// the two talk again: a conversation that ended without a clean goodbye
+/// leaves the receiver owing `delivered` for the newest ids it had.
+#[test]
+fn a_message_failed_for_want_of_its_receipt_is_delivered_when_they_talk_again() {
+    let mut p = Pair::connected();
+    let id = p.send(true, "did it arrive?");
+    p.bob_takes_one_frame();
+    assert_eq!(messages(&p.b), ["did it arrive?"]);
+    p.cut("cable pulled");
+    for _ in 0..100 {
+        if p.alice.phase() == Phase::Idle && p.bob.phase() == Phase::Idle {
+            break;
+        }
+        p.advance_to_next_timer();
+    }
+    assert_eq!(failed(&p.a), [id.as_str()]);
+    assert!(receipts(&p.a, ReceiptKind::Delivered).is_empty());
+
+    let a_link = p.alice.connect(name("bob")).expect("alice dials again");
+    let b_link = p.bob_accepts();
+    p.alice.handle_dialed(a_link, name("Bob"));
+    p.a_link = Some(a_link);
+    p.b_link = Some(b_link);
+    p.drive();
+    assert_eq!(receipts(&p.a, ReceiptKind::Delivered), [id.as_str()]);
+    let delivered =
+        Record::State { peer: name("Bob"), id: id.as_str().into(), state: MessageState::Delivered };
+    assert_eq!(p.a.stored.last(), Some(&delivered));
+    // Once: a third conversation owes nothing more.
+    let before = p.a.events.len();
+    p.alice.disconnect(p.now).expect("connected");
+    p.drive();
+    assert_eq!((p.alice.phase(), p.bob.phase()), (Phase::Idle, Phase::Idle));
+    // A new stream: nothing closed on it yet.
+    (p.a.closed_send, p.b.closed_send, p.a_eof, p.b_eof) = (false, false, false, false);
+    let a_link = p.alice.connect(name("bob")).expect("alice dials a third time");
+    let b_link = p.bob_accepts();
+    p.alice.handle_dialed(a_link, name("Bob"));
+    p.a_link = Some(a_link);
+    p.b_link = Some(b_link);
+    p.drive();
+    let receipts_since =
+        p.a.events[before..].iter().filter(|e| matches!(e, Event::Receipt { .. })).count();
+    assert_eq!(receipts_since, 0, "{:?}", &p.a.events[before..]);
+}
+
+/// Only the peer a failed message went to may say it had it after all;
+/// a `displayed` receipt, late, implies `delivered` and says so first.
+#[test]
+fn a_late_receipt_is_believed_only_from_the_failed_messages_peer() {
+    let t0 = Instant::now();
+    let old = || Message { id: "old".into(), text: "x".into(), sent_at_ms: 1, seq: 1 };
+    let late = |kind| Frame::Receipt { ids: vec!["old".into()], kind };
+    for (from, believed) in [("carol", false), ("bob", true)] {
+        let mut s = Session::new(name("alice"), WINDOW);
+        s.restore_unacked(name("bob"), vec![old()], t0);
+        s.handle_timeout(t0 + WINDOW);
+        let mut side = Side::default();
+        Pair::drain(&mut s, &mut side);
+        assert_eq!(failed(&side), ["old"]);
+        let link = s.handle_hello(name(from), DialKind::Fresh).expect("alice takes the dial");
+        s.handle_frame(link, late(ReceiptKind::Displayed), t0 + WINDOW);
+        s.handle_frame(link, late(ReceiptKind::Delivered), t0 + WINDOW);
+        Pair::drain(&mut s, &mut side);
+        let states: Vec<MessageState> = side
+            .stored
+            .iter()
+            .filter_map(|r| match r {
+                Record::State { id, state, .. } if id.as_ref() == "old" => Some(*state),
+                _ => None,
+            })
+            .collect();
+        if believed {
+            assert_eq!(receipts(&side, ReceiptKind::Delivered), ["old"], "{from}");
+            assert_eq!(receipts(&side, ReceiptKind::Displayed), ["old"], "{from}");
+            let expected = [MessageState::Failed, MessageState::Delivered, MessageState::Displayed];
+            assert_eq!(states, expected, "{from}");
+        } else {
+            assert!(receipts(&side, ReceiptKind::Delivered).is_empty(), "{from}");
+            assert!(receipts(&side, ReceiptKind::Displayed).is_empty(), "{from}");
+            assert_eq!(states, [MessageState::Failed], "{from}");
+        }
+    }
+}
