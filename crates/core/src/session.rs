@@ -327,12 +327,21 @@ pub struct Session {
     /// may hold ids already taken out); in memory only.
     failed_to: HashMap<Id, Name>,
     failed_order: VecDeque<Id>,
-    /// `delivered` receipts for the last peer whose conversation ended
-    /// without a clean goodbye: the newest ids we had from it (at most
-    /// [`MAX_RECEIPT_IDS`]), some of which it may have failed for want of
-    /// their receipts. Sent when a conversation with it next starts.
-    owed_delivered: Option<(Name, Vec<Id>)>,
+    /// `delivered` receipts for peers whose conversation ended: the newest
+    /// ids we had from each (at most [`MAX_OWED_DELIVERED`]), some of which
+    /// it may have failed for want of their receipts. Sent when a
+    /// conversation with it next starts. At most
+    /// [`MAX_OWED_DELIVERED_PEERS`] peers, the oldest forgotten first; in
+    /// memory only.
+    owed_delivered: VecDeque<(Name, Vec<Id>)>,
 }
+
+/// How many ids [`Session`] owes `delivered` for when a conversation ends:
+/// a frame's worth.
+const MAX_OWED_DELIVERED: usize = MAX_RECEIPT_IDS;
+
+/// How many peers [`Session`] keeps owed `delivered` receipts for.
+const MAX_OWED_DELIVERED_PEERS: usize = 8;
 
 /// How many failed messages [`Session`] remembers, for a late receipt: as
 /// many as one conversation may leave unacknowledged.
@@ -375,7 +384,7 @@ impl Session {
             owed_later: VecDeque::new(),
             failed_to: HashMap::new(),
             failed_order: VecDeque::new(),
-            owed_delivered: None,
+            owed_delivered: VecDeque::new(),
         }
     }
 
@@ -1456,9 +1465,7 @@ impl Session {
         for id in owed {
             self.owe_later(c.peer.clone(), id);
         }
-        if !clean {
-            self.owe_delivered(&c.peer);
-        }
+        self.owe_delivered(&c.peer);
         match unacked {
             Unacked::Fail(why) => {
                 for m in c.unacked {
@@ -1507,16 +1514,28 @@ impl Session {
 
     /// Keeps `delivered` receipts for the newest ids we had from `peer`
     /// until a conversation with it starts (see
-    /// [`Session::owed_delivered`]): the conversation ended without a clean
-    /// goodbye, so receipts we sent may have been lost, and the peer may
-    /// have reported those messages failed.
+    /// [`Session::owed_delivered`]). On every end, clean or not: whether
+    /// the peer read our last receipts before its end of the link went is
+    /// not something either end can know (a goodbye read after the peer
+    /// dropped the link looks clean), and a conversation that dies in its
+    /// turn owes them again. They are a frame, and the peer takes a
+    /// receipt for a message it does not miss as a no-op.
     fn owe_delivered(&mut self, peer: &Name) {
-        self.owed_delivered = match &self.seen {
-            Some((from, seen)) if from == peer => {
-                Some((peer.clone(), seen.newest(MAX_RECEIPT_IDS)))
-            }
-            _ => None,
+        let Some((from, seen)) = &self.seen else {
+            return;
         };
+        if from != peer {
+            return;
+        }
+        let ids = seen.newest(MAX_OWED_DELIVERED);
+        self.owed_delivered.retain(|(p, _)| p != peer);
+        if ids.is_empty() {
+            return;
+        }
+        if self.owed_delivered.len() >= MAX_OWED_DELIVERED_PEERS {
+            self.owed_delivered.pop_front();
+        }
+        self.owed_delivered.push_back((peer.clone(), ids));
     }
 
     /// Takes `id` out of the failed messages if it went to `peer`.
@@ -1604,12 +1623,9 @@ impl Session {
             }
             !theirs
         });
-        let owed_delivered = match self.owed_delivered.take() {
-            Some((p, ids)) if p == peer => ids,
-            other => {
-                self.owed_delivered = other;
-                Vec::new()
-            }
+        let owed_delivered = match self.owed_delivered.iter().position(|(p, _)| *p == peer) {
+            Some(i) => self.owed_delivered.remove(i).map(|(_, ids)| ids).unwrap_or_default(),
+            None => Vec::new(),
         };
         let link = conversation.link;
         if link.is_none() {

@@ -73,8 +73,11 @@ struct End {
     acked: Vec<Id>,
     shown: Vec<Id>,
     delivered: HashSet<Id>,
-    failed: HashSet<Id>,
+    /// Each failed message, with how many conversations had started then.
+    failed: HashMap<Id, usize>,
     sent_ids: Vec<Id>,
+    /// Conversations started (`Connected` events).
+    conversations: usize,
 }
 
 impl End {
@@ -90,8 +93,9 @@ impl End {
             acked: Vec::new(),
             shown: Vec::new(),
             delivered: HashSet::new(),
-            failed: HashSet::new(),
+            failed: HashMap::new(),
             sent_ids: Vec::new(),
+            conversations: 0,
         }
     }
 
@@ -122,12 +126,19 @@ impl End {
                 Action::Persist(_) => {}
                 Action::Emit(Event::Message { message, .. }) => self.shown.push(message.id),
                 Action::Emit(Event::Receipt { id, .. }) => {
+                    if let Some(&at) = self.failed.get(&id) {
+                        assert!(
+                            self.conversations > at,
+                            "a receipt for {id} in the conversation it failed in"
+                        );
+                    }
                     self.delivered.insert(id);
                 }
                 Action::Emit(Event::Failed { id, .. }) => {
                     assert!(!self.delivered.contains(&id), "{id} failed after it was delivered");
-                    self.failed.insert(id);
+                    self.failed.insert(id, self.conversations);
                 }
+                Action::Emit(Event::Connected { .. }) => self.conversations += 1,
                 Action::Emit(_) => {}
             }
         }
@@ -422,7 +433,7 @@ impl World {
             // after it was delivered (checked as it happens); forged
             // receipts believed never.
             for id in &sender.delivered {
-                if sender.failed.contains(id) {
+                if sender.failed.contains_key(id) {
                     assert!(stored.contains(id), "{id} failed, then delivered, but never stored");
                 }
                 assert!(sent.contains(id), "receipt event for {id}, which we never sent");
@@ -445,7 +456,7 @@ impl World {
         for end in [&self.a, &self.b] {
             for id in &end.sent_ids {
                 assert!(
-                    end.delivered.contains(id) || end.failed.contains(id),
+                    end.delivered.contains(id) || end.failed.contains_key(id),
                     "{id} neither delivered nor failed"
                 );
             }

@@ -1759,8 +1759,10 @@ fn a_message_failed_for_want_of_its_receipt_is_delivered_when_they_talk_again() 
     let delivered =
         Record::State { peer: name("Bob"), id: id.as_str().into(), state: MessageState::Delivered };
     assert_eq!(p.a.stored.last(), Some(&delivered));
-    // Once: a third conversation owes nothing more.
+    // Once: bob owes the same receipts again after every end (he cannot
+    // know that alice read them), and alice takes them as nothing new.
     let before = p.a.events.len();
+    let stored_before = p.a.stored.len();
     p.alice.disconnect(p.now).expect("connected");
     p.drive();
     assert_eq!((p.alice.phase(), p.bob.phase()), (Phase::Idle, Phase::Idle));
@@ -1775,6 +1777,18 @@ fn a_message_failed_for_want_of_its_receipt_is_delivered_when_they_talk_again() 
     let receipts_since =
         p.a.events[before..].iter().filter(|e| matches!(e, Event::Receipt { .. })).count();
     assert_eq!(receipts_since, 0, "{:?}", &p.a.events[before..]);
+    assert!(
+        !p.a.stored[stored_before..].iter().any(|r| matches!(r, Record::State { .. })),
+        "{:?}",
+        &p.a.stored[stored_before..]
+    );
+    let receipts_sent =
+        p.b.log
+            .iter()
+            .filter(|l| l.starts_with("transmit Receipt") && l.contains(id.as_str()))
+            .count();
+    // On the link that was cut, then at the start of each conversation.
+    assert_eq!(receipts_sent, 3, "{:?}", p.b.log);
 }
 
 /// Only the peer a failed message went to may say it had it after all;

@@ -63,8 +63,11 @@ pub const MAX_ID_LEN: usize = 64;
 /// one kind that are queued in a row into one frame (a burst of received
 /// messages is acknowledged with one frame, not one each), and splits at
 /// this so the peer's link layer, which refuses bigger receipts as a
-/// protocol violation, accepts every frame.
-pub const MAX_RECEIPT_IDS: usize = 4096;
+/// protocol violation, accepts every frame. A frame of this many ids of
+/// [`MAX_ID_LEN`] bytes (66 each on the wire) stays within the link's
+/// frame limit (a message's 65,536 bytes and 1 KiB); it was 4,096, whose
+/// frame tonic refused to send once the ids passed about 1,950.
+pub const MAX_RECEIPT_IDS: usize = 1000;
 
 /// Identifies one link (one Converse stream). Events of an old link that
 /// arrive after a new one started are ignored by comparing ids.

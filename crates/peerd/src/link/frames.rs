@@ -120,6 +120,19 @@ mod tests {
     use super::*;
     use pb::frame::Kind;
 
+    /// The fullest receipt the session sends, of the longest ids a peer
+    /// may use, is within the frame limit both ends set in tonic: bigger,
+    /// tonic would refuse to send it and the link would die.
+    #[test]
+    fn the_fullest_receipt_fits_in_a_frame() {
+        use prost::Message as _;
+        let ids: Vec<Id> = (0..MAX_RECEIPT_IDS).map(|i| format!("{i:064}").into()).collect();
+        assert!(ids.iter().all(|id| id.len() == MAX_ID_LEN));
+        let fullest = to_wire(Frame::Receipt { ids, kind: ReceiptKind::Displayed });
+        let len = fullest.encoded_len();
+        assert!(len <= super::super::MAX_FRAME_BYTES, "{len} bytes");
+    }
+
     fn msg(id: &str, text: &str, seq: u64) -> pb::Frame {
         pb::Frame {
             kind: Some(Kind::Message(pb::ChatMessage {
