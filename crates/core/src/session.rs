@@ -205,9 +205,16 @@ impl Conversation {
     }
 
     /// Takes `ids` out of the unacknowledged queue, and keeps in `ids` only
-    /// the ones it had (in place: this runs for every receipt).
-    fn acknowledge(&mut self, ids: &mut Vec<Id>) {
-        ids.retain(|id| self.unacked_ids.remove(id));
+    /// the ones it had (in place: this runs for every receipt); those it
+    /// did not have go to `misses`, if given.
+    fn acknowledge(&mut self, ids: &mut Vec<Id>, mut misses: Option<&mut Vec<Id>>) {
+        ids.retain(|id| {
+            let had = self.unacked_ids.remove(id);
+            if !had && let Some(misses) = misses.as_deref_mut() {
+                misses.push(id.clone());
+            }
+            had
+        });
         let acked = ids.len();
         // Receipts come in sending order, so the acknowledged messages are
         // usually at the front: pop them in O(1) each, and scan the whole
@@ -1328,15 +1335,11 @@ impl Session {
         let accepted = match kind {
             ReceiptKind::Delivered => {
                 // Ids the queue does not have may be late receipts for
-                // messages reported failed: looked for only then, and only
-                // among those (a cheap test of this run's ids first).
-                let maybe_late: Vec<Id> = if self.failed_to.is_empty() {
-                    Vec::new()
-                } else {
-                    ids.iter().filter(|id| !c.unacked_ids.contains(id)).cloned().collect()
-                };
+                // messages reported failed: noted only after a failure.
+                let mut maybe_late = Vec::new();
+                let misses = (!self.failed_to.is_empty()).then_some(&mut maybe_late);
                 let mut accepted = ids;
-                c.acknowledge(&mut accepted);
+                c.acknowledge(&mut accepted, misses);
                 for id in &accepted {
                     self.awaiting_display.insert_new_within(id, peer.clone(), MAX_AWAITING_DISPLAY);
                 }
@@ -1350,7 +1353,7 @@ impl Session {
             }
             ReceiptKind::Displayed => {
                 let mut accepted = ids.clone();
-                c.acknowledge(&mut accepted);
+                c.acknowledge(&mut accepted, None);
                 // `displayed` can overtake `delivered` (a receipt owed from
                 // an outage goes first on a resumed link). It implies
                 // delivery: say so first, so every watcher sees both.
