@@ -732,6 +732,37 @@ fn a_challenge_flood_from_many_hosts_leaves_room_for_a_new_peer() {
     });
 }
 
+/// A challenge table of one, flooded from 127.0.0.2 by 32 connections
+/// asking at once: every nonce alice gets is let go before her Register
+/// uses it. The directory says so by a typed reason, and peerd asks again
+/// and then backs off, as from a directory that fails; it starts, and
+/// registers once the flood stops. (It used to take the refusal as final:
+/// `peerd start` failed.)
+#[test]
+fn a_nonce_let_go_before_its_register_is_asked_for_again() {
+    let rt = runtime();
+    let args = ["--max-challenges", "1", "--register-rate", "1000000"];
+    let dir = Directory::start_with(TTL, &args);
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = (0..32)
+        .map(|_| {
+            let (never, _) = std::sync::mpsc::channel();
+            rt.spawn(flood_challenges(dir.addr(), "127.0.0.2:0", 100, stop.clone(), never))
+        })
+        .collect();
+
+    let alice = Peer::start(&dir, "alice");
+    stop.store(true, Ordering::Relaxed);
+    let mut asked = 0;
+    for flood in floods {
+        let result = rt.block_on(flood).expect("the flood task");
+        assert!(result.refused.is_empty(), "{result:?}");
+        asked += result.ok;
+    }
+    eprintln!("the flood asked for {asked} challenges");
+    listed_at(&alice, "alice", &alice.addr().to_string());
+}
+
 /// An `https://` directory is pinned by its key: the fingerprint given with
 /// `--directory-key`, or the one seen first (recorded in the peer's
 /// `known_directories`). A directory showing another key is not talked to,

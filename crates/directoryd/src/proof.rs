@@ -40,7 +40,7 @@ pub(crate) enum ProofError {
     #[error("registration proof failed: the public key must be {PUBLIC_KEY_LEN} bytes, not {len}")]
     KeyLength { len: usize },
     #[error(
-        "registration proof failed: the nonce was not issued by this directory, has expired (60 s) or was already used; call Challenge again"
+        "registration proof failed: the nonce was not issued by this directory, has expired (60 s), was let go (too many outstanding) or was already used; call Challenge again"
     )]
     Nonce,
     #[error(

@@ -13,6 +13,7 @@ use peerchat_core::identity::NONCE_LEN;
 use peerchat_core::lease::renew_interval;
 use peerchat_core::rate::{Limited, RateLimiter};
 use peerchat_core::source::Source;
+use prost::Message as _;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tonic::{Request, Response, Status};
 
@@ -284,6 +285,16 @@ fn limited(err: Limited) -> Status {
 
 fn proof_status(name: &Name, source: Source, err: ProofError) -> Status {
     tracing::info!(name = %name, %source, %err, "registration refused");
+    if err == ProofError::Nonce {
+        // Typed, so that the client asks again rather than give up.
+        let reason = pb::directory_refusal::Reason::StaleNonce;
+        let details = pb::DirectoryRefusal { reason: reason.into() };
+        return Status::with_details(
+            tonic::Code::PermissionDenied,
+            err.to_string(),
+            details.encode_to_vec().into(),
+        );
+    }
     Status::permission_denied(err.to_string())
 }
 
@@ -390,6 +401,10 @@ mod tests {
         let s = proof_status(&Name::parse("bob").unwrap(), source, ProofError::Nonce);
         assert_eq!(s.code(), Code::PermissionDenied);
         assert!(s.message().starts_with("registration proof failed: the nonce"));
+        let details = pb::DirectoryRefusal::decode(s.details()).unwrap();
+        assert_eq!(details.reason(), pb::directory_refusal::Reason::StaleNonce);
+        let s = proof_status(&Name::parse("bob").unwrap(), source, ProofError::Signature);
+        assert!(s.details().is_empty(), "only a stale nonce says to ask again");
         let full = StoreError::Refused(Refusal::Full { max: 1 });
         assert_eq!(store_status(full).code(), Code::ResourceExhausted);
         let quota = store_status(StoreError::Refused(Refusal::NewNames { from: source }));

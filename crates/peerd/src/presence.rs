@@ -167,7 +167,10 @@ impl PresenceTask {
                     self.report_first(FirstAttempt::Rejected(why));
                     backoff.next_delay()
                 }
-                Err(Failure::Unreachable(why) | Failure::Failed(why)) => {
+                // A stale nonce is a failure by now (`register` asked again).
+                Err(
+                    Failure::Unreachable(why) | Failure::Failed(why) | Failure::StaleNonce(why),
+                ) => {
                     tracing::warn!(%why, "directory unreachable");
                     let last_address = lease.as_ref().map(|l| l.address.clone());
                     let state = DirectoryState::Unreachable { why: why.clone(), last_address };
@@ -260,8 +263,34 @@ impl PresenceTask {
 
     /// Registers through `client`. The challenge and the registration go to
     /// the same replica: a nonce is only sure to be known where it was
-    /// handed out.
+    /// handed out. A nonce the directory let go before we used it (it is
+    /// flooded) is asked for again at once, [`STALE_NONCE_TRIES`] times in
+    /// all; then the directory counts as failing, and is tried again with
+    /// backoff.
     async fn register(
+        &mut self,
+        client: DirectoryClient<Channel>,
+        status: Presence,
+    ) -> Result<Lease, Failure> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.register_once(client.clone(), status).await {
+                Err(Failure::StaleNonce(why)) if tries < STALE_NONCE_TRIES => {
+                    tracing::info!(%why, "the directory let our challenge go; asking again");
+                }
+                Err(Failure::StaleNonce(why)) => {
+                    return Err(Failure::Failed(format!(
+                        "the directory let our challenge go {tries} times in a row (is it \
+                         flooded?): {why}"
+                    )));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn register_once(
         &mut self,
         mut client: DirectoryClient<Channel>,
         status: Presence,
@@ -327,6 +356,10 @@ impl PresenceTask {
 /// NOT_FOUND means a lease is gone; while registering there is none, so a
 /// replica answering it is misbehaving and is retried with backoff like
 /// any other failure, not at once (which would spin).
+/// Challenges asked for in a row when the directory lets each go before
+/// our Register uses it.
+const STALE_NONCE_TRIES: u32 = 3;
+
 fn no_lease_yet(f: Failure) -> Failure {
     match f {
         Failure::LeaseGone => {
@@ -351,6 +384,10 @@ enum Failure {
     /// (overloaded, internal): the same is due from any replica, so retry
     /// later with backoff.
     Failed(String),
+    /// Our registration's nonce was no longer outstanding when it came (a
+    /// flooded directory let it go): nothing is wrong with us; a new
+    /// Challenge may do.
+    StaleNonce(String),
 }
 
 async fn call<T>(
@@ -364,6 +401,12 @@ async fn call<T>(
             (Verdict::Unreachable, _) => Failure::Unreachable(directory::reason(&status)),
             (Verdict::Answer, Code::NotFound) => Failure::LeaseGone,
             (Verdict::Answer, Code::AlreadyExists) => Failure::Taken,
+            (Verdict::Answer, Code::PermissionDenied)
+                if directory::refusal_reason(&status)
+                    == pb::directory_refusal::Reason::StaleNonce =>
+            {
+                Failure::StaleNonce(status.message().to_owned())
+            }
             (Verdict::Answer, Code::InvalidArgument | Code::PermissionDenied) => {
                 Failure::Rejected(status.message().to_owned())
             }
@@ -402,5 +445,24 @@ mod tests {
             no_lease_yet(Failure::Unreachable(String::new())),
             Failure::Unreachable(_)
         ));
+    }
+
+    /// A stale nonce is told by its typed reason, not its words: the same
+    /// code and words without it are a refusal.
+    #[tokio::test]
+    async fn a_stale_nonce_is_known_by_its_reason() {
+        use prost::Message as _;
+        let refused = |details: Vec<u8>| async move {
+            let status = tonic::Status::with_details(
+                Code::PermissionDenied,
+                "registration proof failed: the nonce was let go",
+                details.into(),
+            );
+            call(async { Err::<tonic::Response<()>, _>(status) }).await
+        };
+        let stale =
+            pb::DirectoryRefusal { reason: pb::directory_refusal::Reason::StaleNonce.into() };
+        assert!(matches!(refused(stale.encode_to_vec()).await, Err(Failure::StaleNonce(_))));
+        assert!(matches!(refused(Vec::new()).await, Err(Failure::Rejected(_))));
     }
 }
