@@ -265,8 +265,8 @@ impl PresenceTask {
     /// the same replica: a nonce is only sure to be known where it was
     /// handed out. A nonce the directory let go before we used it (it is
     /// flooded) is asked for again at once, [`STALE_NONCE_TRIES`] times in
-    /// all; then the directory counts as failing, and is tried again with
-    /// backoff.
+    /// all; then the replica counts as not answering: the next one is
+    /// tried, or this one again with backoff.
     async fn register(
         &mut self,
         client: DirectoryClient<Channel>,
@@ -279,8 +279,10 @@ impl PresenceTask {
                 Err(Failure::StaleNonce(why)) if tries < STALE_NONCE_TRIES => {
                     tracing::info!(%why, "the directory let our challenge go; asking again");
                 }
+                // As if it did not answer: each replica has a challenge
+                // table of its own, and the next one may not be flooded.
                 Err(Failure::StaleNonce(why)) => {
-                    return Err(Failure::Failed(format!(
+                    return Err(Failure::Unreachable(format!(
                         "the directory let our challenge go {tries} times in a row (is it \
                          flooded?): {why}"
                     )));
@@ -353,13 +355,13 @@ impl PresenceTask {
     }
 }
 
-/// NOT_FOUND means a lease is gone; while registering there is none, so a
-/// replica answering it is misbehaving and is retried with backoff like
-/// any other failure, not at once (which would spin).
 /// Challenges asked for in a row when the directory lets each go before
 /// our Register uses it.
 const STALE_NONCE_TRIES: u32 = 3;
 
+/// NOT_FOUND means a lease is gone; while registering there is none, so a
+/// replica answering it is misbehaving and is retried with backoff like
+/// any other failure, not at once (which would spin).
 fn no_lease_yet(f: Failure) -> Failure {
     match f {
         Failure::LeaseGone => {

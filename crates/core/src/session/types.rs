@@ -69,6 +69,11 @@ pub const MAX_ID_LEN: usize = 64;
 /// frame tonic refused to send once the ids passed about 1,950.
 pub const MAX_RECEIPT_IDS: usize = 1000;
 
+/// The most ids a receipt frame from a peer may carry: what earlier
+/// versions sent (they split at 4,096), so that talking to one does not
+/// break the link. The frame's byte limit bounds it in any case.
+pub const MAX_RECEIPT_IDS_TAKEN: usize = 4096;
+
 /// Identifies one link (one Converse stream). Events of an old link that
 /// arrive after a new one started are ignored by comparing ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,7 +4,7 @@
 
 use peerchat::v1 as pb;
 use peerchat_core::check_text;
-use peerchat_core::session::{Frame, Id, MAX_ID_LEN, MAX_RECEIPT_IDS, Message, ReceiptKind};
+use peerchat_core::session::{Frame, Id, MAX_ID_LEN, MAX_RECEIPT_IDS_TAKEN, Message, ReceiptKind};
 
 use super::PROTOCOL_VERSION;
 
@@ -45,7 +45,7 @@ pub(crate) fn from_wire(frame: pb::Frame) -> Result<Frame, Violation> {
             }))
         }
         Some(Kind::Receipt(r)) => {
-            if r.ids.is_empty() || r.ids.len() > MAX_RECEIPT_IDS {
+            if r.ids.is_empty() || r.ids.len() > MAX_RECEIPT_IDS_TAKEN {
                 return Err(violation(format!("receipt with {} ids", r.ids.len())));
             }
             for id in &r.ids {
@@ -125,12 +125,27 @@ mod tests {
     /// tonic would refuse to send it and the link would die.
     #[test]
     fn the_fullest_receipt_fits_in_a_frame() {
+        use peerchat_core::session::MAX_RECEIPT_IDS;
         use prost::Message as _;
         let ids: Vec<Id> = (0..MAX_RECEIPT_IDS).map(|i| format!("{i:064}").into()).collect();
         assert!(ids.iter().all(|id| id.len() == MAX_ID_LEN));
         let fullest = to_wire(Frame::Receipt { ids, kind: ReceiptKind::Displayed });
         let len = fullest.encoded_len();
         assert!(len <= super::super::MAX_FRAME_BYTES, "{len} bytes");
+    }
+
+    /// A peer of an earlier version split receipts at 4,096 ids: its frames
+    /// are taken (the byte limit bounds them anyway), one more id is not.
+    #[test]
+    fn receipts_as_big_as_earlier_versions_sent_are_taken() {
+        let receipt = |n: usize| pb::Frame {
+            kind: Some(Kind::Receipt(pb::Receipt {
+                ids: (0..n).map(|i| format!("{i:032x}")).collect(),
+                state: pb::ReceiptState::Delivered as i32,
+            })),
+        };
+        assert!(from_wire(receipt(MAX_RECEIPT_IDS_TAKEN)).is_ok());
+        assert!(from_wire(receipt(MAX_RECEIPT_IDS_TAKEN + 1)).is_err());
     }
 
     fn msg(id: &str, text: &str, seq: u64) -> pb::Frame {
