@@ -62,13 +62,19 @@ impl Pair {
     /// Alice dials bob and bob accepts: a live conversation.
     fn connected() -> Pair {
         let mut p = Pair::new();
-        let a_link = p.alice.connect(name("bob")).expect("alice may dial");
-        let b_link = p.bob_accepts();
-        p.alice.handle_dialed(a_link, name("Bob"));
-        p.a_link = Some(a_link);
-        p.b_link = Some(b_link);
-        p.drive();
+        p.alice_dials_and_bob_accepts();
         p
+    }
+
+    /// Alice dials bob, bob accepts, and the new link carries what each
+    /// has to say first.
+    fn alice_dials_and_bob_accepts(&mut self) {
+        let a_link = self.alice.connect(name("bob")).expect("alice may dial");
+        let b_link = self.bob_accepts();
+        self.alice.handle_dialed(a_link, name("Bob"));
+        self.a_link = Some(a_link);
+        self.b_link = Some(b_link);
+        self.drive();
     }
 
     /// Bob accepts alice's Hello. The first frame he transmits on the new
@@ -1152,12 +1158,7 @@ fn a_fresh_dial_from_the_peer_of_a_reconnecting_callee_is_a_new_conversation() {
     let queued = p.send(false, "bob wrote this while the link was down");
     p.drive();
     p.b.events.clear();
-    let a_link = p.alice.connect(name("bob")).expect("alice dials again");
-    let b_link = p.bob_accepts();
-    p.alice.handle_dialed(a_link, name("Bob"));
-    p.a_link = Some(a_link);
-    p.b_link = Some(b_link);
-    p.drive();
+    p.alice_dials_and_bob_accepts();
     assert_eq!(disconnected(&p.b), ["alice started a new conversation"]);
     let order: Vec<&str> =
         p.b.events
@@ -1348,12 +1349,7 @@ fn unacknowledged_messages_of_an_earlier_run_go_out_with_the_next_conversation()
     let old =
         Message { id: "old".into(), text: "from before the crash".into(), sent_at_ms: 1, seq: 7 };
     p.alice.restore_unacked(name("bob"), vec![old], p.now);
-    let a_link = p.alice.connect(name("bob")).expect("dial");
-    let b_link = p.bob_accepts();
-    p.alice.handle_dialed(a_link, name("Bob"));
-    p.a_link = Some(a_link);
-    p.b_link = Some(b_link);
-    p.drive();
+    p.alice_dials_and_bob_accepts();
     assert_eq!(messages(&p.b), ["from before the crash"]);
     assert_eq!(receipts(&p.a, ReceiptKind::Delivered), ["old"]);
     // And the next message does not reuse its sequence number.
@@ -1749,12 +1745,7 @@ fn a_message_failed_for_want_of_its_receipt_is_delivered_when_they_talk_again() 
     assert_eq!(failed(&p.a), [id.as_str()]);
     assert!(receipts(&p.a, ReceiptKind::Delivered).is_empty());
 
-    let a_link = p.alice.connect(name("bob")).expect("alice dials again");
-    let b_link = p.bob_accepts();
-    p.alice.handle_dialed(a_link, name("Bob"));
-    p.a_link = Some(a_link);
-    p.b_link = Some(b_link);
-    p.drive();
+    p.alice_dials_and_bob_accepts();
     assert_eq!(receipts(&p.a, ReceiptKind::Delivered), [id.as_str()]);
     let delivered =
         Record::State { peer: name("Bob"), id: id.as_str().into(), state: MessageState::Delivered };
@@ -1768,12 +1759,7 @@ fn a_message_failed_for_want_of_its_receipt_is_delivered_when_they_talk_again() 
     assert_eq!((p.alice.phase(), p.bob.phase()), (Phase::Idle, Phase::Idle));
     // A new stream: nothing closed on it yet.
     (p.a.closed_send, p.b.closed_send, p.a_eof, p.b_eof) = (false, false, false, false);
-    let a_link = p.alice.connect(name("bob")).expect("alice dials a third time");
-    let b_link = p.bob_accepts();
-    p.alice.handle_dialed(a_link, name("Bob"));
-    p.a_link = Some(a_link);
-    p.b_link = Some(b_link);
-    p.drive();
+    p.alice_dials_and_bob_accepts();
     let receipts_since =
         p.a.events[before..].iter().filter(|e| matches!(e, Event::Receipt { .. })).count();
     assert_eq!(receipts_since, 0, "{:?}", &p.a.events[before..]);
