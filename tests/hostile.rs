@@ -1085,59 +1085,86 @@ where
         .collect()
 }
 
-/// Waits until the attackers hold all 64 of bob's connections (taken by
-/// bob, not only queued by the kernel: near 64 descriptors, as `base` may
-/// count one bob has closed since), so that a connection from another host
-/// is answered only by an eviction; then carol dials bob three times, the
-/// attack stops, and every dial must have got in, in normal time.
-fn carol_dials_while_all_slots_are_held(
-    bob: &Peer,
-    carol: &Peer,
+/// What the "every slot held" tests start from: bob and carol online,
+/// bob's open descriptors before the attack, and the attackers' shared
+/// count of connections held and their stop flag.
+/// Fields drop in order: the peers first, then the directory, then the
+/// runtime the attackers ran on.
+struct Siege {
+    bob: Peer,
+    carol: Peer,
+    _dir: Directory,
+    rt: tokio::runtime::Runtime,
     base: usize,
-    held: &AtomicUsize,
-    stop: &AtomicBool,
-    attackers: Vec<tokio::task::JoinHandle<()>>,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while held.load(Ordering::SeqCst) < 64 || open_fds(bob.pid()).saturating_sub(base) < 60 {
-        assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut outcomes = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let out = carol.ctl(&["connect", "bob"]);
-        outcomes.push((out.status.code(), started.elapsed(), error_line_of(&out)));
-        if out.status.code() == Some(0) {
-            carol.ctl(&["disconnect"]);
+    stop: Arc<AtomicBool>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Siege {
+    fn start() -> Siege {
+        let rt = runtime();
+        let dir = Directory::start(TTL);
+        let bob = Peer::start(&dir, "bob");
+        let carol = Peer::start(&dir, "carol");
+        let base = open_fds(bob.pid());
+        Siege {
+            bob,
+            carol,
+            _dir: dir,
+            rt,
+            base,
+            stop: Arc::new(AtomicBool::new(false)),
+            held: Arc::new(AtomicUsize::new(0)),
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for a in attackers {
-        a.abort();
+
+    /// What each attacker task needs: the count to keep, where bob is, and
+    /// a TLS identity of nobody.
+    fn for_attackers(&self) -> (Arc<AtomicUsize>, SocketAddr, Arc<ClientConfig>) {
+        (self.held.clone(), self.bob.addr(), tls_config(&throwaway_pkcs8()))
     }
-    eprintln!("carol's dials during the attack: {outcomes:?}");
-    for (code, took, err) in &outcomes {
-        assert_eq!(*code, Some(0), "carol could not dial bob during the attack: {err}");
-        assert!(*took < Duration::from_secs(5), "the dial took {took:?}");
+
+    /// Waits until the attackers hold all 64 of bob's connections (taken by
+    /// bob, not only queued by the kernel: near 64 descriptors, as `base` may
+    /// count one bob has closed since), so that a connection from another host
+    /// is answered only by an eviction; then carol dials bob three times, the
+    /// attack stops, and every dial must have got in, in normal time.
+    fn carol_dials_while_all_slots_are_held(&self, attackers: Vec<tokio::task::JoinHandle<()>>) {
+        let (bob, carol, base, held, stop) =
+            (&self.bob, &self.carol, self.base, &*self.held, &*self.stop);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while held.load(Ordering::SeqCst) < 64 || open_fds(bob.pid()).saturating_sub(base) < 60 {
+            assert!(Instant::now() < deadline, "the attackers never held all 64 connections");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut outcomes = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let out = carol.ctl(&["connect", "bob"]);
+            outcomes.push((out.status.code(), started.elapsed(), error_line_of(&out)));
+            if out.status.code() == Some(0) {
+                carol.ctl(&["disconnect"]);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for a in attackers {
+            a.abort();
+        }
+        eprintln!("carol's dials during the attack: {outcomes:?}");
+        for (code, took, err) in &outcomes {
+            assert_eq!(*code, Some(0), "carol could not dial bob during the attack: {err}");
+            assert!(*took < Duration::from_secs(5), "the dial took {took:?}");
+        }
     }
 }
 
 #[test]
 fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
-    let rt = runtime();
-    let dir = Directory::start(TTL);
-    let bob = Peer::start(&dir, "bob");
-    let carol = Peer::start(&dir, "carol");
-    let base = open_fds(bob.pid());
-    let stop = Arc::new(AtomicBool::new(false));
+    let siege = Siege::start();
     // Attackers' connections open (TLS finished, or half a hello written),
     // not yet closed by bob.
-    let held = Arc::new(AtomicUsize::new(0));
-    let held_by = held.clone();
-    let bob_addr = bob.addr();
-    let config = tls_config(&throwaway_pkcs8());
-    let attackers = eight_hosts(&rt, 2, &stop, move |from, i| {
+    let (held_by, bob_addr, config) = siege.for_attackers();
+    let attackers = eight_hosts(&siege.rt, 2, &siege.stop, move |from, i| {
         let (config, held) = (config.clone(), held_by.clone());
         async move {
             if i % 2 == 0 {
@@ -1164,7 +1191,7 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
         }
     });
     // All 64 open: 8 per address, bob's limit, so none was refused.
-    carol_dials_while_all_slots_are_held(&bob, &carol, base, &held, &stop, attackers);
+    siege.carol_dials_while_all_slots_are_held(attackers);
 }
 
 /// Eight hosts holding all 64 connection slots, each connection carrying a
@@ -1174,18 +1201,10 @@ fn hosts_holding_every_slot_with_idle_connections_do_not_keep_a_dialer_out() {
 /// once did both, and eight addresses kept every dialer out.)
 #[test]
 fn hosts_holding_every_slot_with_silent_streams_do_not_keep_a_dialer_out() {
-    let rt = runtime();
-    let dir = Directory::start(TTL);
-    let bob = Peer::start(&dir, "bob");
-    let carol = Peer::start(&dir, "carol");
-    let base = open_fds(bob.pid());
-    let stop = Arc::new(AtomicBool::new(false));
+    let siege = Siege::start();
     // Attackers' connections with a silent stream open on them.
-    let held = Arc::new(AtomicUsize::new(0));
-    let held_by = held.clone();
-    let bob_addr = bob.addr();
-    let config = tls_config(&throwaway_pkcs8());
-    let attackers = eight_hosts(&rt, 3, &stop, move |from, _| {
+    let (held_by, bob_addr, config) = siege.for_attackers();
+    let attackers = eight_hosts(&siege.rt, 3, &siege.stop, move |from, _| {
         let (config, held) = (config.clone(), held_by.clone());
         async move {
             let Some(mut client) = chat_client_from(bob_addr, from, config).await else {
@@ -1205,7 +1224,7 @@ fn hosts_holding_every_slot_with_silent_streams_do_not_keep_a_dialer_out() {
             held.fetch_sub(1, Ordering::SeqCst);
         }
     });
-    carol_dials_while_all_slots_are_held(&bob, &carol, base, &held, &stop, attackers);
+    siege.carol_dials_while_all_slots_are_held(attackers);
 }
 
 /// A flood of connections that say nothing, from 250 addresses at once,

@@ -1284,12 +1284,7 @@ impl Pair {
             side.outbound.clear();
         }
         (self.a_eof, self.b_eof) = (false, false);
-        let a_link = self.alice.connect(name("bob")).expect("alice dials again");
-        let b_link = self.bob_accepts();
-        self.alice.handle_dialed(a_link, name("Bob"));
-        self.a_link = Some(a_link);
-        self.b_link = Some(b_link);
-        self.drive();
+        self.alice_dials_and_bob_accepts();
     }
 }
 
@@ -1757,9 +1752,7 @@ fn a_message_failed_for_want_of_its_receipt_is_delivered_when_they_talk_again() 
     p.alice.disconnect(p.now).expect("connected");
     p.drive();
     assert_eq!((p.alice.phase(), p.bob.phase()), (Phase::Idle, Phase::Idle));
-    // A new stream: nothing closed on it yet.
-    (p.a.closed_send, p.b.closed_send, p.a_eof, p.b_eof) = (false, false, false, false);
-    p.alice_dials_and_bob_accepts();
+    p.reconnect();
     let receipts_since =
         p.a.events[before..].iter().filter(|e| matches!(e, Event::Receipt { .. })).count();
     assert_eq!(receipts_since, 0, "{:?}", &p.a.events[before..]);
